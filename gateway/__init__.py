@@ -1,0 +1,1 @@
+"""Pantheon: gateway package."""

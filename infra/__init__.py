@@ -1,0 +1,1 @@
+"""Pantheon: infra package."""

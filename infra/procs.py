@@ -1,0 +1,146 @@
+"""Background processes of the local stack: start detached, track by pid file, stop.
+
+A service's pid file lives in its own state directory; a pid file whose process is gone
+(or belongs to another program after pid reuse) counts as "not running". Stopping sends
+SIGTERM, waits, then SIGKILL, so ``stop`` always ends with the process gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port chosen by the kernel (for tests' private stacks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive free ports."""
+    for _ in range(200):
+        base = free_port(host)
+        if base + count < 65536 and all(not port_open(host, base + i, 0.05) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is alive, else None."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    pid_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start ``argv`` in its own session, output appended to ``log_file``; return its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Servers this process started: kept so they can be reaped (no zombies, no warnings)."""
+
+
+def reap(pid: int) -> None:
+    """Collect an exited child so it does not linger as a zombie (no-op for non-children)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_pid(pid: int, *, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
+    """Signal ``pid`` (SIGTERM by default), wait up to ``timeout``, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        reap(pid)
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+
+
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str
+) -> None:
+    """Poll ``check`` until true; raise TimeoutError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,115 @@
+"""A project-local Prometheus: its own config, data directory and loopback port.
+
+Scrape targets are discovered from ``<state>/prometheus/targets/*.json`` (Prometheus
+file service discovery), so every Pantheon process the stack starts registers itself by
+writing one small file; Prometheus picks changes up without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from infra import procs
+from infra.errors import PortTakenError, PrerequisiteError, StackError
+from infra.settings import Settings
+
+
+def find_binary() -> str:
+    """Path of the ``prometheus`` server binary."""
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    if found is None:
+        raise PrerequisiteError(
+            "Prometheus not found; install it with "
+            "`apt-get install -y --no-install-recommends prometheus` (or run ./dev up)"
+        )
+    return found
+
+
+class Prometheus:
+    """Start, stop and inspect the local Prometheus server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.state_dir / "prometheus"
+        self.targets_dir = self.home / "targets"
+        self.pid_file = self.home / "pid"
+        self.log_file = self.home / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.prom_port}"
+
+    def config(self) -> str:
+        """prometheus.yml: itself, plus every target file under ``targets/``."""
+        return "\n".join(
+            [
+                "global:",
+                "  scrape_interval: 5s",
+                "  evaluation_interval: 5s",
+                "scrape_configs:",
+                "  - job_name: prometheus",
+                "    static_configs:",
+                f"      - targets: ['{self.settings.host}:{self.settings.prom_port}']",
+                "  - job_name: pantheon",
+                "    file_sd_configs:",
+                f"      - files: ['{self.targets_dir}/*.json']",
+                "        refresh_interval: 5s",
+                "",
+            ]
+        )
+
+    def register_target(self, name: str, port: int, labels: dict[str, str]) -> None:
+        """Announce a process's /metrics endpoint to Prometheus."""
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        entry = [{"targets": [f"{self.settings.host}:{port}"], "labels": labels}]
+        tmp = self.targets_dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(entry))
+        tmp.replace(self.targets_dir / f"{name}.json")
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Start Prometheus (no-op if it runs) and wait until it is ready."""
+        if procs.read_pid(self.pid_file) is None:
+            if procs.port_open(self.settings.host, self.settings.prom_port):
+                raise PortTakenError("prometheus", self.settings.prom_port, "PANTHEON_PROM_PORT")
+            binary = find_binary()
+            self.targets_dir.mkdir(parents=True, exist_ok=True)
+            (self.home / "prometheus.yml").write_text(self.config())
+            argv = [
+                binary,
+                f"--config.file={self.home / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.home / 'data'}",
+                f"--web.listen-address={self.settings.host}:{self.settings.prom_port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ]
+            procs.spawn(argv, log_file=self.log_file, pid_file=self.pid_file)
+        try:
+            procs.wait_until(self.healthy, timeout=timeout, what="Prometheus")
+        except TimeoutError as exc:
+            raise StackError(f"{exc}\n{procs.tail(self.log_file)}") from exc
+
+    def stop(self) -> None:
+        """Stop Prometheus if it runs."""
+        pid = procs.read_pid(self.pid_file)
+        if pid is not None:
+            procs.stop_pid(pid, timeout=30.0)
+
+    def running(self) -> bool:
+        """True when the process is alive."""
+        return procs.read_pid(self.pid_file) is not None
+
+    def healthy(self) -> bool:
+        """True when ``/-/ready`` answers 200."""
+        if procs.read_pid(self.pid_file) is None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False

@@ -1,0 +1,111 @@
+"""Where the local stack keeps its state, its caches, and which loopback ports it uses.
+
+Every value has a sane default and can be overridden by an environment variable, so
+tests (and two stacks on one machine) never collide:
+
+==========================  ==============================  ===========================
+variable                    default                         what
+==========================  ==============================  ===========================
+``PANTHEON_STATE_DIR``      ``<checkout>/.pantheon``        data of Kafka/Postgres/...
+``PANTHEON_CACHE_DIR``      ``~/.cache/pantheon``           Kafka jars (shared, reused)
+``PANTHEON_KAFKA_VERSION``  :data:`KAFKA_VERSION`           broker release to fetch
+``PANTHEON_KAFKA_PORT``     19092 (controller: port + 1)    broker listener
+``PANTHEON_PG_PORT``        15432                           PostgreSQL
+``PANTHEON_PROM_PORT``      19090                           Prometheus
+``PANTHEON_TOPIC_PREFIX``   ``pantheon.``                   prefix of every topic
+==========================  ==============================  ===========================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+KAFKA_VERSION = "4.4.0"
+"""The Apache Kafka release we run; see docs/decisions.md (D1) for why this one."""
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    # A source checkout keeps its state beside the code (ignored by git); an installed
+    # distribution keeps it in the user's state directory.
+    if (_PACKAGE_ROOT / "pyproject.toml").exists():
+        return _PACKAGE_ROOT / ".pantheon"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pantheon"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pantheon"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a port number") from exc
+    if not 0 < value < 65536:
+        raise ValueError(f"{name}={value} is outside 1..65535")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Locations and ports of one local stack."""
+
+    state_dir: Path
+    cache_dir: Path
+    kafka_version: str
+    kafka_port: int
+    kafka_brokers: int
+    pg_port: int
+    prom_port: int
+    topic_prefix: str
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Defaults overridden by the ``PANTHEON_*`` environment variables."""
+        return cls(
+            state_dir=Path(os.environ.get("PANTHEON_STATE_DIR") or _default_state_dir()),
+            cache_dir=Path(os.environ.get("PANTHEON_CACHE_DIR") or _default_cache_dir()),
+            kafka_version=os.environ.get("PANTHEON_KAFKA_VERSION") or KAFKA_VERSION,
+            kafka_port=_env_int("PANTHEON_KAFKA_PORT", 19092),
+            kafka_brokers=_env_int("PANTHEON_KAFKA_BROKERS", 1),
+            pg_port=_env_int("PANTHEON_PG_PORT", 15432),
+            prom_port=_env_int("PANTHEON_PROM_PORT", 19090),
+            topic_prefix=os.environ.get("PANTHEON_TOPIC_PREFIX", "pantheon."),
+        )
+
+    def with_changes(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (used by tests for private stacks)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def kafka_ports(self) -> list[tuple[int, int]]:
+        """(broker port, controller port) for each broker: consecutive pairs."""
+        return [
+            (self.kafka_port + 2 * i, self.kafka_port + 2 * i + 1)
+            for i in range(self.kafka_brokers)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The ``bootstrap.servers`` string of the local cluster."""
+        return ",".join(f"{self.host}:{port}" for port, _ in self.kafka_ports)
+
+    @property
+    def kafka_dist_dir(self) -> Path:
+        """Directory holding the broker's jars (outside git, shared between clones)."""
+        return self.cache_dir / f"kafka-{self.kafka_version}"
+
+    @property
+    def pg_dsn(self) -> str:
+        """A libpq connection string for the project's database (password from the file)."""
+        return f"host={self.host} port={self.pg_port} user=pantheon dbname=pantheon"

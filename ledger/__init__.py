@@ -1,0 +1,1 @@
+"""Pantheon: ledger package."""

@@ -1,0 +1,138 @@
+"""Block execution: the deterministic state machine entry point.
+
+Theory of operation
+-------------------
+* :func:`execute_block` is pure: from the committed state after block ``h-1``, the chain
+  parameters, ``prev_hash`` and a cut block ``h``, it computes every entry's result, the write
+  set, the header and the validator set of ``h`` (members after ``h-1``), writing only to
+  overlays. :meth:`LedgerMachine.commit` then applies the write set.
+* Each entry is checked in this order, the first failure giving its code: size (TOO_LARGE),
+  decoding (MALFORMED), signature (BAD_SIGNATURE), chain id (WRONG_CHAIN), sender known
+  (UNKNOWN_SENDER), sender key active and its institution a member at ``h``
+  (INACTIVE_SENDER), nonce equal to the sender's next nonce (BAD_NONCE), then the contract's
+  role and permission checks. An accepted entry also advances the sender's nonce; a rejected
+  one changes nothing (its transaction overlay is dropped) and stays in the block with its code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.blocks import BlockHeader, EntryResult, tx_root
+from ledger.context import TxContext
+from ledger.contracts import run_contract
+from ledger.cutter import CutBlock
+from ledger.errors import StateError
+from ledger.genesis import ChainParams, Genesis, genesis_state
+from ledger.members import ValidatorSet, inst_key, is_member, key_key, validator_set
+from ledger.results import ResultCode
+from ledger.state import Overlay, Record, WorldState, WriteSet, next_state_root
+from ledger.tx import TxRejected, entry_id, parse_tx
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutedBlock:
+    """A block executed against the state after its parent, not yet committed."""
+
+    header: BlockHeader
+    results: tuple[EntryResult, ...]
+    writes: WriteSet
+    validator_set: ValidatorSet
+
+    @property
+    def block_hash(self) -> bytes:
+        """The block hash."""
+        return self.header.hash()
+
+
+def execute_entry(block_view: Overlay, params: Record, height: int,
+                  raw: bytes) -> tuple[bytes, ResultCode]:
+    """Execute one entry on ``block_view``; returns ``(tx id, result code)``."""
+    try:
+        tx = parse_tx(raw, max_tx_bytes=int(params["max_tx_bytes"]))
+    except TxRejected as rejected:
+        return rejected.tx_id or entry_id(raw), rejected.code
+    if tx.chain_id != params["chain_id"]:
+        return tx.tx_id, ResultCode.WRONG_CHAIN
+    sender = block_view.get(key_key(tx.sender))
+    if sender is None:
+        return tx.tx_id, ResultCode.UNKNOWN_SENDER
+    if not sender["active"] or not is_member(
+            block_view.get(inst_key(sender["institution_id"])), height):
+        return tx.tx_id, ResultCode.INACTIVE_SENDER
+    if tx.nonce != sender["next_nonce"]:
+        return tx.tx_id, ResultCode.BAD_NONCE
+    view = Overlay(block_view)
+    ctx = TxContext(height=height, tx_id=tx.tx_id, sender=sender, params=params)
+    code = run_contract(view, ctx, tx.operation, tx.args)
+    if code is ResultCode.OK:
+        latest = view.get(key_key(tx.sender))
+        assert latest is not None
+        view.put(key_key(tx.sender), {**latest, "next_nonce": tx.nonce + 1})
+        view.merge_into_base()
+    return tx.tx_id, code
+
+
+def execute_block(state: WorldState, prev_hash: bytes, block: CutBlock) -> ExecutedBlock:
+    """Execute ``block`` on the committed ``state`` (which is not modified)."""
+    if block.height != state.height + 1:
+        raise StateError(f"block {block.height} on state at height {state.height}")
+    params = state.get("params")
+    if params is None:
+        raise StateError("state has no chain parameters (no genesis)")
+    validators = validator_set(state, block.height)
+    view = Overlay(state)
+    results = []
+    for entry in block.entries:
+        tx_id, code = execute_entry(view, params, block.height, entry.raw)
+        results.append(EntryResult(tx_id=tx_id, offset=entry.offset, code=code))
+    writes = view.write_set()
+    header = BlockHeader(
+        height=block.height, prev_hash=prev_hash, first_offset=block.first_offset,
+        last_offset=block.last_offset, tx_root=tx_root(results),
+        state_root=next_state_root(state.root, writes),
+        validator_set_hash=validators.hash(), timestamp_ms=block.timestamp_ms)
+    return ExecutedBlock(header=header, results=tuple(results), writes=writes,
+                         validator_set=validators)
+
+
+class LedgerMachine:
+    """The chain as one validator sees it: state, last block hash, and execution.
+
+    ``execute`` is pure; ``commit`` applies an executed block (the shell commits its own
+    execution, then compares its hash with the finalized one).
+    """
+
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self.params: ChainParams = genesis.params
+        self.state = genesis_state(genesis)
+        self.last_hash = genesis.hash()
+
+    @property
+    def height(self) -> int:
+        """Height of the last committed block (0 = genesis)."""
+        return self.state.height
+
+    def validator_set(self) -> ValidatorSet:
+        """The validator set of the next height."""
+        return validator_set(self.state, self.state.height + 1)
+
+    def execute(self, block: CutBlock) -> ExecutedBlock:
+        """Execute the next block without committing it."""
+        return execute_block(self.state, self.last_hash, block)
+
+    def commit(self, executed: ExecutedBlock) -> None:
+        """Commit an executed block (must be the next height, built on the last hash)."""
+        if executed.header.prev_hash != self.last_hash:
+            raise StateError("block does not extend the last committed block")
+        root = self.state.commit(executed.writes, height=executed.header.height)
+        if root != executed.header.state_root:
+            raise StateError("state root mismatch on commit")
+        self.last_hash = executed.block_hash
+
+    def apply(self, block: CutBlock) -> ExecutedBlock:
+        """Execute and commit the next block."""
+        executed = self.execute(block)
+        self.commit(executed)
+        return executed

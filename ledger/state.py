@@ -1,0 +1,161 @@
+"""The world state: a deterministic key -> record store, its write sets and its state root.
+
+Theory of operation
+-------------------
+* Keys are strings with a prefix per kind (``inst/<id>``, ``key/<hex key id>``,
+  ``prop/<hex id>``, ``anchor/<id>``, ``batch/<id>``, ``asset/<id>``,
+  ``evidence/<hex key id>/<height>``, ``params``). A value is a record of the state schema
+  named by :data:`SCHEMA_BY_PREFIX`; records are treated as immutable (contracts build new
+  dicts, never mutate), so sharing them between state and overlays is safe.
+* Execution never mutates a :class:`WorldState`: it writes into an :class:`Overlay` (one per
+  block, and one per transaction on top of it, discarded if the transaction is rejected), and
+  the resulting :class:`WriteSet` is committed with :meth:`WorldState.commit`.
+* ``state_root(h) = SHA-256(state_root(h-1) || SHA-256(canonical WriteSet))`` where the write
+  set lists every written key once, sorted by key (byte order of UTF-8), a deleted key with a
+  null value. The root before genesis is 32 zero bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.errors import StateError
+from ledger.hashing import canonical_bytes, sha256
+
+Record = Mapping[str, Any]
+
+SCHEMA_BY_PREFIX = {
+    "params": "ChainParams",
+    "inst": "InstitutionState",
+    "key": "KeyState",
+    "prop": "ProposalState",
+    "anchor": "AnchorState",
+    "batch": "BatchState",
+    "asset": "AssetState",
+    "evidence": "EvidenceState",
+}
+
+_MISSING: Any = object()
+
+
+def schema_for(key: str) -> str:
+    """The state schema of ``key`` (by its prefix)."""
+    schema = SCHEMA_BY_PREFIX.get(key.split("/", 1)[0])
+    if schema is None:
+        raise StateError(f"no state schema for key {key!r}")
+    return schema
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteSet:
+    """The writes of one block, sorted by key; ``None`` deletes."""
+
+    entries: tuple[tuple[str, Record | None], ...]
+
+    def __post_init__(self) -> None:
+        keys = [k for k, _ in self.entries]
+        if keys != sorted(set(keys), key=lambda k: k.encode()):
+            raise StateError("write set keys must be unique and sorted")
+
+    def canonical(self) -> bytes:
+        """Canonical bytes of the ``WriteSet`` record."""
+        return canonical_bytes("WriteSet", {"entries": [
+            {"key": k, "value": None if v is None else (f"pantheon.{schema_for(k)}", v)}
+            for k, v in self.entries
+        ]})
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical write set."""
+        return sha256(self.canonical())
+
+
+def next_state_root(prev_root: bytes, writes: WriteSet) -> bytes:
+    """``H(prev_state_root || H(sorted write set))``."""
+    return sha256(prev_root + writes.digest())
+
+
+class WorldState:
+    """Committed state: records by key, the state root and the last committed height."""
+
+    __slots__ = ("_data", "_institutions", "height", "root")
+
+    def __init__(self) -> None:
+        self._data: dict[str, Record] = {}
+        self._institutions: set[str] = set()
+        self.root = bytes(32)
+        self.height = -1
+
+    def get(self, key: str) -> Record | None:
+        """The record at ``key``, or None."""
+        return self._data.get(key)
+
+    def institution_ids(self) -> list[str]:
+        """Ids of every institution ever recorded (members or not), sorted."""
+        return sorted(self._institutions)
+
+    def commit(self, writes: WriteSet, *, height: int) -> bytes:
+        """Apply a block's write set; heights must follow each other. Returns the new root."""
+        if height != self.height + 1:
+            raise StateError(f"commit of height {height} after {self.height}")
+        for key, value in writes.entries:
+            if value is None:
+                self._data.pop(key, None)
+                self._institutions.discard(key.removeprefix("inst/"))
+            else:
+                self._data[key] = value
+                if key.startswith("inst/"):
+                    self._institutions.add(key.removeprefix("inst/"))
+        self.root = next_state_root(self.root, writes)
+        self.height = height
+        return self.root
+
+    def items(self) -> Iterator[tuple[str, Record]]:
+        """Every (key, record), sorted by key."""
+        for key in sorted(self._data):
+            yield key, self._data[key]
+
+
+class Overlay:
+    """Uncommitted writes over a state or another overlay."""
+
+    __slots__ = ("_base", "_writes")
+
+    def __init__(self, base: WorldState | Overlay) -> None:
+        self._base = base
+        self._writes: dict[str, Record | None] = {}
+
+    def get(self, key: str) -> Record | None:
+        """The record at ``key`` as seen through this overlay."""
+        value = self._writes.get(key, _MISSING)
+        if value is _MISSING:
+            return self._base.get(key)
+        return value  # type: ignore[no-any-return]
+
+    def put(self, key: str, record: Record) -> None:
+        """Write ``record`` at ``key`` (validated against its schema at write-set time)."""
+        schema_for(key)
+        self._writes[key] = dict(record)
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``."""
+        self._writes[key] = None
+
+    def institution_ids(self) -> list[str]:
+        """Institution ids visible through this overlay, sorted."""
+        ids = set(self._base.institution_ids())
+        for key, value in self._writes.items():
+            if key.startswith("inst/"):
+                (ids.add if value is not None else ids.discard)(key.removeprefix("inst/"))
+        return sorted(ids)
+
+    def merge_into_base(self) -> None:
+        """Fold this overlay's writes into its base overlay (a transaction was accepted)."""
+        if not isinstance(self._base, Overlay):
+            raise StateError("only an overlay over an overlay can merge")
+        self._base._writes.update(self._writes)
+
+    def write_set(self) -> WriteSet:
+        """The writes, sorted by key."""
+        return WriteSet(entries=tuple(sorted(self._writes.items(), key=lambda kv: kv[0].encode())))

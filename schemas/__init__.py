@@ -1,0 +1,1 @@
+"""Pantheon: schemas package."""

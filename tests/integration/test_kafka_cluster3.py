@@ -1,0 +1,61 @@
+"""A 3-node KRaft cluster: replication factor 3, min.insync.replicas=2, survives a loss."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+from infra.kafka_server import KafkaCluster
+from streams.kafka_config import admin_config, consumer_config, producer_config
+from streams.topics import ensure_topics
+from tests.stack_fixtures import private_settings, removed_afterwards
+
+pytestmark = pytest.mark.integration
+
+
+def test_three_node_cluster_replicates_and_keeps_acknowledged_messages() -> None:
+    settings = private_settings(brokers=3)
+    cluster = KafkaCluster(settings)
+    with removed_afterwards(settings.state_dir):
+        try:
+            cluster.start(timeout=120)
+            bootstrap = settings.bootstrap_servers
+            admin = AdminClient(admin_config(bootstrap))
+            ensure_topics(admin, prefix="c3.")
+            topic = admin.list_topics(timeout=10).topics["c3.tx"]
+            assert all(len(p.replicas) == 3 for p in topic.partitions.values())
+            resource = ConfigResource(ResourceType.TOPIC, "c3.tx")
+            config = admin.describe_configs([resource])[resource].result()
+            assert config["min.insync.replicas"].value == "2"
+
+            producer = Producer(producer_config(bootstrap))
+            errors: list[KafkaError] = []
+
+            def on_delivery(err: KafkaError | None, _msg: object) -> None:
+                if err is not None:
+                    errors.append(err)
+
+            for i in range(100):
+                producer.produce("c3.tx", value=f"{i}".encode(), on_delivery=on_delivery)
+            assert producer.flush(30) == 0
+            cluster.stop_node(cluster.nodes[2], kill=True)  # SIGKILL one of three
+            for i in range(100, 200):
+                producer.produce("c3.tx", value=f"{i}".encode(), on_delivery=on_delivery)
+            assert producer.flush(60) == 0
+            assert errors == []
+
+            consumer = Consumer(consumer_config(bootstrap, "c3-check"))
+            consumer.subscribe(["c3.tx"])
+            got: list[int] = []
+            deadline = time.monotonic() + 60
+            while len(got) < 200 and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    got.append(int(msg.value()))
+            consumer.close()
+            assert got == list(range(200))
+        finally:
+            cluster.stop()

@@ -1,0 +1,105 @@
+"""The stack commands: start twice, stop twice, status, and clear errors for taken ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from infra import procs
+from infra.cli import main
+from infra.errors import PortTakenError
+from infra.prometheus_server import Prometheus
+from infra.settings import Settings
+from infra.stack import Stack
+from tests.stack_fixtures import private_settings, removed_afterwards
+
+pytestmark = pytest.mark.integration
+
+
+def _pids(stack: Stack) -> dict[str, int | None]:
+    return {
+        "kafka": procs.read_pid(stack.kafka.nodes[0].pid_file),
+        "postgres": stack.postgres.pid(),
+        "prometheus": procs.read_pid(stack.prometheus.pid_file),
+    }
+
+
+def _use_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.setenv("PANTHEON_STATE_DIR", str(settings.state_dir))
+    monkeypatch.setenv("PANTHEON_KAFKA_PORT", str(settings.kafka_port))
+    monkeypatch.setenv("PANTHEON_PG_PORT", str(settings.pg_port))
+    monkeypatch.setenv("PANTHEON_PROM_PORT", str(settings.prom_port))
+
+
+def test_up_twice_then_down_twice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = private_settings()
+    _use_env(monkeypatch, settings)
+    stack = Stack(settings)
+    with removed_afterwards(settings.state_dir):
+        try:
+            assert main(["up"]) == 0
+            first = _pids(stack)
+            assert all(first.values())
+            assert main(["up"]) == 0  # idempotent: nothing restarted
+            assert _pids(stack) == first
+            out = capsys.readouterr().out
+            assert f"127.0.0.1:{settings.kafka_port}" in out
+            assert f"http://127.0.0.1:{settings.prom_port}" in out
+
+            assert main(["status", "--json"]) == 0
+            report = json.loads(capsys.readouterr().out)
+            assert [(s["name"], s["healthy"]) for s in report] == [
+                ("kafka", True),
+                ("postgres", True),
+                ("prometheus", True),
+            ]
+        finally:
+            assert main(["down"]) == 0
+        assert main(["down"]) == 0  # stopping a stopped stack is fine
+        assert not any(_pids(stack).values())
+        assert main(["status"]) == 3  # non-zero: not healthy
+        assert "stopped" in capsys.readouterr().out
+
+
+def test_restart_keeps_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped stack starts again on the same state: same cluster, same database."""
+    import psycopg
+
+    settings = private_settings()
+    stack = Stack(settings)
+    with removed_afterwards(settings.state_dir):
+        try:
+            stack.postgres.start()
+            with psycopg.connect(stack.postgres.dsn()) as conn:
+                conn.execute("CREATE TABLE kept (v text)")
+                conn.execute("INSERT INTO kept VALUES ('survives')")
+            stack.postgres.stop()
+            stack.postgres.start()
+            with psycopg.connect(stack.postgres.dsn()) as conn:
+                assert conn.execute("SELECT v FROM kept").fetchall() == [("survives",)]
+        finally:
+            stack.down()
+
+
+def test_taken_port_gives_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        settings = private_settings(state_dir=tmp_path).with_changes(prom_port=port)
+        with pytest.raises(PortTakenError, match=rf"port {port} .*PANTHEON_PROM_PORT"):
+            Prometheus(settings).start()
+
+
+def test_cli_reports_errors_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PANTHEON_PG_PORT", "not-a-port")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "PANTHEON_PG_PORT='not-a-port' is not a port number" in err
