@@ -54,15 +54,17 @@ def main() -> None:
     leaves = [i.to_bytes(8, "big") * 4 for i in range(100_000)]
     start = time.perf_counter()
     digest = root(leaves)
-    print(f"{'Merkle root of 100k leaves':<44} {time.perf_counter() - start:>12.3f} s    "
-          f"({digest.hex()[:16]}...)")
+    print(
+        f"{'Merkle root of 100k leaves':<44} {time.perf_counter() - start:>12.3f} s    "
+        f"({digest.hex()[:16]}...)"
+    )
 
     ids = [f"org-{i}" for i in range(4)]
-    plan = plan_consortium("bench", ids, [seed(f"{i}/{r}") for i in ids for r in ("g", "o")],
-                           max_block_txs=1000)
+    plan = plan_consortium(
+        "bench", ids, [seed(f"{i}/{r}") for i in ids for r in ("g", "o")], max_block_txs=1000
+    )
     machine = LedgerMachine(plan.genesis)
-    cutter = Cutter(chain_id="bench", next_height=1, max_block_txs=1000,
-                    max_block_bytes=1 << 30)
+    cutter = Cutter(chain_id="bench", next_height=1, max_block_txs=1000, max_block_bytes=1 << 30)
     blocks = []
     offset = 0
     txs = 0
@@ -71,15 +73,23 @@ def main() -> None:
             inst = ids[i % 4]
             gov = plan.keys[inst][0]
             nonce = b * 250 + i // 4
-            tx = sign_tx(gov, chain_id="bench", nonce=nonce, operation="AnchorData",
-                         args={**args, "data_id": f"d-{b}-{i}"})
+            tx = sign_tx(
+                gov,
+                chain_id="bench",
+                nonce=nonce,
+                operation="AnchorData",
+                args={**args, "data_id": f"d-{b}-{i}"},
+            )
             block = cutter.feed(offset, offset, tx)
             offset += 1
             txs += 1
             if block is not None:
                 blocks.append(block)
-    tail = cutter.feed(offset, offset, TimeToCut(chain_id="bench", height=cutter.pending_height,
-                                                 producer=b"").encode())
+    tail = cutter.feed(
+        offset,
+        offset,
+        TimeToCut(chain_id="bench", height=cutter.pending_height, producer=b"").encode(),
+    )
     if tail is not None:
         blocks.append(tail)
 

@@ -6,6 +6,8 @@ Stack commands::
     pantheon down               stop it
     pantheon status [--json]    which services run, where, healthy or not
     pantheon stack start|stop|status|fetch   the same, by their nouns
+    pantheon keys generate|show FILE         Ed25519 key files (0600)
+    pantheon genesis create|show             a consortium's genesis and its keystore
 
 Errors are printed as one clear line (and the tail of a log when useful) with exit code 1.
 """
@@ -17,8 +19,9 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from infra import kafka_dist, logs
+from infra import kafka_dist, keystore, logs
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
@@ -74,6 +77,44 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    pair = keystore.generate_key(Path(args.file))
+    print(json.dumps({**pair.describe(), "file": args.file}, indent=2))
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    print(json.dumps(keystore.load_key(Path(args.file)).describe(), indent=2))
+    return 0
+
+
+def cmd_genesis_create(args: argparse.Namespace) -> int:
+    institutions = [i.strip() for i in args.institutions.split(",") if i.strip()]
+    if not institutions and args.count:
+        institutions = [f"inst-{i + 1}" for i in range(args.count)]
+    if not institutions:
+        raise ValueError("name the founding institutions with --institutions a,b,c or --count N")
+    out = Path(args.out)
+    genesis = keystore.create_genesis(
+        out, args.chain_id, institutions, operators_per_institution=args.operators
+    )
+    print(f"genesis {genesis.hash().hex()} for {len(institutions)} institutions in {out}")
+    print(f"keys (0600) in {out / 'keys'}: keep them secret, give each institution its own")
+    return 0
+
+
+def cmd_genesis_show(args: argparse.Namespace) -> int:
+    genesis = keystore.load_genesis(Path(args.file))
+    print(json.dumps({"hash": genesis.hash().hex(), **genesis.record()}, indent=2, default=_hex))
+    return 0
+
+
+def _hex(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -107,6 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="machine-readable output"
     )
     add(verbs, "fetch", cmd_fetch, "fetch the Kafka broker jars from Maven Central")
+
+    keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
+    key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
+        "file", help="path of the new key file (must not exist)"
+    )
+    add(key_verbs, "show", cmd_keys_show, "print a key file's public facts").add_argument(
+        "file", help="path of the key file"
+    )
+
+    genesis = sub.add_parser("genesis", help="genesis documents of a consortium")
+    gen_verbs = genesis.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    create = add(gen_verbs, "create", cmd_genesis_create, "create a genesis and its keys")
+    create.add_argument("--out", required=True, help="directory for genesis and keys")
+    create.add_argument("--chain-id", default="pantheon-local", help="chain id")
+    create.add_argument("--institutions", default="", help="comma-separated institution ids")
+    create.add_argument("--count", type=int, default=0, help="or: N institutions inst-1..N")
+    create.add_argument("--operators", type=int, default=1, help="operators per institution")
+    add(gen_verbs, "show", cmd_genesis_show, "print a genesis document").add_argument(
+        "file", help="path of genesis.avro"
+    )
     return parser
 
 
@@ -117,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (StackError, ValueError, TimeoutError) as exc:
+    except (StackError, ValueError, TimeoutError, OSError) as exc:
         print(f"pantheon: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -76,10 +76,16 @@ class BlockHeader:
 
     def record(self) -> dict[str, Any]:
         """The ``BlockHeader`` record."""
-        return {"height": self.height, "prev_hash": self.prev_hash,
-                "first_offset": self.first_offset, "last_offset": self.last_offset,
-                "tx_root": self.tx_root, "state_root": self.state_root,
-                "validator_set_hash": self.validator_set_hash, "timestamp_ms": self.timestamp_ms}
+        return {
+            "height": self.height,
+            "prev_hash": self.prev_hash,
+            "first_offset": self.first_offset,
+            "last_offset": self.last_offset,
+            "tx_root": self.tx_root,
+            "state_root": self.state_root,
+            "validator_set_hash": self.validator_set_hash,
+            "timestamp_ms": self.timestamp_ms,
+        }
 
     def hash(self) -> bytes:
         """SHA-256 of the canonical header."""
@@ -96,8 +102,9 @@ def tx_proof(results: Sequence[EntryResult], index: int) -> list[bytes]:
     return inclusion_proof([r.leaf() for r in results], index)
 
 
-def verify_tx_proof(result: EntryResult, index: int, size: int, proof: Sequence[bytes],
-                    header: BlockHeader) -> None:
+def verify_tx_proof(
+    result: EntryResult, index: int, size: int, proof: Sequence[bytes], header: BlockHeader
+) -> None:
     """Raise :class:`ProofError` unless ``result`` is entry ``index`` of ``header``'s block."""
     try:
         verify_inclusion(result.leaf(), index, size, proof, header.tx_root)
@@ -107,15 +114,30 @@ def verify_tx_proof(result: EntryResult, index: int, size: int, proof: Sequence[
 
 def receipt(result: EntryResult, *, height: int, block_hash: bytes) -> bytes:
     """Single-object bytes of the ``Receipt`` of one entry (for ``pantheon.receipts``)."""
-    return encode("Receipt", {"tx_id": result.tx_id, "height": height, "offset": result.offset,
-                              "result_code": int(result.code), "block_hash": block_hash})
+    return encode(
+        "Receipt",
+        {
+            "tx_id": result.tx_id,
+            "height": height,
+            "offset": result.offset,
+            "result_code": int(result.code),
+            "block_hash": block_hash,
+        },
+    )
 
 
-def encode_finalized(header: BlockHeader, certificate: Mapping[str, Any],
-                     results: Sequence[EntryResult]) -> bytes:
+def encode_finalized(
+    header: BlockHeader, certificate: Mapping[str, Any], results: Sequence[EntryResult]
+) -> bytes:
     """Single-object bytes of a ``FinalizedBlock`` (certificate as a QuorumCertificate record)."""
-    return encode("FinalizedBlock", {"header": header.record(), "certificate": certificate,
-                                     "results": [r.record() for r in results]})
+    return encode(
+        "FinalizedBlock",
+        {
+            "header": header.record(),
+            "certificate": certificate,
+            "results": [r.record() for r in results],
+        },
+    )
 
 
 def decode_finalized(raw: bytes) -> tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]]:
@@ -123,14 +145,20 @@ def decode_finalized(raw: bytes) -> tuple[BlockHeader, dict[str, Any], tuple[Ent
     try:
         _, record = decode(raw, "FinalizedBlock")
         header = BlockHeader.from_record(record["header"])
-        results = tuple(EntryResult(tx_id=r["tx_id"], offset=r["offset"],
-                                    code=ResultCode(r["result_code"])) for r in record["results"])
+        results = tuple(
+            EntryResult(tx_id=r["tx_id"], offset=r["offset"], code=ResultCode(r["result_code"]))
+            for r in record["results"]
+        )
     except (CodecError, InvalidEvent, ValueError) as exc:
         raise DecodeError(str(exc)) from exc
     if tx_root(results) != header.tx_root:
         raise DecodeError("results do not match the header's tx_root")
     offsets = [r.offset for r in results]
-    if (not offsets or offsets != sorted(set(offsets)) or offsets[0] < header.first_offset
-            or offsets[-1] > header.last_offset):
+    if (
+        not offsets
+        or offsets != sorted(set(offsets))
+        or offsets[0] < header.first_offset
+        or offsets[-1] > header.last_offset
+    ):
         raise DecodeError("result offsets are not increasing within the block's range")
     return header, record["certificate"], results

@@ -47,9 +47,18 @@ GOVERNANCE = frozenset({"GOVERNANCE"})
 
 def _new_key(view: Overlay, ctx: TxContext, public_key: bytes, role: str, label: str) -> bytes:
     kid = sha256(public_key)
-    view.put(key_key(kid), {"key_id": kid, "public_key": public_key, "role": role,
-                            "institution_id": ctx.institution, "label": label,
-                            "active": True, "next_nonce": 0})
+    view.put(
+        key_key(kid),
+        {
+            "key_id": kid,
+            "public_key": public_key,
+            "role": role,
+            "institution_id": ctx.institution,
+            "label": label,
+            "active": True,
+            "next_nonce": 0,
+        },
+    )
     return kid
 
 
@@ -65,8 +74,10 @@ def add_operator(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     if len(inst["operator_key_ids"]) >= MAX_OPERATORS:
         return ResultCode.FORBIDDEN
     kid = _new_key(view, ctx, public_key, "OPERATOR", "operator")
-    view.put(inst_key(ctx.institution),
-             {**inst, "operator_key_ids": sorted([*inst["operator_key_ids"], kid])})
+    view.put(
+        inst_key(ctx.institution),
+        {**inst, "operator_key_ids": sorted([*inst["operator_key_ids"], kid])},
+    )
     return ResultCode.OK
 
 
@@ -81,8 +92,10 @@ def remove_operator(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     inst = view.get(inst_key(ctx.institution))
     assert inst is not None
     view.put(key_key(kid), {**key, "active": False})
-    view.put(inst_key(ctx.institution),
-             {**inst, "operator_key_ids": [k for k in inst["operator_key_ids"] if k != kid]})
+    view.put(
+        inst_key(ctx.institution),
+        {**inst, "operator_key_ids": [k for k in inst["operator_key_ids"] if k != kid]},
+    )
     return ResultCode.OK
 
 
@@ -133,8 +146,10 @@ def rotate_key(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     if view.get(key_key(new_kid)) is not None:
         return ResultCode.ALREADY_EXISTS
     view.put(key_key(kid), {**key, "active": False})
-    view.put(key_key(new_kid), {**key, "key_id": new_kid, "public_key": new_public,
-                                "active": True, "next_nonce": 0})
+    view.put(
+        key_key(new_kid),
+        {**key, "key_id": new_kid, "public_key": new_public, "active": True, "next_nonce": 0},
+    )
     inst = view.get(inst_key(ctx.institution))
     assert inst is not None
     if key["role"] == "GOVERNANCE":
@@ -147,30 +162,54 @@ def rotate_key(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
 
 def anchor_data(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     """``AnchorData``: record the SHA-256 of an off-chain object, once per data id."""
-    if (not is_id(args["data_id"]) or len(args["sha256"]) != HASH_BYTES
-            or not fits_metadata(args["metadata"])):
+    if (
+        not is_id(args["data_id"])
+        or len(args["sha256"]) != HASH_BYTES
+        or not fits_metadata(args["metadata"])
+    ):
         return ResultCode.INVALID_ARGUMENT
     key = f"anchor/{args['data_id']}"
     if view.get(key) is not None:
         return ResultCode.ALREADY_EXISTS
-    view.put(key, {"data_id": args["data_id"], "sha256": args["sha256"],
-                   "metadata": args["metadata"], "institution_id": ctx.institution,
-                   "anchored_by": ctx.sender_id, "height": ctx.height})
+    view.put(
+        key,
+        {
+            "data_id": args["data_id"],
+            "sha256": args["sha256"],
+            "metadata": args["metadata"],
+            "institution_id": ctx.institution,
+            "anchored_by": ctx.sender_id,
+            "height": ctx.height,
+        },
+    )
     return ResultCode.OK
 
 
 def commit_batch(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     """``CommitBatch``: record a Layer-2 batch root, once per batch id."""
-    if (not is_id(args["batch_id"]) or len(args["merkle_root"]) != HASH_BYTES
-            or args["leaf_count"] < 1 or args["window_start_ms"] > args["window_end_ms"]):
+    if (
+        not is_id(args["batch_id"])
+        or len(args["merkle_root"]) != HASH_BYTES
+        or args["leaf_count"] < 1
+        or args["window_start_ms"] > args["window_end_ms"]
+    ):
         return ResultCode.INVALID_ARGUMENT
     key = f"batch/{args['batch_id']}"
     if view.get(key) is not None:
         return ResultCode.ALREADY_EXISTS
-    view.put(key, {"batch_id": args["batch_id"], "merkle_root": args["merkle_root"],
-                   "leaf_count": args["leaf_count"], "window_start_ms": args["window_start_ms"],
-                   "window_end_ms": args["window_end_ms"], "institution_id": ctx.institution,
-                   "committed_by": ctx.sender_id, "height": ctx.height})
+    view.put(
+        key,
+        {
+            "batch_id": args["batch_id"],
+            "merkle_root": args["merkle_root"],
+            "leaf_count": args["leaf_count"],
+            "window_start_ms": args["window_start_ms"],
+            "window_end_ms": args["window_end_ms"],
+            "institution_id": ctx.institution,
+            "committed_by": ctx.sender_id,
+            "height": ctx.height,
+        },
+    )
     return ResultCode.OK
 
 
@@ -181,8 +220,15 @@ def register_asset(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     key = f"asset/{args['asset_id']}"
     if view.get(key) is not None:
         return ResultCode.ALREADY_EXISTS
-    view.put(key, {"asset_id": args["asset_id"], "owner_key_id": ctx.sender_id,
-                   "metadata": args["metadata"], "registered_height": ctx.height})
+    view.put(
+        key,
+        {
+            "asset_id": args["asset_id"],
+            "owner_key_id": ctx.sender_id,
+            "metadata": args["metadata"],
+            "registered_height": ctx.height,
+        },
+    )
     return ResultCode.OK
 
 
@@ -207,8 +253,13 @@ def report_equivocation(view: Overlay, ctx: TxContext, args: Args) -> ResultCode
         a, b = Vote.from_record(args["vote_a"]), Vote.from_record(args["vote_b"])
     except InvalidEvent:
         return ResultCode.INVALID_ARGUMENT
-    if (a.height != b.height or a.operator_key_id != b.operator_key_id
-            or a.block_hash == b.block_hash or not a.is_valid() or not b.is_valid()):
+    if (
+        a.height != b.height
+        or a.operator_key_id != b.operator_key_id
+        or a.block_hash == b.block_hash
+        or not a.is_valid()
+        or not b.is_valid()
+    ):
         return ResultCode.INVALID_ARGUMENT
     operator = view.get(key_key(a.operator_key_id))
     if operator is None or operator["role"] != "OPERATOR":
@@ -217,9 +268,17 @@ def report_equivocation(view: Overlay, ctx: TxContext, args: Args) -> ResultCode
     if view.get(key) is not None:
         return ResultCode.ALREADY_EXISTS
     hash_a, hash_b = sorted([a.block_hash, b.block_hash])
-    view.put(key, {"operator_key_id": a.operator_key_id,
-                   "institution_id": operator["institution_id"], "height": a.height,
-                   "hash_a": hash_a, "hash_b": hash_b, "reported_height": ctx.height})
+    view.put(
+        key,
+        {
+            "operator_key_id": a.operator_key_id,
+            "institution_id": operator["institution_id"],
+            "height": a.height,
+            "hash_a": hash_a,
+            "hash_b": hash_b,
+            "reported_height": ctx.height,
+        },
+    )
     return ResultCode.OK
 
 

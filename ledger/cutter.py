@@ -60,8 +60,10 @@ class TimeToCut:
 
     def encode(self) -> bytes:
         """Single-object bytes for ``pantheon.tx``."""
-        return encode("TimeToCut", {"chain_id": self.chain_id, "height": self.height,
-                                    "producer": self.producer})
+        return encode(
+            "TimeToCut",
+            {"chain_id": self.chain_id, "height": self.height, "producer": self.producer},
+        )
 
 
 _MARKER_PREFIX = b"\xc3\x01" + registry().by_name("TimeToCut").fingerprint_bytes
@@ -75,8 +77,9 @@ def as_marker(raw: bytes) -> TimeToCut | None:
         _, record = decode(raw, "TimeToCut")
     except CodecError:
         return None
-    return TimeToCut(chain_id=record["chain_id"], height=record["height"],
-                     producer=record["producer"])
+    return TimeToCut(
+        chain_id=record["chain_id"], height=record["height"], producer=record["producer"]
+    )
 
 
 def time_to_cut_due(now_ms: int, oldest_pending_ms: int | None, block_interval_ms: int) -> bool:
@@ -87,8 +90,9 @@ def time_to_cut_due(now_ms: int, oldest_pending_ms: int | None, block_interval_m
 class Cutter:
     """Turns the ordered ``pantheon.tx`` log into blocks (one instance per validator)."""
 
-    def __init__(self, *, chain_id: str, next_height: int, max_block_txs: int,
-                 max_block_bytes: int) -> None:
+    def __init__(
+        self, *, chain_id: str, next_height: int, max_block_txs: int, max_block_bytes: int
+    ) -> None:
         if next_height < 1 or max_block_txs < 1 or max_block_bytes < 1:
             raise InvalidEvent("heights start at 1 and limits are positive")
         self.chain_id = chain_id
@@ -119,8 +123,11 @@ class Cutter:
             self._first_offset = offset
         marker = as_marker(raw)
         if marker is not None:
-            if (marker.chain_id == self.chain_id and marker.height == self.pending_height
-                    and self._entries):
+            if (
+                marker.chain_id == self.chain_id
+                and marker.height == self.pending_height
+                and self._entries
+            ):
                 return self._cut(offset, timestamp_ms)
             return None
         self._entries.append(Entry(offset=offset, timestamp_ms=timestamp_ms, raw=raw))
@@ -131,9 +138,13 @@ class Cutter:
 
     def _cut(self, offset: int, timestamp_ms: int) -> CutBlock:
         assert self._first_offset is not None
-        block = CutBlock(height=self.pending_height, first_offset=self._first_offset,
-                         last_offset=offset, timestamp_ms=timestamp_ms,
-                         entries=tuple(self._entries))
+        block = CutBlock(
+            height=self.pending_height,
+            first_offset=self._first_offset,
+            last_offset=offset,
+            timestamp_ms=timestamp_ms,
+            entries=tuple(self._entries),
+        )
         self.pending_height += 1
         self._entries = []
         self._bytes = 0

@@ -37,9 +37,13 @@ class DeviceRecord:
 
     def body(self) -> dict[str, Any]:
         """The ``DeviceRecordBody`` record."""
-        return {"device_key_id": self.device_key_id, "sequence": self.sequence,
-                "measured_at_ms": self.measured_at_ms, "content_type": self.content_type,
-                "payload": self.payload}
+        return {
+            "device_key_id": self.device_key_id,
+            "sequence": self.sequence,
+            "measured_at_ms": self.measured_at_ms,
+            "content_type": self.content_type,
+            "payload": self.payload,
+        }
 
     def record(self) -> dict[str, Any]:
         """The ``DeviceRecord`` record."""
@@ -60,8 +64,12 @@ class DeviceRecord:
                 return False
         except InvalidEvent:
             return False
-        return verify(public_key, self.signature, DEVICE_DOMAIN,
-                      canonical_bytes("DeviceRecordBody", self.body()))
+        return verify(
+            public_key,
+            self.signature,
+            DEVICE_DOMAIN,
+            canonical_bytes("DeviceRecordBody", self.body()),
+        )
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> DeviceRecord:
@@ -69,12 +77,18 @@ class DeviceRecord:
         return cls(**dict(record["body"]), signature=record["signature"])
 
 
-def sign_device_record(device: KeyPair, *, sequence: int, measured_at_ms: int,
-                       content_type: str, payload: bytes) -> DeviceRecord:
+def sign_device_record(
+    device: KeyPair, *, sequence: int, measured_at_ms: int, content_type: str, payload: bytes
+) -> DeviceRecord:
     """A reading signed by ``device``."""
-    unsigned = DeviceRecord(device_key_id=device.key_id, sequence=sequence,
-                            measured_at_ms=measured_at_ms, content_type=content_type,
-                            payload=payload, signature=b"")
+    unsigned = DeviceRecord(
+        device_key_id=device.key_id,
+        sequence=sequence,
+        measured_at_ms=measured_at_ms,
+        content_type=content_type,
+        payload=payload,
+        signature=b"",
+    )
     signature = device.sign(DEVICE_DOMAIN, canonical_bytes("DeviceRecordBody", unsigned.body()))
     return replace(unsigned, signature=signature)
 

@@ -45,8 +45,9 @@ class ExecutedBlock:
         return self.header.hash()
 
 
-def execute_entry(block_view: Overlay, params: Record, height: int,
-                  raw: bytes) -> tuple[bytes, ResultCode]:
+def execute_entry(
+    block_view: Overlay, params: Record, height: int, raw: bytes
+) -> tuple[bytes, ResultCode]:
     """Execute one entry on ``block_view``; returns ``(tx id, result code)``."""
     try:
         tx = parse_tx(raw, max_tx_bytes=int(params["max_tx_bytes"]))
@@ -58,7 +59,8 @@ def execute_entry(block_view: Overlay, params: Record, height: int,
     if sender is None:
         return tx.tx_id, ResultCode.UNKNOWN_SENDER
     if not sender["active"] or not is_member(
-            block_view.get(inst_key(sender["institution_id"])), height):
+        block_view.get(inst_key(sender["institution_id"])), height
+    ):
         return tx.tx_id, ResultCode.INACTIVE_SENDER
     if tx.nonce != sender["next_nonce"]:
         return tx.tx_id, ResultCode.BAD_NONCE
@@ -88,12 +90,18 @@ def execute_block(state: WorldState, prev_hash: bytes, block: CutBlock) -> Execu
         results.append(EntryResult(tx_id=tx_id, offset=entry.offset, code=code))
     writes = view.write_set()
     header = BlockHeader(
-        height=block.height, prev_hash=prev_hash, first_offset=block.first_offset,
-        last_offset=block.last_offset, tx_root=tx_root(results),
+        height=block.height,
+        prev_hash=prev_hash,
+        first_offset=block.first_offset,
+        last_offset=block.last_offset,
+        tx_root=tx_root(results),
         state_root=next_state_root(state.root, writes),
-        validator_set_hash=validators.hash(), timestamp_ms=block.timestamp_ms)
-    return ExecutedBlock(header=header, results=tuple(results), writes=writes,
-                         validator_set=validators)
+        validator_set_hash=validators.hash(),
+        timestamp_ms=block.timestamp_ms,
+    )
+    return ExecutedBlock(
+        header=header, results=tuple(results), writes=writes, validator_set=validators
+    )
 
 
 class LedgerMachine:

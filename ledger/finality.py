@@ -38,14 +38,20 @@ class QuorumCertificate:
 
     def record(self) -> dict[str, Any]:
         """The ``QuorumCertificate`` record."""
-        return {"height": self.height, "block_hash": self.block_hash,
-                "votes": [v.record() for v in self.votes]}
+        return {
+            "height": self.height,
+            "block_hash": self.block_hash,
+            "votes": [v.record() for v in self.votes],
+        }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> QuorumCertificate:
         """Build from a ``QuorumCertificate`` record."""
-        return cls(height=record["height"], block_hash=record["block_hash"],
-                   votes=tuple(Vote.from_record(v) for v in record["votes"]))
+        return cls(
+            height=record["height"],
+            block_hash=record["block_hash"],
+            votes=tuple(Vote.from_record(v) for v in record["votes"]),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,9 +79,11 @@ class Equivocation:
     second: Vote
 
     def __post_init__(self) -> None:
-        if (self.first.height != self.second.height
-                or self.first.operator_key_id != self.second.operator_key_id
-                or self.first.block_hash == self.second.block_hash):
+        if (
+            self.first.height != self.second.height
+            or self.first.operator_key_id != self.second.operator_key_id
+            or self.first.block_hash == self.second.block_hash
+        ):
             raise InvalidEvent("equivocation needs one operator, one height, two hashes")
 
 
@@ -91,8 +99,9 @@ class Divergence:
 Event = Finalized | Equivocation | Divergence
 
 
-def verify_certificate(cert: QuorumCertificate, validators: ValidatorSet,
-                       block_hash: bytes) -> None:
+def verify_certificate(
+    cert: QuorumCertificate, validators: ValidatorSet, block_hash: bytes
+) -> None:
     """Raise :class:`ProofError` unless ``cert`` finalizes ``block_hash`` for ``validators``."""
     if cert.height != validators.height or cert.block_hash != block_hash:
         raise ProofError("certificate is for another height or hash")
@@ -108,8 +117,10 @@ def verify_certificate(cert: QuorumCertificate, validators: ValidatorSet,
         seen.add(inst)
 
 
-def verify_finalized(raw: bytes, validators: ValidatorSet,
-                     ) -> tuple[BlockHeader, QuorumCertificate, tuple[EntryResult, ...]]:
+def verify_finalized(
+    raw: bytes,
+    validators: ValidatorSet,
+) -> tuple[BlockHeader, QuorumCertificate, tuple[EntryResult, ...]]:
     """Decode a ``FinalizedBlock`` and check it: results against ``tx_root``, the validator
     set hash, and the certificate against the header hash. Raises :class:`ProofError` or
     :class:`DecodeError`."""
@@ -203,18 +214,24 @@ class FinalityTracker:
         support.append(vote)
         if len(support) < validators.quorum:
             return []
-        slot.final = Finalized(certificate=QuorumCertificate(
-            height=vote.height, block_hash=vote.block_hash, votes=tuple(support)))
+        slot.final = Finalized(
+            certificate=QuorumCertificate(
+                height=vote.height, block_hash=vote.block_hash, votes=tuple(support)
+            )
+        )
         return [slot.final, *self._divergence(vote.height, slot)]
 
     @staticmethod
     def _divergence(height: int, slot: _Height) -> list[Event]:
-        if (slot.final is None or slot.own_hash is None or slot.diverged
-                or slot.own_hash == slot.final.block_hash):
+        if (
+            slot.final is None
+            or slot.own_hash is None
+            or slot.diverged
+            or slot.own_hash == slot.final.block_hash
+        ):
             return []
         slot.diverged = True
-        return [Divergence(height=height, own_hash=slot.own_hash,
-                           final_hash=slot.final.block_hash)]
+        return [Divergence(height=height, own_hash=slot.own_hash, final_hash=slot.final.block_hash)]
 
 
 def certify(votes: Sequence[Vote], validators: ValidatorSet) -> Finalized | None:

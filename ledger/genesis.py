@@ -44,8 +44,16 @@ class ChainParams:
     def __post_init__(self) -> None:
         if not is_slug(self.chain_id):
             raise InvalidEvent(f"chain id {self.chain_id!r} is not a slug")
-        if min(self.max_block_txs, self.max_block_bytes, self.block_interval_ms,
-               self.max_tx_bytes, self.proposal_ttl_blocks) < 1:
+        if (
+            min(
+                self.max_block_txs,
+                self.max_block_bytes,
+                self.block_interval_ms,
+                self.max_tx_bytes,
+                self.proposal_ttl_blocks,
+            )
+            < 1
+        ):
             raise InvalidEvent("block, size, interval and ttl limits must be positive")
         if not 0 < self.threshold_num < self.threshold_den:
             raise InvalidEvent("threshold must be a fraction strictly between 0 and 1")
@@ -88,17 +96,26 @@ class Genesis:
         ids = [f.institution_id for f in self.founders]
         if not ids or ids != sorted(set(ids)):
             raise InvalidEvent("founders must be non-empty, unique and sorted by id")
-        keys = [k for f in self.founders
-                for k in (f.governance_public_key, *f.operator_public_keys)]
+        keys = [
+            k for f in self.founders for k in (f.governance_public_key, *f.operator_public_keys)
+        ]
         if len(set(keys)) != len(keys):
             raise InvalidEvent("a key appears twice in the genesis")
         object.__setattr__(self, "_hash", sha256(canonical_bytes("GenesisDocument", self.record())))
 
     def record(self) -> dict[str, Any]:
         """The ``GenesisDocument`` record."""
-        return {"params": self.params.record(), "institutions": [
-            {"institution_id": f.institution_id, "governance_public_key": f.governance_public_key,
-             "operator_public_keys": list(f.operator_public_keys)} for f in self.founders]}
+        return {
+            "params": self.params.record(),
+            "institutions": [
+                {
+                    "institution_id": f.institution_id,
+                    "governance_public_key": f.governance_public_key,
+                    "operator_public_keys": list(f.operator_public_keys),
+                }
+                for f in self.founders
+            ],
+        }
 
     def hash(self) -> bytes:
         """The genesis hash (``prev_hash`` of block 1)."""
@@ -120,11 +137,17 @@ class Genesis:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Genesis:
         """Build from a ``GenesisDocument`` record."""
-        return cls(params=ChainParams.from_record(record["params"]), founders=tuple(
-            Founder(institution_id=i["institution_id"],
+        return cls(
+            params=ChainParams.from_record(record["params"]),
+            founders=tuple(
+                Founder(
+                    institution_id=i["institution_id"],
                     governance_public_key=i["governance_public_key"],
-                    operator_public_keys=tuple(i["operator_public_keys"]))
-            for i in record["institutions"]))
+                    operator_public_keys=tuple(i["operator_public_keys"]),
+                )
+                for i in record["institutions"]
+            ),
+        )
 
 
 def genesis_writes(genesis: Genesis) -> WriteSet:
@@ -136,14 +159,28 @@ def genesis_writes(genesis: Genesis) -> WriteSet:
         keys += [(k, "OPERATOR") for k in f.operator_public_keys]
         for public_key, role in keys:
             kid = sha256(public_key)
-            view.put(key_key(kid), {"key_id": kid, "public_key": public_key, "role": role,
-                                    "institution_id": f.institution_id, "label": role.lower(),
-                                    "active": True, "next_nonce": 0})
-        view.put(inst_key(f.institution_id), {
-            "institution_id": f.institution_id,
-            "governance_key_id": sha256(f.governance_public_key),
-            "operator_key_ids": sorted(sha256(k) for k in f.operator_public_keys),
-            "status": "ACTIVE", "effective_height": 1})
+            view.put(
+                key_key(kid),
+                {
+                    "key_id": kid,
+                    "public_key": public_key,
+                    "role": role,
+                    "institution_id": f.institution_id,
+                    "label": role.lower(),
+                    "active": True,
+                    "next_nonce": 0,
+                },
+            )
+        view.put(
+            inst_key(f.institution_id),
+            {
+                "institution_id": f.institution_id,
+                "governance_key_id": sha256(f.governance_public_key),
+                "operator_key_ids": sorted(sha256(k) for k in f.operator_public_keys),
+                "status": "ACTIVE",
+                "effective_height": 1,
+            },
+        )
     return view.write_set()
 
 
@@ -164,24 +201,38 @@ class ConsortiumPlan:
     def keystore(self, institution_id: str) -> dict[str, Any]:
         """What the CLI writes (mode 0600) for one institution: hex seeds and public facts."""
         gov, operators = self.keys[institution_id]
-        return {"institution_id": institution_id, "chain_id": self.genesis.params.chain_id,
-                "genesis_hash": self.genesis.hash().hex(),
-                "governance": {**gov.describe(), "seed": gov.seed.hex()},
-                "operators": [{**op.describe(), "seed": op.seed.hex()} for op in operators]}
+        return {
+            "institution_id": institution_id,
+            "chain_id": self.genesis.params.chain_id,
+            "genesis_hash": self.genesis.hash().hex(),
+            "governance": {**gov.describe(), "seed": gov.seed.hex()},
+            "operators": [{**op.describe(), "seed": op.seed.hex()} for op in operators],
+        }
 
 
-def plan_consortium(chain_id: str, institution_ids: Sequence[str], seeds: Sequence[bytes],
-                    *, operators_per_institution: int = 1, **params: int) -> ConsortiumPlan:
+def plan_consortium(
+    chain_id: str,
+    institution_ids: Sequence[str],
+    seeds: Sequence[bytes],
+    *,
+    operators_per_institution: int = 1,
+    **params: int,
+) -> ConsortiumPlan:
     """Genesis for the given institutions; needs ``(1 + operators) * n`` 32-byte seeds."""
     per = 1 + operators_per_institution
     if len(seeds) != per * len(institution_ids):
         raise InvalidEvent(f"need {per * len(institution_ids)} seeds, got {len(seeds)}")
     keys: dict[str, tuple[KeyPair, tuple[KeyPair, ...]]] = {}
     for i, inst in enumerate(sorted(institution_ids)):
-        pairs = [KeyPair.from_seed(s) for s in seeds[i * per:(i + 1) * per]]
+        pairs = [KeyPair.from_seed(s) for s in seeds[i * per : (i + 1) * per]]
         keys[inst] = (pairs[0], tuple(pairs[1:]))
-    founders = tuple(Founder(institution_id=inst, governance_public_key=gov.public_key,
-                             operator_public_keys=tuple(o.public_key for o in ops))
-                     for inst, (gov, ops) in keys.items())
+    founders = tuple(
+        Founder(
+            institution_id=inst,
+            governance_public_key=gov.public_key,
+            operator_public_keys=tuple(o.public_key for o in ops),
+        )
+        for inst, (gov, ops) in keys.items()
+    )
     genesis = Genesis(params=ChainParams(chain_id=chain_id, **params), founders=founders)
     return ConsortiumPlan(genesis=genesis, keys=keys)

@@ -55,9 +55,16 @@ def propose_member(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
     code = _new_keys_free(view, [args["governance_public_key"], *operators])
     if code is not ResultCode.OK:
         return code
-    return _open(view, ctx, {"kind": "ADD_MEMBER", "institution_id": inst_id,
-                             "governance_public_key": args["governance_public_key"],
-                             "operator_public_keys": operators})
+    return _open(
+        view,
+        ctx,
+        {
+            "kind": "ADD_MEMBER",
+            "institution_id": inst_id,
+            "governance_public_key": args["governance_public_key"],
+            "operator_public_keys": operators,
+        },
+    )
 
 
 def propose_removal(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
@@ -67,18 +74,32 @@ def propose_removal(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
         return ResultCode.NOT_FOUND
     if len(member_ids(view, ctx.height)) < 2:
         return ResultCode.FORBIDDEN
-    return _open(view, ctx, {"kind": "REMOVE_MEMBER", "institution_id": inst_id,
-                             "governance_public_key": b"", "operator_public_keys": []})
+    return _open(
+        view,
+        ctx,
+        {
+            "kind": "REMOVE_MEMBER",
+            "institution_id": inst_id,
+            "governance_public_key": b"",
+            "operator_public_keys": [],
+        },
+    )
 
 
 def _open(view: Overlay, ctx: TxContext, fields: dict[str, Any]) -> ResultCode:
     key = prop_key(ctx.tx_id)
     if view.get(key) is not None:
         return ResultCode.ALREADY_EXISTS
-    proposal = {**fields, "proposal_id": ctx.tx_id, "proposer": ctx.institution,
-                "created_height": ctx.height,
-                "expires_height": ctx.height + int(ctx.params["proposal_ttl_blocks"]),
-                "yes": [ctx.institution], "no": [], "status": "OPEN"}
+    proposal = {
+        **fields,
+        "proposal_id": ctx.tx_id,
+        "proposer": ctx.institution,
+        "created_height": ctx.height,
+        "expires_height": ctx.height + int(ctx.params["proposal_ttl_blocks"]),
+        "yes": [ctx.institution],
+        "no": [],
+        "status": "OPEN",
+    }
     _tally(view, ctx, key, proposal)
     return ResultCode.OK
 
@@ -126,16 +147,33 @@ def _enact(view: Overlay, ctx: TxContext, proposal: Record) -> bool:
         return True
     gov = bytes(proposal["governance_public_key"])
     operators = [bytes(k) for k in proposal["operator_public_keys"]]
-    if (view.get(inst_key(inst_id)) is not None
-            or _new_keys_free(view, [gov, *operators]) is not ResultCode.OK):
+    if (
+        view.get(inst_key(inst_id)) is not None
+        or _new_keys_free(view, [gov, *operators]) is not ResultCode.OK
+    ):
         return False
     for public_key, role in [(gov, "GOVERNANCE")] + [(k, "OPERATOR") for k in operators]:
         kid = sha256(public_key)
-        view.put(key_key(kid), {"key_id": kid, "public_key": public_key, "role": role,
-                                "institution_id": inst_id, "label": role.lower(),
-                                "active": True, "next_nonce": 0})
-    view.put(inst_key(inst_id), {
-        "institution_id": inst_id, "governance_key_id": sha256(gov),
-        "operator_key_ids": sorted(sha256(k) for k in operators),
-        "status": "ACTIVE", "effective_height": effective})
+        view.put(
+            key_key(kid),
+            {
+                "key_id": kid,
+                "public_key": public_key,
+                "role": role,
+                "institution_id": inst_id,
+                "label": role.lower(),
+                "active": True,
+                "next_nonce": 0,
+            },
+        )
+    view.put(
+        inst_key(inst_id),
+        {
+            "institution_id": inst_id,
+            "governance_key_id": sha256(gov),
+            "operator_key_ids": sorted(sha256(k) for k in operators),
+            "status": "ACTIVE",
+            "effective_height": effective,
+        },
+    )
     return True

@@ -85,9 +85,13 @@ class ValidatorSet:
 
     def record(self) -> dict[str, Any]:
         """The canonical ``ValidatorSet`` record (sorted)."""
-        return {"height": self.height, "members": [
-            {"institution_id": i, "operator_key_ids": sorted(self.members[i])}
-            for i in sorted(self.members)]}
+        return {
+            "height": self.height,
+            "members": [
+                {"institution_id": i, "operator_key_ids": sorted(self.members[i])}
+                for i in sorted(self.members)
+            ],
+        }
 
     def hash(self) -> bytes:
         """``validator_set_hash`` of block headers."""

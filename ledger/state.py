@@ -61,10 +61,15 @@ class WriteSet:
 
     def canonical(self) -> bytes:
         """Canonical bytes of the ``WriteSet`` record."""
-        return canonical_bytes("WriteSet", {"entries": [
-            {"key": k, "value": None if v is None else (f"pantheon.{schema_for(k)}", v)}
-            for k, v in self.entries
-        ]})
+        return canonical_bytes(
+            "WriteSet",
+            {
+                "entries": [
+                    {"key": k, "value": None if v is None else (f"pantheon.{schema_for(k)}", v)}
+                    for k, v in self.entries
+                ]
+            },
+        )
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical write set."""

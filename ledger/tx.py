@@ -80,22 +80,29 @@ class Transaction:
             raise InvalidEvent("sender must be a 32-byte key id and nonce non-negative")
 
 
-def body_record(chain_id: str, sender: bytes, nonce: int, operation: str,
-                args: Mapping[str, Any]) -> dict[str, Any]:
+def body_record(
+    chain_id: str, sender: bytes, nonce: int, operation: str, args: Mapping[str, Any]
+) -> dict[str, Any]:
     """The ``TxBody`` record of an operation (``operation`` is a short name from OPERATIONS)."""
     if operation not in OPERATIONS:
         raise InvalidEvent(f"unknown operation {operation!r}")
-    return {"chain_id": chain_id, "sender": sender, "nonce": nonce,
-            "payload": (f"pantheon.{operation}", dict(args))}
+    return {
+        "chain_id": chain_id,
+        "sender": sender,
+        "nonce": nonce,
+        "payload": (f"pantheon.{operation}", dict(args)),
+    }
 
 
-def sign_tx(key: KeyPair, *, chain_id: str, nonce: int, operation: str,
-            args: Mapping[str, Any]) -> bytes:
+def sign_tx(
+    key: KeyPair, *, chain_id: str, nonce: int, operation: str, args: Mapping[str, Any]
+) -> bytes:
     """Build, sign and encode a ``TxEnvelope`` (single-object bytes for ``pantheon.tx``)."""
     body = body_record(chain_id, key.key_id, nonce, operation, args)
     signature = key.sign(TX_DOMAIN, canonical_bytes("TxBody", body))
-    return encode("TxEnvelope", {"body": body, "public_key": key.public_key,
-                                 "signature": signature})
+    return encode(
+        "TxEnvelope", {"body": body, "public_key": key.public_key, "signature": signature}
+    )
 
 
 def entry_id(raw: bytes) -> bytes:
@@ -114,18 +121,29 @@ def parse_tx(raw: bytes, *, max_tx_bytes: int = DEFAULT_MAX_TX_BYTES) -> Transac
     body = env["body"]
     operation, args = body["payload"]
     public_key, signature = env["public_key"], env["signature"]
-    if (len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES
-            or len(body["sender"]) != KEY_ID_BYTES or body["nonce"] < 0):
+    if (
+        len(public_key) != PUBLIC_KEY_BYTES
+        or len(signature) != SIGNATURE_BYTES
+        or len(body["sender"]) != KEY_ID_BYTES
+        or body["nonce"] < 0
+    ):
         raise TxRejected(ResultCode.MALFORMED, "bad key, signature, sender or nonce")
     canonical_body = canonical_bytes("TxBody", body)
     tx_id = sha256(canonical_body)
     if sha256(public_key) != body["sender"]:
-        raise TxRejected(ResultCode.BAD_SIGNATURE, "sender is not the key id of public_key",
-                         tx_id=tx_id)
+        raise TxRejected(
+            ResultCode.BAD_SIGNATURE, "sender is not the key id of public_key", tx_id=tx_id
+        )
     if not verify(public_key, signature, TX_DOMAIN, canonical_body):
         raise TxRejected(ResultCode.BAD_SIGNATURE, "signature does not verify", tx_id=tx_id)
     return Transaction(
-        chain_id=body["chain_id"], sender=body["sender"], nonce=body["nonce"],
-        operation=operation.removeprefix("pantheon."), args=args, public_key=public_key,
-        signature=signature, tx_id=tx_id, size=len(raw),
+        chain_id=body["chain_id"],
+        sender=body["sender"],
+        nonce=body["nonce"],
+        operation=operation.removeprefix("pantheon."),
+        args=args,
+        public_key=public_key,
+        signature=signature,
+        tx_id=tx_id,
+        size=len(raw),
     )

@@ -39,15 +39,21 @@ class Vote:
     def __post_init__(self) -> None:
         if self.height < 0:
             raise InvalidEvent("vote height must be non-negative")
-        if (len(self.block_hash) != HASH_BYTES or len(self.operator_key_id) != KEY_ID_BYTES
-                or len(self.public_key) != PUBLIC_KEY_BYTES
-                or len(self.signature) != SIGNATURE_BYTES):
+        if (
+            len(self.block_hash) != HASH_BYTES
+            or len(self.operator_key_id) != KEY_ID_BYTES
+            or len(self.public_key) != PUBLIC_KEY_BYTES
+            or len(self.signature) != SIGNATURE_BYTES
+        ):
             raise InvalidEvent("vote field of the wrong length")
 
     def body(self) -> dict[str, Any]:
         """The ``VoteBody`` record."""
-        return {"height": self.height, "block_hash": self.block_hash,
-                "operator_key_id": self.operator_key_id}
+        return {
+            "height": self.height,
+            "block_hash": self.block_hash,
+            "operator_key_id": self.operator_key_id,
+        }
 
     def record(self) -> dict[str, Any]:
         """The ``BlockVote`` record."""
@@ -60,23 +66,32 @@ class Vote:
     def is_valid(self) -> bool:
         """Signature valid and made by the key named ``operator_key_id``."""
         return sha256(self.public_key) == self.operator_key_id and verify(
-            self.public_key, self.signature, VOTE_DOMAIN, canonical_bytes("VoteBody", self.body()))
+            self.public_key, self.signature, VOTE_DOMAIN, canonical_bytes("VoteBody", self.body())
+        )
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Vote:
         """Build from a ``BlockVote`` record (raises :class:`InvalidEvent` if ill-formed)."""
         body = record["body"]
-        return cls(height=body["height"], block_hash=body["block_hash"],
-                   operator_key_id=body["operator_key_id"], public_key=record["public_key"],
-                   signature=record["signature"])
+        return cls(
+            height=body["height"],
+            block_hash=body["block_hash"],
+            operator_key_id=body["operator_key_id"],
+            public_key=record["public_key"],
+            signature=record["signature"],
+        )
 
 
 def sign_vote(key: KeyPair, *, height: int, block_hash: bytes) -> Vote:
     """The operator ``key``'s vote for ``block_hash`` at ``height``."""
     body = {"height": height, "block_hash": block_hash, "operator_key_id": key.key_id}
-    return Vote(height=height, block_hash=block_hash, operator_key_id=key.key_id,
-                public_key=key.public_key,
-                signature=key.sign(VOTE_DOMAIN, canonical_bytes("VoteBody", body)))
+    return Vote(
+        height=height,
+        block_hash=block_hash,
+        operator_key_id=key.key_id,
+        public_key=key.public_key,
+        signature=key.sign(VOTE_DOMAIN, canonical_bytes("VoteBody", body)),
+    )
 
 
 def decode_vote(raw: bytes) -> Vote:

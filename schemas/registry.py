@@ -89,8 +89,11 @@ def _expand(node: Any, defs: Mapping[str, Any], seen: set[str]) -> Any:
     if isinstance(node, dict):
         kind = node.get("type")
         if kind in ("record", "error"):
-            seen.add(_fullname(node["name"]) if "namespace" not in node
-                     else f"{node['namespace']}.{node['name']}")
+            seen.add(
+                _fullname(node["name"])
+                if "namespace" not in node
+                else f"{node['namespace']}.{node['name']}"
+            )
             out = dict(node)
             out["fields"] = [
                 {**field, "type": _expand(field["type"], defs, seen)} for field in node["fields"]
@@ -137,8 +140,13 @@ class Registry:
             pcf = to_parsing_canonical_form(parsed)
         except Exception as exc:
             raise CodecError("bad_schema", f"{name}: {exc}") from exc
-        return SchemaEntry(name=name, expanded=expanded, parsed=parsed, canonical_form=pcf,
-                           fingerprint=crc64_avro(pcf.encode("utf-8")))
+        return SchemaEntry(
+            name=name,
+            expanded=expanded,
+            parsed=parsed,
+            canonical_form=pcf,
+            fingerprint=crc64_avro(pcf.encode("utf-8")),
+        )
 
     def add(self, schema: Mapping[str, Any]) -> SchemaEntry:
         """Register another (e.g. older) writer version of a schema, by fingerprint only."""

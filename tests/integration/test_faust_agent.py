@@ -61,7 +61,7 @@ def test_faust_agent_consumes_counts_and_produces(
             assert worker.poll() is None, log_path.read_text()
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None:
-                got.append((msg.key(), msg.value()))
+                got.append((msg.key() or b"", msg.value() or b""))
         consumer.close()
         assert got == [  # worker log on failure: see below
             (b"dev-a", b"X1|1"),
@@ -77,7 +77,7 @@ def test_faust_agent_consumes_counts_and_produces(
         while len(entries) < len(sent) and time.monotonic() < deadline:
             msg = reader.poll(0.5)
             if msg is not None and msg.error() is None:
-                entries.append(msg.value())
+                entries.append(msg.value() or b"")
         reader.close()
         assert len(entries) == len(sent)
         assert entries[-1] == b"3"

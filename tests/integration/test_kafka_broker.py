@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from infra.kafka_server import KafkaCluster
 from streams.kafka_config import admin_config, consumer_config, producer_config
@@ -15,10 +15,12 @@ from streams.topics import LEDGER_TOPICS, TopicError, ensure_topics, iam_topic
 pytestmark = pytest.mark.integration
 
 
-def _consume(bootstrap: str, topic: str, group: str, count: int, timeout: float = 30.0) -> list:
+def _consume(
+    bootstrap: str, topic: str, group: str, count: int, timeout: float = 30.0
+) -> list[Message]:
     consumer = Consumer(consumer_config(bootstrap, group))
     consumer.subscribe([topic])
-    got = []
+    got: list[Message] = []
     deadline = time.monotonic() + timeout
     try:
         while len(got) < count and time.monotonic() < deadline:
@@ -55,8 +57,6 @@ def test_ensure_topics_creates_ledger_topics_once_with_their_settings(
 
 
 def test_ensure_topics_refuses_a_topic_with_finite_retention(bootstrap: str, unique: str) -> None:
-    from confluent_kafka.admin import NewTopic
-
     admin = AdminClient(admin_config(bootstrap))
     prefix = f"bad{unique}."
     futures = admin.create_topics(
@@ -65,7 +65,7 @@ def test_ensure_topics_refuses_a_topic_with_finite_retention(bootstrap: str, uni
     )  # fmt: skip
     for future in futures.values():
         future.result()
-    with pytest.raises(TopicError, match="retention.ms=60000"):
+    with pytest.raises(TopicError, match=r"retention\.ms=60000"):
         ensure_topics(admin, prefix=prefix)
 
 
@@ -100,7 +100,7 @@ def test_idempotent_producer_round_trips_every_message_in_order(
     assert acked == list(range(count))
 
     messages = _consume(bootstrap, topic, f"g{unique}", count)
-    assert [int(m.value()) for m in messages] == list(range(count))
+    assert [int(m.value() or b"-1") for m in messages] == list(range(count))
     assert [m.offset() for m in messages] == list(range(count))
     # LogAppendTime: the broker's clock stamps every record (type 2 in librdkafka).
     assert {m.timestamp()[0] for m in messages} == {2}

@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from infra import procs
@@ -68,8 +69,6 @@ def test_up_twice_then_down_twice(
 
 def test_restart_keeps_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stopped stack starts again on the same state: same cluster, same database."""
-    import psycopg
-
     settings = private_settings()
     stack = Stack(settings)
     with removed_afterwards(settings.state_dir):

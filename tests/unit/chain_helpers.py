@@ -37,8 +37,9 @@ class Driver:
     def __init__(self, plan: ConsortiumPlan) -> None:
         self.plan = plan
         self.machine = LedgerMachine(plan.genesis)
-        self.cutter = Cutter(chain_id=CHAIN, next_height=1, max_block_txs=10_000,
-                             max_block_bytes=1 << 30)
+        self.cutter = Cutter(
+            chain_id=CHAIN, next_height=1, max_block_txs=10_000, max_block_bytes=1 << 30
+        )
         self.offset = 0
         self.nonces: dict[bytes, int] = {}
         self.blocks: list[ExecutedBlock] = []
@@ -46,8 +47,9 @@ class Driver:
     def gov(self, inst: str) -> KeyPair:
         return self.plan.keys[inst][0]
 
-    def tx(self, signer: KeyPair, operation: str, args: Mapping[str, Any],
-           nonce: int | None = None) -> bytes:
+    def tx(
+        self, signer: KeyPair, operation: str, args: Mapping[str, Any], nonce: int | None = None
+    ) -> bytes:
         if nonce is None:
             nonce = self.nonces.get(signer.key_id, 0)
             self.nonces[signer.key_id] = nonce + 1

@@ -16,9 +16,12 @@ from schemas.registry import Registry, crc64_avro
 from schemas.wirecheck import WireChecker
 
 ENVELOPE = {
-    "body": {"chain_id": "c", "sender": b"s" * 32, "nonce": 7,
-             "payload": ("pantheon.AnchorData",
-                         {"data_id": "d", "sha256": b"h" * 32, "metadata": "{}"})},
+    "body": {
+        "chain_id": "c",
+        "sender": b"s" * 32,
+        "nonce": 7,
+        "payload": ("pantheon.AnchorData", {"data_id": "d", "sha256": b"h" * 32, "metadata": "{}"}),
+    },
     "public_key": b"k" * 32,
     "signature": b"g" * 64,
 }
@@ -49,11 +52,30 @@ def test_roundtrip_and_union_tuple() -> None:
 
 def test_every_event_of_the_design_has_a_schema() -> None:
     names = set(codec.registry().names())
-    for event in ["TxEnvelope", "TimeToCut", "BlockHeader", "BlockVote", "QuorumCertificate",
-                  "FinalizedBlock", "Receipt", "DeviceRecord", "UserRegistered",
-                  "PermissionGranted", "ProposeMember", "ProposeRemoval", "CastVote",
-                  "AddOperator", "RemoveOperator", "RegisterIdentity", "RevokeIdentity",
-                  "RotateKey", "AnchorData", "CommitBatch", "RegisterAsset", "TransferAsset"]:
+    for event in [
+        "TxEnvelope",
+        "TimeToCut",
+        "BlockHeader",
+        "BlockVote",
+        "QuorumCertificate",
+        "FinalizedBlock",
+        "Receipt",
+        "DeviceRecord",
+        "UserRegistered",
+        "PermissionGranted",
+        "ProposeMember",
+        "ProposeRemoval",
+        "CastVote",
+        "AddOperator",
+        "RemoveOperator",
+        "RegisterIdentity",
+        "RevokeIdentity",
+        "RotateKey",
+        "AnchorData",
+        "CommitBatch",
+        "RegisterAsset",
+        "TransferAsset",
+    ]:
         assert f"pantheon.{event}" in names
 
 

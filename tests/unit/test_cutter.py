@@ -17,8 +17,12 @@ def marker(height: int, chain: str = "c") -> bytes:
 
 
 def cutter(**kw: int) -> Cutter:
-    return Cutter(chain_id="c", next_height=1, max_block_txs=kw.get("txs", 3),
-                  max_block_bytes=kw.get("bytes", 1000))
+    return Cutter(
+        chain_id="c",
+        next_height=1,
+        max_block_txs=kw.get("txs", 3),
+        max_block_bytes=kw.get("bytes", 1000),
+    )
 
 
 def test_cut_by_count() -> None:
@@ -90,10 +94,14 @@ def run(messages: list[tuple[int, bytes]], txs: int, size: int) -> list[CutBlock
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(min_value=1, max_value=3), message), max_size=60),
-       st.integers(min_value=1, max_value=6), st.integers(min_value=1, max_value=200))
+@given(
+    st.lists(st.tuples(st.integers(min_value=1, max_value=3), message), max_size=60),
+    st.integers(min_value=1, max_value=6),
+    st.integers(min_value=1, max_value=200),
+)
 def test_two_independent_cutters_cut_identical_blocks(
-        messages: list[tuple[int, bytes]], txs: int, size: int) -> None:
+    messages: list[tuple[int, bytes]], txs: int, size: int
+) -> None:
     first, second = run(messages, txs, size), run(messages, txs, size)
     assert first == second
     heights = [b.height for b in first]

@@ -16,8 +16,9 @@ from tests.unit.chain_helpers import key, seed
 
 def test_device_record_sign_verify_roundtrip() -> None:
     device = key("thermometer")
-    rec = sign_device_record(device, sequence=1, measured_at_ms=5, content_type="text/plain",
-                             payload=b"21.5C")
+    rec = sign_device_record(
+        device, sequence=1, measured_at_ms=5, content_type="text/plain", payload=b"21.5C"
+    )
     assert rec.verify(device.public_key)
     assert not rec.verify(key("other").public_key)
     assert decode_device_record(rec.encode()) == rec
@@ -42,8 +43,11 @@ def test_plan_consortium_and_genesis_encoding() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.text(max_size=40), st.binary(max_size=64), st.integers(min_value=-(2**63),
-                                                                  max_value=2**63 - 1))
+@given(
+    st.text(max_size=40),
+    st.binary(max_size=64),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
 def test_codec_roundtrip_is_exact_and_canonical(text: str, blob: bytes, number: int) -> None:
     record = {"chain_id": text, "height": number, "producer": blob}
     raw = codec.encode("TimeToCut", record)

@@ -39,16 +39,19 @@ def test_genesis_validation() -> None:
         ChainParams(chain_id="c", threshold_num=3, threshold_den=3)
     twice = Founder(institution_id="b", governance_public_key=gov)
     with pytest.raises(InvalidEvent):
-        Genesis(params=ChainParams(chain_id="c"),
-                founders=(Founder(institution_id="a", governance_public_key=gov), twice))
+        Genesis(
+            params=ChainParams(chain_id="c"),
+            founders=(Founder(institution_id="a", governance_public_key=gov), twice),
+        )
 
 
 def test_header_fields_and_chain_links() -> None:
     d = Driver(consortium(4))
     gov = d.gov("inst-0")
     prev_root = d.machine.state.root
-    first = d.block([d.tx(gov, "AnchorData", {"data_id": "a", "sha256": bytes(32),
-                                               "metadata": ""}), b"garbage"])
+    first = d.block(
+        [d.tx(gov, "AnchorData", {"data_id": "a", "sha256": bytes(32), "metadata": ""}), b"garbage"]
+    )
     header = first.header
     assert header.height == 1 and header.prev_hash == d.plan.genesis.hash()
     assert (header.first_offset, header.last_offset) == (0, 2)
@@ -59,16 +62,22 @@ def test_header_fields_and_chain_links() -> None:
     assert [r.code for r in first.results] == [ResultCode.OK, ResultCode.MALFORMED]
     assert first.results[1].tx_id == sha256(b"garbage")
     assert header.validator_set_hash == first.validator_set.hash()
-    second = d.block([d.tx(gov, "AnchorData", {"data_id": "b", "sha256": bytes(32),
-                                                "metadata": ""})])
+    second = d.block(
+        [d.tx(gov, "AnchorData", {"data_id": "b", "sha256": bytes(32), "metadata": ""})]
+    )
     assert second.header.prev_hash == first.block_hash
     assert BlockHeader.from_record(header.record()) == header
 
 
 def test_wrong_chain_and_commit_rules() -> None:
     d = Driver(consortium(2))
-    raw = sign_tx(d.gov("inst-0"), chain_id="other", nonce=0, operation="AnchorData",
-                  args={"data_id": "a", "sha256": bytes(32), "metadata": ""})
+    raw = sign_tx(
+        d.gov("inst-0"),
+        chain_id="other",
+        nonce=0,
+        operation="AnchorData",
+        args={"data_id": "a", "sha256": bytes(32), "metadata": ""},
+    )
     executed = d.machine.execute(d.cut([raw]))
     assert executed.results[0].code is ResultCode.WRONG_CHAIN
     d.machine.commit(executed)
@@ -101,23 +110,49 @@ def build_blocks(plan_ops: list[list[tuple[str, int]]]) -> list[list[bytes]]:
             signer = d.gov(f"inst-{who % 3}")
             nonce = (b * 7 + i) % 3
             if op == "anchor":
-                raws.append(d.tx(signer, "AnchorData", {"data_id": f"d{i % 4}",
-                                                         "sha256": bytes(32), "metadata": ""},
-                                 nonce))
+                raws.append(
+                    d.tx(
+                        signer,
+                        "AnchorData",
+                        {"data_id": f"d{i % 4}", "sha256": bytes(32), "metadata": ""},
+                        nonce,
+                    )
+                )
             elif op == "asset":
-                raws.append(d.tx(signer, "RegisterAsset", {"asset_id": f"a{i % 3}",
-                                                            "metadata": ""}, nonce))
+                raws.append(
+                    d.tx(signer, "RegisterAsset", {"asset_id": f"a{i % 3}", "metadata": ""}, nonce)
+                )
             elif op == "transfer":
-                raws.append(d.tx(signer, "TransferAsset", {
-                    "asset_id": f"a{i % 3}", "new_owner_key_id": d.gov("inst-1").key_id}, nonce))
+                raws.append(
+                    d.tx(
+                        signer,
+                        "TransferAsset",
+                        {"asset_id": f"a{i % 3}", "new_owner_key_id": d.gov("inst-1").key_id},
+                        nonce,
+                    )
+                )
             elif op == "identity":
-                raws.append(d.tx(signer, "RegisterIdentity", {
-                    "public_key": key(f"id{i % 5}").public_key, "kind": "USER", "label": ""},
-                    nonce))
+                raws.append(
+                    d.tx(
+                        signer,
+                        "RegisterIdentity",
+                        {"public_key": key(f"id{i % 5}").public_key, "kind": "USER", "label": ""},
+                        nonce,
+                    )
+                )
             elif op == "vote":
-                raws.append(d.tx(signer, "ProposeMember", {
-                    "institution_id": f"x{i}", "governance_public_key": key(f"g{i}").public_key,
-                    "operator_public_keys": []}, nonce))
+                raws.append(
+                    d.tx(
+                        signer,
+                        "ProposeMember",
+                        {
+                            "institution_id": f"x{i}",
+                            "governance_public_key": key(f"g{i}").public_key,
+                            "operator_public_keys": [],
+                        },
+                        nonce,
+                    )
+                )
             else:
                 raws.append(bytes([who]) * (i + 1))
         blocks.append(raws)
@@ -130,10 +165,14 @@ def replay(blocks: list[list[bytes]]) -> list[bytes]:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.lists(st.tuples(OPS, st.integers(0, 2)), min_size=1, max_size=6),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.lists(st.tuples(OPS, st.integers(0, 2)), min_size=1, max_size=6), min_size=1, max_size=4
+    )
+)
 def test_replaying_the_same_blocks_gives_identical_state_roots(
-        plan_ops: list[list[tuple[str, int]]]) -> None:
+    plan_ops: list[list[tuple[str, int]]],
+) -> None:
     blocks = build_blocks(plan_ops)
     assert replay(blocks) == replay(blocks)
 

@@ -35,12 +35,14 @@ def test_quorum_formula() -> None:
 
 def test_certificate_is_first_q_distinct_institutions() -> None:
     validators, keys = vset(4)
-    votes = [sign_vote(keys["i0"][0], height=5, block_hash=H1),
-             sign_vote(keys["i0"][1], height=5, block_hash=H1),  # same institution
-             sign_vote(keys["i1"][0], height=5, block_hash=H2),
-             sign_vote(keys["i2"][1], height=5, block_hash=H1),
-             sign_vote(keys["i3"][0], height=5, block_hash=H1),
-             sign_vote(keys["i1"][1], height=5, block_hash=H1)]
+    votes = [
+        sign_vote(keys["i0"][0], height=5, block_hash=H1),
+        sign_vote(keys["i0"][1], height=5, block_hash=H1),  # same institution
+        sign_vote(keys["i1"][0], height=5, block_hash=H2),
+        sign_vote(keys["i2"][1], height=5, block_hash=H1),
+        sign_vote(keys["i3"][0], height=5, block_hash=H1),
+        sign_vote(keys["i1"][1], height=5, block_hash=H1),
+    ]
     final = certify(votes, validators)
     assert final is not None and final.block_hash == H1
     assert final.certificate.votes == (votes[0], votes[3], votes[4])
@@ -58,7 +60,8 @@ def test_votes_buffered_until_validator_set_known_and_divergence() -> None:
     assert tracker.set_validators(validators) == []
     events = tracker.add_vote(sign_vote(keys["i2"][0], height=5, block_hash=H1))
     assert isinstance(events[0], Finalized) and events[1] == Divergence(
-        height=5, own_hash=H2, final_hash=H1)
+        height=5, own_hash=H2, final_hash=H1
+    )
     assert tracker.final(5) == events[0]
     tracker.forget_below(6)
     assert tracker.final(5) is None
@@ -80,8 +83,13 @@ def test_invalid_and_foreign_votes_are_ignored() -> None:
     validators, keys = vset(1)
     outsider = sign_vote(key("outsider"), height=5, block_hash=H1)
     good = sign_vote(keys["i0"][0], height=5, block_hash=H1)
-    forged = Vote(height=5, block_hash=H2, operator_key_id=good.operator_key_id,
-                  public_key=good.public_key, signature=good.signature)
+    forged = Vote(
+        height=5,
+        block_hash=H2,
+        operator_key_id=good.operator_key_id,
+        public_key=good.public_key,
+        signature=good.signature,
+    )
     assert certify([outsider, forged], validators) is None
     final = certify([outsider, forged, good], validators)
     assert final is not None
@@ -96,12 +104,23 @@ def test_quorum_never_reached_with_fewer_than_q_institutions(n: int, data: st.Da
     voting = data.draw(st.lists(st.sampled_from(sorted(keys)), unique=True, max_size=q - 1))
     # Every operator of the voting institutions may vote, for either hash, repeatedly, in any
     # order; outsiders and forged signatures are mixed in.
-    pool = [sign_vote(k, height=5, block_hash=h)
-            for inst in voting for k in keys[inst] for h in (H1, H2)]
+    pool = [
+        sign_vote(k, height=5, block_hash=h)
+        for inst in voting
+        for k in keys[inst]
+        for h in (H1, H2)
+    ]
     pool += [sign_vote(key(f"outsider{i}"), height=5, block_hash=H1) for i in range(3)]
     real = sign_vote(keys[sorted(keys)[0]][0], height=5, block_hash=H1)
-    pool.append(Vote(height=5, block_hash=H2, operator_key_id=real.operator_key_id,
-                     public_key=real.public_key, signature=real.signature))
+    pool.append(
+        Vote(
+            height=5,
+            block_hash=H2,
+            operator_key_id=real.operator_key_id,
+            public_key=real.public_key,
+            signature=real.signature,
+        )
+    )
     order = data.draw(st.lists(st.sampled_from(pool), max_size=40))
     tracker = FinalityTracker()
     tracker.set_validators(validators)
@@ -114,7 +133,8 @@ def test_quorum_never_reached_with_fewer_than_q_institutions(n: int, data: st.Da
             tracker.add_vote(sign_vote(op, height=5, block_hash=H1))
     final = tracker.final(5)
     if final is not None:
-        institutions = {validators.institution_of(v.operator_key_id)
-                        for v in final.certificate.votes}
+        institutions = {
+            validators.institution_of(v.operator_key_id) for v in final.certificate.votes
+        }
         assert len(final.certificate.votes) == q == len(institutions)
         verify_certificate(final.certificate, validators, H1)

@@ -19,10 +19,12 @@ def test_from_seed_is_deterministic_and_key_id_is_sha256() -> None:
 
 
 def test_rfc8032_test_vector_1() -> None:
-    pair = KeyPair.from_seed(bytes.fromhex(
-        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+    pair = KeyPair.from_seed(
+        bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    )
     assert pair.public_key.hex() == (
-        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    )
 
 
 def test_sign_verify_and_domain_separation() -> None:

@@ -13,8 +13,9 @@ ANCHOR = {"sha256": bytes(32), "metadata": "{}"}
 
 
 def votes_for(block: ExecutedBlock, operators: list[KeyPair]) -> list[Vote]:
-    return [sign_vote(op, height=block.header.height, block_hash=block.block_hash)
-            for op in operators]
+    return [
+        sign_vote(op, height=block.header.height, block_hash=block.block_hash) for op in operators
+    ]
 
 
 def feed(tracker: FinalityTracker, votes: list[Vote]) -> list[object]:
@@ -32,26 +33,42 @@ def test_consortium_lifecycle() -> None:
     new_gov, new_op = key("inst-new/gov"), key("inst-new/op")
 
     # Block 1: inst-0 proposes inst-new with its operator key.
-    b1 = d.block([d.tx(gov["inst-0"], "ProposeMember", {
-        "institution_id": "inst-new", "governance_public_key": new_gov.public_key,
-        "operator_public_keys": [new_op.public_key]})])
+    b1 = d.block(
+        [
+            d.tx(
+                gov["inst-0"],
+                "ProposeMember",
+                {
+                    "institution_id": "inst-new",
+                    "governance_public_key": new_gov.public_key,
+                    "operator_public_keys": [new_op.public_key],
+                },
+            )
+        ]
+    )
     assert b1.results[0].code.name == "OK"
     proposal = {"proposal_id": b1.results[0].tx_id, "approve": True}
     tracker.set_validators(b1.validator_set)
-    assert isinstance(feed(tracker, votes_for(b1, [op["inst-0"], op["inst-1"],
-                                                   op["inst-2"]]))[-1], Finalized)
+    assert isinstance(
+        feed(tracker, votes_for(b1, [op["inst-0"], op["inst-1"], op["inst-2"]]))[-1], Finalized
+    )
 
     # Block 2: two more yes votes pass it (3 of 4 > 2/3); the newcomer's own transaction in
     # the same block is refused: membership takes effect from the next block.
-    b2 = d.block([d.tx(gov["inst-1"], "CastVote", proposal),
-                  d.tx(gov["inst-2"], "CastVote", proposal),
-                  d.tx(new_gov, "AnchorData", {"data_id": "early", **ANCHOR})])
+    b2 = d.block(
+        [
+            d.tx(gov["inst-1"], "CastVote", proposal),
+            d.tx(gov["inst-2"], "CastVote", proposal),
+            d.tx(new_gov, "AnchorData", {"data_id": "early", **ANCHOR}),
+        ]
+    )
     assert [r.code.name for r in b2.results] == ["OK", "OK", "INACTIVE_SENDER"]
     assert b2.validator_set.size == 4
     tracker.set_validators(b2.validator_set)
     assert feed(tracker, votes_for(b2, [new_op])) == []  # not a validator of height 2 yet
-    assert isinstance(feed(tracker, votes_for(b2, [op["inst-1"], op["inst-2"],
-                                                   op["inst-3"]]))[-1], Finalized)
+    assert isinstance(
+        feed(tracker, votes_for(b2, [op["inst-1"], op["inst-2"], op["inst-3"]]))[-1], Finalized
+    )
 
     # Block 3: five members, q = 4; the newcomer's operator vote is needed and counts.
     b3 = d.block([d.tx(new_gov, "AnchorData", {"data_id": "welcome", **ANCHOR}, nonce=0)])
@@ -65,14 +82,21 @@ def test_consortium_lifecycle() -> None:
     verify_certificate(events[-1].certificate, b3.validator_set, b3.block_hash)
 
     # Block 4: inst-3 is voted out (4 of 5 yes).
-    removal = d.tx(gov["inst-0"], "ProposeRemoval", {"institution_id": "inst-3",
-                                                     "reason": "left the consortium"})
+    removal = d.tx(
+        gov["inst-0"],
+        "ProposeRemoval",
+        {"institution_id": "inst-3", "reason": "left the consortium"},
+    )
     b4 = d.block([removal])
     vote_out = {"proposal_id": b4.results[0].tx_id, "approve": True}
-    b5 = d.block([d.tx(gov["inst-1"], "CastVote", vote_out),
-                  d.tx(gov["inst-2"], "CastVote", vote_out),
-                  d.tx(new_gov, "CastVote", vote_out),
-                  d.tx(gov["inst-3"], "AnchorData", {"data_id": "last", **ANCHOR})])
+    b5 = d.block(
+        [
+            d.tx(gov["inst-1"], "CastVote", vote_out),
+            d.tx(gov["inst-2"], "CastVote", vote_out),
+            d.tx(new_gov, "CastVote", vote_out),
+            d.tx(gov["inst-3"], "AnchorData", {"data_id": "last", **ANCHOR}),
+        ]
+    )
     assert [r.code.name for r in b5.results] == ["OK", "OK", "OK", "OK"]
     assert "inst-3" in member_ids(d.machine.state, 5)
     assert "inst-3" not in member_ids(d.machine.state, 6)
@@ -91,10 +115,19 @@ def test_consortium_lifecycle() -> None:
     assert events == [Equivocation(first=forged, second=honest)]
     assert tracker.final(6) is None  # the equivocator's second vote does not count
     assert isinstance(feed(tracker, votes_for(b6, [op["inst-2"]]))[-1], Finalized)
-    evidence = d.tx(gov["inst-0"], "ReportEquivocation",
-                    {"vote_a": forged.record(), "vote_b": honest.record()})
-    b7 = d.block([evidence, d.tx(gov["inst-2"], "ReportEquivocation",
-                                 {"vote_a": honest.record(), "vote_b": forged.record()})])
+    evidence = d.tx(
+        gov["inst-0"], "ReportEquivocation", {"vote_a": forged.record(), "vote_b": honest.record()}
+    )
+    b7 = d.block(
+        [
+            evidence,
+            d.tx(
+                gov["inst-2"],
+                "ReportEquivocation",
+                {"vote_a": honest.record(), "vote_b": forged.record()},
+            ),
+        ]
+    )
     assert [r.code.name for r in b7.results] == ["OK", "ALREADY_EXISTS"]
     record = d.machine.state.get(f"evidence/{op['inst-1'].key_id.hex()}/6")
     assert record is not None and record["institution_id"] == "inst-1"

@@ -16,22 +16,35 @@ from ledger.votes import decode_vote, sign_vote
 from tests.unit.chain_helpers import Driver, consortium, key
 
 SIGNER = key("tamper")
-TX = sign_tx(SIGNER, chain_id="c", nonce=1, operation="TransferAsset",
-             args={"asset_id": "a", "new_owner_key_id": bytes(32)})
+TX = sign_tx(
+    SIGNER,
+    chain_id="c",
+    nonce=1,
+    operation="TransferAsset",
+    args={"asset_id": "a", "new_owner_key_id": bytes(32)},
+)
 VOTE = sign_vote(SIGNER, height=3, block_hash=b"\x07" * 32).encode()
 
 
 def _finalized() -> tuple[bytes, object, list[bytes]]:
     d = Driver(consortium(4))
-    executed = d.block([d.tx(d.gov("inst-0"), "AnchorData",
-                             {"data_id": f"d{i}", "sha256": bytes(32), "metadata": ""})
-                        for i in range(5)])
+    executed = d.block(
+        [
+            d.tx(
+                d.gov("inst-0"),
+                "AnchorData",
+                {"data_id": f"d{i}", "sha256": bytes(32), "metadata": ""},
+            )
+            for i in range(5)
+        ]
+    )
     tracker = FinalityTracker()
     tracker.set_validators(executed.validator_set)
     final = None
     for inst in sorted(d.plan.keys):
-        for event in tracker.add_vote(sign_vote(d.plan.keys[inst][1][0], height=1,
-                                                block_hash=executed.block_hash)):
+        for event in tracker.add_vote(
+            sign_vote(d.plan.keys[inst][1][0], height=1, block_hash=executed.block_hash)
+        ):
             if isinstance(event, Finalized):
                 final = event
     assert final is not None
@@ -86,27 +99,39 @@ def test_any_tampered_byte_of_a_finalized_block_is_rejected(position: int, mask:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=0, max_value=4), st.integers(min_value=0),
-       st.integers(min_value=1, max_value=255), st.sampled_from(["proof", "leaf", "root"]))
+@given(
+    st.integers(min_value=0, max_value=4),
+    st.integers(min_value=0),
+    st.integers(min_value=1, max_value=255),
+    st.sampled_from(["proof", "leaf", "root"]),
+)
 def test_any_tampered_byte_of_an_inclusion_proof_is_rejected(
-        index: int, position: int, mask: int, where: str) -> None:
+    index: int, position: int, mask: int, where: str
+) -> None:
     results = EXECUTED.results  # type: ignore[attr-defined]
     header = EXECUTED.header  # type: ignore[attr-defined]
     proof = tx_proof(results, index)
     verify_tx_proof(results[index], index, len(results), proof, header)
     if where == "proof":
         node = position % len(proof)
-        proof = [flip(p, position // len(proof), mask) if i == node else p
-                 for i, p in enumerate(proof)]
+        proof = [
+            flip(p, position // len(proof), mask) if i == node else p for i, p in enumerate(proof)
+        ]
         with pytest.raises(ProofError):
             verify_tx_proof(results[index], index, len(results), proof, header)
     elif where == "leaf":
         result = results[index]
-        tampered = EntryResult(tx_id=flip(result.tx_id, position, mask), offset=result.offset,
-                               code=result.code)
+        tampered = EntryResult(
+            tx_id=flip(result.tx_id, position, mask), offset=result.offset, code=result.code
+        )
         with pytest.raises(ProofError):
             verify_tx_proof(tampered, index, len(results), proof, header)
     else:
         with pytest.raises(ProofError):
-            verify_tx_proof(results[index], index, len(results), proof,
-                            replace(header, tx_root=flip(header.tx_root, position, mask)))
+            verify_tx_proof(
+                results[index],
+                index,
+                len(results),
+                proof,
+                replace(header, tx_root=flip(header.tx_root, position, mask)),
+            )
