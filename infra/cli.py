@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from infra import kafka_dist, keystore, logs
+from infra import kafka_dist, keystore
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
+from streams import logs
 
 Handler = Callable[[argparse.Namespace], int]
 

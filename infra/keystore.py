@@ -64,15 +64,23 @@ def create_genesis(
     institutions: Sequence[str],
     *,
     operators_per_institution: int = 1,
+    **params: int,
 ) -> Genesis:
-    """Write ``genesis.avro``, ``genesis.json`` and ``keys/<institution>.json`` (0600)."""
+    """Write ``genesis.avro``, ``genesis.json`` and ``keys/<institution>.json`` (0600).
+
+    ``params`` override chain parameters (``block_interval_ms``, ``max_block_txs``, ...).
+    """
     genesis_file = out_dir / "genesis.avro"
     if genesis_file.exists():
         raise KeystoreError(f"{genesis_file} exists; refusing to replace a genesis")
     per = 1 + operators_per_institution
     seeds = [secrets.token_bytes(SEED_BYTES) for _ in range(per * len(institutions))]
     plan = plan_consortium(
-        chain_id, list(institutions), seeds, operators_per_institution=operators_per_institution
+        chain_id,
+        list(institutions),
+        seeds,
+        operators_per_institution=operators_per_institution,
+        **params,
     )
     for institution in institutions:
         write_secret(out_dir / "keys" / f"{institution}.json", plan.keystore(institution))

@@ -117,6 +117,14 @@ class LedgerMachine:
         self.state = genesis_state(genesis)
         self.last_hash = genesis.hash()
 
+    @classmethod
+    def resume(cls, genesis: Genesis, state: WorldState, last_hash: bytes) -> LedgerMachine:
+        """A machine continuing from a snapshot: ``state`` after the block ``last_hash``."""
+        machine = cls(genesis)
+        machine.state = state
+        machine.last_hash = last_hash
+        return machine
+
     @property
     def height(self) -> int:
         """Height of the last committed block (0 = genesis)."""

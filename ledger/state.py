@@ -121,6 +121,26 @@ class WorldState:
         for key in sorted(self._data):
             yield key, self._data[key]
 
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @classmethod
+    def restore(
+        cls, items: Iterator[tuple[str, Record]], *, height: int, root: bytes
+    ) -> WorldState:
+        """A state rebuilt from a snapshot: its records, height and (trusted) root."""
+        if len(root) != 32 or height < 0:
+            raise StateError("a restored state needs a 32-byte root and a height >= 0")
+        state = cls()
+        for key, value in items:
+            schema_for(key)
+            state._data[key] = value
+            if key.startswith("inst/"):
+                state._institutions.add(key.removeprefix("inst/"))
+        state.root = root
+        state.height = height
+        return state
+
 
 class Overlay:
     """Uncommitted writes over a state or another overlay."""

@@ -1,0 +1,375 @@
+"""The validator process: Kafka I/O around :class:`ledger.validator_core.ValidatorCore`.
+
+One process per operator (``pantheon validator --institution X --operator N``). It reads
+``pantheon.tx`` and ``pantheon.votes`` with a manually assigned consumer (positions come
+from its own snapshot, never from Kafka's committed offsets), hands every message to the
+core and carries out the actions the core returns:
+
+* votes are first journaled (fsync) and then produced: a restarted validator never signs
+  two different hashes for one height (``streams.durable.VoteJournal``);
+* final blocks and receipts are produced to ``pantheon.blocks`` and ``pantheon.receipts``;
+* markers and evidence transactions go to ``pantheon.tx``.
+
+Every few final blocks (or seconds) the producer is flushed and the final state is
+snapshotted, then the journal is pruned. On restart the newest valid snapshot is loaded and
+the logs are replayed from the positions it names. SIGTERM stops it cleanly (exit 0); a
+divergence stops it loudly (exit 3); bad configuration exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from ledger.errors import LedgerError
+from ledger.execution import LedgerMachine
+from ledger.genesis import Genesis, genesis_state
+from ledger.keys import KeyPair
+from ledger.validator_core import (
+    Action,
+    Diverged,
+    EmitMarker,
+    PublishFinal,
+    SendVote,
+    SubmitTx,
+    ValidatorCore,
+)
+from streams import logs
+from streams import validator_metrics as metrics
+from streams.durable import SnapshotStore, VoteJournal, atomic_write
+from streams.kafka_config import consumer_config, producer_config
+
+log = logging.getLogger("pantheon.validator")
+
+EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED = 0, 2, 3
+SNAPSHOT_EVERY_BLOCKS = 200
+SNAPSHOT_EVERY_SECONDS = 15.0
+
+
+class ConfigError(ValueError):
+    """The validator cannot start with this configuration."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidatorConfig:
+    """Everything a validator process needs to know."""
+
+    genesis: Path
+    keystore: Path
+    institution: str
+    operator: int
+    bootstrap: str
+    prefix: str
+    state_dir: Path
+    metrics_port: int | None = None
+
+
+def load_operator(keystore: Path, institution: str, index: int) -> KeyPair:
+    """The operator key ``index`` of ``institution`` from its keystore file."""
+    try:
+        doc = json.loads(keystore.read_text())
+        if doc["institution_id"] != institution:
+            raise ConfigError(f"{keystore} belongs to {doc['institution_id']}, not {institution}")
+        seed = bytes.fromhex(doc["operators"][index]["seed"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cannot read operator {index} from {keystore}: {exc}") from exc
+    return KeyPair.from_seed(seed)
+
+
+class Validator:
+    """The process: consumer, producer, core, durable state, status file."""
+
+    def __init__(self, config: ValidatorConfig) -> None:
+        self.config = config
+        try:
+            self.genesis = Genesis.decode(config.genesis.read_bytes())
+        except (OSError, LedgerError) as exc:
+            raise ConfigError(f"cannot read genesis {config.genesis}: {exc}") from exc
+        self.operator = load_operator(config.keystore, config.institution, config.operator)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = VoteJournal(config.state_dir / "votes.journal")
+        self.snapshots = SnapshotStore(config.state_dir / "snapshots")
+        self.topics = {
+            name: f"{config.prefix}{name}" for name in ("tx", "votes", "blocks", "receipts")
+        }
+        self.core, votes_offset = self._resume()
+        self.running = True
+        self.labels = {"institution": config.institution, "operator": str(config.operator)}
+        self._last_snapshot = (self.core.final_height, time.monotonic())
+        self._votes_position = votes_offset
+        self._tx_high = -1
+        self._tx_position = self.core.final.next_tx_offset
+        self._last_watermark = 0.0
+        self._last_status = 0.0
+        self.consumer = Consumer(
+            consumer_config(
+                config.bootstrap,
+                f"validator-{config.institution}-{config.operator}",
+                **{"fetch.wait.max.ms": 20, "fetch.min.bytes": 1},
+            )
+        )
+        self.consumer.assign(
+            [
+                TopicPartition(self.topics["tx"], 0, self.core.final.next_tx_offset),
+                TopicPartition(self.topics["votes"], 0, votes_offset),
+            ]
+        )
+        self.producer = Producer(producer_config(config.bootstrap, **{"linger.ms": 2}))
+
+    def _resume(self) -> tuple[ValidatorCore, int]:
+        loaded = self.snapshots.load_latest(self.genesis.params.chain_id)
+        if loaded is None:
+            machine = LedgerMachine(self.genesis)
+            core = ValidatorCore(
+                machine=machine, final_state=genesis_state(self.genesis), operator=self.operator
+            )
+            log.info("starting from genesis", extra={"genesis": self.genesis.hash().hex()})
+            return core, 0
+        state, meta = loaded
+        final_state = self.snapshots.load_latest(meta.chain_id)
+        assert final_state is not None  # same file, a second independent copy of the state
+        machine = LedgerMachine.resume(self.genesis, state, meta.block_hash)
+        core = ValidatorCore(
+            machine=machine,
+            final_state=final_state[0],
+            operator=self.operator,
+            next_tx_offset=meta.tx_offset,
+        )
+        log.info(
+            "resuming from snapshot",
+            extra={"height": meta.height, "tx_offset": meta.tx_offset,
+                   "votes_offset": meta.votes_offset},
+        )  # fmt: skip
+        return core, meta.votes_offset
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        """Process the logs until stopped; returns the exit code."""
+        if self.config.metrics_port is not None:
+            metrics.serve(self.config.metrics_port)
+        try:
+            while self.running:
+                for msg in self.consumer.consume(num_messages=1000, timeout=0.05):
+                    self._on_message(msg)
+                    if self.core.diverged is not None:
+                        break
+                self._perform(self.core.on_tick(_now_ms(), caught_up=self._caught_up()))
+                self.producer.poll(0)
+                if self.core.diverged is not None:
+                    self._write_status()
+                    return EXIT_DIVERGED
+                self._maybe_snapshot()
+                self._maybe_write_status()
+            return EXIT_OK
+        finally:
+            self.producer.flush(30)
+            self._write_status()
+            self.consumer.close()
+            self.journal.close()
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to end (signal handler)."""
+        self.running = False
+
+    def _on_message(self, msg: Message) -> None:
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(error)})
+            return
+        offset = msg.offset()
+        value = msg.value() or b""
+        assert offset is not None
+        if msg.topic() == self.topics["tx"]:
+            self._tx_position = offset + 1
+            _, ts = msg.timestamp()
+            self._perform(self.core.on_tx(offset, ts, value))
+            metrics.CUT_HEIGHT.labels(**self.labels).set(self.core.cut_height)
+        else:
+            self._votes_position = offset + 1
+            self._perform(self.core.on_vote(offset, value))
+
+    def _perform(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendVote):
+                self._send_vote(action)
+            elif isinstance(action, PublishFinal):
+                self._publish(action)
+            elif isinstance(action, EmitMarker):
+                self.producer.produce(self.topics["tx"], key=self.operator.key_id, value=action.raw)
+                metrics.MARKERS.labels(**self.labels).inc()
+            elif isinstance(action, SubmitTx):
+                log.warning("submitting evidence", extra={"reason": action.reason})
+                metrics.EQUIVOCATIONS.labels(**self.labels).inc()
+                self.producer.produce(self.topics["tx"], key=self.operator.key_id, value=action.raw)
+            elif isinstance(action, Diverged):
+                self._diverged(action)
+
+    def _send_vote(self, vote: SendVote) -> None:
+        if not self.journal.allow(vote.height, vote.block_hash):
+            log.critical(
+                "refusing to sign a second hash for a height already signed",
+                extra={"height": vote.height, "hash": vote.block_hash.hex()},
+            )
+            self.core.diverged = Diverged(
+                vote.height, vote.block_hash, self.journal.signed[vote.height]
+            )
+            self._diverged(self.core.diverged)
+            return
+        self.producer.produce(self.topics["votes"], key=str(vote.height).encode(), value=vote.raw)
+        metrics.VOTED_HEIGHT.labels(**self.labels).set(vote.height)
+        metrics.VOTES.labels(**self.labels).inc()
+
+    def _publish(self, final: PublishFinal) -> None:
+        key = str(final.height).encode()
+        self.producer.produce(self.topics["blocks"], key=key, value=final.block)
+        for tx_id, raw in final.receipts:
+            self.producer.produce(self.topics["receipts"], key=tx_id, value=raw)
+            self.producer.poll(0)
+        metrics.FINAL_HEIGHT.labels(**self.labels).set(final.height)
+        metrics.FINALITY_LATENCY.labels(**self.labels).observe(
+            max(0.0, (_now_ms() - final.timestamp_ms) / 1000.0)
+        )
+        for code in final.codes:
+            metrics.TXS.labels(result=code.name, **self.labels).inc()
+
+    def _diverged(self, event: Diverged) -> None:
+        metrics.DIVERGENCES.labels(**self.labels).inc()
+        log.critical(
+            "DIVERGED: this validator's block hash differs from the final one; it stops "
+            "voting and exits (its state or code is wrong: compare with `pantheon audit`)",
+            extra={"height": event.height, "own_hash": event.own_hash.hex(),
+                   "final_hash": event.final_hash.hex()},
+        )  # fmt: skip
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _caught_up(self) -> bool:
+        """Whether the whole tx log has been read (markers are only emitted then)."""
+        if self.core.cutter.oldest_pending_ms is None:
+            return False
+        now = time.monotonic()
+        if self._tx_position >= self._tx_high or now - self._last_watermark > 0.5:
+            self._last_watermark = now
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topics["tx"], 0), timeout=2
+                )
+                self._tx_high = high
+            except Exception as exc:  # a broker hiccup: try again later, do not cut
+                log.warning("watermark query failed", extra={"error": str(exc)})
+                return False
+        return self._tx_position >= self._tx_high
+
+    def _maybe_snapshot(self) -> None:
+        height, when = self._last_snapshot
+        final = self.core.final_height
+        due = final - height >= SNAPSHOT_EVERY_BLOCKS or (
+            final > height and time.monotonic() - when >= SNAPSHOT_EVERY_SECONDS
+        )
+        if not due:
+            return
+        if self.producer.flush(30) > 0:
+            log.warning("producer did not drain; snapshot postponed")
+            return
+        meta = self.core.snapshot_meta(self._votes_position)
+        self.snapshots.save(self.core.final.final_state, meta)
+        self.journal.prune_below(final + 1)
+        self._last_snapshot = (final, time.monotonic())
+        log.info("snapshot", extra={"height": final})
+
+    def _maybe_write_status(self) -> None:
+        if time.monotonic() - self._last_status >= 0.5:
+            self._write_status()
+
+    def _write_status(self) -> None:
+        self._last_status = time.monotonic()
+        status: dict[str, Any] = {
+            "institution": self.config.institution,
+            "operator": self.config.operator,
+            "operator_key_id": self.operator.key_id.hex(),
+            "cut_height": self.core.cut_height,
+            "voted_height": self.core.voted_height,
+            "final_height": self.core.final_height,
+            "diverged": self.core.diverged is not None,
+            "caught_up": self._tx_position >= self._tx_high,
+            "pid": os.getpid(),
+            "updated_ms": _now_ms(),
+        }
+        atomic_write(self.config.state_dir / "status.json", json.dumps(status).encode())
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``pantheon validator`` / ``python -m streams.validator``."""
+    p = argparse.ArgumentParser(
+        prog="pantheon validator", description="run one operator's validator process"
+    )
+    p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
+    p.add_argument("--keystore", required=True, type=Path, help="the institution's key file")
+    p.add_argument("--institution", required=True, help="institution id")
+    p.add_argument("--operator", type=int, default=0, help="operator index in the keystore")
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    p.add_argument("--prefix", default="pantheon.", help="topic prefix")
+    p.add_argument("--state-dir", required=True, type=Path, help="snapshots, journal, status")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ValidatorConfig:
+    """A config from parsed arguments."""
+    return ValidatorConfig(
+        genesis=args.genesis,
+        keystore=args.keystore,
+        institution=args.institution,
+        operator=args.operator,
+        bootstrap=args.bootstrap,
+        prefix=args.prefix,
+        state_dir=args.state_dir,
+        metrics_port=args.metrics_port,
+    )
+
+
+def run(config: ValidatorConfig) -> int:
+    """Run a validator until SIGTERM/SIGINT; returns the process exit code."""
+    try:
+        validator = Validator(config)
+    except ConfigError as exc:
+        log.error("cannot start validator", extra={"error": str(exc)})
+        print(f"pantheon validator: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        validator.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return validator.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m streams.validator``."""
+    args = build_parser().parse_args(argv)
+    logs.configure(verbose=args.verbose)
+    return run(config_from_args(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
