@@ -8,6 +8,7 @@ Stack commands::
     pantheon stack start|stop|status|fetch   the same, by their nouns
     pantheon keys generate|show FILE         Ed25519 key files (0600)
     pantheon genesis create|show             a consortium's genesis and its keystore
+    pantheon validator --institution X ...   one operator's validator (foreground)
 
 Errors are printed as one clear line (and the tail of a log when useful) with exit code 1.
 """
@@ -25,7 +26,7 @@ from infra import kafka_dist, keystore
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
-from streams import logs
+from streams import logs, validator
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,7 +41,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_up(args: argparse.Namespace) -> int:
     began = time.monotonic()
     stack = Stack(_settings(args))
-    timings = stack.up()
+    timings = stack.up(consortium=not getattr(args, "no_consortium", False))
     total = time.monotonic() - began
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     print(f"Pantheon local stack is up in {total:.1f}s ({steps})")
@@ -62,13 +63,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(stack: Stack, *, as_json: bool) -> int:
     statuses = stack.status()
+    validators = stack.validators()
     if as_json:
-        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+        print(
+            json.dumps(
+                {
+                    "services": [s.as_dict() for s in statuses],
+                    "validators": [v.as_dict() for v in validators],
+                },
+                indent=2,
+            )
+        )
     else:
         for s in statuses:
             state = "healthy" if s.healthy else ("UNHEALTHY" if s.running else "stopped")
             print(f"  {s.name:<11} {state:<10} {s.address:<45} {s.detail}")
-    return 0 if all(s.healthy for s in statuses) else 3
+        if validators:
+            print("\n  validator   state      cut    final  log")
+        for v in validators:
+            state = "healthy" if v.healthy else ("UNHEALTHY" if v.running else "stopped")
+            print(f"  {v.name:<11} {state:<10} {v.cut_height:<6} {v.final_height:<6} {v.detail}")
+    healthy = all(s.healthy for s in statuses) and all(v.healthy for v in validators)
+    return 0 if healthy else 3
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -116,6 +132,10 @@ def _hex(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
+def cmd_validator(args: argparse.Namespace) -> int:
+    return validator.run(validator.config_from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -134,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    up = add(sub, "up", cmd_up, "start the local stack (idempotent) and print where to look")
+    up = add(sub, "up", cmd_up, "start the local consortium (idempotent), print where to look")
     up.add_argument("--brokers", type=int, choices=(1, 3), help="Kafka nodes (default 1)")
+    up.add_argument(
+        "--no-consortium", action="store_true", help="only Kafka, PostgreSQL and Prometheus"
+    )
     add(sub, "down", cmd_down, "stop the local stack")
     add(sub, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
@@ -149,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="machine-readable output"
     )
     add(verbs, "fetch", cmd_fetch, "fetch the Kafka broker jars from Maven Central")
+
+    sub.add_parser(
+        "validator",
+        parents=[validator.build_parser(add_help=False)],
+        help="run one operator's validator process (foreground)",
+        description="run one operator's validator process (foreground)",
+    ).set_defaults(handler=cmd_validator)
 
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")

@@ -73,6 +73,7 @@ def create_genesis(
     genesis_file = out_dir / "genesis.avro"
     if genesis_file.exists():
         raise KeystoreError(f"{genesis_file} exists; refusing to replace a genesis")
+    institutions = sorted(institutions)
     per = 1 + operators_per_institution
     seeds = [secrets.token_bytes(SEED_BYTES) for _ in range(per * len(institutions))]
     plan = plan_consortium(

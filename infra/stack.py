@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka.admin import AdminClient
 
+from infra.consortium import Consortium, ValidatorStatus
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
@@ -45,9 +46,11 @@ class Stack:
         self.kafka = KafkaCluster(settings)
         self.postgres = Postgres(settings)
         self.prometheus = Prometheus(settings)
+        self.consortium = Consortium(settings)
 
-    def up(self, *, institutions: tuple[str, ...] = ()) -> dict[str, float]:
-        """Start what is not running, create missing topics; return seconds per step."""
+    def up(self, *, consortium: bool = True) -> dict[str, float]:
+        """Start what is not running, create missing topics, then (unless ``consortium`` is
+        false) the validators of the local consortium; return seconds per step."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
         for name, start in (
@@ -60,6 +63,7 @@ class Stack:
             start()
             timings[name] = time.monotonic() - began
         began = time.monotonic()
+        institutions = self.consortium.ensure_genesis() if consortium else []
         created = ensure_topics(
             AdminClient(admin_config(self.settings.bootstrap_servers)),
             prefix=self.settings.topic_prefix,
@@ -68,13 +72,22 @@ class Stack:
         timings["topics"] = time.monotonic() - began
         if created:
             log.info("created topics %s", ", ".join(created))
+        if consortium:
+            began = time.monotonic()
+            self.consortium.up(self.prometheus)
+            timings["validators"] = time.monotonic() - began
         return timings
 
     def down(self) -> None:
         """Stop everything that runs (reverse order of start)."""
+        self.consortium.down()
         self.prometheus.stop()
         self.postgres.stop()
         self.kafka.stop()
+
+    def validators(self) -> list[ValidatorStatus]:
+        """Heights and health of the consortium's validators."""
+        return self.consortium.status()
 
     def status(self) -> list[ServiceStatus]:
         """Which services run, where they listen, and whether they answer."""

@@ -316,10 +316,12 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     """Arguments of ``pantheon validator`` / ``python -m streams.validator``."""
     p = argparse.ArgumentParser(
-        prog="pantheon validator", description="run one operator's validator process"
+        prog="pantheon validator",
+        description="run one operator's validator process",
+        add_help=add_help,
     )
     p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
     p.add_argument("--keystore", required=True, type=Path, help="the institution's key file")
@@ -329,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="pantheon.", help="topic prefix")
     p.add_argument("--state-dir", required=True, type=Path, help="snapshots, journal, status")
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    if add_help:
+        p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
 

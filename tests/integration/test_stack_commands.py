@@ -54,7 +54,13 @@ def test_up_twice_then_down_twice(
 
             assert main(["status", "--json"]) == 0
             report = json.loads(capsys.readouterr().out)
-            assert [(s["name"], s["healthy"]) for s in report] == [
+            assert [(v["name"], v["healthy"]) for v in report["validators"]] == [
+                ("alpha-0", True),
+                ("beta-0", True),
+                ("delta-0", True),
+                ("gamma-0", True),
+            ]
+            assert [(s["name"], s["healthy"]) for s in report["services"]] == [
                 ("kafka", True),
                 ("postgres", True),
                 ("prometheus", True),

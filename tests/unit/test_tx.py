@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.hashing import canonical_bytes, sha256
+from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from ledger.tx import TxRejected, body_record, parse_tx, sign_tx
 from schemas.codec import decode, encode
@@ -50,3 +53,22 @@ def test_short_signature_is_malformed() -> None:
     with pytest.raises(TxRejected) as info:
         parse_tx(encode("TxEnvelope", {**env, "signature": b"x"}))
     assert info.value.code is ResultCode.MALFORMED
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nonce=st.integers(min_value=0, max_value=2**62),
+    data_id=st.text(max_size=80),
+    metadata=st.text(max_size=300),
+    digest=st.binary(min_size=0, max_size=64),
+)
+def test_body_slice_is_the_canonical_encoding(
+    nonce: int, data_id: str, metadata: str, digest: bytes
+) -> None:
+    """parse_tx hashes the body bytes sliced from the wire; they must equal re-encoding."""
+    key = KeyPair.from_seed(bytes(range(32)))
+    args = {"data_id": data_id, "sha256": digest, "metadata": metadata}
+    raw = sign_tx(key, chain_id="c", nonce=nonce, operation="AnchorData", args=args)
+    body = body_record("c", key.key_id, nonce, "AnchorData", args)
+    tx = parse_tx(raw, max_tx_bytes=1 << 20)
+    assert tx.tx_id == sha256(canonical_bytes("TxBody", body))
