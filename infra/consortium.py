@@ -112,7 +112,7 @@ class Consortium:
             prometheus.register_target(
                 f"validator-{institution}-0",
                 port,
-                {"service": "validator", "institution": institution, "operator": "0"},
+                {"service": "validator"},  # institution/operator come with the metrics
             )
         self.wait_healthy()
 

@@ -1,0 +1,196 @@
+"""Consensus throughput and finality latency on this machine, against a real broker.
+
+Starts a private single-node Kafka, then for 1 and for 4 institutions (one validator process
+each): a burst of pre-signed transactions for throughput, and a paced run at half that rate
+for latency. Latency is measured per transaction from its produce call to the first receipt
+for it on ``pantheon.receipts``. Also prints the single-core Ed25519 verify rate and the
+ceiling ``verify rate x cores / validators`` (every validator verifies every signature).
+
+    python -m bench.consensus [--txs 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra.kafka_server import KafkaCluster
+from infra.keystore import create_genesis
+from ledger.keys import TX_DOMAIN, KeyPair, verify
+from ledger.tx import parse_tx, sign_tx
+from schemas.codec import decode
+from streams.kafka_config import admin_config, consumer_config, producer_config
+from streams.topics import ensure_topics
+from tests.stack_fixtures import private_settings
+
+
+def verify_rate(seconds: float = 1.0) -> float:
+    """Single-core Ed25519 verifications per second."""
+    key = KeyPair.from_seed(bytes(32))
+    message = b"x" * 200
+    signature = key.sign(TX_DOMAIN, message)
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        for _ in range(200):
+            verify(key.public_key, signature, TX_DOMAIN, message)
+        count += 200
+    return count / (time.perf_counter() - began)
+
+
+class Receipts(threading.Thread):
+    """Records when the first receipt of each tx id arrives."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[bytes, float] = {}
+        self.stop = False
+        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{time.time_ns()}"))
+        self.consumer.assign([TopicPartition(topic, 0, 0)])
+
+    def run(self) -> None:
+        while not self.stop:
+            for msg in self.consumer.consume(1000, 0.05):
+                if msg.error() is None:
+                    _, rec = decode(msg.value() or b"", "Receipt")
+                    self.seen.setdefault(rec["tx_id"], time.monotonic())
+        self.consumer.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def run_case(bootstrap: str, work: Path, institutions: int, txs: int) -> dict[str, float]:
+    names = [f"inst-{i + 1}" for i in range(institutions)]
+    prefix = f"bench{institutions}-{time.time_ns()}."
+    net = work / f"net-{institutions}"
+    create_genesis(net, "bench", names, block_interval_ms=100, max_block_txs=500)
+    ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.validator",
+                "--genesis",
+                str(net / "genesis.avro"),
+                "--keystore",
+                str(net / "keys" / f"{n}.json"),
+                "--institution",
+                n,
+                "--bootstrap",
+                bootstrap,
+                "--prefix",
+                prefix,
+                "--state-dir",
+                str(work / prefix / n),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n in names
+    ]
+    try:
+        keys = [
+            KeyPair.from_seed(bytes.fromhex(json.loads((net / "keys" / f"{n}.json").read_text())
+                                            ["governance"]["seed"]))
+            for n in names
+        ]  # fmt: skip
+        burst_n, paced_n = txs, txs // 4
+        signed = [
+            sign_tx(keys[i % len(keys)], chain_id="bench", nonce=i // len(keys),
+                    operation="AnchorData",
+                    args={"data_id": f"d{i}", "sha256": bytes(32), "metadata": "bench"})
+            for i in range(burst_n + paced_n)
+        ]  # fmt: skip
+        ids = [parse_tx(raw).tx_id for raw in signed]
+        watcher = Receipts(bootstrap, prefix + "receipts")
+        watcher.start()
+        producer = Producer(producer_config(bootstrap))
+        sent: dict[bytes, float] = {}
+
+        def send(lo: int, hi: int, rate: float | None) -> None:
+            began = time.monotonic()
+            for i in range(lo, hi):
+                if rate is not None:
+                    delay = began + (i - lo) / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                sent[ids[i]] = time.monotonic()
+                producer.produce(prefix + "tx", key=keys[i % len(keys)].key_id, value=signed[i])
+                producer.poll(0)
+            producer.flush(60)
+
+        def wait_for(lo: int, hi: int, timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not all(ids[i] in watcher.seen
+                                                          for i in range(lo, hi)):  # fmt: skip
+                time.sleep(0.1)
+
+        time.sleep(2)  # validators up
+        began = time.monotonic()
+        send(0, burst_n, None)
+        wait_for(0, burst_n, 300)
+        last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
+        throughput = burst_n / (last - began)
+        send(burst_n, burst_n + paced_n, throughput / 2)
+        wait_for(burst_n, burst_n + paced_n, 300)
+        lat = [watcher.seen[t] - sent[t] for t in ids[burst_n:] if t in watcher.seen]
+        watcher.stop = True
+        watcher.join(5)
+        return {
+            "throughput": throughput,
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "paced_rate": throughput / 2,
+            "finalized": float(len(watcher.seen)),
+        }
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--txs", type=int, default=20000, help="burst size")
+    args = parser.parse_args()
+    settings = private_settings()
+    cluster = KafkaCluster(settings)
+    cluster.start()
+    try:
+        rate = verify_rate()
+        cores = os.cpu_count() or 1
+        print(f"Ed25519 verify, one core               {rate:12,.0f} /s   ({cores} cores)")
+        for n in (1, 4):
+            r = run_case(settings.bootstrap_servers, settings.state_dir, n, args.txs)
+            ceiling = rate * cores / n
+            print(
+                f"{n} institution(s): finalized {r['throughput']:9,.0f} tx/s "
+                f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f}); "
+                f"latency at {r['paced_rate']:,.0f} tx/s p50 {r['p50'] * 1000:.0f} ms, "
+                f"p99 {r['p99'] * 1000:.0f} ms"
+            )
+    finally:
+        cluster.stop()
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
