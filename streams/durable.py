@@ -49,12 +49,16 @@ class VoteJournal:
         self.path = path
         self.signed: dict[int, bytes] = {}
         if path.exists():
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            complete, _, torn = text.rpartition("\n")
+            if torn:  # a torn last line: its vote was never sent; cut it off
+                with path.open("r+") as fh:
+                    fh.truncate(len(complete.encode()) + (1 if complete else 0))
+            for line in complete.splitlines():
                 parts = line.split()
-                if len(parts) != 2:
-                    continue  # a torn last line: its vote was never sent
-                with contextlib.suppress(ValueError):
-                    self.signed.setdefault(int(parts[0]), bytes.fromhex(parts[1]))
+                if len(parts) == 2 and len(parts[1]) == 64:
+                    with contextlib.suppress(ValueError):
+                        self.signed.setdefault(int(parts[0]), bytes.fromhex(parts[1]))
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = path.open("a")
 
