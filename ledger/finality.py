@@ -189,6 +189,11 @@ class FinalityTracker:
         slot = self._heights.get(height)
         return slot.final if slot else None
 
+    def first_votes(self, height: int) -> dict[bytes, Vote]:
+        """The first valid vote of each operator counted at ``height`` (for evidence)."""
+        slot = self._heights.get(height)
+        return dict(slot.first_vote) if slot else {}
+
     def forget_below(self, height: int) -> None:
         """Drop bookkeeping of heights below ``height`` (no more evidence for them)."""
         for h in [h for h in self._heights if h < height]:

@@ -22,7 +22,9 @@ Theory of operation
   than the block interval (:func:`ledger.cutter.time_to_cut_due`), the validator has read the
   whole tx log (it is not replaying), and it has not emitted one for ``h`` already.
 * Equivocation evidence found in the vote log becomes a ``ReportEquivocation`` transaction
-  signed by this operator's key.
+  signed by this operator's key. Votes for heights that are already final are still compared
+  with the first vote of the same operator there, for the last :data:`EVIDENCE_WINDOW`
+  heights, so an operator that signs a second hash after finality is caught as well.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
 from ledger.tx import sign_tx
-from ledger.votes import decode_vote, sign_vote
+from ledger.votes import Vote, decode_vote, sign_vote
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,9 @@ class Diverged:
 
 
 Action = SendVote | PublishFinal | EmitMarker | SubmitTx | Diverged
+
+EVIDENCE_WINDOW = 1000
+"""Final heights whose first votes are kept to catch late equivocation."""
 
 
 @dataclass(slots=True)
@@ -145,6 +150,8 @@ class ValidatorCore:
         self.diverged: Diverged | None = None
         self.counters = Counters()
         self._marker_for: int | None = None
+        self._settled: dict[int, dict[bytes, Vote]] = {}
+        self._reported: set[tuple[int, bytes]] = set()
         self._evidence_nonce = -1
 
     # -- inputs --------------------------------------------------------------------------
@@ -179,7 +186,7 @@ class ValidatorCore:
             return []
         self.counters.votes_seen += 1
         if vote.height <= self.final.final_height:
-            return []  # settled history: nothing to decide
+            return self._late_vote(vote)
         self.final.vote_offsets.setdefault(vote.height, offset)
         return self._handle(self.tracker.add_vote(vote))
 
@@ -251,6 +258,8 @@ class ValidatorCore:
             self.final.final_hash = executed.block_hash
             self.final.next_tx_offset = executed.header.last_offset + 1
             del self.executed[height]
+            self._settled[height] = self.tracker.first_votes(height)
+            self._settled.pop(height - EVIDENCE_WINDOW, None)
             self.tracker.forget_below(height + 1)
             self.final.vote_offsets = {
                 h: o for h, o in self.final.vote_offsets.items() if h > height
@@ -272,9 +281,26 @@ class ValidatorCore:
             timestamp_ms=header.timestamp_ms,
         )
 
+    def _late_vote(self, vote: Vote) -> list[Action]:
+        """A vote for a final height: only evidence can come of it."""
+        settled = self._settled.get(vote.height)
+        if settled is None:
+            return []  # older than the evidence window
+        first = settled.get(vote.operator_key_id)
+        if (first is not None and first.block_hash == vote.block_hash) or not vote.is_valid():
+            return []
+        if first is None:
+            known = self.machine.state.get(key_key(vote.operator_key_id))
+            if known is not None and known["role"] == "OPERATOR":  # bounded: operators only
+                settled[vote.operator_key_id] = vote
+            return []
+        return self._handle([Equivocation(first=first, second=vote)])
+
     def _evidence(self, event: Equivocation) -> SubmitTx | None:
-        if self.diverged is not None:
+        marker = (event.first.height, event.first.operator_key_id)
+        if self.diverged is not None or marker in self._reported:
             return None
+        self._reported.add(marker)
         me = self.machine.state.get(key_key(self.operator.key_id))
         if me is None or not me["active"]:
             return None

@@ -217,3 +217,18 @@ def test_snapshot_round_trip_resumes_with_identical_hashes() -> None:
     for bad in (raw[:-1], raw[:50], raw[:-40] + bytes(40), b"junk"):
         with pytest.raises(DecodeError):
             decode_snapshot(bad)
+
+
+def test_equivocation_after_finality_is_still_caught_once() -> None:
+    plan = consortium(4, max_block_txs=2)
+    net = Network(plan, ["inst-0", "inst-1", "inst-2", "inst-3"])
+    net.feed_tx(anchors(Driver(plan), 2))
+    net.deliver_votes()
+    core = net.cores["inst-0"]
+    assert core.final_height == 1
+    liar = plan.keys["inst-3"][1][0]
+    second = sign_vote(liar, height=1, block_hash=b"\x05" * 32).encode()
+    forged = sign_vote(plan.keys["inst-2"][0], height=1, block_hash=b"\x06" * 32).encode()
+    actions = core.on_vote(10, second) + core.on_vote(11, second) + core.on_vote(12, forged)
+    assert len([a for a in actions if isinstance(a, SubmitTx)]) == 1
+    assert core.final_height == 1
