@@ -1,0 +1,347 @@
+"""The chain projection: final blocks re-executed with the pure core, then written to Postgres.
+
+Theory of operation
+-------------------
+* Consumes ``<prefix>tx``, ``<prefix>blocks`` and ``<prefix>receipts`` through the generic
+  :class:`~projections.runner.ProjectionRunner` (rows and positions in one transaction).
+* ``tx`` messages go through a :class:`~ledger.cutter.Cutter`, exactly as validators cut
+  them. ``blocks`` messages are decoded (a message that does not decode is skipped and
+  counted); copies for heights already projected are duplicates (every validator publishes
+  the same bytes). Block ``h`` is projected once both its cut block and a FinalizedBlock copy
+  of height ``h`` are known: the first copy, in log order, that :func:`verify_finalized`
+  accepts against the validator set of ``h`` (forged or corrupt copies are skipped and
+  counted) is kept; the cut block is executed by :class:`~ledger.execution.LedgerMachine`
+  and its header hash must equal the certified one. A mismatch is :class:`Diverged`: the
+  core disagrees with a quorum, nothing is written and the projector stops.
+* Rows (block, certificate votes, entries, write set into typed tables) come from the
+  executed block only: world-state tables are the ledger's own writes, never SQL logic.
+* Resuming needs the core's state. It is rebuilt from the database, not from a snapshot:
+  ``chain.state_records`` holds every record of the state after ``chain.meta.height``
+  (written with the block), ``chain.pending_tx`` the tx messages after the last projected
+  block and ``chain.pending_blocks`` the copies above it. All are written in the same
+  transaction as the positions, so after SIGKILL the projector restarts exactly where the
+  last commit left it.
+* ``receipts`` are a function of the final blocks (``chain.receipts`` is a view); the topic is
+  read only to cross-check: each receipt is compared with the projected entry at its offset,
+  and malformed or contradicting receipts are counted and logged, never written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from confluent_kafka import Message
+
+from ledger.blocks import decode_finalized
+from ledger.cutter import CutBlock, Cutter
+from ledger.errors import DecodeError, LedgerError, ProofError
+from ledger.execution import ExecutedBlock, LedgerMachine
+from ledger.finality import QuorumCertificate, verify_finalized
+from ledger.genesis import Genesis, genesis_writes
+from ledger.hashing import canonical_bytes
+from ledger.results import ResultCode
+from ledger.state import WorldState, schema_for
+from projections.rows import BatchRows, check_owners, copy_rows
+from schemas.codec import decode, decode_canonical
+from schemas.errors import CodecError
+
+log = logging.getLogger("pantheon.projections.chain")
+
+NAME = "chain"
+UNAUTHENTICATED = frozenset({ResultCode.MALFORMED, ResultCode.TOO_LARGE, ResultCode.BAD_SIGNATURE})
+MAX_HELD_RECEIPTS = 100_000
+
+
+class Diverged(LedgerError):
+    """A certified block's hash differs from the one the core computes: stop, write nothing."""
+
+
+class GenesisMismatch(LedgerError):
+    """The database was projected from another genesis."""
+
+
+class ChainProjection:
+    """Projection of the public chain tables (see module docstring)."""
+
+    def __init__(self, genesis: Genesis, prefix: str = "pantheon.") -> None:
+        self.name = NAME
+        self.genesis = genesis
+        self.topic_tx = f"{prefix}tx"
+        self.topic_blocks = f"{prefix}blocks"
+        self.topic_receipts = f"{prefix}receipts"
+        self.counters: Counter[str] = Counter()
+        self.rows_written = 0
+        self.highest_seen = 0
+        self.machine = LedgerMachine(genesis)
+        self._init_memory(last_tx_offset=-1)
+        self._held_receipts: dict[int, list[dict[str, Any]]] = {}
+        self._held_count = 0
+
+    def _init_memory(self, *, last_tx_offset: int) -> None:
+        params = self.genesis.params
+        self.cutter = Cutter(
+            chain_id=params.chain_id,
+            next_height=self.machine.height + 1,
+            max_block_txs=params.max_block_txs,
+            max_block_bytes=params.max_block_bytes,
+        )
+        self.last_tx_offset = last_tx_offset
+        self._fed_upto = last_tx_offset
+        self._cuts: dict[int, CutBlock] = {}
+        self._copies: dict[int, list[tuple[int, bytes]]] = {}
+        self._pending_tx: list[tuple[int, int, bytes]] = []
+        self._new_copies: list[tuple[int, int, bytes]] = []
+        self._dropped_copies: list[int] = []
+
+    @property
+    def height(self) -> int:
+        """Height of the last projected block (0 = genesis only)."""
+        return self.machine.height
+
+    def topics(self) -> list[str]:
+        """``tx``, ``blocks`` and ``receipts`` of the chain."""
+        return [self.topic_tx, self.topic_blocks, self.topic_receipts]
+
+    # -- resume ---------------------------------------------------------------------------
+    def resume(self, cur: psycopg.Cursor[Any]) -> None:
+        """Rebuild the core's state, the cutter and the pending copies from the tables."""
+        cur.execute(
+            "SELECT genesis_hash, height, last_hash, state_root, last_tx_offset FROM chain.meta"
+        )
+        row = cur.fetchone()
+        if row is None:
+            self._write_genesis(cur)
+            self.machine = LedgerMachine(self.genesis)
+            self._init_memory(last_tx_offset=-1)
+            return
+        genesis_hash, height, last_hash, state_root, last_tx_offset = row
+        if bytes(genesis_hash) != self.genesis.hash():
+            raise GenesisMismatch("this database was projected from another genesis")
+        cur.execute("SELECT key, record FROM chain.state_records")
+        records = [(k, decode_canonical(schema_for(k), bytes(v))) for k, v in cur.fetchall()]
+        state = WorldState.restore(iter(records), height=height, root=bytes(state_root))
+        self.machine = LedgerMachine.resume(self.genesis, state, bytes(last_hash))
+        self._init_memory(last_tx_offset=last_tx_offset)
+        cur.execute("SELECT tx_offset, timestamp_ms, raw FROM chain.pending_tx ORDER BY tx_offset")
+        for offset, ts, raw in cur.fetchall():
+            self._feed(offset, ts, bytes(raw))
+        self._pending_tx.clear()  # already stored
+        cur.execute("SELECT source_offset, height, raw FROM chain.pending_blocks ORDER BY 1")
+        for offset, h, raw in cur.fetchall():
+            self._copies.setdefault(h, []).append((offset, bytes(raw)))
+            self.highest_seen = max(self.highest_seen, h)
+        self.highest_seen = max(self.highest_seen, height)
+        log.info("resumed", extra={"height": height, "records": len(records)})
+
+    def _write_genesis(self, cur: psycopg.Cursor[Any]) -> None:
+        machine = LedgerMachine(self.genesis)
+        rows = BatchRows()
+        rows.add_writes(genesis_writes(self.genesis), 0, lambda _key: None)
+        rows.write(cur)
+        cur.execute(
+            "INSERT INTO chain.meta (chain_id, genesis_hash, height, last_hash, state_root, "
+            "last_tx_offset, tx_count, ok_count) VALUES (%s, %s, 0, %s, %s, -1, 0, 0)",
+            (
+                self.genesis.params.chain_id,
+                self.genesis.hash(),
+                machine.last_hash,
+                machine.state.root,
+            ),
+        )
+
+    # -- a batch --------------------------------------------------------------------------
+    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
+        """Feed the batch to the core and write what became final and verified."""
+        receipts: list[bytes] = []
+        for msg in batch:
+            topic, offset, value = msg.topic(), msg.offset(), msg.value() or b""
+            assert offset is not None
+            if topic == self.topic_tx:
+                self._feed(offset, msg.timestamp()[1], value)
+            elif topic == self.topic_blocks:
+                self._add_copy(offset, value)
+            elif topic == self.topic_receipts:
+                receipts.append(value)
+        rows, tx_count, ok_count = self._project_ready()
+        self.rows_written += rows.write(cur)
+        self._store_pending(cur)
+        if tx_count:
+            cur.execute(
+                "UPDATE chain.meta SET height = %s, last_hash = %s, state_root = %s, "
+                "last_tx_offset = %s, tx_count = tx_count + %s, ok_count = ok_count + %s",
+                (
+                    self.machine.height,
+                    self.machine.last_hash,
+                    self.machine.state.root,
+                    self.last_tx_offset,
+                    tx_count,
+                    ok_count,
+                ),
+            )
+        self._check_receipts(cur, receipts)
+
+    def _feed(self, offset: int, timestamp_ms: int, raw: bytes) -> None:
+        if offset <= self._fed_upto:
+            return
+        self._fed_upto = offset
+        self._pending_tx.append((offset, timestamp_ms, raw))
+        block = self.cutter.feed(offset, timestamp_ms, raw)
+        if block is not None:
+            self._cuts[block.height] = block
+
+    def _add_copy(self, offset: int, raw: bytes) -> None:
+        try:
+            header, _, _ = decode_finalized(raw)
+        except DecodeError as exc:
+            self.counters["blocks_malformed"] += 1
+            log.warning(
+                "skipping a malformed block message", extra={"offset": offset, "error": str(exc)}
+            )
+            return
+        if header.height <= self.machine.height:
+            self.counters["blocks_duplicate"] += 1
+            return
+        self.highest_seen = max(self.highest_seen, header.height)
+        self._copies.setdefault(header.height, []).append((offset, raw))
+        self._new_copies.append((offset, header.height, raw))
+
+    def _project_ready(self) -> tuple[BatchRows, int, int]:
+        rows = BatchRows()
+        tx_count = ok_count = 0
+        while True:
+            height = self.machine.height + 1
+            cut, copies = self._cuts.get(height), self._copies.get(height)
+            if cut is None or not copies:
+                break
+            chosen = self._first_valid(height, copies)
+            if chosen is None:
+                continue
+            source_offset, cert = chosen
+            executed = self.machine.execute(cut)
+            if executed.block_hash != cert.block_hash:
+                raise Diverged(
+                    f"block {height}: the core computes {executed.block_hash.hex()}, "
+                    f"the quorum certified {cert.block_hash.hex()}"
+                )
+            self._add_block_rows(rows, executed, cut, cert, source_offset)
+            self.machine.commit(executed)
+            del self._cuts[height], self._copies[height]
+            self.last_tx_offset = cut.last_offset
+            tx_count += len(executed.results)
+            ok_count += sum(1 for r in executed.results if r.code is ResultCode.OK)
+        return rows, tx_count, ok_count
+
+    def _first_valid(
+        self, height: int, copies: list[tuple[int, bytes]]
+    ) -> tuple[int, QuorumCertificate] | None:
+        validators = self.machine.validator_set()
+        for offset, raw in sorted(copies):
+            try:
+                _, cert, _ = verify_finalized(raw, validators)
+            except (DecodeError, ProofError) as exc:
+                self.counters["blocks_invalid"] += 1
+                log.warning("skipping an invalid block copy", extra={
+                    "height": height, "offset": offset, "error": str(exc)})  # fmt: skip
+                self._dropped_copies.append(offset)
+                continue
+            return offset, cert
+        del self._copies[height]
+        return None
+
+    def _add_block_rows(
+        self,
+        rows: BatchRows,
+        executed: ExecutedBlock,
+        cut: CutBlock,
+        cert: QuorumCertificate,
+        source_offset: int,
+    ) -> None:
+        header, height = executed.header, executed.header.height
+        ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
+        certificate = canonical_bytes("QuorumCertificate", cert.record())
+        rows.add("blocks", [(
+            height, executed.block_hash, header.prev_hash, header.first_offset,
+            header.last_offset, header.tx_root, header.state_root, header.validator_set_hash,
+            header.timestamp_ms, len(executed.results), ok, certificate, source_offset,
+        )])  # fmt: skip
+        rows.add("block_votes", [
+            (height, i, v.operator_key_id, executed.validator_set.institution_of(
+                v.operator_key_id), v.public_key, v.signature)
+            for i, v in enumerate(cert.votes)
+        ])  # fmt: skip
+        entries, owners, owner_rows = [], {}, []
+        for position, (entry, result) in enumerate(zip(cut.entries, executed.results, strict=True)):
+            sender = nonce = operation = None
+            if result.code not in UNAUTHENTICATED:
+                _, env = decode(entry.raw, "TxEnvelope")
+                body = env["body"]
+                sender, nonce = body["sender"], body["nonce"]
+                operation, args = body["payload"]
+                operation = operation.removeprefix("pantheon.")
+                if result.code is ResultCode.OK and operation in ("RegisterAsset", "TransferAsset"):
+                    owner = sender if operation == "RegisterAsset" else args["new_owner_key_id"]
+                    owners[args["asset_id"]] = owner
+                    owner_rows.append((args["asset_id"], height, position, result.tx_id, owner))
+            envelope = None if result.code is ResultCode.TOO_LARGE else entry.raw
+            entries.append((height, position, result.tx_id, result.offset, int(result.code),
+                            sender, nonce, operation, envelope))  # fmt: skip
+        check_owners(executed.writes, owners)
+        rows.add("transactions", entries)
+        rows.add("asset_owners", owner_rows)
+        rows.add_writes(executed.writes, height, self.machine.state.get)
+
+    def _store_pending(self, cur: psycopg.Cursor[Any]) -> None:
+        fresh = [r for r in self._pending_tx if r[0] > self.last_tx_offset]
+        self._pending_tx = []
+        cur.execute("DELETE FROM chain.pending_tx WHERE tx_offset <= %s", (self.last_tx_offset,))
+        copy_rows(cur, "pending_tx", ("tx_offset", "timestamp_ms", "raw"), fresh)
+        fresh_copies = [c for c in self._new_copies if c[1] > self.machine.height]
+        dropped = [c[0] for c in self._new_copies if c[0] in self._dropped_copies]
+        self._new_copies = []
+        cur.execute("DELETE FROM chain.pending_blocks WHERE height <= %s", (self.machine.height,))
+        if self._dropped_copies:
+            cur.execute(
+                "DELETE FROM chain.pending_blocks WHERE source_offset = ANY(%s)",
+                (self._dropped_copies,),
+            )
+            self._dropped_copies = []
+        fresh_copies = [c for c in fresh_copies if c[0] not in dropped]
+        copy_rows(cur, "pending_blocks", ("source_offset", "height", "raw"), fresh_copies)
+
+    # -- receipts -------------------------------------------------------------------------
+    def _check_receipts(self, cur: psycopg.Cursor[Any], raws: list[bytes]) -> None:
+        for raw in raws:
+            try:
+                _, record = decode(raw, "Receipt")
+            except CodecError:
+                self.counters["receipts_malformed"] += 1
+                continue
+            if self._held_count >= MAX_HELD_RECEIPTS:
+                self.counters["receipts_unchecked"] += 1
+                continue
+            self._held_receipts.setdefault(record["offset"], []).append(record)
+            self._held_count += 1
+        height = self.machine.height
+        due = [o for o, rs in self._held_receipts.items() if rs[0]["height"] <= height]
+        if not due:
+            return
+        cur.execute(
+            "SELECT tx_offset, tx_id, height, result_code, hash FROM chain.transactions "
+            "JOIN chain.blocks USING (height) WHERE tx_offset = ANY(%s)",
+            (due,),
+        )
+        expected = {int(r[0]): (bytes(r[1]), r[2], r[3], bytes(r[4])) for r in cur.fetchall()}
+        for offset in due:
+            for record in self._held_receipts.pop(offset):
+                self._held_count -= 1
+                got = (record["tx_id"], record["height"], record["result_code"],
+                       record["block_hash"])  # fmt: skip
+                if expected.get(offset) == got:
+                    self.counters["receipts_verified"] += 1
+                else:
+                    self.counters["receipts_mismatch"] += 1
+                    log.warning("a receipt contradicts the final blocks", extra={"offset": offset})

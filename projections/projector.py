@@ -1,0 +1,240 @@
+"""The projector process of one institution: its own database, the chain projection, metrics.
+
+``python -m projections.projector --institution X --genesis G --bootstrap B --prefix P --dsn DSN``
+
+* ``--dsn`` reaches the PostgreSQL server (its ``dbname`` is only used to create databases);
+  the projector writes to the institution's own database ``pantheon_<institution>`` (dashes
+  become underscores; DESIGN.md section 6), created if missing, unless ``--dbname`` names
+  another. Migrations of the ``chain`` namespace are applied at start (idempotent, locked).
+* The chain projection runs in a :class:`~projections.runner.ProjectionRunner` until SIGTERM
+  or SIGINT (exit 0). Other projections of the same database (the institution's IAM
+  projection) can run beside it, each in its own runner thread: :func:`run` takes them.
+* Exit codes: 0 stopped, 2 bad configuration (unreadable genesis, database projected from
+  another genesis), 3 divergence (a certified block the core computes differently).
+* ``--metrics-port`` serves Prometheus metrics: projected height, highest height seen on
+  ``blocks``, rows written, skipped messages by reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+from prometheus_client import Gauge, start_http_server
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ledger.context import is_slug
+from ledger.errors import LedgerError
+from ledger.genesis import Genesis
+from projections.chain import ChainProjection, Diverged, GenesisMismatch
+from projections.migrate import apply_migrations
+from projections.runner import Projection, ProjectionRunner
+from streams import logs
+
+log = logging.getLogger("pantheon.projector")
+
+CHAIN_MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "chain"
+EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED = 0, 2, 3
+
+PROJECTED_HEIGHT = Gauge(
+    "pantheon_projection_height", "Last block projected into Postgres", ["institution"]
+)
+SEEN_HEIGHT = Gauge(
+    "pantheon_projection_seen_height", "Highest final height seen on blocks", ["institution"]
+)
+ROWS = Gauge("pantheon_projection_rows", "Rows written since start", ["institution"])
+SKIPPED = Gauge(
+    "pantheon_projection_skipped",
+    "Messages skipped or checked, by reason",
+    ["institution", "reason"],
+)
+
+
+class ConfigError(ValueError):
+    """The projector cannot start with this configuration."""
+
+
+def database_name(institution: str) -> str:
+    """``pantheon_<institution>`` with dashes as underscores; the id must be a slug."""
+    if not is_slug(institution):
+        raise ConfigError(f"institution id {institution!r} is not a slug ([a-z0-9-], 1-63)")
+    return "pantheon_" + institution.replace("-", "_")
+
+
+def database_dsn(dsn: str, dbname: str) -> str:
+    """``dsn`` pointing at database ``dbname``."""
+    return make_conninfo(dsn, dbname=dbname)
+
+
+def ensure_database(dsn: str, dbname: str) -> str:
+    """Create ``dbname`` on the server of ``dsn`` unless it exists; returns its DSN."""
+    admin = dsn if conninfo_to_dict(dsn).get("dbname") else make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            return database_dsn(dsn, dbname)
+        # another process may create it at the same moment
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    return database_dsn(dsn, dbname)
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply the chain migrations to the database of ``dsn``."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        return apply_migrations(conn, "chain", CHAIN_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectorConfig:
+    """Everything a projector process needs."""
+
+    institution: str
+    genesis: Path
+    bootstrap: str
+    prefix: str = "pantheon."
+    dsn: str
+    dbname: str | None = None
+    metrics_port: int | None = None
+    batch_size: int = 2000
+
+    def database(self) -> str:
+        """The database this projector writes."""
+        return self.dbname or database_name(self.institution)
+
+
+def prepare(config: ProjectorConfig) -> tuple[ChainProjection, ProjectionRunner]:
+    """Database created and migrated, genesis read: the projection and its runner."""
+    try:
+        genesis = Genesis.decode(config.genesis.read_bytes())
+    except (OSError, LedgerError) as exc:
+        raise ConfigError(f"cannot read genesis {config.genesis}: {exc}") from exc
+    dsn = ensure_database(config.dsn, config.database())
+    migrate(dsn)
+    projection = ChainProjection(genesis, config.prefix)
+    runner = ProjectionRunner(dsn, config.bootstrap, projection, batch_size=config.batch_size)
+    return projection, runner
+
+
+def publish_metrics(institution: str, projection: ChainProjection) -> None:
+    """Copy the projection's figures into the Prometheus gauges."""
+    PROJECTED_HEIGHT.labels(institution).set(projection.height)
+    SEEN_HEIGHT.labels(institution).set(projection.highest_seen)
+    ROWS.labels(institution).set(projection.rows_written)
+    for reason, count in projection.counters.items():
+        SKIPPED.labels(institution, reason).set(count)
+
+
+def run(
+    config: ProjectorConfig,
+    stop: threading.Event | None = None,
+    extra: Sequence[Projection] = (),
+) -> int:
+    """Project until ``stop`` is set; returns the process exit code. ``extra`` projections
+    (same database) run in their own runner threads."""
+    stop = stop or threading.Event()
+    try:
+        projection, runner = prepare(config)
+    except (ConfigError, psycopg.Error) as exc:
+        log.error("cannot start projector", extra={"error": str(exc)})
+        print(f"pantheon projector: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if config.metrics_port is not None:
+        start_http_server(config.metrics_port, addr="127.0.0.1")
+    threads = [
+        threading.Thread(
+            target=ProjectionRunner(runner.dsn, config.bootstrap, p).run,
+            args=(stop,),
+            name=f"projection-{p.name}",
+            daemon=True,
+        )
+        for p in extra
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while not stop.is_set():
+            try:
+                runner.step(0.5)
+            except psycopg.OperationalError as exc:
+                log.warning("database unavailable, retrying", extra={"error": str(exc)})
+                runner.close()
+                stop.wait(1.0)
+            publish_metrics(config.institution, projection)
+    except GenesisMismatch as exc:
+        log.error("wrong genesis for this database", extra={"error": str(exc)})
+        return EXIT_CONFIG
+    except Diverged as exc:
+        log.critical("DIVERGED: projection stopped", extra={"error": str(exc)})
+        return EXIT_DIVERGED
+    finally:
+        stop.set()
+        runner.close()
+        for thread in threads:
+            thread.join(10)
+    return EXIT_OK
+
+
+def build_parser(
+    *, add_help: bool = True, prog: str = "pantheon projector"
+) -> argparse.ArgumentParser:
+    """Arguments shared by ``pantheon projector`` and ``pantheon projections rebuild``."""
+    p = argparse.ArgumentParser(prog=prog, add_help=add_help, description=__doc__.splitlines()[0])
+    p.add_argument("--institution", required=True, help="institution id (its database)")
+    p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    p.add_argument("--prefix", default="pantheon.", help="topic prefix")
+    p.add_argument("--dsn", required=True, help="PostgreSQL server connection string")
+    p.add_argument("--dbname", default=None, help="database (default pantheon_<institution>)")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    p.add_argument("--batch-size", type=int, default=2000, help="messages per transaction")
+    if add_help:
+        p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ProjectorConfig:
+    """A config from parsed arguments."""
+    return ProjectorConfig(
+        institution=args.institution,
+        genesis=args.genesis,
+        bootstrap=args.bootstrap,
+        prefix=args.prefix,
+        dsn=args.dsn,
+        dbname=args.dbname,
+        metrics_port=args.metrics_port,
+        batch_size=args.batch_size,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m projections.projector`` (and ``pantheon projector``)."""
+    args = build_parser().parse_args(argv)
+    logs.configure(verbose=args.verbose)
+    try:
+        config = config_from_args(args)
+        config.database()
+    except ConfigError as exc:
+        print(f"pantheon projector: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run(config, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Rows of the chain tables, from executed blocks: accumulate a Kafka batch, write it at once.
+
+Theory of operation
+-------------------
+* Nothing here decides anything about the ledger: a block's rows are its verified header
+  and certificate, its entries with their result codes (as the core executed them), and its
+  write set (key -> record or deletion) mapped column for column into a typed table chosen by
+  the key's prefix (``inst/`` -> institutions, ``key/`` -> keys, ``prop/`` -> proposals,
+  ``anchor/``, ``batch/``, ``asset/``, ``evidence/``); every record is also kept canonically
+  in ``state_records`` (the state the projector resumes from).
+* Two derived, append-only histories: ``proposal_votes`` (institutions that appear in a
+  proposal's ``yes``/``no`` lists for the first time, with the block's height) and
+  ``asset_owners`` (the owner after each accepted ``RegisterAsset``/``TransferAsset``, per
+  transaction), cross-checked against the block's write set.
+* :class:`BatchRows` collects the rows of every block of a Kafka batch: append-only tables go
+  out with ``COPY``, state tables as one multi-row upsert per table where a later block's
+  write of a key replaces an earlier one (so the last write of the batch wins, as in the state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ledger.errors import StateError
+from ledger.hashing import canonical_bytes
+from ledger.state import Record, WriteSet, schema_for
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateTable:
+    """A typed table fed by one key prefix."""
+
+    table: str
+    columns: tuple[str, ...]
+    key_columns: tuple[str, ...]
+    row: Callable[[Record, int], Row]
+    key: Callable[[str], Row]
+
+
+def _hex_key(rest: str) -> Row:
+    return (bytes.fromhex(rest),)
+
+
+def _evidence_key(rest: str) -> Row:
+    operator, height = rest.split("/", 1)
+    return (bytes.fromhex(operator), int(height))
+
+
+STATE_TABLES: Mapping[str, StateTable] = {
+    "inst": StateTable(
+        "institutions",
+        ("institution_id", "governance_key_id", "operator_key_ids", "status",
+         "effective_height", "updated_height"),
+        ("institution_id",),
+        lambda r, h: (r["institution_id"], r["governance_key_id"], list(r["operator_key_ids"]),
+                      r["status"], r["effective_height"], h),
+        lambda rest: (rest,),
+    ),
+    "key": StateTable(
+        "keys",
+        ("key_id", "public_key", "role", "institution_id", "label", "active", "next_nonce",
+         "updated_height"),
+        ("key_id",),
+        lambda r, h: (r["key_id"], r["public_key"], r["role"], r["institution_id"], r["label"],
+                      r["active"], r["next_nonce"], h),
+        _hex_key,
+    ),
+    "prop": StateTable(
+        "proposals",
+        ("proposal_id", "kind", "institution_id", "governance_public_key",
+         "operator_public_keys", "proposer", "created_height", "expires_height", "yes", "no",
+         "status", "updated_height"),
+        ("proposal_id",),
+        lambda r, h: (r["proposal_id"], r["kind"], r["institution_id"],
+                      r["governance_public_key"], list(r["operator_public_keys"]), r["proposer"],
+                      r["created_height"], r["expires_height"], list(r["yes"]), list(r["no"]),
+                      r["status"], h),
+        _hex_key,
+    ),
+    "anchor": StateTable(
+        "anchors",
+        ("data_id", "sha256", "metadata", "institution_id", "anchored_by", "height"),
+        ("data_id",),
+        lambda r, _h: (r["data_id"], r["sha256"], r["metadata"], r["institution_id"],
+                       r["anchored_by"], r["height"]),
+        lambda rest: (rest,),
+    ),
+    "batch": StateTable(
+        "l2_batches",
+        ("batch_id", "merkle_root", "leaf_count", "window_start_ms", "window_end_ms",
+         "institution_id", "committed_by", "height"),
+        ("batch_id",),
+        lambda r, _h: (r["batch_id"], r["merkle_root"], r["leaf_count"], r["window_start_ms"],
+                       r["window_end_ms"], r["institution_id"], r["committed_by"], r["height"]),
+        lambda rest: (rest,),
+    ),
+    "asset": StateTable(
+        "assets",
+        ("asset_id", "owner_key_id", "metadata", "registered_height", "updated_height"),
+        ("asset_id",),
+        lambda r, h: (r["asset_id"], r["owner_key_id"], r["metadata"], r["registered_height"], h),
+        lambda rest: (rest,),
+    ),
+    "evidence": StateTable(
+        "evidence",
+        ("operator_key_id", "height", "institution_id", "hash_a", "hash_b", "reported_height"),
+        ("operator_key_id", "height"),
+        lambda r, _h: (r["operator_key_id"], r["height"], r["institution_id"], r["hash_a"],
+                       r["hash_b"], r["reported_height"]),
+        _evidence_key,
+    ),
+}  # fmt: skip
+
+APPEND_TABLES: Mapping[str, tuple[str, ...]] = {
+    "blocks": ("height", "hash", "prev_hash", "first_offset", "last_offset", "tx_root",
+               "state_root", "validator_set_hash", "timestamp_ms", "tx_count", "ok_count",
+               "certificate", "source_offset"),
+    "block_votes": ("height", "position", "operator_key_id", "institution_id", "public_key",
+                    "signature"),
+    "transactions": ("height", "position", "tx_id", "tx_offset", "result_code", "sender",
+                     "nonce", "operation", "envelope"),
+    "proposal_votes": ("proposal_id", "institution_id", "approve", "height"),
+    "asset_owners": ("asset_id", "height", "position", "tx_id", "owner_key_id"),
+}  # fmt: skip
+
+
+def new_votes(old: Record | None, new: Record, height: int) -> list[Row]:
+    """Votes that ``new`` (a proposal record) adds to ``old``: (id, institution, approve, h)."""
+    rows: list[Row] = []
+    for side, approve in (("yes", True), ("no", False)):
+        before = set(old[side]) if old is not None else set()
+        rows.extend(
+            (new["proposal_id"], inst, approve, height) for inst in sorted(set(new[side]) - before)
+        )
+    return rows
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """The rows of the blocks projected in one Kafka batch."""
+
+    append: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in APPEND_TABLES})
+    state: dict[str, tuple[bytes | None, int, Record | None]] = field(default_factory=dict)
+
+    def add_writes(
+        self, writes: WriteSet, height: int, previous: Callable[[str], Record | None]
+    ) -> None:
+        """A block's write set; ``previous(key)`` is the record before the block."""
+        for key, record in writes.entries:
+            raw = None if record is None else canonical_bytes(schema_for(key), record)
+            self.state[key] = (raw, height, record)
+            if key.startswith("prop/") and record is not None:
+                self.append["proposal_votes"].extend(new_votes(previous(key), record, height))
+
+    def add(self, table: str, rows: Sequence[Row]) -> None:
+        """Rows of an append-only table."""
+        self.append[table].extend(rows)
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing was collected."""
+        return not self.state and not any(self.append.values())
+
+    def write(self, cur: psycopg.Cursor[Any]) -> int:
+        """Write everything with ``cur`` (inside the caller's transaction); returns row count."""
+        count = 0
+        for table, columns in APPEND_TABLES.items():
+            count += copy_rows(cur, table, columns, self.append[table])
+        count += self._write_state(cur)
+        return count
+
+    def _write_state(self, cur: psycopg.Cursor[Any]) -> int:
+        upserts: dict[str, list[Row]] = {p: [] for p in STATE_TABLES}
+        deletes: dict[str, list[Row]] = {p: [] for p in STATE_TABLES}
+        records: list[Row] = []
+        removed: list[str] = []
+        for key, (raw, height, record) in self.state.items():
+            prefix, _, rest = key.partition("/")
+            spec = STATE_TABLES.get(prefix)
+            if raw is None:
+                removed.append(key)
+                if spec is not None:
+                    deletes[prefix].append(spec.key(rest))
+                continue
+            assert record is not None
+            records.append((key, raw, height))
+            if spec is not None:
+                upserts[prefix].append(spec.row(record, height))
+        upsert(cur, "state_records", ("key", "record", "updated_height"), ("key",), records)
+        if removed:
+            cur.execute("DELETE FROM chain.state_records WHERE key = ANY(%s)", (removed,))
+        for prefix, spec in STATE_TABLES.items():
+            upsert(cur, spec.table, spec.columns, spec.key_columns, upserts[prefix])
+            if deletes[prefix]:
+                condition = sql.SQL(" AND ").join(
+                    sql.SQL("{} = %s").format(sql.Identifier(c)) for c in spec.key_columns
+                )
+                cur.executemany(
+                    sql.SQL("DELETE FROM {} WHERE {}").format(
+                        sql.Identifier("chain", spec.table), condition
+                    ),
+                    deletes[prefix],
+                )
+        return len(records) + len(removed) + sum(len(r) for r in upserts.values())
+
+
+def copy_rows(
+    cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], rows: Sequence[Row]
+) -> int:
+    """``COPY chain.<table> (columns) FROM STDIN`` of ``rows``."""
+    if not rows:
+        return 0
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier("chain", table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+    return len(rows)
+
+
+def upsert(
+    cur: psycopg.Cursor[Any],
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    rows: Sequence[Row],
+) -> None:
+    """One multi-row ``INSERT .. ON CONFLICT DO UPDATE`` per chunk of ``rows`` (unique keys)."""
+    if not rows:
+        return
+    width = len(columns)
+    updates = [c for c in columns if c not in key_columns]
+    target = sql.SQL(", ").join(map(sql.Identifier, key_columns))
+    action = (
+        sql.SQL("DO UPDATE SET ")
+        + sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+        )
+        if updates
+        else sql.SQL("DO NOTHING")
+    )
+    chunk = max(1, 30000 // width)
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        values = sql.SQL(", ").join(
+            sql.SQL("({})").format(sql.SQL(", ").join([sql.Placeholder()] * width)) for _ in part
+        )
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {}").format(
+            sql.Identifier("chain", table),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values,
+            target,
+            action,
+        )
+        cur.execute(statement, [v for row in part for v in row])
+
+
+def check_owners(writes: WriteSet, owners: Mapping[str, bytes]) -> None:
+    """The last owner per asset from the block's transactions must be the write set's."""
+    written = {k.removeprefix("asset/"): r for k, r in writes.entries if k.startswith("asset/")}
+    for asset_id, owner in owners.items():
+        record = written.get(asset_id)
+        if record is None or bytes(record["owner_key_id"]) != owner:
+            raise StateError(f"asset {asset_id!r}: ownership history disagrees with the state")

@@ -1,0 +1,181 @@
+"""The chain projection against the real broker and PostgreSQL: equality with a replay of the
+log through the core, bad input, rebuild, migrations, read-your-writes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from infra.postgres_server import Postgres
+from projections import read
+from projections.chain import ChainProjection
+from projections.migrate import MigrationError, apply_migrations
+from projections.projector import CHAIN_MIGRATIONS, ProjectorConfig, ensure_database, prepare
+from projections.rebuild import RebuildError, rebuild
+from projections.runner import ProjectionRunner, wait_for_offset
+from tests.integration.test_projections_support import (
+    SimChain,
+    anchor,
+    dump_all,
+    expected_rows,
+    governance_workload,
+    projected_rows,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sim(bootstrap: str, tmp_path: Path) -> Iterator[SimChain]:
+    chain = SimChain(bootstrap, f"p{uuid.uuid4().hex[:8]}.", tmp_path, max_block_txs=40)
+    yield chain
+    chain.close()
+
+
+def config(sim: SimChain, postgres: Postgres, dbname: str) -> ProjectorConfig:
+    return ProjectorConfig(institution="inst-1", genesis=sim.genesis_path,
+                           bootstrap=sim.bootstrap, prefix=sim.prefix,
+                           dsn=postgres.dsn("postgres"), dbname=dbname)  # fmt: skip
+
+
+def drain(runner: ProjectionRunner, projection: ChainProjection, height: int) -> None:
+    for _ in range(600):
+        runner.step(0.2)
+        if projection.height >= height and not any(runner.lag().values()):
+            return
+    raise AssertionError(f"projection stuck at {projection.height}, wanted {height}")
+
+
+def test_projection_equals_replay_and_rebuild(sim: SimChain, postgres: Postgres) -> None:
+    raws, service = governance_workload(sim)
+    sim.send(raws)
+    sim.finalize()
+    bulk = [anchor(sim, service, f"d-{i}") for i in range(3000)]
+    sim.send(bulk)
+    height = sim.finalize()
+    # bad input on every topic: garbage, a forged block copy, a lying receipt
+    sim.send([b"garbage", b"\xc3\x01" + bytes(40)], topic="blocks")
+    sim.send([b"garbage"], topic="receipts")
+
+    cfg = config(sim, postgres, f"t_{uuid.uuid4().hex[:10]}")
+    projection, runner = prepare(cfg)
+    try:
+        drain(runner, projection, height)
+    finally:
+        runner.close()
+    assert projection.height == height
+    assert projection.counters["blocks_malformed"] == 2
+    assert projection.counters["receipts_malformed"] == 1
+    assert projection.counters["receipts_mismatch"] == 0
+    assert projection.counters["receipts_verified"] > 0
+    dsn = runner.dsn
+    assert projected_rows(dsn) == expected_rows(sim.replay())
+    with psycopg.connect(dsn) as conn:
+        owners = conn.execute(
+            "SELECT owner_key_id FROM chain.asset_owners ORDER BY height, position"
+        ).fetchall()
+        assert len(owners) == 3
+        votes = conn.execute("SELECT institution_id, approve FROM chain.proposal_votes "
+                             "ORDER BY institution_id").fetchall()  # fmt: skip
+        assert votes == [("inst-1", True), ("inst-2", True), ("inst-3", False)]
+        assert conn.execute("SELECT count(*) FROM chain.pending_tx").fetchone() == (0,)
+
+        _check_read_api(conn, height, service.key_id)
+
+    incremental = dump_all(dsn)
+    result = rebuild(cfg)
+    assert result.height == height
+    assert dump_all(dsn) == incremental
+
+
+def test_migrations_twice_change_nothing(postgres: Postgres) -> None:
+    dsn = ensure_database(postgres.dsn("postgres"), f"t_{uuid.uuid4().hex[:10]}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        first = apply_migrations(conn, "chain", CHAIN_MIGRATIONS)
+        schema = _schema(conn)
+        assert first == ["001_chain"]
+        assert apply_migrations(conn, "chain", CHAIN_MIGRATIONS) == []
+        assert _schema(conn) == schema
+        conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE namespace = 'chain'")
+        with pytest.raises(MigrationError):
+            apply_migrations(conn, "chain", CHAIN_MIGRATIONS)
+
+
+def test_concurrent_migrations(postgres: Postgres) -> None:
+    dsn = ensure_database(postgres.dsn("postgres"), f"t_{uuid.uuid4().hex[:10]}")
+    results: list[list[str]] = []
+
+    def one() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            results.append(apply_migrations(conn, "chain", CHAIN_MIGRATIONS))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [[], [], [], ["001_chain"]]
+
+
+def _schema(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema IN ('chain', 'public') ORDER BY 1, 2, 3"
+    ).fetchall()
+
+
+def test_read_your_writes_and_single_runner(sim: SimChain, postgres: Postgres) -> None:
+    raws, service = governance_workload(sim)
+    sim.send(raws + [anchor(sim, service, f"r-{i}") for i in range(100)])
+    height = sim.finalize()
+    cfg = config(sim, postgres, f"t_{uuid.uuid4().hex[:10]}")
+    projection, runner = prepare(cfg)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    try:
+        blocks_end = height * sim.copies  # one message per copy of each block
+        assert wait_for_offset(runner.dsn, "chain", sim.topic("blocks"), 0, blocks_end - 1, 30)
+        assert projection.height == height
+        with pytest.raises(RebuildError):
+            rebuild(cfg)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not wait_for_offset(runner.dsn, "chain", sim.topic("blocks"), 0, blocks_end, 0.3)
+
+
+def _check_read_api(conn: psycopg.Connection[Any], height: int, service: bytes) -> None:
+    top = read.latest_blocks(conn, limit=5)
+    assert [b.height for b in top] == list(range(height, height - 5, -1))
+    page2 = read.latest_blocks(conn, limit=5, before_height=top[-1].height)
+    assert page2[0].height == height - 5
+    assert read.block_by_hash(conn, top[0].hash) == top[0] == read.block_by_height(conn, height)
+    summary = read.summary(conn)
+    assert summary is not None and summary.height == height and summary.tx_count > 3000
+    first = read.transactions_by_sender(conn, service, limit=10)
+    second = read.transactions_by_sender(
+        conn, service, limit=10, before=(first[-1].height, first[-1].position)
+    )
+    assert len(first) == len(second) == 10 and first[-1].tx_offset > second[0].tx_offset
+    assert read.transactions_by_id(conn, first[0].tx_id) == [first[0]]
+    in_block = read.transactions_by_block(conn, first[0].height)
+    assert first[0] in in_block
+    insts = read.institutions(conn)
+    assert len(insts) == 4 and len(insts[1].operators) == 2
+    props = read.proposals(conn)
+    assert len(props) == 1 and len(props[0].votes) == 3
+    assert [d.label for d in read.devices(conn, "inst-1")] == ["sensor-1"]
+    assert read.anchor(conn, "d-1") is not None
+    assert len(read.anchors(conn, "inst-1", limit=7)) == 7
+    asset = read.asset(conn, "asset-1")
+    assert asset is not None and len(asset.history) == 3
+    assert asset.owner_key_id == asset.history[-1].owner_key_id
+    assert read.assets_of(conn, asset.owner_key_id) == ["asset-1"]
+    assert [b.batch_id for b in read.l2_batches(conn)] == ["b-1"]
