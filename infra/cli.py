@@ -26,6 +26,7 @@ from infra import kafka_dist, keystore
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
+from projections import projector, rebuild
 from streams import logs, validator
 
 Handler = Callable[[argparse.Namespace], int]
@@ -70,6 +71,7 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                 {
                     "services": [s.as_dict() for s in statuses],
                     "validators": [v.as_dict() for v in validators],
+                    "projectors": [p.as_dict() for p in stack.projectors()],
                 },
                 indent=2,
             )
@@ -83,6 +85,12 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for v in validators:
             state = "healthy" if v.healthy else ("UNHEALTHY" if v.running else "stopped")
             print(f"  {v.name:<11} {state:<10} {v.cut_height:<6} {v.final_height:<6} {v.detail}")
+        projectors = stack.projectors()
+        if projectors:
+            print("\n  projector   state      height  database")
+        for p in projectors:
+            state = "healthy" if p.healthy else ("UNHEALTHY" if p.running else "stopped")
+            print(f"  {p.name:<11} {state:<10} {p.height!s:<7} {p.database}")
     healthy = all(s.healthy for s in statuses) and all(v.healthy for v in validators)
     return 0 if healthy else 3
 
@@ -180,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="run one operator's validator process (foreground)",
     ).set_defaults(handler=cmd_validator)
 
+    sub.add_parser(
+        "projector",
+        add_help=False,
+        help="run one institution's projector into PostgreSQL (see: pantheon projector --help)",
+    )
+    projections_cmd = sub.add_parser("projections", help="projection maintenance")
+    projections_cmd.add_subparsers(dest="verb", required=True, metavar="<verb>").add_parser(
+        "rebuild",
+        add_help=False,
+        help="drop and rebuild an institution's projection from offset 0",
+    )
+
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
     add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
@@ -205,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pantheon`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["projector"]:  # processes with their own argument parsers
+        return projector.main(argv[1:])
+    if argv[:2] == ["projections", "rebuild"]:
+        return rebuild.main(argv[2:])
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     handler: Handler = args.handler

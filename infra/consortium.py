@@ -16,11 +16,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psycopg
+
 from infra import procs
 from infra.errors import PortTakenError, StackError
 from infra.keystore import create_genesis, load_genesis
+from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
+from projections import read
+from projections.projector import ConfigError, database_name
 
 DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
 CHAIN_ID = "pantheon-local"
@@ -76,8 +81,8 @@ class Consortium:
         """Metrics port of the ``index``-th validator: after Prometheus's port."""
         return self.settings.prom_port + 10 + index
 
-    def up(self, prometheus: Prometheus) -> None:
-        """Start every validator that does not run."""
+    def up(self, prometheus: Prometheus, postgres: Postgres) -> None:
+        """Start every validator and projector that does not run."""
         for index, institution in enumerate(self.ensure_genesis()):
             home = self._dir(institution)
             home.mkdir(parents=True, exist_ok=True)
@@ -114,7 +119,65 @@ class Consortium:
                 port,
                 {"service": "validator"},  # institution/operator come with the metrics
             )
+            self._start_projector(index, institution, prometheus, postgres)
         self.wait_healthy()
+
+    def _projector_dir(self, institution: str) -> Path:
+        return self.home / "projectors" / institution
+
+    def _start_projector(
+        self, index: int, institution: str, prometheus: Prometheus, postgres: Postgres
+    ) -> None:
+        home = self._projector_dir(institution)
+        home.mkdir(parents=True, exist_ok=True)
+        if procs.read_pid(home / "pid") is not None:
+            return
+        port = self.metrics_port(index) + 50
+        if procs.port_open(self.settings.host, port):
+            raise PortTakenError(f"projector {institution}", port, "PANTHEON_PROM_PORT")
+        server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
+        procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "projections.projector",
+                "--institution",
+                institution,
+                "--genesis",
+                str(self.genesis_file),
+                "--bootstrap",
+                self.settings.bootstrap_servers,
+                "--prefix",
+                self.settings.topic_prefix,
+                "--dsn",
+                server,
+                "--metrics-port",
+                str(port),
+            ],
+            log_file=home / "projector.log",
+            pid_file=home / "pid",
+            env={**os.environ, "PGPASSWORD": postgres.password()},  # not in `ps` output
+        )
+        prometheus.register_target(f"projector-{institution}", port, {"service": "projector"})
+
+    def projector_heights(self, postgres: Postgres) -> dict[str, int | None]:
+        """Projected height per institution (None when its database cannot be read)."""
+        heights: dict[str, int | None] = {}
+        for inst in self.institutions():
+            try:
+                with psycopg.connect(postgres.dsn(database_name(inst)), connect_timeout=2) as conn:
+                    found = read.summary(conn)
+                heights[inst] = found.height if found else 0
+            except (psycopg.Error, ConfigError):
+                heights[inst] = None
+        return heights
+
+    def projectors_running(self) -> dict[str, bool]:
+        """Whether each institution's projector process is alive."""
+        return {
+            inst: procs.read_pid(self._projector_dir(inst) / "pid") is not None
+            for inst in self.institutions()
+        }
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait until every validator runs and reports; StackError naming the laggards."""
@@ -131,11 +194,12 @@ class Consortium:
             raise StackError(f"{exc}{detail}") from exc
 
     def down(self) -> None:
-        """Stop every validator (SIGTERM: they flush and exit)."""
+        """Stop every projector and validator (SIGTERM: they flush and exit)."""
         pids = [
             pid
             for inst in self.institutions()
-            if (pid := procs.read_pid(self._dir(inst) / "pid")) is not None
+            for home in (self._projector_dir(inst), self._dir(inst))
+            if (pid := procs.read_pid(home / "pid")) is not None
         ]
         for pid in pids:
             procs.stop_pid(pid, timeout=20)

@@ -13,15 +13,31 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka.admin import AdminClient
 
+from infra import procs
 from infra.consortium import Consortium, ValidatorStatus
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
+from projections.projector import database_name
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorStatus:
+    """What ``pantheon status`` reports for one projector."""
+
+    name: str
+    running: bool
+    healthy: bool
+    height: int | None
+    database: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +90,12 @@ class Stack:
             log.info("created topics %s", ", ".join(created))
         if consortium:
             began = time.monotonic()
-            self.consortium.up(self.prometheus)
+            self.consortium.up(self.prometheus, self.postgres)
+            procs.wait_until(
+                lambda: all(p.healthy for p in self.projectors()),
+                timeout=60,
+                what="the projectors to create and migrate their databases",
+            )
             timings["validators"] = time.monotonic() - began
         return timings
 
@@ -84,6 +105,21 @@ class Stack:
         self.prometheus.stop()
         self.postgres.stop()
         self.kafka.stop()
+
+    def projectors(self) -> list[ProjectorStatus]:
+        """Each institution's projector: running, and the height its database reached."""
+        running = self.consortium.projectors_running()
+        heights = self.consortium.projector_heights(self.postgres) if any(running.values()) else {}
+        return [
+            ProjectorStatus(
+                name=inst,
+                running=alive,
+                healthy=alive and heights.get(inst) is not None,
+                height=heights.get(inst),
+                database=database_name(inst),
+            )
+            for inst, alive in running.items()
+        ]
 
     def validators(self) -> list[ValidatorStatus]:
         """Heights and health of the consortium's validators."""
