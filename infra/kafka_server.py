@@ -69,7 +69,9 @@ class KafkaCluster:
         path = self.root / "cluster.id"
         if path.exists():
             return path.read_text().strip()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool would read it as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.root.mkdir(parents=True, exist_ok=True)
         path.write_text(cluster_id + "\n")
         return cluster_id
