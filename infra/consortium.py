@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from infra import procs
-from infra.errors import PortTakenError, StackError
+from infra.errors import StackError
 from infra.keystore import create_genesis, load_genesis
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
@@ -77,10 +77,6 @@ class Consortium:
     def _dir(self, institution: str) -> Path:
         return self.home / "validators" / f"{institution}-0"
 
-    def metrics_port(self, index: int) -> int:
-        """Metrics port of the ``index``-th validator: after Prometheus's port."""
-        return self.settings.prom_port + 10 + index
-
     def up(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start every validator and projector that does not run."""
         for index, institution in enumerate(self.ensure_genesis()):
@@ -88,9 +84,7 @@ class Consortium:
             home.mkdir(parents=True, exist_ok=True)
             if procs.read_pid(home / "pid") is not None:
                 continue
-            port = self.metrics_port(index)
-            if procs.port_open(self.settings.host, port):
-                raise PortTakenError(f"validator {institution}", port, "PANTHEON_PROM_PORT")
+            port = procs.free_port(self.settings.host)
             procs.spawn(
                 [
                     sys.executable,
@@ -132,9 +126,7 @@ class Consortium:
         home.mkdir(parents=True, exist_ok=True)
         if procs.read_pid(home / "pid") is not None:
             return
-        port = self.metrics_port(index) + 50
-        if procs.port_open(self.settings.host, port):
-            raise PortTakenError(f"projector {institution}", port, "PANTHEON_PROM_PORT")
+        port = procs.free_port(self.settings.host)
         server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
         procs.spawn(
             [

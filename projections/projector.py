@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 import psycopg
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import Gauge
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -40,6 +40,7 @@ from projections.chain import ChainProjection, Diverged, GenesisMismatch
 from projections.migrate import apply_migrations
 from projections.runner import Projection, ProjectionRunner
 from streams import logs
+from streams.metrics_server import serve_metrics
 
 log = logging.getLogger("pantheon.projector")
 
@@ -149,7 +150,7 @@ def run(
         print(f"pantheon projector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if config.metrics_port is not None:
-        start_http_server(config.metrics_port, addr="127.0.0.1")
+        serve_metrics(config.metrics_port)
     threads = [
         threading.Thread(
             target=ProjectionRunner(runner.dsn, config.bootstrap, p).run,

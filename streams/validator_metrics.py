@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from streams.metrics_server import serve_metrics
 
 _LABELS = ("institution", "operator")
 
@@ -31,6 +33,6 @@ DIVERGENCES = Counter(
 )  # fmt: skip
 
 
-def serve(port: int) -> None:
-    """Serve /metrics on 127.0.0.1:``port``."""
-    start_http_server(port, addr="127.0.0.1")
+def serve(port: int) -> bool:
+    """Serve /metrics on 127.0.0.1:``port`` (False if the port is taken)."""
+    return serve_metrics(port)

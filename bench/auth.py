@@ -1,0 +1,145 @@
+"""Benchmarks of authentication; prints figures, asserts nothing about time.
+
+Run with ``python -m bench.auth`` (pure: token issue and verification, scrypt, AES-GCM) or
+``python -m bench.auth --db`` to add verification with the revocation check against a real
+PostgreSQL (a private server started for the run, as the tests do, and stopped after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shutil
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from gateway.auth import passwords
+from gateway.auth.crypto import new_data_key, open_profile, seal_profile
+from gateway.auth.tokens import KeyRing, SigningKey, TokenIssuer, TokenVerifier
+from gateway.iam import store
+from projections import iam as iam_projection
+
+ISS = "pantheon:iam:bench"
+AUD = "pantheon:gateway"
+
+
+def rate(label: str, count: int, fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    print(f"{label:<52} {count / elapsed:>12,.0f} /s   ({count:,} in {elapsed:.3f} s)")
+    return count / elapsed
+
+
+def cost(label: str, count: int, fn: Callable[[], None]) -> None:
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
+    elapsed = (time.perf_counter() - start) / count
+    print(f"{label:<52} {elapsed * 1000:>12.1f} ms  ({1 / elapsed:,.1f} /s, one core)")
+
+
+def pure(n: int) -> tuple[TokenVerifier, str]:
+    ring = KeyRing(SigningKey.generate(int(time.time())))
+    issuer = TokenIssuer(ring, issuer=ISS, audience=AUD, ttl_s=900, clock=time.time)
+    perms = ["chain:read", "chain:write", "data:read"]
+    tokens = [
+        issuer.issue(sub=f"u-{i}", inst="bench", groups=["ops"], perms=perms).value
+        for i in range(100)
+    ]
+
+    def issue_loop() -> None:
+        for i in range(n):
+            issuer.issue(sub=f"u-{i}", inst="bench", groups=["ops"], perms=perms)
+
+    rate("token issue (EdDSA sign)", n, issue_loop)
+    verifier = TokenVerifier(ring, issuer=ISS, audience=AUD, clock=time.time)
+
+    def verify_loop() -> None:
+        for i in range(n):
+            verifier.verify(tokens[i % 100])
+
+    rate("token verify (key ring, no revocation check)", n, verify_loop)
+    remote = TokenVerifier.from_jwks(ring.jwks(), issuer=ISS, audience=AUD, clock=time.time)
+    rate("token verify (from JWKS, no revocation check)", n, lambda: _each(remote, tokens, n))
+
+    for params, use in ((passwords.DEFAULT, "default"), (passwords.FAST, "tests only")):
+        stored = passwords.hash_password("correct horse battery", params)
+        count = 10 if params is passwords.DEFAULT else 200
+        label = f"scrypt verify (log2 n={params.log_n}, r={params.r}; {use})"
+        cost(label, count, functools.partial(_verify, stored))
+
+    dk = new_data_key()
+    fields = {"email": "ada@example.org", "display_name": "Ada Lovelace"}
+
+    def seal_open() -> None:
+        for _ in range(n):
+            open_profile(dk, "bench", "u-1", seal_profile(dk, "bench", "u-1", fields))
+
+    rate("profile seal+open (AES-GCM, 2 fields)", n, seal_open)
+    return verifier, tokens[0]
+
+
+def _each(verifier: TokenVerifier, tokens: list[str], n: int) -> None:
+    for i in range(n):
+        verifier.verify(tokens[i % len(tokens)])
+
+
+def _verify(stored: str) -> None:
+    passwords.verify_password("correct horse battery", stored)
+
+
+def with_database(n: int) -> None:
+    from infra.postgres_server import Postgres  # noqa: PLC0415
+    from tests.stack_fixtures import private_settings  # noqa: PLC0415
+
+    settings = private_settings()
+    server = Postgres(settings)
+    try:
+        server.start()
+        server.ensure_database("bench_auth")
+        dsn = server.dsn("bench_auth")
+        ring = KeyRing(SigningKey.generate(int(time.time())))
+        issuer = TokenIssuer(ring, issuer=ISS, audience=AUD, ttl_s=900, clock=time.time)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            iam_projection.migrate(conn)
+            conn.execute(
+                "INSERT INTO iam_users (user_id, kind, login, created_at_ms, updated_at_ms) "
+                "VALUES ('u-1', 'user', 'bench', 0, 0)"
+            )
+            conn.execute(
+                "INSERT INTO iam_revoked_tokens (jti, user_id, expires_at_ms, revoked_at_ms) "
+                "SELECT 'j' || g, 'u-1', 0, 0 FROM generate_series(1, 10000) g"
+            )
+            token = issuer.issue(sub="u-1", inst="bench", groups=[], perms=["chain:read"]).value
+            verifier = TokenVerifier(
+                ring,
+                issuer=ISS,
+                audience=AUD,
+                clock=time.time,
+                is_revoked=lambda claims: store.is_revoked(conn, claims),
+            )
+            rate(
+                "token verify + revocation query (1 connection)",
+                n,
+                lambda: _each(verifier, [token], n),
+            )
+    finally:
+        server.stop()
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", action="store_true", help="also measure the revocation query")
+    parser.add_argument("-n", type=int, default=20_000, help="iterations per figure")
+    args = parser.parse_args()
+    pure(args.n)
+    if args.db:
+        with_database(max(1, args.n // 4))
+
+
+if __name__ == "__main__":
+    main()

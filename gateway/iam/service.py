@@ -1,0 +1,493 @@
+"""The IAM service: commands in, events on the institution's IAM topic, tokens out.
+
+Theory of operation
+-------------------
+* A command is decided by the pure :func:`gateway.iam.commands.decide` against the state the
+  projection holds in Postgres, then its events are produced to ``<prefix>iam.<institution>``
+  (key = subject, idempotent producer, ``acks=all``) and the call returns only once the IAM
+  projection applied them (read-your-writes through
+  :func:`projections.runner.wait_for_offset`); the projection must be running (in the
+  gateway process or its own). Commands of one service are serialized by a lock.
+* Secrets never reach the topic in clear: passwords become scrypt hashes, then the hash and
+  the personal fields are sealed under the user's data key (created in ``iam_data_keys``
+  before the event is produced). Forgetting a user destroys that key first, then produces
+  ``UserForgotten``.
+* Login is throttled per login and per source, does the same scrypt work for unknown logins,
+  and answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
+* Tokens are signed by the institution's current Ed25519 key (``iam_signing_keys``); the
+  verifier from :meth:`IamService.verifier` also refuses tokens of disabled, forgotten or
+  revoked principals with one indexed query per verification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from psycopg_pool import ConnectionPool
+
+from gateway.auth import passwords
+from gateway.auth.crypto import MasterKey, open_profile, open_text, seal_profile, seal_text
+from gateway.auth.permissions import Permission
+from gateway.auth.throttle import LoginThrottle, Throttled
+from gateway.auth.tokens import Claims, KeyRing, Token, TokenIssuer, TokenVerifier
+from gateway.iam import store
+from gateway.iam.commands import (
+    BootstrapAdmin,
+    ChangeGrant,
+    ChangeMembership,
+    ChangePassword,
+    Command,
+    CreateGroup,
+    CreateServiceAccount,
+    CreateUser,
+    DisableUser,
+    ForgetUser,
+    RevokeTokens,
+    UpdateProfile,
+    decide,
+)
+from gateway.iam.errors import (
+    AlreadyBootstrapped,
+    BadSetupCredential,
+    IamError,
+    LoginFailed,
+    LoginThrottled,
+    NotApplied,
+    NotAuthorized,
+    UnknownUser,
+)
+from projections import iam as iam_projection
+from projections.runner import wait_for_offset
+from schemas.codec import encode
+from streams.kafka_config import producer_config
+from streams.topics import DEFAULT_PREFIX, iam_topic
+
+PASSWORD_FIELD = "password_hash"
+
+
+class IamService:
+    """User management, login and token verification of one institution."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        dsn: str,
+        institution: str,
+        master_key: MasterKey,
+        prefix: str = DEFAULT_PREFIX,
+        audience: str = "pantheon:gateway",
+        token_ttl_s: int = 900,
+        password_params: passwords.ScryptParams = passwords.DEFAULT,
+        throttle: LoginThrottle | None = None,
+        clock: Callable[[], float] = time.time,
+        apply_timeout_s: float = 15.0,
+        producer: Producer | None = None,
+    ) -> None:
+        self.institution = institution
+        self.topic = iam_topic(institution).name(prefix)
+        self.projection = iam_projection.projection_name(institution)
+        self.dsn = dsn
+        self._master = master_key
+        self._params = password_params
+        self._throttle = throttle or LoginThrottle()
+        self._clock = clock
+        self._apply_timeout_s = apply_timeout_s
+        self._producer = producer or Producer(producer_config(bootstrap))
+        self._lock = threading.Lock()
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
+        )
+        with self._pool.connection() as conn:
+            iam_projection.migrate(conn)
+        self.issuer_name = f"pantheon:iam:{institution}"
+        self.audience = audience
+        self.token_ttl_s = token_ttl_s
+        self._ring = self._load_ring()
+        self._ring_loaded = time.monotonic()
+        self.issuer = TokenIssuer(
+            lambda: self._ring,
+            issuer=self.issuer_name,
+            audience=audience,
+            ttl_s=token_ttl_s,
+            clock=clock,
+        )
+
+    def close(self) -> None:
+        """Flush the producer and close the connection pool."""
+        self._producer.flush(10)
+        self._pool.close()
+
+    # -- events ---------------------------------------------------------------------------
+    def _produce(self, events: list[Any]) -> None:
+        if not events:
+            return
+        results: list[Message] = []
+        errors: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            (errors.append(err) if err is not None else results.append(msg))
+
+        for event in events:
+            self._producer.produce(
+                self.topic,
+                key=event.key.encode(),
+                value=encode(event.schema, event.record),
+                on_delivery=delivered,
+            )
+        self._producer.flush(self._apply_timeout_s)
+        if errors or len(results) != len(events):
+            raise NotApplied(f"producing to {self.topic} failed: {errors or 'timeout'}")
+        last = max(m.offset() or 0 for m in results)
+        if not wait_for_offset(
+            self.dsn, self.projection, self.topic, 0, last, self._apply_timeout_s
+        ):
+            raise NotApplied(f"offset {last} of {self.topic} not projected in time")
+
+    def _decide(self, command: Command) -> list[Any]:
+        with self._pool.connection() as conn:
+            state = store.load_state(conn, self.institution)
+        return decide(
+            state,
+            command,
+            now_ms=int(self._clock() * 1000),
+            new_event_id=lambda: uuid.uuid4().hex,
+        )
+
+    def execute(self, command: Command) -> int:
+        """Decide, produce and wait for ``command``; returns the number of events."""
+        with self._lock:
+            events = self._decide(command)
+            self._produce(events)
+            return len(events)
+
+    # -- bootstrap ------------------------------------------------------------------------
+    def bootstrap_admin(
+        self, setup_token: str, login: str, password: str, profile: Mapping[str, str] = {}
+    ) -> str:
+        """Create the institution administrator with the one-time setup credential."""
+        passwords.check_password_policy(password)
+        user_id = _new_id("u")
+        with self._lock, self._pool.connection() as conn, conn.transaction():
+            if store.has_owner(conn):
+                raise AlreadyBootstrapped(self.institution)
+            if not store.check_setup_credential(conn, self.institution, setup_token):
+                raise BadSetupCredential("unknown or already used setup credential")
+            sealed_hash, sealed_profile, key_id = self._seal_new_user(user_id, password, profile)
+            command = BootstrapAdmin(
+                user_id=user_id,
+                login=login,
+                password_hash=sealed_hash,
+                encrypted_profile=sealed_profile,
+                data_key_id=key_id,
+            )
+            with self._discard_key_if_refused(user_id):
+                self._produce(self._decide(command))
+            store.consume_setup_credential(conn, self.institution)
+        return user_id
+
+    def _seal_new_user(
+        self, user_id: str, password: str, profile: Mapping[str, str]
+    ) -> tuple[str, bytes, str]:
+        with self._pool.connection() as conn:
+            dk = store.create_data_key(conn, self._master, self.institution, user_id)
+        hashed = passwords.hash_password(password, self._params)
+        return (
+            seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed),
+            seal_profile(dk, self.institution, user_id, profile),
+            dk.key_id,
+        )
+
+    @contextmanager
+    def _discard_key_if_refused(self, user_id: str) -> Iterator[None]:
+        # A refused command leaves no orphan data key. NotApplied means the event may be on
+        # the topic: the key must then stay.
+        try:
+            yield
+        except NotApplied:
+            raise
+        except Exception:
+            with self._pool.connection() as conn:
+                store.delete_data_key(conn, user_id)
+            raise
+
+    # -- administration -------------------------------------------------------------------
+    def create_user(
+        self, actor: str, login: str, password: str, profile: Mapping[str, str] = {}
+    ) -> str:
+        """Create a user (actor needs ``admin``); returns the new user id."""
+        passwords.check_password_policy(password)
+        self._precheck_admin(actor)
+        user_id = _new_id("u")
+        sealed_hash, sealed_profile, key_id = self._seal_new_user(user_id, password, profile)
+        with self._discard_key_if_refused(user_id):
+            self.execute(
+                CreateUser(
+                    actor=actor,
+                    user_id=user_id,
+                    login=login,
+                    password_hash=sealed_hash,
+                    encrypted_profile=sealed_profile,
+                    data_key_id=key_id,
+                )
+            )
+        return user_id
+
+    def _precheck_admin(self, actor: str) -> None:
+        # Refuse before a data key is written or scrypt runs for an unauthorized caller.
+        with self._pool.connection() as conn:
+            state = store.load_state(conn, self.institution)
+        principal = state.principal(actor)
+        if principal is None or not principal.active:
+            raise NotAuthorized(f"{actor!r} is not an active principal")
+        if Permission.ADMIN not in state.permissions_of(actor):
+            raise NotAuthorized(f"{actor} lacks the admin permission")
+
+    def create_service_account(self, actor: str, name: str) -> tuple[str, str]:
+        """Create a service account; returns ``(account id, API credential)`` (shown once)."""
+        self._precheck_admin(actor)
+        account_id = _new_id("s")
+        secret = uuid.uuid4().hex + uuid.uuid4().hex
+        credential_hash = passwords.hash_password(secret, self._params)
+        self.execute(
+            CreateServiceAccount(
+                actor=actor, account_id=account_id, name=name, credential_hash=credential_hash
+            )
+        )
+        return account_id, f"{account_id}.{secret}"
+
+    def disable_user(self, actor: str, user_id: str, reason: str = "") -> None:
+        """Disable a user or service account: no more logins, its tokens stop working."""
+        self.execute(DisableUser(actor=actor, user_id=user_id, reason=reason))
+
+    def forget_user(self, actor: str, user_id: str) -> None:
+        """Crypto-shred a user: destroy their data key, then record ``UserForgotten``."""
+        with self._lock:
+            self._decide(ForgetUser(actor=actor, user_id=user_id, data_key_id=""))  # authorize
+            with self._pool.connection() as conn:
+                key_id = store.delete_data_key(conn, user_id) or ""
+            self._produce(
+                self._decide(ForgetUser(actor=actor, user_id=user_id, data_key_id=key_id))
+            )
+
+    def change_password(
+        self, actor: str, user_id: str, new_password: str, old_password: str | None = None
+    ) -> None:
+        """Set a new password: one's own (``old_password`` required) or, as admin, anyone's."""
+        passwords.check_password_policy(new_password)
+        dk, sealed = self._user_secret(user_id)
+        if actor == user_id and (
+            old_password is None
+            or not passwords.verify_password(
+                old_password, open_text(dk, self.institution, user_id, PASSWORD_FIELD, sealed)
+            )
+        ):
+            raise NotAuthorized("the current password is wrong")
+        hashed = passwords.hash_password(new_password, self._params)
+        sealed_new = seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed)
+        self.execute(ChangePassword(actor=actor, user_id=user_id, password_hash=sealed_new))
+
+    def _user_secret(self, user_id: str) -> tuple[Any, str]:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT password_hash FROM iam_users WHERE user_id = %s AND kind = 'user' "
+                "AND NOT forgotten",
+                (user_id,),
+            ).fetchone()
+            dk = store.get_data_key(conn, self._master, self.institution, user_id)
+        if row is None or row[0] is None or dk is None:
+            raise UnknownUser(user_id)
+        return dk, str(row[0])
+
+    def update_profile(self, actor: str, user_id: str, profile: Mapping[str, str]) -> None:
+        """Replace a user's personal fields (sealed under their data key)."""
+        with self._pool.connection() as conn:
+            dk = store.get_data_key(conn, self._master, self.institution, user_id)
+        if dk is None:
+            raise UnknownUser(user_id)
+        sealed = seal_profile(dk, self.institution, user_id, profile)
+        self.execute(UpdateProfile(actor=actor, user_id=user_id, encrypted_profile=sealed))
+
+    def profile(self, actor: str, user_id: str) -> dict[str, str] | None:
+        """A user's personal fields in clear (self or admin); None once forgotten."""
+        if actor != user_id:
+            self._precheck_admin(actor)
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (user_id,)
+            ).fetchone()
+            dk = store.get_data_key(conn, self._master, self.institution, user_id)
+        if row is None:
+            raise UnknownUser(user_id)
+        if row[0] is None or dk is None:
+            return None
+        return open_profile(dk, self.institution, user_id, bytes(row[0]))
+
+    def create_group(self, actor: str, group: str, description: str = "") -> None:
+        self.execute(CreateGroup(actor=actor, group=group, description=description))
+
+    def add_member(self, actor: str, user_id: str, group: str) -> None:
+        self.execute(ChangeMembership(actor=actor, user_id=user_id, group=group, added=True))
+
+    def remove_member(self, actor: str, user_id: str, group: str) -> None:
+        self.execute(ChangeMembership(actor=actor, user_id=user_id, group=group, added=False))
+
+    def grant(self, actor: str, subject: str, permission: str) -> None:
+        """Grant ``permission`` to a principal id or ``group:<name>``."""
+        self.execute(ChangeGrant(actor=actor, subject=subject, permission=permission, granted=True))
+
+    def revoke(self, actor: str, subject: str, permission: str) -> None:
+        """Revoke ``permission`` from a principal id or ``group:<name>``."""
+        self.execute(
+            ChangeGrant(actor=actor, subject=subject, permission=permission, granted=False)
+        )
+
+    def revoke_token(self, actor: str, claims: Claims) -> None:
+        """Revoke one token (its owner or an admin)."""
+        self.execute(
+            RevokeTokens(
+                actor=actor, user_id=claims.sub, jti=claims.jti, expires_at_ms=claims.exp * 1000
+            )
+        )
+
+    def revoke_all_tokens(self, actor: str, user_id: str) -> None:
+        """Revoke every token issued to ``user_id`` until now."""
+        expires = int(self._clock() * 1000) + self.token_ttl_s * 1000
+        self.execute(RevokeTokens(actor=actor, user_id=user_id, jti="", expires_at_ms=expires))
+
+    # -- login and tokens -----------------------------------------------------------------
+    def login(self, username: str, password: str, source: str) -> Token:
+        """A token for a user's correct password; :class:`LoginFailed` otherwise."""
+        now = self._clock()
+        try:
+            self._throttle.check(username, source, now)
+        except Throttled as exc:
+            raise LoginThrottled(exc.retry_after) from None
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT user_id, password_hash, disabled FROM iam_users "
+                "WHERE login = %s AND kind = 'user'",
+                (username,),
+            ).fetchone()
+            dk = (
+                None
+                if row is None
+                else store.get_data_key(conn, self._master, self.institution, row[0])
+            )
+        if row is None or row[1] is None or dk is None:
+            passwords.dummy_verify(password, self._params)
+            return self._login_failed(username, source, now)
+        stored = open_text(dk, self.institution, row[0], PASSWORD_FIELD, row[1])
+        if not passwords.verify_password(password, stored) or row[2]:
+            return self._login_failed(username, source, now)
+        self._throttle.success(username, source)
+        if passwords.needs_rehash(stored, self._params):
+            self._rehash(row[0], password, dk)
+        return self._issue(row[0])
+
+    def _rehash(self, user_id: str, password: str, dk: Any) -> None:
+        # Parameters were raised since this hash was made: upgrade it now that we know the
+        # password. A failure only postpones the upgrade to the next login.
+        hashed = passwords.hash_password(password, self._params)
+        sealed = seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed)
+        with contextlib.suppress(IamError):
+            self.execute(ChangePassword(actor=user_id, user_id=user_id, password_hash=sealed))
+
+    def login_service(self, credential: str, source: str) -> Token:
+        """A token for a service account's API credential ``<account id>.<secret>``."""
+        account_id, _, secret = credential.partition(".")
+        now = self._clock()
+        try:
+            self._throttle.check(account_id, source, now)
+        except Throttled as exc:
+            raise LoginThrottled(exc.retry_after) from None
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT s.credential_hash, u.disabled FROM iam_service_accounts s "
+                "JOIN iam_users u ON u.user_id = s.account_id WHERE s.account_id = %s",
+                (account_id,),
+            ).fetchone()
+        if row is None or not passwords.verify_password(secret, row[0]) or row[1]:
+            return self._login_failed(account_id, source, now)
+        self._throttle.success(account_id, source)
+        return self._issue(account_id)
+
+    def _login_failed(self, login: str, source: str, now: float) -> Token:
+        self._throttle.failure(login, source, now)
+        raise LoginFailed("wrong login or password, or account disabled")
+
+    def _issue(self, principal_id: str) -> Token:
+        with self._pool.connection() as conn:
+            groups, perms = store.principal_access(conn, principal_id)
+            row = conn.execute(
+                "SELECT tokens_not_before_ms FROM iam_users WHERE user_id = %s", (principal_id,)
+            ).fetchone()
+        # A token's iat has whole seconds: never issue in the second of a revoke-all.
+        not_before_s = (int(row[0]) + 999) // 1000 if row else 0
+        deadline = time.monotonic() + 1.1
+        while self._clock() < not_before_s and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.issuer.issue(
+            sub=principal_id, inst=self.institution, groups=groups, perms=perms
+        )
+
+    def is_revoked(self, claims: Claims) -> bool:
+        """True if the token was revoked, or its principal is disabled, forgotten or unknown."""
+        if claims.inst != self.institution:
+            return True
+        with self._pool.connection() as conn:
+            return store.is_revoked(conn, claims)
+
+    def _load_ring(self) -> KeyRing:
+        with self._pool.connection() as conn, conn.transaction():
+            return store.load_key_ring(
+                conn, self._master, self.institution, int(self._clock()), self.token_ttl_s
+            )
+
+    def _public_key(self, kid: str) -> Any:
+        key = self._ring.public_key(kid)
+        if key is None and time.monotonic() - self._ring_loaded > 1.0:
+            # Another replica may have rotated: reload at most once a second.
+            self._ring = self._load_ring()
+            self._ring_loaded = time.monotonic()
+            key = self._ring.public_key(kid)
+        return key
+
+    def rotate_signing_key(self) -> str:
+        """Make a new signing key current; old tokens stay valid until they expire."""
+        with self._pool.connection() as conn, conn.transaction():
+            key = store.add_signing_key(conn, self._master, self.institution, int(self._clock()))
+        self._ring = self._load_ring()
+        self._ring_loaded = time.monotonic()
+        return key.kid
+
+    def verifier(self, *, check_revocation: bool = True) -> TokenVerifier:
+        """A verifier of this institution's tokens (revocation checked in the database)."""
+        return TokenVerifier(
+            self._public_key,
+            issuer=self.issuer_name,
+            audience=self.audience,
+            clock=self._clock,
+            is_revoked=self.is_revoked if check_revocation else None,
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document of the institution's current and still-valid retired keys."""
+        if time.monotonic() - self._ring_loaded > 30.0:  # pick up other replicas' rotations
+            self._ring = self._load_ring()
+            self._ring_loaded = time.monotonic()
+        return self._ring.jwks()
+
+
+def _new_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:16]}"
+
+
+__all__ = ["IamError", "IamService"]

@@ -1,0 +1,224 @@
+"""Reads of the IAM tables and the gateway-owned secrets (data keys, signing keys, setup).
+
+Theory of operation
+-------------------
+* :func:`load_state` reads the projection into an :class:`~gateway.iam.state.IamState` for the
+  decider (one institution's principals are few: thousands, not millions).
+* Data keys: :func:`create_data_key` stores a new key wrapped by the master key *before* any
+  event that uses it is produced; :func:`delete_data_key` destroys it (crypto-shredding).
+* Signing keys: private halves sealed under the master key; :func:`load_key_ring` builds the
+  :class:`~gateway.auth.tokens.KeyRing`, creating the first key if there is none.
+* Setup credential: only its SHA-256 is stored; it is consumed in the transaction that
+  creates the first administrator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from gateway.auth.crypto import (
+    DataKey,
+    MasterKey,
+    new_data_key,
+    open_with_master,
+    seal_with_master,
+    unwrap_data_key,
+    wrap_data_key,
+)
+from gateway.auth.tokens import Claims, KeyRing, PublishedKey, SigningKey
+from gateway.iam.state import IamState, Principal, PrincipalKind
+
+Conn = psycopg.Connection[Any]
+SETUP_PREFIX = "pantheon-setup-"
+
+
+def load_state(conn: Conn, institution: str) -> IamState:
+    """The projected IAM state of the institution."""
+    principals: dict[str, Principal] = {}
+    logins: dict[str, str] = {}
+    for uid, kind, login, owner, disabled, forgotten in conn.execute(
+        "SELECT user_id, kind, login, is_owner, disabled, forgotten FROM iam_users"
+    ):
+        k: PrincipalKind = "service" if kind == "service" else "user"
+        principals[uid] = Principal(
+            id=uid, kind=k, login=login, owner=owner, disabled=disabled, forgotten=forgotten
+        )
+        logins[login] = uid
+    groups = frozenset(r[0] for r in conn.execute("SELECT name FROM iam_groups"))
+    members: dict[str, set[str]] = {}
+    for uid, group in conn.execute("SELECT user_id, group_name FROM iam_memberships"):
+        members.setdefault(uid, set()).add(group)
+    grants: dict[str, set[str]] = {}
+    for subject, perm in conn.execute("SELECT subject, permission FROM iam_grants"):
+        grants.setdefault(subject, set()).add(perm)
+    return IamState(
+        institution=institution,
+        principals=principals,
+        logins=logins,
+        groups=groups,
+        members={k: frozenset(v) for k, v in members.items()},
+        grants={k: frozenset(v) for k, v in grants.items()},
+    )
+
+
+def principal_access(conn: Conn, principal_id: str) -> tuple[list[str], list[str]]:
+    """``(groups, direct and inherited permission names)`` of a principal, sorted."""
+    groups = sorted(
+        r[0]
+        for r in conn.execute(
+            "SELECT group_name FROM iam_memberships WHERE user_id = %s", (principal_id,)
+        )
+    )
+    subjects = [principal_id, *(f"group:{g}" for g in groups)]
+    perms = sorted(
+        {
+            r[0]
+            for r in conn.execute(
+                "SELECT permission FROM iam_grants WHERE subject = ANY(%s)", (subjects,)
+            )
+        }
+    )
+    return groups, perms
+
+
+def is_revoked(conn: Conn, claims: Claims) -> bool:
+    """True if the token's jti was revoked, it predates a revoke-all, or its principal is
+    disabled, forgotten or unknown (one indexed query)."""
+    row = conn.execute(
+        "SELECT u.disabled OR u.forgotten OR u.tokens_not_before_ms > %s "
+        "OR EXISTS (SELECT 1 FROM iam_revoked_tokens r WHERE r.jti = %s) "
+        "FROM iam_users u WHERE u.user_id = %s",
+        (claims.iat * 1000, claims.jti, claims.sub),
+    ).fetchone()
+    return row is None or bool(row[0])
+
+
+# -- data keys --------------------------------------------------------------------------------
+def create_data_key(conn: Conn, master: MasterKey, institution: str, user_id: str) -> DataKey:
+    """A new data key for ``user_id``, stored wrapped (committed by the caller's transaction)."""
+    dk = new_data_key()
+    conn.execute(
+        "INSERT INTO iam_data_keys (user_id, key_id, wrapped) VALUES (%s, %s, %s)",
+        (user_id, dk.key_id, wrap_data_key(master, institution, user_id, dk)),
+    )
+    return dk
+
+
+def get_data_key(conn: Conn, master: MasterKey, institution: str, user_id: str) -> DataKey | None:
+    """The user's data key, or None once it was destroyed."""
+    row = conn.execute(
+        "SELECT key_id, wrapped FROM iam_data_keys WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return unwrap_data_key(master, institution, user_id, row[0], bytes(row[1]))
+
+
+def delete_data_key(conn: Conn, user_id: str) -> str | None:
+    """Destroy the user's data key; returns its id (None if it was already gone)."""
+    row = conn.execute(
+        "DELETE FROM iam_data_keys WHERE user_id = %s RETURNING key_id", (user_id,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+# -- signing keys -----------------------------------------------------------------------------
+def _purpose(institution: str, kid: str) -> str:
+    return f"signing-key:{institution}:{kid}"
+
+
+def add_signing_key(conn: Conn, master: MasterKey, institution: str, now_s: int) -> SigningKey:
+    """Create a new current signing key; every older key is retired at ``now_s``."""
+    key = SigningKey(Ed25519PrivateKey.generate(), now_s)
+    raw = key.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    conn.execute(
+        "UPDATE iam_signing_keys SET retired_at_s = %s WHERE retired_at_s IS NULL", (now_s,)
+    )
+    conn.execute(
+        "INSERT INTO iam_signing_keys (kid, public_key, sealed_private, created_at_s) "
+        "VALUES (%s, %s, %s, %s)",
+        (
+            key.kid,
+            key.public.public_bytes(Encoding.Raw, PublicFormat.Raw),
+            seal_with_master(master, _purpose(institution, key.kid), raw),
+            now_s,
+        ),
+    )
+    return key
+
+
+def load_key_ring(
+    conn: Conn, master: MasterKey, institution: str, now_s: int, max_ttl_s: int
+) -> KeyRing:
+    """The institution's key ring; creates the first signing key if there is none.
+
+    Retired keys whose tokens have all expired (``retired_at + max_ttl``) are left out.
+    """
+    conn.execute("LOCK TABLE iam_signing_keys IN SHARE ROW EXCLUSIVE MODE")
+    rows = conn.execute(
+        "SELECT kid, public_key, sealed_private, created_at_s, retired_at_s "
+        "FROM iam_signing_keys ORDER BY created_at_s DESC, kid"
+    ).fetchall()
+    current = next((r for r in rows if r[4] is None), None)
+    if current is None:
+        key = add_signing_key(conn, master, institution, now_s)
+    else:
+        raw = open_with_master(master, _purpose(institution, current[0]), bytes(current[2]))
+        key = SigningKey(Ed25519PrivateKey.from_private_bytes(raw), int(current[3]))
+    retired = tuple(
+        PublishedKey(r[0], Ed25519PublicKey.from_public_bytes(bytes(r[1])), int(r[4]))
+        for r in rows
+        if r[4] is not None and int(r[4]) + max_ttl_s > now_s and r[0] != key.kid
+    )
+    return KeyRing(key, retired)
+
+
+# -- setup credential -------------------------------------------------------------------------
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_setup_credential(conn: Conn, institution: str) -> str:
+    """Store the hash of a fresh setup credential (replacing an unused one); return it."""
+    token = SETUP_PREFIX + secrets.token_urlsafe(24)
+    conn.execute(
+        "INSERT INTO iam_setup (institution, token_hash) VALUES (%s, %s) "
+        "ON CONFLICT (institution) DO UPDATE SET token_hash = EXCLUDED.token_hash, "
+        "created_at = now(), consumed_at = NULL",
+        (institution, _digest(token)),
+    )
+    return token
+
+
+def check_setup_credential(conn: Conn, institution: str, token: str) -> bool:
+    """Lock the setup row and tell whether ``token`` is its unused credential."""
+    row = conn.execute(
+        "SELECT token_hash FROM iam_setup WHERE institution = %s AND consumed_at IS NULL "
+        "FOR UPDATE",
+        (institution,),
+    ).fetchone()
+    return row is not None and hmac.compare_digest(bytes(row[0]), _digest(token))
+
+
+def consume_setup_credential(conn: Conn, institution: str) -> None:
+    """Mark the setup credential used (same transaction as :func:`check_setup_credential`)."""
+    conn.execute("UPDATE iam_setup SET consumed_at = now() WHERE institution = %s", (institution,))
+
+
+def has_owner(conn: Conn) -> bool:
+    """True once the institution administrator exists in the projection."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM iam_users WHERE is_owner)").fetchone() == (
+        True,
+    )
