@@ -16,17 +16,23 @@ Errors are printed as one clear line (and the tail of a log when useful) with ex
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gateway.auth.crypto import load_master_key
+from gateway.iam.bootstrap import create_admin
+from gateway.iam.errors import IamError
 from infra import kafka_dist, keystore
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
 from projections import projector, rebuild
+from projections.projector import database_name
 from streams import logs, validator
 
 Handler = Callable[[argparse.Namespace], int]
@@ -47,6 +53,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     print(f"Pantheon local stack is up in {total:.1f}s ({steps})")
     _print_status(stack, as_json=False)
+    if stack.consortium.institutions():
+        credentials = stack.consortium.iam_setup(stack.postgres)
+        pending = {inst: c for inst, c in credentials.items() if c}
+        if pending:
+            print("\nOne-time setup credentials (create each institution's first administrator;")
+            print("each `pantheon up` replaces the unused ones):")
+            for inst, credential in pending.items():
+                print(f"  {inst:<10} {credential}")
     print(f"\nState: {stack.settings.state_dir}    stop with: pantheon down")
     return 0
 
@@ -144,6 +158,25 @@ def cmd_validator(args: argparse.Namespace) -> int:
     return validator.run(validator.config_from_args(args))
 
 
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    consortium = stack.consortium
+    if args.institution not in consortium.institutions():
+        raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
+    password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
+    user_id = create_admin(
+        bootstrap=stack.settings.bootstrap_servers,
+        dsn=stack.postgres.dsn(database_name(args.institution)),
+        institution=args.institution,
+        master_key=load_master_key(consortium.master_key_file(args.institution)),
+        login=args.login,
+        password=password,
+        prefix=stack.settings.topic_prefix,
+    )
+    print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -200,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop and rebuild an institution's projection from offset 0",
     )
 
+    iam = sub.add_parser("iam", help="institutions' users (off-chain)")
+    iam_verbs = iam.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    admin = add(
+        iam_verbs,
+        "create-admin",
+        cmd_create_admin,
+        "create an institution's first administrator (password from PANTHEON_ADMIN_PASSWORD "
+        "or a prompt)",
+    )
+    admin.add_argument("--institution", required=True, help="institution id")
+    admin.add_argument("--login", required=True, help="the administrator's login")
+
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
     add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
@@ -235,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (StackError, ValueError, TimeoutError, OSError) as exc:
+    except (StackError, IamError, ValueError, TimeoutError, OSError) as exc:
         print(f"pantheon: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psycopg
 
+from gateway.auth.crypto import create_master_key_file
+from gateway.iam.bootstrap import ensure_setup_credential
 from infra import procs
 from infra.errors import StackError
 from infra.keystore import create_genesis, load_genesis
@@ -163,6 +165,20 @@ class Consortium:
             except (psycopg.Error, ConfigError):
                 heights[inst] = None
         return heights
+
+    def master_key_file(self, institution: str) -> Path:
+        """The institution's IAM master key (0600): wraps its users' data keys."""
+        return self.home / "iam" / institution / "master.key"
+
+    def iam_setup(self, postgres: Postgres) -> dict[str, str | None]:
+        """Per institution: a fresh one-time setup credential for its first administrator,
+        or None once it has one. Creates the institution's IAM master key on first use."""
+        credentials: dict[str, str | None] = {}
+        for inst in self.institutions():
+            if not self.master_key_file(inst).exists():
+                create_master_key_file(self.master_key_file(inst))
+            credentials[inst] = ensure_setup_credential(postgres.dsn(database_name(inst)), inst)
+        return credentials
 
     def projectors_running(self) -> dict[str, bool]:
         """Whether each institution's projector process is alive."""

@@ -210,6 +210,10 @@ class IamProjection:
     def topics(self) -> list[str]:
         return [self.topic]
 
+    def migrate(self, conn: psycopg.Connection[Any]) -> list[str]:
+        """Create or upgrade the IAM tables (the projector calls it before running)."""
+        return migrate(conn)
+
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
         for msg in batch:
             value = msg.value()

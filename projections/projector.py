@@ -37,6 +37,7 @@ from ledger.context import is_slug
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from projections.chain import ChainProjection, Diverged, GenesisMismatch
+from projections.iam import IamProjection
 from projections.migrate import apply_migrations
 from projections.runner import Projection, ProjectionRunner
 from streams import logs
@@ -151,6 +152,15 @@ def run(
         return EXIT_CONFIG
     if config.metrics_port is not None:
         serve_metrics(config.metrics_port)
+    try:
+        with psycopg.connect(runner.dsn, autocommit=True, connect_timeout=10) as conn:
+            for extra_projection in extra:
+                migrate_extra = getattr(extra_projection, "migrate", None)
+                if migrate_extra is not None:
+                    migrate_extra(conn)
+    except psycopg.Error as exc:
+        log.error("cannot migrate projections", extra={"error": str(exc)})
+        return EXIT_CONFIG
     threads = [
         threading.Thread(
             target=ProjectionRunner(runner.dsn, config.bootstrap, p).run,
@@ -234,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return run(config, stop)
+    iam = IamProjection(config.institution, prefix=config.prefix)  # the institution's users
+    return run(config, stop, extra=[iam])
 
 
 if __name__ == "__main__":
