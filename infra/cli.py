@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
@@ -86,6 +87,10 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                     "services": [s.as_dict() for s in statuses],
                     "validators": [v.as_dict() for v in validators],
                     "projectors": [p.as_dict() for p in stack.projectors()],
+                    "gateways": [
+                        {"name": inst, "running": run, "healthy": ok, "url": url}
+                        for inst, (run, ok, url) in stack.consortium.gateways().items()
+                    ],
                 },
                 indent=2,
             )
@@ -99,13 +104,23 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for v in validators:
             state = "healthy" if v.healthy else ("UNHEALTHY" if v.running else "stopped")
             print(f"  {v.name:<11} {state:<10} {v.cut_height:<6} {v.final_height:<6} {v.detail}")
+        gateways = stack.consortium.gateways()
+        if gateways:
+            print("\n  gateway     state      explorer and GraphQL (POST /graphql, playground GET)")
+        for inst, (running, ok, url) in gateways.items():
+            state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
+            print(f"  {inst:<11} {state:<10} {url}/")
         projectors = stack.projectors()
         if projectors:
             print("\n  projector   state      height  database")
         for p in projectors:
             state = "healthy" if p.healthy else ("UNHEALTHY" if p.running else "stopped")
             print(f"  {p.name:<11} {state:<10} {p.height!s:<7} {p.database}")
-    healthy = all(s.healthy for s in statuses) and all(v.healthy for v in validators)
+    healthy = (
+        all(s.healthy for s in statuses)
+        and all(v.healthy for v in validators)
+        and all(ok for _, ok, _ in stack.consortium.gateways().values())
+    )
     return 0 if healthy else 3
 
 
@@ -226,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="run one institution's projector into PostgreSQL (see: pantheon projector --help)",
     )
+    sub.add_parser(
+        "gateway",
+        add_help=False,
+        help="serve one institution's GraphQL gateway and explorer (see: pantheon gateway --help)",
+    )
     projections_cmd = sub.add_parser("projections", help="projection maintenance")
     projections_cmd.add_subparsers(dest="verb", required=True, metavar="<verb>").add_parser(
         "rebuild",
@@ -273,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["projector"]:  # processes with their own argument parsers
         return projector.main(argv[1:])
+    if argv[:1] == ["gateway"]:
+        return gateway_server.main(argv[1:])
     if argv[:2] == ["projections", "rebuild"]:
         return rebuild.main(argv[2:])
     args = build_parser().parse_args(argv)

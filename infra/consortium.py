@@ -9,10 +9,12 @@ registered with the local Prometheus. ``status`` reads each validator's status f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import psycopg
 from gateway.auth.crypto import create_master_key_file
 from gateway.iam.bootstrap import ensure_setup_credential
 from infra import procs
-from infra.errors import StackError
+from infra.errors import PortTakenError, StackError
 from infra.keystore import create_genesis, load_genesis
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
@@ -116,6 +118,7 @@ class Consortium:
                 {"service": "validator"},  # institution/operator come with the metrics
             )
             self._start_projector(index, institution, prometheus, postgres)
+            self._start_gateway(index, institution, prometheus, postgres)
         self.wait_healthy()
 
     def _projector_dir(self, institution: str) -> Path:
@@ -153,6 +156,68 @@ class Consortium:
             env={**os.environ, "PGPASSWORD": postgres.password()},  # not in `ps` output
         )
         prometheus.register_target(f"projector-{institution}", port, {"service": "projector"})
+
+    def _gateway_dir(self, institution: str) -> Path:
+        return self.home / "gateways" / institution
+
+    def gateway_port(self, institution: str) -> int:
+        """The gateway port of ``institution``: PANTHEON_GATEWAY_PORT plus its index."""
+        return self.settings.gateway_port + self.institutions().index(institution)
+
+    def _start_gateway(
+        self, index: int, institution: str, prometheus: Prometheus, postgres: Postgres
+    ) -> None:
+        home = self._gateway_dir(institution)
+        home.mkdir(parents=True, exist_ok=True)
+        if procs.read_pid(home / "pid") is not None:
+            return
+        port = self.settings.gateway_port + index
+        if procs.port_open(self.settings.host, port):
+            raise PortTakenError(f"gateway {institution}", port, "PANTHEON_GATEWAY_PORT")
+        if not self.master_key_file(institution).exists():
+            create_master_key_file(self.master_key_file(institution))
+        server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
+        procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "gateway.server",
+                "--institution",
+                institution,
+                "--dsn",
+                server,
+                "--bootstrap",
+                self.settings.bootstrap_servers,
+                "--prefix",
+                self.settings.topic_prefix,
+                "--host",
+                self.settings.host,
+                "--port",
+                str(port),
+                "--master-key-file",
+                str(self.master_key_file(institution)),
+            ],
+            log_file=home / "gateway.log",
+            pid_file=home / "pid",
+            env={**os.environ, "PGPASSWORD": postgres.password()},
+        )
+        prometheus.register_target(f"gateway-{institution}", port, {"service": "gateway"})
+
+    def gateways(self) -> dict[str, tuple[bool, bool, str]]:
+        """Per institution: (running, answering /healthz, URL)."""
+        out: dict[str, tuple[bool, bool, str]] = {}
+        for inst in self.institutions():
+            url = f"http://{self.settings.host}:{self.gateway_port(inst)}"
+            running = procs.read_pid(self._gateway_dir(inst) / "pid") is not None
+            healthy = False
+            if running:
+                with (
+                    contextlib.suppress(OSError, ValueError),
+                    urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp,
+                ):
+                    healthy = resp.status == 200
+            out[inst] = (running, healthy, url)
+        return out
 
     def projector_heights(self, postgres: Postgres) -> dict[str, int | None]:
         """Projected height per institution (None when its database cannot be read)."""
@@ -202,11 +267,11 @@ class Consortium:
             raise StackError(f"{exc}{detail}") from exc
 
     def down(self) -> None:
-        """Stop every projector and validator (SIGTERM: they flush and exit)."""
+        """Stop every gateway, projector and validator (SIGTERM: they flush and exit)."""
         pids = [
             pid
             for inst in self.institutions()
-            for home in (self._projector_dir(inst), self._dir(inst))
+            for home in (self._gateway_dir(inst), self._projector_dir(inst), self._dir(inst))
             if (pid := procs.read_pid(home / "pid")) is not None
         ]
         for pid in pids:

@@ -12,6 +12,7 @@ variable                    default                         what
 ``PANTHEON_KAFKA_PORT``     19092 (controller: port + 1)    broker listener
 ``PANTHEON_PG_PORT``        15432                           PostgreSQL
 ``PANTHEON_PROM_PORT``      19090                           Prometheus
+``PANTHEON_GATEWAY_PORT``   4004 (then 4005, ...)           first institution's gateway
 ``PANTHEON_TOPIC_PREFIX``   ``pantheon.``                   prefix of every topic
 ==========================  ==============================  ===========================
 """
@@ -67,6 +68,7 @@ class Settings:
     pg_port: int
     prom_port: int
     topic_prefix: str
+    gateway_port: int = 4004
     host: str = "127.0.0.1"
 
     @classmethod
@@ -80,6 +82,7 @@ class Settings:
             kafka_brokers=_env_int("PANTHEON_KAFKA_BROKERS", 1),
             pg_port=_env_int("PANTHEON_PG_PORT", 15432),
             prom_port=_env_int("PANTHEON_PROM_PORT", 19090),
+            gateway_port=_env_int("PANTHEON_GATEWAY_PORT", 4004),
             topic_prefix=os.environ.get("PANTHEON_TOPIC_PREFIX", "pantheon."),
         )
 

@@ -96,6 +96,11 @@ class Stack:
                 timeout=60,
                 what="the projectors to create and migrate their databases",
             )
+            procs.wait_until(
+                lambda: all(ok for _, ok, _ in self.consortium.gateways().values()),
+                timeout=60,
+                what="the gateways to answer /healthz",
+            )
             timings["validators"] = time.monotonic() - began
         return timings
 

@@ -1,0 +1,244 @@
+"""The gateway's ASGI app: GraphQL over HTTP and WebSocket, playground, explorer, health.
+
+Routes
+------
+``POST /graphql``             GraphQL (JSON ``{query, variables, operationName}``)
+``GET  /graphql``             the playground (HTML) for browsers; 405 JSON for other clients
+``WS   /graphql``             subscriptions (``graphql-transport-ws``)
+``GET  /``                    the block explorer (static files of ``gateway/static``)
+``GET  /healthz``             ``{"status": "ok", "height": N}`` (503 without the database)
+``GET  /metrics``             Prometheus text format
+``GET  /.well-known/jwks.json`` the public keys that verify this institution's tokens
+
+Status codes: a refused token is 401, a missing permission 403, a body above the limit 413,
+a refused query (syntax, validation, limits, bad input) 400 -- each with a GraphQL
+``{"errors": [{"message", "extensions": {"code", ...}}]}`` body. Executed operations answer
+200 with ``data`` and, if some field failed, ``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from gateway import queries
+from gateway.auth.tokens import Claims
+from gateway.authn import Authenticator, CachingAuthenticator, authenticate, bearer_token
+from gateway.context import Services
+from gateway.engine import Engine
+from gateway.errors import BadInput, BodyTooLarge, Forbidden, GatewayError, error_body
+from gateway.limits import Limits
+from gateway.live import HeightWatcher, serve_websocket
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+
+log = logging.getLogger("pantheon.gateway")
+STATIC = Path(__file__).resolve().parent / "static"
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """How one institution's gateway behaves."""
+
+    institution: str
+    limits: Limits = field(default_factory=Limits)
+    cache_responses: bool = True
+    poll_interval_s: float = 0.25
+    auth_cache_ttl_s: float = 1.0
+    static_dir: Path = STATIC
+
+
+@dataclass(slots=True, kw_only=True)
+class Gateway:
+    """The pieces of a running app (``app.state.gateway``), for tests and the server."""
+
+    config: GatewayConfig
+    services: Services
+    engine: Engine
+    authenticator: CachingAuthenticator
+    watcher: HeightWatcher
+    metrics: GatewayMetrics
+    jwks: Callable[[], dict[str, Any]] | None
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status, media_type=JSON_TYPE)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body exceeds {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body exceeds {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class GraphQLEndpoint:
+    """``POST /graphql``."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def claims(self, request: Request) -> Claims | None:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            return None
+        auth, institution = self.gw.authenticator, self.gw.config.institution
+        cached = auth.cached(token)
+        if cached is not None and cached.inst == institution:
+            return cached
+        return await run_in_threadpool(authenticate, auth, token, institution)
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        kind = "invalid"
+        metrics = self.gw.metrics
+        inst = self.gw.config.institution
+        try:
+            body = await _read_body(request, self.gw.config.limits.max_body_bytes)
+            try:
+                payload = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise BadInput("the body must be JSON: {query, variables, operationName}") from None
+            if not isinstance(payload, dict):
+                raise BadInput("the body must be a JSON object")
+            claims = await self.claims(request)
+            prepared = self.gw.engine.prepare(
+                payload.get("query"),
+                payload.get("variables"),
+                payload.get("operationName"),
+                claims,
+            )
+            kind = prepared.kind
+            version = self.gw.watcher.height
+            hit = self.gw.engine.cached(prepared, version)
+            if hit is not None:
+                metrics.cache_hits.inc()
+                outcome, response = "ok", Response(hit, media_type=JSON_TYPE)
+            else:
+                source = request.client.host if request.client else ""
+                result = await run_in_threadpool(self.gw.engine.run, prepared, claims, source)
+                raw = json.dumps(result, separators=(",", ":")).encode()
+                if "errors" not in result:
+                    self.gw.engine.remember(prepared, version, raw)
+                outcome = "error" if "errors" in result else "ok"
+                response = Response(raw, media_type=JSON_TYPE)
+        except GatewayError as exc:
+            outcome, response = exc.code, _json(error_body([exc]), exc.status)
+            if exc.status in (401, 403):
+                reason = exc.extra.get("reason") or exc.extra.get("required", "forbidden")
+                label = f"missing_{reason}" if isinstance(exc, Forbidden) else str(reason)
+                metrics.auth_failures.labels(inst, label).inc()
+            elif exc.code not in ("BAD_USER_INPUT", "GRAPHQL_VALIDATION_FAILED"):
+                metrics.limited.labels(inst, exc.code).inc()
+        metrics.requests.labels(inst, kind, outcome).inc()
+        metrics.latency.labels(inst, kind).observe(time.perf_counter() - started)
+        return response
+
+
+def create_app(
+    config: GatewayConfig,
+    services: Services,
+    authenticator: Authenticator,
+    *,
+    jwks: Callable[[], dict[str, Any]] | None = None,
+) -> Starlette:
+    """The ASGI app of one institution's gateway; auth and services are injected."""
+    metrics = GatewayMetrics(config.institution)
+    gw = Gateway(
+        config=config,
+        services=services,
+        engine=Engine(services, config.limits, cache_responses=config.cache_responses),
+        authenticator=CachingAuthenticator(authenticator, ttl_s=config.auth_cache_ttl_s),
+        watcher=HeightWatcher(services.pool, config.poll_interval_s),
+        metrics=metrics,
+        jwks=jwks or (services.accounts.jwks if services.accounts is not None else None),
+    )
+    static = config.static_dir
+
+    async def graphql_get(request: Request) -> Response:
+        if "text/html" in request.headers.get("accept", ""):
+            return FileResponse(static / "playground.html", media_type="text/html")
+        return _json(
+            error_body(
+                [
+                    BadInput(
+                        "send GraphQL with POST (or open this URL in a browser for the playground)"
+                    )
+                ]
+            ),
+            405,
+        )
+
+    async def index(_request: Request) -> Response:
+        return FileResponse(static / "index.html", media_type="text/html")
+
+    async def healthz(_request: Request) -> Response:
+        def height() -> int | None:
+            with services.pool.connection(timeout=2.0) as conn:
+                return queries.chain_height(conn)
+
+        try:
+            current = await run_in_threadpool(height)
+        except Exception as exc:
+            log.warning("health check failed", extra={"error": type(exc).__name__})
+            return JSONResponse({"status": "unavailable", "error": "database"}, 503)
+        gw.metrics.height.set(current or 0)
+        return JSONResponse({"status": "ok", "institution": config.institution, "height": current})
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        if gw.watcher.height is not None:
+            gw.metrics.height.set(gw.watcher.height)
+        return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def jwks_endpoint(_request: Request) -> Response:
+        if gw.jwks is None:
+            return JSONResponse({"keys": []})
+        return JSONResponse(await run_in_threadpool(gw.jwks))
+
+    async def websocket(ws: WebSocket) -> None:
+        await serve_websocket(ws, gw.engine, gw.watcher, gw.metrics, gw.authenticator)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await gw.watcher.poll_once()
+        gw.watcher.start()
+        try:
+            yield
+        finally:
+            await gw.watcher.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", GraphQLEndpoint(gw).handle, methods=["POST"]),
+            Route("/graphql", graphql_get, methods=["GET"]),
+            WebSocketRoute("/graphql", websocket),
+            Route("/", index, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=static), name="static"),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    return app

@@ -1,0 +1,139 @@
+"""How the gateway authenticates: protocols it is given, never constructs itself.
+
+Theory of operation
+-------------------
+* The app receives an :class:`Authenticator` (``verify(token) -> Claims`` raising a
+  :class:`~gateway.auth.tokens.TokenError`): in production the IAM service's
+  :class:`~gateway.auth.tokens.TokenVerifier` (signature, issuer, audience, time, revocation);
+  in tests the same class over a key ring of the test.
+* :class:`Accounts` is the part of :class:`~gateway.iam.service.IamService` the mutations call
+  (login and user administration); it is optional: without it those mutations answer
+  ``SERVICE_UNAVAILABLE``.
+* :class:`CachingAuthenticator` remembers a *successful* verification for ``ttl_s`` seconds
+  (never past the token's ``exp``), so a burst of requests with one token costs one signature
+  check and one revocation query per second. A revocation therefore takes effect within
+  ``ttl_s``. Failures are never cached.
+* A token must also name this gateway's institution (``inst``); tokens of another institution
+  are refused with reason ``wrong_institution``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from gateway.auth.tokens import Claims, Token, TokenError
+from gateway.errors import Forbidden, Unauthenticated
+
+Clock = Callable[[], float]
+
+
+class Authenticator(Protocol):
+    """Verifies a compact JWT; raises a :class:`TokenError` subclass when it is refused."""
+
+    def verify(self, token: str) -> Claims: ...
+
+
+class Accounts(Protocol):
+    """Login and user administration (implemented by ``IamService``)."""
+
+    def login(self, username: str, password: str, source: str) -> Token: ...
+
+    def create_user(
+        self, actor: str, login: str, password: str, profile: Mapping[str, str] = ...
+    ) -> str: ...
+
+    def disable_user(self, actor: str, user_id: str, reason: str = "") -> None: ...
+
+    def create_group(self, actor: str, group: str, description: str = "") -> None: ...
+
+    def add_member(self, actor: str, user_id: str, group: str) -> None: ...
+
+    def grant(self, actor: str, subject: str, permission: str) -> None: ...
+
+    def revoke(self, actor: str, subject: str, permission: str) -> None: ...
+
+    def revoke_all_tokens(self, actor: str, user_id: str) -> None: ...
+
+    def jwks(self) -> dict[str, Any]: ...
+
+
+class CachingAuthenticator:
+    """Wraps an :class:`Authenticator`; successful results are reused for ``ttl_s``."""
+
+    def __init__(
+        self,
+        inner: Authenticator,
+        *,
+        ttl_s: float = 1.0,
+        max_entries: int = 10_000,
+        clock: Clock = time.time,
+    ) -> None:
+        self.inner = inner
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[float, Claims]] = OrderedDict()
+
+    def cached(self, token: str) -> Claims | None:
+        """The claims of a recently verified, still unexpired token, without any I/O."""
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(token)
+            if hit is None:
+                return None
+            until, claims = hit
+            if now >= until or now >= claims.exp:
+                del self._cache[token]
+                return None
+            return claims
+
+    def verify(self, token: str) -> Claims:
+        claims = self.cached(token)
+        if claims is not None:
+            return claims
+        claims = self.inner.verify(token)
+        until = min(self._clock() + self.ttl_s, float(claims.exp))
+        with self._lock:
+            self._cache[token] = (until, claims)
+            self._cache.move_to_end(token)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        return claims
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (None if absent)."""
+    if header is None or not header.strip():
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated(
+            "the Authorization header must be 'Bearer <token>'", reason="malformed"
+        )
+    return value.strip()
+
+
+def authenticate(verifier: Authenticator, token: str, institution: str) -> Claims:
+    """Verified claims of ``token`` for this institution, or :class:`Unauthenticated`."""
+    try:
+        claims = verifier.verify(token)
+    except TokenError as exc:
+        raise Unauthenticated(f"invalid token: {exc.reason}", reason=exc.reason) from None
+    if claims.inst != institution:
+        raise Unauthenticated(
+            f"the token was issued for institution {claims.inst!r}", reason="wrong_institution"
+        )
+    return claims
+
+
+def require(claims: Claims | None, permission: str | None) -> None:
+    """Raise unless ``claims`` exist and (if given) carry ``permission``."""
+    if claims is None:
+        raise Unauthenticated("a token is required: log in first", reason="missing")
+    if permission is not None and not claims.has(permission):
+        raise Forbidden(f"the token lacks the {permission!r} permission", required=permission)

@@ -1,0 +1,242 @@
+"""From a GraphQL request to a result: parse, limit, validate, authorize, execute, cache.
+
+Theory of operation
+-------------------
+* :meth:`Engine.prepare` turns ``(query, variables, operationName)`` into a
+  :class:`Prepared` operation or raises a :class:`~gateway.errors.GatewayError`: parsing and
+  validation are cached per query text (bounded LRU), the limits of :mod:`gateway.limits`
+  are checked on every request (they depend on the variables), and the permission every
+  root field needs (:func:`gateway.schema.required_permission`) is checked against the
+  caller's claims -- all before anything is executed.
+* :meth:`Engine.execute` runs synchronously (call it from a worker thread): resolvers use one
+  pooled connection for the whole request. Resolver exceptions are formatted by
+  :func:`gateway.errors.format_error`: typed errors keep their code, anything else becomes
+  an opaque ``INTERNAL_ERROR``.
+* Chain data changes only when a block is projected, so the JSON of a successful query that
+  does not ask for ``me`` is cached per projected height (``version``); the cache is emptied
+  when the height moves. Callers were authorized before the cache is consulted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    execute,
+    validate,
+)
+from graphql.utilities import get_operation_ast
+
+from gateway.auth.tokens import Claims
+from gateway.authn import require
+from gateway.context import RequestContext, Services
+from gateway.errors import BadInput, GatewayError, ValidationFailed, format_error
+from gateway.limits import Limits, check_document, parse_query
+from gateway.schema import SCHEMA, required_permission
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed, validated, authorized operation ready to execute."""
+
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    kind: str  # query, mutation, subscription
+    query: str
+    variables: Mapping[str, Any]
+    operation_name: str | None
+    cacheable: bool
+    cost: int
+
+
+def root_fields(
+    selection_set: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]
+) -> list[str]:
+    """Names of the root fields, through fragments."""
+    out: list[str] = []
+    stack, seen = [selection_set], set()
+    while stack:
+        for sel in stack.pop().selections:
+            if isinstance(sel, FieldNode):
+                out.append(sel.name.value)
+            elif isinstance(sel, InlineFragmentNode):
+                stack.append(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen:
+                seen.add(sel.name.value)
+                fragment = fragments.get(sel.name.value)
+                if fragment is not None:
+                    stack.append(fragment.selection_set)
+    return out
+
+
+class Engine:
+    """Prepares and executes operations of one gateway."""
+
+    def __init__(
+        self,
+        services: Services,
+        limits: Limits,
+        *,
+        cache_responses: bool = True,
+        schema: GraphQLSchema | None = None,
+        max_documents: int = 512,
+        max_responses: int = 256,
+    ) -> None:
+        self.services = services
+        self.limits = limits
+        self.schema = schema or SCHEMA.graphql_schema
+        self.cache_responses = cache_responses
+        self._lock = threading.Lock()
+        self._documents: OrderedDict[str, DocumentNode | GatewayError] = OrderedDict()
+        self._max_documents = max_documents
+        self._validated: set[str] = set()
+        self._responses: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._responses_version: int | None = None
+        self._max_responses = max_responses
+
+    # -- preparing ------------------------------------------------------------------------
+    def _document(self, query: str) -> DocumentNode:
+        with self._lock:
+            hit = self._documents.get(query)
+            if hit is not None:
+                self._documents.move_to_end(query)
+        if hit is None:
+            try:
+                hit = parse_query(query, self.limits)
+            except GatewayError as exc:
+                hit = exc
+            with self._lock:
+                self._documents[query] = hit
+                while len(self._documents) > self._max_documents:
+                    self._documents.popitem(last=False)
+        if isinstance(hit, GatewayError):
+            raise hit
+        return hit
+
+    def prepare(
+        self,
+        query: Any,
+        variables: Any,
+        operation_name: Any,
+        claims: Claims | None,
+        *,
+        transport: str = "http",
+    ) -> Prepared:
+        """Check everything that can be checked before execution; raise the first refusal."""
+        if not isinstance(query, str) or not query.strip():
+            raise BadInput("the request needs a 'query' string")
+        if variables is None:
+            variables = {}
+        if not isinstance(variables, dict):
+            raise BadInput("'variables' must be an object")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise BadInput("'operationName' must be a string")
+        document = self._document(query)
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            raise BadInput("name the operation to run ('operationName')")
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        cost = check_document(self.schema, document, operation, variables, self.limits)
+        kind = operation.operation.value
+        if kind == "subscription" and transport == "http":
+            raise BadInput("subscriptions run over WebSocket (graphql-transport-ws) at /graphql")
+        if kind != "subscription" and transport == "ws":
+            raise BadInput("only subscriptions run over the WebSocket")
+        self._validate(query, document)
+        fields = root_fields(operation.selection_set, fragments)
+        for name in fields:
+            permission = required_permission(kind, name)
+            if permission is not None:
+                require(claims, permission or None)
+        cacheable = kind == "query" and "me" not in fields
+        return Prepared(
+            document, operation, kind, query, variables, operation_name, cacheable, cost
+        )
+
+    def _validate(self, query: str, document: DocumentNode) -> None:
+        with self._lock:
+            if query in self._validated:
+                return
+        errors = validate(self.schema, document)
+        if not errors:
+            with self._lock:
+                if len(self._validated) >= self._max_documents:
+                    self._validated.clear()
+                self._validated.add(query)
+        if errors:
+            raise ValidationFailed(
+                "; ".join(e.message for e in errors[:5]),
+                details=[e.message for e in errors[:20]],
+            )
+
+    # -- executing ------------------------------------------------------------------------
+    def run(
+        self,
+        prepared: Prepared,
+        claims: Claims | None,
+        source: str = "",
+        root: Any = None,
+    ) -> dict[str, Any]:
+        """Execute ``prepared`` (synchronously) and return the response body."""
+        context = RequestContext(self.services, claims, source)
+        try:
+            result = execute(
+                self.schema,
+                prepared.document,
+                root_value=root,
+                context_value=context,
+                variable_values=dict(prepared.variables),
+                operation_name=prepared.operation_name,
+            )
+        finally:
+            context.close()
+        assert isinstance(result, ExecutionResult)
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [format_error(e) for e in result.errors]
+        return body
+
+    # -- response cache -------------------------------------------------------------------
+    @staticmethod
+    def _key(prepared: Prepared) -> tuple[str, str, str]:
+        variables = json.dumps(prepared.variables, sort_keys=True, separators=(",", ":"))
+        return prepared.query, variables, prepared.operation_name or ""
+
+    def cached(self, prepared: Prepared, version: int | None) -> bytes | None:
+        """The cached response of ``prepared`` at ``version`` (projected height)."""
+        if not (self.cache_responses and prepared.cacheable) or version is None:
+            return None
+        with self._lock:
+            if self._responses_version != version:
+                return None
+            return self._responses.get(self._key(prepared))
+
+    def remember(self, prepared: Prepared, version: int | None, payload: bytes) -> None:
+        """Cache a successful response computed while ``version`` was current."""
+        if not (self.cache_responses and prepared.cacheable) or version is None:
+            return
+        with self._lock:
+            if self._responses_version != version:
+                if self._responses_version is not None and version < self._responses_version:
+                    return
+                self._responses.clear()
+                self._responses_version = version
+            self._responses[self._key(prepared)] = payload
+            while len(self._responses) > self._max_responses:
+                self._responses.popitem(last=False)

@@ -1,0 +1,63 @@
+"""Prometheus metrics of one gateway app (its own registry, so apps never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+
+class GatewayMetrics:
+    """Request latency, outcomes, auth failures, limit refusals, live subscribers."""
+
+    def __init__(self, institution: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"institution": institution}
+        self.latency = Histogram(
+            "pantheon_gateway_request_seconds",
+            "GraphQL request latency",
+            ["institution", "operation"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.requests = Counter(
+            "pantheon_gateway_requests",
+            "GraphQL requests by operation type and outcome",
+            ["institution", "operation", "outcome"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "pantheon_gateway_auth_failures",
+            "Refused tokens and missing permissions, by reason",
+            ["institution", "reason"],
+            registry=self.registry,
+        )
+        self.limited = Counter(
+            "pantheon_gateway_limited",
+            "Queries refused by a limit, by error code",
+            ["institution", "code"],
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "pantheon_gateway_cache_hits",
+            "Query responses served from the per-height cache",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.subscribers = Gauge(
+            "pantheon_gateway_subscriptions",
+            "Active GraphQL subscriptions",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.height = Gauge(
+            "pantheon_gateway_height",
+            "Final height the gateway sees in its projection",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.institution = institution
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,138 @@
+"""``pantheon gateway``: one institution's GraphQL gateway and explorer under uvicorn.
+
+``pantheon gateway --institution alpha --dsn DSN --bootstrap B [--prefix P] [--port 4004]``
+
+* Reads the institution's projection database ``pantheon_<institution>`` (``--dbname`` to
+  override) through a connection pool; the chain projector must be running.
+* Users, logins and tokens come from :class:`gateway.iam.service.IamService` (master key from
+  ``--master-key-file`` or the environment variable it documents); its IAM projection runs in
+  this process with ``--iam-projection``, otherwise in the projector's.
+* Exit codes: 0 stopped, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from psycopg_pool import ConnectionPool
+
+from gateway.app import GatewayConfig, create_app
+from gateway.context import Services
+from gateway.limits import Limits
+from gateway.submit import KafkaSubmitter
+from projections.projector import ConfigError, database_dsn, database_name
+from streams import logs
+from streams.topics import DEFAULT_PREFIX
+
+log = logging.getLogger("pantheon.gateway")
+DEFAULT_PORT = 4004
+EXIT_OK, EXIT_CONFIG = 0, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pantheon gateway", description=__doc__.splitlines()[0])
+    p.add_argument("--institution", required=True, help="institution id")
+    p.add_argument("--dsn", required=True, help="PostgreSQL server connection string")
+    p.add_argument("--dbname", default=None, help="database (default pantheon_<institution>)")
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix")
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default 4004)")
+    p.add_argument("--master-key-file", type=Path, default=None, help="IAM master key (0600)")
+    p.add_argument(
+        "--iam-projection",
+        action="store_true",
+        help="run the institution's IAM projection in this process",
+    )
+    p.add_argument("--pool-size", type=int, default=10, help="database connections")
+    defaults = Limits()
+    p.add_argument("--max-depth", type=int, default=defaults.max_depth)
+    p.add_argument("--max-cost", type=int, default=defaults.max_cost)
+    p.add_argument("--max-page-size", type=int, default=defaults.max_page_size)
+    p.add_argument("--no-cache", action="store_true", help="no per-height response cache")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return p
+
+
+def _iam(args: argparse.Namespace, dsn: str) -> Any:
+    from gateway.auth.crypto import load_master_key  # noqa: PLC0415
+    from gateway.iam.service import IamService  # noqa: PLC0415
+
+    master = load_master_key(args.master_key_file)
+    return IamService(
+        bootstrap=args.bootstrap,
+        dsn=dsn,
+        institution=args.institution,
+        master_key=master,
+        prefix=args.prefix,
+    )
+
+
+def _iam_projection(args: argparse.Namespace, dsn: str, stop: threading.Event) -> None:
+    from projections.iam import IamProjection  # noqa: PLC0415
+    from projections.runner import ProjectionRunner  # noqa: PLC0415
+
+    runner = ProjectionRunner(
+        dsn, args.bootstrap, IamProjection(args.institution, prefix=args.prefix)
+    )
+    threading.Thread(target=runner.run, args=(stop,), name="iam-projection", daemon=True).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``)."""
+    args = build_parser().parse_args(argv)
+    logs.configure(verbose=args.verbose)
+    try:
+        dbname = args.dbname or database_name(args.institution)
+    except ConfigError as exc:
+        print(f"pantheon gateway: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    dsn = database_dsn(args.dsn, dbname)
+    stop = threading.Event()
+    try:
+        iam = _iam(args, dsn)
+    except Exception as exc:
+        print(f"pantheon gateway: error: cannot start user management: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.iam_projection:
+        _iam_projection(args, dsn, stop)
+    pool: ConnectionPool[Any] = ConnectionPool(
+        dsn, min_size=2, max_size=args.pool_size, open=True, kwargs={"autocommit": True}
+    )
+    submitter = KafkaSubmitter(args.bootstrap, args.prefix)
+    services = Services(institution=args.institution, pool=pool, accounts=iam, submitter=submitter)
+    limits = Limits(
+        max_depth=args.max_depth, max_cost=args.max_cost, max_page_size=args.max_page_size
+    )
+    config = GatewayConfig(
+        institution=args.institution, limits=limits, cache_responses=not args.no_cache
+    )
+    app = create_app(config, services, iam.verifier(), jwks=iam.jwks)
+    print(f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/", flush=True)
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            ws="websockets-sansio",
+            lifespan="on",
+        )
+    finally:
+        stop.set()
+        submitter.close()
+        pool.close()
+        iam.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

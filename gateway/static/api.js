@@ -1,0 +1,69 @@
+// Shared by the explorer and the playground: the token in sessionStorage, GraphQL over HTTP
+// and graphql-transport-ws subscriptions. No build step, no dependencies.
+"use strict";
+const Api = (() => {
+  const KEY = "pantheon.token";
+  const token = () => sessionStorage.getItem(KEY);
+  const setToken = (t) => (t ? sessionStorage.setItem(KEY, t) : sessionStorage.removeItem(KEY));
+
+  class GraphQLError extends Error {
+    constructor(errors, status) {
+      super(errors.map((e) => e.message).join("; "));
+      this.errors = errors; this.status = status;
+      this.code = errors[0] && errors[0].extensions ? errors[0].extensions.code : "";
+    }
+  }
+
+  async function raw(query, variables, useToken = true) {
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    const t = token();
+    if (useToken && t) headers.Authorization = "Bearer " + t;
+    const r = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables: variables || {} }) });
+    let body;
+    try { body = await r.json(); } catch (e) { body = { errors: [{ message: "HTTP " + r.status }] }; }
+    return { status: r.status, body };
+  }
+
+  async function gql(query, variables) {
+    const { status, body } = await raw(query, variables);
+    if (body.errors && body.errors.length) throw new GraphQLError(body.errors, status);
+    return body.data;
+  }
+
+  async function login(username, password) {
+    const data = await gql(
+      "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token me { sub permissions } error { code message } } }",
+      { u: username, p: password });
+    const res = data.login;
+    if (res.error) throw new Error(res.error.code === "LOGIN_FAILED" ? "Wrong username or password." : res.error.message);
+    setToken(res.token);
+    return res.me;
+  }
+
+  // One graphql-transport-ws subscription; reconnects with backoff. Returns a stop function.
+  function subscribe(query, onData, onState) {
+    let ws, stopped = false, delay = 500;
+    const open = () => {
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      ws = new WebSocket(proto + "//" + location.host + "/graphql", "graphql-transport-ws");
+      ws.onopen = () => ws.send(JSON.stringify({ type: "connection_init", payload: { token: token() || "" } }));
+      ws.onmessage = (ev) => {
+        const m = JSON.parse(ev.data);
+        if (m.type === "connection_ack") {
+          delay = 500; onState && onState("live");
+          ws.send(JSON.stringify({ id: "1", type: "subscribe", payload: { query } }));
+        } else if (m.type === "next") { onData(m.payload); }
+        else if (m.type === "ping") { ws.send(JSON.stringify({ type: "pong" })); }
+        else if (m.type === "error") { onState && onState("error"); }
+      };
+      ws.onclose = (ev) => {
+        onState && onState(ev.code === 4403 || ev.code === 4401 ? "unauthorized" : "offline");
+        if (!stopped && ev.code !== 4403 && ev.code !== 4401) { setTimeout(open, delay); delay = Math.min(delay * 2, 10000); }
+      };
+    };
+    open();
+    return () => { stopped = true; if (ws) ws.close(); };
+  }
+
+  return { token, setToken, raw, gql, login, subscribe, GraphQLError };
+})();

@@ -1,0 +1,365 @@
+"""GraphQL object types over the typed rows of :mod:`projections.read`.
+
+Resolvers receive the frozen dataclasses of the read API as their root; byte strings are
+exposed as lowercase hex, 64-bit numbers as ``BigInt``, times as ISO-8601 (UTC) plus the
+milliseconds. Lists of blocks and transactions are Relay-style connections with opaque
+cursors (:func:`connection`); a page asks the database for one row more than it returns to
+know whether there is a next page.
+"""
+
+# mypy: disallow-subclassing-any=False
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import graphene
+from graphql import GraphQLResolveInfo as Info
+
+from gateway import queries
+from gateway.context import RequestContext, decode_cursor, encode_cursor, hexs
+
+__all__ = ["Info", "connection", "ctx", "encode_cursor", "sender_page", "tx_cursor"]
+from ledger.results import ResultCode
+from projections import read
+
+
+def ctx(info: Info) -> RequestContext:
+    context: RequestContext = info.context
+    return context
+
+
+def _hex_field(name: str, description: str) -> graphene.Field:
+    def resolve(root: Any, _info: Info) -> str | None:
+        return hexs(getattr(root, name))
+
+    return graphene.Field(graphene.String, description=description, resolver=resolve)
+
+
+class PageInfo(graphene.ObjectType):
+    has_next_page = graphene.Boolean(required=True)
+    end_cursor = graphene.String()
+
+
+class CertificateVote(graphene.ObjectType):
+    """One operator's signature in a block's quorum certificate."""
+
+    position = graphene.Int(required=True)
+    institution_id = graphene.String(required=True)
+    operator_key_id = _hex_field("operator_key_id", "key id of the signing operator")
+    public_key = _hex_field("public_key", "the operator's Ed25519 public key")
+    signature = _hex_field("signature", "Ed25519 signature of the vote")
+
+
+class QuorumCertificate(graphene.ObjectType):
+    """The votes that made a block final, and the certificate's canonical bytes."""
+
+    height = graphene.Int(required=True)
+    block_hash = graphene.String(required=True)
+    encoded = graphene.String(required=True, description="canonical certificate, hex")
+    votes = graphene.List(graphene.NonNull(CertificateVote), required=True)
+
+    @staticmethod
+    def resolve_votes(root: read.Block, info: Info) -> list[queries.CertificateVote]:
+        return queries.certificate_votes(ctx(info).conn(), root.height)
+
+    @staticmethod
+    def resolve_block_hash(root: read.Block, _info: Info) -> str:
+        return root.hash.hex()
+
+    @staticmethod
+    def resolve_encoded(root: read.Block, _info: Info) -> str:
+        return root.certificate.hex()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+class Receipt(graphene.ObjectType):
+    """The outcome of a transaction in a final block."""
+
+    code = graphene.String(required=True, description="result code: OK or why it was rejected")
+    ok = graphene.Boolean(required=True)
+    height = graphene.Int(required=True)
+    position = graphene.Int(required=True)
+    block_hash = graphene.String()
+
+    @staticmethod
+    def resolve_code(root: read.Transaction, _info: Info) -> str:
+        return _code(root.result_code)
+
+    @staticmethod
+    def resolve_ok(root: read.Transaction, _info: Info) -> bool:
+        return root.result_code == 0
+
+    @staticmethod
+    def resolve_block_hash(root: read.Transaction, info: Info) -> str | None:
+        block = read.block_by_height(ctx(info).conn(), root.height)
+        return None if block is None else block.hash.hex()
+
+
+def _code(value: int) -> str:
+    try:
+        return ResultCode(value).name
+    except ValueError:
+        return str(value)
+
+
+class Identity(graphene.ObjectType):
+    """A key registered on chain (an address): governance, operator, service, user, device."""
+
+    key_id = _hex_field("key_id", "SHA-256 of the public key: the address")
+    public_key = _hex_field("public_key", "raw Ed25519 public key")
+    role = graphene.String(required=True)
+    institution_id = graphene.String(required=True)
+    label = graphene.String(required=True)
+    active = graphene.Boolean(required=True)
+    next_nonce = graphene.BigInt(required=True)
+    transactions = graphene.Field(
+        lambda: TransactionConnection,
+        required=True,
+        first=graphene.Int(default_value=20),
+        after=graphene.String(),
+    )
+    assets = graphene.List(
+        graphene.NonNull(graphene.String), required=True, first=graphene.Int(default_value=50)
+    )
+
+    @staticmethod
+    def resolve_transactions(
+        root: read.Key, info: Info, first: int, after: str | None = None
+    ) -> dict[str, Any]:
+        return sender_page(ctx(info), root.key_id, first, after)
+
+    @staticmethod
+    def resolve_assets(root: read.Key, info: Info, first: int) -> list[str]:
+        return read.assets_of(ctx(info).conn(), root.key_id, limit=first)
+
+
+class Transaction(graphene.ObjectType):
+    """An entry of a final block (rejected entries too, with their result code)."""
+
+    tx_id = _hex_field("tx_id", "SHA-256 of the canonical body")
+    height = graphene.Int(required=True)
+    position = graphene.Int(required=True)
+    offset = graphene.BigInt(required=True, description="offset in the tx topic")
+    result = graphene.String(required=True)
+    ok = graphene.Boolean(required=True)
+    sender = _hex_field("sender", "key id of the signer (null if the entry did not decode)")
+    nonce = graphene.BigInt()
+    operation = graphene.String()
+    receipt = graphene.Field(Receipt, required=True)
+    block = graphene.Field(lambda: Block)
+    sender_identity = graphene.Field(Identity)
+
+    @staticmethod
+    def resolve_offset(root: read.Transaction, _info: Info) -> int:
+        return root.tx_offset
+
+    @staticmethod
+    def resolve_result(root: read.Transaction, _info: Info) -> str:
+        return _code(root.result_code)
+
+    @staticmethod
+    def resolve_ok(root: read.Transaction, _info: Info) -> bool:
+        return root.result_code == 0
+
+    @staticmethod
+    def resolve_receipt(root: read.Transaction, _info: Info) -> read.Transaction:
+        return root
+
+    @staticmethod
+    def resolve_block(root: read.Transaction, info: Info) -> read.Block | None:
+        return read.block_by_height(ctx(info).conn(), root.height)
+
+    @staticmethod
+    def resolve_sender_identity(root: read.Transaction, info: Info) -> read.Key | None:
+        return None if root.sender is None else queries.key_by_id(ctx(info).conn(), root.sender)
+
+
+class TransactionEdge(graphene.ObjectType):
+    cursor = graphene.String(required=True)
+    node = graphene.Field(Transaction, required=True)
+
+
+class TransactionConnection(graphene.ObjectType):
+    edges = graphene.List(graphene.NonNull(TransactionEdge), required=True)
+    page_info = graphene.Field(PageInfo, required=True)
+
+
+class Block(graphene.ObjectType):
+    """A final block: header, counts, quorum certificate and its entries."""
+
+    height = graphene.Int(required=True)
+    hash = _hex_field("hash", "block hash")
+    prev_hash = _hex_field("prev_hash", "hash of the previous block (genesis for block 1)")
+    first_offset = graphene.BigInt(required=True)
+    last_offset = graphene.BigInt(required=True)
+    tx_root = _hex_field("tx_root", "Merkle root of tx_id || result code")
+    state_root = _hex_field("state_root", "state after the block")
+    validator_set_hash = _hex_field("validator_set_hash", "validator set of this height")
+    timestamp = graphene.String(required=True, description="ISO-8601, UTC")
+    timestamp_ms = graphene.Float(required=True)
+    tx_count = graphene.Int(required=True)
+    ok_count = graphene.Int(required=True)
+    certificate = graphene.Field(QuorumCertificate, required=True)
+    transactions = graphene.Field(
+        TransactionConnection,
+        required=True,
+        first=graphene.Int(default_value=50),
+        after=graphene.String(),
+    )
+
+    @staticmethod
+    def resolve_timestamp(root: read.Block, _info: Info) -> str:
+        return _iso(root.timestamp_ms)
+
+    @staticmethod
+    def resolve_certificate(root: read.Block, _info: Info) -> read.Block:
+        return root
+
+    @staticmethod
+    def resolve_transactions(
+        root: read.Block, info: Info, first: int, after: str | None = None
+    ) -> dict[str, Any]:
+        start = decode_cursor(after, "p", 2)
+        pos = -1 if start is None else start[1]
+        rows = read.transactions_by_block(ctx(info).conn(), root.height, first + 1, pos)
+        return connection(rows, first, lambda t: encode_cursor("p", t.height, t.position))
+
+
+class BlockEdge(graphene.ObjectType):
+    cursor = graphene.String(required=True)
+    node = graphene.Field(Block, required=True)
+
+
+class BlockConnection(graphene.ObjectType):
+    edges = graphene.List(graphene.NonNull(BlockEdge), required=True)
+    page_info = graphene.Field(PageInfo, required=True)
+
+
+def connection(rows: Sequence[Any], first: int, cursor: Callable[[Any], str]) -> dict[str, Any]:
+    """A connection page of ``rows`` (fetched with ``first + 1`` to detect a next page)."""
+    page = list(rows[: max(first, 0)])
+    edges = [{"cursor": cursor(r), "node": r} for r in page]
+    return {
+        "edges": edges,
+        "page_info": {
+            "has_next_page": len(rows) > len(page),
+            "end_cursor": edges[-1]["cursor"] if edges else None,
+        },
+    }
+
+
+def tx_cursor(tx: read.Transaction) -> str:
+    return encode_cursor("t", tx.height, tx.position)
+
+
+def sender_page(
+    context: RequestContext, sender: bytes, first: int, after: str | None
+) -> dict[str, Any]:
+    """A sender's transactions, newest first."""
+    before = decode_cursor(after, "t", 2)
+    rows = read.transactions_by_sender(
+        context.conn(), sender, first + 1, None if before is None else (before[0], before[1])
+    )
+    return connection(rows, first, tx_cursor)
+
+
+class Institution(graphene.ObjectType):
+    """A member of the consortium with its active block operators."""
+
+    id = graphene.String(required=True)
+    governance_key_id = _hex_field("governance_key_id", "key id of the governance key")
+    status = graphene.String(required=True)
+    effective_height = graphene.Int(required=True)
+    operators = graphene.List(graphene.NonNull(Identity), required=True)
+
+    @staticmethod
+    def resolve_id(root: read.Institution, _info: Info) -> str:
+        return root.institution_id
+
+
+class ProposalVote(graphene.ObjectType):
+    institution_id = graphene.String(required=True)
+    approve = graphene.Boolean(required=True)
+    height = graphene.Int(required=True)
+
+
+class Proposal(graphene.ObjectType):
+    """A governance proposal (admit or remove a member) and its votes."""
+
+    id = _hex_field("proposal_id", "id of the transaction that proposed it")
+    kind = graphene.String(required=True)
+    institution_id = graphene.String(required=True)
+    proposer = graphene.String(required=True)
+    created_height = graphene.Int(required=True)
+    expires_height = graphene.Int(required=True)
+    status = graphene.String(required=True)
+    votes = graphene.List(graphene.NonNull(ProposalVote), required=True)
+
+
+class Anchor(graphene.ObjectType):
+    """An off-chain data object's hash anchored on chain."""
+
+    data_id = graphene.String(required=True)
+    sha256 = _hex_field("sha256", "SHA-256 of the data")
+    metadata = graphene.String(required=True)
+    institution_id = graphene.String(required=True)
+    anchored_by = _hex_field("anchored_by", "key id of the signer")
+    height = graphene.Int(required=True)
+
+
+class Ownership(graphene.ObjectType):
+    height = graphene.Int(required=True)
+    position = graphene.Int(required=True)
+    tx_id = _hex_field("tx_id", "transaction that changed the owner")
+    owner_key_id = _hex_field("owner_key_id", "new owner")
+
+
+class Asset(graphene.ObjectType):
+    """An asset with its ownership history, oldest first."""
+
+    asset_id = graphene.String(required=True)
+    owner_key_id = _hex_field("owner_key_id", "current owner")
+    metadata = graphene.String(required=True)
+    registered_height = graphene.Int(required=True)
+    history = graphene.List(graphene.NonNull(Ownership), required=True)
+
+
+class L2Batch(graphene.ObjectType):
+    """A Layer-2 batch committed on chain."""
+
+    batch_id = graphene.String(required=True)
+    merkle_root = _hex_field("merkle_root", "RFC 6962 root of the batch")
+    leaf_count = graphene.Int(required=True)
+    window_start_ms = graphene.Float(required=True)
+    window_end_ms = graphene.Float(required=True)
+    institution_id = graphene.String(required=True)
+    committed_by = _hex_field("committed_by", "key id of the committer")
+    height = graphene.Int(required=True)
+
+
+class ChainSummary(graphene.ObjectType):
+    """Where the chain stands, as projected into this institution's database."""
+
+    chain_id = graphene.String(required=True)
+    height = graphene.Int(required=True, description="last block projected here")
+    final_height = graphene.Int(required=True, description="last final block (= height)")
+    last_hash = graphene.String(required=True)
+    tx_count = graphene.BigInt(required=True)
+    ok_count = graphene.BigInt(required=True)
+    institution_count = graphene.Int(required=True)
+    recent_tps = graphene.Float(required=True, description="tx/s over the last 20 blocks")
+
+
+class Me(graphene.ObjectType):
+    """The caller, from their token."""
+
+    sub = graphene.String(required=True)
+    institution = graphene.String(required=True)
+    groups = graphene.List(graphene.NonNull(graphene.String), required=True)
+    permissions = graphene.List(graphene.NonNull(graphene.String), required=True)
+    expires_at = graphene.Int(required=True)
