@@ -41,6 +41,7 @@ from gateway.authn import Authenticator, CachingAuthenticator, authenticate, bea
 from gateway.context import Services
 from gateway.engine import Engine
 from gateway.errors import BadInput, BodyTooLarge, Forbidden, GatewayError, error_body
+from gateway.governance import Governance
 from gateway.limits import Limits
 from gateway.live import HeightWatcher, serve_websocket
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -73,6 +74,7 @@ class Gateway:
     watcher: HeightWatcher
     metrics: GatewayMetrics
     jwks: Callable[[], dict[str, Any]] | None
+    governance: Governance | None = None  # the root value of mutations
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -136,7 +138,8 @@ class GraphQLEndpoint:
                 outcome, response = "ok", Response(hit, media_type=JSON_TYPE)
             else:
                 source = request.client.host if request.client else ""
-                result = await run_in_threadpool(self.gw.engine.run, prepared, claims, source)
+                root = self.gw.governance if prepared.kind == "mutation" else None
+                result = await run_in_threadpool(self.gw.engine.run, prepared, claims, source, root)
                 raw = json.dumps(result, separators=(",", ":")).encode()
                 if "errors" not in result:
                     self.gw.engine.remember(prepared, version, raw)
@@ -161,8 +164,12 @@ def create_app(
     authenticator: Authenticator,
     *,
     jwks: Callable[[], dict[str, Any]] | None = None,
+    governance: Governance | None = None,
 ) -> Starlette:
-    """The ASGI app of one institution's gateway; auth and services are injected."""
+    """The ASGI app of one institution's gateway; auth and services are injected.
+
+    ``governance`` signs the governance mutations (None: they answer
+    ``GOVERNANCE_KEY_MISSING``)."""
     metrics = GatewayMetrics(config.institution)
     gw = Gateway(
         config=config,
@@ -172,6 +179,7 @@ def create_app(
         watcher=HeightWatcher(services.pool, config.poll_interval_s),
         metrics=metrics,
         jwks=jwks or (services.accounts.jwks if services.accounts is not None else None),
+        governance=governance,
     )
     static = config.static_dir
 

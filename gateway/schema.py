@@ -4,8 +4,12 @@ Theory of operation
 -------------------
 * Who may call what is decided once per request, before execution, from the root fields
   (:data:`PERMISSIONS`; see :func:`gateway.app`): chain queries need ``chain:read``,
-  submitting ``chain:write``, user administration ``admin``; ``login`` is public and ``me``
-  needs any valid token. Mutation resolvers check again (defense in depth).
+  submitting ``chain:write``, user administration and governance ``admin``; ``login`` and
+  ``bootstrapAdmin`` (which needs the one-time setup credential) are public and ``me`` needs
+  any valid token. Mutation resolvers check again (defense in depth).
+* Governance mutations (``proposeMember``, ``proposeRemoval``, ``castVote``) are signed with
+  the institution's governance key by :class:`gateway.governance.Governance`, which the app
+  passes as the root value of mutations (None: the gateway has no keystore).
 * Every mutation returns a payload with either its result or a typed ``error``
   (``code`` + ``message``); nothing is raised to the client from a mutation.
 * The subscription field ``newBlock`` is executed by :mod:`gateway.live` once per new final
@@ -28,6 +32,7 @@ from gateway.auth.tokens import Claims
 from gateway.authn import require
 from gateway.context import RequestContext, decode_cursor, hex_bytes
 from gateway.errors import GatewayError, Unavailable
+from gateway.governance import Governance, GovernanceKeyMissing, Outcome
 from gateway.iam.errors import IamError
 from gateway.types import (
     Anchor,
@@ -68,6 +73,10 @@ PERMISSIONS: dict[str, dict[str, str | None]] = {
         "grantPermission": ADMIN,
         "revokePermission": ADMIN,
         "revokeAllTokens": ADMIN,
+        "bootstrapAdmin": None,
+        "proposeMember": ADMIN,
+        "proposeRemoval": ADMIN,
+        "castVote": ADMIN,
     },
     "subscription": {},
 }
@@ -270,6 +279,15 @@ class OkPayload(graphene.ObjectType):
     error = graphene.Field(MutationError)
 
 
+class GovernancePayload(graphene.ObjectType):
+    """A governance transaction's outcome; a rejection also sets ``error`` (its result code)."""
+
+    tx_id = graphene.String()
+    height = graphene.Int()
+    result = graphene.String(description="result code name (OK when applied)")
+    error = graphene.Field(MutationError)
+
+
 def _failure(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
@@ -361,6 +379,35 @@ class Mutation(graphene.ObjectType):
     revoke_all_tokens = graphene.Field(
         OkPayload, required=True, user_id=graphene.String(required=True)
     )
+    bootstrap_admin = graphene.Field(
+        UserPayload,
+        required=True,
+        setup_credential=graphene.String(required=True),
+        login=graphene.String(required=True),
+        password=graphene.String(required=True),
+        description="create the first administrator with the credential `pantheon up` printed",
+    )
+    propose_member = graphene.Field(
+        GovernancePayload,
+        required=True,
+        institution_id=graphene.String(required=True),
+        governance_public_key=graphene.String(required=True, description="Ed25519, hex"),
+        operator_public_keys=graphene.List(
+            graphene.NonNull(graphene.String), required=True, description="Ed25519, hex"
+        ),
+    )
+    propose_removal = graphene.Field(
+        GovernancePayload,
+        required=True,
+        institution_id=graphene.String(required=True),
+        reason=graphene.String(default_value=""),
+    )
+    cast_vote = graphene.Field(
+        GovernancePayload,
+        required=True,
+        proposal_id=graphene.String(required=True),
+        approve=graphene.Boolean(required=True),
+    )
 
     @staticmethod
     def resolve_login(_root: Any, info: Info, username: str, password: str) -> Any:
@@ -446,6 +493,67 @@ class Mutation(graphene.ObjectType):
     @staticmethod
     def resolve_revoke_all_tokens(_root: Any, info: Info, user_id: str) -> Any:
         return _ok(info, lambda a, s: a.revoke_all_tokens(s, user_id))
+
+    @staticmethod
+    def resolve_bootstrap_admin(
+        _root: Any, info: Info, setup_credential: str, login: str, password: str
+    ) -> Any:
+        def act(context: RequestContext, _claims: Claims | None) -> dict[str, Any]:
+            accounts = _accounts(context)
+            return {"user_id": accounts.bootstrap_admin(setup_credential, login, password, {})}
+
+        return guarded(None, act)(info)
+
+    @staticmethod
+    def resolve_propose_member(
+        root: Any,
+        info: Info,
+        institution_id: str,
+        governance_public_key: str,
+        operator_public_keys: list[str],
+    ) -> Any:
+        def act(gov: Governance, context: RequestContext) -> Outcome:
+            governance = hex_bytes(governance_public_key, "governancePublicKey")
+            operators = [hex_bytes(k, "operatorPublicKeys") for k in operator_public_keys]
+            return gov.propose_member(context.conn(), institution_id, governance, operators)
+
+        return _governed(root, info, act)
+
+    @staticmethod
+    def resolve_propose_removal(root: Any, info: Info, institution_id: str, reason: str) -> Any:
+        return _governed(
+            root, info, lambda g, c: g.propose_removal(c.conn(), institution_id, reason)
+        )
+
+    @staticmethod
+    def resolve_cast_vote(root: Any, info: Info, proposal_id: str, approve: bool) -> Any:
+        def act(gov: Governance, context: RequestContext) -> Outcome:
+            pid = hex_bytes(proposal_id, "proposalId")
+            return gov.cast_vote(context.conn(), pid, approve)
+
+        return _governed(root, info, act)
+
+
+def _governed(root: Any, info: Info, call: Callable[[Governance, RequestContext], Outcome]) -> Any:
+    """Run a governance operation with the gateway's key; a rejection is a typed error."""
+
+    def act(context: RequestContext, _claims: Claims | None) -> dict[str, Any]:
+        if not isinstance(root, Governance):
+            raise GovernanceKeyMissing(
+                "this gateway holds no governance key (start it with --keystore)"
+            )
+        outcome = call(root, context)
+        payload: dict[str, Any] = {
+            "tx_id": outcome.tx_id.hex(),
+            "height": outcome.height,
+            "result": outcome.code.name,
+        }
+        if not outcome.accepted:
+            message = f"the chain rejected the transaction: {outcome.code.name}"
+            payload["error"] = {"code": outcome.code.name, "message": message}
+        return payload
+
+    return guarded(ADMIN, act)(info)
 
 
 def _ok(info: Info, call: Callable[[Any, str], None]) -> Any:

@@ -7,6 +7,9 @@
 * Users, logins and tokens come from :class:`gateway.iam.service.IamService` (master key from
   ``--master-key-file`` or the environment variable it documents); its IAM projection runs in
   this process with ``--iam-projection``, otherwise in the projector's.
+* ``--keystore PATH``: the institution's keystore (0600); its governance key signs the
+  governance mutations (``proposeMember``, ``proposeRemoval``, ``castVote``). Without it
+  they answer ``GOVERNANCE_KEY_MISSING``; a keystore readable by others is refused.
 * Exit codes: 0 stopped, 2 bad configuration.
 """
 
@@ -25,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.app import GatewayConfig, create_app
 from gateway.context import Services
+from gateway.governance import Governance, KeystoreRefused
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
 from projections.projector import ConfigError, database_dsn, database_name
@@ -50,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--iam-projection",
         action="store_true",
         help="run the institution's IAM projection in this process",
+    )
+    p.add_argument(
+        "--keystore",
+        type=Path,
+        default=None,
+        help="institution keystore (0600) whose governance key signs governance mutations",
     )
     p.add_argument("--pool-size", type=int, default=10, help="database connections")
     defaults = Limits()
@@ -95,6 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pantheon gateway: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     dsn = database_dsn(args.dsn, dbname)
+    governance: Governance | None = None
+    if args.keystore is not None:
+        try:
+            governance = Governance.from_keystore(
+                args.keystore,
+                institution=args.institution,
+                bootstrap=args.bootstrap,
+                prefix=args.prefix,
+            )
+        except KeystoreRefused as exc:
+            print(f"pantheon gateway: error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     stop = threading.Event()
     try:
         iam = _iam(args, dsn)
@@ -114,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = GatewayConfig(
         institution=args.institution, limits=limits, cache_responses=not args.no_cache
     )
-    app = create_app(config, services, iam.verifier(), jwks=iam.jwks)
+    app = create_app(config, services, iam.verifier(), jwks=iam.jwks, governance=governance)
     print(f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/", flush=True)
     try:
         uvicorn.run(
@@ -128,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         stop.set()
+        if governance is not None:
+            governance.close()
         submitter.close()
         pool.close()
         iam.close()

@@ -196,6 +196,8 @@ class Consortium:
                 str(port),
                 "--master-key-file",
                 str(self.master_key_file(institution)),
+                "--keystore",
+                str(self.home / "keys" / f"{institution}.json"),
             ],
             log_file=home / "gateway.log",
             pid_file=home / "pid",

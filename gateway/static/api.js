@@ -40,6 +40,22 @@ const Api = (() => {
     return res.me;
   }
 
+  // The first administrator, created with the one-time setup credential; then logged in.
+  async function bootstrapAdmin(credential, login_, password) {
+    const data = await gql(
+      "mutation($c: String!, $l: String!, $p: String!) { bootstrapAdmin(setupCredential: $c, login: $l, password: $p) { userId error { code message } } }",
+      { c: credential, l: login_, p: password });
+    const res = data.bootstrapAdmin;
+    if (res.error) {
+      const known = {
+        BAD_SETUP_CREDENTIAL: "Unknown or already used setup credential.",
+        ALREADY_BOOTSTRAPPED: "This institution already has an administrator; log in instead.",
+      };
+      throw new Error(known[res.error.code] || res.error.message);
+    }
+    return login(login_, password);
+  }
+
   // One graphql-transport-ws subscription; reconnects with backoff. Returns a stop function.
   function subscribe(query, onData, onState) {
     let ws, stopped = false, delay = 500;
@@ -65,5 +81,5 @@ const Api = (() => {
     return () => { stopped = true; if (ws) ws.close(); };
   }
 
-  return { token, setToken, raw, gql, login, subscribe, GraphQLError };
+  return { token, setToken, raw, gql, login, bootstrapAdmin, subscribe, GraphQLError };
 })();

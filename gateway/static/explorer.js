@@ -180,6 +180,17 @@
       route();
     } catch (e) { $("login-error").textContent = e.message; }
   });
+  $("setup-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    $("setup-error").textContent = "";
+    try {
+      const me = await Api.bootstrapAdmin($("setup-credential").value.trim(), $("setup-login").value, $("setup-password").value);
+      $("setup-password").value = ""; $("setup-credential").value = "";
+      $("setup").open = false;
+      $("who").textContent = "Signed in as " + me.sub;
+      route();
+    } catch (e) { $("setup-error").textContent = e.message; }
+  });
   $("logout").addEventListener("click", () => showLogin());
   $("search").addEventListener("submit", async (ev) => {
     ev.preventDefault();
