@@ -1,0 +1,190 @@
+"""Layer-2 proofs: assemble them from Postgres (gateway, CLI) and verify them offline.
+
+* :func:`record_proof` (``conn`` = a psycopg connection to an institution's database): the
+  reading ``sequence`` of a device with its leaf, audit path, batch root, the committing
+  ``CommitBatch`` envelope, its path in the block's ``tx_root`` and the final block (header and
+  quorum certificate), or None if the reading is unknown or its batch is not in a final,
+  projected block yet. :func:`record_proof_json` returns the same as a JSON-ready dict.
+* ``pantheon proof`` (:func:`proof_main`) prints that document; ``pantheon verify``
+  (:func:`verify_main`) checks one offline with only the genesis file
+  (:func:`ledger.proofs.verify_record_proof`; see its limitation on membership changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from ledger.blocks import BlockHeader, EntryResult, tx_proof
+from ledger.errors import DecodeError, ProofError
+from ledger.genesis import Genesis
+from ledger.l2 import BUNDLE_KIND, RECORD_KIND
+from ledger.merkle import inclusion_proof, root
+from ledger.proofs import RecordProof, verify_record_proof
+from ledger.results import ResultCode
+from ledger.tx import TxRejected, parse_tx
+from projections import l2 as store
+
+Conn = psycopg.Connection[Any]
+
+
+def _commit_tx(conn: Conn, batch_id: str, height: int) -> tuple[int, int, bytes] | None:
+    """(position, tx offset, envelope) of the accepted CommitBatch of ``batch_id``."""
+    rows = conn.execute(
+        "SELECT position, tx_offset, envelope FROM chain.transactions WHERE height = %s "
+        "AND operation = 'CommitBatch' AND result_code = 0 ORDER BY position",
+        (height,),
+    ).fetchall()
+    for position, offset, envelope in rows:
+        try:
+            tx = parse_tx(bytes(envelope))
+        except TxRejected:
+            continue
+        if tx.args["batch_id"] == batch_id:
+            return int(position), int(offset), bytes(envelope)
+    return None
+
+
+def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof | None:
+    """The proof of one device reading (see the module docstring); None if not provable yet."""
+    found = store.leaf_of(conn, device_key_id, sequence)
+    if found is None:
+        return None
+    batch_id, leaf_index, kind, leaf = found
+    leaves = store.batch_leaves(conn, batch_id)
+    meta = conn.execute("SELECT chain_id FROM chain.meta").fetchone()
+    key = conn.execute(
+        "SELECT public_key FROM chain.keys WHERE key_id = %s", (device_key_id,)
+    ).fetchone()
+    on_chain = conn.execute(
+        "SELECT height, merkle_root FROM chain.l2_batches WHERE batch_id = %s", (batch_id,)
+    ).fetchone()
+    if meta is None or key is None or on_chain is None:
+        return None
+    height = int(on_chain[0])
+    if bytes(on_chain[1]) != root(leaves):
+        raise ProofError(f"batch {batch_id}: stored leaves do not give the root on chain")
+    tx = _commit_tx(conn, batch_id, height)
+    block = conn.execute(
+        "SELECT height, prev_hash, first_offset, last_offset, tx_root, state_root, "
+        "validator_set_hash, timestamp_ms, certificate FROM chain.blocks WHERE height = %s",
+        (height,),
+    ).fetchone()
+    if tx is None or block is None:
+        return None
+    entries = [
+        EntryResult(tx_id=bytes(t), offset=int(o), code=ResultCode(c))
+        for t, o, c in conn.execute(
+            "SELECT tx_id, tx_offset, result_code FROM chain.transactions WHERE height = %s "
+            "ORDER BY position",
+            (height,),
+        ).fetchall()
+    ]
+    header = BlockHeader(
+        height=int(block[0]),
+        prev_hash=bytes(block[1]),
+        first_offset=int(block[2]),
+        last_offset=int(block[3]),
+        tx_root=bytes(block[4]),
+        state_root=bytes(block[5]),
+        validator_set_hash=bytes(block[6]),
+        timestamp_ms=int(block[7]),
+    )
+    position, offset, envelope = tx
+    return RecordProof(
+        chain_id=str(meta[0]),
+        device_public_key=bytes(key[0]),
+        kind=RECORD_KIND if kind == 0 else BUNDLE_KIND,
+        leaf=leaf,
+        sequence=sequence,
+        batch_id=batch_id,
+        leaf_index=leaf_index,
+        leaf_count=len(leaves),
+        audit_path=tuple(inclusion_proof(leaves, leaf_index)),
+        merkle_root=root(leaves),
+        envelope=envelope,
+        tx_offset=offset,
+        tx_index=position,
+        tx_count=len(entries),
+        tx_path=tuple(tx_proof(entries, position)),
+        header=header,
+        certificate=bytes(block[8]),
+    )
+
+
+def record_proof_json(conn: Conn, device_key_id: bytes, sequence: int) -> dict[str, Any] | None:
+    """:func:`record_proof` as a JSON-ready document (the gateway's GraphQL answer)."""
+    proof = record_proof(conn, device_key_id, sequence)
+    return proof.to_json() if proof is not None else None
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def proof_main(argv: Sequence[str] | None = None) -> int:
+    """``pantheon proof``: print the proof of a device reading as JSON (exit 1 if none)."""
+    p = argparse.ArgumentParser(prog="pantheon proof", description=proof_main.__doc__)
+    p.add_argument("--dsn", required=True, help="PostgreSQL server (password via PGPASSWORD)")
+    p.add_argument("--institution", required=True)
+    p.add_argument("--dbname", help="database (default pantheon_<institution>)")
+    p.add_argument("--device", required=True, help="device key id (hex)")
+    p.add_argument("--sequence", type=int, required=True)
+    p.add_argument("--out", type=Path, help="write the proof here instead of stdout")
+    args = p.parse_args(argv)
+    dbname = args.dbname or "pantheon_" + args.institution.replace("-", "_")
+    with psycopg.connect(make_conninfo(args.dsn, dbname=dbname), connect_timeout=10) as conn:
+        doc = record_proof_json(conn, bytes.fromhex(args.device), args.sequence)
+    if doc is None:
+        print("pantheon proof: no final proof for this reading (yet)", file=sys.stderr)
+        return 1
+    text = json.dumps(doc, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    """``pantheon verify``: check a proof offline against the genesis (exit 0 valid, 1 not)."""
+    p = argparse.ArgumentParser(prog="pantheon verify", description=verify_main.__doc__)
+    p.add_argument("--genesis", type=Path, required=True, help="genesis.avro of the chain")
+    p.add_argument("proof", type=Path, help="proof JSON ('-' for stdin)")
+    args = p.parse_args(argv)
+    try:
+        genesis = Genesis.decode(args.genesis.read_bytes())
+        text = sys.stdin.read() if str(args.proof) == "-" else args.proof.read_text()
+        proof = RecordProof.from_json(json.loads(text))
+        ok = verify_record_proof(proof, genesis)
+    except (OSError, ValueError, DecodeError, ProofError) as exc:
+        print(f"INVALID: {exc}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {
+                "valid": True,
+                "device_key_id": ok.device_key_id.hex(),
+                "sequence": ok.sequence,
+                "measured_at_ms": ok.measured_at_ms,
+                "content_type": ok.content_type,
+                "payload": ok.payload.hex(),
+                "batch_id": ok.batch_id,
+                "tx_id": ok.tx_id.hex(),
+                "height": ok.height,
+                "block_hash": ok.block_hash.hex(),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(verify_main())

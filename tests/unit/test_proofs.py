@@ -1,0 +1,150 @@
+"""Offline verification of Layer-2 proofs built from a pure chain: every link is checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from ledger.blocks import tx_proof
+from ledger.devices import sign_device_record
+from ledger.errors import ProofError
+from ledger.finality import QuorumCertificate
+from ledger.genesis import Genesis
+from ledger.hashing import canonical_bytes
+from ledger.l2 import BUNDLE_KIND, RECORD_KIND, sign_device_bundle
+from ledger.merkle import inclusion_proof, root
+from ledger.proofs import RecordProof, genesis_validators, verify_record_proof
+from ledger.votes import sign_vote
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
+
+DEVICE = key("proof-device")
+
+
+def _chain_proof(kind: str) -> tuple[RecordProof, Genesis]:
+    plan = consortium(4)
+    driver = Driver(plan)
+    gov = driver.gov("inst-0")
+    if kind == RECORD_KIND:
+        leaves = [
+            sign_device_record(
+                DEVICE, sequence=i, measured_at_ms=i, content_type="t", payload=bytes([i])
+            ).leaf()
+            for i in range(7)
+        ]
+    else:
+        leaves = [
+            sign_device_bundle(
+                DEVICE,
+                first_sequence=10 * i,
+                content_type="t",
+                readings=[(j, bytes([j])) for j in range(10)],
+            ).leaf()
+            for i in range(5)
+        ]
+    args = {
+        "batch_id": "b-1",
+        "merkle_root": root(leaves),
+        "leaf_count": len(leaves),
+        "window_start_ms": 1,
+        "window_end_ms": 2,
+    }
+    raws = [
+        driver.tx(gov, "AnchorData", {"data_id": "x", "sha256": bytes(32), "metadata": ""}),
+        driver.tx(gov, "CommitBatch", args),
+        driver.tx(gov, "AnchorData", {"data_id": "y", "sha256": bytes(32), "metadata": ""}),
+    ]
+    executed = driver.block(raws)
+    assert [r.code.name for r in executed.results] == ["OK", "OK", "OK"]
+    ops = [plan.keys[i][1][0] for i in sorted(plan.keys)]
+    votes = tuple(sign_vote(op, height=1, block_hash=executed.block_hash) for op in ops[:3])
+    cert = QuorumCertificate(height=1, block_hash=executed.block_hash, votes=votes)
+    index = 3
+    seq = 3 if kind == RECORD_KIND else 33
+    proof = RecordProof(
+        chain_id=CHAIN,
+        device_public_key=DEVICE.public_key,
+        kind=kind,
+        leaf=leaves[index],
+        sequence=seq,
+        batch_id="b-1",
+        leaf_index=index,
+        leaf_count=len(leaves),
+        audit_path=tuple(inclusion_proof(leaves, index)),
+        merkle_root=root(leaves),
+        envelope=raws[1],
+        tx_offset=executed.results[1].offset,
+        tx_index=1,
+        tx_count=3,
+        tx_path=tuple(tx_proof(executed.results, 1)),
+        header=executed.header,
+        certificate=canonical_bytes("QuorumCertificate", cert.record()),
+    )
+    return proof, plan.genesis
+
+
+@pytest.mark.parametrize("kind", [RECORD_KIND, BUNDLE_KIND])
+def test_valid_proof_verifies_and_roundtrips(kind: str) -> None:
+    proof, genesis = _chain_proof(kind)
+    ok = verify_record_proof(proof, genesis)
+    assert ok.height == 1 and ok.batch_id == "b-1"
+    assert ok.payload == bytes([3]) and ok.device_key_id == DEVICE.key_id
+    again = RecordProof.from_json(json.loads(json.dumps(proof.to_json())))
+    assert again == proof
+    assert verify_record_proof(again, genesis).sequence == proof.sequence
+
+
+def test_every_tampered_link_is_refused() -> None:
+    proof, genesis = _chain_proof(RECORD_KIND)
+
+    def flip(b: bytes) -> bytes:
+        return bytes([b[0] ^ 1]) + b[1:]
+
+    other = sign_device_record(
+        DEVICE, sequence=3, measured_at_ms=3, content_type="t", payload=b"forged"
+    ).leaf()
+    bad = [
+        dataclasses.replace(proof, leaf=other),  # device signature fine, not in the tree
+        dataclasses.replace(proof, leaf=proof.leaf[:-1] + bytes([proof.leaf[-1] ^ 1])),
+        dataclasses.replace(proof, device_public_key=key("x").public_key),
+        dataclasses.replace(proof, sequence=4),
+        dataclasses.replace(proof, leaf_index=2),
+        dataclasses.replace(proof, audit_path=proof.audit_path[:-1]),
+        dataclasses.replace(proof, merkle_root=flip(proof.merkle_root)),
+        dataclasses.replace(proof, leaf_count=8),
+        dataclasses.replace(proof, batch_id="b-2"),
+        dataclasses.replace(proof, envelope=proof.envelope[:-1] + b"\x00"),
+        dataclasses.replace(proof, tx_index=0),
+        dataclasses.replace(proof, tx_path=(flip(proof.tx_path[0]), *proof.tx_path[1:])),
+        dataclasses.replace(proof, tx_offset=10_000),
+        dataclasses.replace(proof, header=dataclasses.replace(proof.header, timestamp_ms=5)),
+        dataclasses.replace(proof, certificate=proof.certificate[:-1]),
+        dataclasses.replace(proof, chain_id="other"),
+        dataclasses.replace(proof, kind="nope"),
+    ]
+    for tampered in bad:
+        with pytest.raises(ProofError):
+            verify_record_proof(tampered, genesis)
+    # a certificate with too few votes
+    cert = QuorumCertificate(height=1, block_hash=proof.header.hash(), votes=())
+    with pytest.raises(ProofError):
+        verify_record_proof(
+            dataclasses.replace(
+                proof, certificate=canonical_bytes("QuorumCertificate", cert.record())
+            ),
+            genesis,
+        )
+    # another consortium's genesis (other validators) is refused
+    with pytest.raises(ProofError):
+        verify_record_proof(proof, consortium(3).genesis)
+    with pytest.raises(ProofError):
+        RecordProof.from_json({"version": 99})
+
+
+def test_membership_change_is_reported_not_trusted() -> None:
+    proof, genesis = _chain_proof(RECORD_KIND)
+    vs = genesis_validators(genesis, 1)
+    smaller = dataclasses.replace(vs, members={k: v for k, v in list(vs.members.items())[:3]})
+    with pytest.raises(ProofError, match="validator set"):
+        verify_record_proof(proof, genesis, smaller)
