@@ -34,7 +34,7 @@ from infra.settings import Settings
 from infra.stack import Stack
 from projections import projector, rebuild
 from projections.projector import database_name
-from streams import logs, validator
+from streams import audit, batcher, logs, proofs, validator
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -110,6 +110,11 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for inst, (running, ok, url) in gateways.items():
             state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
             print(f"  {inst:<11} {state:<10} {url}/")
+        batchers = stack.consortium.batchers_running()
+        if batchers:
+            print("\n  batcher     state      Layer 2 (device records -> CommitBatch)")
+        for inst, alive in batchers.items():
+            print(f"  {inst:<11} {'running' if alive else 'stopped':<10}")
         projectors = stack.projectors()
         if projectors:
             print("\n  projector   state      height  database")
@@ -246,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="serve one institution's GraphQL gateway and explorer (see: pantheon gateway --help)",
     )
+    for name, text in (
+        ("audit", "replay every ledger topic and check the chain and a projection"),
+        ("batcher", "run one institution's Layer-2 batcher"),
+        ("proof", "fetch a device record with its proof to a final block"),
+        ("verify", "check a downloaded proof offline against the genesis"),
+    ):
+        sub.add_parser(name, add_help=False, help=f"{text} (see: pantheon {name} --help)")
     projections_cmd = sub.add_parser("projections", help="projection maintenance")
     projections_cmd.add_subparsers(dest="verb", required=True, metavar="<verb>").add_parser(
         "rebuild",
@@ -295,6 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return projector.main(argv[1:])
     if argv[:1] == ["gateway"]:
         return gateway_server.main(argv[1:])
+    delegated = {
+        "audit": audit.main,
+        "batcher": batcher.main,
+        "proof": proofs.proof_main,
+        "verify": proofs.verify_main,
+    }
+    if argv[:1] and argv[0] in delegated:
+        return delegated[argv[0]](argv[1:])
     if argv[:2] == ["projections", "rebuild"]:
         return rebuild.main(argv[2:])
     args = build_parser().parse_args(argv)

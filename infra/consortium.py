@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -24,12 +25,15 @@ from gateway.auth.crypto import create_master_key_file
 from gateway.iam.bootstrap import ensure_setup_credential
 from infra import procs
 from infra.errors import PortTakenError, StackError
-from infra.keystore import create_genesis, load_genesis
+from infra.keystore import create_genesis, generate_key, load_genesis, load_key
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
+from ledger.keys import KeyPair
+from ledger.results import ResultCode
 from projections import read
 from projections.projector import ConfigError, database_name
+from streams.sdk import LedgerClient
 
 DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
 CHAIN_ID = "pantheon-local"
@@ -205,6 +209,99 @@ class Consortium:
         )
         prometheus.register_target(f"gateway-{institution}", port, {"service": "gateway"})
 
+    def _batcher_dir(self, institution: str) -> Path:
+        return self.home / "batchers" / institution
+
+    def batcher_key(self, institution: str, postgres: Postgres) -> Path:
+        """The batcher's SERVICE key of ``institution``: created once, registered on chain
+        (``RegisterIdentity`` signed by the institution's governance key) if it is not yet."""
+        path = self._batcher_dir(institution) / "service-key.json"
+        if not path.exists():
+            generate_key(path)
+        service = load_key(path)
+        doc = json.loads((self.home / "keys" / f"{institution}.json").read_text())
+        governance = KeyPair.from_seed(bytes.fromhex(doc["governance"]["seed"]))
+        dsn = postgres.dsn(database_name(institution))
+
+        def row(key_id: bytes) -> tuple[Any, ...] | None:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                return conn.execute(
+                    "SELECT active, next_nonce FROM chain.keys WHERE key_id = %s", (key_id,)
+                ).fetchone()
+
+        if row(service.key_id) is not None:
+            return path
+        procs.wait_until(
+            lambda: row(governance.key_id) is not None,
+            timeout=60,
+            what=f"the genesis of {institution} to be projected",
+        )
+        gov_row = row(governance.key_id)
+        assert gov_row is not None
+        with LedgerClient(
+            self.settings.bootstrap_servers,
+            governance,
+            doc["chain_id"],
+            prefix=self.settings.topic_prefix,
+            next_nonce=int(gov_row[1]),
+        ) as client:
+            receipt = client.submit_and_wait(
+                "RegisterIdentity",
+                {"public_key": service.public_key, "kind": "SERVICE", "label": "batcher"},
+                timeout=60,
+            )
+        if receipt.code not in (ResultCode.OK, ResultCode.ALREADY_EXISTS):
+            raise StackError(f"registering the batcher key of {institution}: {receipt.code.name}")
+        procs.wait_until(
+            lambda: row(service.key_id) is not None,
+            timeout=60,
+            what=f"the batcher key of {institution} to be projected",
+        )
+        return path
+
+    def start_batchers(self, prometheus: Prometheus, postgres: Postgres) -> None:
+        """Start each institution's Layer-2 batcher (after its projector runs)."""
+        for institution in self.institutions():
+            home = self._batcher_dir(institution)
+            if procs.read_pid(home / "pid") is not None:
+                continue
+            key = self.batcher_key(institution, postgres)
+            port = procs.free_port(self.settings.host)
+            procs.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "streams.batcher",
+                    "--institution",
+                    institution,
+                    "--genesis",
+                    str(self.genesis_file),
+                    "--key",
+                    str(key),
+                    "--bootstrap",
+                    self.settings.bootstrap_servers,
+                    "--prefix",
+                    self.settings.topic_prefix,
+                    "--dsn",
+                    f"host={self.settings.host} port={self.settings.pg_port} user=pantheon",
+                    "--instance-id",
+                    f"{institution}-0",
+                    "--metrics-port",
+                    str(port),
+                ],
+                log_file=home / "batcher.log",
+                pid_file=home / "pid",
+                env={**os.environ, "PGPASSWORD": postgres.password()},
+            )
+            prometheus.register_target(f"batcher-{institution}", port, {"service": "batcher"})
+
+    def batchers_running(self) -> dict[str, bool]:
+        """Whether each institution's batcher process is alive."""
+        return {
+            inst: procs.read_pid(self._batcher_dir(inst) / "pid") is not None
+            for inst in self.institutions()
+        }
+
     def gateways(self) -> dict[str, tuple[bool, bool, str]]:
         """Per institution: (running, answering /healthz, URL)."""
         out: dict[str, tuple[bool, bool, str]] = {}
@@ -273,7 +370,12 @@ class Consortium:
         pids = [
             pid
             for inst in self.institutions()
-            for home in (self._gateway_dir(inst), self._projector_dir(inst), self._dir(inst))
+            for home in (
+                self._batcher_dir(inst),
+                self._gateway_dir(inst),
+                self._projector_dir(inst),
+                self._dir(inst),
+            )
             if (pid := procs.read_pid(home / "pid")) is not None
         ]
         for pid in pids:

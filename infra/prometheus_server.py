@@ -2,7 +2,9 @@
 
 Scrape targets are discovered from ``<state>/prometheus/targets/*.json`` (Prometheus
 file service discovery), so every Pantheon process the stack starts registers itself by
-writing one small file; Prometheus picks changes up without a restart.
+writing one small file; Prometheus picks changes up without a restart. Alert rules
+(``infra/alerts/*.yml``, see ``infra/prometheus_config.py``) are copied into
+``<state>/prometheus/rules/`` at start and loaded with ``rule_files``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from infra import procs
 from infra.errors import PortTakenError, PrerequisiteError, StackError
+from infra.prometheus_config import install_rules
 from infra.settings import Settings
 
 
@@ -38,6 +41,7 @@ class Prometheus:
         self.settings = settings
         self.home = settings.state_dir / "prometheus"
         self.targets_dir = self.home / "targets"
+        self.rules_dir = self.home / "rules"
         self.pid_file = self.home / "pid"
         self.log_file = self.home / "server.log"
 
@@ -52,6 +56,8 @@ class Prometheus:
                 "global:",
                 "  scrape_interval: 5s",
                 "  evaluation_interval: 5s",
+                "rule_files:",
+                f"  - '{self.rules_dir}/*.yml'",
                 "scrape_configs:",
                 "  - job_name: prometheus",
                 "    static_configs:",
@@ -79,6 +85,7 @@ class Prometheus:
                 raise PortTakenError("prometheus", self.settings.prom_port, "PANTHEON_PROM_PORT")
             binary = find_binary()
             self.targets_dir.mkdir(parents=True, exist_ok=True)
+            install_rules(self.rules_dir)
             (self.home / "prometheus.yml").write_text(self.config())
             argv = [
                 binary,

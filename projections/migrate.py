@@ -125,6 +125,6 @@ def _apply_locked(
                 "VALUES (%s, %s, %s, %s)",
                 (namespace, migration.version, migration.name, migration.checksum),
             )
-        log.info("migration applied", extra={"namespace": namespace, "name": migration.name})
+        log.info("migration applied", extra={"namespace": namespace, "migration": migration.name})
         done.append(migration.name)
     return done

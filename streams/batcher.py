@@ -717,8 +717,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m streams.batcher`` (wire as ``pantheon batcher``)."""
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
-    # projections.migrate logs extra={"name": ...}, which logging refuses at INFO level
-    logging.getLogger("pantheon.projections.migrate").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
     except (OSError, ValueError, KeyError) as exc:

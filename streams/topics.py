@@ -43,6 +43,7 @@ LEDGER_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(suffix="blocks"),
     TopicSpec(suffix="receipts"),
     TopicSpec(suffix="l2.records", partitions=L2_PARTITIONS),
+    TopicSpec(suffix="l2.rejected", partitions=L2_PARTITIONS),
 )
 
 

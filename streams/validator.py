@@ -161,6 +161,8 @@ class Validator:
         """Process the logs until stopped; returns the exit code."""
         if self.config.metrics_port is not None:
             metrics.serve(self.config.metrics_port)
+        for counter in (metrics.DIVERGENCES, metrics.EQUIVOCATIONS, metrics.VOTES, metrics.MARKERS):
+            counter.labels(**self.labels).inc(0)  # exported from the start, at 0
         try:
             while self.running:
                 for msg in self.consumer.consume(num_messages=1000, timeout=0.05):

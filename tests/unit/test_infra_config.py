@@ -67,9 +67,10 @@ def test_ledger_topics_keep_data_forever_with_broker_time() -> None:
         "pantheon.blocks",
         "pantheon.receipts",
         "pantheon.l2.records",
+        "pantheon.l2.rejected",
         "pantheon.iam.acme",
     ]
-    assert all(s.partitions == 1 for s in LEDGER_TOPICS if s.suffix != "l2.records")
+    assert all(s.partitions == 1 for s in LEDGER_TOPICS if not s.suffix.startswith("l2."))
     config = ledger_config(3)
     assert config["retention.ms"] == "-1"
     assert config["message.timestamp.type"] == "LogAppendTime"

@@ -1,0 +1,1 @@
+"""Grafana provisioning of Pantheon: dashboards (generated from ``dashboards.py``) and files."""

@@ -1,0 +1,625 @@
+"""Audit of the ledger logs, pure: re-execute the tx log and check every published fact.
+
+Theory of operation
+-------------------
+* :class:`ChainAudit` is fed the four ledger logs (messages as ``(offset, bytes)``; the
+  caller reads them): every ``blocks`` copy and every vote first (they are small), then
+  ``tx`` in offset order, then ``receipts``. ``tx`` is cut by :class:`~ledger.cutter.Cutter`
+  and executed by :class:`~ledger.execution.LedgerMachine` exactly as validators do, so every
+  envelope's signature, nonce, permission and result code is recomputed, never trusted.
+* Each cut block ``h`` is compared with every ``FinalizedBlock`` copy of height ``h``, in log
+  order: a copy must decode, carry a certificate that :func:`~ledger.finality.verify_finalized`
+  accepts against the validator set of ``h`` (members after ``h-1``, from the replayed state),
+  and name the replayed header (hash link, offsets, ``tx_root``, ``state_root``,
+  ``validator_set_hash``, timestamp) and results (offsets included). The first such copy is
+  the *canonical* one (what projectors keep). Copies that fail are findings with the exact
+  reason and the differing header fields; heights without a valid copy below a certified one
+  are gaps; copies for heights the tx log never reaches are forgeries.
+* Votes go through a :class:`~ledger.finality.FinalityTracker` fed the replayed validator
+  sets: equivocations are reported, a quorum on a hash that differs from the replay is an
+  error, and the canonical certificate must be the first quorum in vote order.
+* Receipts must be byte-identical to the receipt of the replayed entry at their offset; every
+  entry of a certified height below the newest receipt height must have one.
+* Membership history (the validator set whenever it changes) is part of the result, and
+  :func:`check_l2_batch` / :func:`check_anchor` check Layer-2 roots and anchored objects
+  against what a store holds. :func:`diff_table` compares expected rows with actual ones:
+  counts, a digest per table, then the exact differing rows and columns.
+* Findings have a severity: ``error`` (the logs or a projection contradict the replay: the
+  audit fails), ``warning`` (misbehaviour the protocol tolerates, e.g. an equivocating
+  operator), ``info`` (not checkable yet, e.g. a block cut but not final).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.blocks import BlockHeader, EntryResult, decode_finalized, receipt
+from ledger.cutter import CutBlock, Cutter
+from ledger.errors import DecodeError, InvalidEvent, ProofError
+from ledger.execution import ExecutedBlock, LedgerMachine
+from ledger.finality import (
+    Divergence,
+    Equivocation,
+    Event,
+    FinalityTracker,
+    Finalized,
+    QuorumCertificate,
+    verify_certificate,
+)
+from ledger.genesis import Genesis
+from ledger.hashing import sha256
+from ledger.members import ValidatorSet
+from ledger.merkle import root
+from ledger.snapshot import SnapshotMeta
+from ledger.state import WorldState
+from ledger.votes import decode_vote
+from schemas.codec import decode
+from schemas.errors import CodecError
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+MAX_PER_KIND = 200  # individual findings kept per kind; the rest are counted
+RECENT_COPIES = 256  # decoded block copies remembered (validators publish identical bytes)
+HEADER_FIELDS = ("height", "prev_hash", "first_offset", "last_offset", "tx_root", "state_root",
+                 "validator_set_hash", "timestamp_ms")  # fmt: skip
+
+
+def show(value: Any, limit: int = 80) -> Any:
+    """A JSON-friendly rendering of a value (bytes as hex, lists recursively)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).hex()
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} bytes)"
+    if isinstance(value, list | tuple):
+        return [show(v, limit) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """One discrepancy (or notice): which check, what, where, and the evidence."""
+
+    check: str
+    kind: str
+    severity: str
+    message: str
+    height: int | None = None
+    topic: str | None = None
+    offset: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out: dict[str, Any] = {"check": self.check, "kind": self.kind,
+                               "severity": self.severity, "message": self.message}  # fmt: skip
+        for name in ("height", "topic", "offset"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.details:
+            out["details"] = {k: show(v) for k, v in self.details.items()}
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipChange:
+    """The validator set from ``height`` on (until the next change)."""
+
+    height: int
+    members: tuple[str, ...]
+    quorum: int
+    validator_set_hash: bytes
+    operators: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Canonical:
+    """The first valid copy of a height: what every reader keeps."""
+
+    offset: int
+    certificate: QuorumCertificate
+    raw: bytes
+
+
+Decoded = tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]]
+BlockHook = Callable[[ExecutedBlock, CutBlock, Canonical | None], None]
+
+
+class Findings:
+    """Findings in order, at most :data:`MAX_PER_KIND` kept per kind (the rest counted)."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+        self.by_kind: Counter[str] = Counter()
+
+    def add(self, finding: Finding) -> None:
+        self.by_kind[finding.kind] += 1
+        if self.by_kind[finding.kind] <= MAX_PER_KIND:
+            self.items.append(finding)
+
+    def count(self, severity: str) -> int:
+        """How many findings of ``severity`` (counted ones included)."""
+        kinds = {f.kind: f.severity for f in self.items}
+        return sum(n for kind, n in self.by_kind.items() if kinds.get(kind) == severity)
+
+    def dropped(self) -> dict[str, int]:
+        """Kinds with findings beyond the cap, and how many were not kept."""
+        return {k: n - MAX_PER_KIND for k, n in self.by_kind.items() if n > MAX_PER_KIND}
+
+
+def header_diff(expected: BlockHeader, got: BlockHeader) -> dict[str, Any]:
+    """Header fields that differ: field -> {expected, got}."""
+    out: dict[str, Any] = {}
+    for name in HEADER_FIELDS:
+        a, b = getattr(expected, name), getattr(got, name)
+        if a != b:
+            out[name] = {"expected": show(a), "got": show(b)}
+    return out
+
+
+def verify_decoded(
+    header: BlockHeader, certificate: Mapping[str, Any], validators: ValidatorSet
+) -> QuorumCertificate:
+    """:func:`~ledger.finality.verify_finalized` of a copy already decoded (with
+    :func:`~ledger.blocks.decode_finalized`, which checked the results against ``tx_root``):
+    the header names ``validators`` and the certificate signs the header's hash."""
+    try:
+        cert = QuorumCertificate.from_record(certificate)
+    except (InvalidEvent, KeyError) as exc:
+        raise DecodeError(str(exc)) from exc
+    if header.height != validators.height or header.validator_set_hash != validators.hash():
+        raise ProofError("header does not name this validator set")
+    verify_certificate(cert, validators, header.hash())
+    return cert
+
+
+class ChainAudit:
+    """Re-executes the tx log and checks blocks, votes and receipts against it."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        *,
+        topics: Mapping[str, str] | None = None,
+        checkpoint: tuple[WorldState, SnapshotMeta] | None = None,
+        stop_height: int | None = None,
+        on_block: BlockHook | None = None,
+    ) -> None:
+        self.genesis = genesis
+        self.topics = dict(topics or {t: t for t in ("tx", "votes", "blocks", "receipts")})
+        if checkpoint is None:
+            self.machine = LedgerMachine(genesis)
+            self.start_height, self.tx_offset, self.votes_offset = 0, 0, 0
+        else:
+            state, meta = checkpoint
+            self.machine = LedgerMachine.resume(genesis, state, meta.block_hash)
+            self.start_height, self.tx_offset = meta.height, meta.tx_offset
+            self.votes_offset = meta.votes_offset
+        params = genesis.params
+        self.cutter = Cutter(chain_id=params.chain_id, next_height=self.machine.height + 1,
+                             max_block_txs=params.max_block_txs,
+                             max_block_bytes=params.max_block_bytes)  # fmt: skip
+        self.stop_height = stop_height
+        self.on_block = on_block
+        self.findings = Findings()
+        self.membership: list[MembershipChange] = []
+        self.codes: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.audited_height = self.start_height  # highest height with a canonical copy
+        self.canonical_hashes: dict[int, bytes] = {}
+        self.last_tx_offset = self.tx_offset - 1
+        self._copies: dict[int, list[tuple[int, bytes, Decoded]]] = {}
+        self._recent: dict[bytes, Decoded] = {}
+        self._tracker = FinalityTracker()
+        self._vote_final: dict[int, Finalized] = {}
+        self._uncertified: list[int] = []
+        self._receipt_bytes: dict[bytes, int] = {}
+        self._entries: dict[int, tuple[int, EntryResult, bytes]] = {}
+        self._receipted: set[int] = set()
+        self._receipt_top = 0
+        self._receipts_pending = 0
+
+    # -- helpers --------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        """Height of the last replayed block."""
+        return self.machine.height
+
+    @property
+    def done(self) -> bool:
+        """Whether ``stop_height`` is reached (feed no more tx)."""
+        return self.stop_height is not None and self.machine.height >= self.stop_height
+
+    def _add(self, check: str, kind: str, severity: str, message: str, **where: Any) -> None:
+        self.findings.add(Finding(check=check, kind=kind, severity=severity, message=message,
+                                  **where))  # fmt: skip
+
+    # -- blocks and votes (fed before tx) -------------------------------------------------
+    def add_block_copy(self, offset: int, raw: bytes) -> None:
+        """A ``blocks`` message (identical copies, one per validator, are decoded once)."""
+        self.counts["block_copies"] += 1
+        decoded = self._recent.get(raw)
+        if decoded is None:
+            try:
+                decoded = decode_finalized(raw)
+            except DecodeError as exc:
+                self._add("blocks", "block.malformed", ERROR,
+                          f"blocks message at offset {offset} is not a valid FinalizedBlock: "
+                          f"{exc}", topic=self.topics["blocks"], offset=offset,
+                          details={"bytes": len(raw), "sha256": sha256(raw)})  # fmt: skip
+                return
+            if len(self._recent) >= RECENT_COPIES:
+                del self._recent[next(iter(self._recent))]
+            self._recent[raw] = decoded
+        height = decoded[0].height
+        if height <= self.start_height:
+            self.counts["block_copies_before_checkpoint"] += 1
+            return
+        self._copies.setdefault(height, []).append((offset, raw, decoded))
+
+    def add_vote(self, offset: int, raw: bytes) -> None:
+        """A ``votes`` message (buffered by the tracker until its height's set is known)."""
+        self.counts["votes"] += 1
+        try:
+            vote = decode_vote(raw)
+        except DecodeError as exc:
+            self._add("votes", "vote.malformed", WARNING,
+                      f"votes message at offset {offset} is not a BlockVote: {exc}",
+                      topic=self.topics["votes"], offset=offset)  # fmt: skip
+            return
+        if vote.height <= self.start_height:
+            return
+        self._on_events(self._tracker.add_vote(vote))
+
+    def _on_events(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event, Finalized):
+                self._vote_final[event.height] = event
+            elif isinstance(event, Equivocation):
+                self._add("votes", "vote.equivocation", WARNING,
+                          f"operator {event.first.operator_key_id.hex()[:16]} signed two hashes "
+                          f"at height {event.first.height}", height=event.first.height,
+                          details={"operator_key_id": event.first.operator_key_id,
+                                   "hash_a": event.first.block_hash,
+                                   "hash_b": event.second.block_hash})  # fmt: skip
+            elif isinstance(event, Divergence):
+                self._add("votes", "votes.quorum_on_other_hash", ERROR,
+                          f"a quorum voted for a block {event.height} that the replay does not "
+                          "compute", height=event.height,
+                          details={"replayed_hash": event.own_hash,
+                                   "voted_hash": event.final_hash})  # fmt: skip
+
+    # -- tx -------------------------------------------------------------------------------
+    def feed_tx(self, offset: int, timestamp_ms: int, raw: bytes) -> None:
+        """The next ``tx`` message (offset order)."""
+        if self.done or offset < self.tx_offset:
+            return
+        self.last_tx_offset = offset
+        block = self.cutter.feed(offset, timestamp_ms, raw)
+        if block is not None:
+            self._apply(block)
+
+    def _apply(self, cut: CutBlock) -> None:
+        executed = self.machine.execute(cut)
+        height, validators = cut.height, executed.validator_set
+        self._track_membership(validators)
+        self._on_events(self._tracker.set_validators(validators))
+        block_hash = executed.block_hash
+        self._on_events(self._tracker.set_own_hash(height, block_hash))
+        canonical = self._check_copies(executed, block_hash)
+        if self.on_block is not None:
+            self.on_block(executed, cut, canonical)
+        self.machine.commit(executed)
+        self._tracker.forget_below(height - 2)
+        self._vote_final.pop(height - 2, None)
+        self.counts["blocks"] += 1
+        for result in executed.results:
+            self.codes[result.code.name] += 1
+            raw = receipt(result, height=height, block_hash=block_hash)
+            self._receipt_bytes[raw] = result.offset
+            self._entries[result.offset] = (height, result, block_hash)
+
+    def _track_membership(self, validators: ValidatorSet) -> None:
+        operators = tuple(sorted((i, tuple(sorted(ops))) for i, ops in validators.members.items()))
+        if self.membership and self.membership[-1].operators == operators:
+            return
+        self.membership.append(MembershipChange(
+            height=validators.height, members=tuple(sorted(validators.members)),
+            quorum=validators.quorum, validator_set_hash=validators.hash(),
+            operators=operators))  # fmt: skip
+
+    def _check_copies(self, executed: ExecutedBlock, block_hash: bytes) -> Canonical | None:
+        height, expected = executed.header.height, executed.header
+        topic = self.topics["blocks"]
+        canonical: Canonical | None = None
+        rejected: dict[bytes, str] = {}
+        for offset, raw, (header, cert_record, results) in self._copies.pop(height, []):
+            where: dict[str, Any] = {"height": height, "topic": topic, "offset": offset}
+            if canonical is not None and raw == canonical.raw:
+                continue  # an identical copy of the canonical block
+            diff = header_diff(expected, header)
+            reason = rejected.get(raw)
+            if reason is None:
+                try:
+                    cert = verify_decoded(header, cert_record, executed.validator_set)
+                except (DecodeError, ProofError) as exc:
+                    reason = rejected[raw] = str(exc)
+            if reason is not None:
+                self._add("blocks", "block.forged", ERROR,
+                          f"block copy for height {height} at offset {offset} has no valid "
+                          f"quorum certificate: {reason}", **where,
+                          details={"differs_from_replay": diff})  # fmt: skip
+                continue
+            if diff:
+                link = " (hash link broken)" if "prev_hash" in diff else ""
+                self._add("blocks", "block.mismatch", ERROR,
+                          f"a quorum certified a block {height} that differs from the replay in "
+                          f"{', '.join(diff)}{link}", **where, details=diff)  # fmt: skip
+                continue
+            if results != executed.results:
+                bad = [i for i, (a, b) in enumerate(zip(results, executed.results, strict=False))
+                       if a != b] or [min(len(results), len(executed.results))]  # fmt: skip
+                self._add("blocks", "block.results_differ", ERROR,
+                          f"block {height} at offset {offset}: entry results differ from the "
+                          f"replay from position {bad[0]}", **where,
+                          details={"positions": bad[:20]})  # fmt: skip
+                continue
+            if canonical is None:
+                canonical = Canonical(offset=offset, certificate=cert, raw=raw)
+            elif raw != canonical.raw:
+                self._add("blocks", "block.variant", WARNING,
+                          f"block {height} at offset {offset}: a second valid copy with other "
+                          f"bytes than the first (offset {canonical.offset})", **where)  # fmt: skip
+        if canonical is None:
+            self._uncertified.append(height)
+            return None
+        self.audited_height = height
+        self.canonical_hashes[height] = block_hash
+        voted = self._vote_final.get(height)
+        if voted is not None and voted.certificate.record() != canonical.certificate.record():
+            self._add("votes", "certificate.not_first_quorum", WARNING,
+                      f"block {height}: the published certificate is not the first quorum of "
+                      "the vote log", height=height, topic=topic,
+                      offset=canonical.offset)  # fmt: skip
+        return canonical
+
+    # -- receipts -------------------------------------------------------------------------
+    def feed_receipt(self, offset: int, raw: bytes) -> None:
+        """A ``receipts`` message (after the tx log has been replayed)."""
+        self.counts["receipts"] += 1
+        entry_offset = self._receipt_bytes.get(raw)
+        if entry_offset is not None:
+            self._receipted.add(entry_offset)
+            self._receipt_top = max(self._receipt_top, self._entries[entry_offset][0])
+            return
+        topic = self.topics["receipts"]
+        try:
+            _, record = decode(raw, "Receipt")
+        except CodecError as exc:
+            self._add("receipts", "receipt.malformed", ERROR,
+                      f"receipts message at offset {offset} is not a Receipt: {exc}",
+                      topic=topic, offset=offset)  # fmt: skip
+            return
+        height = record["height"]
+        if height <= self.start_height:
+            return
+        if height > self.machine.height:
+            self._receipts_pending += 1
+            return
+        self._receipt_top = max(self._receipt_top, height)
+        found = self._entries.get(record["offset"])
+        details: dict[str, Any] = {"receipt": {k: show(v) for k, v in record.items()}}
+        if found is not None:
+            h, result, block_hash = found
+            details["replayed"] = {"tx_id": show(result.tx_id), "height": h,
+                                   "offset": result.offset, "result_code": int(result.code),
+                                   "block_hash": show(block_hash)}  # fmt: skip
+        self._add("receipts", "receipt.mismatch", ERROR,
+                  f"receipt at offset {offset} (tx offset {record['offset']}) contradicts the "
+                  "replayed entry", topic=topic, offset=offset, height=height,
+                  details=details)  # fmt: skip
+
+    # -- the end --------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Checks that need every log read: gaps, forgeries beyond the log, missing receipts."""
+        blocks = self.topics["blocks"]
+        if not self.done:
+            for height, copies in sorted(self._copies.items()):
+                for offset, _, (header, _, _) in copies:
+                    self._add("blocks", "block.beyond_log", ERROR,
+                              f"block copy for height {height} at offset {offset}: the tx log "
+                              f"ends at height {self.machine.height}", height=height,
+                              topic=blocks, offset=offset,
+                              details={"hash": header.hash()})  # fmt: skip
+        for height in self._uncertified:
+            if height < self.audited_height:
+                self._add("blocks", "block.missing", ERROR,
+                          f"block {height} has no valid FinalizedBlock although block "
+                          f"{self.audited_height} has one", height=height,
+                          topic=blocks)  # fmt: skip
+        pending = [h for h in self._uncertified if h > self.audited_height]
+        if pending:
+            self._add("blocks", "block.not_final_yet", INFO,
+                      f"{len(pending)} block(s) cut from the tx log are not final yet "
+                      f"(heights {pending[0]}..{pending[-1]})", height=pending[0])  # fmt: skip
+        if self.cutter.pending_count and not self.done:
+            self._add(
+                "tx",
+                "tx.pending",
+                INFO,
+                f"{self.cutter.pending_count} tx message(s) after the last cut block",
+            )
+        top = min(self._receipt_top - 1, self.audited_height)
+        for offset, (height, result, _) in self._entries.items():
+            if height <= top and offset not in self._receipted:
+                self._add("receipts", "receipt.missing", ERROR,
+                          f"entry at tx offset {offset} of block {height} has no receipt",
+                          height=height, topic=self.topics["receipts"],
+                          details={"tx_id": result.tx_id, "tx_offset": offset})  # fmt: skip
+        if self._receipts_pending:
+            self._add(
+                "receipts",
+                "receipt.pending",
+                INFO,
+                f"{self._receipts_pending} receipt(s) for heights above the replay",
+            )
+
+
+# -- Layer 2 and anchors ------------------------------------------------------------------
+def check_l2_batch(batch: Mapping[str, Any], leaves: Sequence[bytes] | None) -> list[Finding]:
+    """A ``BatchState`` record against the leaves a store holds for it (in leaf order)."""
+    batch_id = batch["batch_id"]
+    where: dict[str, Any] = {"height": batch["height"]}
+    if leaves is None:
+        return [Finding(check="l2", kind="l2.leaves_missing", severity=ERROR,
+                        message=f"batch {batch_id!r}: no stored leaves", **where)]  # fmt: skip
+    out = []
+    if len(leaves) != batch["leaf_count"]:
+        out.append(Finding(check="l2", kind="l2.leaf_count", severity=ERROR,
+                           message=f"batch {batch_id!r}: {len(leaves)} stored leaves, the chain "
+                           f"committed {batch['leaf_count']}", **where))  # fmt: skip
+    computed = root(list(leaves))
+    if computed != batch["merkle_root"]:
+        out.append(Finding(check="l2", kind="l2.root_mismatch", severity=ERROR,
+                           message=f"batch {batch_id!r}: the stored leaves hash to another "
+                           "root than the committed one", **where,
+                           details={"committed": batch["merkle_root"],
+                                    "computed": computed}))  # fmt: skip
+    return out
+
+
+def check_anchor(anchor: Mapping[str, Any], content: bytes | None) -> list[Finding]:
+    """An ``AnchorState`` record against the stored object (None: not stored)."""
+    data_id = anchor["data_id"]
+    if content is None:
+        return [Finding(check="anchors", kind="anchor.object_missing", severity=ERROR,
+                        message=f"anchor {data_id!r}: no stored object",
+                        height=anchor["height"])]  # fmt: skip
+    digest = sha256(content)
+    if digest != anchor["sha256"]:
+        return [Finding(check="anchors", kind="anchor.object_mismatch", severity=ERROR,
+                        message=f"anchor {data_id!r}: the stored object does not hash to the "
+                        "anchored SHA-256", height=anchor["height"],
+                        details={"anchored": anchor["sha256"], "stored": digest,
+                                 "bytes": len(content)})]  # fmt: skip
+    return []
+
+
+# -- tables -------------------------------------------------------------------------------
+Row = tuple[Any, ...]
+
+
+def normalize(value: Any) -> Any:
+    """Database and record values in one form (bytes, tuples)."""
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    if isinstance(value, list | tuple):
+        return tuple(normalize(v) for v in value)
+    return value
+
+
+def row_digest(rows: Iterable[Row]) -> bytes:
+    """Order-independent digest of a table's rows."""
+    encoded = sorted(repr(tuple(normalize(v) for v in row)).encode() for row in rows)
+    return sha256(b"\n".join(encoded))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableDiff:
+    """How a table compares: counts, digests, and the findings for differing rows."""
+
+    table: str
+    expected_rows: int
+    actual_rows: int
+    expected_digest: bytes
+    actual_digest: bytes
+    findings: tuple[Finding, ...]
+
+    @property
+    def equal(self) -> bool:
+        return self.expected_digest == self.actual_digest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "expected_rows": self.expected_rows,
+                "actual_rows": self.actual_rows, "expected_digest": self.expected_digest.hex(),
+                "actual_digest": self.actual_digest.hex(), "equal": self.equal}  # fmt: skip
+
+
+def _value_diff(expected: Any, got: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"expected": show(expected), "got": show(got)}
+    if isinstance(expected, bytes) and isinstance(got, bytes):
+        first = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+                     min(len(expected), len(got)))  # fmt: skip
+        out["first_differing_byte"] = first
+        if len(expected) != len(got):
+            out["lengths"] = [len(expected), len(got)]
+    return out
+
+
+def diff_table(
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    expected: Iterable[Row],
+    actual: Iterable[Row],
+) -> TableDiff:
+    """Compare rows (same column order) keyed by ``key_columns``: every missing, unexpected
+    and changed row becomes a finding naming its key and, for changes, the columns."""
+    index = [columns.index(c) for c in key_columns]
+    exp = {tuple(r[i] for i in index): r for r in map(normalize, expected)}
+    act = {tuple(r[i] for i in index): r for r in map(normalize, actual)}
+    findings: list[Finding] = []
+
+    def key_of(key: Row) -> dict[str, Any]:
+        return {c: show(v) for c, v in zip(key_columns, key, strict=True)}
+
+    for key in sorted(exp.keys() - act.keys(), key=repr):
+        findings.append(
+            Finding(
+                check="projection",
+                kind="row.missing",
+                severity=ERROR,
+                message=f"chain.{table}: row {key_of(key)} is missing",
+                details={
+                    "table": table,
+                    "key": key_of(key),
+                    "expected": dict(zip(columns, exp[key], strict=True)),
+                },
+            )
+        )
+    for key in sorted(act.keys() - exp.keys(), key=repr):
+        findings.append(
+            Finding(
+                check="projection",
+                kind="row.unexpected",
+                severity=ERROR,
+                message=f"chain.{table}: row {key_of(key)} should not exist",
+                details={
+                    "table": table,
+                    "key": key_of(key),
+                    "got": dict(zip(columns, act[key], strict=True)),
+                },
+            )
+        )
+    for key in sorted(exp.keys() & act.keys(), key=repr):
+        a, b = exp[key], act[key]
+        if a == b:
+            continue
+        cols = {c: _value_diff(x, y) for c, x, y in zip(columns, a, b, strict=True) if x != y}
+        findings.append(
+            Finding(
+                check="projection",
+                kind="row.differs",
+                severity=ERROR,
+                message=f"chain.{table}: row {key_of(key)} differs in {', '.join(cols)}",
+                details={"table": table, "key": key_of(key), "columns": cols},
+            )
+        )
+    return TableDiff(table=table, expected_rows=len(exp), actual_rows=len(act),
+                     expected_digest=row_digest(exp.values()),
+                     actual_digest=row_digest(act.values()), findings=tuple(findings))  # fmt: skip
+
+
+def state_summary(state: WorldState) -> dict[str, int]:
+    """Records per key prefix."""
+    return dict(Counter(key.split("/", 1)[0] for key, _ in state.items()))

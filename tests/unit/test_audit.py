@@ -1,0 +1,251 @@
+"""The pure audit (ledger/audit.py): an in-memory chain audits clean; every kind of tampering
+with the logs is reported precisely; table, Layer-2 and anchor checks."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+from ledger.audit import (
+    ERROR,
+    WARNING,
+    ChainAudit,
+    Finding,
+    check_anchor,
+    check_l2_batch,
+    diff_table,
+    verify_decoded,
+)
+from ledger.blocks import decode_finalized, encode_finalized, receipt
+from ledger.cutter import TimeToCut
+from ledger.errors import DecodeError, ProofError
+from ledger.execution import LedgerMachine
+from ledger.finality import QuorumCertificate, verify_finalized
+from ledger.merkle import root
+from ledger.results import ResultCode
+from ledger.snapshot import SnapshotMeta
+from ledger.votes import sign_vote
+from tests.unit.chain_helpers import CHAIN, Driver, consortium
+
+
+class Logs:
+    """The four ledger logs of a chain driven in memory (two copies of each block/receipt)."""
+
+    def __init__(self, n: int = 4) -> None:
+        self.plan = consortium(n)
+        self.driver = Driver(self.plan)
+        self.tx: list[tuple[int, int, bytes]] = []
+        self.votes: list[bytes] = []
+        self.blocks: list[bytes] = []
+        self.receipts: list[bytes] = []
+        self.executed: list[Any] = []
+
+    def block(self, count: int = 5, tag: str = "d") -> None:
+        d = self.driver
+        gov = d.gov("inst-0")
+        start = d.offset
+        h = d.cutter.pending_height
+        raws = [d.tx(gov, "AnchorData", {"data_id": f"{tag}-{h}-{i}", "sha256": bytes(32),
+                                         "metadata": "{}"}) for i in range(count)]  # fmt: skip
+        executed = d.block(raws)
+        self.executed.append(executed)
+        for i, raw in enumerate(raws):
+            self.tx.append((start + i, 1000 + start + i, raw))
+        marker = TimeToCut(chain_id=CHAIN, height=h, producer=b"x").encode()
+        self.tx.append((start + len(raws), 1000 + start + len(raws), marker))
+        votes = [sign_vote(ops[0], height=h, block_hash=executed.block_hash)
+                 for _, (_, ops) in sorted(self.plan.keys.items())]  # fmt: skip
+        self.votes += [v.encode() for v in votes]
+        quorum = executed.validator_set.quorum
+        cert = QuorumCertificate(
+            height=h, block_hash=executed.block_hash, votes=tuple(votes[:quorum])
+        )
+        raw = encode_finalized(executed.header, cert.record(), executed.results)
+        self.blocks += [raw, raw]
+        for _ in range(2):
+            self.receipts += [receipt(r, height=h, block_hash=executed.block_hash)
+                              for r in executed.results]  # fmt: skip
+
+    def audit(self, **kw: Any) -> ChainAudit:
+        a = ChainAudit(self.plan.genesis, **kw)
+        for offset, raw in enumerate(self.blocks):
+            a.add_block_copy(offset, raw)
+        for offset, raw in enumerate(self.votes):
+            a.add_vote(offset, raw)
+        for offset, ts, raw in self.tx:
+            a.feed_tx(offset, ts, raw)
+        for offset, raw in enumerate(self.receipts):
+            a.feed_receipt(offset, raw)
+        a.finish()
+        return a
+
+
+def errors(a: ChainAudit) -> list[Finding]:
+    return [f for f in a.findings.items if f.severity == ERROR]
+
+
+def kinds(a: ChainAudit, severity: str = ERROR) -> list[str]:
+    return [f.kind for f in a.findings.items if f.severity == severity]
+
+
+def chain(blocks: int = 3) -> Logs:
+    logs = Logs()
+    for _ in range(blocks):
+        logs.block()
+    return logs
+
+
+def test_untouched_chain_audits_clean() -> None:
+    a = chain().audit()
+    assert errors(a) == []
+    assert kinds(a, WARNING) == []
+    assert a.audited_height == a.height == 3
+    assert a.codes == {"OK": 15}
+    assert [m.members for m in a.membership] == [("inst-0", "inst-1", "inst-2", "inst-3")]
+    assert a.membership[0].quorum == 3
+
+
+def test_forged_copy_is_reported_with_the_differing_fields() -> None:
+    logs = chain()
+    ex = logs.executed[1]
+    forged_header = replace(ex.header, state_root=bytes(32))
+    good = logs.blocks[2]  # first copy of height 2
+    _, cert, results = decode_finalized(good)
+    logs.blocks.append(encode_finalized(forged_header, cert, results))
+    a = logs.audit()
+    [finding] = errors(a)
+    assert finding.kind == "block.forged"
+    assert finding.height == 2 and finding.offset == len(logs.blocks) - 1
+    assert "certificate" in finding.message
+    assert set(finding.details["differs_from_replay"]) == {"state_root"}
+    assert a.audited_height == 3
+
+
+def test_garbage_and_blocks_beyond_the_log_are_errors() -> None:
+    logs = chain()
+    header, cert, results = decode_finalized(logs.blocks[0])
+    logs.blocks += [b"garbage", encode_finalized(replace(header, height=9), cert, results)]
+    a = logs.audit()
+    assert sorted(kinds(a)) == ["block.beyond_log", "block.malformed"]
+    beyond = next(f for f in a.findings.items if f.kind == "block.beyond_log")
+    assert beyond.height == 9 and beyond.offset == len(logs.blocks) - 1
+
+
+def test_missing_block_is_a_gap() -> None:
+    logs = chain()
+    logs.blocks = [b for i, b in enumerate(logs.blocks) if i not in (2, 3)]  # height 2
+    a = logs.audit()
+    assert kinds(a) == ["block.missing"]
+    assert a.findings.items[0].height == 2
+
+
+def test_rewritten_tx_log_contradicts_the_certified_blocks() -> None:
+    logs = chain()
+    offset, ts, raw = logs.tx[7]  # an envelope of block 2
+    logs.tx[7] = (offset, ts, raw[:-1] + bytes([raw[-1] ^ 1]))  # its signature
+    a = logs.audit()
+    found = set(kinds(a))
+    assert "block.mismatch" in found and "votes.quorum_on_other_hash" in found
+    mismatch = next(f for f in a.findings.items if f.kind == "block.mismatch")
+    assert mismatch.height == 2 and {"tx_root", "state_root"} <= set(mismatch.details)
+    assert a.codes["BAD_SIGNATURE"] == 1
+
+
+def test_receipts_mismatch_and_missing() -> None:
+    logs = chain()
+    ex = logs.executed[0]
+    lying = receipt(replace(ex.results[0], code=ResultCode.BAD_NONCE), height=1,
+                    block_hash=ex.block_hash)  # fmt: skip
+    logs.receipts = [r for r in logs.receipts if b"" == b"" and r not in (
+        receipt(ex.results[1], height=1, block_hash=ex.block_hash),)] + [lying]  # fmt: skip
+    a = logs.audit()
+    assert sorted(kinds(a)) == ["receipt.mismatch", "receipt.missing"]
+    missing = next(f for f in a.findings.items if f.kind == "receipt.missing")
+    assert missing.details["tx_offset"] == ex.results[1].offset
+    mismatch = next(f for f in a.findings.items if f.kind == "receipt.mismatch")
+    assert mismatch.details["receipt"]["result_code"] == int(ResultCode.BAD_NONCE)
+
+
+def test_equivocation_is_a_warning_not_a_failure() -> None:
+    logs = chain()
+    op = logs.plan.keys["inst-3"][1][0]
+    logs.votes.append(sign_vote(op, height=2, block_hash=bytes(32)).encode())
+    a = logs.audit()
+    assert errors(a) == []
+    assert kinds(a, WARNING) == ["vote.equivocation"]
+
+
+def test_at_height_stops_the_replay_there() -> None:
+    logs = chain(4)
+    a = logs.audit(stop_height=2)
+    assert a.height == 2 and a.done and errors(a) == []
+    assert a.machine.last_hash == logs.executed[1].block_hash
+
+
+def test_diff_table_names_rows_and_bytes() -> None:
+    cols, keys = ("id", "blob", "n"), ("id",)
+    expected = [(1, b"\x00\x01\x02", 5), (2, b"ab", 6), (3, b"x", 7)]
+    actual = [(1, b"\x00\x09\x02", 5), (3, b"x", 7), (4, b"y", 8)]
+    diff = diff_table("t", cols, keys, expected, actual)
+    assert not diff.equal and diff.expected_rows == 3 and diff.actual_rows == 3
+    by_kind = {f.kind: f for f in diff.findings}
+    assert by_kind["row.missing"].details["key"] == {"id": 2}
+    assert by_kind["row.unexpected"].details["key"] == {"id": 4}
+    changed = by_kind["row.differs"].details["columns"]
+    assert list(changed) == ["blob"] and changed["blob"]["first_differing_byte"] == 1
+    same = diff_table("t", cols, keys, expected, list(reversed(expected)))
+    assert same.equal and same.findings == ()
+
+
+def test_l2_batch_and_anchor_checks() -> None:
+    leaves = [f"leaf-{i}".encode() for i in range(5)]
+    batch = {"batch_id": "b", "merkle_root": root(leaves), "leaf_count": 5, "height": 3}
+    assert check_l2_batch(batch, leaves) == []
+    tampered = [*leaves[:2], b"leaf-X", *leaves[3:]]
+    assert [f.kind for f in check_l2_batch(batch, tampered)] == ["l2.root_mismatch"]
+    assert {f.kind for f in check_l2_batch(batch, leaves[:4])} == {
+        "l2.leaf_count",
+        "l2.root_mismatch",
+    }
+    assert [f.kind for f in check_l2_batch(batch, None)] == ["l2.leaves_missing"]
+    anchor = {"data_id": "d", "sha256": hashlib.sha256(b"obj").digest(), "height": 2}
+    assert check_anchor(anchor, b"obj") == []
+    assert [f.kind for f in check_anchor(anchor, b"obk")] == ["anchor.object_mismatch"]
+    assert [f.kind for f in check_anchor(anchor, None)] == ["anchor.object_missing"]
+
+
+def test_verify_decoded_agrees_with_verify_finalized() -> None:
+    logs = chain(2)
+    ex = logs.executed[1]
+    good = logs.blocks[2]
+    header, cert, results = decode_finalized(good)
+    forged = encode_finalized(replace(header, state_root=bytes(32)), cert, results)
+    other_set = logs.executed[0].validator_set  # the set of height 1
+    for raw in (good, forged):
+        for validators in (ex.validator_set, other_set):
+            h, c, _ = decode_finalized(raw)
+            try:
+                verify_finalized(raw, validators)
+                expected = None
+            except (ProofError, DecodeError) as exc:
+                expected = str(exc)
+            try:
+                verify_decoded(h, c, validators)
+                got = None
+            except (ProofError, DecodeError) as exc:
+                got = str(exc)
+            assert got == expected
+    assert verify_decoded(header, cert, ex.validator_set).block_hash == ex.block_hash
+
+
+def test_trusted_checkpoint_replays_only_what_follows() -> None:
+    logs = chain(3)
+    machine = LedgerMachine(logs.plan.genesis)
+    machine.commit(logs.executed[0])
+    meta = SnapshotMeta(chain_id=CHAIN, height=1, block_hash=machine.last_hash,
+                        state_root=machine.state.root,
+                        tx_offset=logs.executed[1].header.first_offset, votes_offset=0)  # fmt: skip
+    a = logs.audit(checkpoint=(machine.state, meta))
+    assert errors(a) == [] and a.audited_height == 3
+    assert a.counts["blocks"] == 2 and sum(a.codes.values()) == 10
