@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,19 +25,33 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """An unused TCP port chosen by the kernel (for tests' private stacks)."""
+# Ports for our servers come from below the kernel's ephemeral range (32768-60999 on Linux),
+# where outgoing connections (Kafka clients open many) take theirs: a port found free there
+# could be taken a moment later by an unrelated connect().
+_PORT_RANGE = (20000, 32000)
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port, below the ephemeral range (for servers and tests' stacks)."""
+    return free_port_block(1, host)
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     """The first of ``count`` consecutive free ports."""
-    for _ in range(200):
-        base = free_port(host)
-        if base + count < 65536 and all(not port_open(host, base + i, 0.05) for i in range(count)):
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(_PORT_RANGE[0], _PORT_RANGE[1] - count)
+        if all(_bindable(host, base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
+from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
+from infra.procs import free_port, free_port_block
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from tests.stack_fixtures import private_settings
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +32,30 @@ def stack_settings() -> Iterator[Settings]:
     shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
+def _start(make: Callable[[int], T], start: Callable[[T], None]) -> T:
+    """Start a server on a fresh port; if another process took the port in the meantime,
+    try again with another one (a test run shares the machine with other programs)."""
+    for attempt in range(3):
+        server = make(attempt)
+        try:
+            start(server)
+            return server
+        except PortTakenError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def kafka(stack_settings: Settings) -> Iterator[KafkaCluster]:
     """A running single-node KRaft cluster."""
-    cluster = KafkaCluster(stack_settings)
+    cluster = _start(
+        lambda n: KafkaCluster(
+            stack_settings if n == 0 else stack_settings.with_changes(kafka_port=free_port_block(2))
+        ),
+        lambda c: c.start(),
+    )
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()
@@ -47,9 +70,13 @@ def bootstrap(kafka: KafkaCluster) -> str:
 @pytest.fixture(scope="session")
 def postgres(stack_settings: Settings) -> Iterator[Postgres]:
     """A running project-local PostgreSQL."""
-    server = Postgres(stack_settings)
+    server = _start(
+        lambda n: Postgres(
+            stack_settings if n == 0 else stack_settings.with_changes(pg_port=free_port())
+        ),
+        lambda p: p.start(),
+    )
     try:
-        server.start()
         yield server
     finally:
         server.stop()
@@ -58,9 +85,13 @@ def postgres(stack_settings: Settings) -> Iterator[Postgres]:
 @pytest.fixture(scope="session")
 def prometheus(stack_settings: Settings) -> Iterator[Prometheus]:
     """A running project-local Prometheus."""
-    server = Prometheus(stack_settings)
+    server = _start(
+        lambda n: Prometheus(
+            stack_settings if n == 0 else stack_settings.with_changes(prom_port=free_port())
+        ),
+        lambda p: p.start(),
+    )
     try:
-        server.start()
         yield server
     finally:
         server.stop()

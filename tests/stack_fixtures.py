@@ -33,6 +33,7 @@ def private_settings(*, brokers: int = 1, state_dir: Path | None = None) -> Sett
         kafka_port=procs.free_port_block(2 * brokers),
         pg_port=procs.free_port(),
         prom_port=procs.free_port(),
+        gateway_port=procs.free_port_block(8),
         topic_prefix="pantheon.",
     )
 

@@ -33,6 +33,7 @@ def _use_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     monkeypatch.setenv("PANTHEON_KAFKA_PORT", str(settings.kafka_port))
     monkeypatch.setenv("PANTHEON_PG_PORT", str(settings.pg_port))
     monkeypatch.setenv("PANTHEON_PROM_PORT", str(settings.prom_port))
+    monkeypatch.setenv("PANTHEON_GATEWAY_PORT", str(settings.gateway_port))
 
 
 def test_up_twice_then_down_twice(
