@@ -9,6 +9,9 @@ Routes
 ``GET  /healthz``             ``{"status": "ok", "height": N}`` (503 without the database)
 ``GET  /metrics``             Prometheus text format
 ``GET  /.well-known/jwks.json`` the public keys that verify this institution's tokens
+``PUT  /objects/{id}``        the data access proxy (:mod:`gateway.objects`), when configured:
+``GET  /objects/{id}``        store/read off-chain objects anchored on chain, and their
+``GET  /objects/{id}/proof``  proofs (503 ``DATA_PROXY_DISABLED`` without it)
 
 Status codes: a refused token is 401, a missing permission 403, a body above the limit 413,
 a refused query (syntax, validation, limits, bad input) 400 -- each with a GraphQL
@@ -40,11 +43,19 @@ from gateway.auth.tokens import Claims
 from gateway.authn import Authenticator, CachingAuthenticator, authenticate, bearer_token
 from gateway.context import Services
 from gateway.engine import Engine
-from gateway.errors import BadInput, BodyTooLarge, Forbidden, GatewayError, error_body
+from gateway.errors import (
+    BadInput,
+    BodyTooLarge,
+    Forbidden,
+    GatewayError,
+    Unavailable,
+    error_body,
+)
 from gateway.governance import Governance
 from gateway.limits import Limits
 from gateway.live import HeightWatcher, serve_websocket
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from gateway.objects import DataProxy
 
 log = logging.getLogger("pantheon.gateway")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -75,6 +86,7 @@ class Gateway:
     metrics: GatewayMetrics
     jwks: Callable[[], dict[str, Any]] | None
     governance: Governance | None = None  # the root value of mutations
+    objects: DataProxy | None = None  # the data access proxy
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -165,11 +177,12 @@ def create_app(
     *,
     jwks: Callable[[], dict[str, Any]] | None = None,
     governance: Governance | None = None,
+    objects: DataProxy | None = None,
 ) -> Starlette:
     """The ASGI app of one institution's gateway; auth and services are injected.
 
     ``governance`` signs the governance mutations (None: they answer
-    ``GOVERNANCE_KEY_MISSING``)."""
+    ``GOVERNANCE_KEY_MISSING``); ``objects`` serves ``/objects`` (None: 503)."""
     metrics = GatewayMetrics(config.institution)
     gw = Gateway(
         config=config,
@@ -180,6 +193,7 @@ def create_app(
         metrics=metrics,
         jwks=jwks or (services.accounts.jwks if services.accounts is not None else None),
         governance=governance,
+        objects=objects,
     )
     static = config.static_dir
 
@@ -226,6 +240,19 @@ def create_app(
     async def websocket(ws: WebSocket) -> None:
         await serve_websocket(ws, gw.engine, gw.watcher, gw.metrics, gw.authenticator)
 
+    async def objects_disabled(_request: Request) -> Response:
+        exc = Unavailable("this gateway has no data access proxy")
+        exc.code = "DATA_PROXY_DISABLED"
+        return _json(error_body([exc]), exc.status)
+
+    if objects is not None:
+        object_routes: list[Route] = objects.routes(GraphQLEndpoint(gw).claims)
+    else:
+        object_routes = [
+            Route("/objects/{data_id}/proof", objects_disabled, methods=["GET"]),
+            Route("/objects/{data_id}", objects_disabled, methods=["GET", "PUT"]),
+        ]
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await gw.watcher.poll_once()
@@ -245,6 +272,7 @@ def create_app(
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
+            *object_routes,
         ],
         lifespan=lifespan,
     )

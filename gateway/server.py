@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 from psycopg_pool import ConnectionPool
 
+from gateway import objects as data_proxy
 from gateway.app import GatewayConfig, create_app
 from gateway.context import Services
 from gateway.governance import Governance, KeystoreRefused
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cost", type=int, default=defaults.max_cost)
     p.add_argument("--max-page-size", type=int, default=defaults.max_page_size)
     p.add_argument("--no-cache", action="store_true", help="no per-height response cache")
+    data_proxy.add_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
@@ -136,7 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = GatewayConfig(
         institution=args.institution, limits=limits, cache_responses=not args.no_cache
     )
-    app = create_app(config, services, iam.verifier(), jwks=iam.jwks, governance=governance)
+    try:
+        proxy = data_proxy.from_args(args, pool, governance)
+    except Exception as exc:
+        print(f"pantheon gateway: error: data access proxy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    app = create_app(
+        config, services, iam.verifier(), jwks=iam.jwks, governance=governance, objects=proxy
+    )
     print(f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/", flush=True)
     try:
         uvicorn.run(

@@ -28,13 +28,13 @@ from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
-from infra import kafka_dist, keystore
+from infra import kafka_dist, keystore, simulate
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
 from projections import projector, rebuild
 from projections.projector import database_name
-from streams import audit, batcher, logs, proofs, validator
+from streams import audit, batcher, logs, object_verify, proofs, validator
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -256,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("batcher", "run one institution's Layer-2 batcher"),
         ("proof", "fetch a device record with its proof to a final block"),
         ("verify", "check a downloaded proof offline against the genesis"),
+        ("verify-object", "check a downloaded off-chain object offline against its proof"),
+        ("simulate", "send a realistic IoT workload to the local consortium"),
     ):
         sub.add_parser(name, add_help=False, help=f"{text} (see: pantheon {name} --help)")
     projections_cmd = sub.add_parser("projections", help="projection maintenance")
@@ -312,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batcher": batcher.main,
         "proof": proofs.proof_main,
         "verify": proofs.verify_main,
+        "verify-object": object_verify.object_verify_main,
+        "simulate": simulate.main,
     }
     if argv[:1] and argv[0] in delegated:
         return delegated[argv[0]](argv[1:])

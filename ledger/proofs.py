@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from ledger.blocks import BlockHeader, EntryResult, verify_tx_proof
@@ -34,6 +35,7 @@ from ledger.devices import DeviceRecord
 from ledger.errors import InvalidEvent, ProofError
 from ledger.finality import QuorumCertificate, verify_certificate
 from ledger.genesis import Genesis, genesis_state
+from ledger.hashing import sha256
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND, DeviceBundle
 from ledger.members import ValidatorSet, validator_set
 from ledger.merkle import MerkleError, verify_inclusion
@@ -251,4 +253,257 @@ def verify_record_proof(
         height=header.height,
         block_hash=header.hash(),
         tx_id=tx.tx_id,
+    )
+
+
+# -- anchored off-chain objects (the data access proxy) -------------------------------------------
+#
+# An :class:`ObjectProof` carries what a client needs to check a downloaded object with nothing but
+# the genesis: the object's SHA-256 is the one an ``AnchorData`` transaction of this chain commits
+# for ``data_id`` (its envelope, signature included), that transaction is entry ``tx_index`` of the
+# block's ``tx_root`` with result ``OK``, the header hashes to the declared block hash, and a quorum
+# of the block's validator set certifies that hash. The same limitation on membership history as
+# for record proofs applies (``validators`` overrides the genesis members).
+
+OBJECT_PROOF_VERSION = 1
+OBJECT_PROOF_KIND = "pantheon.object-proof"
+
+
+class ProofLink(StrEnum):
+    """The link of an object proof that failed, named in :class:`ObjectProofError`."""
+
+    FORMAT = "proof format"
+    CHAIN = "chain id"
+    OBJECT_HASH = "object hash vs anchored hash"
+    ANCHOR_TX = "anchor transaction"
+    HEADER_HASH = "header hash mismatch"
+    TX_INCLUSION = "anchor tx not in block (tx_root)"
+    CERTIFICATE = "block certificate invalid"
+
+
+class ObjectProofError(ProofError):
+    """An object proof does not verify; :attr:`link` says which link failed (also the message's
+    prefix)."""
+
+    def __init__(self, link: ProofLink, detail: str) -> None:
+        super().__init__(f"{link.value}: {detail}")
+        self.link = link
+        self.detail = detail
+
+
+def header_json(header: BlockHeader, certificate: bytes) -> dict[str, Any]:
+    """The ``block`` section of a proof document (bytes as hex)."""
+    return {
+        "height": header.height,
+        "hash": header.hash().hex(),
+        "prev_hash": header.prev_hash.hex(),
+        "first_offset": header.first_offset,
+        "last_offset": header.last_offset,
+        "tx_root": header.tx_root.hex(),
+        "state_root": header.state_root.hex(),
+        "validator_set_hash": header.validator_set_hash.hex(),
+        "timestamp_ms": header.timestamp_ms,
+        "certificate": certificate.hex(),
+    }
+
+
+def header_from_json(block: Mapping[str, Any]) -> tuple[BlockHeader, bytes, bytes]:
+    """(header, declared block hash, certificate) of a ``block`` section."""
+    x = bytes.fromhex
+    header = BlockHeader(
+        height=int(block["height"]),
+        prev_hash=x(block["prev_hash"]),
+        first_offset=int(block["first_offset"]),
+        last_offset=int(block["last_offset"]),
+        tx_root=x(block["tx_root"]),
+        state_root=x(block["state_root"]),
+        validator_set_hash=x(block["validator_set_hash"]),
+        timestamp_ms=int(block["timestamp_ms"]),
+    )
+    return header, x(block["hash"]), x(block["certificate"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectProof:
+    """An off-chain object's anchor and the path from it to a final block."""
+
+    chain_id: str
+    data_id: str
+    sha256: bytes
+    size: int
+    content_type: str
+    tx_id: bytes
+    envelope: bytes
+    tx_offset: int
+    tx_index: int
+    tx_count: int
+    tx_path: tuple[bytes, ...]
+    header: BlockHeader
+    block_hash: bytes
+    certificate: bytes
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready document (bytes as hex)."""
+        return {
+            "version": OBJECT_PROOF_VERSION,
+            "kind": OBJECT_PROOF_KIND,
+            "chain_id": self.chain_id,
+            "data_id": self.data_id,
+            "sha256": self.sha256.hex(),
+            "size": self.size,
+            "content_type": self.content_type,
+            "anchor": {
+                "tx_id": self.tx_id.hex(),
+                "height": self.header.height,
+                "block_hash": self.block_hash.hex(),
+            },
+            "transaction": {
+                "envelope": self.envelope.hex(),
+                "offset": self.tx_offset,
+                "index": self.tx_index,
+                "count": self.tx_count,
+                "path": [p.hex() for p in self.tx_path],
+            },
+            "block": header_json(self.header, self.certificate),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ObjectProof:
+        """Parse :meth:`to_json` output; :class:`ObjectProofError` (``FORMAT``) otherwise."""
+        try:
+            if doc.get("kind") != OBJECT_PROOF_KIND or doc["version"] != OBJECT_PROOF_VERSION:
+                raise ValueError(f"not a version {OBJECT_PROOF_VERSION} {OBJECT_PROOF_KIND}")
+            a, t = doc["anchor"], doc["transaction"]
+            header, declared, certificate = header_from_json(doc["block"])
+            if int(a["height"]) != header.height or bytes.fromhex(a["block_hash"]) != declared:
+                raise ValueError("the anchor names another block than the proof's block")
+            return cls(
+                chain_id=str(doc["chain_id"]),
+                data_id=str(doc["data_id"]),
+                sha256=bytes.fromhex(doc["sha256"]),
+                size=int(doc["size"]),
+                content_type=str(doc["content_type"]),
+                tx_id=bytes.fromhex(a["tx_id"]),
+                envelope=bytes.fromhex(t["envelope"]),
+                tx_offset=int(t["offset"]),
+                tx_index=int(t["index"]),
+                tx_count=int(t["count"]),
+                tx_path=tuple(bytes.fromhex(p) for p in t["path"]),
+                header=header,
+                block_hash=declared,
+                certificate=certificate,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, InvalidEvent) as exc:
+            raise ObjectProofError(ProofLink.FORMAT, f"not an object proof: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedObject:
+    """What a valid object proof establishes."""
+
+    data_id: str
+    sha256: bytes
+    size: int
+    tx_id: bytes
+    anchored_by: bytes
+    height: int
+    block_hash: bytes
+
+
+def verify_object_proof(
+    proof: ObjectProof,
+    genesis: Genesis,
+    data: bytes | None = None,
+    validators: ValidatorSet | None = None,
+) -> VerifiedObject:
+    """Check every link of ``proof`` (and, if given, that ``data`` is the anchored object);
+    raise :class:`ObjectProofError` naming the first link that fails.
+
+    ``validators`` overrides the validator set of the block's height (default: the genesis
+    members restated for that height)."""
+    if proof.chain_id != genesis.params.chain_id:
+        raise ObjectProofError(ProofLink.CHAIN, "the proof is for another chain")
+    if data is not None:
+        digest = sha256(data)
+        if digest != proof.sha256:
+            raise ObjectProofError(
+                ProofLink.OBJECT_HASH,
+                f"the object ({len(data)} bytes) hashes to {digest.hex()}, "
+                f"the anchored hash is {proof.sha256.hex()}",
+            )
+        if len(data) != proof.size:
+            raise ObjectProofError(
+                ProofLink.OBJECT_HASH, f"the object has {len(data)} bytes, not {proof.size}"
+            )
+    try:
+        tx = parse_tx(proof.envelope)
+    except TxRejected as exc:
+        raise ObjectProofError(
+            ProofLink.ANCHOR_TX, f"the AnchorData envelope does not authenticate: {exc}"
+        ) from exc
+    args = tx.args
+    if tx.chain_id != genesis.params.chain_id or tx.operation != "AnchorData":
+        raise ObjectProofError(
+            ProofLink.ANCHOR_TX, "the transaction is not an AnchorData of this chain"
+        )
+    if args["data_id"] != proof.data_id:
+        raise ObjectProofError(
+            ProofLink.ANCHOR_TX,
+            f"the transaction anchors {args['data_id']!r}, not {proof.data_id!r}",
+        )
+    if args["sha256"] != proof.sha256:
+        raise ObjectProofError(
+            ProofLink.OBJECT_HASH,
+            f"the anchored hash {bytes(args['sha256']).hex()} differs from the proof's sha256 "
+            f"{proof.sha256.hex()}",
+        )
+    if tx.tx_id != proof.tx_id:
+        raise ObjectProofError(
+            ProofLink.ANCHOR_TX, "the envelope's tx id is not the anchor's tx id"
+        )
+    header = proof.header
+    computed = header.hash()
+    if computed != proof.block_hash:
+        raise ObjectProofError(
+            ProofLink.HEADER_HASH,
+            f"block {header.height}'s header hashes to {computed.hex()}, "
+            f"the proof declares {proof.block_hash.hex()}",
+        )
+    if not header.first_offset <= proof.tx_offset <= header.last_offset:
+        raise ObjectProofError(ProofLink.TX_INCLUSION, "transaction offset outside the block")
+    try:
+        entry = EntryResult(tx_id=tx.tx_id, offset=proof.tx_offset, code=ResultCode.OK)
+        verify_tx_proof(entry, proof.tx_index, proof.tx_count, proof.tx_path, header)
+    except (ProofError, InvalidEvent) as exc:
+        raise ObjectProofError(
+            ProofLink.TX_INCLUSION,
+            f"the accepted AnchorData is not entry {proof.tx_index} "
+            f"of block {header.height}: {exc}",
+        ) from exc
+    vs = validators if validators is not None else genesis_validators(genesis, header.height)
+    if header.validator_set_hash != vs.hash():
+        raise ObjectProofError(
+            ProofLink.CERTIFICATE,
+            f"block {header.height} names a validator set other than the genesis members: "
+            "membership changed, and this verifier does not replay membership history",
+        )
+    try:
+        cert = QuorumCertificate.from_record(
+            decode_canonical("QuorumCertificate", proof.certificate)
+        )
+        verify_certificate(cert, vs, computed)
+    except (CodecError, InvalidEvent, KeyError, ProofError) as exc:
+        raise ObjectProofError(ProofLink.CERTIFICATE, str(exc)) from exc
+    return VerifiedObject(
+        data_id=proof.data_id,
+        sha256=proof.sha256,
+        size=proof.size,
+        tx_id=tx.tx_id,
+        anchored_by=tx.sender,
+        height=header.height,
+        block_hash=computed,
     )

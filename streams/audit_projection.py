@@ -202,7 +202,12 @@ def compare(
 
 # -- Layer 2 and off-chain objects (stores owned by other parts; checked when present) -----
 L2_LEAVES_QUERY = "SELECT batch_id, leaf_index, leaf FROM l2.leaves ORDER BY batch_id, leaf_index"
-OBJECTS_QUERY = "SELECT data_id, content FROM data_objects"
+OBJECTS_RELATION = "objects.objects"  # the data access proxy's store (gateway/objects.py)
+OBJECTS_QUERY = (
+    "SELECT o.data_id, COALESCE(string_agg(c.chunk, ''::bytea ORDER BY c.seq), ''::bytea) "
+    "FROM objects.objects o LEFT JOIN objects.chunks c ON c.data_id = o.data_id "
+    "WHERE o.status <> 'uploading' GROUP BY o.data_id"
+)
 
 
 def _exists(conn: psycopg.Connection[Any], relation: str) -> bool:
@@ -224,7 +229,7 @@ def stored_leaves(dsn: str) -> dict[str, list[bytes]] | None:
 def stored_objects(dsn: str) -> dict[str, bytes] | None:
     """Stored off-chain objects by data id, or None when the database has no object store."""
     with psycopg.connect(dsn, connect_timeout=10) as conn:
-        if not _exists(conn, "data_objects"):
+        if not _exists(conn, OBJECTS_RELATION):
             return None
         return {d: bytes(c) for d, c in conn.execute(OBJECTS_QUERY).fetchall()}
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One-shot topic creation for compose.yaml (service kafka-init, image apache/kafka): the
+# topics of streams/topics.py with replication 3 and the ledger settings of
+# streams.topics.ledger_config(3). tests/unit/test_compose.py keeps this file in sync.
+# Environment: BOOTSTRAP (brokers), PREFIX (default pantheon.), INSTITUTIONS (space-separated).
+set -euo pipefail
+: "${BOOTSTRAP:?set BOOTSTRAP}"
+: "${INSTITUTIONS:?set INSTITUTIONS}"
+PREFIX="${PREFIX:-pantheon.}"
+KAFKA_TOPICS=/opt/kafka/bin/kafka-topics.sh
+
+LEDGER_CONFIG=(
+    --config retention.ms=-1
+    --config retention.bytes=-1
+    --config message.timestamp.type=LogAppendTime
+    --config cleanup.policy=delete
+    --config min.insync.replicas=2
+    --config unclean.leader.election.enable=false
+)
+
+create() {  # create SUFFIX PARTITIONS
+    "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+        --topic "${PREFIX}$1" --partitions "$2" --replication-factor 3 "${LEDGER_CONFIG[@]}"
+}
+
+create tx 1
+create votes 1
+create blocks 1
+create receipts 1
+create l2.records 6
+create l2.rejected 6
+for institution in $INSTITUTIONS; do
+    create "iam.${institution}" 1
+done
+"$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP" --describe --topic "${PREFIX}tx"
