@@ -162,10 +162,10 @@ def test_login_live_blocks_block_tx_sender(site: tuple[str, ChainFixture], page:
     url, _chain = site
     page.goto(url + "/")
     page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill("wrong password!")
+    page.get_by_label("Password", exact=True).fill("wrong password!")
     page.get_by_role("button", name="Log in").click()
     sync_api.expect(page.locator("#login-error")).to_contain_text("Wrong username or password")
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     sync_api.expect(page.locator("#latest-blocks tbody tr").first).to_be_visible()
     shot(page, "01-dashboard")
