@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 
+from ledger.blocks import BlockHeader, EntryResult
+from ledger.results import ResultCode
 from projections.runner import CHANNEL
 
 
@@ -338,3 +340,45 @@ def wait_for_height(conn: Conn, height: int, timeout: float) -> bool:
             return False
         for _ in conn.notifies(timeout=min(remaining, 0.5), stop_after=1):
             pass
+
+
+@dataclass(frozen=True, slots=True)
+class CertifiedBlock:
+    """A final block as proofs need it: header, stored certificate, hash, entries in order."""
+
+    header: BlockHeader
+    certificate: bytes
+    block_hash: bytes
+    entries: list[EntryResult]
+
+
+def certified_block(conn: Conn, height: int) -> CertifiedBlock | None:
+    """The final block at ``height`` with its entries (for inclusion proofs)."""
+    block = conn.execute(
+        "SELECT height, prev_hash, first_offset, last_offset, tx_root, state_root, "
+        "validator_set_hash, timestamp_ms, certificate, hash FROM chain.blocks WHERE height = %s",
+        (height,),
+    ).fetchone()
+    if block is None:
+        return None
+    entries = [
+        EntryResult(tx_id=bytes(t), offset=int(o), code=ResultCode(c))
+        for t, o, c in conn.execute(
+            "SELECT tx_id, tx_offset, result_code FROM chain.transactions WHERE height = %s "
+            "ORDER BY position",
+            (height,),
+        ).fetchall()
+    ]
+    header = BlockHeader(
+        height=int(block[0]),
+        prev_hash=bytes(block[1]),
+        first_offset=int(block[2]),
+        last_offset=int(block[3]),
+        tx_root=bytes(block[4]),
+        state_root=bytes(block[5]),
+        validator_set_hash=bytes(block[6]),
+        timestamp_ms=int(block[7]),
+    )
+    return CertifiedBlock(
+        header=header, certificate=bytes(block[8]), block_hash=bytes(block[9]), entries=entries
+    )

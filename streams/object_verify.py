@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from ledger.blocks import BlockHeader, EntryResult, tx_proof
+from ledger.blocks import tx_proof
 from ledger.errors import DecodeError
 from ledger.genesis import Genesis
 from ledger.members import ValidatorSet
@@ -39,8 +39,8 @@ from ledger.proofs import (
     VerifiedObject,
     verify_object_proof,
 )
-from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
+from projections.read import certified_block
 
 Conn = psycopg.Connection[Any]
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -78,31 +78,10 @@ def object_proof(
         return None
     height = int(anchor[1])
     found = _anchor_tx(conn, data_id, height)
-    block = conn.execute(
-        "SELECT height, prev_hash, first_offset, last_offset, tx_root, state_root, "
-        "validator_set_hash, timestamp_ms, certificate, hash FROM chain.blocks WHERE height = %s",
-        (height,),
-    ).fetchone()
-    if found is None or block is None:
+    certified = certified_block(conn, height)
+    if found is None or certified is None:
         return None
-    entries = [
-        EntryResult(tx_id=bytes(t), offset=int(o), code=ResultCode(c))
-        for t, o, c in conn.execute(
-            "SELECT tx_id, tx_offset, result_code FROM chain.transactions WHERE height = %s "
-            "ORDER BY position",
-            (height,),
-        ).fetchall()
-    ]
-    header = BlockHeader(
-        height=int(block[0]),
-        prev_hash=bytes(block[1]),
-        first_offset=int(block[2]),
-        last_offset=int(block[3]),
-        tx_root=bytes(block[4]),
-        state_root=bytes(block[5]),
-        validator_set_hash=bytes(block[6]),
-        timestamp_ms=int(block[7]),
-    )
+    entries, header = certified.entries, certified.header
     position, offset, envelope = found
     return ObjectProof(
         chain_id=str(meta[0]),
@@ -117,8 +96,8 @@ def object_proof(
         tx_count=len(entries),
         tx_path=tuple(tx_proof(entries, position)),
         header=header,
-        block_hash=bytes(block[9]),
-        certificate=bytes(block[8]),
+        block_hash=certified.block_hash,
+        certificate=certified.certificate,
     )
 
 

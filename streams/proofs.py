@@ -22,15 +22,15 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from ledger.blocks import BlockHeader, EntryResult, tx_proof
+from ledger.blocks import tx_proof
 from ledger.errors import DecodeError, ProofError
 from ledger.genesis import Genesis
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND
 from ledger.merkle import inclusion_proof, root
 from ledger.proofs import RecordProof, verify_record_proof
-from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
 from projections import l2 as store
+from projections.read import certified_block
 
 Conn = psycopg.Connection[Any]
 
@@ -72,31 +72,10 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
     if bytes(on_chain[1]) != root(leaves):
         raise ProofError(f"batch {batch_id}: stored leaves do not give the root on chain")
     tx = _commit_tx(conn, batch_id, height)
-    block = conn.execute(
-        "SELECT height, prev_hash, first_offset, last_offset, tx_root, state_root, "
-        "validator_set_hash, timestamp_ms, certificate FROM chain.blocks WHERE height = %s",
-        (height,),
-    ).fetchone()
-    if tx is None or block is None:
+    certified = certified_block(conn, height)
+    if tx is None or certified is None:
         return None
-    entries = [
-        EntryResult(tx_id=bytes(t), offset=int(o), code=ResultCode(c))
-        for t, o, c in conn.execute(
-            "SELECT tx_id, tx_offset, result_code FROM chain.transactions WHERE height = %s "
-            "ORDER BY position",
-            (height,),
-        ).fetchall()
-    ]
-    header = BlockHeader(
-        height=int(block[0]),
-        prev_hash=bytes(block[1]),
-        first_offset=int(block[2]),
-        last_offset=int(block[3]),
-        tx_root=bytes(block[4]),
-        state_root=bytes(block[5]),
-        validator_set_hash=bytes(block[6]),
-        timestamp_ms=int(block[7]),
-    )
+    entries, header = certified.entries, certified.header
     position, offset, envelope = tx
     return RecordProof(
         chain_id=str(meta[0]),
@@ -115,7 +94,7 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
         tx_count=len(entries),
         tx_path=tuple(tx_proof(entries, position)),
         header=header,
-        certificate=bytes(block[8]),
+        certificate=certified.certificate,
     )
 
 
