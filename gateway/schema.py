@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import graphene
+import psycopg
 
 from gateway import queries
 from gateway.auth.tokens import Claims
@@ -56,6 +57,7 @@ from gateway.types import (
 )
 from ledger.tx import TxRejected, parse_tx
 from projections import read
+from streams.proofs import record_proof_json
 
 log = logging.getLogger("pantheon.gateway")
 
@@ -135,6 +137,13 @@ class Query(graphene.ObjectType):
         first=graphene.Int(default_value=20),
     )
     asset = graphene.Field(Asset, asset_id=graphene.String(required=True))
+    record_proof = graphene.Field(
+        graphene.JSONString,
+        device_key_id=graphene.String(required=True),
+        sequence=graphene.Int(required=True),
+        description="a device record with its proof to a final block (check offline with "
+        "`pantheon verify`); null until its batch is final and projected",
+    )
     l2_batches = graphene.List(
         graphene.NonNull(L2Batch), required=True, first=graphene.Int(default_value=20)
     )
@@ -228,6 +237,16 @@ class Query(graphene.ObjectType):
     @staticmethod
     def resolve_asset(_root: Any, info: Info, asset_id: str) -> read.Asset | None:
         return read.asset(ctx(info).conn(), asset_id)
+
+    @staticmethod
+    def resolve_record_proof(
+        _root: Any, info: Info, device_key_id: str, sequence: int
+    ) -> dict[str, Any] | None:
+        key_id = hex_bytes(device_key_id, "deviceKeyId")
+        try:
+            return record_proof_json(ctx(info).conn(), key_id, sequence)
+        except psycopg.errors.UndefinedTable:
+            return None  # no Layer-2 store in this database (its batcher never ran)
 
     @staticmethod
     def resolve_l2_batches(_root: Any, info: Info, first: int) -> list[read.L2Batch]:

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             app,
             host=args.host,
             port=args.port,
-            log_level="warning",
+            log_level="info" if args.verbose else "warning",
             access_log=False,
             ws="websockets-sansio",
             lifespan="on",

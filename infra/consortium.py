@@ -86,12 +86,18 @@ class Consortium:
         return self.home / "validators" / f"{institution}-0"
 
     def up(self, prometheus: Prometheus, postgres: Postgres) -> None:
-        """Start every validator and projector that does not run."""
+        """Start every validator, projector and gateway that does not run (each checked on
+        its own: a running validator says nothing about its institution's gateway)."""
         for index, institution in enumerate(self.ensure_genesis()):
-            home = self._dir(institution)
-            home.mkdir(parents=True, exist_ok=True)
-            if procs.read_pid(home / "pid") is not None:
-                continue
+            self._start_validator(institution, prometheus)
+            self._start_projector(index, institution, prometheus, postgres)
+            self._start_gateway(index, institution, prometheus, postgres)
+        self.wait_healthy()
+
+    def _start_validator(self, institution: str, prometheus: Prometheus) -> None:
+        home = self._dir(institution)
+        home.mkdir(parents=True, exist_ok=True)
+        if procs.read_pid(home / "pid") is None:
             port = procs.free_port(self.settings.host)
             procs.spawn(
                 [
@@ -121,9 +127,6 @@ class Consortium:
                 port,
                 {"service": "validator"},  # institution/operator come with the metrics
             )
-            self._start_projector(index, institution, prometheus, postgres)
-            self._start_gateway(index, institution, prometheus, postgres)
-        self.wait_healthy()
 
     def _projector_dir(self, institution: str) -> Path:
         return self.home / "projectors" / institution

@@ -143,6 +143,11 @@ def test_me_and_bad_input(chain: ChainFixture, client: TestClient) -> None:
     _, body = gql(client, token, '{ blocks(after: "bm9wZQ") { edges { cursor } } }')
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert "Traceback" not in str(body)
+    unknown = "ab" * 32  # no such device: no proof (yet)
+    _, body = gql(client, token, f'{{ recordProof(deviceKeyId: "{unknown}", sequence: 0) }}')
+    assert body == {"data": {"recordProof": None}}
+    _, body = gql(client, token, '{ recordProof(deviceKeyId: "xyz", sequence: 0) }')
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 def test_submit_transaction_end_to_end(chain: ChainFixture, client: TestClient) -> None:

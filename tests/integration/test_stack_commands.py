@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 from pathlib import Path
 
@@ -48,6 +50,14 @@ def test_up_twice_then_down_twice(
             first = _pids(stack)
             assert all(first.values())
             assert main(["up"]) == 0  # idempotent: nothing restarted
+            assert _pids(stack) == first
+            # a process that died is started again by the next `up`, alone
+            gateway_pid = stack.settings.state_dir / "consortium" / "gateways" / "alpha" / "pid"
+            dead = int(gateway_pid.read_text())
+            os.kill(dead, signal.SIGKILL)
+            procs.wait_until(lambda: not procs.pid_alive(dead), timeout=10, what="the kill")
+            assert main(["up"]) == 0
+            assert procs.read_pid(gateway_pid) not in (None, dead)
             assert _pids(stack) == first
             out = capsys.readouterr().out
             assert f"127.0.0.1:{settings.kafka_port}" in out
