@@ -209,10 +209,19 @@ def test_l2_batch_and_anchor_checks() -> None:
         "l2.root_mismatch",
     }
     assert [f.kind for f in check_l2_batch(batch, None)] == ["l2.leaves_missing"]
-    anchor = {"data_id": "d", "sha256": hashlib.sha256(b"obj").digest(), "height": 2}
+    anchor = {
+        "data_id": "d",
+        "sha256": hashlib.sha256(b"obj").digest(),
+        "height": 2,
+        "metadata": '{"content_type":"text/plain","size":3}',  # made by the data proxy
+    }
     assert check_anchor(anchor, b"obj") == []
     assert [f.kind for f in check_anchor(anchor, b"obk")] == ["anchor.object_mismatch"]
     assert [f.kind for f in check_anchor(anchor, None)] == ["anchor.object_missing"]
+    direct = {**anchor, "metadata": "{}"}  # anchored with the SDK: nothing was stored here
+    assert [(f.kind, f.severity) for f in check_anchor(direct, None)] == [
+        ("anchor.no_object", "info")
+    ]
 
 
 def test_verify_decoded_agrees_with_verify_finalized() -> None:

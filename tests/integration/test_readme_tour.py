@@ -1,0 +1,111 @@
+"""The README's tour, run as written against a private local consortium.
+
+The commands and Python snippets are extracted from README.md itself, so the README cannot
+rot: only the default ports, the state directory and the virtualenv path are substituted for
+the private stack's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.cli import main
+from infra.settings import Settings
+from tests.stack_fixtures import private_settings, removed_afterwards
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(language: str) -> list[str]:
+    """Fenced code blocks of ``language``, dedented."""
+    found = re.findall(rf"^( *)```{language}\n(.*?)^\1```", README, re.M | re.S)
+    return ["\n".join(line[len(indent) :] for line in body.splitlines()) for indent, body in found]
+
+
+def _inline(start: str) -> str:
+    """The inline-code command of the README beginning with ``start`` (may wrap lines)."""
+    match = re.search(rf"`({re.escape(start)}[^`]*)`", README)
+    assert match, f"README has no `{start}...` command"
+    return " ".join(match.group(1).split())
+
+
+def _localize(text: str, settings: Settings) -> str:
+    return (
+        text.replace("127.0.0.1:19092", settings.bootstrap_servers)
+        .replace("port=15432", f"port={settings.pg_port}")
+        .replace(".pantheon/", f"{settings.state_dir}/")
+        .replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    )
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, f"{argv}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_the_readme_tour_works_as_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = private_settings()
+    env = {
+        **os.environ,
+        "PANTHEON_STATE_DIR": str(settings.state_dir),
+        "PANTHEON_KAFKA_PORT": str(settings.kafka_port),
+        "PANTHEON_PG_PORT": str(settings.pg_port),
+        "PANTHEON_PROM_PORT": str(settings.prom_port),
+        "PANTHEON_GATEWAY_PORT": str(settings.gateway_port),
+        "PYTHONPATH": str(ROOT),
+    }
+    for key, value in env.items():
+        if key.startswith("PANTHEON_"):
+            monkeypatch.setenv(key, value)
+    with removed_afterwards(settings.state_dir):
+        try:
+            assert main(["up"]) == 0
+            env["PGPASSWORD"] = (settings.state_dir / "postgres" / "password").read_text().strip()
+
+            # 1. the first administrator, with the command of the README
+            admin = _localize(_inline("PANTHEON_ADMIN_PASSWORD="), settings)
+            out = _run(["bash", "-c", admin], env, tmp_path)
+            assert "administrator admin of alpha created" in out
+
+            # 3. a signed transaction from Python (the snippet of "The local consortium")
+            send, device = _blocks("python")[:2]
+            out = _run([sys.executable, "-c", _localize(send, settings)], env, tmp_path)
+            height, code = out.split()[-2:]
+            assert code == "OK" and int(height) >= 1
+
+            # 4. device readings, then proof and offline verification
+            out = _run([sys.executable, "-c", _localize(device, settings)], env, tmp_path)
+            key_id = out.split()[-1]
+            assert re.fullmatch(r"[0-9a-f]{64}", key_id)
+            (proof_and_verify,) = [b for b in _blocks("bash") if "pantheon verify" in b]
+            script = _localize(proof_and_verify, settings).replace("<the printed key id>", key_id)
+            for attempt in range(60):  # until the batcher's batch is final and projected
+                done = subprocess.run(
+                    ["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                    text=True, timeout=60, check=False,
+                )  # fmt: skip
+                if done.returncode == 0:
+                    break
+                assert attempt < 59, done.stdout + done.stderr
+                time.sleep(1)
+            assert '"valid": true' in done.stdout
+
+            # 5. the audit comes back clean
+            audit = _localize(_inline(".venv/bin/pantheon audit"), settings)
+            out = _run(["bash", "-c", audit], env, tmp_path)
+            assert "RESULT: CLEAN" in out
+        finally:
+            assert main(["down"]) == 0
