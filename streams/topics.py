@@ -137,12 +137,27 @@ def wait_visible(admin: Any, names: Sequence[str], *, timeout: float = 30.0) -> 
 
 def check_topics(admin: Any, names: Sequence[str], *, timeout: float = 30.0) -> None:
     """Raise TopicError if a ledger topic would lose or re-time records."""
-    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
-        entries = future.result()
+    deadline = time.monotonic() + timeout
+    for name in names:
+        entries = _topic_config(admin, name, deadline)
         retention = entries["retention.ms"].value
         ts_type = entries["message.timestamp.type"].value
         if retention != "-1":
-            raise TopicError(f"{resource.name} has retention.ms={retention}; the ledger needs -1")
+            raise TopicError(f"{name} has retention.ms={retention}; the ledger needs -1")
         if ts_type != "LogAppendTime":
-            raise TopicError(f"{resource.name} has message.timestamp.type={ts_type}")
+            raise TopicError(f"{name} has message.timestamp.type={ts_type}")
+
+
+def _topic_config(admin: Any, name: str, deadline: float) -> Any:
+    """A topic's configuration; retried while the broker asked has not learnt of the topic
+    yet (in a multi-broker cluster, metadata reaches the brokers one after the other)."""
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    while True:
+        timeout = max(1.0, deadline - time.monotonic())
+        try:
+            return admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+        except KafkaException as exc:
+            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise TopicError(f"cannot read the configuration of {name}: {exc}") from exc
+            time.sleep(0.2)
