@@ -24,6 +24,7 @@ import psycopg
 
 from ledger.blocks import BlockHeader, EntryResult
 from ledger.results import ResultCode
+from ledger.tx import TxRejected, parse_tx
 from projections.runner import CHANNEL
 
 
@@ -382,3 +383,23 @@ def certified_block(conn: Conn, height: int) -> CertifiedBlock | None:
     return CertifiedBlock(
         header=header, certificate=bytes(block[8]), block_hash=bytes(block[9]), entries=entries
     )
+
+
+def accepted_tx(
+    conn: Conn, height: int, operation: str, arg: str, value: object
+) -> tuple[int, int, bytes] | None:
+    """(position, tx offset, envelope) of the accepted ``operation`` at ``height`` whose
+    argument ``arg`` equals ``value`` (the anchor of a data id, the commit of a batch)."""
+    rows = conn.execute(
+        "SELECT position, tx_offset, envelope FROM chain.transactions WHERE height = %s "
+        "AND operation = %s AND result_code = 0 ORDER BY position",
+        (height, operation),
+    ).fetchall()
+    for position, offset, envelope in rows:
+        try:
+            tx = parse_tx(bytes(envelope))
+        except TxRejected:
+            continue
+        if tx.args.get(arg) == value:
+            return int(position), int(offset), bytes(envelope)
+    return None

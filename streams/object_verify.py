@@ -39,28 +39,10 @@ from ledger.proofs import (
     VerifiedObject,
     verify_object_proof,
 )
-from ledger.tx import TxRejected, parse_tx
-from projections.read import certified_block
+from projections.read import accepted_tx, certified_block
 
 Conn = psycopg.Connection[Any]
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-def _anchor_tx(conn: Conn, data_id: str, height: int) -> tuple[int, int, bytes] | None:
-    """(position, tx offset, envelope) of the accepted AnchorData of ``data_id`` at ``height``."""
-    rows = conn.execute(
-        "SELECT position, tx_offset, envelope FROM chain.transactions WHERE height = %s "
-        "AND operation = 'AnchorData' AND result_code = 0 ORDER BY position",
-        (height,),
-    ).fetchall()
-    for position, offset, envelope in rows:
-        try:
-            tx = parse_tx(bytes(envelope))
-        except TxRejected:
-            continue
-        if tx.args["data_id"] == data_id:
-            return int(position), int(offset), bytes(envelope)
-    return None
 
 
 def object_proof(
@@ -77,7 +59,7 @@ def object_proof(
     if meta is None or anchor is None:
         return None
     height = int(anchor[1])
-    found = _anchor_tx(conn, data_id, height)
+    found = accepted_tx(conn, height, "AnchorData", "data_id", data_id)
     certified = certified_block(conn, height)
     if found is None or certified is None:
         return None

@@ -28,28 +28,10 @@ from ledger.genesis import Genesis
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND
 from ledger.merkle import inclusion_proof, root
 from ledger.proofs import RecordProof, verify_record_proof
-from ledger.tx import TxRejected, parse_tx
 from projections import l2 as store
-from projections.read import certified_block
+from projections.read import accepted_tx, certified_block
 
 Conn = psycopg.Connection[Any]
-
-
-def _commit_tx(conn: Conn, batch_id: str, height: int) -> tuple[int, int, bytes] | None:
-    """(position, tx offset, envelope) of the accepted CommitBatch of ``batch_id``."""
-    rows = conn.execute(
-        "SELECT position, tx_offset, envelope FROM chain.transactions WHERE height = %s "
-        "AND operation = 'CommitBatch' AND result_code = 0 ORDER BY position",
-        (height,),
-    ).fetchall()
-    for position, offset, envelope in rows:
-        try:
-            tx = parse_tx(bytes(envelope))
-        except TxRejected:
-            continue
-        if tx.args["batch_id"] == batch_id:
-            return int(position), int(offset), bytes(envelope)
-    return None
 
 
 def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof | None:
@@ -71,7 +53,7 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
     height = int(on_chain[0])
     if bytes(on_chain[1]) != root(leaves):
         raise ProofError(f"batch {batch_id}: stored leaves do not give the root on chain")
-    tx = _commit_tx(conn, batch_id, height)
+    tx = accepted_tx(conn, height, "CommitBatch", "batch_id", batch_id)
     certified = certified_block(conn, height)
     if tx is None or certified is None:
         return None
