@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from gateway.app import GatewayConfig, create_app
@@ -22,6 +23,7 @@ from gateway.auth.tokens import ALGORITHM, KeyRing, SigningKey, TokenIssuer, Tok
 from gateway.context import Services
 from gateway.submit import KafkaSubmitter
 from ledger.keys import KeyPair
+from projections import read
 from projections.projector import ProjectorConfig, prepare
 from tests.integration.test_projections_support import SimChain, anchor, governance_workload
 
@@ -111,11 +113,18 @@ class ChainFixture:
         self._live_stop = threading.Event()
 
     def wait_projected(self, height: int, timeout: float = 60.0) -> None:
+        """Until ``height`` is *committed* in the database (the projection's in-memory
+        height moves before its transaction commits, so readers could still see less)."""
         deadline = time.monotonic() + timeout
-        while self.projection.height < height:
+        while self._committed_height() < height:
             if time.monotonic() > deadline:
                 raise AssertionError(f"projection at {self.projection.height}, want {height}")
             time.sleep(0.05)
+
+    def _committed_height(self) -> int:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            found = read.summary(conn)
+        return found.height if found is not None else -1
 
     def app(self, **config: Any) -> Any:
         services = Services(institution=INSTITUTION, pool=self.pool, submitter=self.submitter)
