@@ -195,10 +195,5 @@ def test_tampered_l2_leaf_is_reported(with_l2: Projected, tmp_path: Path) -> Non
     assert finding["details"]["committed"] == committed.hex()
 
 
-@pytest.mark.skip(
-    reason="no off-chain object store yet (gateway data access proxy): the check "
-    "is ledger.audit.check_anchor, unit-tested, and "
-    "streams.audit_projection.stored_objects reads data_objects once it exists"
-)
-def test_tampered_offchain_object_is_reported() -> None:
-    """Change one stored object: anchor.object_mismatch for its data id."""
+# A tampered off-chain object (anchor.object_mismatch) is tested with the real data access
+# proxy in tests/integration/test_data_proxy.py::test_audit_checks_the_object_store.
