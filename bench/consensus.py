@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
+from infra.procs import read_pid
 from ledger.keys import TX_DOMAIN, KeyPair, verify
 from ledger.tx import parse_tx, sign_tx
 from schemas.codec import decode
@@ -67,18 +69,34 @@ class Receipts(threading.Thread):
         self.consumer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(validators: list[int], brokers: list[int]) -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "validators": sum(cpu_seconds(p) for p in validators),
+        "broker": sum(cpu_seconds(p) for p in brokers),
+        "load generator": usage.ru_utime + usage.ru_stime,
+    }
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def run_case(bootstrap: str, work: Path, institutions: int, txs: int) -> dict[str, float]:
-    names = [f"inst-{i + 1}" for i in range(institutions)]
-    prefix = f"bench{institutions}-{time.time_ns()}."
-    net = work / f"net-{institutions}"
-    create_genesis(net, "bench", names, block_interval_ms=100, max_block_txs=500)
-    ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix)
-    procs = [
+def spawn_validators(
+    bootstrap: str, work: Path, net: Path, prefix: str, names: list[str]
+) -> list[subprocess.Popen[bytes]]:
+    """One validator process per institution, quiet."""
+    return [
         subprocess.Popen(
             [
                 sys.executable,
@@ -102,20 +120,38 @@ def run_case(bootstrap: str, work: Path, institutions: int, txs: int) -> dict[st
         )
         for n in names
     ]
+
+
+def presigned(
+    net: Path, names: list[str], count: int
+) -> tuple[list[KeyPair], list[bytes], list[bytes]]:
+    """The institutions' keys, ``count`` signed AnchorData transactions and their ids."""
+    keys = [
+        KeyPair.from_seed(bytes.fromhex(json.loads((net / "keys" / f"{n}.json").read_text())
+                                        ["governance"]["seed"]))
+        for n in names
+    ]  # fmt: skip
+    signed = [
+        sign_tx(keys[i % len(keys)], chain_id="bench", nonce=i // len(keys),
+                operation="AnchorData",
+                args={"data_id": f"d{i}", "sha256": bytes(32), "metadata": "bench"})
+        for i in range(count)
+    ]  # fmt: skip
+    return keys, signed, [parse_tx(raw).tx_id for raw in signed]
+
+
+def run_case(
+    bootstrap: str, work: Path, institutions: int, txs: int, brokers: list[int]
+) -> dict[str, float]:
+    names = [f"inst-{i + 1}" for i in range(institutions)]
+    prefix = f"bench{institutions}-{time.time_ns()}."
+    net = work / f"net-{institutions}"
+    create_genesis(net, "bench", names, block_interval_ms=100, max_block_txs=500)
+    ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix)
+    procs = spawn_validators(bootstrap, work, net, prefix, names)
     try:
-        keys = [
-            KeyPair.from_seed(bytes.fromhex(json.loads((net / "keys" / f"{n}.json").read_text())
-                                            ["governance"]["seed"]))
-            for n in names
-        ]  # fmt: skip
         burst_n, paced_n = txs, txs // 4
-        signed = [
-            sign_tx(keys[i % len(keys)], chain_id="bench", nonce=i // len(keys),
-                    operation="AnchorData",
-                    args={"data_id": f"d{i}", "sha256": bytes(32), "metadata": "bench"})
-            for i in range(burst_n + paced_n)
-        ]  # fmt: skip
-        ids = [parse_tx(raw).tx_id for raw in signed]
+        keys, signed, ids = presigned(net, names, burst_n + paced_n)
         watcher = Receipts(bootstrap, prefix + "receipts")
         watcher.start()
         producer = Producer(producer_config(bootstrap))
@@ -140,11 +176,15 @@ def run_case(bootstrap: str, work: Path, institutions: int, txs: int) -> dict[st
                 time.sleep(0.1)
 
         time.sleep(2)  # validators up
+        pids = [p.pid for p in procs]
+        cpu_before = cpu_snapshot(pids, brokers)
         began = time.monotonic()
         send(0, burst_n, None)
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
+        cpu_after = cpu_snapshot(pids, brokers)
         throughput = burst_n / (last - began)
+        cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         send(burst_n, burst_n + paced_n, throughput / 2)
         wait_for(burst_n, burst_n + paced_n, 300)
         lat = [watcher.seen[t] - sent[t] for t in ids[burst_n:] if t in watcher.seen]
@@ -156,6 +196,8 @@ def run_case(bootstrap: str, work: Path, institutions: int, txs: int) -> dict[st
             "p99": percentile(lat, 99),
             "paced_rate": throughput / 2,
             "finalized": float(len(watcher.seen)),
+            "wall": last - began,
+            **{f"cpu {k}": v for k, v in cpu.items()},
         }
     finally:
         for p in procs:
@@ -170,22 +212,33 @@ def run_case(bootstrap: str, work: Path, institutions: int, txs: int) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--txs", type=int, default=20000, help="burst size")
+    parser.add_argument(
+        "--institutions", default="1,4", help="comma-separated consortium sizes to run"
+    )
     args = parser.parse_args()
     settings = private_settings()
     cluster = KafkaCluster(settings)
     cluster.start()
     try:
         rate = verify_rate()
+        brokers = [pid for node in cluster.nodes if (pid := read_pid(node.pid_file)) is not None]
         cores = os.cpu_count() or 1
         print(f"Ed25519 verify, one core               {rate:12,.0f} /s   ({cores} cores)")
-        for n in (1, 4):
-            r = run_case(settings.bootstrap_servers, settings.state_dir, n, args.txs)
+        for n in [int(x) for x in args.institutions.split(",")]:
+            r = run_case(settings.bootstrap_servers, settings.state_dir, n, args.txs, brokers)
             ceiling = rate * cores / n
             print(
                 f"{n} institution(s): finalized {r['throughput']:9,.0f} tx/s "
                 f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f}); "
                 f"latency at {r['paced_rate']:,.0f} tx/s p50 {r['p50'] * 1000:.0f} ms, "
                 f"p99 {r['p99'] * 1000:.0f} ms"
+            )
+            verify_cpu = n * args.txs / rate
+            print(
+                f"  CPU during the burst ({r['wall']:.1f} s wall, {cores * r['wall']:.1f} core-s): "
+                f"validators {r['cpu validators']:.1f} s (of which Ed25519 verify ~{verify_cpu:.1f}"
+                f" s), broker {r['cpu broker']:.1f} s, load generator "
+                f"{r['cpu load generator']:.1f} s"
             )
     finally:
         cluster.stop()

@@ -13,6 +13,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -66,12 +67,18 @@ class KeyPair:
         return {"key_id": self.key_id.hex(), "public_key": self.public_key.hex()}
 
 
+@functools.lru_cache(maxsize=4096)
+def _public(public_key: bytes) -> Ed25519PublicKey:
+    """Parsed public keys, by their bytes (a chain has few senders; parsing costs 5%)."""
+    return Ed25519PublicKey.from_public_bytes(public_key)
+
+
 def verify(public_key: bytes, signature: bytes, domain: bytes, message: bytes) -> bool:
     """True iff ``signature`` is a valid Ed25519 signature of ``domain || message``."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, domain + message)
+        _public(bytes(public_key)).verify(signature, domain + message)
     except (InvalidSignature, ValueError):
         return False
     return True

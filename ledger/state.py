@@ -18,7 +18,7 @@ Theory of operation
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.errors import StateError
@@ -53,6 +53,8 @@ class WriteSet:
     """The writes of one block, sorted by key; ``None`` deletes."""
 
     entries: tuple[tuple[str, Record | None], ...]
+    _digest: list[bytes] = field(default_factory=list, compare=False, repr=False)
+    """Memo of :meth:`digest` (records are immutable, so is the write set)."""
 
     def __post_init__(self) -> None:
         keys = [k for k, _ in self.entries]
@@ -72,8 +74,11 @@ class WriteSet:
         )
 
     def digest(self) -> bytes:
-        """SHA-256 of the canonical write set."""
-        return sha256(self.canonical())
+        """SHA-256 of the canonical write set (computed once: execution, the machine's commit
+        and the final state's commit all need it)."""
+        if not self._digest:
+            self._digest.append(sha256(self.canonical()))
+        return self._digest[0]
 
 
 def next_state_root(prev_root: bytes, writes: WriteSet) -> bytes:

@@ -111,11 +111,7 @@ class ProjectionRunner:
     def _kafka(self) -> Consumer:
         if self._consumer is None:
             self._consumer = Consumer(
-                consumer_config(
-                    self.bootstrap,
-                    f"projection-{self.projection.name}",
-                    **{"fetch.wait.max.ms": 50, "fetch.min.bytes": 1},
-                )
+                consumer_config(self.bootstrap, f"projection-{self.projection.name}")
             )
         return self._consumer
 

@@ -283,7 +283,6 @@ class Batcher:
     def _kafka(self) -> Consumer:
         if self._consumer is None:
             extra: dict[str, Any] = {
-                "fetch.wait.max.ms": 50,
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 
 import pytest
 from fastavro.schema import fingerprint
@@ -194,3 +195,50 @@ def test_zero_size_items_and_non_canonical_input_are_refused() -> None:
         WireChecker("long").check(b"\x80\x00")
     with pytest.raises(CodecError, match="bad_boolean"):
         WireChecker("boolean").check(b"\x02")
+
+
+def _verdict(check: Callable[[bytes], None], body: bytes) -> str:
+    try:
+        check(body)
+    except CodecError as exc:
+        return exc.reason
+    return "ok"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(codec.registry().names())), st.binary(max_size=80))
+def test_compiled_checker_agrees_with_the_walker_on_any_bytes(name: str, body: bytes) -> None:
+    """The compiled wire check gives the walker's verdict (same reason) for every schema."""
+    checker = WireChecker(codec.registry().by_name(name).expanded)
+    assert checker.compiled
+    assert _verdict(checker.check, body) == _verdict(checker.walk_check, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=400), st.binary(min_size=1, max_size=3))
+def test_compiled_checker_agrees_with_the_walker_on_mutated_envelopes(
+    position: int, patch: bytes
+) -> None:
+    checker = WireChecker(codec.registry().by_name("TxEnvelope").expanded)
+    body = codec.encode("TxEnvelope", ENVELOPE)[codec.HEADER_BYTES :]
+    at = position % (len(body) + 1)
+    verdicts = set()
+    for candidate in (body, body[:at] + patch + body[at + len(patch) :], body[:at] + patch):
+        verdict = _verdict(checker.check, candidate)
+        assert verdict == _verdict(checker.walk_check, candidate)
+        verdicts.add(verdict)
+    assert "ok" in verdicts  # the unmutated envelope passes both
+
+
+def test_recursive_schemas_use_the_walker() -> None:
+    node = {
+        "type": "record",
+        "name": "Node",
+        "namespace": "t",
+        "fields": [{"name": "next", "type": ["null", "t.Node"]}],
+    }
+    checker = WireChecker(node)
+    assert not checker.compiled
+    checker.check(b"\x02\x02\x00")  # a chain of three nodes
+    with pytest.raises(CodecError, match="truncated"):
+        checker.check(b"\x02\x02")

@@ -1,0 +1,90 @@
+"""CPU cost of the validator's pure core per transaction, without Kafka.
+
+Four validators of a 4-institution chain each take the same stream of pre-signed
+``AnchorData`` transactions (blocks of 500) and each other's votes, in one process, through
+:class:`ledger.validator_core.ValidatorCore`: cutting, execution with signature checks,
+voting, finality, final block and receipt encoding. Prints CPU microseconds per transaction
+per validator beside one Ed25519 verification, so the share of the work that is not
+signature verification is visible (the consensus benchmark's ceiling assumes it is zero).
+
+    python -m bench.validator_core [--txs 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+
+from ledger.execution import LedgerMachine
+from ledger.genesis import genesis_state, plan_consortium
+from ledger.keys import TX_DOMAIN, verify
+from ledger.tx import sign_tx
+from ledger.validator_core import PublishFinal, SendVote, ValidatorCore
+
+
+def seed(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def verify_cost(n: int = 3000) -> float:
+    """CPU seconds of one Ed25519 verification."""
+    plan_key = plan_consortium("x", ["a"], [seed("a/g"), seed("a/o")]).keys["a"][0]
+    message = b"x" * 200
+    signature = plan_key.sign(TX_DOMAIN, message)
+    began = time.process_time()
+    for _ in range(n):
+        verify(plan_key.public_key, signature, TX_DOMAIN, message)
+    return (time.process_time() - began) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--txs", type=int, default=5000)
+    args = parser.parse_args()
+    ids = [f"org-{i}" for i in range(4)]
+    plan = plan_consortium(
+        "bench", ids, [seed(f"{i}/{r}") for i in ids for r in ("g", "o")], max_block_txs=500
+    )
+    cores = [
+        ValidatorCore(
+            machine=LedgerMachine(plan.genesis),
+            final_state=genesis_state(plan.genesis),
+            operator=plan.keys[i][1][0],
+        )
+        for i in ids
+    ]
+    txs = [
+        sign_tx(plan.keys[ids[i % 4]][0], chain_id="bench", nonce=i // 4, operation="AnchorData",
+                args={"data_id": f"d-{i}", "sha256": bytes(32), "metadata": "bench"})
+        for i in range(args.txs)
+    ]  # fmt: skip
+    votes: list[bytes] = []
+    spent = [0.0] * len(cores)
+    receipts = 0
+    for offset, raw in enumerate(txs):
+        for n, core in enumerate(cores):
+            began = time.process_time()
+            actions = core.on_tx(offset, 0, raw)
+            spent[n] += time.process_time() - began
+            votes += [a.raw for a in actions if isinstance(a, SendVote)]
+        if votes:
+            for n, core in enumerate(cores):
+                began = time.process_time()
+                for vote_offset, vote in enumerate(votes):
+                    for action in core.on_vote(vote_offset, vote):
+                        if isinstance(action, PublishFinal):
+                            receipts += len(action.receipts)
+                spent[n] += time.process_time() - began
+            votes = []
+    final = min(core.final_height for core in cores)
+    per_tx = sum(spent) / len(cores) / (final * 500)
+    one_verify = verify_cost()
+    print(f"validator core, CPU per tx per validator   {per_tx * 1e6:8.1f} us "
+          f"({final} blocks of 500 final on 4 validators, {receipts:,} receipts)")  # fmt: skip
+    print(f"Ed25519 verify, CPU per signature          {one_verify * 1e6:8.1f} us")
+    print(f"share of the core's work that is verify    {100 * one_verify / per_tx:8.0f} %")
+
+
+if __name__ == "__main__":
+    main()
