@@ -1,41 +1,212 @@
 """Projection throughput and lag behind finality, against a real broker and PostgreSQL.
 
-Starts a private single-node Kafka and PostgreSQL. Finality is simulated in-process by
-``tests.integration.test_projections_support.SimChain`` (the pure core cuts, executes and
-certifies blocks, published twice each as two validators would), so the figures are the
-projector's own:
+Starts a private single-node Kafka and PostgreSQL, then:
 
-1. catch-up: ``--txs`` AnchorData transactions are finalized first, then one projector
-   projects them from offset 0; prints rows/s and transactions/s;
-2. live: transactions arrive at ``--rate`` per second for ``--seconds`` and are finalized as
-   they come; the lag (final height minus projected height, in blocks) is sampled every
-   50 ms while the projector runs in a thread.
+1. catch-up: ``--txs`` AnchorData transactions are finalized by
+   ``tests.integration.test_projections_support.SimChain`` (the pure core, in this process),
+   then one projector projects them from offset 0; prints rows/s and transactions/s;
+2. live, at the consensus benchmark's load: a consortium of ``--institutions`` real
+   validator processes (as ``bench.consensus`` runs them) and one real projector process
+   (``python -m projections.projector``). A burst of ``--burst`` pre-signed transactions
+   measures the finalized rate with the projector running; then transactions arrive at half
+   that rate (``bench.consensus``'s latency load) for ``--seconds``. Every 50 ms the lag is
+   sampled: the newest height on ``pantheon.blocks`` minus the height the projector has
+   committed to PostgreSQL, in blocks.
 
-    python -m bench.projections [--txs 20000] [--rate 2000] [--seconds 15]
+    python -m bench.projections [--txs 20000] [--burst 10000] [--seconds 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import psycopg
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from bench.consensus import percentile, presigned, spawn_validators
 from infra.kafka_server import KafkaCluster
+from infra.keystore import create_genesis
 from infra.postgres_server import Postgres
-from projections.projector import ProjectorConfig, prepare
+from ledger.blocks import decode_finalized
+from ledger.keys import KeyPair
+from projections.projector import ProjectorConfig, database_name, prepare
+from streams.kafka_config import admin_config, consumer_config, producer_config
+from streams.topics import ensure_topics
 from tests.integration.test_projections_support import SimChain, anchor
 from tests.stack_fixtures import private_settings
 
 
-def main() -> None:  # noqa: PLR0915 (one linear script)
+def catch_up(bootstrap: str, dsn: str, work: Path, txs: int, block_txs: int) -> None:
+    """Finalize ``txs`` in-process, then project them from offset 0; print the rate."""
+    sim = SimChain(bootstrap, "catchup.", work, max_block_txs=block_txs)
+    signer = sim.gov("inst-1")
+    for start in range(0, txs, 2000):
+        sim.send([anchor(sim, signer, f"a-{i}") for i in range(start, min(txs, start + 2000))])
+    height = sim.finalize()
+    sim.close()
+    config = ProjectorConfig(institution="catchup", genesis=sim.genesis_path,
+                             bootstrap=bootstrap, prefix="catchup.", dsn=dsn)  # fmt: skip
+    projection, runner = prepare(config)
+    began = time.perf_counter()
+    while projection.height < height:
+        runner.step(0.2)
+    took = time.perf_counter() - began
+    print(f"catch-up: {txs:,} txs, {height} blocks, {projection.rows_written:,} rows in "
+          f"{took:.2f} s = {projection.rows_written / took:,.0f} rows/s, "
+          f"{txs / took:,.0f} tx/s")  # fmt: skip
+
+
+class Heights(threading.Thread):
+    """Samples (newest final height on the blocks topic, projected height) every 50 ms."""
+
+    def __init__(self, bootstrap: str, topic: str, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.final = 0
+        self.final_txs = 0
+        self.projected = 0
+        self.samples: list[tuple[float, int, int]] = []
+        self.stop = threading.Event()
+        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{time.time_ns()}"))
+        self.consumer.assign([TopicPartition(topic, 0, 0)])
+        self.dsn = dsn
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                for msg in self.consumer.consume(100, 0.01):
+                    if msg.error() is None:
+                        header, _, results = decode_finalized(msg.value() or b"")
+                        if header.height > self.final:  # each validator publishes a copy
+                            self.final = header.height
+                            self.final_txs += len(results)
+                row = conn.execute("SELECT height FROM chain.meta").fetchone()
+                self.projected = int(row[0]) if row else 0
+                self.samples.append((time.monotonic(), self.final, self.projected))
+                self.stop.wait(0.05)
+        self.consumer.close()
+
+    def lags(self, since: float, until: float) -> list[float]:
+        return sorted(float(f - p) for t, f, p in self.samples if since <= t <= until)
+
+    def settle(self, txs: int, timeout: float) -> None:
+        """Until ``txs`` transactions are final and the projector has reached the top."""
+        end = time.monotonic() + timeout
+        while self.final_txs < txs or self.projected < self.final:
+            if time.monotonic() > end:
+                raise TimeoutError(f"{self.final_txs} of {txs} final, projected "
+                                   f"{self.projected} of {self.final}")  # fmt: skip
+            time.sleep(0.05)
+
+
+def send(
+    producer: Producer, topic: str, keys: list[KeyPair], signed: list[bytes], rate: float | None
+) -> None:
+    """Produce ``signed`` (the i-th by ``keys[i % len(keys)]``), at ``rate`` per second."""
+    began = time.monotonic()
+    for i, raw in enumerate(signed):
+        if rate is not None:
+            delay = began + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.produce(topic, key=keys[i % len(keys)].key_id, value=raw)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def spawn_projector(
+    bootstrap: str, postgres: Postgres, net: Path, prefix: str, institution: str
+) -> subprocess.Popen[bytes]:
+    """A real projector process for ``institution``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "projections.projector", "--institution", institution,
+         "--genesis", str(net / "genesis.avro"), "--bootstrap", bootstrap,
+         "--prefix", prefix, "--dsn", postgres.dsn("postgres")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_for_database(dsn: str, timeout: float = 60) -> None:
+    """Until the projector has created its database."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(dsn).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse.Namespace) -> None:
+    """Real validators and a real projector process under the consensus benchmark's load."""
+    names = [f"inst-{i + 1}" for i in range(args.institutions)]
+    prefix = f"live-{time.time_ns()}."
+    net = work / "net"
+    create_genesis(net, "bench", names, block_interval_ms=100, max_block_txs=args.block_txs)
+    ensure_topics(AdminClient(admin_config(settings_bootstrap)), prefix=prefix)
+    procs = spawn_validators(settings_bootstrap, work, net, prefix, names)
+    procs.append(spawn_projector(settings_bootstrap, postgres, net, prefix, names[0]))
+    try:
+        paced_n = int(args.seconds * 2000)  # enough for half of any rate this machine reaches
+        keys, signed, _ = presigned(net, names, args.burst + paced_n)
+        producer = Producer(producer_config(settings_bootstrap))
+        wait_for_database(postgres.dsn(database_name(names[0])))
+        heights = Heights(
+            settings_bootstrap, prefix + "blocks", postgres.dsn(database_name(names[0]))
+        )
+        heights.start()
+        time.sleep(2)
+
+        began = time.monotonic()
+        start_height = heights.final
+        send(producer, prefix + "tx", keys, signed[: args.burst], None)
+        heights.settle(args.burst, 300)
+        final_at = min(t for t, f, _ in heights.samples if f == heights.final)
+        burst_rate = args.burst / (final_at - began)
+        burst_lags = heights.lags(began, final_at)
+        rate = burst_rate / 2
+        count = min(paced_n, int(rate * args.seconds))
+        paced_began = time.monotonic()
+        send(producer, prefix + "tx", keys, signed[args.burst : args.burst + count], rate)
+        paced_ended = time.monotonic()
+        heights.settle(args.burst + count, 120)
+        lags = heights.lags(paced_began, paced_ended)
+        heights.stop.set()
+        heights.join(10)
+        print(f"live: {args.institutions} validators + projector; burst of {args.burst:,} "
+              f"finalized at {burst_rate:,.0f} tx/s ({heights.final - start_height} blocks "
+              f"in all); lag during the burst p50 {percentile(burst_lags, 50):.0f}, "
+              f"max {burst_lags[-1]:.0f} blocks")  # fmt: skip
+        print(f"lag behind finality at {rate:,.0f} tx/s (half the burst rate, blocks of up "
+              f"to {args.block_txs} tx): p50 {percentile(lags, 50):.0f}, p95 "
+              f"{percentile(lags, 95):.0f}, p99 {percentile(lags, 99):.0f}, max {lags[-1]:.0f} "
+              f"over {len(lags)} samples; {100 * sum(1 for x in lags if x <= 1) / len(lags):.1f}%"
+              f" of samples at most one block behind")  # fmt: skip
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--txs", type=int, default=20000)
-    parser.add_argument("--rate", type=float, default=2000.0, help="live load, tx/s")
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--txs", type=int, default=20000, help="catch-up transactions")
+    parser.add_argument("--burst", type=int, default=10000, help="live burst transactions")
+    parser.add_argument("--seconds", type=float, default=20.0, help="paced live run")
+    parser.add_argument("--institutions", type=int, default=4)
     parser.add_argument("--block-txs", type=int, default=500)
     args = parser.parse_args()
     settings = private_settings()
@@ -44,65 +215,9 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     try:
         kafka.start()
         postgres.start()
-        bootstrap = settings.bootstrap_servers
-        sim = SimChain(bootstrap, "bench.", work, max_block_txs=args.block_txs)
-        signer = sim.gov("inst-1")
-        for start in range(0, args.txs, 2000):
-            sim.send(
-                [anchor(sim, signer, f"a-{i}") for i in range(start, min(args.txs, start + 2000))]
-            )
-        height = sim.finalize()
-        config = ProjectorConfig(institution="inst-1", genesis=sim.genesis_path,
-                                 bootstrap=bootstrap, prefix="bench.",
-                                 dsn=postgres.dsn("postgres"))  # fmt: skip
-        projection, runner = prepare(config)
-        began = time.perf_counter()
-        while projection.height < height:
-            runner.step(0.2)
-        took = time.perf_counter() - began
-        print(f"catch-up: {args.txs} txs, {height} blocks, {projection.rows_written} rows in "
-              f"{took:.2f}s = {projection.rows_written / took:,.0f} rows/s, "
-              f"{args.txs / took:,.0f} tx/s")  # fmt: skip
-
-        stop = threading.Event()
-        thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
-        thread.start()
-        lags: list[int] = []
-        sampling = threading.Event()
-
-        def sample() -> None:
-            while not sampling.is_set():
-                lags.append(sim.machine.height - projection.height)
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        rows0, sent, t0 = projection.rows_written, 0, time.perf_counter()
-        while time.perf_counter() - t0 < args.seconds:
-            due = int((time.perf_counter() - t0) * args.rate) - sent
-            if due > 0:
-                sim.send([anchor(sim, signer, f"l-{sent + i}") for i in range(due)])
-                sent += due
-                sim.finalize()
-            time.sleep(0.02)
-        final = sim.finalize()
-        deadline = time.monotonic() + 30
-        while projection.height < final and time.monotonic() < deadline:
-            time.sleep(0.05)
-        live = time.perf_counter() - t0
-        sampling.set()
-        sampler.join()
-        stop.set()
-        thread.join(30)
-        lags.sort()
-        print(
-            f"live: {sent} txs at {args.rate:,.0f} tx/s offered ({sent / args.seconds:,.0f} "
-            f"achieved), {(projection.rows_written - rows0) / live:,.0f} rows/s projected"
-        )
-        print(f"lag behind finality (blocks of {args.block_txs} tx): "
-              f"p50 {statistics.median(lags):.0f}, p95 {lags[int(0.95 * (len(lags) - 1))]}, "
-              f"max {lags[-1]} over {len(lags)} samples")  # fmt: skip
-        sim.close()
+        catch_up(settings.bootstrap_servers, postgres.dsn("postgres"), work, args.txs,
+                 args.block_txs)  # fmt: skip
+        live(settings.bootstrap_servers, postgres, work, args)
     finally:
         postgres.stop()
         kafka.stop()

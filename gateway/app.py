@@ -14,7 +14,8 @@ Routes
 ``GET  /objects/{id}/proof``  proofs (503 ``DATA_PROXY_DISABLED`` without it)
 
 Status codes: a refused token is 401, a missing permission 403, a body above the limit 413,
-a refused query (syntax, validation, limits, bad input) 400 -- each with a GraphQL
+a body that does not arrive in time 408 (:mod:`gateway.deadlines`; the connection is then
+closed), a refused query (syntax, validation, limits, bad input) 400 -- each with a GraphQL
 ``{"errors": [{"message", "extensions": {"code", ...}}]}`` body. Executed operations answer
 200 with ``data`` and, if some field failed, ``errors``.
 """
@@ -32,6 +33,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -42,6 +44,7 @@ from gateway import queries
 from gateway.auth.tokens import Claims
 from gateway.authn import Authenticator, CachingAuthenticator, authenticate, bearer_token
 from gateway.context import Services
+from gateway.deadlines import DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_TIMEOUT_S, BodyDeadline
 from gateway.engine import Engine
 from gateway.errors import (
     BadInput,
@@ -72,6 +75,8 @@ class GatewayConfig:
     poll_interval_s: float = 0.25
     auth_cache_ttl_s: float = 1.0
     static_dir: Path = STATIC
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # then 408, see gateway.deadlines
+    body_min_rate: int = DEFAULT_BODY_MIN_RATE  # bytes/s that extend the body's budget
 
 
 @dataclass(slots=True, kw_only=True)
@@ -273,6 +278,9 @@ def create_app(
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
             *object_routes,
+        ],
+        middleware=[
+            Middleware(BodyDeadline, timeout_s=config.body_timeout_s, min_rate=config.body_min_rate)
         ],
         lifespan=lifespan,
     )

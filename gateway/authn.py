@@ -14,7 +14,11 @@ Theory of operation
   check and one revocation query per second. A revocation therefore takes effect within
   ``ttl_s``. Failures are never cached.
 * A token must also name this gateway's institution (``inst``); tokens of another institution
-  are refused with reason ``wrong_institution``.
+  are refused with reason ``wrong_institution``. That holds for a token of another
+  institution's gateway too, although this gateway cannot check its signature (another
+  institution's keys are not in its key ring, so the verifier says ``unknown_kid`` or
+  ``wrong_issuer``): the unverified ``inst`` claim then only names the institution in the
+  error, so the client learns to log in at its own gateway. The token is refused either way.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from gateway.auth.tokens import Claims, Token, TokenError
+import jwt
+
+from gateway.auth.tokens import Claims, Token, TokenError, UnknownKid, WrongIssuer
 from gateway.errors import Forbidden, Unauthenticated
 
 Clock = Callable[[], float]
@@ -118,11 +124,31 @@ def bearer_token(header: str | None) -> str | None:
     return value.strip()
 
 
+def _claimed_institution(token: str) -> str | None:
+    """The ``inst`` claim of a token whose signature could not be checked (for messages)."""
+    try:
+        payload = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    inst = payload.get("inst") if isinstance(payload, dict) else None
+    if isinstance(inst, str) and 0 < len(inst) <= 64 and inst.isprintable():
+        return inst
+    return None
+
+
 def authenticate(verifier: Authenticator, token: str, institution: str) -> Claims:
     """Verified claims of ``token`` for this institution, or :class:`Unauthenticated`."""
     try:
         claims = verifier.verify(token)
     except TokenError as exc:
+        if isinstance(exc, UnknownKid | WrongIssuer):
+            claimed = _claimed_institution(token)
+            if claimed is not None and claimed != institution:
+                raise Unauthenticated(
+                    f"the token was issued for institution {claimed!r}; this gateway serves "
+                    f"{institution!r} and accepts only its own tokens",
+                    reason="wrong_institution",
+                ) from None
         raise Unauthenticated(f"invalid token: {exc.reason}", reason=exc.reason) from None
     if claims.inst != institution:
         raise Unauthenticated(

@@ -79,6 +79,13 @@ class BodyTooLarge(GatewayError):
     status = 413
 
 
+class RequestTimeout(GatewayError):
+    """The request head or body did not arrive in time (a slow or stalled client)."""
+
+    code = "REQUEST_TIMEOUT"
+    status = 408
+
+
 class ParseFailed(GatewayError):
     code = "GRAPHQL_PARSE_FAILED"
 

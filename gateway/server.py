@@ -10,6 +10,11 @@
 * ``--keystore PATH``: the institution's keystore (0600); its governance key signs the
   governance mutations (``proposeMember``, ``proposeRemoval``, ``castVote``). Without it
   they answer ``GOVERNANCE_KEY_MISSING``; a keystore readable by others is refused.
+* Slow clients (:mod:`gateway.deadlines`): a request head must arrive within
+  ``--head-timeout`` seconds (10) of the connection or of the previous answer, a request body
+  within ``--body-timeout`` seconds (20) plus one second per ``--body-min-rate`` bytes
+  (16 KiB) received; else ``408 REQUEST_TIMEOUT`` and the connection is closed. Idle
+  keep-alive connections close after ``--keep-alive-timeout`` seconds (5).
 * Exit codes: 0 stopped, 2 bad configuration.
 """
 
@@ -29,6 +34,12 @@ from psycopg_pool import ConnectionPool
 from gateway import objects as data_proxy
 from gateway.app import GatewayConfig, create_app
 from gateway.context import Services
+from gateway.deadlines import (
+    DEFAULT_BODY_MIN_RATE,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEAD_TIMEOUT_S,
+    HeadDeadlineProtocol,
+)
 from gateway.governance import Governance, KeystoreRefused
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
@@ -68,9 +79,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cost", type=int, default=defaults.max_cost)
     p.add_argument("--max-page-size", type=int, default=defaults.max_page_size)
     p.add_argument("--no-cache", action="store_true", help="no per-height response cache")
+    p.add_argument(
+        "--head-timeout",
+        type=_positive,
+        default=DEFAULT_HEAD_TIMEOUT_S,
+        help="seconds a client has to send a request head (default 10; then 408 and close)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_positive,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="seconds a client has to send a request body, plus 1 s per --body-min-rate "
+        "bytes received (default 20; then 408 and close)",
+    )
+    p.add_argument(
+        "--body-min-rate",
+        type=int,
+        default=DEFAULT_BODY_MIN_RATE,
+        help="bytes per second of body that extend --body-timeout (default 16384)",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=5,
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
     data_proxy.add_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+    return value
 
 
 def _iam(args: argparse.Namespace, dsn: str) -> Any:
@@ -135,8 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = Limits(
         max_depth=args.max_depth, max_cost=args.max_cost, max_page_size=args.max_page_size
     )
+    if args.body_min_rate <= 0 or args.keep_alive_timeout <= 0:
+        print("pantheon gateway: error: rates and timeouts must be positive", file=sys.stderr)
+        return EXIT_CONFIG
     config = GatewayConfig(
-        institution=args.institution, limits=limits, cache_responses=not args.no_cache
+        institution=args.institution,
+        limits=limits,
+        cache_responses=not args.no_cache,
+        body_timeout_s=args.body_timeout,
+        body_min_rate=args.body_min_rate,
     )
     try:
         proxy = data_proxy.from_args(args, pool, governance)
@@ -154,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             log_level="info" if args.verbose else "warning",
             access_log=False,
+            http=HeadDeadlineProtocol.with_timeout(args.head_timeout),
+            timeout_keep_alive=args.keep_alive_timeout,
             ws="websockets-sansio",
             lifespan="on",
         )
