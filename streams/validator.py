@@ -13,7 +13,9 @@ core and carries out the actions the core returns:
 Every few final blocks (or seconds) the producer is flushed and the final state is
 snapshotted, then the journal is pruned. On restart the newest valid snapshot is loaded and
 the logs are replayed from the positions it names. SIGTERM stops it cleanly (exit 0); a
-divergence stops it loudly (exit 3); bad configuration exits 2.
+divergence stops it loudly (exit 3); bad configuration exits 2; a message the producer
+could not deliver (a fatal producer error: sends otherwise retry until the brokers return)
+exits 4.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from streams.kafka_config import consumer_config, producer_config
 
 log = logging.getLogger("pantheon.validator")
 
-EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED = 0, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED, EXIT_UNDELIVERED = 0, 2, 3, 4
 SNAPSHOT_EVERY_BLOCKS = 200
 SNAPSHOT_EVERY_SECONDS = 15.0
 
@@ -124,10 +126,23 @@ class Validator:
                 TopicPartition(self.topics["votes"], 0, votes_offset),
             ]
         )
-        # votes, blocks and receipts are mostly hashes and signatures: compressing them
-        # costs the producer and the broker CPU and saves nothing
+        # Votes, blocks and receipts are mostly hashes and signatures: compressing them costs
+        # the producer and the broker CPU and saves nothing. A vote or a marker is sent once,
+        # so it must never expire in the producer's queue while the brokers are away
+        # (message.timeout.ms 0 = retry until delivered, in order, idempotently); a message
+        # that still fails (a fatal producer error) stops the process, and a restart
+        # re-executes and re-sends what is not final.
+        self.undelivered: str | None = None
         self.producer = Producer(
-            producer_config(config.bootstrap, **{"linger.ms": 2, "compression.type": "none"})
+            producer_config(
+                config.bootstrap,
+                **{
+                    "linger.ms": 2,
+                    "compression.type": "none",
+                    "message.timeout.ms": 0,
+                    "on_delivery": self._delivered,
+                },
+            )
         )
 
     def _resume(self) -> tuple[ValidatorCore, int]:
@@ -174,6 +189,10 @@ class Validator:
                 if self.core.diverged is not None:
                     self._write_status()
                     return EXIT_DIVERGED
+                if self.undelivered is not None:
+                    log.critical("a message could not be delivered; exiting so that a restart "
+                                 "re-sends it", extra={"error": self.undelivered})  # fmt: skip
+                    return EXIT_UNDELIVERED
                 self._maybe_snapshot()
                 self._maybe_write_status()
             return EXIT_OK
@@ -182,6 +201,10 @@ class Validator:
             self._write_status()
             self.consumer.close()
             self.journal.close()
+
+    def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is not None and self.undelivered is None:
+            self.undelivered = str(error)
 
     def stop(self, *_: object) -> None:
         """Ask the loop to end (signal handler)."""
