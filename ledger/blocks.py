@@ -27,6 +27,8 @@ from ledger.results import ResultCode
 from schemas.codec import decode, encode
 from schemas.errors import CodecError
 
+_LONG = 1 << 63
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EntryResult:
@@ -70,6 +72,9 @@ class BlockHeader:
     def __post_init__(self) -> None:
         if self.height < 1 or not 0 <= self.first_offset <= self.last_offset:
             raise InvalidEvent("height must be >= 1 and offsets ordered and non-negative")
+        if max(self.height, self.last_offset) >= _LONG or not -_LONG <= self.timestamp_ms < _LONG:
+            # else hash() fails: the canonical header holds them as Avro longs
+            raise InvalidEvent("height, offsets and timestamp_ms must fit in 64 bits")
         for name in ("prev_hash", "tx_root", "state_root", "validator_set_hash"):
             if len(getattr(self, name)) != HASH_BYTES:
                 raise InvalidEvent(f"{name} must be {HASH_BYTES} bytes")

@@ -144,7 +144,8 @@ class RecordProof:
                 header=header,
                 certificate=x(k["certificate"]),
             )
-        except (KeyError, TypeError, ValueError, InvalidEvent) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, InvalidEvent) as exc:
+            # OverflowError: int() of a JSON Infinity or 1e400 (Python's json reads floats)
             raise ProofError(f"not a record proof: {exc}") from exc
 
 
@@ -397,7 +398,15 @@ class ObjectProof:
                 block_hash=declared,
                 certificate=certificate,
             )
-        except (KeyError, TypeError, ValueError, AttributeError, InvalidEvent) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            AttributeError,
+            InvalidEvent,
+        ) as exc:
+            # OverflowError: int() of a JSON Infinity or 1e400, as in RecordProof.from_json
             raise ObjectProofError(ProofLink.FORMAT, f"not an object proof: {exc}") from exc
 
 

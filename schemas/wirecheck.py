@@ -11,6 +11,9 @@ well formed:
   (``int`` within 32 bits, ``long`` within 64 bits);
 * every declared length (bytes, string, fixed, array/map block) is non-negative and fits in the
   bytes that remain; strings are valid UTF-8; booleans are 0 or 1;
+* an array or map is one block, as the codec writes it: a positive item count, the items, then
+  0 (no byte-size form with a negative count, no split into several blocks), so that, with
+  minimal varints, the encoding of a value is unique (``parse_tx`` hashes the sliced bytes);
 * union and enum indexes are in range;
 * the number of items of zero-size types is bounded by ``MAX_ZERO_SIZE_ITEMS``, and nesting by
   ``MAX_DEPTH``;
@@ -221,26 +224,24 @@ class WireChecker:
         is_map = schema["type"] == "map"
         item = schema["values"] if is_map else schema["items"]
         item_size = (1 if is_map else 0) + _min_size(item, self._names)
-        while True:
-            count = cur.long()
-            if count == 0:
-                return
-            if count < 0:
-                count = -count
-                size = cur.long()
-                if not 0 <= size <= cur.end - cur.pos:
-                    raise CodecError("truncated", "array block size")
-            if item_size:
-                if count * item_size > cur.end - cur.pos:
-                    raise CodecError("truncated", f"{count} items cannot fit")
-            else:
-                cur.zero_items += count
-                if cur.zero_items > MAX_ZERO_SIZE_ITEMS:
-                    raise CodecError("too_many_items", str(cur.zero_items))
-            for _ in range(count):
-                if is_map:
-                    self._primitive("string", cur, depth + 1)
-                self._walk(item, cur, depth + 1)
+        count = cur.long()
+        if count == 0:
+            return
+        if count < 0:
+            raise CodecError("non_canonical", "array/map block with a byte size")
+        if item_size:
+            if count * item_size > cur.end - cur.pos:
+                raise CodecError("truncated", f"{count} items cannot fit")
+        else:
+            cur.zero_items += count
+            if cur.zero_items > MAX_ZERO_SIZE_ITEMS:
+                raise CodecError("too_many_items", str(cur.zero_items))
+        for _ in range(count):
+            if is_map:
+                self._primitive("string", cur, depth + 1)
+            self._walk(item, cur, depth + 1)
+        if cur.long() != 0:
+            raise CodecError("non_canonical", "array/map in more than one block")
 
 
 # -- the compiled form ---------------------------------------------------------------------
@@ -400,25 +401,25 @@ class _Compiler:
         item_size = (1 if is_map else 0) + _min_size(item_schema, self.names)
 
         def step(data: bytes, pos: int, end: int, zero: list[int]) -> int:
-            while True:
-                count, pos = _long(data, pos, end)
-                if count == 0:
-                    return pos
-                if count < 0:
-                    count = -count
-                    size, pos = _long(data, pos, end)
-                    if not 0 <= size <= end - pos:
-                        raise CodecError("truncated", "array block size")
-                if item_size:
-                    if count * item_size > end - pos:
-                        raise CodecError("truncated", f"{count} items cannot fit")
-                else:
-                    zero[0] += count
-                    if zero[0] > MAX_ZERO_SIZE_ITEMS:
-                        raise CodecError("too_many_items", str(zero[0]))
-                for _ in range(count):
-                    if is_map:
-                        pos = _string(data, pos, end, zero)
-                    pos = item(data, pos, end, zero)
+            count, pos = _long(data, pos, end)
+            if count == 0:
+                return pos
+            if count < 0:
+                raise CodecError("non_canonical", "array/map block with a byte size")
+            if item_size:
+                if count * item_size > end - pos:
+                    raise CodecError("truncated", f"{count} items cannot fit")
+            else:
+                zero[0] += count
+                if zero[0] > MAX_ZERO_SIZE_ITEMS:
+                    raise CodecError("too_many_items", str(zero[0]))
+            for _ in range(count):
+                if is_map:
+                    pos = _string(data, pos, end, zero)
+                pos = item(data, pos, end, zero)
+            count, pos = _long(data, pos, end)
+            if count != 0:
+                raise CodecError("non_canonical", "array/map in more than one block")
+            return pos
 
         return step

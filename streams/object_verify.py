@@ -131,7 +131,7 @@ def object_verify_main(argv: Sequence[str] | None = None) -> int:
     try:
         data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
         doc = json.loads(args.proof.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
         print(f"INVALID: {ProofLink.FORMAT.value}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if not isinstance(doc, dict):

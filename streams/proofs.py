@@ -124,8 +124,10 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         text = sys.stdin.read() if str(args.proof) == "-" else args.proof.read_text()
         proof = RecordProof.from_json(json.loads(text))
         ok = verify_record_proof(proof, genesis)
-    except (OSError, ValueError, DecodeError, ProofError) as exc:
-        print(f"INVALID: {exc}", file=sys.stderr)
+    except (OSError, ValueError, RecursionError, DecodeError, ProofError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack (a hostile file)
+        print(f"INVALID: {type(exc).__name__ if isinstance(exc, RecursionError) else exc}",
+              file=sys.stderr)  # fmt: skip
         return 1
     print(
         json.dumps(

@@ -328,7 +328,14 @@ class TokenVerifier:
         return cls(keys.get, **kwargs)
 
     def _header(self, token: str) -> tuple[str, Ed25519PublicKey]:
-        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        if (
+            not isinstance(token, str)
+            or len(token) > MAX_TOKEN_CHARS
+            or token.count(".") != 2
+            # base64url and dots only: a lone surrogate (a JSON string can carry one) would
+            # make PyJWT's UTF-8 encoding raise UnicodeEncodeError instead of a TokenError
+            or not token.isascii()
+        ):
             raise MalformedToken("not a compact JWS")
         try:
             header = jwt.get_unverified_header(token)

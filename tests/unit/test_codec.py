@@ -242,3 +242,21 @@ def test_recursive_schemas_use_the_walker() -> None:
     checker.check(b"\x02\x02\x00")  # a chain of three nodes
     with pytest.raises(CodecError, match="truncated"):
         checker.check(b"\x02\x02")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x01\x02\x02\x00",  # count -1 with a byte size: legal Avro, not the codec's form
+        b"\x02\x02\x02\x02\x00",  # two blocks of one item each
+    ],
+)
+def test_arrays_must_be_one_block(body: bytes) -> None:
+    """Avro allows several encodings of one array; the codec accepts only its own, so that
+    hashing the bytes as sent (transaction ids) cannot be made to vary (atheris finding)."""
+    checker = WireChecker({"type": "array", "items": "long"})
+    with pytest.raises(CodecError, match="non_canonical"):
+        checker.check(body)
+    with pytest.raises(CodecError, match="non_canonical"):
+        checker.walk_check(body)
+    checker.check(b"\x04\x02\x02\x00")  # the canonical form of [1, 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from ledger.l2 import BUNDLE_KIND, RECORD_KIND, sign_device_bundle
 from ledger.merkle import inclusion_proof, root
 from ledger.proofs import RecordProof, genesis_validators, verify_record_proof
 from ledger.votes import sign_vote
+from streams.proofs import verify_main
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 DEVICE = key("proof-device")
@@ -148,3 +150,32 @@ def test_membership_change_is_reported_not_trusted() -> None:
     smaller = dataclasses.replace(vs, members={k: v for k, v in list(vs.members.items())[:3]})
     with pytest.raises(ProofError, match="validator set"):
         verify_record_proof(proof, genesis, smaller)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("sequence",), float("-inf")),  # JSON -Infinity: int() overflows
+        (("batch", "leaf_index"), 1e400),  # read as inf
+        (("block", "last_offset"), 4 * 10**36),  # past 64 bits: the header cannot be hashed
+        (("block", "height"), 2**63),
+    ],
+)
+def test_out_of_range_numbers_are_proof_errors(path: tuple[str, ...], value: object) -> None:
+    """Found by the atheris driver: these raised OverflowError or DecodeError."""
+    proof, genesis = _chain_proof(RECORD_KIND)
+    doc = json.loads(json.dumps(proof.to_json()))
+    node = doc
+    for name in path[:-1]:
+        node = node[name]
+    node[path[-1]] = value
+    with pytest.raises(ProofError):
+        verify_record_proof(RecordProof.from_json(json.loads(json.dumps(doc))), genesis)
+
+
+def test_verify_command_refuses_deeply_nested_json(tmp_path: Path) -> None:
+    _, genesis = _chain_proof(RECORD_KIND)
+    (tmp_path / "genesis.avro").write_bytes(genesis.encode())
+    (tmp_path / "proof.json").write_text("[" * 100_000)
+    assert verify_main(["--genesis", str(tmp_path / "genesis.avro"),
+                        str(tmp_path / "proof.json")]) == 1  # fmt: skip
