@@ -242,8 +242,17 @@ def batch(conn: Conn, batch_id: str) -> Batch | None:
     return _batch(row) if row else None
 
 
-def mark_committed(conn: Conn, batch_id: str, tx_id: bytes, result_code: int) -> None:
-    """The CommitBatch of ``batch_id`` is on chain (OK, or ALREADY_EXISTS from an earlier try)."""
+def on_chain(conn: Conn, batch_ids: Sequence[str]) -> set[str]:
+    """Which of ``batch_ids`` the chain projection already holds (committed by any attempt)."""
+    rows = conn.execute(
+        "SELECT batch_id FROM chain.l2_batches WHERE batch_id = ANY(%s)", (list(batch_ids),)
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def mark_committed(conn: Conn, batch_id: str, tx_id: bytes | None, result_code: int) -> None:
+    """The CommitBatch of ``batch_id`` is on chain (OK, or ALREADY_EXISTS from an earlier try;
+    ``tx_id`` None when it was found on chain, committed by a try this process never saw)."""
     with conn.transaction():
         conn.execute(
             "UPDATE l2.batches SET state = 'committed', tx_id = %s, result_code = %s, "

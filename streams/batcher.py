@@ -25,7 +25,9 @@ Theory of operation
   (an earlier attempt, before a crash, got there first) marks the batch committed. Nonces:
   read from ``chain.keys.next_nonce`` once the projection has reached the height of every
   receipt seen, then counted locally; any non-OK receipt or a timeout makes it re-read
-  (``BAD_NONCE`` recovery). The same thread publishes the rejected outbox to
+  (``BAD_NONCE`` recovery); with a re-read nonce, sealed batches the chain projection
+  already holds (committed by a killed process whose receipts were never seen) are marked
+  committed instead of being sent again. The same thread publishes the rejected outbox to
   ``<prefix>l2.rejected`` (at least once; consumers dedupe on topic/partition/offset).
 * The signing key must be a SERVICE identity of the institution (or, for the local demo, its
   governance key): both may send ``CommitBatch``. Each process of the group commits the sealed
@@ -508,6 +510,11 @@ class Batcher:
                         continue
                     client.reset_nonce(nonce)
                     nonce_known = True
+                    # read with the nonce, from the same projection: batches a killed
+                    # process committed (its receipts never seen here) are not sent again
+                    pending = self._skip_landed(conn, pending)
+                    if not pending:
+                        continue
                 ok, height = self._submit(conn, client, pending)
                 need_height = max(need_height, height)
                 if not ok:
@@ -527,6 +534,19 @@ class Batcher:
                 log.warning("undelivered CommitBatch transactions at close (resubmitted later)")
             producer.flush(10)
             conn.close()
+
+    def _skip_landed(
+        self, conn: psycopg.Connection[Any], pending: list[store.Batch]
+    ) -> list[store.Batch]:
+        landed = store.on_chain(conn, [b.batch_id for b in pending])
+        for b in pending:
+            if b.batch_id in landed:
+                store.mark_committed(conn, b.batch_id, None, int(ResultCode.ALREADY_EXISTS))
+                self.committed += 1
+                COMMITTED.labels(self.config.institution).inc()
+        if landed:
+            log.info("%d sealed batches were already on chain (an earlier try)", len(landed))
+        return [b for b in pending if b.batch_id not in landed]
 
     def _chain_nonce(
         self, conn: psycopg.Connection[Any], height: int, stop: threading.Event
