@@ -4,7 +4,9 @@ Starts a private single-node Kafka, then for 1 and for 4 institutions (one valid
 each): a burst of pre-signed transactions for throughput, and a paced run at half that rate
 for latency. Latency is measured per transaction from its produce call to the first receipt
 for it on ``pantheon.receipts``. Also prints the single-core Ed25519 verify rate and the
-ceiling ``verify rate x cores / validators`` (every validator verifies every signature).
+ceiling ``verify rate x cores / validators`` (every validator verifies every signature; the
+verify rate is measured before and after each case and the best is used), and the CPU
+seconds each kind of process used during the burst.
 
     python -m bench.consensus [--txs 20000]
 """
@@ -220,17 +222,24 @@ def main() -> None:
     cluster = KafkaCluster(settings)
     cluster.start()
     try:
-        rate = verify_rate()
         brokers = [pid for node in cluster.nodes if (pid := read_pid(node.pid_file)) is not None]
         cores = os.cpu_count() or 1
-        print(f"Ed25519 verify, one core               {rate:12,.0f} /s   ({cores} cores)")
+        # This machine's speed drifts (shared host): the verify rate is measured before and
+        # after every case, and the ceiling uses the best figure, so the ratio errs low.
+        rates = [verify_rate(2.0)]
         for n in [int(x) for x in args.institutions.split(",")]:
             r = run_case(settings.bootstrap_servers, settings.state_dir, n, args.txs, brokers)
+            rates.append(verify_rate(2.0))
+            rate = max(rates[-2:])
             ceiling = rate * cores / n
             print(
                 f"{n} institution(s): finalized {r['throughput']:9,.0f} tx/s "
-                f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f}); "
-                f"latency at {r['paced_rate']:,.0f} tx/s p50 {r['p50'] * 1000:.0f} ms, "
+                f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f} = "
+                f"{rate:,.0f} verifies/s x {cores} cores / {n}; verify rate before and after "
+                f"{rates[-2]:,.0f} / {rates[-1]:,.0f})"
+            )
+            print(
+                f"  latency at {r['paced_rate']:,.0f} tx/s p50 {r['p50'] * 1000:.0f} ms, "
                 f"p99 {r['p99'] * 1000:.0f} ms"
             )
             verify_cpu = n * args.txs / rate

@@ -35,7 +35,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from projections.migrate import apply_migrations
-from streams.kafka_config import consumer_config
+from streams.kafka_config import consume_ready, consumer_config
 
 log = logging.getLogger("pantheon.projections.runner")
 
@@ -178,7 +178,7 @@ class ProjectionRunner:
             self._reset()
         consumer = self._kafka()
         batch: list[Message] = []
-        for msg in consumer.consume(num_messages=self.batch_size, timeout=timeout):
+        for msg in consume_ready(consumer, self.batch_size, timeout):
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
