@@ -12,10 +12,19 @@ Theory of operation
   (INACTIVE_SENDER), nonce equal to the sender's next nonce (BAD_NONCE), then the contract's
   role and permission checks. An accepted entry also advances the sender's nonce; a rejected
   one changes nothing (its transaction overlay is dropped) and stays in the block with its code.
+* ``verified_signatures`` (default: none) names envelopes, by their raw bytes, whose Ed25519
+  signature the caller has already verified (the audit verifies in worker processes with
+  :func:`ledger.tx.signature_verifies`); for those only the verify call is skipped, every
+  other check runs. The hook trusts its caller: an envelope named there is not re-verified,
+  so naming one with a bad signature changes the result (the audit names only envelopes its
+  own workers verified). An envelope not named is verified as usual, so an incomplete set
+  changes nothing. Validators pass nothing; the audit (its workers' verdicts) and projectors
+  (envelopes a quorum certified, :func:`ledger.finality.certified_signatures`) do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 from ledger.blocks import BlockHeader, EntryResult, tx_root
@@ -46,11 +55,21 @@ class ExecutedBlock:
 
 
 def execute_entry(
-    block_view: Overlay, params: Record, height: int, raw: bytes
+    block_view: Overlay,
+    params: Record,
+    height: int,
+    raw: bytes,
+    *,
+    signature_verified: bool = False,
 ) -> tuple[bytes, ResultCode]:
-    """Execute one entry on ``block_view``; returns ``(tx id, result code)``."""
+    """Execute one entry on ``block_view``; returns ``(tx id, result code)``.
+
+    ``signature_verified``: the caller vouches for the envelope's signature (see the module).
+    """
     try:
-        tx = parse_tx(raw, max_tx_bytes=int(params["max_tx_bytes"]))
+        tx = parse_tx(
+            raw, max_tx_bytes=int(params["max_tx_bytes"]), signature_verified=signature_verified
+        )
     except TxRejected as rejected:
         return rejected.tx_id or entry_id(raw), rejected.code
     if tx.chain_id != params["chain_id"]:
@@ -75,8 +94,18 @@ def execute_entry(
     return tx.tx_id, code
 
 
-def execute_block(state: WorldState, prev_hash: bytes, block: CutBlock) -> ExecutedBlock:
-    """Execute ``block`` on the committed ``state`` (which is not modified)."""
+def execute_block(
+    state: WorldState,
+    prev_hash: bytes,
+    block: CutBlock,
+    *,
+    verified_signatures: Container[bytes] = frozenset(),
+) -> ExecutedBlock:
+    """Execute ``block`` on the committed ``state`` (which is not modified).
+
+    ``verified_signatures``: raw envelopes whose signature the caller vouches for (see the
+    module); the result is the same as without them when the caller is right.
+    """
     if block.height != state.height + 1:
         raise StateError(f"block {block.height} on state at height {state.height}")
     params = state.get("params")
@@ -86,7 +115,10 @@ def execute_block(state: WorldState, prev_hash: bytes, block: CutBlock) -> Execu
     view = Overlay(state)
     results = []
     for entry in block.entries:
-        tx_id, code = execute_entry(view, params, block.height, entry.raw)
+        tx_id, code = execute_entry(
+            view, params, block.height, entry.raw,
+            signature_verified=entry.raw in verified_signatures,
+        )  # fmt: skip
         results.append(EntryResult(tx_id=tx_id, offset=entry.offset, code=code))
     writes = view.write_set()
     header = BlockHeader(
@@ -134,9 +166,14 @@ class LedgerMachine:
         """The validator set of the next height."""
         return validator_set(self.state, self.state.height + 1)
 
-    def execute(self, block: CutBlock) -> ExecutedBlock:
-        """Execute the next block without committing it."""
-        return execute_block(self.state, self.last_hash, block)
+    def execute(
+        self, block: CutBlock, *, verified_signatures: Container[bytes] = frozenset()
+    ) -> ExecutedBlock:
+        """Execute the next block without committing it (``verified_signatures``: see
+        :func:`execute_block`)."""
+        return execute_block(
+            self.state, self.last_hash, block, verified_signatures=verified_signatures
+        )
 
     def commit(self, executed: ExecutedBlock) -> None:
         """Commit an executed block (must be the next height, built on the last hash)."""
@@ -147,8 +184,10 @@ class LedgerMachine:
             raise StateError("state root mismatch on commit")
         self.last_hash = executed.block_hash
 
-    def apply(self, block: CutBlock) -> ExecutedBlock:
+    def apply(
+        self, block: CutBlock, *, verified_signatures: Container[bytes] = frozenset()
+    ) -> ExecutedBlock:
         """Execute and commit the next block."""
-        executed = self.execute(block)
+        executed = self.execute(block, verified_signatures=verified_signatures)
         self.commit(executed)
         return executed

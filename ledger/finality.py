@@ -25,6 +25,7 @@ from typing import Any
 from ledger.blocks import BlockHeader, EntryResult, decode_finalized
 from ledger.errors import DecodeError, InvalidEvent, ProofError
 from ledger.members import ValidatorSet
+from ledger.results import ResultCode
 from ledger.votes import Vote
 
 
@@ -133,6 +134,32 @@ def verify_finalized(
         raise ProofError("header does not name this validator set")
     verify_certificate(cert, validators, header.hash())
     return header, cert, results
+
+
+_BEFORE_SIGNATURE = frozenset(
+    {ResultCode.TOO_LARGE, ResultCode.MALFORMED, ResultCode.BAD_SIGNATURE}
+)
+"""Result codes given before (or by) the signature check: every other code means the
+executing validator found the envelope's signature valid (ledger.execution's check order)."""
+
+
+def certified_signatures(raws: Sequence[bytes], results: Sequence[EntryResult]) -> frozenset[bytes]:
+    """The envelopes of a certified block whose signatures its quorum verified.
+
+    ``raws`` are the entries of the cut block, ``results`` the certified results (checked
+    against the certified ``tx_root`` by :func:`verify_finalized`). An entry whose certified
+    code came after the signature check had its signature verified by every signer of the
+    certificate, at least ``f + 1`` of them honest. A reader that re-executes the block can
+    vouch for those signatures (``LedgerMachine.execute(verified_signatures=...)``) and still
+    compares its header hash with the certified one. Mismatched lengths vouch for nothing.
+    """
+    if len(raws) != len(results):
+        return frozenset()
+    return frozenset(
+        raw
+        for raw, result in zip(raws, results, strict=True)
+        if result.code not in _BEFORE_SIGNATURE
+    )
 
 
 @dataclass(slots=True)

@@ -10,6 +10,12 @@ Theory of operation
   carrying the result code (``TOO_LARGE``, ``MALFORMED``, ``BAD_SIGNATURE``); state-dependent
   checks (sender known and active, nonce, permissions) belong to :mod:`ledger.execution`.
 * An entry that does not even decode is identified by the SHA-256 of its raw bytes.
+* The Ed25519 verify is nearly all of :func:`parse_tx`'s cost. A caller that has already
+  verified an envelope's signature (the audit, in worker processes, with
+  :func:`signature_verifies`) passes ``signature_verified=True`` to skip that one call; every
+  other check still runs, so the outcome is the normal one for any envelope whose signature
+  :func:`signature_verifies` accepts. The flag is trusted, not checked: a caller that vouches
+  for a bad signature gets the envelope accepted.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from ledger.keys import (
     verify,
 )
 from ledger.results import ResultCode
-from schemas.codec import HEADER_BYTES, decode, encode
+from schemas.codec import HEADER_BYTES, MAGIC, decode, encode, registry
 from schemas.errors import CodecError
 
 OPERATIONS = (
@@ -114,6 +120,17 @@ def entry_id(raw: bytes) -> bytes:
 # length (32 -> 0x40, 64 -> 0x80 0x01) and the bytes. Everything between the single-object
 # header and that tail is the TxBody exactly as encoded.
 _ENVELOPE_TAIL = 1 + PUBLIC_KEY_BYTES + 2 + SIGNATURE_BYTES
+_ENVELOPE_HEADER = MAGIC + registry().by_name("TxEnvelope").fingerprint_bytes
+
+
+def _has_envelope_tail(raw: bytes) -> bool:
+    """Whether ``raw`` ends like an envelope: a 32-byte key then a 64-byte signature."""
+    start = len(raw) - _ENVELOPE_TAIL
+    return (
+        start >= HEADER_BYTES
+        and raw[start] == 0x40
+        and raw[start + 1 + PUBLIC_KEY_BYTES : start + 3 + PUBLIC_KEY_BYTES] == b"\x80\x01"
+    )
 
 
 def _body_bytes(raw: bytes, body: Mapping[str, Any]) -> bytes:
@@ -124,14 +141,41 @@ def _body_bytes(raw: bytes, body: Mapping[str, Any]) -> bytes:
     re-encoding every transaction. The tail's shape is checked, and anything unexpected falls
     back to re-encoding.
     """
-    tail = raw[len(raw) - _ENVELOPE_TAIL :]
-    if tail[0] == 0x40 and tail[1 + PUBLIC_KEY_BYTES : 3 + PUBLIC_KEY_BYTES] == b"\x80\x01":
+    if _has_envelope_tail(raw):
         return raw[HEADER_BYTES : len(raw) - _ENVELOPE_TAIL]
     return canonical_bytes("TxBody", body)  # pragma: no cover - unreachable for valid input
 
 
-def parse_tx(raw: bytes, *, max_tx_bytes: int = DEFAULT_MAX_TX_BYTES) -> Transaction:
-    """Decode and authenticate an envelope; raises :class:`TxRejected` with a result code."""
+def signature_verifies(raw: bytes) -> bool:
+    """Whether the Ed25519 check of :func:`parse_tx` would pass for ``raw``, without decoding.
+
+    The key, signature and signed body are sliced from the wire bytes (only for the current
+    ``TxEnvelope`` schema). For every envelope on which :func:`parse_tx` reaches its signature
+    check (it decoded, with a 32-byte key and a 64-byte signature), the unique encoding of
+    ``{body, public_key, signature}`` makes these slices exactly the values it checks,
+    so the two agree; for any other input the answer does not matter (``parse_tx`` rejects it
+    first) and is usually False. Cheap enough to run in bulk in worker processes.
+    """
+    if not raw.startswith(_ENVELOPE_HEADER) or not _has_envelope_tail(raw):
+        return False
+    end = len(raw)
+    key_at = end - _ENVELOPE_TAIL + 1
+    return verify(
+        raw[key_at : key_at + PUBLIC_KEY_BYTES],
+        raw[end - SIGNATURE_BYTES :],
+        TX_DOMAIN,
+        raw[HEADER_BYTES : end - _ENVELOPE_TAIL],
+    )
+
+
+def parse_tx(
+    raw: bytes, *, max_tx_bytes: int = DEFAULT_MAX_TX_BYTES, signature_verified: bool = False
+) -> Transaction:
+    """Decode and authenticate an envelope; raises :class:`TxRejected` with a result code.
+
+    ``signature_verified=True`` skips only the Ed25519 verify: the caller vouches that
+    :func:`signature_verifies` holds for ``raw`` (it is not checked again).
+    """
     if len(raw) > max_tx_bytes:
         raise TxRejected(ResultCode.TOO_LARGE, f"{len(raw)} > {max_tx_bytes} bytes")
     try:
@@ -154,7 +198,7 @@ def parse_tx(raw: bytes, *, max_tx_bytes: int = DEFAULT_MAX_TX_BYTES) -> Transac
         raise TxRejected(
             ResultCode.BAD_SIGNATURE, "sender is not the key id of public_key", tx_id=tx_id
         )
-    if not verify(public_key, signature, TX_DOMAIN, canonical_body):
+    if not signature_verified and not verify(public_key, signature, TX_DOMAIN, canonical_body):
         raise TxRejected(ResultCode.BAD_SIGNATURE, "signature does not verify", tx_id=tx_id)
     return Transaction(
         chain_id=body["chain_id"],

@@ -36,11 +36,11 @@ from typing import Any
 import psycopg
 from confluent_kafka import Message
 
-from ledger.blocks import decode_finalized
+from ledger.blocks import EntryResult, decode_finalized
 from ledger.cutter import CutBlock, Cutter
 from ledger.errors import DecodeError, LedgerError, ProofError
 from ledger.execution import ExecutedBlock, LedgerMachine
-from ledger.finality import QuorumCertificate, verify_finalized
+from ledger.finality import QuorumCertificate, certified_signatures, verify_finalized
 from ledger.genesis import Genesis, genesis_writes
 from ledger.hashing import canonical_bytes
 from ledger.results import ResultCode
@@ -220,8 +220,9 @@ class ChainProjection:
             chosen = self._first_valid(height, copies)
             if chosen is None:
                 continue
-            source_offset, cert = chosen
-            executed = self.machine.execute(cut)
+            source_offset, cert, certified = chosen
+            vouched = certified_signatures([e.raw for e in cut.entries], certified)
+            executed = self.machine.execute(cut, verified_signatures=vouched)
             if executed.block_hash != cert.block_hash:
                 raise Diverged(
                     f"block {height}: the core computes {executed.block_hash.hex()}, "
@@ -237,18 +238,18 @@ class ChainProjection:
 
     def _first_valid(
         self, height: int, copies: list[tuple[int, bytes]]
-    ) -> tuple[int, QuorumCertificate] | None:
+    ) -> tuple[int, QuorumCertificate, tuple[EntryResult, ...]] | None:
         validators = self.machine.validator_set()
         for offset, raw in sorted(copies):
             try:
-                _, cert, _ = verify_finalized(raw, validators)
+                _, cert, results = verify_finalized(raw, validators)
             except (DecodeError, ProofError) as exc:
                 self.counters["blocks_invalid"] += 1
                 log.warning("skipping an invalid block copy", extra={
                     "height": height, "offset": offset, "error": str(exc)})  # fmt: skip
                 self._dropped_copies.append(offset)
                 continue
-            return offset, cert
+            return offset, cert, results
         del self._copies[height]
         return None
 

@@ -1,7 +1,7 @@
 """``pantheon audit``: replay every ledger log into a fresh state and check everything.
 
 ``python -m streams.audit --genesis G --bootstrap B [--prefix P] [--institution X --dsn DSN]
-[--json PATH] [--at-height H] [--checkpoint SNAPSHOT]``
+[--json PATH] [--at-height H] [--checkpoint SNAPSHOT] [--workers N]``
 
 Theory of operation
 -------------------
@@ -12,6 +12,11 @@ Theory of operation
   trusted checkpoint, a validator snapshot) through :class:`ledger.audit.ChainAudit`, which
   re-executes every block with the core and checks every copy, certificate, vote and
   receipt; then ``receipts`` is streamed.
+* With ``--workers N`` (default: one per core; 0 or 1: none) the transactions' Ed25519
+  signatures are verified ahead of the replay in N worker processes
+  (:mod:`streams.audit_verify`), overlapping the serial cutting, execution and certificate
+  checks; the core skips the verify call only for envelopes a worker verified, and checks
+  everything else itself, so the findings are the same.
 * With ``--institution`` (and ``--dsn`` reaching its PostgreSQL server), the institution's
   ``chain`` tables are read first, in one snapshot at projected height ``P``, and compared
   with the rows the projector's own row builder makes from the replay up to ``P``
@@ -42,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -51,8 +56,12 @@ from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.snapshot import decode_snapshot
 from streams import audit_metrics, logs
+from streams.audit_verify import SignaturePipeline, default_workers
 from streams.kafka_config import consumer_config
 from streams.metrics_server import serve_metrics
+
+if TYPE_CHECKING:
+    from streams.audit_projection import ProjectionSnapshot
 
 log = logging.getLogger("pantheon.audit")
 
@@ -78,6 +87,13 @@ class AuditConfig:
     checkpoint: Path | None = None
     timeout: float = 30.0
     progress: bool = False
+    workers: int | None = None  # signature workers: None = one per core, 0 or 1 = in-process
+
+    @property
+    def signature_workers(self) -> int:
+        """Worker processes verifying signatures (0: the replay verifies them itself)."""
+        workers = default_workers() if self.workers is None else self.workers
+        return workers if workers > 1 else 0
 
 
 @dataclass(slots=True)
@@ -95,6 +111,8 @@ class AuditReport:
     audited_height: int = 0
     checkpoint_height: int = 0
     transactions: int = 0
+    signature_workers: int = 0
+    signature_wait: float = 0.0  # seconds the replay waited for the signature workers
     codes: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     membership: list[dict[str, Any]] = field(default_factory=list)
@@ -137,6 +155,8 @@ class AuditReport:
             "audited_height": self.audited_height,
             "checkpoint_height": self.checkpoint_height,
             "transactions": self.transactions,
+            "signature_workers": self.signature_workers,
+            "signature_wait_seconds": round(self.signature_wait, 3),
             "result_codes": self.codes,
             "counts": self.counts,
             "membership": self.membership,
@@ -238,18 +258,21 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
     report = AuditReport(chain_id=genesis.params.chain_id, genesis_hash=genesis.hash(),
                          prefix=config.prefix, started_at=started)  # fmt: skip
 
+    audit = ChainAudit(genesis, topics=topics, checkpoint=checkpoint,
+                       stop_height=config.at_height)  # fmt: skip
+    report.checkpoint_height = audit.start_height
+    report.signature_workers = config.signature_workers
+    pipeline = _signature_pipeline(audit, report.signature_workers)  # they start meanwhile
+
     # 1. the projection first (its height bounds what the logs must contain)
     snapshot = expected = db_dsn = None
     if config.institution is not None:
-        from streams import audit_projection as ap  # noqa: PLC0415 (only for this check)
-
-        db_dsn = _institution_dsn(config)
         try:
-            snapshot = ap.read_projection(db_dsn)
-        except ap.ProjectionMissing as exc:
-            raise AuditError(f"{config.institution}: {exc}") from exc
-        except Exception as exc:  # psycopg errors: the database is unreachable
-            raise AuditError(f"cannot read the projection: {exc}") from exc
+            db_dsn, snapshot = _read_projection(config)
+        except BaseException:
+            if pipeline is not None:
+                pipeline.close()
+            raise
 
     # 2. the logs' end offsets, in causal order
     consumers: dict[str, Consumer] = {}
@@ -264,9 +287,6 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
                 )
             except KafkaException as exc:
                 raise AuditError(f"cannot reach the broker for {topics[name]}: {exc}") from exc
-        audit = ChainAudit(genesis, topics=topics, checkpoint=checkpoint,
-                           stop_height=config.at_height)  # fmt: skip
-        report.checkpoint_height = audit.start_height
         starts = {"tx": audit.tx_offset, "votes": audit.votes_offset, "blocks": 0, "receipts": 0}
         for name, consumer in consumers.items():  # every log prefetches from now on
             if starts[name] < ends[name][1]:
@@ -300,7 +320,10 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
         wanted_tx = set(snapshot.pending_tx) if snapshot else set()
 
         def on_tx(offset: int, ts: int, raw: bytes) -> bool:
-            audit.feed_tx(offset, ts, raw)
+            if pipeline is None:
+                audit.feed_tx(offset, ts, raw)
+            else:  # fed to the audit in order once a worker has checked its signature
+                pipeline.add(offset, ts, raw)
             if offset in wanted_tx:
                 tx_messages[offset] = (ts, raw)
             return not audit.done
@@ -310,6 +333,8 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             return True
 
         handlers = {"blocks": on_block, "votes": on_vote, "tx": on_tx, "receipts": on_receipt}
+        if pipeline is not None:
+            pipeline.wait_ready(config.timeout)
         replay_clock = time.monotonic()
         for name in ("blocks", "votes", "tx", "receipts"):
             start, end = starts[name], ends[name][1]
@@ -319,12 +344,18 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
             last = _read(consumers[name], topics[name], (start, end), handlers[name],
                          progress=show_progress, timeout=config.timeout)  # fmt: skip
+            if name == "tx" and pipeline is not None:
+                pipeline.flush()
+                last = audit.last_tx_offset  # below ``last`` if the replay stopped at a height
+                report.signature_wait = pipeline.waited
             progress.update(name, last + 1, end, force=True)
             report.log_ranges[topics[name]] = (start, last + 1)
             if name == "tx":
                 report.replay_seconds = time.monotonic() - replay_clock
         progress.close()
     finally:
+        if pipeline is not None:
+            pipeline.close()
         for consumer in consumers.values():
             consumer.close()
     audit.finish()
@@ -354,6 +385,30 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
         report.at_height = _time_travel(audit, config.at_height)
     report.duration = time.monotonic() - clock
     return report
+
+
+def _signature_pipeline(audit: ChainAudit, workers: int) -> SignaturePipeline | None:
+    """Worker processes verifying the tx log's signatures for ``audit`` (none if 0)."""
+    if not workers:
+        return None
+
+    def feed(offset: int, ts: int, raw: bytes, verified: bool) -> None:
+        audit.feed_tx(offset, ts, raw, signature_verified=verified)
+
+    return SignaturePipeline(feed, workers)
+
+
+def _read_projection(config: AuditConfig) -> tuple[str, ProjectionSnapshot]:
+    """The institution's database and its projection, read in one snapshot."""
+    from streams import audit_projection as ap  # noqa: PLC0415 (only for this check)
+
+    db_dsn = _institution_dsn(config)
+    try:
+        return db_dsn, ap.read_projection(db_dsn)
+    except ap.ProjectionMissing as exc:
+        raise AuditError(f"{config.institution}: {exc}") from exc
+    except Exception as exc:  # psycopg errors: the database is unreachable
+        raise AuditError(f"cannot read the projection: {exc}") from exc
 
 
 def _institution_dsn(config: AuditConfig) -> str:
@@ -420,9 +475,11 @@ def render(report: AuditReport) -> str:
                        for t, (a, b) in report.log_ranges.items())  # fmt: skip
     lines.append(f"  logs read: {ranges}")
     codes = ", ".join(f"{c} {n:,}" for c, n in sorted(report.codes.items())) or "none"
+    workers = (f", signatures verified by {report.signature_workers} worker processes"
+               if report.signature_workers else "")  # fmt: skip
     lines.append(f"  replayed {report.replayed_height} block(s) from height "
                  f"{report.checkpoint_height}, {report.transactions:,} entries ({codes}) in "
-                 f"{report.replay_seconds:.2f}s ({report.tx_rate:,.0f} tx/s)")  # fmt: skip
+                 f"{report.replay_seconds:.2f}s ({report.tx_rate:,.0f} tx/s{workers})")  # fmt: skip
     lines.append(f"  certified and verified up to height {report.audited_height}")
     for m in report.membership:
         lines.append(f"  validators from height {m['height']}: {', '.join(m['members'])} "
@@ -502,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at-height", type=int, metavar="H", help="replay to H and show the state")
     p.add_argument("--checkpoint", type=Path, help="trusted validator snapshot to start from")
     p.add_argument("--timeout", type=float, default=30.0, help="broker wait, seconds")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes verifying signatures (default: one per core; 0 or 1: none)",
+    )
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None, help="force the bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
@@ -519,13 +582,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.at_height is not None and args.at_height < 0:
         print("pantheon audit: error: --at-height must be >= 0", file=sys.stderr)
         return EXIT_ERROR
+    if args.workers is not None and args.workers < 0:
+        print("pantheon audit: error: --workers must be >= 0", file=sys.stderr)
+        return EXIT_ERROR
     if args.dsn is not None and args.institution is None:
         print("pantheon audit: error: --dsn needs --institution", file=sys.stderr)
         return EXIT_ERROR
     config = AuditConfig(genesis=args.genesis, bootstrap=args.bootstrap, prefix=args.prefix,
                          institution=args.institution, dsn=args.dsn, dbname=args.dbname,
                          at_height=args.at_height, checkpoint=args.checkpoint,
-                         timeout=args.timeout,
+                         timeout=args.timeout, workers=args.workers,
                          progress=sys.stderr.isatty() if args.progress is None
                          else args.progress)  # fmt: skip
     if args.metrics_port is not None:

@@ -1,6 +1,8 @@
 """``pantheon audit`` against the real broker and PostgreSQL: an untouched system audits clean;
 a changed byte in a projected row, a deleted row and a forged block on the blocks topic are each
-reported precisely, with a non-zero exit; so is a changed Layer-2 leaf; time travel."""
+reported precisely, with a non-zero exit; so is a changed Layer-2 leaf; time travel. Signature
+workers (``--workers``) change nothing in the findings, even when a quorum certified a block
+that accepted a bad signature."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import pytest
 
 from infra.postgres_server import Postgres
 from ledger.blocks import decode_finalized, encode_finalized
+from ledger.cutter import CutBlock
+from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.merkle import root
 from projections.migrate import apply_migrations
 from projections.projector import ProjectorConfig, prepare
@@ -197,3 +201,69 @@ def test_tampered_l2_leaf_is_reported(with_l2: Projected, tmp_path: Path) -> Non
 
 # A tampered off-chain object (anchor.object_mismatch) is tested with the real data access
 # proxy in tests/integration/test_data_proxy.py::test_audit_checks_the_object_store.
+
+
+# -- signature workers ----------------------------------------------------------------------------
+def _broken(raw: bytes) -> bytes:
+    return raw[:-1] + bytes([raw[-1] ^ 1])
+
+
+@pytest.fixture(scope="module")
+def lenient(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimChain]:
+    """A chain whose validators rejected a bad signature once (BAD_SIGNATURE in a certified
+    block: clean), then, in the last block, certified one as accepted (a discrepancy)."""
+    sim = SimChain(bootstrap, f"w{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("workers"),
+                   max_block_txs=40)  # fmt: skip
+    raws, service = governance_workload(sim)
+    sim.send(raws)
+    sim.finalize()
+    sim.send([anchor(sim, service, f"d-{i}") for i in range(300)])
+    bad = _broken(anchor(sim, service, "bad-1"))
+    sim.nonces[service.key_id] -= 1
+    sim.send([bad, b"garbage", anchor(sim, service, "after-1")])
+    sim.finalize()
+    forged = _broken(anchor(sim, service, "bad-2"))
+    machine = sim.machine
+
+    def lenient(block: CutBlock, **_: object) -> ExecutedBlock:
+        return LedgerMachine.execute(machine, block, verified_signatures={forged})
+
+    machine.execute = lenient  # type: ignore[method-assign]
+    sim.send([forged, anchor(sim, service, "after-2")])
+    sim.finalize()
+    yield sim
+    sim.close()
+
+
+def test_workers_report_what_the_in_process_audit_reports(
+    lenient: SimChain, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports: dict[str, Any] = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"report-{workers}.json"
+        argv = ["--genesis", str(lenient.genesis_path), "--bootstrap", lenient.bootstrap,
+                "--prefix", lenient.prefix, "--json", str(out), "--no-progress",
+                "--workers", workers]  # fmt: skip
+        assert audit.main(argv) == 1
+        reports[workers] = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    assert "signatures verified by 2 worker processes" in text
+    alone, parallel = reports["0"], reports["2"]
+    assert (alone["signature_workers"], parallel["signature_workers"]) == (0, 2)
+    for key in ("findings", "findings_not_listed", "summary", "result_codes", "counts", "logs",
+                "replayed_height", "audited_height", "membership"):  # fmt: skip
+        assert parallel[key] == alone[key], key
+    codes = parallel["result_codes"]
+    assert codes["BAD_SIGNATURE"] == 2 and codes["MALFORMED"] >= 2 and codes["OK"] > 300
+    height = lenient.machine.height
+    found = errors(parallel)  # both copies of the last block, both receipts of both its entries
+    assert sorted(f["kind"] for f in found) == ["block.mismatch"] * 2 + ["receipt.mismatch"] * 4
+    assert {f["height"] for f in found} == {height}
+    assert {"tx_root", "state_root"} <= set(found[0]["details"])
+    assert parallel["audited_height"] == height - 1
+
+
+def test_workers_option_is_checked(lenient: SimChain) -> None:
+    argv = ["--genesis", str(lenient.genesis_path), "--bootstrap", lenient.bootstrap,
+            "--prefix", lenient.prefix, "--no-progress", "--workers", "-1"]  # fmt: skip
+    assert audit.main(argv) == 2

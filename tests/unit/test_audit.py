@@ -7,17 +7,21 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ledger.audit import (
     ERROR,
     WARNING,
     ChainAudit,
     Finding,
+    block_receipts,
     check_anchor,
     check_l2_batch,
     diff_table,
     verify_decoded,
 )
-from ledger.blocks import decode_finalized, encode_finalized, receipt
+from ledger.blocks import EntryResult, decode_finalized, encode_finalized, receipt
 from ledger.cutter import TimeToCut
 from ledger.errors import DecodeError, ProofError
 from ledger.execution import LedgerMachine
@@ -258,3 +262,26 @@ def test_trusted_checkpoint_replays_only_what_follows() -> None:
     a = logs.audit(checkpoint=(machine.state, meta))
     assert errors(a) == [] and a.audited_height == 3
     assert a.counts["blocks"] == 2 and sum(a.codes.values()) == 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    height=st.one_of(st.integers(0, 300), st.integers(0, (1 << 63) - 1)),
+    block_hash=st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)),
+    entries=st.lists(
+        st.tuples(
+            st.binary(min_size=32, max_size=32),
+            st.one_of(st.integers(0, 1 << 20), st.integers(0, (1 << 63) - 1)),
+            st.sampled_from(list(ResultCode)),
+        ),
+        max_size=8,
+    ),
+)
+def test_block_receipts_are_the_receipts(
+    height: int, block_hash: bytes, entries: list[tuple[bytes, int, ResultCode]]
+) -> None:
+    """The audit's fast receipt bytes equal ledger.blocks.receipt, byte for byte."""
+    results = [EntryResult(tx_id=t, offset=o, code=c) for t, o, c in entries]
+    assert block_receipts(results, height=height, block_hash=block_hash) == [
+        receipt(r, height=height, block_hash=block_hash) for r in results
+    ]

@@ -1,0 +1,193 @@
+"""The audit's transaction signatures, verified in worker processes ahead of the replay.
+
+Theory of operation
+-------------------
+* The Ed25519 verify is most of the cost of executing a transaction, and the replay is one
+  ordered, serial computation. :class:`SignaturePipeline` takes the ``tx`` messages as they
+  are read, in chunks (small at first so the replay starts at once, then ``chunk`` messages),
+  and sends each chunk's raw bytes to a :class:`~concurrent.futures.ProcessPoolExecutor`.
+  A worker runs :func:`ledger.tx.signature_verifies` on every message (slices, no decoding)
+  and returns a bitmap: bit ``i`` set iff message ``i``'s signature verified. Nothing per
+  transaction is pickled back.
+* Chunks are fed to the sink (:meth:`ledger.audit.ChainAudit.feed_tx`) strictly in log
+  order, each message with its bit as ``signature_verified``. While a chunk is executed the
+  workers verify the next ones; at most ``depth`` chunks are in flight (memory stays bounded),
+  and the reader waits for the oldest only when that many are.
+* A cleared bit, a failed worker or a broken pool only means "not vouched for": the core then
+  verifies that envelope itself, so every rejection keeps its exact code and a worker can
+  never make the audit accept a bad signature that the core would refuse (a worker can only
+  vouch for what it verified, and the bit is trusted for those bytes alone).
+* Workers start through a fork server (never ``fork`` from a process running librdkafka's
+  threads) that preloads this module; as with any ``multiprocessing`` start, each also
+  imports the program's main module, so starting takes about a second: the audit starts
+  them first and waits for them (:meth:`SignaturePipeline.wait_ready`) before its replay.
+* Workers run at a lower priority (``nice`` +5) than the replay: when the cores are short,
+  the serial replay is the one to keep busy (measured with ``bench/audit.py``: better than
+  equal priority on a shared two-core machine). :attr:`SignaturePipeline.waited` says how
+  long the replay waited for them (the audit reports it as ``signature_wait_seconds``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from ledger.tx import signature_verifies
+
+log = logging.getLogger("pantheon.audit")
+
+WORKER_NICENESS = 5
+FIRST_CHUNK = 128  # the first chunk is small so the replay starts at once; then doubling
+CHUNK = 2048
+Sink = Callable[[int, int, bytes, bool], None]  # offset, timestamp, raw, signature verified
+
+
+def default_workers() -> int:
+    """One worker per core."""
+    return os.cpu_count() or 1
+
+
+def verify_chunk(raws: list[bytes]) -> bytes:
+    """A bitmap of ``raws`` (bit ``i % 8`` of byte ``i // 8``): set iff the signature of
+    ``raws[i]`` verifies (:func:`ledger.tx.signature_verifies`). Runs in a worker."""
+    bits = bytearray((len(raws) + 7) // 8)
+    for i, raw in enumerate(raws):
+        if signature_verifies(raw):
+            bits[i >> 3] |= 1 << (i & 7)
+    return bytes(bits)
+
+
+def _lower_priority(niceness: int) -> None:
+    if niceness > 0:
+        with contextlib.suppress(OSError):  # not permitted: run at the same priority
+            os.nice(niceness)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class SignaturePipeline:
+    """Feeds ``tx`` messages to ``sink`` in order, signatures verified ahead by ``workers``
+    processes (module docstring). Use :meth:`add` per message, :meth:`flush` at the end of
+    the log, :meth:`close` always."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        workers: int,
+        *,
+        chunk: int = CHUNK,
+        depth: int | None = None,
+        niceness: int = WORKER_NICENESS,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a signature pipeline needs at least one worker")
+        self.sink = sink
+        self.workers = workers
+        self.chunk = chunk
+        self.depth = depth or 2 * workers + 2
+        self.vouched = 0  # messages fed with a verified signature
+        self.unverified = 0  # messages fed without (bad signature, not an envelope, worker lost)
+        self.waited = 0.0  # seconds the replay waited for a worker's result
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_lower_priority, initargs=(niceness,)
+        )
+        self._warmup = [self._pool.submit(_ready) for _ in range(workers)]
+        self._next_size = min(FIRST_CHUNK, chunk)
+        self._offsets: list[int] = []
+        self._stamps: list[int] = []
+        self._raws: list[bytes] = []
+        self._inflight: deque[tuple[list[int], list[int], list[bytes], Future[bytes] | None]]
+        self._inflight = deque()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every worker has started (so start-up is not counted in the replay)."""
+        for future in self._warmup:
+            try:
+                future.result(timeout)
+            except Exception as exc:  # the pipeline degrades, see _result
+                log.warning("signature worker did not start", extra={"error": str(exc)})
+                return
+
+    def add(self, offset: int, timestamp_ms: int, raw: bytes) -> None:
+        """The next ``tx`` message (offset order)."""
+        self._offsets.append(offset)
+        self._stamps.append(timestamp_ms)
+        self._raws.append(raw)
+        if len(self._raws) >= self._next_size:
+            self._submit()
+            self._next_size = min(2 * self._next_size, self.chunk)
+            self._drain(block=len(self._inflight) >= self.depth)
+
+    def flush(self) -> None:
+        """Feed everything added so far (waits for the workers)."""
+        if self._raws:
+            self._submit()
+        self._drain(block=True, everything=True)
+
+    def close(self) -> None:
+        """Stop the workers (messages not flushed are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._inflight.clear()
+
+    def __enter__(self) -> SignaturePipeline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _submit(self) -> None:
+        raws = self._raws
+        future: Future[bytes] | None = None
+        if self._pool is not None:
+            try:
+                future = self._pool.submit(verify_chunk, raws)
+            except RuntimeError as exc:  # a broken pool: the core verifies everything
+                log.warning("signature workers unavailable", extra={"error": str(exc)})
+                future = None
+        self._inflight.append((self._offsets, self._stamps, raws, future))
+        self._offsets, self._stamps, self._raws = [], [], []
+
+    def _drain(self, *, block: bool, everything: bool = False) -> None:
+        """Feed finished chunks, oldest first; with ``block`` wait for the oldest one (or,
+        with ``everything``, for all)."""
+        while self._inflight:
+            future = self._inflight[0][3]
+            if not (block or future is None or future.done()):
+                return
+            offsets, stamps, raws, _ = self._inflight.popleft()
+            bits = self._result(future, len(raws))
+            sink = self.sink
+            vouched = 0
+            for i, raw in enumerate(raws):
+                ok = bool(bits[i >> 3] >> (i & 7) & 1)
+                vouched += ok
+                sink(offsets[i], stamps[i], raw, ok)
+            self.vouched += vouched
+            self.unverified += len(raws) - vouched
+            block = everything
+
+    def _result(self, future: Future[bytes] | None, count: int) -> bytes:
+        none = bytes((count + 7) // 8)
+        if future is None:
+            return none
+        began = time.monotonic()
+        try:
+            bits = future.result()
+        except Exception as exc:  # a lost worker: the core verifies
+            log.warning("signature worker failed", extra={"error": str(exc)})
+            return none
+        finally:
+            self.waited += time.monotonic() - began
+        return bits if len(bits) == len(none) else none
