@@ -51,7 +51,7 @@ from ledger.validator_core import (
 from streams import logs
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
-from streams.kafka_config import consume_ready, consumer_config, producer_config
+from streams.kafka_config import consumer_config, producer_config
 
 log = logging.getLogger("pantheon.validator")
 
@@ -180,7 +180,7 @@ class Validator:
             counter.labels(**self.labels).inc(0)  # exported from the start, at 0
         try:
             while self.running:
-                for msg in consume_ready(self.consumer, 1000, 0.05):
+                for msg in self.consumer.consume(num_messages=1000, timeout=0.05):
                     self._on_message(msg)
                     if self.core.diverged is not None:
                         break
