@@ -118,7 +118,14 @@ class Validator:
         self._last_watermark = 0.0
         self._last_status = 0.0
         self.consumer = Consumer(
-            consumer_config(config.bootstrap, f"validator-{config.institution}-{config.operator}")
+            consumer_config(
+                config.bootstrap,
+                f"validator-{config.institution}-{config.operator}",
+                # short fetch waits: the watermark query of _caught_up queues behind a parked
+                # fetch on the same connection, and a 500 ms wait kept a restarted validator
+                # from ever seeing itself caught up under load (no markers from it)
+                **{"fetch.wait.max.ms": 20},
+            )
         )
         self.consumer.assign(
             [
