@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.blocks import BlockHeader, EntryResult, decode_finalized, receipt
+from ledger.blocks import BlockHeader, EntryResult, block_receipts, decode_finalized
 from ledger.cutter import CutBlock, Cutter
 from ledger.errors import DecodeError, InvalidEvent, ProofError
 from ledger.execution import ExecutedBlock, LedgerMachine
@@ -53,13 +53,13 @@ from ledger.finality import (
     verify_certificate,
 )
 from ledger.genesis import Genesis
-from ledger.hashing import HASH_BYTES, sha256
+from ledger.hashing import sha256
 from ledger.members import ValidatorSet
 from ledger.merkle import root
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
 from ledger.votes import decode_vote
-from schemas.codec import MAGIC, decode, registry
+from schemas.codec import decode
 from schemas.errors import CodecError
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -67,9 +67,6 @@ MAX_PER_KIND = 200  # individual findings kept per kind; the rest are counted
 RECENT_COPIES = 256  # decoded block copies remembered (validators publish identical bytes)
 HEADER_FIELDS = ("height", "prev_hash", "first_offset", "last_offset", "tx_root", "state_root",
                  "validator_set_hash", "timestamp_ms")  # fmt: skip
-# a Receipt's bytes: header, tx_id (length 32: 0x40), height, offset, result_code, block_hash
-_RECEIPT_HEAD = MAGIC + registry().by_name("Receipt").fingerprint_bytes + b"\x40"
-_SMALL = 1 << 62  # zigzag of a non-negative long below this is the plain varint of 2n
 
 
 def show(value: Any, limit: int = 80) -> Any:
@@ -151,36 +148,6 @@ class Findings:
     def dropped(self) -> dict[str, int]:
         """Kinds with findings beyond the cap, and how many were not kept."""
         return {k: n - MAX_PER_KIND for k, n in self.by_kind.items() if n > MAX_PER_KIND}
-
-
-def _varint(value: int) -> bytes:
-    """Avro's zigzag varint of a long in ``[0, _SMALL)``."""
-    n = value << 1
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def block_receipts(
-    results: Sequence[EntryResult], *, height: int, block_hash: bytes
-) -> list[bytes]:
-    """:func:`~ledger.blocks.receipt` of each entry of a block, byte for byte, a few times
-    faster: the fields are written directly (what every receipt of the block shares, once);
-    anything outside the usual ranges goes through the codec."""
-    if len(block_hash) != HASH_BYTES or not 0 <= height < _SMALL:
-        return [receipt(r, height=height, block_hash=block_hash) for r in results]
-    middle, tail = _varint(height), b"\x40" + block_hash
-    out = []
-    for r in results:
-        if len(r.tx_id) == HASH_BYTES and 0 <= r.offset < _SMALL and 0 <= r.code < 64:
-            out.append(b"".join((_RECEIPT_HEAD, r.tx_id, middle, _varint(r.offset),
-                                 bytes((2 * r.code,)), tail)))  # fmt: skip
-        else:
-            out.append(receipt(r, height=height, block_hash=block_hash))
-    return out
 
 
 def header_diff(expected: BlockHeader, got: BlockHeader) -> dict[str, Any]:

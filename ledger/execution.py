@@ -36,7 +36,7 @@ from ledger.genesis import ChainParams, Genesis, genesis_state
 from ledger.members import ValidatorSet, inst_key, is_member, key_key, validator_set
 from ledger.results import ResultCode
 from ledger.state import Overlay, Record, WorldState, WriteSet, next_state_root
-from ledger.tx import TxRejected, entry_id, parse_tx
+from ledger.tx import Transaction, TxRejected, entry_id, parse_tx
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +47,8 @@ class ExecutedBlock:
     results: tuple[EntryResult, ...]
     writes: WriteSet
     validator_set: ValidatorSet
+    #: Each entry's parsed transaction, or None where it was rejected before parsing.
+    transactions: tuple[Transaction | None, ...] = ()
 
     @property
     def block_hash(self) -> bytes:
@@ -61,8 +63,9 @@ def execute_entry(
     raw: bytes,
     *,
     signature_verified: bool = False,
-) -> tuple[bytes, ResultCode]:
-    """Execute one entry on ``block_view``; returns ``(tx id, result code)``.
+) -> tuple[bytes, ResultCode, Transaction | None]:
+    """Execute one entry on ``block_view``; returns ``(tx id, result code, parsed tx)``
+    (``None`` for an envelope refused before it parsed).
 
     ``signature_verified``: the caller vouches for the envelope's signature (see the module).
     """
@@ -71,18 +74,18 @@ def execute_entry(
             raw, max_tx_bytes=int(params["max_tx_bytes"]), signature_verified=signature_verified
         )
     except TxRejected as rejected:
-        return rejected.tx_id or entry_id(raw), rejected.code
+        return rejected.tx_id or entry_id(raw), rejected.code, None
     if tx.chain_id != params["chain_id"]:
-        return tx.tx_id, ResultCode.WRONG_CHAIN
+        return tx.tx_id, ResultCode.WRONG_CHAIN, tx
     sender = block_view.get(key_key(tx.sender))
     if sender is None:
-        return tx.tx_id, ResultCode.UNKNOWN_SENDER
+        return tx.tx_id, ResultCode.UNKNOWN_SENDER, tx
     if not sender["active"] or not is_member(
         block_view.get(inst_key(sender["institution_id"])), height
     ):
-        return tx.tx_id, ResultCode.INACTIVE_SENDER
+        return tx.tx_id, ResultCode.INACTIVE_SENDER, tx
     if tx.nonce != sender["next_nonce"]:
-        return tx.tx_id, ResultCode.BAD_NONCE
+        return tx.tx_id, ResultCode.BAD_NONCE, tx
     view = Overlay(block_view)
     ctx = TxContext(height=height, tx_id=tx.tx_id, sender=sender, params=params)
     code = run_contract(view, ctx, tx.operation, tx.args)
@@ -91,7 +94,7 @@ def execute_entry(
         assert latest is not None
         view.put(key_key(tx.sender), {**latest, "next_nonce": tx.nonce + 1})
         view.merge_into_base()
-    return tx.tx_id, code
+    return tx.tx_id, code, tx
 
 
 def execute_block(
@@ -113,13 +116,14 @@ def execute_block(
         raise StateError("state has no chain parameters (no genesis)")
     validators = validator_set(state, block.height)
     view = Overlay(state)
-    results = []
+    results, transactions = [], []
     for entry in block.entries:
-        tx_id, code = execute_entry(
+        tx_id, code, tx = execute_entry(
             view, params, block.height, entry.raw,
             signature_verified=entry.raw in verified_signatures,
         )  # fmt: skip
         results.append(EntryResult(tx_id=tx_id, offset=entry.offset, code=code))
+        transactions.append(tx)
     writes = view.write_set()
     header = BlockHeader(
         height=block.height,
@@ -132,7 +136,11 @@ def execute_block(
         timestamp_ms=block.timestamp_ms,
     )
     return ExecutedBlock(
-        header=header, results=tuple(results), writes=writes, validator_set=validators
+        header=header,
+        results=tuple(results),
+        writes=writes,
+        validator_set=validators,
+        transactions=tuple(transactions),
     )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ledger.blocks import encode_finalized, receipt
+from ledger.blocks import block_receipts, encode_finalized
 from ledger.cutter import Cutter, TimeToCut, time_to_cut_due
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
@@ -274,8 +274,11 @@ class ValidatorCore:
             height=header.height,
             block=encode_finalized(header, final.certificate.record(), executed.results),
             receipts=tuple(
-                (r.tx_id, receipt(r, height=header.height, block_hash=block_hash))
-                for r in executed.results
+                zip(
+                    (r.tx_id for r in executed.results),
+                    block_receipts(executed.results, height=header.height, block_hash=block_hash),
+                    strict=True,
+                )
             ),
             codes=tuple(r.code for r in executed.results),
             timestamp_ms=header.timestamp_ms,

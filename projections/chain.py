@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Message
 
-from ledger.blocks import EntryResult, decode_finalized
+from ledger.blocks import EntryResult, decode_finalized, peek_height
 from ledger.cutter import CutBlock, Cutter
 from ledger.errors import DecodeError, LedgerError, ProofError
 from ledger.execution import ExecutedBlock, LedgerMachine
@@ -45,6 +45,7 @@ from ledger.genesis import Genesis, genesis_writes
 from ledger.hashing import canonical_bytes
 from ledger.results import ResultCode
 from ledger.state import WorldState, schema_for
+from ledger.tx import parse_tx
 from projections.rows import BatchRows, check_owners, copy_rows
 from schemas.codec import decode, decode_canonical
 from schemas.errors import CodecError
@@ -93,6 +94,9 @@ class ChainProjection:
         self._fed_upto = last_tx_offset
         self._cuts: dict[int, CutBlock] = {}
         self._copies: dict[int, list[tuple[int, bytes]]] = {}
+        #: The copy chosen for each of the last few projected heights (later copies of it
+        #: are recognised by their bytes).
+        self._last_projected: dict[int, bytes] = {}
         self._pending_tx: list[tuple[int, int, bytes]] = []
         self._new_copies: list[tuple[int, int, bytes]] = []
         self._dropped_copies: list[int] = []
@@ -194,6 +198,18 @@ class ChainProjection:
             self._cuts[block.height] = block
 
     def _add_copy(self, offset: int, raw: bytes) -> None:
+        # Every validator publishes the same bytes: a copy identical to one already held
+        # (or just projected) decodes the same, so only the first is decoded here.
+        peeked = peek_height(raw)
+        if peeked is not None:
+            if self._last_projected.get(peeked) == raw:
+                self.counters["blocks_duplicate"] += 1
+                return
+            held = self._copies.get(peeked)
+            if held is not None and any(other == raw for _, other in held):
+                held.append((offset, raw))
+                self._new_copies.append((offset, peeked, raw))
+                return
         try:
             header, _, _ = decode_finalized(raw)
         except DecodeError as exc:
@@ -231,6 +247,8 @@ class ChainProjection:
             self._add_block_rows(rows, executed, cut, cert, source_offset)
             self.machine.commit(executed)
             del self._cuts[height], self._copies[height]
+            self._last_projected[height] = next(r for o, r in copies if o == source_offset)
+            self._last_projected.pop(height - 8, None)
             self.last_tx_offset = cut.last_offset
             tx_count += len(executed.results)
             ok_count += sum(1 for r in executed.results if r.code is ResultCode.OK)
@@ -275,14 +293,12 @@ class ChainProjection:
             for i, v in enumerate(cert.votes)
         ])  # fmt: skip
         entries, owners, owner_rows = [], {}, []
+        parsed = executed.transactions or (None,) * len(cut.entries)
         for position, (entry, result) in enumerate(zip(cut.entries, executed.results, strict=True)):
             sender = nonce = operation = None
             if result.code not in UNAUTHENTICATED:
-                _, env = decode(entry.raw, "TxEnvelope")
-                body = env["body"]
-                sender, nonce = body["sender"], body["nonce"]
-                operation, args = body["payload"]
-                operation = operation.removeprefix("pantheon.")
+                tx = parsed[position] or parse_tx(entry.raw, signature_verified=True)
+                sender, nonce, operation, args = tx.sender, tx.nonce, tx.operation, tx.args
                 if result.code is ResultCode.OK and operation in ("RegisterAsset", "TransferAsset"):
                     owner = sender if operation == "RegisterAsset" else args["new_owner_key_id"]
                     owners[args["asset_id"]] = owner
@@ -315,10 +331,15 @@ class ChainProjection:
 
     # -- receipts -------------------------------------------------------------------------
     def _check_receipts(self, cur: psycopg.Cursor[Any], raws: list[bytes]) -> None:
+        decoded: dict[bytes, dict[str, Any] | None] = {}  # validators send identical copies
         for raw in raws:
-            try:
-                _, record = decode(raw, "Receipt")
-            except CodecError:
+            if raw not in decoded:
+                try:
+                    decoded[raw] = decode(raw, "Receipt")[1]
+                except CodecError:
+                    decoded[raw] = None
+            record = decoded[raw]
+            if record is None:
                 self.counters["receipts_malformed"] += 1
                 continue
             if self._held_count >= MAX_HELD_RECEIPTS:

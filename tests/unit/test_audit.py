@@ -15,13 +15,19 @@ from ledger.audit import (
     WARNING,
     ChainAudit,
     Finding,
-    block_receipts,
     check_anchor,
     check_l2_batch,
     diff_table,
     verify_decoded,
 )
-from ledger.blocks import EntryResult, decode_finalized, encode_finalized, receipt
+from ledger.blocks import (
+    EntryResult,
+    block_receipts,
+    decode_finalized,
+    encode_finalized,
+    peek_height,
+    receipt,
+)
 from ledger.cutter import TimeToCut
 from ledger.errors import DecodeError, ProofError
 from ledger.execution import LedgerMachine
@@ -285,3 +291,16 @@ def test_block_receipts_are_the_receipts(
     assert block_receipts(results, height=height, block_hash=block_hash) == [
         receipt(r, height=height, block_hash=block_hash) for r in results
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(height=st.one_of(st.integers(1, 300), st.integers(1, (1 << 63) - 1)), junk=st.binary())
+def test_peek_height_reads_the_header_height_and_nothing_else(height: int, junk: bytes) -> None:
+    """The projector groups block copies by this peek: it must name the encoded height, and
+    give None (never raise) on bytes that are not a FinalizedBlock message."""
+    header, cert, results = decode_finalized(chain(1).blocks[0])
+    raw = encode_finalized(replace(header, height=height), cert, results)
+    assert peek_height(raw) == height
+    assert peek_height(junk) is None
+    assert peek_height(raw[:11]) is None or raw[10] < 0x80
+    assert peek_height(raw[:10]) is None
