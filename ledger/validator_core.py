@@ -153,14 +153,28 @@ class ValidatorCore:
         self._settled: dict[int, dict[bytes, Vote]] = {}
         self._reported: set[tuple[int, bytes]] = set()
         self._evidence_nonce = -1
+        self._vouched: set[bytes] = set()  # pending envelopes whose signature the shell vouched for
 
     # -- inputs --------------------------------------------------------------------------
-    def on_tx(self, offset: int, timestamp_ms: int, raw: bytes) -> list[Action]:
-        """The next message of ``pantheon.tx``."""
+    def on_tx(
+        self, offset: int, timestamp_ms: int, raw: bytes, *, signature_verified: bool = False
+    ) -> list[Action]:
+        """The next message of ``pantheon.tx``.
+
+        ``signature_verified``: the shell vouches that :func:`ledger.tx.signature_verifies`
+        holds for ``raw`` (its worker processes checked it); execution then skips only that
+        verify call (:func:`ledger.execution.execute_block`).
+        """
+        if signature_verified:
+            self._vouched.add(raw)
         block = self.cutter.feed(offset, timestamp_ms, raw)
         if block is None:
             return []
-        executed = self.machine.execute(block)
+        executed = self.machine.execute(block, verified_signatures=self._vouched)
+        for entry in block.entries:
+            self._vouched.discard(entry.raw)
+        if len(self._vouched) > 2 * self.machine.params.max_block_txs:  # never unbounded (it only
+            self._vouched.clear()  # saves verify calls)
         self.machine.commit(executed)
         height = block.height
         self.executed[height] = executed

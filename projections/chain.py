@@ -110,6 +110,11 @@ class ChainProjection:
         """``tx``, ``blocks`` and ``receipts`` of the chain."""
         return [self.topic_tx, self.topic_blocks, self.topic_receipts]
 
+    def commit_due(self, fresh: Sequence[Message]) -> bool:
+        """Only a ``blocks`` message can complete a block: transactions and receipts alone
+        wait (in the runner's memory) to be committed with it (``projections.runner.Deferring``)."""
+        return any(msg.topic() == self.topic_blocks for msg in fresh)
+
     # -- resume ---------------------------------------------------------------------------
     def resume(self, cur: psycopg.Cursor[Any]) -> None:
         """Rebuild the core's state, the cutter and the pending copies from the tables."""

@@ -14,7 +14,7 @@ Theory of operation
   receipt; then ``receipts`` is streamed.
 * With ``--workers N`` (default: one per core; 0 or 1: none) the transactions' Ed25519
   signatures are verified ahead of the replay in N worker processes
-  (:mod:`streams.audit_verify`), overlapping the serial cutting, execution and certificate
+  (:mod:`streams.signature_pipeline`), overlapping the serial cutting, execution and certificate
   checks; the core skips the verify call only for envelopes a worker verified, and checks
   everything else itself, so the findings are the same.
 * With ``--institution`` (and ``--dsn`` reaching its PostgreSQL server), the institution's
@@ -56,9 +56,9 @@ from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.snapshot import decode_snapshot
 from streams import audit_metrics, logs
-from streams.audit_verify import SignaturePipeline, default_workers
 from streams.kafka_config import consumer_config
 from streams.metrics_server import serve_metrics
+from streams.signature_pipeline import SignaturePipeline, default_workers
 
 if TYPE_CHECKING:
     from streams.audit_projection import ProjectionSnapshot

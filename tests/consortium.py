@@ -212,6 +212,8 @@ class Consortium:
         )
         self.genesis_path = self.net / "genesis.avro"
         self.chain_id = chain_id
+        #: Extra command-line arguments of some institutions' validators.
+        self.extra_args: dict[str, list[str]] = {}
         self._keystores: dict[str, dict[str, Any]] = {}
         for inst in self.institutions:
             self._keystores[inst] = json.loads(self.keystore_path(inst).read_text())
@@ -335,6 +337,7 @@ class Consortium:
             self.prefix,
             "--state-dir",
             str(self.state_dir(inst)),
+            *self.extra_args.get(inst, []),
         ]
 
     def start(self, inst: str, operator: int = 0) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from infra.procs import descendants, pid_alive
 from ledger.cutter import CutBlock, Entry, TimeToCut
 from ledger.errors import DecodeError
 from ledger.execution import LedgerMachine
@@ -275,6 +276,9 @@ def test_thousand_transactions_become_final_exactly_once_everywhere(
     make_consortium: MakeConsortium,
 ) -> None:
     c = make_consortium(n=4)
+    # Two validators verify signatures ahead in worker processes (D18): every validator
+    # must still compute the same blocks, the bad signature below included.
+    c.extra_args = {"inst-2": ["--verify-workers", "2"], "inst-4": ["--verify-workers", "1"]}
     c.start_all()
     c.wait_ready(c.institutions)
     per = 250
@@ -364,13 +368,21 @@ def test_finality_survives_one_crash_and_the_victim_catches_up(
     make_consortium: MakeConsortium,
 ) -> None:
     c = make_consortium(n=4)
+    victim, others = "inst-3", ["inst-1", "inst-2", "inst-4"]
+    c.extra_args = {victim: ["--verify-workers", "1"]}
     c.start_all()
     c.wait_ready(c.institutions)
-    victim, others = "inst-3", ["inst-1", "inst-2", "inst-4"]
     load = start_load(c, "inst-1")
     try:
         c.wait_final(3, c.institutions, timeout=60)
+        victim_pid = c.pid(victim)
+        assert victim_pid is not None
+        helpers = descendants(victim_pid)
+        assert helpers, "the victim runs a fork server and a signature worker"
         assert c.kill(victim) == -9
+        # Its fork server and worker go with it (their pipes to it close).
+        c.wait_until(lambda: not any(pid_alive(p) for p in helpers), timeout=30,
+                     what="the killed validator's worker processes to exit")  # fmt: skip
         published_before = blocks_max_height(c)
         base = c.max_final(others)
         c.wait_final(base + 5, others, timeout=60)

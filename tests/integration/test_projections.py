@@ -14,6 +14,7 @@ import pytest
 
 from infra.postgres_server import Postgres
 from projections import read
+from projections import runner as runner_module
 from projections.chain import ChainProjection
 from projections.migrate import MigrationError, apply_migrations
 from projections.projector import CHAIN_MIGRATIONS, ProjectorConfig, ensure_database, prepare
@@ -179,3 +180,35 @@ def _check_read_api(conn: psycopg.Connection[Any], height: int, service: bytes) 
     assert asset.owner_key_id == asset.history[-1].owner_key_id
     assert read.assets_of(conn, asset.owner_key_id) == ["asset-1"]
     assert [b.batch_id for b in read.l2_batches(conn)] == ["b-1"]
+
+
+def test_transactions_without_a_block_are_held_not_committed(
+    sim: SimChain, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trickle of transactions costs no transaction of its own: the runner holds it until
+    a block message comes (or MAX_HOLD_SECONDS pass), and only then commits it with the
+    positions, so a crash while it is held only re-reads it."""
+    signer = sim.gov("inst-1")
+    cfg = config(sim, postgres, f"t_{uuid.uuid4().hex[:10]}")
+    projection, runner = prepare(cfg)
+    tx_topic = (sim.topic("tx"), 0)
+    try:
+        sim.send([anchor(sim, signer, f"h-{i}") for i in range(5)])
+        for _ in range(5):
+            runner.step(0.2)
+        assert runner.positions()[tx_topic] == 0
+        with psycopg.connect(runner.dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM chain.pending_tx").fetchone() == (0,)
+        monkeypatch.setattr(runner_module, "MAX_HOLD_SECONDS", 0.0)
+        runner.step(0.2)
+        assert runner.positions()[tx_topic] == 5
+        with psycopg.connect(runner.dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM chain.pending_tx").fetchone() == (5,)
+        monkeypatch.undo()
+        height = sim.finalize()
+        drain(runner, projection, height)
+    finally:
+        runner.close()
+    assert projection.height == height >= 1
+    with psycopg.connect(runner.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM chain.transactions").fetchone() == (5,)

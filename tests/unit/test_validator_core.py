@@ -232,3 +232,26 @@ def test_equivocation_after_finality_is_still_caught_once() -> None:
     actions = core.on_vote(10, second) + core.on_vote(11, second) + core.on_vote(12, forged)
     assert len([a for a in actions if isinstance(a, SubmitTx)]) == 1
     assert core.final_height == 1
+
+
+def test_vouched_signatures_skip_only_the_verify_call() -> None:
+    """The shell's workers vouch for signatures (D18): honest vouching gives the same block
+    as verifying in the core; a wrong vouch is believed (so workers must only vouch for what
+    signature_verifies says), and an unvouched bad signature is still caught by the core."""
+    plan = consortium(4, max_block_txs=4)
+    good = anchors(Driver(plan), 3)
+    bad = good[2][:-1] + bytes([good[2][-1] ^ 1])  # same body, signature off by one bit
+    log = [*good[:2], bad, good[2]]
+
+    def block_hash(vouch: set[bytes]) -> bytes:
+        core = make_core(plan, "inst-0")
+        actions: list[Action] = []
+        for offset, raw in enumerate(log):
+            actions += core.on_tx(offset, 1000, raw, signature_verified=raw in vouch)
+        [vote] = [a for a in actions if isinstance(a, SendVote)]
+        assert not core._vouched  # nothing kept beyond the block
+        return vote.block_hash
+
+    in_core = block_hash(set())
+    assert block_hash(set(good)) == in_core
+    assert block_hash({*good, bad}) != in_core

@@ -1,4 +1,7 @@
-"""The audit's transaction signatures, verified in worker processes ahead of the replay.
+"""Transaction signatures verified in worker processes ahead of a serial replay.
+
+Used by the audit (``pantheon audit --workers N``) and by a validator with spare cores
+(``pantheon validator --verify-workers N``, D18); the text below speaks of the audit.
 
 Theory of operation
 -------------------
@@ -33,18 +36,22 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as futures_wait
+from pathlib import Path
 
 from ledger.tx import signature_verifies
 
-log = logging.getLogger("pantheon.audit")
+log = logging.getLogger("pantheon.signatures")
 
 WORKER_NICENESS = 5
 FIRST_CHUNK = 128  # the first chunk is small so the replay starts at once; then doubling
 CHUNK = 2048
+OWNER_CHECK_SECONDS = 0.5
 Sink = Callable[[int, int, bytes, bool], None]  # offset, timestamp, raw, signature verified
 
 
@@ -63,10 +70,34 @@ def verify_chunk(raws: list[bytes]) -> bytes:
     return bytes(bits)
 
 
-def _lower_priority(niceness: int) -> None:
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (tells a process from a later one with its pid)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _watch_owner(owner: int, started: str | None) -> None:
+    while _start_time(owner) == started:
+        time.sleep(OWNER_CHECK_SECONDS)
+    os._exit(0)  # the owner is gone (SIGKILL included): nothing left to verify for
+
+
+def _init_worker(niceness: int, owner: int, owner_started: str | None) -> None:
+    """Lower the worker's priority, and end it when the process that owns the pool dies.
+
+    A worker is a child of the fork server and holds both ends of its own call queue, so
+    it never sees its owner go: without this, a SIGKILLed validator or audit left its fork
+    server and workers running for ever (found by the one-crash consensus test).
+    """
     if niceness > 0:
         with contextlib.suppress(OSError):  # not permitted: run at the same priority
             os.nice(niceness)
+    if owner_started is not None:
+        threading.Thread(
+            target=_watch_owner, args=(owner, owner_started), name="owner-watch", daemon=True
+        ).start()
 
 
 def _ready() -> int:
@@ -99,7 +130,10 @@ class SignaturePipeline:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_lower_priority, initargs=(niceness,)
+            workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(niceness, os.getpid(), _start_time(os.getpid())),
         )
         self._warmup = [self._pool.submit(_ready) for _ in range(workers)]
         self._next_size = min(FIRST_CHUNK, chunk)
@@ -133,6 +167,21 @@ class SignaturePipeline:
         if self._raws:
             self._submit()
         self._drain(block=True, everything=True)
+
+    @property
+    def pending(self) -> int:
+        """Messages added and not fed to the sink yet."""
+        return len(self._raws) + sum(len(chunk[2]) for chunk in self._inflight)
+
+    def poll(self, wait: float = 0.0) -> None:
+        """Send what is buffered to the workers and feed every chunk already verified, in
+        order; with ``wait``, first wait up to that many seconds for the oldest chunk (a live
+        reader calls this after each fetch instead of waiting for a full chunk)."""
+        if self._raws:
+            self._submit()
+        if wait > 0 and self._inflight and self._inflight[0][3] is not None:
+            futures_wait([self._inflight[0][3]], timeout=wait)
+        self._drain(block=len(self._inflight) > self.depth)
 
     def close(self) -> None:
         """Stop the workers (messages not flushed are dropped)."""

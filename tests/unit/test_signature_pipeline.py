@@ -1,4 +1,4 @@
-"""The audit's signature pipeline (streams/audit_verify.py) with real worker processes: messages
+"""The signature pipeline (streams/signature_pipeline.py) with real worker processes: messages
 reach the audit in log order with the right verdicts, the findings are those of the in-process
 audit (tampering included), and lost workers only mean the core verifies by itself."""
 
@@ -14,7 +14,7 @@ from ledger.audit import ChainAudit
 from ledger.cutter import TimeToCut
 from ledger.tx import signature_verifies
 from streams.audit import AuditConfig, build_parser
-from streams.audit_verify import SignaturePipeline, verify_chunk
+from streams.signature_pipeline import SignaturePipeline, verify_chunk
 from tests.unit.chain_helpers import CHAIN
 from tests.unit.test_audit import Logs
 
