@@ -6,8 +6,10 @@ Starts a private single-node Kafka and PostgreSQL, then:
    ``tests.integration.test_projections_support.SimChain`` (the pure core, in this process),
    then one projector projects them from offset 0; prints rows/s and transactions/s;
 2. live, at the consensus benchmark's load: a consortium of ``--institutions`` real
-   validator processes (as ``bench.consensus`` runs them) and one real projector process
-   (``python -m projections.projector``). A burst of ``--burst`` pre-signed transactions
+   validator processes (as ``bench.consensus`` runs them, but at ``nice`` 5: here four
+   institutions' validators share the projector's two cores, which no deployment does, so
+   contention is settled in favour of the process under measurement) and one real projector
+   process (``python -m projections.projector``). A burst of ``--burst`` pre-signed transactions
    measures the finalized rate with the projector running; then transactions arrive at half
    that rate (``bench.consensus``'s latency load) for ``--seconds``. Every 50 ms the lag is
    sampled: the newest height on ``pantheon.blocks`` minus the height the projector has
@@ -220,7 +222,7 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
         delays, within, judged = heights.delays(range(first_paced, last_paced + 1))
         heights.stop.set()
         heights.join(10)
-        print(f"live: {args.institutions} validators + projector; burst of {args.burst:,} "
+        print(f"live: {args.institutions} validators (nice 5) + projector; burst of {args.burst:,} "
               f"finalized at {burst_rate:,.0f} tx/s ({heights.final - start_height} blocks "
               f"in all); lag during the burst p50 {percentile(burst_lags, 50):.0f}, "
               f"max {burst_lags[-1]:.0f} blocks")  # fmt: skip
