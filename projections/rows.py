@@ -19,6 +19,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,11 +194,14 @@ class BatchRows:
             records.append((key, raw, height))
             if spec is not None:
                 upserts[prefix].append(spec.row(record, height))
-        upsert(cur, "state_records", ("key", "record", "updated_height"), ("key",), records)
+        upsert(cur, [
+            Upsert("state_records", ("key", "record", "updated_height"), ("key",), records),
+            *(Upsert(spec.table, tuple(spec.columns), tuple(spec.key_columns), upserts[prefix])
+              for prefix, spec in STATE_TABLES.items()),
+        ])  # fmt: skip
         if removed:
             cur.execute("DELETE FROM chain.state_records WHERE key = ANY(%s)", (removed,))
         for prefix, spec in STATE_TABLES.items():
-            upsert(cur, spec.table, spec.columns, spec.key_columns, upserts[prefix])
             if deletes[prefix]:
                 condition = sql.SQL(" AND ").join(
                     sql.SQL("{} = %s").format(sql.Identifier(c)) for c in spec.key_columns
@@ -226,52 +230,62 @@ def copy_rows(
     return len(rows)
 
 
-def upsert(
-    cur: psycopg.Cursor[Any],
-    table: str,
-    columns: Sequence[str],
-    key_columns: Sequence[str],
-    rows: Sequence[Row],
-) -> None:
-    """Insert or update ``rows`` (unique keys) of ``chain.<table>``: COPY into a temporary
-    staging table (emptied at commit), then one ``INSERT .. SELECT .. ON CONFLICT``.
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Rows (unique keys) to insert or update in ``chain.<table>``."""
+
+    table: str
+    columns: tuple[str, ...]
+    key_columns: tuple[str, ...]
+    rows: Sequence[Row]
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_sql(table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> tuple[str, str]:
+    """(CREATE staging table, INSERT .. SELECT .. ON CONFLICT; empty the staging table).
+
+    Names are this module's constants, never input."""
+    names, stage = _quoted(columns), f'"stage_{table}"'
+    create = (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+        f'SELECT {names} FROM "chain"."{table}" WITH NO DATA'
+    )
+    updates = [c for c in columns if c not in keys]
+    action = (
+        "DO UPDATE SET " + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updates)
+        if updates
+        else "DO NOTHING"
+    )
+    merge = (
+        f'INSERT INTO "chain"."{table}" ({names}) SELECT {names} FROM {stage} '
+        f"ON CONFLICT ({_quoted(keys)}) {action}; DELETE FROM {stage}"
+    )
+    return create, merge
+
+
+def upsert(cur: psycopg.Cursor[Any], upserts: Sequence[Upsert]) -> None:
+    """Insert or update each table's rows: COPY into temporary staging tables (emptied at
+    commit), then ``INSERT .. SELECT .. ON CONFLICT`` from them. Three round trips plus one
+    COPY per table, whatever the row count: the statements have no parameters, so each
+    group goes as one multi-statement query (the simple protocol).
 
     Building one multi-row ``VALUES`` statement per batch cost more CPU than the rows' COPY
-    and the server's work together (psycopg composes and splits every placeholder)."""
-    if not rows:
+    and the server's work together (psycopg composes and splits every placeholder).
+    """
+    todo = [u for u in upserts if u.rows]
+    if not todo:
         return
-    target, stage = sql.Identifier("chain", table), sql.Identifier(f"stage_{table}")
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cur.execute(
-        sql.SQL(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
-            "SELECT {} FROM {} WITH NO DATA"
-        ).format(stage, names, target)
-    )
-    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, names)) as copy:
-        for row in rows:
-            copy.write_row(row)
-    updates = [c for c in columns if c not in key_columns]
-    action = (
-        sql.SQL("DO UPDATE SET ")
-        + sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
-        )
-        if updates
-        else sql.SQL("DO NOTHING")
-    )
-    cur.execute(
-        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-            target,
-            names,
-            names,
-            stage,
-            sql.SQL(", ").join(map(sql.Identifier, key_columns)),
-            action,
-        )
-    )
-    # Emptied now too, for a second upsert of the table in the same transaction.
-    cur.execute(sql.SQL("DELETE FROM {}").format(stage))
+    plans = [_upsert_sql(u.table, u.columns, u.key_columns) for u in todo]
+    cur.execute("; ".join(create for create, _ in plans).encode())
+    for u in todo:
+        with cur.copy(f'COPY "stage_{u.table}" ({_quoted(u.columns)}) FROM STDIN'.encode()) as copy:
+            for row in u.rows:
+                copy.write_row(row)
+    cur.execute("; ".join(merge for _, merge in plans).encode())
 
 
 def check_owners(writes: WriteSet, owners: Mapping[str, bytes]) -> None:
