@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,8 @@ class Validator:
         self.core, votes_offset = self._resume()
         self.running = True
         self.labels = {"institution": config.institution, "operator": str(config.operator)}
+        self._cut_gauge = metrics.CUT_HEIGHT.labels(**self.labels)
+        self._cut_shown = -1
         self._last_snapshot = (self.core.final_height, time.monotonic())
         self._votes_position = votes_offset
         self._tx_high = -1
@@ -256,7 +259,9 @@ class Validator:
         self._tx_position = offset + 1
         self._tx_appended_ms = timestamp_ms
         self._perform(self.core.on_tx(offset, timestamp_ms, raw, signature_verified=verified))
-        metrics.CUT_HEIGHT.labels(**self.labels).set(self.core.cut_height)
+        if self.core.cut_height != self._cut_shown:  # once per block, not per message
+            self._cut_shown = self.core.cut_height
+            self._cut_gauge.set(self._cut_shown)
 
     def _perform(self, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -292,15 +297,17 @@ class Validator:
     def _publish(self, final: PublishFinal) -> None:
         key = str(final.height).encode()
         self.producer.produce(self.topics["blocks"], key=key, value=final.block)
-        for tx_id, raw in final.receipts:
+        for n, (tx_id, raw) in enumerate(final.receipts):
             self.producer.produce(self.topics["receipts"], key=tx_id, value=raw)
-            self.producer.poll(0)
+            if n % 256 == 255:  # serve delivery reports now and then, not per message
+                self.producer.poll(0)
+        self.producer.poll(0)
         metrics.FINAL_HEIGHT.labels(**self.labels).set(final.height)
         metrics.FINALITY_LATENCY.labels(**self.labels).observe(
             max(0.0, (_now_ms() - final.timestamp_ms) / 1000.0)
         )
-        for code in final.codes:
-            metrics.TXS.labels(result=code.name, **self.labels).inc()
+        for code, count in Counter(final.codes).items():
+            metrics.TXS.labels(result=code.name, **self.labels).inc(count)
 
     def _diverged(self, event: Diverged) -> None:
         metrics.DIVERGENCES.labels(**self.labels).inc()
