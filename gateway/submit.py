@@ -37,8 +37,14 @@ class KafkaSubmitter:
             except (BufferError, KafkaException):
                 raise Unavailable("the ledger's broker does not accept transactions now") from None
             self._producer.flush(self.timeout_s)
-        if errors or not delivered:
+        if errors:
             raise Unavailable("the transaction could not be delivered to the ledger")
+        if not delivered:  # still queued: it may land after this answer
+            raise Unavailable(
+                f"the ledger did not confirm the transaction within {self.timeout_s:g} s; it "
+                "may still be recorded: look up its id before sending it again (a second copy "
+                "is refused as a replay)"
+            )
 
     def close(self) -> None:
         self._producer.flush(10)

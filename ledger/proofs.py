@@ -47,6 +47,21 @@ from schemas.errors import CodecError
 PROOF_VERSION = 1
 
 
+def _int(value: Any) -> int:
+    """A JSON integer, strictly: not a string, a float or a boolean (proof files must be as
+    written by ``to_json``; every checked value is recomputed anyway)."""
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any) -> str:
+    """A JSON string, strictly."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordProof:
     """A reading, its leaf and the path from it to a final block."""
@@ -116,36 +131,36 @@ class RecordProof:
             b, t, k = doc["batch"], doc["transaction"], doc["block"]
             x = bytes.fromhex
             header = BlockHeader(
-                height=int(k["height"]),
+                height=_int(k["height"]),
                 prev_hash=x(k["prev_hash"]),
-                first_offset=int(k["first_offset"]),
-                last_offset=int(k["last_offset"]),
+                first_offset=_int(k["first_offset"]),
+                last_offset=_int(k["last_offset"]),
                 tx_root=x(k["tx_root"]),
                 state_root=x(k["state_root"]),
                 validator_set_hash=x(k["validator_set_hash"]),
-                timestamp_ms=int(k["timestamp_ms"]),
+                timestamp_ms=_int(k["timestamp_ms"]),
             )
             return cls(
-                chain_id=str(doc["chain_id"]),
+                chain_id=_str(doc["chain_id"]),
                 device_public_key=x(doc["device_public_key"]),
-                kind=str(doc["kind"]),
+                kind=_str(doc["kind"]),
                 leaf=x(doc["leaf"]),
-                sequence=int(doc["sequence"]),
-                batch_id=str(b["batch_id"]),
-                leaf_index=int(b["leaf_index"]),
-                leaf_count=int(b["leaf_count"]),
+                sequence=_int(doc["sequence"]),
+                batch_id=_str(b["batch_id"]),
+                leaf_index=_int(b["leaf_index"]),
+                leaf_count=_int(b["leaf_count"]),
                 audit_path=tuple(x(p) for p in b["audit_path"]),
                 merkle_root=x(b["merkle_root"]),
                 envelope=x(t["envelope"]),
-                tx_offset=int(t["offset"]),
-                tx_index=int(t["index"]),
-                tx_count=int(t["count"]),
+                tx_offset=_int(t["offset"]),
+                tx_index=_int(t["index"]),
+                tx_count=_int(t["count"]),
                 tx_path=tuple(x(p) for p in t["path"]),
                 header=header,
                 certificate=x(k["certificate"]),
             )
         except (KeyError, TypeError, ValueError, OverflowError, InvalidEvent) as exc:
-            # OverflowError: int() of a JSON Infinity or 1e400 (Python's json reads floats)
+            # OverflowError: _int() of a JSON Infinity or 1e400 (Python's json reads floats)
             raise ProofError(f"not a record proof: {exc}") from exc
 
 
@@ -312,14 +327,14 @@ def header_from_json(block: Mapping[str, Any]) -> tuple[BlockHeader, bytes, byte
     """(header, declared block hash, certificate) of a ``block`` section."""
     x = bytes.fromhex
     header = BlockHeader(
-        height=int(block["height"]),
+        height=_int(block["height"]),
         prev_hash=x(block["prev_hash"]),
-        first_offset=int(block["first_offset"]),
-        last_offset=int(block["last_offset"]),
+        first_offset=_int(block["first_offset"]),
+        last_offset=_int(block["last_offset"]),
         tx_root=x(block["tx_root"]),
         state_root=x(block["state_root"]),
         validator_set_hash=x(block["validator_set_hash"]),
-        timestamp_ms=int(block["timestamp_ms"]),
+        timestamp_ms=_int(block["timestamp_ms"]),
     )
     return header, x(block["hash"]), x(block["certificate"])
 
@@ -380,19 +395,19 @@ class ObjectProof:
                 raise ValueError(f"not a version {OBJECT_PROOF_VERSION} {OBJECT_PROOF_KIND}")
             a, t = doc["anchor"], doc["transaction"]
             header, declared, certificate = header_from_json(doc["block"])
-            if int(a["height"]) != header.height or bytes.fromhex(a["block_hash"]) != declared:
+            if _int(a["height"]) != header.height or bytes.fromhex(a["block_hash"]) != declared:
                 raise ValueError("the anchor names another block than the proof's block")
             return cls(
-                chain_id=str(doc["chain_id"]),
-                data_id=str(doc["data_id"]),
+                chain_id=_str(doc["chain_id"]),
+                data_id=_str(doc["data_id"]),
                 sha256=bytes.fromhex(doc["sha256"]),
-                size=int(doc["size"]),
-                content_type=str(doc["content_type"]),
+                size=_int(doc["size"]),
+                content_type=_str(doc["content_type"]),
                 tx_id=bytes.fromhex(a["tx_id"]),
                 envelope=bytes.fromhex(t["envelope"]),
-                tx_offset=int(t["offset"]),
-                tx_index=int(t["index"]),
-                tx_count=int(t["count"]),
+                tx_offset=_int(t["offset"]),
+                tx_index=_int(t["index"]),
+                tx_count=_int(t["count"]),
                 tx_path=tuple(bytes.fromhex(p) for p in t["path"]),
                 header=header,
                 block_hash=declared,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 ALGORITHM = "EdDSA"
 MAX_TOKEN_CHARS = 8192
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # alg "none": empty
 DEFAULT_TTL_S = 900
 Clock = Callable[[], float]
 
@@ -331,10 +333,10 @@ class TokenVerifier:
         if (
             not isinstance(token, str)
             or len(token) > MAX_TOKEN_CHARS
-            or token.count(".") != 2
-            # base64url and dots only: a lone surrogate (a JSON string can carry one) would
-            # make PyJWT's UTF-8 encoding raise UnicodeEncodeError instead of a TokenError
-            or not token.isascii()
+            # three unpadded base64url segments and nothing else: a lone surrogate (a JSON
+            # string can carry one) made PyJWT's UTF-8 encoding raise UnicodeEncodeError, and
+            # "=" padding appended to a genuine token was accepted as the same token
+            or _COMPACT_JWS.fullmatch(token) is None
         ):
             raise MalformedToken("not a compact JWS")
         try:

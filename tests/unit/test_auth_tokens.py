@@ -230,6 +230,22 @@ def test_garbage_is_malformed(ring: KeyRing, clock: Clock, token: str) -> None:
         _verifier(ring, clock).verify(token)
 
 
+@pytest.mark.parametrize("suffix", ["=", "==", " ", "\n", ".", "%3D"])
+def test_a_genuine_token_with_anything_appended_is_refused(
+    ring: KeyRing, clock: Clock, suffix: str
+) -> None:
+    """Padding on the signature decoded to the same bytes, so ``token + "=="`` was accepted
+    as the token itself; only the exact compact form is."""
+    token = _issue(ring, clock).value
+    verifier = _verifier(ring, clock)
+    assert verifier.verify(token).sub
+    with pytest.raises(MalformedToken):
+        verifier.verify(token + suffix)
+    head, payload, signature = token.split(".")
+    with pytest.raises(MalformedToken):
+        verifier.verify(f"{head}.{payload}==.{signature}")
+
+
 def test_missing_or_mistyped_claims_are_malformed(ring: KeyRing, clock: Clock) -> None:
     base = _payload(_issue(ring, clock).value)
     verifier = _verifier(ring, clock)

@@ -72,6 +72,21 @@ def test_valid_proof_verifies_and_roundtrips() -> None:
     verify_object(DATA, doc, genesis)
 
 
+@pytest.mark.parametrize(
+    ("path", "value"), [(("size",), "5"), (("anchor", "height"), True), (("block", "height"), 1.0)]
+)
+def test_loosely_typed_numbers_are_format_errors(path: tuple[str, ...], value: object) -> None:
+    proof, _genesis = _proof()
+    doc = json.loads(json.dumps(proof.to_json()))
+    node = doc
+    for name in path[:-1]:
+        node = node[name]
+    node[path[-1]] = value
+    with pytest.raises(ObjectProofError) as caught:
+        ObjectProof.from_json(doc)
+    assert caught.value.link is ProofLink.FORMAT
+
+
 def _link(data: bytes, doc: dict[str, Any], genesis: Genesis) -> ProofLink:
     with pytest.raises(ObjectProofError) as err:
         verify_object(data, doc, genesis)

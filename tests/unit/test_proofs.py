@@ -159,6 +159,12 @@ def test_membership_change_is_reported_not_trusted() -> None:
         (("batch", "leaf_index"), 1e400),  # read as inf
         (("block", "last_offset"), 4 * 10**36),  # past 64 bits: the header cannot be hashed
         (("block", "height"), 2**63),
+        # loose types the parser used to coerce: only JSON integers and strings are read
+        (("sequence",), "3"),
+        (("batch", "leaf_index"), 0.0),
+        (("transaction", "offset"), True),
+        (("block", "timestamp_ms"), 1.5),
+        (("chain_id",), 7),
     ],
 )
 def test_out_of_range_numbers_are_proof_errors(path: tuple[str, ...], value: object) -> None:
