@@ -146,8 +146,8 @@ class Validator:
         # that still fails (a fatal producer error) stops the process, and a restart
         # re-executes and re-sends what is not final.
         self.undelivered: str | None = None
-        # Signatures verified ahead in worker processes (D18): started before the producer
-        # and consumer threads matter, through a fork server either way.
+        # Signatures verified ahead in worker processes (D18), started through a fork server
+        # (never a fork of this process, which already runs librdkafka's threads).
         self.pipeline: SignaturePipeline | None = None
         if config.verify_workers > 0:
             self.pipeline = SignaturePipeline(self._on_tx, config.verify_workers, chunk=1000)
@@ -342,6 +342,13 @@ class Validator:
                 return False
         return self._tx_position >= self._tx_high
 
+    def _reading_live(self) -> bool:
+        """What ``pantheon status`` shows as caught up: the newest tx message read was
+        appended less than a block interval ago, or the end of the log as last queried
+        (:meth:`_caught_up` refreshes that end) is reached."""
+        recent = _now_ms() - self._tx_appended_ms < self.core.block_interval_ms
+        return recent or self._tx_position >= self._tx_high
+
     def _maybe_snapshot(self) -> None:
         height, when = self._last_snapshot
         final = self.core.final_height
@@ -373,7 +380,7 @@ class Validator:
             "voted_height": self.core.voted_height,
             "final_height": self.core.final_height,
             "diverged": self.core.diverged is not None,
-            "caught_up": self._tx_position >= self._tx_high,
+            "caught_up": self._reading_live(),
             "pid": os.getpid(),
             "updated_ms": _now_ms(),
         }
