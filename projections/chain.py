@@ -116,9 +116,14 @@ class ChainProjection:
         return [self.topic_tx, self.topic_blocks, self.topic_receipts]
 
     def commit_due(self, fresh: Sequence[Message]) -> bool:
-        """Only a ``blocks`` message can complete a block: transactions and receipts alone
-        wait (in the runner's memory) to be committed with it (``projections.runner.Deferring``)."""
-        return any(msg.topic() == self.topic_blocks for msg in fresh)
+        """Only a ``blocks`` message for a height not projected yet can complete a block:
+        transactions, receipts and the other validators' copies of projected blocks wait (in
+        the runner's memory) to be committed with it (``projections.runner.Deferring``)."""
+        height = self.machine.height
+        return any(
+            msg.topic() == self.topic_blocks and (peek_height(msg.value() or b"") or 0) > height
+            for msg in fresh
+        )
 
     # -- resume ---------------------------------------------------------------------------
     def resume(self, cur: psycopg.Cursor[Any]) -> None:
