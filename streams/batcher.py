@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -55,14 +55,12 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Counter, Gauge
 from psycopg.conninfo import make_conninfo
 
 from ledger.errors import DecodeError
 from ledger.genesis import Genesis
-from ledger.keys import KeyPair
+from ledger.keys import KeyPair, verify
 from ledger.l2 import RECORD_KIND, DeviceInfo, Parsed, Reason, admit, batch_id, parse_l2
 from ledger.merkle import root
 from ledger.results import ResultCode
@@ -73,6 +71,7 @@ from streams.kafka_config import admin_config, consumer_config, producer_config
 from streams.metrics_server import serve_metrics
 from streams.receipts import ReceiptTimeout
 from streams.sdk import LedgerClient, SubmitError
+from streams.signature_pipeline import worker_pool
 from streams.topics import DEFAULT_PREFIX, L2_PARTITIONS, ledger_config, wait_visible
 
 log = logging.getLogger("pantheon.batcher")
@@ -128,26 +127,10 @@ def ensure_rejected_topic(bootstrap: str, prefix: str, timeout: float = 30.0) ->
 
 Job = tuple[bytes, bytes, bytes]  # public key, signature, signed message
 
-_worker_keys: dict[bytes, Ed25519PublicKey] = {}
-
 
 def _verify_chunk(jobs: Sequence[Job]) -> list[bool]:
-    out: list[bool] = []
-    keys = _worker_keys
-    for public, signature, message in jobs:
-        key = keys.get(public)
-        if key is None:
-            try:
-                key = keys[public] = Ed25519PublicKey.from_public_bytes(public)
-            except ValueError:
-                out.append(False)
-                continue
-        try:
-            key.verify(signature, message)
-            out.append(True)
-        except InvalidSignature:
-            out.append(False)
-    return out
+    # ledger.keys.verify: length checks and its bounded cache of parsed keys
+    return [verify(public, signature, b"", message) for public, signature, message in jobs]
 
 
 class Verifier:
@@ -159,7 +142,7 @@ class Verifier:
         self._pool: Executor | None = None
         if self.workers > 1:
             self._pool = (
-                ProcessPoolExecutor(self.workers)
+                worker_pool(self.workers)
                 if processes
                 else ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
             )

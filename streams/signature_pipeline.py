@@ -100,6 +100,20 @@ def _init_worker(niceness: int, owner: int, owner_started: str | None) -> None:
         ).start()
 
 
+def worker_pool(workers: int, *, niceness: int = 0) -> ProcessPoolExecutor:
+    """A process pool started through a fork server (never a ``fork`` of a process running
+    librdkafka's threads), whose workers run at ``niceness`` and exit when this process dies
+    (:func:`_init_worker`). The batcher's process verifier uses it too."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(niceness, os.getpid(), _start_time(os.getpid())),
+    )
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -127,14 +141,7 @@ class SignaturePipeline:
         self.vouched = 0  # messages fed with a verified signature
         self.unverified = 0  # messages fed without (bad signature, not an envelope, worker lost)
         self.waited = 0.0  # seconds the replay waited for a worker's result
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            workers,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(niceness, os.getpid(), _start_time(os.getpid())),
-        )
+        self._pool: ProcessPoolExecutor | None = worker_pool(workers, niceness=niceness)
         self._warmup = [self._pool.submit(_ready) for _ in range(workers)]
         self._next_size = min(FIRST_CHUNK, chunk)
         self._offsets: list[int] = []
