@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -154,6 +155,40 @@ def presigned(
     return keys, signed, [parse_tx(raw).tx_id for raw in signed]
 
 
+def send(
+    producer: Producer,
+    topic: str,
+    keys: list[KeyPair],
+    signed: list[bytes],
+    *,
+    which: range,
+    rate: float | None,
+    on_send: Callable[[int], None] | None = None,
+) -> None:
+    """Produce ``signed[i]`` for ``i`` in ``which`` (the i-th was signed by
+    ``keys[i % len(keys)]``), at ``rate`` per second or at once; ``on_send(i)`` just before."""
+    began = time.monotonic()
+    for n, i in enumerate(which):
+        if rate is not None:
+            delay = began + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if on_send is not None:
+            on_send(i)
+        producer.produce(topic, key=keys[i % len(keys)].key_id, value=signed[i])
+        producer.poll(0)
+    producer.flush(60)
+
+
+def sent_at(ids: list[bytes], sent: dict[bytes, float]) -> Callable[[int], None]:
+    """An ``on_send`` that records when each transaction id was sent."""
+
+    def record(i: int) -> None:
+        sent[ids[i]] = time.monotonic()
+
+    return record
+
+
 def run_case(
     bootstrap: str, work: Path, institutions: int, txs: int, *, brokers: list[int], workers: int
 ) -> dict[str, float]:
@@ -171,18 +206,6 @@ def run_case(
         producer = Producer(producer_config(bootstrap))
         sent: dict[bytes, float] = {}
 
-        def send(lo: int, hi: int, rate: float | None) -> None:
-            began = time.monotonic()
-            for i in range(lo, hi):
-                if rate is not None:
-                    delay = began + (i - lo) / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                sent[ids[i]] = time.monotonic()
-                producer.produce(prefix + "tx", key=keys[i % len(keys)].key_id, value=signed[i])
-                producer.poll(0)
-            producer.flush(60)
-
         def wait_for(lo: int, hi: int, timeout: float) -> None:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not all(ids[i] in watcher.seen
@@ -193,13 +216,16 @@ def run_case(
         pids = [p.pid for p in procs]
         cpu_before = cpu_snapshot(pids, brokers)
         began = time.monotonic()
-        send(0, burst_n, None)
+        record = sent_at(ids, sent)
+        send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None,
+             on_send=record)  # fmt: skip
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
         cpu_after = cpu_snapshot(pids, brokers)
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
-        send(burst_n, burst_n + paced_n, throughput / 2)
+        send(producer, prefix + "tx", keys, signed, which=range(burst_n, burst_n + paced_n),
+             rate=throughput / 2, on_send=record)  # fmt: skip
         wait_for(burst_n, burst_n + paced_n, 300)
         lat = [watcher.seen[t] - sent[t] for t in ids[burst_n:] if t in watcher.seen]
         watcher.stop = True

@@ -36,13 +36,12 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.consensus import cpu_seconds, percentile, presigned, spawn_validators
+from bench.consensus import cpu_seconds, percentile, presigned, send, spawn_validators
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from infra.postgres_server import Postgres
 from infra.procs import descendants
 from ledger.blocks import decode_finalized
-from ledger.keys import KeyPair
 from projections.projector import ProjectorConfig, database_name, prepare
 from streams.kafka_config import admin_config, consumer_config, producer_config
 from streams.topics import ensure_topics
@@ -135,21 +134,6 @@ class Heights(threading.Thread):
             time.sleep(0.05)
 
 
-def send(
-    producer: Producer, topic: str, keys: list[KeyPair], signed: list[bytes], rate: float | None
-) -> None:
-    """Produce ``signed`` (the i-th by ``keys[i % len(keys)]``), at ``rate`` per second."""
-    began = time.monotonic()
-    for i, raw in enumerate(signed):
-        if rate is not None:
-            delay = began + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        producer.produce(topic, key=keys[i % len(keys)].key_id, value=raw)
-        producer.poll(0)
-    producer.flush(60)
-
-
 def spawn_projector(
     bootstrap: str, postgres: Postgres, net: Path, prefix: str, institution: str
 ) -> subprocess.Popen[bytes]:
@@ -197,7 +181,7 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
 
         began = time.monotonic()
         start_height = heights.final
-        send(producer, prefix + "tx", keys, signed[: args.burst], None)
+        send(producer, prefix + "tx", keys, signed, which=range(args.burst), rate=None)
         heights.settle(args.burst, 300)
         final_at = min(t for t, f, _ in heights.samples if f == heights.final)
         burst_rate = args.burst / (final_at - began)
@@ -214,7 +198,8 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
 
         cpu_before = cpu()
         paced_began, first_paced = time.monotonic(), heights.final + 1
-        send(producer, prefix + "tx", keys, signed[args.burst : args.burst + count], rate)
+        send(producer, prefix + "tx", keys, signed, which=range(args.burst, args.burst + count),
+             rate=rate)  # fmt: skip
         paced_ended, last_paced = time.monotonic(), heights.final
         used = {k: v - cpu_before[k] for k, v in cpu().items()}
         heights.settle(args.burst + count, 120)
