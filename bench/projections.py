@@ -114,15 +114,18 @@ class Heights(threading.Thread):
     def lags(self, since: float, until: float) -> list[float]:
         return sorted(float(f - p) for t, f, p in self.samples if since <= t <= until)
 
-    def delays(self, heights: range) -> tuple[list[float], int, int]:
-        """For ``heights``: the sorted seconds from final to projected, and how many were
+    def delays(self, heights: range) -> tuple[list[float], int, int, list[float]]:
+        """For ``heights``: the sorted seconds from final to projected; how many were
         projected before the next height became final (so the projector was never more than
-        one block behind) out of how many could be judged."""
+        one block behind) out of how many could be judged; and, for those that were not,
+        the sorted seconds between their finality and the next height's."""
         out = sorted(self.projected_at[h] - self.final_at[h] for h in heights
                      if h in self.final_at and h in self.projected_at)  # fmt: skip
         judged = [h for h in heights if h in self.projected_at and h + 1 in self.final_at]
         within = sum(1 for h in judged if self.projected_at[h] <= self.final_at[h + 1])
-        return out, within, len(judged)
+        gaps = sorted(self.final_at[h + 1] - self.final_at[h] for h in judged
+                      if self.projected_at[h] > self.final_at[h + 1])  # fmt: skip
+        return out, within, len(judged), gaps
 
     def settle(self, txs: int, timeout: float) -> None:
         """Until ``txs`` transactions are final and the projector has reached the top."""
@@ -157,6 +160,20 @@ def wait_for_database(dsn: str, timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def print_per_block(heights: Heights, paced: range) -> None:
+    """The per-block lag figures of the paced run."""
+    delays, within, judged, gaps = heights.delays(paced)
+    print(f"  per block, final to projected (PostgreSQL polled every 10 ms): p50 "
+          f"{1000 * percentile(delays, 50):.0f} ms, p99 {1000 * percentile(delays, 99):.0f}"
+          f" ms, max {1000 * delays[-1]:.0f} ms over {len(delays)} blocks; {within} of "
+          f"{judged} projected before the next block was final (never more than one block "
+          "behind)")  # fmt: skip
+    if gaps:
+        print(f"  for the {len(gaps)} others, the next block became final "
+              f"{1000 * percentile(gaps, 50):.0f} ms after them (median; max "
+              f"{1000 * gaps[-1]:.0f} ms)")  # fmt: skip
 
 
 def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse.Namespace) -> None:
@@ -204,7 +221,6 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
         used = {k: v - cpu_before[k] for k, v in cpu().items()}
         heights.settle(args.burst + count, 120)
         lags = heights.lags(paced_began, paced_ended)
-        delays, within, judged = heights.delays(range(first_paced, last_paced + 1))
         heights.stop.set()
         heights.join(10)
         print(f"live: {args.institutions} validators (nice 5) + projector; burst of {args.burst:,} "
@@ -216,11 +232,7 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
               f"{percentile(lags, 95):.0f}, p99 {percentile(lags, 99):.0f}, max {lags[-1]:.0f} "
               f"over {len(lags)} samples; {100 * sum(1 for x in lags if x <= 1) / len(lags):.1f}%"
               f" of samples at most one block behind")  # fmt: skip
-        print(f"  per block, final to projected (PostgreSQL polled every 10 ms): p50 "
-              f"{1000 * percentile(delays, 50):.0f} ms, p99 {1000 * percentile(delays, 99):.0f}"
-              f" ms, max {1000 * delays[-1]:.0f} ms over {len(delays)} blocks; {within} of "
-              f"{judged} projected before the next block was final (never more than one block "
-              "behind)")  # fmt: skip
+        print_per_block(heights, range(first_paced, last_paced + 1))
         wall = paced_ended - paced_began
         print(f"  CPU while paced ({wall:.1f} s wall, {2 * wall:.1f} core-s on 2 cores): "
               + ", ".join(f"{k} {v:.1f} s" for k, v in used.items())
