@@ -19,24 +19,20 @@ hashes for one height, and every validator reaches the top height without diverg
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException
 
 from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster, KafkaNode
 from ledger.blocks import decode_finalized
-from ledger.keys import KeyPair
 from ledger.results import ResultCode
-from ledger.tx import parse_tx
-from streams.kafka_config import producer_config
-from tests.consortium import Consortium, HarnessError, anchor_args, read_partition
+from tests.consortium import Consortium, HarnessError, read_partition
+from tests.faults.load_threads import Producing
 from tests.integration.test_consensus import check_chain, check_votes, operators
 from tests.stack_fixtures import private_settings
 
@@ -46,79 +42,6 @@ SHORT_TIMEOUT_MS = 5000
 """``message.timeout.ms`` of the producer that runs through the loss of two brokers."""
 PAUSE_WINDOW = 4.0
 """Seconds over which the final height must not grow while two brokers are down."""
-
-
-class Producing:
-    """A producer thread: signed ``AnchorData`` at a steady rate, every delivery report kept.
-
-    The kill loop's ``Producing`` (``tests/faults/test_kill_loop.py``), plus producer
-    configuration overrides and failures recorded per tx id; ``order`` lists the tx ids in
-    produce order, so a test can tell what was submitted after a given moment.
-    """
-
-    def __init__(
-        self, c: Consortium, signer: KeyPair, tag: str, rate: float, **overrides: Any
-    ) -> None:
-        self.c, self.signer, self.tag, self.interval = c, signer, tag, 1.0 / rate
-        self.overrides = overrides
-        self.produced: dict[bytes, bytes] = {}
-        self.order: list[bytes] = []
-        self.acked: set[bytes] = set()
-        self.failed: dict[bytes, str] = {}
-        self.sent_at: dict[bytes, float] = {}
-        self.reported_at: dict[bytes, float] = {}
-        self.unreported = 0
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=tag, daemon=True)
-        self.error: BaseException | None = None
-        self.flush_timeout = 120.0
-
-    def _run(self) -> None:
-        producer = Producer(producer_config(self.c.bootstrap, **self.overrides))
-        try:
-            i = 0
-            while not self.stop_event.is_set():
-                raw = self.c.tx(self.signer, "AnchorData", anchor_args(f"{self.tag}-{i}"))
-                tid = parse_tx(raw).tx_id
-                self.produced[tid] = raw
-                self.order.append(tid)
-                self.sent_at[tid] = time.monotonic()
-
-                def done(err: KafkaError | None, _msg: Message, tid: bytes = tid) -> None:
-                    self.reported_at[tid] = time.monotonic()
-                    if err is None:
-                        self.acked.add(tid)
-                    else:
-                        self.failed[tid] = str(err)
-
-                producer.produce(self.c.topic("tx"), key=self.signer.key_id, value=raw,
-                                 on_delivery=done)  # fmt: skip
-                producer.poll(0)
-                i += 1
-                self.stop_event.wait(self.interval)
-            self.unreported = producer.flush(self.flush_timeout)
-        except BaseException as exc:
-            self.error = exc
-
-    def slowest_failure(self) -> float:
-        """Seconds from produce to failure report, the longest (0 if nothing failed)."""
-        return max((self.reported_at[t] - self.sent_at[t] for t in self.failed), default=0.0)
-
-    def start(self) -> Producing:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop producing and wait until every message was reported (or the flush gave up)."""
-        self.stop_event.set()
-        self.thread.join(self.flush_timeout + 30)
-        assert not self.thread.is_alive(), f"{self.tag}: producer thread did not end"
-        if self.error is not None:
-            raise self.error
-        assert self.unreported == 0, (
-            f"{self.tag}: {self.unreported} messages neither acknowledged nor failed "
-            f"{self.flush_timeout:.0f}s after the last produce (overrides {self.overrides})"
-        )
 
 
 @dataclass(slots=True)

@@ -56,17 +56,14 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 from infra.postgres_server import Postgres
@@ -76,11 +73,12 @@ from ledger.members import key_key
 from ledger.proofs import verify_record_proof
 from ledger.results import ResultCode
 from ledger.tx import parse_tx, sign_tx
-from streams.kafka_config import admin_config, producer_config
+from streams.kafka_config import admin_config
 from streams.proofs import record_proof
 from streams.sdk import LedgerClient
 from streams.topics import ensure_topics
 from tests.consortium import REPO, Consortium, Replay, anchor_args, new_key
+from tests.faults.load_threads import LoadThread, Producing
 from tests.faults.test_hostile_clients import (
     GRANT,
     HOST,
@@ -101,55 +99,6 @@ pytestmark = [
 ]
 BATCHER_ARGS = ("--max-records", "200", "--window-ms", "300", "--instance-id", "b1")
 GATEWAY_RATE = 5.0  # submissions per second through the gateway
-
-
-class Producing:
-    """A producer thread: signed AnchorData at a steady rate, counting broker acks."""
-
-    def __init__(self, c: Consortium, signer: KeyPair, tag: str, rate: float) -> None:
-        self.c, self.signer, self.tag, self.interval = c, signer, tag, 1.0 / rate
-        self.produced: dict[bytes, bytes] = {}
-        self.acked: set[bytes] = set()
-        self.failed: list[str] = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=tag, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        from ledger.tx import parse_tx  # noqa: PLC0415
-
-        producer = Producer(producer_config(self.c.bootstrap))
-        try:
-            i = 0
-            while not self.stop_event.is_set():
-                raw = self.c.tx(self.signer, "AnchorData", anchor_args(f"{self.tag}-{i}"))
-                tid = parse_tx(raw).tx_id
-                self.produced[tid] = raw
-
-                def done(err: KafkaError | None, _msg: object, tid: bytes = tid) -> None:
-                    if err is None:
-                        self.acked.add(tid)
-                    else:
-                        self.failed.append(str(err))
-
-                producer.produce(self.c.topic("tx"), key=self.signer.key_id, value=raw,
-                                 on_delivery=done)  # fmt: skip
-                producer.poll(0)
-                i += 1
-                self.stop_event.wait(self.interval)
-            assert producer.flush(60) == 0
-        except BaseException as exc:
-            self.error = exc
-
-    def start(self) -> Producing:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(90)
-        if self.error is not None:
-            raise self.error
 
 
 class Projector:
@@ -198,7 +147,11 @@ class Gateway(GatewayProcess):
 
     As in :mod:`tests.faults.test_hostile_clients`, but without ``--iam-projection``: the
     projector process runs inst-1's IAM projection on the same database (as in production),
-    and the port is kept across restarts so that the client keeps its address."""
+    and the port is kept across restarts so that the client keeps its address. GraphQL
+    calls get a generous timeout and no deadline: this test is about correctness."""
+
+    graphql_timeout_s = 30.0
+    graphql_deadline_s = None
 
     def __init__(self, stack: L2Stack, projector: Projector, postgres: Postgres, workdir: Path):
         c = stack.consortium
@@ -226,19 +179,6 @@ class Gateway(GatewayProcess):
         if self.proc is not None:
             self.proc.wait()
 
-    def graphql(
-        self, query: str, token: str | None = None, **variables: Any
-    ) -> tuple[int, dict[str, Any]]:
-        """POST /graphql (a generous timeout: this test is about correctness, not latency)."""
-        headers = {"Content-Type": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        payload = json.dumps({"query": query, "variables": variables}).encode()
-        status, raw = self.request("POST", "/graphql", payload, headers, timeout=30.0)
-        body = json.loads(raw)
-        assert isinstance(body, dict)
-        return status, body
-
 
 SUBMIT = (
     "mutation($e: String!) { submitTransaction(envelope: $e)"
@@ -263,20 +203,18 @@ def register_user_key(c: Consortium) -> KeyPair:
     return user
 
 
-class GatewayClient:
+class GatewayClient(LoadThread):
     """A client thread: ``AnchorData`` signed with its own key, each envelope submitted once
     through the gateway's ``submitTransaction`` at a steady rate; the nonce advances only
     when the gateway acknowledged (see the module docstring)."""
 
     def __init__(self, gw: Gateway, token: str, signer: KeyPair, chain_id: str, rate: float):
+        super().__init__("gateway-client")
         self.gw, self.token, self.signer, self.chain_id = gw, token, signer, chain_id
         self.interval = 1.0 / rate
         self.nonce_of: dict[bytes, int] = {}  # every envelope submitted: tx id -> nonce
         self.acked: set[bytes] = set()
         self.failures: Counter[str] = Counter()  # failed submissions by kind
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="gateway-client", daemon=True)
-        self.error: BaseException | None = None
 
     def _submit(self, raw: bytes, tx_id: bytes) -> str:
         """``ok``, or the kind of failure (``down``, ``cut: ...``, ``refused: ...``)."""
@@ -303,34 +241,21 @@ class GatewayClient:
         assert status == 200 and result["txId"] == tx_id.hex(), (status, answer)
         return "ok"
 
-    def _run(self) -> None:
-        try:
-            nonce = i = 0
-            while not self.stop_event.is_set():
-                raw = sign_tx(self.signer, chain_id=self.chain_id, nonce=nonce,
-                              operation="AnchorData", args=anchor_args(f"gw-{i}"))  # fmt: skip
-                tx_id = parse_tx(raw).tx_id
-                self.nonce_of[tx_id] = nonce
-                outcome = self._submit(raw, tx_id)
-                if outcome == "ok":
-                    self.acked.add(tx_id)
-                    nonce += 1
-                else:
-                    self.failures[outcome] += 1
-                i += 1
-                self.stop_event.wait(self.interval)
-        except BaseException as exc:
-            self.error = exc
-
-    def start(self) -> GatewayClient:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(90)
-        if self.error is not None:
-            raise self.error
+    def work(self) -> None:
+        nonce = i = 0
+        while not self.stop_event.is_set():
+            raw = sign_tx(self.signer, chain_id=self.chain_id, nonce=nonce,
+                          operation="AnchorData", args=anchor_args(f"gw-{i}"))  # fmt: skip
+            tx_id = parse_tx(raw).tx_id
+            self.nonce_of[tx_id] = nonce
+            outcome = self._submit(raw, tx_id)
+            if outcome == "ok":
+                self.acked.add(tx_id)
+                nonce += 1
+            else:
+                self.failures[outcome] += 1
+            i += 1
+            self.stop_event.wait(self.interval)
 
     def check(self, entries: dict[bytes, list[tuple[int, int]]]) -> dict[str, int]:
         """The assertions of the module docstring on the final entries; the figures."""
@@ -459,7 +384,7 @@ def run_kill_loop(stack: L2Stack, projector: Projector, gateway: Gateway) -> Non
     loop_s = time.monotonic() - started
     produced = {t: r for p in producers for t, r in p.produced.items()}
     acked = set().union(*(p.acked for p in producers))
-    failed = [f for p in producers for f in p.failed]
+    failed = [f for p in producers for f in p.failed.values()]
 
     # every acknowledged transaction is final, exactly once (result OK for the producers;
     # the gateway client's results are checked by GatewayClient.check)
