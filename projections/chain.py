@@ -17,10 +17,18 @@ Theory of operation
   executed block only: world-state tables are the ledger's own writes, never SQL logic.
 * Resuming needs the core's state. It is rebuilt from the database, not from a snapshot:
   ``chain.state_records`` holds every record of the state after ``chain.meta.height``
-  (written with the block), ``chain.pending_tx`` the tx messages after the last projected
-  block and ``chain.pending_blocks`` the copies above it. All are written in the same
-  transaction as the positions, so after SIGKILL the projector restarts exactly where the
-  last commit left it.
+  (written with the block) and ``chain.pending_blocks`` the copies above it, all in the same
+  transaction as the positions. The tx messages after the last projected block
+  (``chain.meta.last_tx_offset``) are kept in memory only: at each (re)start the runner
+  rewinds ``tx`` to ``last_tx_offset + 1`` (:meth:`ChainProjection.restart_offsets`), so
+  after SIGKILL the projector restarts exactly where the last commit left it (D20).
+* Work ahead of the certificate (D20): as transactions arrive, before the runner holds or
+  applies them (:meth:`ChainProjection.read_ahead`), they are cut, and the next block is
+  executed with every signature assumed valid. When its certificate comes, that result is
+  used only if the certificate vouches for every entry's signature
+  (:func:`~ledger.finality.certified_signatures`), which makes it exactly the execution the
+  certificate allows; otherwise the block is executed again. The hash is compared either
+  way.
 * ``receipts`` are a function of the final blocks (``chain.receipts`` is a view); the topic is
   read only to cross-check: each receipt is compared with the projected entry at its offset,
   and malformed or contradicting receipts are counted and logged, never written.
@@ -56,6 +64,17 @@ NAME = "chain"
 UNAUTHENTICATED = frozenset({ResultCode.MALFORMED, ResultCode.TOO_LARGE, ResultCode.BAD_SIGNATURE})
 MAX_HELD_RECEIPTS = 100_000
 RECENT_RECEIPT_HEIGHTS = 64  # projected heights whose receipt bytes are kept for comparison
+
+
+class _EverySignature:
+    """Vouches for every envelope: a speculative execution, used only when the certificate
+    vouches for all of the block's entries (see the module docstring)."""
+
+    def __contains__(self, _item: object) -> bool:
+        return True
+
+
+EVERY_SIGNATURE = _EverySignature()
 
 
 class Diverged(LedgerError):
@@ -98,7 +117,10 @@ class ChainProjection:
         #: The copy chosen for each of the last few projected heights (later copies of it
         #: are recognised by their bytes).
         self._last_projected: dict[int, bytes] = {}
-        self._pending_tx: list[tuple[int, int, bytes]] = []
+        #: The next block executed before its certificate (with every signature vouched for).
+        self._ahead: tuple[CutBlock, ExecutedBlock] | None = None
+        #: Offset -> height of the rows in ``chain.pending_blocks``.
+        self._stored_copies: dict[int, int] = {}
         self._new_copies: list[tuple[int, int, bytes]] = []
         self._dropped_copies: list[int] = []
         # The exact Receipt bytes of the last projected heights: every validator publishes
@@ -145,13 +167,10 @@ class ChainProjection:
         state = WorldState.restore(iter(records), height=height, root=bytes(state_root))
         self.machine = LedgerMachine.resume(self.genesis, state, bytes(last_hash))
         self._init_memory(last_tx_offset=last_tx_offset)
-        cur.execute("SELECT tx_offset, timestamp_ms, raw FROM chain.pending_tx ORDER BY tx_offset")
-        for offset, ts, raw in cur.fetchall():
-            self._feed(offset, ts, bytes(raw))
-        self._pending_tx.clear()  # already stored
         cur.execute("SELECT source_offset, height, raw FROM chain.pending_blocks ORDER BY 1")
         for offset, h, raw in cur.fetchall():
             self._copies.setdefault(h, []).append((offset, bytes(raw)))
+            self._stored_copies[offset] = h
             self.highest_seen = max(self.highest_seen, h)
         self.highest_seen = max(self.highest_seen, height)
         log.info("resumed", extra={"height": height, "records": len(records)})
@@ -171,6 +190,34 @@ class ChainProjection:
                 machine.state.root,
             ),
         )
+
+    def restart_offsets(self) -> dict[tuple[str, int], int]:
+        """After ``resume``: transactions are re-read from the first one not yet in a
+        projected block (``projections.runner.Rewinding``)."""
+        return {(self.topic_tx, 0): self.last_tx_offset + 1}
+
+    # -- ahead of the certificate ---------------------------------------------------------
+    def read_ahead(self, fresh: Sequence[Message]) -> None:
+        """Cut the transactions of ``fresh`` and execute the next block if it is cut
+        (``projections.runner.ReadingAhead``); nothing is stored."""
+        for msg in fresh:
+            if msg.topic() == self.topic_tx:
+                offset = msg.offset()
+                assert offset is not None
+                self._feed(offset, msg.timestamp()[1], msg.value() or b"")
+        cut = self._cuts.get(self.machine.height + 1)
+        if cut is not None and (self._ahead is None or self._ahead[0] is not cut):
+            self._ahead = (cut, self.machine.execute(cut, verified_signatures=EVERY_SIGNATURE))
+
+    def _execute(self, cut: CutBlock, certified: Sequence[EntryResult]) -> ExecutedBlock:
+        """``cut`` executed as its certificate allows (the execution ahead when it applies)."""
+        raws = [e.raw for e in cut.entries]
+        vouched = certified_signatures(raws, certified)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is cut and all(raw in vouched for raw in raws):
+            self.counters["blocks_executed_ahead"] += 1
+            return ahead[1]
+        return self.machine.execute(cut, verified_signatures=vouched)
 
     # -- a batch --------------------------------------------------------------------------
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
@@ -207,7 +254,6 @@ class ChainProjection:
         if offset <= self._fed_upto:
             return
         self._fed_upto = offset
-        self._pending_tx.append((offset, timestamp_ms, raw))
         block = self.cutter.feed(offset, timestamp_ms, raw)
         if block is not None:
             self._cuts[block.height] = block
@@ -252,8 +298,7 @@ class ChainProjection:
             if chosen is None:
                 continue
             source_offset, cert, certified = chosen
-            vouched = certified_signatures([e.raw for e in cut.entries], certified)
-            executed = self.machine.execute(cut, verified_signatures=vouched)
+            executed = self._execute(cut, certified)
             if executed.block_hash != cert.block_hash:
                 raise Diverged(
                     f"block {height}: the core computes {executed.block_hash.hex()}, "
@@ -328,22 +373,19 @@ class ChainProjection:
         rows.add_writes(executed.writes, height, self.machine.state.get)
 
     def _store_pending(self, cur: psycopg.Cursor[Any]) -> None:
-        fresh = [r for r in self._pending_tx if r[0] > self.last_tx_offset]
-        self._pending_tx = []
-        cur.execute("DELETE FROM chain.pending_tx WHERE tx_offset <= %s", (self.last_tx_offset,))
-        copy_rows(cur, "pending_tx", ("tx_offset", "timestamp_ms", "raw"), fresh)
-        fresh_copies = [c for c in self._new_copies if c[1] > self.machine.height]
-        dropped = [c[0] for c in self._new_copies if c[0] in self._dropped_copies]
-        self._new_copies = []
-        cur.execute("DELETE FROM chain.pending_blocks WHERE height <= %s", (self.machine.height,))
-        if self._dropped_copies:
-            cur.execute(
-                "DELETE FROM chain.pending_blocks WHERE source_offset = ANY(%s)",
-                (self._dropped_copies,),
-            )
-            self._dropped_copies = []
-        fresh_copies = [c for c in fresh_copies if c[0] not in dropped]
-        copy_rows(cur, "pending_blocks", ("source_offset", "height", "raw"), fresh_copies)
+        """Keep ``chain.pending_blocks`` equal to the valid copies held above the projected
+        height (written only when that changes: usually a block is projected as soon as its
+        first copy comes)."""
+        height, dropped = self.machine.height, set(self._dropped_copies)
+        gone = [o for o, h in self._stored_copies.items() if h <= height or o in dropped]
+        if gone:
+            cur.execute("DELETE FROM chain.pending_blocks WHERE source_offset = ANY(%s)", (gone,))
+            for offset in gone:
+                del self._stored_copies[offset]
+        fresh = [c for c in self._new_copies if c[1] > height and c[0] not in dropped]
+        self._new_copies, self._dropped_copies = [], []
+        copy_rows(cur, "pending_blocks", ("source_offset", "height", "raw"), fresh)
+        self._stored_copies.update((offset, h) for offset, h, _ in fresh)
 
     # -- receipts -------------------------------------------------------------------------
     def _remember_receipts(self, executed: ExecutedBlock) -> None:

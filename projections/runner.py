@@ -23,6 +23,16 @@ Theory of operation
   is kept in memory and committed with the next one, at most :data:`MAX_HOLD_SECONDS` later
   or once ``batch_size`` messages are held. Nothing is acknowledged before it commits, so a
   crash only re-reads them; this saves a transaction per trickle of transactions.
+* A projection may keep some consumed messages in memory only (:class:`Rewinding`): at
+  each (re)start it names, per partition, the first offset it needs to see again, and the
+  consumer is assigned there when that is below the stored position (for the chain: the
+  transactions after the last projected block, re-read from the log instead of written to
+  and deleted from a table; D20). Stored positions never move backwards; messages below
+  them change nothing stored, so replaying them is safe.
+* A projection may look at messages as they arrive (:class:`ReadingAhead`), before they are
+  held or applied, to prepare work in memory (for the chain: cut and execute the next block
+  while its certificate is still being voted). Nothing it does there is stored; any failure
+  resets it through ``resume``.
 * Each commit ends with ``NOTIFY pantheon_positions`` so :func:`wait_for_offset` (read your
   writes) wakes up at once; it also polls, so a lost notification only delays it.
 """
@@ -32,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,6 +89,24 @@ class Deferring(Protocol):
 
 
 @runtime_checkable
+class ReadingAhead(Protocol):
+    """A projection that prepares in memory as messages arrive (see the module docstring)."""
+
+    def read_ahead(self, fresh: Sequence[Message]) -> None:
+        """See ``fresh`` (messages just consumed, before they are held or applied)."""
+        ...
+
+
+@runtime_checkable
+class Rewinding(Protocol):
+    """A projection that keeps some consumed messages in memory only (module docstring)."""
+
+    def restart_offsets(self) -> Mapping[tuple[str, int], int]:
+        """Per (topic, partition), the first offset to deliver again after ``resume``."""
+        ...
+
+
+@runtime_checkable
 class Resumable(Protocol):
     """A projection with in-memory state, reloaded from its tables at each (re)start."""
 
@@ -102,6 +130,9 @@ class ProjectionRunner:
         self._conn: psycopg.Connection[Any] | None = None
         self._consumer: Consumer | None = None
         self._positions: dict[tuple[str, int], int] = {}
+        #: Next offset the consumer delivers per partition (at or below the stored position
+        #: after a rewind); messages below it are redeliveries and are dropped.
+        self._delivered: dict[tuple[str, int], int] = {}
         self._needs_reset = True
         self._held: list[Message] = []
         self._held_since = 0.0
@@ -167,9 +198,13 @@ class ProjectionRunner:
             stored = {(str(t), int(p)): int(o) for t, p, o in cur.fetchall()}
             if isinstance(self.projection, Resumable):
                 self.projection.resume(cur)
+            rewind: Mapping[tuple[str, int], int] = {}
+            if isinstance(self.projection, Rewinding):
+                rewind = self.projection.restart_offsets()
         self._positions = {tp: stored[tp] for tp in partitions}
+        self._delivered = {tp: min(o, rewind.get(tp, o)) for tp, o in self._positions.items()}
         self._held = []
-        self._kafka().assign([TopicPartition(t, p, o) for (t, p), o in self._positions.items()])
+        self._kafka().assign([TopicPartition(t, p, o) for (t, p), o in self._delivered.items()])
         self._needs_reset = False
         log.info("positions loaded", extra={"projection": name, "positions": str(stored)})
 
@@ -208,8 +243,15 @@ class ProjectionRunner:
                 continue
             key = (msg.topic() or "", msg.partition() or 0)
             offset = msg.offset()
-            if offset is not None and offset >= self._positions.get(key, 0):
+            if offset is not None and offset >= self._delivered.get(key, 0):
                 batch.append(msg)
+                self._delivered[key] = offset + 1
+        if batch and isinstance(self.projection, ReadingAhead):
+            try:
+                self.projection.read_ahead(batch)
+            except BaseException:
+                self._needs_reset = True
+                raise
         if self._hold(batch):
             return 0
         batch, self._held = self._held + batch, []
@@ -218,7 +260,9 @@ class ProjectionRunner:
         advanced: dict[tuple[str, int], int] = {}
         for msg in batch:
             key = (msg.topic() or "", msg.partition() or 0)
-            advanced[key] = max(advanced.get(key, 0), (msg.offset() or 0) + 1)
+            next_offset = (msg.offset() or 0) + 1
+            if next_offset > advanced.get(key, self._positions.get(key, 0)):
+                advanced[key] = next_offset
         try:
             self._commit(batch, advanced)
         except BaseException:

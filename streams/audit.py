@@ -316,16 +316,11 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             audit.add_vote(offset, raw)
             return True
 
-        tx_messages: dict[int, tuple[int, bytes]] = {}
-        wanted_tx = set(snapshot.pending_tx) if snapshot else set()
-
         def on_tx(offset: int, ts: int, raw: bytes) -> bool:
             if pipeline is None:
                 audit.feed_tx(offset, ts, raw)
             else:  # fed to the audit in order once a worker has checked its signature
                 pipeline.add(offset, ts, raw)
-            if offset in wanted_tx:
-                tx_messages[offset] = (ts, raw)
             return not audit.done
 
         def on_receipt(offset: int, _ts: int, raw: bytes) -> bool:
@@ -365,7 +360,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
         from streams import audit_projection as ap  # noqa: PLC0415
 
         assert config.institution is not None
-        result = ap.compare(config.institution, snapshot, expected, tx_messages, block_messages)
+        result = ap.compare(config.institution, snapshot, expected, block_messages)
         for finding in result.findings:
             audit.findings.add(finding)
         report.projection = result.as_dict()

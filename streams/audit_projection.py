@@ -12,7 +12,8 @@ Theory of operation
   do), so no projection rule is re-derived here; it also derives ``chain.meta``.
 * :func:`compare` diffs each table (row counts, a digest per table, then every missing,
   unexpected or changed row with the differing columns) and checks the work-in-progress
-  tables (``pending_tx``, ``pending_blocks``) byte for byte against the logs.
+  table ``pending_blocks`` byte for byte against the log (pending transactions are not
+  stored: the projector re-reads them from the log, D20).
 * Layer-2 leaves (``l2.leaves`` of ``projections/migrations/l2``, written by the batcher) and
   anchored objects are checked when their stores exist in the database
   (:data:`L2_LEAVES_QUERY`, :data:`OBJECTS_QUERY`); otherwise the check says it was skipped.
@@ -67,7 +68,6 @@ class ProjectionSnapshot:
 
     height: int
     tables: dict[str, list[Row]]
-    pending_tx: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     pending_blocks: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
 
@@ -93,12 +93,9 @@ def read_projection(dsn: str) -> ProjectionSnapshot:
             if not tables["meta"]:
                 raise ProjectionMissing("chain.meta is empty (projector never started)")
             height = int(tables["meta"][0][2])
-            txs = conn.execute("SELECT tx_offset, timestamp_ms, raw FROM chain.pending_tx")
-            pending_tx = {int(o): (int(ts), bytes(raw)) for o, ts, raw in txs.fetchall()}
             copies = conn.execute("SELECT source_offset, height, raw FROM chain.pending_blocks")
             pending_blocks = {int(o): (int(h), bytes(raw)) for o, h, raw in copies.fetchall()}
-    return ProjectionSnapshot(height=height, tables=tables, pending_tx=pending_tx,
-                              pending_blocks=pending_blocks)  # fmt: skip
+    return ProjectionSnapshot(height=height, tables=tables, pending_blocks=pending_blocks)
 
 
 class ExpectedRows:
@@ -168,11 +165,10 @@ def compare(
     institution: str,
     snapshot: ProjectionSnapshot,
     expected: ExpectedRows,
-    tx_messages: Mapping[int, tuple[int, bytes]],
     block_messages: Mapping[int, bytes],
 ) -> ProjectionResult:
-    """Diff every table; ``tx_messages``/``block_messages`` are the log messages at the
-    offsets the pending tables name (offset -> (timestamp, raw) / raw)."""
+    """Diff every table; ``block_messages`` are the log messages at the offsets
+    ``pending_blocks`` names."""
     result = ProjectionResult(institution=institution, projected_height=snapshot.height)
     if expected.reached < snapshot.height:
         result.findings.append(Finding(
@@ -185,12 +181,6 @@ def compare(
         diff = diff_table(table, columns, keys, got_tables[table], snapshot.tables[table])
         result.tables.append(diff)
         result.findings.extend(diff.findings)
-    for offset, (ts, raw) in sorted(snapshot.pending_tx.items()):
-        if tx_messages.get(offset) != (ts, raw):
-            result.findings.append(Finding(
-                check="projection", kind="pending.differs", severity=ERROR,
-                message=f"chain.pending_tx at offset {offset} differs from the tx log",
-                offset=offset, details={"table": "pending_tx"}))  # fmt: skip
     for offset, (_, raw) in sorted(snapshot.pending_blocks.items()):
         if block_messages.get(offset) != raw:
             result.findings.append(Finding(

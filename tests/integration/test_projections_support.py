@@ -48,7 +48,6 @@ TABLES = {
     "l2_batches": "batch_id",
     "evidence": "operator_key_id, height",
     "meta": "singleton",
-    "pending_tx": "tx_offset",
     "pending_blocks": "source_offset",
 }
 
