@@ -54,7 +54,7 @@ from ledger.hashing import canonical_bytes
 from ledger.results import ResultCode
 from ledger.state import WorldState, schema_for
 from ledger.tx import parse_tx
-from projections.rows import BatchRows, check_owners, copy_rows
+from projections.rows import BatchRows, TableRows, check_owners, column_types, insert_rows
 from schemas.codec import decode, decode_canonical
 from schemas.errors import CodecError
 
@@ -87,6 +87,9 @@ class GenesisMismatch(LedgerError):
 
 class ChainProjection:
     """Projection of the public chain tables (see module docstring)."""
+
+    #: ``apply`` never uses COPY: the runner sends each transaction in pipeline mode.
+    pipelined = True
 
     def __init__(self, genesis: Genesis, prefix: str = "pantheon.") -> None:
         self.name = NAME
@@ -384,7 +387,8 @@ class ChainProjection:
                 del self._stored_copies[offset]
         fresh = [c for c in self._new_copies if c[1] > height and c[0] not in dropped]
         self._new_copies, self._dropped_copies = [], []
-        copy_rows(cur, "pending_blocks", ("source_offset", "height", "raw"), fresh)
+        insert_rows(cur, column_types(cur), TableRows(
+            "pending_blocks", ("source_offset", "height", "raw"), (), fresh))  # fmt: skip
         self._stored_copies.update((offset, h) for offset, h, _ in fresh)
 
     # -- receipts -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from projections.chain import ChainProjection
 from projections.migrate import MigrationError, apply_migrations
 from projections.projector import CHAIN_MIGRATIONS, ProjectorConfig, ensure_database, prepare
 from projections.rebuild import RebuildError, rebuild
-from projections.runner import ProjectionRunner, wait_for_offset
+from projections.runner import PositionConflict, ProjectionRunner, wait_for_offset
 from tests.integration.test_projections_support import (
     SimChain,
     anchor,
@@ -154,6 +154,33 @@ def test_read_your_writes_and_single_runner(sim: SimChain, postgres: Postgres) -
         stop.set()
         thread.join(30)
     assert not wait_for_offset(runner.dsn, "chain", sim.topic("blocks"), 0, blocks_end, 0.3)
+
+
+def test_a_runner_whose_positions_moved_commits_nothing(sim: SimChain, postgres: Postgres) -> None:
+    """Positions move only from the values the runner read: if anything else moved them (a
+    second writer that bypassed the lock), the batch rolls back with PositionConflict."""
+    signer = sim.gov("inst-1")
+    sim.send([anchor(sim, signer, f"s-{i}") for i in range(3)])
+    height = sim.finalize()
+    cfg = config(sim, postgres, f"t_{uuid.uuid4().hex[:10]}")
+    projection, runner = prepare(cfg)
+    try:
+        drain(runner, projection, height)
+        with psycopg.connect(runner.dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE projection_positions SET next_offset = next_offset - 1 "
+                "WHERE projection = 'chain' AND topic = %s",
+                (sim.topic("tx"),),
+            )
+            before = dump_all(runner.dsn)
+            sim.send([anchor(sim, signer, "s-late")])
+            sim.finalize()
+            with pytest.raises(PositionConflict):
+                for _ in range(50):
+                    runner.step(0.2)
+            assert dump_all(runner.dsn) == before
+    finally:
+        runner.close()
 
 
 def _check_read_api(conn: psycopg.Connection[Any], height: int, service: bytes) -> None:
