@@ -121,11 +121,14 @@ def verify_certificate(
 def verify_finalized(
     raw: bytes,
     validators: ValidatorSet,
+    *,
+    decoded: tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]] | None = None,
 ) -> tuple[BlockHeader, QuorumCertificate, tuple[EntryResult, ...]]:
     """Decode a ``FinalizedBlock`` and check it: results against ``tx_root``, the validator
     set hash, and the certificate against the header hash. Raises :class:`ProofError` or
-    :class:`DecodeError`."""
-    header, cert_record, results = decode_finalized(raw)
+    :class:`DecodeError`. ``decoded``: what :func:`~ledger.blocks.decode_finalized` returned
+    for these very bytes, when the caller has it already (it is not decoded again)."""
+    header, cert_record, results = decode_finalized(raw) if decoded is None else decoded
     try:
         cert = QuorumCertificate.from_record(cert_record)
     except (InvalidEvent, KeyError) as exc:

@@ -39,12 +39,19 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from confluent_kafka import Message
 
-from ledger.blocks import EntryResult, block_receipts, decode_finalized, peek_height
+from ledger.blocks import (
+    BlockHeader,
+    EntryResult,
+    block_receipts,
+    decode_finalized,
+    peek_height,
+)
 from ledger.cutter import CutBlock, Cutter
 from ledger.errors import DecodeError, LedgerError, ProofError
 from ledger.execution import ExecutedBlock, LedgerMachine
@@ -75,6 +82,15 @@ class _EverySignature:
 
 
 EVERY_SIGNATURE = _EverySignature()
+
+
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """The next block, executed before its certificate came, with its entry rows."""
+
+    cut: CutBlock
+    executed: ExecutedBlock
+    rows: BatchRows
 
 
 class Diverged(LedgerError):
@@ -121,7 +137,9 @@ class ChainProjection:
         #: are recognised by their bytes).
         self._last_projected: dict[int, bytes] = {}
         #: The next block executed before its certificate (with every signature vouched for).
-        self._ahead: tuple[CutBlock, ExecutedBlock] | None = None
+        self._ahead: _Ahead | None = None
+        #: Copies held above the projected height, as decoded when they came (by offset).
+        self._decoded: dict[int, tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]]] = {}
         #: Offset -> height of the rows in ``chain.pending_blocks``.
         self._stored_copies: dict[int, int] = {}
         self._new_copies: list[tuple[int, int, bytes]] = []
@@ -209,18 +227,24 @@ class ChainProjection:
                 assert offset is not None
                 self._feed(offset, msg.timestamp()[1], msg.value() or b"")
         cut = self._cuts.get(self.machine.height + 1)
-        if cut is not None and (self._ahead is None or self._ahead[0] is not cut):
-            self._ahead = (cut, self.machine.execute(cut, verified_signatures=EVERY_SIGNATURE))
+        if cut is not None and (self._ahead is None or self._ahead.cut is not cut):
+            executed = self.machine.execute(cut, verified_signatures=EVERY_SIGNATURE)
+            rows = BatchRows()
+            self._entry_rows(rows, executed, cut)
+            self._ahead = _Ahead(cut, executed, rows)
 
-    def _execute(self, cut: CutBlock, certified: Sequence[EntryResult]) -> ExecutedBlock:
-        """``cut`` executed as its certificate allows (the execution ahead when it applies)."""
+    def _execute(
+        self, cut: CutBlock, certified: Sequence[EntryResult]
+    ) -> tuple[ExecutedBlock, BatchRows | None]:
+        """``cut`` executed as its certificate allows, and its entry rows when they were
+        built ahead (the execution ahead is used when the certificate allows it)."""
         raws = [e.raw for e in cut.entries]
         vouched = certified_signatures(raws, certified)
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] is cut and all(raw in vouched for raw in raws):
+        if ahead is not None and ahead.cut is cut and all(raw in vouched for raw in raws):
             self.counters["blocks_executed_ahead"] += 1
-            return ahead[1]
-        return self.machine.execute(cut, verified_signatures=vouched)
+            return ahead.executed, ahead.rows
+        return self.machine.execute(cut, verified_signatures=vouched), None
 
     # -- a batch --------------------------------------------------------------------------
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
@@ -275,17 +299,19 @@ class ChainProjection:
                 self._new_copies.append((offset, peeked, raw))
                 return
         try:
-            header, _, _ = decode_finalized(raw)
+            decoded = decode_finalized(raw)
         except DecodeError as exc:
             self.counters["blocks_malformed"] += 1
             log.warning(
                 "skipping a malformed block message", extra={"offset": offset, "error": str(exc)}
             )
             return
+        header = decoded[0]
         if header.height <= self.machine.height:
             self.counters["blocks_duplicate"] += 1
             return
         self.highest_seen = max(self.highest_seen, header.height)
+        self._decoded[offset] = decoded
         self._copies.setdefault(header.height, []).append((offset, raw))
         self._new_copies.append((offset, header.height, raw))
 
@@ -301,16 +327,22 @@ class ChainProjection:
             if chosen is None:
                 continue
             source_offset, cert, certified = chosen
-            executed = self._execute(cut, certified)
+            executed, entry_rows = self._execute(cut, certified)
             if executed.block_hash != cert.block_hash:
                 raise Diverged(
                     f"block {height}: the core computes {executed.block_hash.hex()}, "
                     f"the quorum certified {cert.block_hash.hex()}"
                 )
-            self._add_block_rows(rows, executed, cut, cert, source_offset)
+            self._header_rows(rows, executed, cert, source_offset)
+            if entry_rows is None:
+                self._entry_rows(rows, executed, cut)
+            else:
+                rows.merge(entry_rows)
             self._remember_receipts(executed)
             self.machine.commit(executed)
             del self._cuts[height], self._copies[height]
+            for offset, _ in copies:
+                self._decoded.pop(offset, None)
             self._last_projected[height] = next(r for o, r in copies if o == source_offset)
             self._last_projected.pop(height - 8, None)
             self.last_tx_offset = cut.last_offset
@@ -324,7 +356,8 @@ class ChainProjection:
         validators = self.machine.validator_set()
         for offset, raw in sorted(copies):
             try:
-                _, cert, results = verify_finalized(raw, validators)
+                decoded = self._decoded.pop(offset, None)
+                _, cert, results = verify_finalized(raw, validators, decoded=decoded)
             except (DecodeError, ProofError) as exc:
                 self.counters["blocks_invalid"] += 1
                 log.warning("skipping an invalid block copy", extra={
@@ -343,6 +376,15 @@ class ChainProjection:
         cert: QuorumCertificate,
         source_offset: int,
     ) -> None:
+        """Every row of one certified block (``_header_rows`` and ``_entry_rows``)."""
+        self._header_rows(rows, executed, cert, source_offset)
+        self._entry_rows(rows, executed, cut)
+
+    @staticmethod
+    def _header_rows(
+        rows: BatchRows, executed: ExecutedBlock, cert: QuorumCertificate, source_offset: int
+    ) -> None:
+        """The block's row and its certificate's votes."""
         header, height = executed.header, executed.header.height
         ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
         certificate = canonical_bytes("QuorumCertificate", cert.record())
@@ -356,6 +398,10 @@ class ChainProjection:
                 v.operator_key_id), v.public_key, v.signature)
             for i, v in enumerate(cert.votes)
         ])  # fmt: skip
+
+    def _entry_rows(self, rows: BatchRows, executed: ExecutedBlock, cut: CutBlock) -> None:
+        """The block's entries, asset owners and write set (before ``machine.commit``)."""
+        height = executed.header.height
         entries, owners, owner_rows = [], {}, []
         parsed = executed.transactions or (None,) * len(cut.entries)
         for position, (entry, result) in enumerate(zip(cut.entries, executed.results, strict=True)):

@@ -161,6 +161,12 @@ class BatchRows:
             if key.startswith("prop/") and record is not None:
                 self.append["proposal_votes"].extend(new_votes(previous(key), record, height))
 
+    def merge(self, later: BatchRows) -> None:
+        """Add the rows of ``later`` (collected for the blocks after these ones)."""
+        for table, rows in later.append.items():
+            self.append[table].extend(rows)
+        self.state.update(later.state)
+
     def add(self, table: str, rows: Sequence[Row]) -> None:
         """Rows of an append-only table."""
         self.append[table].extend(rows)

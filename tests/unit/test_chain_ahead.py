@@ -16,6 +16,7 @@ from ledger.genesis import plan_consortium
 from ledger.results import ResultCode
 from ledger.tx import sign_tx
 from projections.chain import ChainProjection
+from projections.rows import BatchRows
 
 IDS = ["org-a", "org-b", "org-c", "org-d"]
 ARGS = {"sha256": bytes(32), "metadata": "m"}
@@ -66,11 +67,15 @@ def test_a_block_executed_ahead_is_used_when_every_signature_is_certified() -> N
     projection.read_ahead(_messages(projection.topic_tx, raws))
     cut = projection._cuts[1]
     honest = honest_machine.execute(cut)
-    executed = projection._execute(cut, honest.results)
+    executed, rows = projection._execute(cut, honest.results)
     assert projection.counters["blocks_executed_ahead"] == 1
     assert executed.header == honest.header and executed.results == honest.results
+    expected = BatchRows()  # the entry rows built ahead are the ones built after
+    projection._entry_rows(expected, honest, cut)
+    assert rows is not None and rows == expected and rows.append["transactions"]
     # the work ahead is used once: a second certificate for the same cut executes again
-    assert projection._execute(cut, honest.results).header == honest.header
+    again, rows = projection._execute(cut, honest.results)
+    assert again.header == honest.header and rows is None
     assert projection.counters["blocks_executed_ahead"] == 1
 
 
@@ -82,10 +87,10 @@ def test_a_block_with_a_bad_signature_is_executed_again() -> None:
     projection.read_ahead(_messages(projection.topic_tx, raws))
     cut = projection._cuts[1]
     assert projection._ahead is not None
-    assert projection._ahead[1].results[-1].code is ResultCode.OK
+    assert projection._ahead.executed.results[-1].code is ResultCode.OK
     honest = honest_machine.execute(cut)
     assert honest.results[-1].code is ResultCode.BAD_SIGNATURE
-    executed = projection._execute(cut, honest.results)
-    assert projection.counters["blocks_executed_ahead"] == 0
+    executed, rows = projection._execute(cut, honest.results)
+    assert projection.counters["blocks_executed_ahead"] == 0 and rows is None
     assert executed.block_hash == honest.block_hash
     assert executed.results[-1].code is ResultCode.BAD_SIGNATURE
