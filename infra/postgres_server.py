@@ -57,8 +57,10 @@ def find_bindir() -> Path:
 class Postgres:
     """Create, start, stop and inspect the local PostgreSQL cluster."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, server_options: Sequence[str] = ()) -> None:
+        """``server_options``: extra ``name=value`` settings for a server this starts."""
         self.settings = settings
+        self.server_options = tuple(server_options)
         self.home = settings.state_dir / "postgres"
         self.data_dir = self.home / "data"
         self.run_dir = self.home / "run"
@@ -179,7 +181,7 @@ class Postgres:
             options = (
                 f"-p {self.settings.pg_port} -c listen_addresses={self.settings.host} "
                 f"-c unix_socket_directories={self.run_dir} -c max_connections=200"
-            )
+            ) + "".join(f" -c {option}" for option in self.server_options)
             result = self._run(
                 [
                     str(bindir / "pg_ctl"),

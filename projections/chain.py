@@ -159,10 +159,14 @@ class ChainProjection:
         return [self.topic_tx, self.topic_blocks, self.topic_receipts]
 
     def commit_due(self, fresh: Sequence[Message]) -> bool:
-        """Only a ``blocks`` message for a height not projected yet can complete a block:
-        transactions, receipts and the other validators' copies of projected blocks wait (in
-        the runner's memory) to be committed with it (``projections.runner.Deferring``)."""
+        """Only a ``blocks`` message for a height not projected yet, or the transactions that
+        complete the cut of a block whose copy is held (read ahead, so already cut), can
+        complete a block: other transactions, receipts and the other validators' copies of
+        projected blocks wait (in the runner's memory) to be committed with it
+        (``projections.runner.Deferring``)."""
         height = self.machine.height
+        if height + 1 in self._cuts and self._copies.get(height + 1):
+            return True
         return any(
             msg.topic() == self.topic_blocks and (peek_height(msg.value() or b"") or 0) > height
             for msg in fresh

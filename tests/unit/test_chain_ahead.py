@@ -10,11 +10,14 @@ from typing import cast
 
 from confluent_kafka import Message
 
+from ledger.blocks import encode_finalized
 from ledger.cutter import TimeToCut
 from ledger.execution import LedgerMachine
+from ledger.finality import QuorumCertificate
 from ledger.genesis import plan_consortium
 from ledger.results import ResultCode
 from ledger.tx import sign_tx
+from ledger.votes import sign_vote
 from projections.chain import ChainProjection
 from projections.rows import BatchRows
 
@@ -47,9 +50,12 @@ def _messages(topic: str, raws: Sequence[bytes]) -> list[Message]:
     return [cast(Message, _Msg(topic, offset, raw)) for offset, raw in enumerate(raws)]
 
 
+PLAN = plan_consortium("c", IDS, [hashlib.sha256(f"{i}/{r}".encode()).digest()
+                                  for i in IDS for r in ("g", "o")])  # fmt: skip
+
+
 def _setup(forge: bool) -> tuple[ChainProjection, LedgerMachine, list[bytes]]:
-    plan = plan_consortium("c", IDS, [hashlib.sha256(f"{i}/{r}".encode()).digest()
-                                      for i in IDS for r in ("g", "o")])  # fmt: skip
+    plan = PLAN
     key = plan.keys["org-a"][0]
     raws = [sign_tx(key, chain_id="c", nonce=n, operation="AnchorData",
                     args={**ARGS, "data_id": f"d-{n}"}) for n in range(3)]  # fmt: skip
@@ -94,3 +100,25 @@ def test_a_block_with_a_bad_signature_is_executed_again() -> None:
     assert projection.counters["blocks_executed_ahead"] == 0 and rows is None
     assert executed.block_hash == honest.block_hash
     assert executed.results[-1].code is ResultCode.BAD_SIGNATURE
+
+
+def test_the_marker_that_completes_a_held_copy_is_due_at_once() -> None:
+    """A block's copy may come before the marker that cuts it: the copy waits, and the
+    transactions that complete the cut must then be committed at once, not held."""
+    projection, honest_machine, raws = _setup(forge=False)
+    oracle = ChainProjection(PLAN.genesis)
+    oracle.read_ahead(_messages(oracle.topic_tx, raws))
+    executed = honest_machine.execute(oracle._cuts[1])
+    voters = [ops[0] for _, ops in (PLAN.keys[i] for i in IDS)][: executed.validator_set.quorum]
+    votes = tuple(sign_vote(k, height=1, block_hash=executed.block_hash) for k in voters)
+    cert = QuorumCertificate(height=1, block_hash=executed.block_hash, votes=votes)
+    copy = encode_finalized(executed.header, cert.record(), executed.results)
+
+    tx = _messages(projection.topic_tx, raws)
+    projection.read_ahead(tx[:2])
+    assert not projection.commit_due(tx[:2])  # transactions alone
+    projection._add_copy(0, copy)  # the copy came first: held, its block not cut yet
+    projection.read_ahead(tx[2:3])
+    assert not projection.commit_due(tx[2:3])
+    projection.read_ahead(tx[3:])  # the marker: block 1 is cut and its copy is there
+    assert projection.commit_due(tx[3:])
