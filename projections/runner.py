@@ -54,6 +54,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from projections.migrate import apply_migrations
+from streams.heap import HeapSettler
 from streams.kafka_config import consume_ready, consumer_config
 
 log = logging.getLogger("pantheon.projections.runner")
@@ -151,6 +152,7 @@ class ProjectionRunner:
         self._held_since = 0.0
         self.messages = 0
         self.batches = 0
+        self._heap = HeapSettler()  # no full collection over the projection's state
 
     # -- lifecycle ------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
@@ -284,6 +286,7 @@ class ProjectionRunner:
         self._positions.update(advanced)
         self.messages += len(batch)
         self.batches += 1
+        self._heap.settle()
         return len(batch)
 
     def _hold(self, fresh: list[Message]) -> bool:

@@ -52,6 +52,7 @@ from ledger.validator_core import (
 from streams import logs
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
+from streams.heap import HeapSettler
 from streams.kafka_config import consumer_config, producer_config
 from streams.signature_pipeline import SignaturePipeline
 
@@ -149,6 +150,7 @@ class Validator:
         # Signatures verified ahead in worker processes (D18), started through a fork server
         # (never a fork of this process, which already runs librdkafka's threads).
         self.pipeline: SignaturePipeline | None = None
+        self._heap = HeapSettler()  # no full collection over the world state (streams.heap)
         if config.verify_workers > 0:
             self.pipeline = SignaturePipeline(self._on_tx, config.verify_workers, chunk=1000)
         self.producer = Producer(
@@ -217,6 +219,7 @@ class Validator:
                     return EXIT_UNDELIVERED
                 self._maybe_snapshot()
                 self._maybe_write_status()
+                self._heap.settle()
             return EXIT_OK
         finally:
             if self.pipeline is not None:

@@ -1,0 +1,43 @@
+"""Long-lived objects leave the collector's generations, at most once per interval."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from streams.heap import HeapSettler
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: object = None
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+def test_settle_freezes_the_living_after_collecting_young_cycles() -> None:
+    settler = HeapSettler(interval=0.0)
+    living = _Node()
+    garbage = _Node()
+    garbage.other = garbage  # a cycle: only the collector can free it
+    dead = weakref.ref(garbage)
+    del garbage
+    before = gc.get_freeze_count()
+    assert settler.settle()
+    assert dead() is None  # collected before the freeze, not frozen with the living
+    assert gc.get_freeze_count() > before
+    assert not any(o is living for o in gc.get_objects())  # out of every generation
+
+
+def test_settle_waits_for_its_interval() -> None:
+    settler = HeapSettler(interval=3600.0)
+    before = gc.get_freeze_count()
+    assert not settler.settle()
+    assert gc.get_freeze_count() == before
