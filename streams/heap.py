@@ -16,13 +16,21 @@ Theory of operation
   reclaimed. Such garbage is rare here (the hot paths build tuples, dicts and dataclasses
   that reference counting frees) and the young collection before each freeze catches the
   common case (an exception and its traceback), so the leak is bounded by what escapes
-  two young collections; ``gc.get_freeze_count()`` shows the frozen total.
+  two young collections. The frozen total is exported as ``pantheon_heap_frozen_objects``
+  (with the process's other metrics): it should track the state's size, and a steady climb
+  beyond it is the leak.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+
+from prometheus_client import Gauge
+
+FROZEN = Gauge(
+    "pantheon_heap_frozen_objects", "Objects moved out of the garbage collector's generations"
+)
 
 
 class HeapSettler:
@@ -41,4 +49,5 @@ class HeapSettler:
         self._last = now
         gc.collect(1)
         gc.freeze()
+        FROZEN.set(gc.get_freeze_count())
         return True

@@ -7,6 +7,7 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from streams.heap import HeapSettler
 
@@ -33,6 +34,8 @@ def test_settle_freezes_the_living_after_collecting_young_cycles() -> None:
     assert settler.settle()
     assert dead() is None  # collected before the freeze, not frozen with the living
     assert gc.get_freeze_count() > before
+    exported = REGISTRY.get_sample_value("pantheon_heap_frozen_objects")
+    assert exported is not None and exported > before
     assert not any(o is living for o in gc.get_objects())  # out of every generation
 
 
