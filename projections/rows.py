@@ -14,8 +14,8 @@ Theory of operation
   transaction), cross-checked against the block's write set.
 * :class:`BatchRows` collects the rows of every block of a Kafka batch and writes them with
   one ``INSERT .. SELECT FROM unnest(..)`` per append-only table and one upsert per state
-  table where a later block's write of a key replaces an earlier
-  one (so the last write of the batch wins, as in the state).
+  table, where a later block's write of a key replaces an earlier one (so the last write of
+  the batch wins, as in the state).
 """
 
 from __future__ import annotations
@@ -175,11 +175,6 @@ class BatchRows:
     def empty(self) -> bool:
         """Whether nothing was collected."""
         return not self.state and not any(self.append.values())
-
-    @property
-    def row_count(self) -> int:
-        """Rows collected (state keys count once)."""
-        return len(self.state) + sum(len(rows) for rows in self.append.values())
 
     def write(self, cur: psycopg.Cursor[Any]) -> int:
         """Write everything with ``cur`` (inside the caller's transaction); returns row count.

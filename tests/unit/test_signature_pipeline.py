@@ -34,13 +34,11 @@ def tampered_logs() -> Logs:
 
 
 def audited(logs: Logs, workers: int, **kw: int) -> ChainAudit:
-    a = ChainAudit(logs.plan.genesis)
-    for offset, raw in enumerate(logs.blocks):
-        a.add_block_copy(offset, raw)
-    for offset, raw in enumerate(logs.votes):
-        a.add_vote(offset, raw)
-    if workers:
+    """``logs`` audited, the tx log through a pipeline of ``workers`` (``kw``) if any."""
+    if not workers:
+        return logs.audit()
 
+    def through_workers(a: ChainAudit) -> None:
         def feed(offset: int, ts: int, raw: bytes, verified: bool) -> None:
             a.feed_tx(offset, ts, raw, signature_verified=verified)
 
@@ -49,13 +47,8 @@ def audited(logs: Logs, workers: int, **kw: int) -> ChainAudit:
             for offset, ts, raw in logs.tx:
                 pipeline.add(offset, ts, raw)
             pipeline.flush()
-    else:
-        for offset, ts, raw in logs.tx:
-            a.feed_tx(offset, ts, raw)
-    for offset, raw in enumerate(logs.receipts):
-        a.feed_receipt(offset, raw)
-    a.finish()
-    return a
+
+    return logs.audit(feed_tx=through_workers)
 
 
 def test_verify_chunk_is_a_bitmap_of_signature_verifies() -> None:
