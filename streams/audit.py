@@ -365,6 +365,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             audit.findings.add(finding)
         report.projection = result.as_dict()
         _check_stores(audit, db_dsn, config.institution)
+        _check_objects(audit, db_dsn, config)
 
     report.replayed_height = audit.height
     report.audited_height = audit.audited_height
@@ -421,7 +422,7 @@ def _institution_dsn(config: AuditConfig) -> str:
 def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
     """Batches and anchors of ``institution`` against its Layer-2 leaves and stored objects
     (other institutions keep theirs in their own databases)."""
-    from ledger.audit import check_anchor, check_l2_batch  # noqa: PLC0415
+    from ledger.audit import check_l2_batch  # noqa: PLC0415
     from streams import audit_projection as ap  # noqa: PLC0415
 
     state = audit.machine.state
@@ -433,14 +434,28 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
             if key.startswith("batch/") and record["institution_id"] == institution:
                 for finding in check_l2_batch(record, leaves.get(record["batch_id"])):
                     audit.findings.add(finding)
-    objects = ap.stored_objects(dsn)
-    if objects is None:
-        audit.findings.add(ap.skipped("anchors", "off-chain objects"))
-    else:
-        for key, record in state.items():
-            if key.startswith("anchor/") and record["institution_id"] == institution:
-                for finding in check_anchor(record, objects.get(record["data_id"])):
-                    audit.findings.add(finding)
+    # stored objects: streams.audit_objects, called from run_audit (it reads the IAM topic)
+
+
+def _check_objects(audit: ChainAudit, dsn: str, config: AuditConfig) -> None:
+    """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23)."""
+    from streams import audit_objects  # noqa: PLC0415
+
+    institution = config.institution
+    assert institution is not None
+    anchors = [
+        r
+        for k, r in audit.machine.state.items()
+        if k.startswith("anchor/") and r["institution_id"] == institution
+    ]
+    try:
+        findings = audit_objects.check(
+            dsn, config.bootstrap, config.prefix, institution, anchors, timeout=config.timeout
+        )
+    except Exception as exc:  # the database or the IAM topic is unreachable
+        raise AuditError(f"cannot audit the stored objects: {exc}") from exc
+    for finding in findings:
+        audit.findings.add(finding)
 
 
 def _time_travel(audit: ChainAudit, height: int) -> dict[str, Any]:
