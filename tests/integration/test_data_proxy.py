@@ -3,7 +3,10 @@
 Real validator processes (:class:`tests.consortium.Consortium`, three institutions) finalize the
 tx log on the real broker; the real chain projection of ``inst-1`` fills PostgreSQL; the
 gateway is the real ASGI app whose proxy streams objects into the institution's database and
-signs ``AnchorData`` with ``inst-1``'s governance key from the consortium's keystore file.
+signs ``AnchorData`` with ``inst-1``'s governance key from the consortium's keystore file. The
+real IAM service produces the objects' events to ``inst-1``'s IAM topic, projected by the real
+IAM and objects projections (D23); the trust-boundary tests edit PostgreSQL as an attacker
+with write access would.
 """
 
 from __future__ import annotations
@@ -19,22 +22,31 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 from starlette.testclient import TestClient
 
 from gateway.app import GatewayConfig, create_app
+from gateway.auth.crypto import MasterKey
+from gateway.auth.passwords import FAST
 from gateway.context import Services
 from gateway.governance import Governance
+from gateway.iam.service import IamService
 from gateway.objects import DataProxy, ProxyConfig
 from infra.postgres_server import Postgres
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.proofs import ObjectProofError, ProofLink
 from projections import read
+from projections.iam import IamProjection
+from projections.objects import ObjectsProjection
 from projections.projector import ProjectorConfig, prepare
+from projections.runner import ProjectionRunner
 from streams import audit
+from streams.kafka_config import admin_config
 from streams.object_verify import object_verify_main, verify_object
 from tests.consortium import Consortium
+from streams.topics import ensure_topics
 from tests.integration.test_gateway_support import Tokens
 
 pytestmark = pytest.mark.integration
@@ -42,6 +54,7 @@ pytestmark = pytest.mark.integration
 INST = "inst-1"
 LIMIT = 64 * 1024
 CHUNK = 4096
+MASTER = MasterKey(bytes(range(100, 132)))
 
 
 @dataclass
@@ -53,6 +66,7 @@ class Net:
     tokens: Tokens
     governance: Governance
     proxy: DataProxy
+    iam: IamService
 
     @property
     def genesis(self) -> Genesis:
@@ -81,8 +95,11 @@ def net(
     stop = threading.Event()
     runner: Any = None
     thread: threading.Thread | None = None
+    threads: list[threading.Thread] = []
     try:
         consortium.start_all()
+        admin = AdminClient(admin_config(bootstrap))
+        ensure_topics(admin, prefix=consortium.prefix, institutions=[INST])
         dbname = f"obj_{uuid.uuid4().hex[:10]}"
         cfg = ProjectorConfig(
             institution=INST,
@@ -107,20 +124,57 @@ def net(
             prefix=consortium.prefix,
             receipt_timeout_s=20.0,
         )
+        iam = IamService(
+            bootstrap=bootstrap,
+            dsn=runner.dsn,
+            institution=INST,
+            master_key=MASTER,
+            prefix=consortium.prefix,
+            password_params=FAST,
+        )
+        for projection in (
+            IamProjection(INST, prefix=consortium.prefix),
+            ObjectsProjection(INST, prefix=consortium.prefix),
+        ):
+            with psycopg.connect(runner.dsn, autocommit=True) as conn:
+                projection.migrate(conn)
+            threads.append(_run(ProjectionRunner(runner.dsn, bootstrap, projection), stop))
         proxy = DataProxy.create(
-            INST, pool, governance, ProxyConfig(max_object_bytes=LIMIT, chunk_bytes=CHUNK)
+            INST,
+            pool,
+            governance,
+            ProxyConfig(max_object_bytes=LIMIT, chunk_bytes=CHUNK),
+            master=MASTER,
+            events=iam,
         )
         consortium.wait_ready(consortium.institutions)
-        yield Net(consortium, pool, postgres.dsn("postgres"), dbname, Tokens(), governance, proxy)
+        yield Net(
+            consortium, pool, postgres.dsn("postgres"), dbname, Tokens(), governance, proxy, iam
+        )
         governance.close()
+        iam.close()
         pool.close()
     finally:
         stop.set()
+        for extra in threads:
+            extra.join(30)
         if thread is not None:
             thread.join(30)
         if runner is not None:
             runner.close()
         consortium.close()
+
+
+def _run(runner: ProjectionRunner, stop: threading.Event) -> threading.Thread:
+    def loop() -> None:
+        try:
+            runner.run(stop, idle_timeout=0.05)
+        finally:
+            runner.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
 
 
 def auth(token: str) -> dict[str, str]:
