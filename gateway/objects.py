@@ -280,7 +280,6 @@ class ObjectKeys:
             except psycopg.errors.UniqueViolation:  # a concurrent first upload made it
                 return iam_store.get_data_key(conn, self._master, self.institution, owner)
 
-
     def key_holder(self, key_id: str) -> str | None:
         """The principal whose data key has id ``key_id`` (None: no such key)."""
         with self.pool.connection() as conn:
