@@ -189,6 +189,13 @@ class ObjectShredded(GatewayError):
     status = 410
 
 
+class LegacyObject(GatewayError):
+    """An object stored before D23: plaintext chunks and no ObjectStored event."""
+
+    code = "LEGACY_OBJECT"
+    status = 409
+
+
 class StreamAborted(RuntimeError):
     """Raised inside a response body after its headers went out: the server then closes the
     connection without completing the body (the client sees a truncated transfer)."""
@@ -835,6 +842,12 @@ class DataProxy:
         if not upload.policy.allows(claims, upload.owner):
             return Forbidden(
                 f"the access policy of {data_id!r} does not include you", reason="policy"
+            )
+        if upload.status == "anchored" and upload.upload_id is None:
+            return LegacyObject(
+                f"{data_id!r} was stored before objects were sealed and recorded as events "
+                "(D23): upload it again under a new id",
+                dataId=data_id,
             )
         return NotAnchored(f"the anchor of {data_id!r} is not final yet", dataId=data_id)
 
