@@ -61,6 +61,14 @@ OBJECT_COLUMNS = (
     "stored_at_ms",
     "actor",
 )
+MISSING_TOPIC = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._UNKNOWN_TOPIC,
+    }
+)
+"""Error codes of a watermark query on a topic that does not exist."""
 GRANT_COLUMNS = ("data_id", "subject", "upload_id", "mac", "granted_by", "granted_at_ms")
 
 Record = dict[str, Any]
@@ -226,7 +234,7 @@ def rebuild(
             TopicPartition(projection.topic, 0), timeout=10, cached=False
         )[1]
     except KafkaException as exc:
-        if not exc.args or exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+        if not exc.args or exc.args[0].code() not in MISSING_TOPIC:
             raise
         end = 0  # no IAM topic (yet): nothing to project
     finally:

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from ledger.audit import ERROR, Finding, check_anchor, show
 from projections.objects import (
     GRANT_COLUMNS,
+    MISSING_TOPIC,
     OBJECT_COLUMNS,
     Row,
     chunk_root,
@@ -138,7 +139,7 @@ def _topic_end(bootstrap: str, topic: str) -> int:
             consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1]
         )
     except KafkaException as exc:
-        if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        if exc.args and exc.args[0].code() in MISSING_TOPIC:
             return 0  # no IAM topic: no object events
         raise
     finally:
