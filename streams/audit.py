@@ -450,7 +450,13 @@ def _check_objects(audit: ChainAudit, dsn: str, config: AuditConfig) -> None:
     ]
     try:
         findings = audit_objects.check(
-            dsn, config.bootstrap, config.prefix, institution, anchors, timeout=config.timeout
+            dsn,
+            config.bootstrap,
+            config.prefix,
+            institution,
+            anchors,
+            replayed_height=audit.height,
+            timeout=config.timeout,
         )
     except Exception as exc:  # the database or the IAM topic is unreachable
         raise AuditError(f"cannot audit the stored objects: {exc}") from exc

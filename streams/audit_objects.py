@@ -12,8 +12,8 @@ Theory of operation
 * Every anchor of the institution on the replayed chain that the data proxy made is checked
   against the ``ObjectStored`` event of its data id: the event must name the anchored hash,
   and the stored chunks must hash to the event's chunk root (``anchor.object_mismatch``
-  otherwise, naming the chunks whose bytes changed); no event and no chunks is
-  ``anchor.object_missing``. Every ``ObjectStored`` without a matching anchor of this
+  otherwise, naming the chunks whose bytes changed); no event is ``anchor.object_missing``
+  (INFO ``anchor.object_pending`` while its upload is still pending). Every ``ObjectStored`` without a matching anchor of this
   institution is ``objects.unanchored``. No key is needed: chunks are sealed under their
   owner's data key and checked as stored; the plaintext hash is bound to the chunks by the
   gateway, whose AES-GCM check at read time the audit cannot repeat without keys.
@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ledger.audit import ERROR, Finding, check_anchor, show
+from ledger.audit import ERROR, INFO, Finding, check_anchor, show
 from projections.objects import (
     GRANT_COLUMNS,
     MISSING_TOPIC,
@@ -55,6 +55,7 @@ class Snapshot:
         self.position = 0
         self.chunks: dict[str, list[tuple[int, bytes, bytes | None]]] = {}
         self.legacy: dict[str, bytes] = {}
+        self.pending: set[str] = set()
         self.present = False
 
 
@@ -93,6 +94,13 @@ def read_snapshot(dsn: str, institution: str) -> Snapshot:
             "GROUP BY u.data_id"
         ):
             snap.legacy[data_id] = bytes(content)
+        snap.pending = {
+            r[0]
+            for r in conn.execute(
+                "SELECT data_id FROM objects.uploads WHERE status = 'pending' "
+                "AND upload_id IS NOT NULL"
+            )
+        }
     return snap
 
 
@@ -259,10 +267,12 @@ def check(
     institution: str,
     anchors: Iterable[Mapping[str, Any]],
     *,
+    replayed_height: int | None = None,
     timeout: float = 30.0,
 ) -> list[Finding]:
     """Every finding about the institution's stored objects (module docstring); ``anchors``
-    are the institution's ``AnchorState`` records of the replayed chain."""
+    are the institution's ``AnchorState`` records of the chain replayed up to
+    ``replayed_height`` (objects anchored above it are left to the next audit)."""
     snap = read_snapshot(dsn, institution)
     anchors = list(anchors)
     if not snap.present:
@@ -292,6 +302,18 @@ def check(
     for data_id, anchor in sorted(by_id.items()):
         event = objects.get(data_id)
         height = int(anchor["height"])
+        if event is None and data_id in snap.pending:
+            findings.append(
+                Finding(
+                    check="anchors",
+                    kind="anchor.object_pending",
+                    severity=INFO,
+                    message=f"anchor {data_id!r}: its upload is not recorded yet (in progress, "
+                    "or its events timed out: uploading it again completes it)",
+                    height=height,
+                )
+            )
+            continue
         if event is None:
             legacy = snap.legacy.get(data_id)
             findings += check_anchor(anchor, legacy)
@@ -310,6 +332,8 @@ def check(
             continue
         findings += _check_chunks(data_id, event, snap, height)
     for data_id in sorted(objects.keys() - by_id.keys()):
+        if replayed_height is not None and int(objects[data_id][11]) > replayed_height:
+            continue  # anchored after the replay's end: the next audit checks it
         findings.append(
             Finding(
                 check=CHECK,
