@@ -16,12 +16,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import psycopg
 import pytest
+import uvicorn
 from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 from starlette.testclient import TestClient
@@ -35,6 +38,7 @@ from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from gateway.objects import DataProxy, ProxyConfig
 from infra.postgres_server import Postgres
+from infra.procs import free_port
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.proofs import ObjectProofError, ProofLink
@@ -416,6 +420,26 @@ def _metric(gw: TestClient, what: str) -> float:
     return 0.0
 
 
+@contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """``app`` behind a real uvicorn server on loopback; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def _code(response: Any) -> str:
     return str(response.json()["errors"][0]["extensions"]["code"])
 
@@ -521,6 +545,18 @@ def test_tampered_chunk_is_never_served(net: Net, tmp_path: Path) -> None:
             assert len(r.content) < len(DATA) and DATA.startswith(r.content), len(r.content)
             assert len(r.content) <= 3 * CHUNK
             assert _metric(gw, "chunk") == 2
+            # over a real HTTP connection the client sees the transfer cut short
+            with _served(net.app()) as base, httpx.Client(base_url=base) as client:
+                got = bytearray()
+                with (
+                    pytest.raises(httpx.RemoteProtocolError),
+                    client.stream("GET", f"/objects/{later}", headers=auth(writer)) as resp,
+                ):
+                    assert resp.status_code == 200
+                    assert resp.headers["content-length"] == str(len(DATA))
+                    for piece in resp.iter_raw():
+                        got += piece
+                assert 0 < len(got) < len(DATA) and DATA.startswith(bytes(got))
             findings = _audit(net, tmp_path)
             for data_id in (first, later, rehashed):
                 mine = _about(findings, data_id)
