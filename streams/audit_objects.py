@@ -13,10 +13,11 @@ Theory of operation
   against the ``ObjectStored`` event of its data id: the event must name the anchored hash,
   and the stored chunks must hash to the event's chunk root (``anchor.object_mismatch``
   otherwise, naming the chunks whose bytes changed); no event is ``anchor.object_missing``
-  (INFO ``anchor.object_pending`` while its upload is still pending). Every ``ObjectStored`` without a matching anchor of this
-  institution is ``objects.unanchored``. No key is needed: chunks are sealed under their
-  owner's data key and checked as stored; the plaintext hash is bound to the chunks by the
-  gateway, whose AES-GCM check at read time the audit cannot repeat without keys.
+  (INFO ``anchor.object_pending`` while its upload is still pending). Every
+  ``ObjectStored`` without a matching anchor of this institution is ``objects.unanchored``.
+  No key is needed: chunks are sealed under their owner's data key and checked as stored;
+  the plaintext hash is bound to the chunks by the gateway, whose AES-GCM check at read time
+  the audit cannot repeat without keys.
 """
 
 from __future__ import annotations

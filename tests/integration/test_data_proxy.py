@@ -15,7 +15,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from projections.iam import IamProjection
 from projections.objects import ObjectsProjection
 from projections.objects import rebuild as objects_rebuild
 from projections.projector import ProjectorConfig, prepare
+from projections.rebuild import main as rebuild_main
 from projections.runner import ProjectionRunner
 from streams import audit
 from streams.kafka_config import admin_config
@@ -64,21 +65,15 @@ MASTER = MasterKey(bytes(range(100, 132)))
 
 
 class Background:
-    """The objects projection in a thread (stopped for a rebuild, then started again)."""
+    """A projection runner in a thread (stopped for a rebuild, then started again)."""
 
-    def __init__(self, dsn: str, bootstrap: str, prefix: str) -> None:
-        self.dsn, self.bootstrap, self.prefix = dsn, bootstrap, prefix
-        projection = ObjectsProjection(INST, prefix=prefix)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            projection.migrate(conn)
+    def __init__(self, make: Callable[[], ProjectionRunner]) -> None:
+        self.make = make
         self.start()
 
     def start(self) -> None:
         self.event = threading.Event()
-        runner = ProjectionRunner(
-            self.dsn, self.bootstrap, ObjectsProjection(INST, prefix=self.prefix)
-        )
-        self.thread = _run(runner, self.event)
+        self.thread = _run(self.make(), self.event)
 
     def stop(self) -> None:
         self.event.set()
@@ -96,6 +91,8 @@ class Net:
     proxy: DataProxy
     iam: IamService
     objects: Background
+    chain: Background
+    config: ProjectorConfig
 
     @property
     def genesis(self) -> Genesis:
@@ -122,9 +119,8 @@ def net(
     workdir = tmp_path_factory.mktemp("objects")
     consortium = Consortium(bootstrap, workdir / "c", 3, block_interval_ms=100)
     stop = threading.Event()
-    runner: Any = None
-    thread: threading.Thread | None = None
     threads: list[threading.Thread] = []
+    chain: Background | None = None
     try:
         consortium.start_all()
         admin = AdminClient(admin_config(bootstrap))
@@ -139,10 +135,7 @@ def net(
             dbname=dbname,
         )
         _projection, runner = prepare(cfg)
-        thread = threading.Thread(
-            target=runner.run, args=(stop,), kwargs={"idle_timeout": 0.05}, daemon=True
-        )
-        thread.start()
+        chain = Background(lambda: prepare(cfg)[1])
         pool: ConnectionPool[Any] = ConnectionPool(
             runner.dsn, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
         )
@@ -165,7 +158,10 @@ def net(
         with psycopg.connect(runner.dsn, autocommit=True) as conn:
             iam_projection.migrate(conn)
         threads.append(_run(ProjectionRunner(runner.dsn, bootstrap, iam_projection), stop))
-        objects_runner = Background(runner.dsn, bootstrap, consortium.prefix)
+        objects = ObjectsProjection(INST, prefix=consortium.prefix)
+        with psycopg.connect(runner.dsn, autocommit=True) as conn:
+            objects.migrate(conn)
+        objects_runner = Background(lambda: ProjectionRunner(runner.dsn, bootstrap, objects))
         proxy = DataProxy.create(
             INST,
             pool,
@@ -185,6 +181,8 @@ def net(
             proxy,
             iam,
             objects_runner,
+            chain,
+            cfg,
         )
         objects_runner.stop()
         governance.close()
@@ -194,10 +192,8 @@ def net(
         stop.set()
         for extra in threads:
             extra.join(30)
-        if thread is not None:
-            thread.join(30)
-        if runner is not None:
-            runner.close()
+        if chain is not None:
+            chain.stop()
         consortium.close()
 
 
@@ -671,3 +667,40 @@ def test_forgotten_owner_is_shredded(net: Net) -> None:
         assert r.status_code == 410 and _code(r) == "OBJECT_SHREDDED", r.text
         carol = net.token(("data:read",), "carol")
         assert gw.get(f"/objects/{data_id}", headers=auth(carol)).status_code == 403
+
+
+def test_pantheon_projections_rebuild_restores_the_objects_rows(net: Net, tmp_path: Path) -> None:
+    """Last: drops and rebuilds the whole projection with the command's entry point."""
+    alice = net.token(("data:write", "data:read"), "alice")
+    data_id = f"rebuilt-{uuid.uuid4().hex[:8]}"
+    with TestClient(net.app()) as gw:
+        assert put(gw, alice, data_id, DATA, params={"group": "audit"}).status_code == 201
+        _sql(net, "DELETE FROM objects.grants WHERE data_id = %s", (data_id,))
+        _sql(net, "UPDATE objects.objects SET size = 1 WHERE data_id = %s", (data_id,))
+        net.chain.stop()
+        net.objects.stop()
+        try:
+            code = rebuild_main(
+                [
+                    "--institution",
+                    INST,
+                    "--genesis",
+                    str(net.consortium.genesis_path),
+                    "--bootstrap",
+                    net.consortium.bootstrap,
+                    "--prefix",
+                    net.consortium.prefix,
+                    "--dsn",
+                    net.server_dsn,
+                    "--dbname",
+                    net.dbname,
+                ]
+            )
+        finally:
+            net.chain.start()
+            net.objects.start()
+        assert code == 0
+        dave = net.token(("data:read",), "dave", ("audit",))
+        got = gw.get(f"/objects/{data_id}", headers=auth(dave))
+        assert got.status_code == 200 and got.content == DATA, got.text
+    assert not _about(_audit(net, tmp_path), data_id)
