@@ -20,8 +20,9 @@ Theory of operation
 * With ``--institution`` (and ``--dsn`` reaching its PostgreSQL server), the institution's
   ``chain`` tables are read first, in one snapshot at projected height ``P``, and compared
   with the rows the projector's own row builder makes from the replay up to ``P``
-  (:mod:`streams.audit_projection`); Layer-2 leaves and stored objects are checked when those
-  stores exist.
+  (:mod:`streams.audit_projection`); Layer-2 leaves are checked when that store exists, and
+  the stored objects' rows, grants and chunks against the IAM topic and the anchors
+  (:mod:`streams.audit_objects`, D23).
 * Output: a human report on stdout, a JSON report with ``--json PATH`` (``-`` for stdout), a
   progress bar on stderr when it is a terminal (``--progress`` forces it). Exit code 0 when
   clean, 1 on any discrepancy (a finding of severity ``error``), 2 when the audit could not
@@ -420,8 +421,8 @@ def _institution_dsn(config: AuditConfig) -> str:
 
 
 def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
-    """Batches and anchors of ``institution`` against its Layer-2 leaves and stored objects
-    (other institutions keep theirs in their own databases)."""
+    """Batches of ``institution`` against its Layer-2 leaves (other institutions keep theirs
+    in their own databases); its anchors and stored objects: :func:`_check_objects`."""
     from ledger.audit import check_l2_batch  # noqa: PLC0415
     from streams import audit_projection as ap  # noqa: PLC0415
 
