@@ -93,6 +93,7 @@ from gateway.errors import BadInput, BodyTooLarge, Forbidden, GatewayError, Unav
 from gateway.governance import Outcome
 from gateway.iam import store as iam_store
 from gateway.iam.commands import Event
+from gateway.iam.errors import IamError
 from gateway.metrics import GatewayMetrics
 from gateway.object_crypto import (
     chunk_aad,
@@ -187,6 +188,13 @@ class ObjectShredded(GatewayError):
 
     code = "OBJECT_SHREDDED"
     status = 410
+
+
+class NotRecorded(GatewayError):
+    """The anchor is final but the object's events were not projected in time."""
+
+    code = "NOT_RECORDED"
+    status = 504
 
 
 class LegacyObject(GatewayError):
@@ -775,7 +783,14 @@ class DataProxy:
                     },
                 )
             )
-        self.events.publish(events, projection=projection_name(self.institution))
+        try:
+            self.events.publish(events, projection=projection_name(self.institution))
+        except IamError as exc:  # the upload stays pending: the same PUT again completes it
+            raise NotRecorded(
+                f"{stored.data_id!r} is anchored but its record was not projected in time "
+                f"({exc}); upload the same bytes again to complete it",
+                dataId=stored.data_id,
+            ) from None
         self.store.mark_anchored(stored.data_id, tx_id, height)
 
     def _chain_anchor(self, data_id: str) -> read.Anchor | None:
