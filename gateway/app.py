@@ -251,7 +251,7 @@ def create_app(
         return _json(error_body([exc]), exc.status)
 
     if objects is not None:
-        object_routes: list[Route] = objects.routes(GraphQLEndpoint(gw).claims)
+        object_routes: list[Route] = objects.routes(GraphQLEndpoint(gw).claims, gw.metrics)
     else:
         object_routes = [
             Route("/objects/{data_id}/proof", objects_disabled, methods=["GET"]),

@@ -57,6 +57,13 @@ class GatewayMetrics:
             ["institution"],
             registry=self.registry,
         ).labels(**labels)
+        self.object_integrity = Counter(
+            "pantheon_gateway_object_integrity_failures",
+            "Stored objects refused because a row or chunk is not what the gateway stored "
+            "(what: metadata, grant, anchor, chunks, chunk, content)",
+            ["institution", "what"],
+            registry=self.registry,
+        )
         self.institution = institution
 
     def render(self) -> bytes:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
 from psycopg_pool import ConnectionPool
 
@@ -132,12 +133,22 @@ def _iam(args: argparse.Namespace, dsn: str) -> Any:
 
 def _iam_projection(args: argparse.Namespace, dsn: str, stop: threading.Event) -> None:
     from projections.iam import IamProjection  # noqa: PLC0415
+    from projections.objects import ObjectsProjection  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
 
     runner = ProjectionRunner(
         dsn, args.bootstrap, IamProjection(args.institution, prefix=args.prefix)
     )
     threading.Thread(target=runner.run, args=(stop,), name="iam-projection", daemon=True).start()
+    objects = ObjectsProjection(args.institution, prefix=args.prefix)  # the objects' rows (D23)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        objects.migrate(conn)
+    threading.Thread(
+        target=ProjectionRunner(dsn, args.bootstrap, objects).run,
+        args=(stop,),
+        name="objects-projection",
+        daemon=True,
+    ).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,7 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_min_rate=args.body_min_rate,
     )
     try:
-        proxy = data_proxy.from_args(args, pool, governance)
+        from gateway.auth.crypto import load_master_key  # noqa: PLC0415
+
+        proxy = data_proxy.from_args(
+            args, pool, governance, master=load_master_key(args.master_key_file), events=iam
+        )
     except Exception as exc:
         print(f"pantheon gateway: error: data access proxy: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -198,6 +198,8 @@ HANDLERS: dict[str, Callable[[psycopg.Cursor[Any], Record], None]] = {
     "pantheon.TokenRevoked": _token_revoked,
 }
 
+OBJECT_EVENTS = frozenset({"pantheon.ObjectStored", "pantheon.ObjectAccessChanged"})
+
 
 class IamProjection:
     """Projection of one institution's IAM topic (see the module docstring)."""
@@ -222,6 +224,8 @@ class IamProjection:
             except CodecError as exc:
                 log.warning("skipping undecodable IAM event at offset %s: %s", msg.offset(), exc)
                 continue
+            if schema in OBJECT_EVENTS:
+                continue  # the objects projection's (projections/objects.py, D23)
             handler = HANDLERS.get(schema)
             if handler is None or record.get("institution_id") != self.institution:
                 log.warning("skipping %s at offset %s", schema, msg.offset())

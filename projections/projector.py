@@ -39,6 +39,7 @@ from ledger.genesis import Genesis
 from projections.chain import ChainProjection, Diverged, GenesisMismatch
 from projections.iam import IamProjection
 from projections.migrate import apply_migrations
+from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
 from streams import logs
 from streams.metrics_server import serve_metrics
@@ -245,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     iam = IamProjection(config.institution, prefix=config.prefix)  # the institution's users
-    return run(config, stop, extra=[iam])
+    objects = ObjectsProjection(config.institution, prefix=config.prefix)  # its objects (D23)
+    return run(config, stop, extra=[iam, objects])
 
 
 if __name__ == "__main__":

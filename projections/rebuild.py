@@ -9,6 +9,10 @@ are applied again and the ordinary runner projects from offset 0 until it has co
 the topics held when the rebuild started, showing a progress bar on stderr. Because every row
 is a function of the logs alone (no clock, no arrival order), the result equals, row for row,
 what the incremental projector wrote.
+
+Then the stored objects' metadata and grants (``objects.objects``, ``objects.grants``) are
+projected again from the institution's IAM topic (:func:`projections.objects.rebuild`, D23);
+their chunks and upload state exist only in PostgreSQL and are kept.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from projections.chain import NAME, Diverged, GenesisMismatch
+from projections.objects import rebuild as objects_rebuild
 from projections.projector import (
     EXIT_CONFIG,
     EXIT_DIVERGED,
@@ -119,6 +124,8 @@ def rebuild(config: ProjectorConfig, *, out: TextIO | None = None) -> RebuildRes
                 break
         if out is not None:
             out.write("\n")
+        # The stored objects' metadata and grants (D23): from the IAM topic; chunks stay.
+        objects_rebuild(runner.dsn, config.bootstrap, config.institution, config.prefix)
         return RebuildResult(
             height=projection.height,
             messages=runner.messages,

@@ -20,8 +20,9 @@ Theory of operation
 * With ``--institution`` (and ``--dsn`` reaching its PostgreSQL server), the institution's
   ``chain`` tables are read first, in one snapshot at projected height ``P``, and compared
   with the rows the projector's own row builder makes from the replay up to ``P``
-  (:mod:`streams.audit_projection`); Layer-2 leaves and stored objects are checked when those
-  stores exist.
+  (:mod:`streams.audit_projection`); Layer-2 leaves are checked when that store exists, and
+  the stored objects' rows, grants and chunks against the IAM topic and the anchors
+  (:mod:`streams.audit_objects`, D23).
 * Output: a human report on stdout, a JSON report with ``--json PATH`` (``-`` for stdout), a
   progress bar on stderr when it is a terminal (``--progress`` forces it). Exit code 0 when
   clean, 1 on any discrepancy (a finding of severity ``error``), 2 when the audit could not
@@ -365,6 +366,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             audit.findings.add(finding)
         report.projection = result.as_dict()
         _check_stores(audit, db_dsn, config.institution)
+        _check_objects(audit, db_dsn, config)
 
     report.replayed_height = audit.height
     report.audited_height = audit.audited_height
@@ -419,9 +421,9 @@ def _institution_dsn(config: AuditConfig) -> str:
 
 
 def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
-    """Batches and anchors of ``institution`` against its Layer-2 leaves and stored objects
-    (other institutions keep theirs in their own databases)."""
-    from ledger.audit import check_anchor, check_l2_batch  # noqa: PLC0415
+    """Batches of ``institution`` against its Layer-2 leaves (other institutions keep theirs
+    in their own databases); its anchors and stored objects: :func:`_check_objects`."""
+    from ledger.audit import check_l2_batch  # noqa: PLC0415
     from streams import audit_projection as ap  # noqa: PLC0415
 
     state = audit.machine.state
@@ -433,14 +435,34 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
             if key.startswith("batch/") and record["institution_id"] == institution:
                 for finding in check_l2_batch(record, leaves.get(record["batch_id"])):
                     audit.findings.add(finding)
-    objects = ap.stored_objects(dsn)
-    if objects is None:
-        audit.findings.add(ap.skipped("anchors", "off-chain objects"))
-    else:
-        for key, record in state.items():
-            if key.startswith("anchor/") and record["institution_id"] == institution:
-                for finding in check_anchor(record, objects.get(record["data_id"])):
-                    audit.findings.add(finding)
+    # stored objects: streams.audit_objects, called from run_audit (it reads the IAM topic)
+
+
+def _check_objects(audit: ChainAudit, dsn: str, config: AuditConfig) -> None:
+    """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23)."""
+    from streams import audit_objects  # noqa: PLC0415
+
+    institution = config.institution
+    assert institution is not None
+    anchors = [
+        r
+        for k, r in audit.machine.state.items()
+        if k.startswith("anchor/") and r["institution_id"] == institution
+    ]
+    try:
+        findings = audit_objects.check(
+            dsn,
+            config.bootstrap,
+            config.prefix,
+            institution,
+            anchors,
+            replayed_height=audit.height,
+            timeout=config.timeout,
+        )
+    except Exception as exc:  # the database or the IAM topic is unreachable
+        raise AuditError(f"cannot audit the stored objects: {exc}") from exc
+    for finding in findings:
+        audit.findings.add(finding)
 
 
 def _time_travel(audit: ChainAudit, height: int) -> dict[str, Any]:

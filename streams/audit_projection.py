@@ -14,9 +14,9 @@ Theory of operation
   unexpected or changed row with the differing columns) and checks the work-in-progress
   table ``pending_blocks`` byte for byte against the log (pending transactions are not
   stored: the projector re-reads them from the log, D20).
-* Layer-2 leaves (``l2.leaves`` of ``projections/migrations/l2``, written by the batcher) and
-  anchored objects are checked when their stores exist in the database
-  (:data:`L2_LEAVES_QUERY`, :data:`OBJECTS_QUERY`); otherwise the check says it was skipped.
+* Layer-2 leaves (``l2.leaves`` of ``projections/migrations/l2``, written by the batcher) are
+  checked when their store exists in the database (:data:`L2_LEAVES_QUERY`); otherwise the
+  check says it was skipped. Stored objects: :mod:`streams.audit_objects` (D23).
 
 This module imports ``projections`` (the row builder), a departure from DESIGN.md section 1
 (``streams`` may import ``ledger`` and ``schemas``) accepted so the audit cannot drift from the
@@ -190,14 +190,8 @@ def compare(
     return result
 
 
-# -- Layer 2 and off-chain objects (stores owned by other parts; checked when present) -----
+# -- Layer 2 (a store owned by another part; checked when present) ----------------------------
 L2_LEAVES_QUERY = "SELECT batch_id, leaf_index, leaf FROM l2.leaves ORDER BY batch_id, leaf_index"
-OBJECTS_RELATION = "objects.objects"  # the data access proxy's store (gateway/objects.py)
-OBJECTS_QUERY = (
-    "SELECT o.data_id, COALESCE(string_agg(c.chunk, ''::bytea ORDER BY c.seq), ''::bytea) "
-    "FROM objects.objects o LEFT JOIN objects.chunks c ON c.data_id = o.data_id "
-    "WHERE o.status <> 'uploading' GROUP BY o.data_id"
-)
 
 
 def _exists(conn: psycopg.Connection[Any], relation: str) -> bool:
@@ -214,14 +208,6 @@ def stored_leaves(dsn: str) -> dict[str, list[bytes]] | None:
         for batch_id, _, leaf in conn.execute(L2_LEAVES_QUERY).fetchall():
             out.setdefault(batch_id, []).append(bytes(leaf))
         return out
-
-
-def stored_objects(dsn: str) -> dict[str, bytes] | None:
-    """Stored off-chain objects by data id, or None when the database has no object store."""
-    with psycopg.connect(dsn, connect_timeout=10) as conn:
-        if not _exists(conn, OBJECTS_RELATION):
-            return None
-        return {d: bytes(c) for d, c in conn.execute(OBJECTS_QUERY).fetchall()}
 
 
 def skipped(check: str, what: str) -> Finding:

@@ -25,7 +25,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -126,7 +126,14 @@ class IamService:
         self._pool.close()
 
     # -- events ---------------------------------------------------------------------------
-    def _produce(self, events: list[Any]) -> None:
+    def publish(self, events: Sequence[Any], *, projection: str) -> None:
+        """Produce events of another projection of this topic (the stored objects', D23)
+        through the same producer path as the IAM events, and wait until ``projection``
+        applied them."""
+        with self._lock:
+            self._produce(list(events), projection=projection)
+
+    def _produce(self, events: list[Any], *, projection: str | None = None) -> None:
         if not events:
             return
         results: list[Message] = []
@@ -147,7 +154,7 @@ class IamService:
             raise NotApplied(f"producing to {self.topic} failed: {errors or 'timeout'}")
         last = max(m.offset() or 0 for m in results)
         if not wait_for_offset(
-            self.dsn, self.projection, self.topic, 0, last, self._apply_timeout_s
+            self.dsn, projection or self.projection, self.topic, 0, last, self._apply_timeout_s
         ):
             raise NotApplied(f"offset {last} of {self.topic} not projected in time")
 
