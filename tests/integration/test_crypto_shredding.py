@@ -47,12 +47,15 @@ from gateway.auth.crypto import (
 )
 from gateway.auth.passwords import FAST
 from gateway.context import Services
+from gateway.iam import store
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.kek import KekStore
 from gateway.iam.service import IamService
+from infra import cli, keystore
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres, find_bindir
 from projections.iam import IamProjection
+from projections.projector import database_name
 from projections.runner import ProjectionRunner
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
@@ -358,3 +361,86 @@ def test_after_forget_user_no_file_decrypts_the_user(shred: Shred) -> None:
         f"and {len(control.plaintext)} profile copies; forgetUser took {forget_s * 1000:.0f} ms;"
         f" total {time.monotonic() - began:.1f} s"
     )
+
+
+def test_forget_user_cli(
+    bootstrap: str,
+    kafka: KafkaCluster,
+    postgres: Postgres,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``pantheon iam forget-user`` against a local-stack layout whose servers are the
+    session's: confirmation, typed errors without tracebacks, the forget, shred-forgotten."""
+    state, institution, prefix = tmp_path / "state", f"cli-{unique}", f"cli{unique}."
+    keystore.create_genesis(state / "consortium", "pantheon-local", [institution])
+    (state / "postgres").mkdir(parents=True)
+    (state / "postgres" / "password").write_text(postgres.password() + "\n")
+    iam_dir = state / "consortium" / "iam" / institution
+    master = create_master_key_file(iam_dir / "master.key")
+    for name, value in (
+        ("PANTHEON_STATE_DIR", str(state)),
+        ("PANTHEON_KAFKA_PORT", str(kafka.settings.kafka_port)),
+        ("PANTHEON_PG_PORT", str(postgres.settings.pg_port)),
+        ("PANTHEON_TOPIC_PREFIX", prefix),
+    ):
+        monkeypatch.setenv(name, value)
+    ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix, institutions=[institution])
+    postgres.ensure_database(database_name(institution))
+    dsn = postgres.dsn(database_name(institution))
+    svc = IamService(
+        bootstrap=bootstrap,
+        dsn=dsn,
+        institution=institution,
+        master_key=master,
+        prefix=prefix,
+        password_params=FAST,
+        kek_dir=iam_dir,
+    )
+    runner = ProjectionRunner(dsn, bootstrap, IamProjection(institution, prefix=prefix))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=runner.run, args=(stop,), kwargs={"idle_timeout": 0.05}, daemon=True
+    )
+    thread.start()  # after the service migrated the tables (their creation is not concurrent)
+    try:
+        credential = ensure_setup_credential(dsn, institution)
+        assert credential is not None
+        root = svc.bootstrap_admin(credential, "root", "root-password-1")
+        user = svc.create_user(root, "grace", "grace-password-1", {"email": EMAIL})
+
+        def run(*argv: str) -> tuple[int, str, str]:
+            code = cli.main(["iam", *argv])
+            out, err = capsys.readouterr()
+            assert "Traceback" not in out + err
+            return code, out, err
+
+        forget = ("forget-user", "--institution", institution, "--user", user)
+        code, _, err = run(*forget)  # no terminal, no --yes: refused, nothing changed
+        assert code == 1 and "--yes" in err and svc.data_key(user) is not None
+        code, _, err = run("forget-user", "--institution", "nowhere", "--user", user, "--yes")
+        assert code == 1 and "unknown institution" in err
+        code, _, err = run("forget-user", "--institution", institution, "--user", "u-x", "--yes")
+        assert code == 1 and "unknown_user" in err
+        code, _, err = run("forget-user", "--institution", institution, "--user", root, "--yes")
+        assert code == 1 and "not_authorized" in err and svc.data_key(root) is not None
+
+        code, out, _ = run(*forget, "--yes")
+        assert code == 0 and "forgotten" in out
+        assert svc.data_key(user) is None and svc.profile(root, user) is None
+        assert svc.profile(root, root) == {}
+
+        # A restored copy brings the key back (as a machine image would): shred-forgotten.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            store.create_data_key(conn, KekStore(iam_dir, master, institution), institution, user)
+        assert svc.data_key(user) is not None
+        code, out, _ = run("shred-forgotten", "--institution", institution)
+        assert code == 0 and user in out and svc.data_key(user) is None
+        code, out, _ = run("shred-forgotten", "--institution", institution)
+        assert code == 0 and out.startswith("0 ")
+    finally:
+        stop.set()
+        thread.join(30)
+        svc.close()
