@@ -369,7 +369,7 @@ class IamService:
             if not store.forgotten_with_keys(conn):
                 return []
             try:
-                gone, _, _ = store.rotate_kek(conn, self._keys, forget=())
+                gone, _, _ = store.rotate_kek(conn, self._keys, (), include_forgotten=True)
             except CryptoError as exc:
                 raise KeysUnavailable(str(exc)) from None
         return sorted(gone)

@@ -212,11 +212,16 @@ def forgotten_with_keys(conn: Conn) -> list[str]:
 
 
 def rotate_kek(
-    conn: Conn, keys: KekStore, forget: tuple[str, ...] | list[str]
+    conn: Conn,
+    keys: KekStore,
+    forget: tuple[str, ...] | list[str],
+    *,
+    include_forgotten: bool = False,
 ) -> tuple[dict[str, str], str | None, int]:
-    """Crypto-shred the data keys of ``forget`` (and of every user already forgotten in the
-    projection): delete their rows and re-wrap every other data key under a new KEK in one
-    transaction, then destroy the old KEK file. ``conn`` must be outside a transaction.
+    """Crypto-shred the data keys of ``forget`` (with ``include_forgotten``, also of every
+    user the projection says is forgotten): delete their rows and re-wrap every other data key
+    under a new KEK in one transaction, then destroy the old KEK file. ``conn`` must be
+    outside a transaction.
 
     Returns ``({user id: destroyed key id}, new KEK id, number of re-wrapped keys)``. In the
     test-only legacy mode (no KEK directory) the rows are only deleted.
@@ -227,9 +232,9 @@ def rotate_kek(
             gone = {
                 str(r[0]): str(r[1])
                 for r in conn.execute(
-                    "DELETE FROM iam_data_keys WHERE user_id = ANY(%s) OR user_id IN "
-                    "(SELECT user_id FROM iam_users WHERE forgotten) RETURNING user_id, key_id",
-                    (list(forget),),
+                    "DELETE FROM iam_data_keys WHERE user_id = ANY(%s) OR (%s AND user_id IN "
+                    "(SELECT user_id FROM iam_users WHERE forgotten)) RETURNING user_id, key_id",
+                    (list(forget), include_forgotten),
                 )
             }
         return gone, None, 0
@@ -244,9 +249,9 @@ def rotate_kek(
             gone = {
                 str(r[0]): str(r[1])
                 for r in conn.execute(
-                    "DELETE FROM iam_data_keys WHERE user_id = ANY(%s) OR user_id IN "
-                    "(SELECT user_id FROM iam_users WHERE forgotten) RETURNING user_id, key_id",
-                    (list(forget),),
+                    "DELETE FROM iam_data_keys WHERE user_id = ANY(%s) OR (%s AND user_id IN "
+                    "(SELECT user_id FROM iam_users WHERE forgotten)) RETURNING user_id, key_id",
+                    (list(forget), include_forgotten),
                 )
             }
             keys.stage(new)
