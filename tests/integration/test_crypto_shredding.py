@@ -1,7 +1,8 @@
 """Crypto-shredding for real (D25): after ``forgetUser`` no file on the machine decrypts the user.
 
-Real Kafka and PostgreSQL (the session's stack, whose state directory holds PostgreSQL's data
-directory with ``pg_wal`` and Kafka's log directories), the real IAM service with its master
+Real Kafka and PostgreSQL of a private stack started for this module (its state directory
+holds only this module's data: PostgreSQL's data directory with ``pg_wal``, Kafka's log
+directories, key files and backups), the real IAM service with its master
 key and KEK files under ``<state>/consortium/iam/<inst>/`` and the real GraphQL app. A user
 with a distinctive email and name changes their password and profile (several wrapped copies
 and WAL records), a key backup is taken by the documented procedure (``pg_dump`` of the
@@ -17,6 +18,7 @@ test can fail); after it, nothing.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -52,6 +54,7 @@ from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.kek import KekStore
 from gateway.iam.service import IamService
 from infra import cli, keystore
+from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres, find_bindir
 from projections.iam import IamProjection
@@ -59,6 +62,7 @@ from projections.projector import database_name
 from projections.runner import ProjectionRunner
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
+from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
 
@@ -208,6 +212,40 @@ def scan(root: Path, master: MasterKey, inst: str, user_id: str, key_id: str) ->
 
 # -- the stack -----------------------------------------------------------------------------
 @dataclass
+class Stack:
+    kafka: KafkaCluster
+    postgres: Postgres
+    bootstrap: str
+    state: Path
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """A private Kafka and PostgreSQL: the scan reads this module's files only, so its cost
+    does not grow with the rest of the test session."""
+    for attempt in range(3):
+        settings = private_settings()
+        kafka, postgres = KafkaCluster(settings), Postgres(settings)
+        try:
+            kafka.start()
+            postgres.start()
+        except PortTakenError:
+            kafka.stop()
+            postgres.stop()
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
+            if attempt == 2:
+                raise
+            continue
+        try:
+            with removed_afterwards(settings.state_dir):
+                yield Stack(kafka, postgres, settings.bootstrap_servers, settings.state_dir)
+        finally:
+            kafka.stop()
+            postgres.stop()
+        return
+
+
+@dataclass
 class Shred:
     service: IamService
     client: TestClient
@@ -218,9 +256,8 @@ class Shred:
 
 
 @pytest.fixture
-def shred(bootstrap: str, kafka: KafkaCluster, postgres: Postgres, unique: str) -> Iterator[Shred]:
-    state = postgres.settings.state_dir
-    assert kafka.settings.state_dir == state  # one state directory holds both servers' files
+def shred(stack: Stack, unique: str) -> Iterator[Shred]:
+    state, bootstrap, postgres = stack.state, stack.bootstrap, stack.postgres
     institution = f"shred{unique}"
     prefix = f"shred{unique}."
     iam_dir = state / "consortium" / "iam" / institution
@@ -364,9 +401,7 @@ def test_after_forget_user_no_file_decrypts_the_user(shred: Shred) -> None:
 
 
 def test_forget_user_cli(
-    bootstrap: str,
-    kafka: KafkaCluster,
-    postgres: Postgres,
+    stack: Stack,
     unique: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -374,6 +409,7 @@ def test_forget_user_cli(
 ) -> None:
     """``pantheon iam forget-user`` against a local-stack layout whose servers are the
     session's: confirmation, typed errors without tracebacks, the forget, shred-forgotten."""
+    bootstrap, kafka, postgres = stack.bootstrap, stack.kafka, stack.postgres
     state, institution, prefix = tmp_path / "state", f"cli-{unique}", f"cli{unique}."
     keystore.create_genesis(state / "consortium", "pantheon-local", [institution])
     (state / "postgres").mkdir(parents=True)
