@@ -356,6 +356,11 @@ class IamService:
             return None
         return open_profile(dk, self.institution, user_id, bytes(row[0]))
 
+    @property
+    def kek_store(self) -> KekStore:
+        """The KEK files, for :func:`gateway.iam.store.get_data_key` on one's own connection."""
+        return self._keys
+
     def data_key(self, user_id: str) -> DataKey | None:
         """The user's data key, for other owners of per-user ciphertexts (stored objects):
         None once the user is forgotten, and no copy of it unwraps after :meth:`forget_user`."""
