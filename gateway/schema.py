@@ -70,6 +70,7 @@ PERMISSIONS: dict[str, dict[str, str | None]] = {
         "submitTransaction": WRITE,
         "createUser": ADMIN,
         "disableUser": ADMIN,
+        "forgetUser": ADMIN,
         "createGroup": ADMIN,
         "addGroupMember": ADMIN,
         "grantPermission": ADMIN,
@@ -369,6 +370,13 @@ class Mutation(graphene.ObjectType):
         user_id=graphene.String(required=True),
         reason=graphene.String(default_value=""),
     )
+    forget_user = graphene.Field(
+        UserPayload,
+        required=True,
+        user_id=graphene.String(required=True),
+        description="crypto-shred a user (irreversible): their data key is destroyed and the "
+        "key-encryption key rotated, so no copy of their personal data can be decrypted",
+    )
     create_group = graphene.Field(
         OkPayload,
         required=True,
@@ -489,6 +497,14 @@ class Mutation(graphene.ObjectType):
     def resolve_disable_user(_root: Any, info: Info, user_id: str, reason: str) -> Any:
         def act(context: RequestContext, claims: Claims | None) -> dict[str, Any]:
             _accounts(context).disable_user(_sub(claims), user_id, reason)
+            return {"user_id": user_id}
+
+        return guarded(ADMIN, act)(info)
+
+    @staticmethod
+    def resolve_forget_user(_root: Any, info: Info, user_id: str) -> Any:
+        def act(context: RequestContext, claims: Claims | None) -> dict[str, Any]:
+            _accounts(context).forget_user(_sub(claims), user_id)
             return {"user_id": user_id}
 
         return guarded(ADMIN, act)(info)

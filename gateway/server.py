@@ -5,8 +5,10 @@
 * Reads the institution's projection database ``pantheon_<institution>`` (``--dbname`` to
   override) through a connection pool; the chain projector must be running.
 * Users, logins and tokens come from :class:`gateway.iam.service.IamService` (master key from
-  ``--master-key-file`` or the environment variable it documents); its IAM projection runs in
-  this process with ``--iam-projection``, otherwise in the projector's.
+  ``--master-key-file`` or the environment variable it documents; the key-encryption key files
+  of D25 in ``--kek-dir``, by default the master key file's directory, else
+  ``PANTHEON_IAM_KEK_DIR``); its IAM projection runs in this process with
+  ``--iam-projection``, otherwise in the projector's.
 * ``--keystore PATH``: the institution's keystore (0600); its governance key signs the
   governance mutations (``proposeMember``, ``proposeRemoval``, ``castVote``). Without it
   they answer ``GOVERNANCE_KEY_MISSING``; a keystore readable by others is refused.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -42,6 +45,7 @@ from gateway.deadlines import (
     HeadDeadlineProtocol,
 )
 from gateway.governance import Governance, KeystoreRefused
+from gateway.iam.kek import KEK_DIR_ENV
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
 from projections.projector import ConfigError, database_dsn, database_name
@@ -63,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default 4004)")
     p.add_argument("--master-key-file", type=Path, default=None, help="IAM master key (0600)")
+    p.add_argument(
+        "--kek-dir",
+        type=Path,
+        default=None,
+        help="directory of the IAM key-encryption key files (default: the master key file's "
+        f"directory, else ${KEK_DIR_ENV})",
+    )
     p.add_argument(
         "--iam-projection",
         action="store_true",
@@ -122,12 +133,22 @@ def _iam(args: argparse.Namespace, dsn: str) -> Any:
     from gateway.iam.service import IamService  # noqa: PLC0415
 
     master = load_master_key(args.master_key_file)
+    kek_dir = args.kek_dir or (
+        args.master_key_file.parent
+        if args.master_key_file is not None
+        else Path(os.environ[KEK_DIR_ENV])
+        if os.environ.get(KEK_DIR_ENV)
+        else None
+    )
+    if kek_dir is None:
+        raise ConfigError(f"give --kek-dir or set {KEK_DIR_ENV} (the master key is from the env)")
     return IamService(
         bootstrap=args.bootstrap,
         dsn=dsn,
         institution=args.institution,
         master_key=master,
         prefix=args.prefix,
+        kek_dir=kek_dir,
     )
 
 

@@ -9,6 +9,7 @@ Stack commands::
     pantheon keys generate|show FILE         Ed25519 key files (0600)
     pantheon genesis create|show             a consortium's genesis and its keystore
     pantheon validator --institution X ...   one operator's validator (foreground)
+    pantheon iam create-admin|forget-user|shred-forgotten   an institution's users (off-chain)
 
 Errors are printed as one clear line (and the tail of a log when useful) with exit code 1.
 """
@@ -24,10 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psycopg
+
 from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
+from gateway.iam.service import IamService
 from infra import kafka_dist, keystore, simulate
 from infra.errors import StackError
 from infra.settings import Settings
@@ -192,8 +196,76 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
         login=args.login,
         password=password,
         prefix=stack.settings.topic_prefix,
+        kek_dir=consortium.master_key_file(args.institution).parent,
     )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
+    return 0
+
+
+def _iam_service(args: argparse.Namespace) -> IamService:
+    """The IAM service of ``--institution`` of the local stack (the projector must run)."""
+    stack = Stack(_settings(args))
+    consortium = stack.consortium
+    if args.institution not in consortium.institutions():
+        raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
+    master_file = consortium.master_key_file(args.institution)
+    try:
+        return IamService(
+            bootstrap=stack.settings.bootstrap_servers,
+            dsn=stack.postgres.dsn(database_name(args.institution)),
+            institution=args.institution,
+            master_key=load_master_key(master_file),
+            prefix=stack.settings.topic_prefix,
+            kek_dir=master_file.parent,
+        )
+    except psycopg.Error as exc:
+        raise StackError(f"cannot reach {args.institution}'s database: {exc}".strip()) from None
+
+
+def _owner(service: IamService) -> str:
+    with psycopg.connect(service.dsn, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT user_id FROM iam_users WHERE is_owner").fetchone()
+    if row is None:
+        raise ValueError(
+            f"{service.institution} has no administrator yet (pantheon iam create-admin)"
+        )
+    return str(row[0])
+
+
+def cmd_forget_user(args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ValueError("forgetting is irreversible: confirm on a terminal or pass --yes")
+        answer = input(
+            f"Forget user {args.user} of {args.institution}? Their personal data becomes "
+            "unreadable for ever. Type the user id to confirm: "
+        )
+        if answer.strip() != args.user:
+            print("not confirmed; nothing changed", file=sys.stderr)
+            return 1
+    service = _iam_service(args)
+    try:
+        service.forget_user(_owner(service), args.user)  # with the administrator's authority
+    except psycopg.Error as exc:
+        raise StackError(f"database error: {exc}".strip()) from None
+    finally:
+        service.close()
+    print(
+        f"user {args.user} of {args.institution} forgotten: data key destroyed, "
+        "key-encryption key rotated; take a new key backup now (docs/deployment.md)"
+    )
+    return 0
+
+
+def cmd_shred_forgotten(args: argparse.Namespace) -> int:
+    service = _iam_service(args)
+    try:
+        gone = service.shred_forgotten()
+    except psycopg.Error as exc:
+        raise StackError(f"database error: {exc}".strip()) from None
+    finally:
+        service.close()
+    print(f"{len(gone)} forgotten user(s) still had a data key; destroyed: {' '.join(gone)}")
     return 0
 
 
@@ -278,6 +350,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("--institution", required=True, help="institution id")
     admin.add_argument("--login", required=True, help="the administrator's login")
+    forget = add(
+        iam_verbs,
+        "forget-user",
+        cmd_forget_user,
+        "crypto-shred a user (irreversible): destroy their data key and rotate the "
+        "key-encryption key, then record UserForgotten",
+    )
+    forget.add_argument("--institution", required=True, help="institution id")
+    forget.add_argument("--user", required=True, help="the user id to forget")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    shred = add(
+        iam_verbs,
+        "shred-forgotten",
+        cmd_shred_forgotten,
+        "after restoring a database dump: destroy the data keys of users the IAM topic says "
+        "are forgotten (run once the projector has caught up)",
+    )
+    shred.add_argument("--institution", required=True, help="institution id")
 
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")

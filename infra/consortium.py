@@ -334,7 +334,8 @@ class Consortium:
         return heights
 
     def master_key_file(self, institution: str) -> Path:
-        """The institution's IAM master key (0600): wraps its users' data keys."""
+        """The institution's IAM master key (0600). It seals the key-encryption key ``kek`` in
+        the same directory (created by the gateway; D25), which wraps the users' data keys."""
         return self.home / "iam" / institution / "master.key"
 
     def iam_setup(self, postgres: Postgres) -> dict[str, str | None]:

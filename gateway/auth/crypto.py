@@ -5,10 +5,14 @@ Theory of operation
 * The institution's **master key** (32 bytes) comes from a key file of mode 0600 or from the
   environment variable ``PANTHEON_IAM_MASTER_KEY`` (hex or base64url). It is never printed:
   :class:`MasterKey` has a redacted ``repr`` and no ``str`` of its bytes.
-* Every user has a random 32-byte **data key** with an id. Its wrapped form (AES-GCM under the
-  master key) is stored where it can be *deleted* (the ``iam_data_keys`` table), never on the
-  immutable topic. Deleting it is **crypto-shredding**: every ciphertext sealed under it, on the
-  topic or in any backup, becomes noise.
+* Every user has a random 32-byte **data key** with an id. Its wrapped form is stored in the
+  ``iam_data_keys`` table, never on the immutable topic. It is wrapped (AES-GCM) under the
+  institution's current **key-encryption key** (:class:`Kek`, 32 random bytes with an id),
+  which lives outside PostgreSQL in a 0600 file sealed under the master key
+  (:mod:`gateway.iam.kek`). Forgetting a user deletes their row, re-wraps every other data key
+  under a new KEK and destroys the old KEK file (**crypto-shredding**, D25): old copies of the
+  wrapped key (WAL, dead tuples, backups) are then wrapped under a key that no longer exists.
+  (Rows written before D25 are wrapped under the master key itself: ``kek_id`` ``""``.)
 * Each personal field is sealed on its own: ``01 || nonce(12) || AES-GCM(data key, value)``
   with associated data binding the ciphertext to institution, user, data key id and field
   name, so a ciphertext moved to another user, field or institution does not open.
@@ -55,6 +59,26 @@ class MasterKey:
 
     def __repr__(self) -> str:
         return "MasterKey(<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Kek:
+    """A key-encryption key (wraps data keys) and its id. Its bytes never appear in ``repr``."""
+
+    kek_id: str
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) != KEY_BYTES or not self.kek_id:
+            raise CryptoError(f"a key-encryption key has an id and {KEY_BYTES} bytes")
+
+    def __repr__(self) -> str:
+        return f"Kek({self.kek_id!r}, <redacted>)"
+
+
+def new_kek() -> Kek:
+    """A fresh random key-encryption key with a random id."""
+    return Kek(f"kek-{secrets.token_hex(8)}", secrets.token_bytes(KEY_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +171,24 @@ def new_data_key() -> DataKey:
     return DataKey(f"dk-{secrets.token_hex(8)}", secrets.token_bytes(KEY_BYTES))
 
 
-def wrap_data_key(master: MasterKey, institution: str, user_id: str, dk: DataKey) -> bytes:
-    """The data key encrypted under the master key, bound to institution, user and key id."""
-    return _seal(master.key, dk.key, _aad("data-key", institution, user_id, dk.key_id))
+def _wrap_aad(wrapper: MasterKey | Kek, institution: str, user_id: str, key_id: str) -> bytes:
+    if isinstance(wrapper, Kek):
+        return _aad("data-key", institution, user_id, key_id, wrapper.kek_id)
+    return _aad("data-key", institution, user_id, key_id)
+
+
+def wrap_data_key(wrapper: MasterKey | Kek, institution: str, user_id: str, dk: DataKey) -> bytes:
+    """The data key encrypted under a KEK (or, before D25, the master key), bound to
+    institution, user, key id (and KEK id)."""
+    return _seal(wrapper.key, dk.key, _wrap_aad(wrapper, institution, user_id, dk.key_id))
 
 
 def unwrap_data_key(
-    master: MasterKey, institution: str, user_id: str, key_id: str, wrapped: bytes
+    wrapper: MasterKey | Kek, institution: str, user_id: str, key_id: str, wrapped: bytes
 ) -> DataKey:
     """Inverse of :func:`wrap_data_key`."""
     return DataKey(
-        key_id, _open(master.key, wrapped, _aad("data-key", institution, user_id, key_id))
+        key_id, _open(wrapper.key, wrapped, _wrap_aad(wrapper, institution, user_id, key_id))
     )
 
 

@@ -66,6 +66,12 @@ class LoginThrottled(IamError):
         self.retry_after = retry_after
 
 
+class KeysUnavailable(IamError):
+    """The key-encryption key named by the database is missing or unreadable (D25)."""
+
+    code = "keys_unavailable"
+
+
 class NotApplied(IamError):
     """The event was produced but its projection did not apply it in time."""
 

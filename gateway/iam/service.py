@@ -10,8 +10,9 @@ Theory of operation
   gateway process or its own). Commands of one service are serialized by a lock.
 * Secrets never reach the topic in clear: passwords become scrypt hashes, then the hash and
   the personal fields are sealed under the user's data key (created in ``iam_data_keys``
-  before the event is produced). Forgetting a user destroys that key first, then produces
-  ``UserForgotten``.
+  before the event is produced, wrapped under the KEK in ``kek_dir``). Forgetting a user
+  destroys that key first (a KEK rotation, D25: no older copy of it unwraps either), then
+  produces ``UserForgotten``.
 * Login is throttled per login and per source, does the same scrypt work for unknown logins,
   and answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
 * Tokens are signed by the institution's current Ed25519 key (``iam_signing_keys``); the
@@ -22,18 +23,28 @@ Theory of operation
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg_pool import ConnectionPool
 
 from gateway.auth import passwords
-from gateway.auth.crypto import MasterKey, open_profile, open_text, seal_profile, seal_text
+from gateway.auth.crypto import (
+    CryptoError,
+    DataKey,
+    MasterKey,
+    open_profile,
+    open_text,
+    seal_profile,
+    seal_text,
+)
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle, Throttled
 from gateway.auth.tokens import Claims, KeyRing, Token, TokenIssuer, TokenVerifier
@@ -57,12 +68,14 @@ from gateway.iam.errors import (
     AlreadyBootstrapped,
     BadSetupCredential,
     IamError,
+    KeysUnavailable,
     LoginFailed,
     LoginThrottled,
     NotApplied,
     NotAuthorized,
     UnknownUser,
 )
+from gateway.iam.kek import KekStore
 from projections import iam as iam_projection
 from projections.runner import wait_for_offset
 from schemas.codec import encode
@@ -70,6 +83,7 @@ from streams.kafka_config import producer_config
 from streams.topics import DEFAULT_PREFIX, iam_topic
 
 PASSWORD_FIELD = "password_hash"
+log = logging.getLogger("pantheon.iam")
 
 
 class IamService:
@@ -90,12 +104,15 @@ class IamService:
         clock: Callable[[], float] = time.time,
         apply_timeout_s: float = 15.0,
         producer: Producer | None = None,
+        kek_dir: Path | None = None,
     ) -> None:
         self.institution = institution
         self.topic = iam_topic(institution).name(prefix)
         self.projection = iam_projection.projection_name(institution)
         self.dsn = dsn
         self._master = master_key
+        # Where the key-encryption keys live (D25); None only in tests (no real shredding).
+        self._keys = KekStore(kek_dir, master_key, institution)
         self._params = password_params
         self._throttle = throttle or LoginThrottle()
         self._clock = clock
@@ -107,6 +124,10 @@ class IamService:
         )
         with self._pool.connection() as conn:
             iam_projection.migrate(conn)
+            try:  # finishes a KEK rotation a crash interrupted
+                store.ensure_kek(conn, self._keys)
+            except CryptoError as exc:  # data keys unusable; tokens and the chain still work
+                log.error("IAM data keys unavailable: %s", exc)
         self.issuer_name = f"pantheon:iam:{institution}"
         self.audience = audience
         self.token_ttl_s = token_ttl_s
@@ -204,7 +225,7 @@ class IamService:
         self, user_id: str, password: str, profile: Mapping[str, str]
     ) -> tuple[str, bytes, str]:
         with self._pool.connection() as conn:
-            dk = store.create_data_key(conn, self._master, self.institution, user_id)
+            dk = store.create_data_key(conn, self._keys, self.institution, user_id)
         hashed = passwords.hash_password(password, self._params)
         return (
             seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed),
@@ -275,11 +296,16 @@ class IamService:
         self.execute(DisableUser(actor=actor, user_id=user_id, reason=reason))
 
     def forget_user(self, actor: str, user_id: str) -> None:
-        """Crypto-shred a user: destroy their data key, then record ``UserForgotten``."""
+        """Crypto-shred a user: destroy their data key (a KEK rotation, D25), then record
+        ``UserForgotten``. Irreversible."""
         with self._lock:
             self._decide(ForgetUser(actor=actor, user_id=user_id, data_key_id=""))  # authorize
             with self._pool.connection() as conn:
-                key_id = store.delete_data_key(conn, user_id) or ""
+                try:
+                    gone, _, _ = store.rotate_kek(conn, self._keys, forget=(user_id,))
+                except CryptoError as exc:
+                    raise KeysUnavailable(str(exc)) from None
+            key_id = gone.get(user_id, "")
             self._produce(
                 self._decide(ForgetUser(actor=actor, user_id=user_id, data_key_id=key_id))
             )
@@ -308,7 +334,7 @@ class IamService:
                 "AND NOT forgotten",
                 (user_id,),
             ).fetchone()
-            dk = store.get_data_key(conn, self._master, self.institution, user_id)
+            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
         if row is None or row[0] is None or dk is None:
             raise UnknownUser(user_id)
         return dk, str(row[0])
@@ -316,7 +342,7 @@ class IamService:
     def update_profile(self, actor: str, user_id: str, profile: Mapping[str, str]) -> None:
         """Replace a user's personal fields (sealed under their data key)."""
         with self._pool.connection() as conn:
-            dk = store.get_data_key(conn, self._master, self.institution, user_id)
+            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
         if dk is None:
             raise UnknownUser(user_id)
         sealed = seal_profile(dk, self.institution, user_id, profile)
@@ -330,12 +356,35 @@ class IamService:
             row = conn.execute(
                 "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (user_id,)
             ).fetchone()
-            dk = store.get_data_key(conn, self._master, self.institution, user_id)
+            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
         if row is None:
             raise UnknownUser(user_id)
         if row[0] is None or dk is None:
             return None
         return open_profile(dk, self.institution, user_id, bytes(row[0]))
+
+    @property
+    def kek_store(self) -> KekStore:
+        """The KEK files, for :func:`gateway.iam.store.get_data_key` on one's own connection."""
+        return self._keys
+
+    def data_key(self, user_id: str) -> DataKey | None:
+        """The user's data key, for other owners of per-user ciphertexts (stored objects):
+        None once the user is forgotten, and no copy of it unwraps after :meth:`forget_user`."""
+        with self._pool.connection() as conn:
+            return store.get_data_key(conn, self._keys, self.institution, user_id)
+
+    def shred_forgotten(self) -> list[str]:
+        """Destroy the data keys of users the projection says are forgotten (after restoring
+        a dump older than a forget); returns their ids. Wait for the projection first."""
+        with self._lock, self._pool.connection() as conn:
+            if not store.forgotten_with_keys(conn):
+                return []
+            try:
+                gone, _, _ = store.rotate_kek(conn, self._keys, (), include_forgotten=True)
+            except CryptoError as exc:
+                raise KeysUnavailable(str(exc)) from None
+        return sorted(gone)
 
     def create_group(self, actor: str, group: str, description: str = "") -> None:
         self.execute(CreateGroup(actor=actor, group=group, description=description))
@@ -386,7 +435,7 @@ class IamService:
             dk = (
                 None
                 if row is None
-                else store.get_data_key(conn, self._master, self.institution, row[0])
+                else store.get_data_key(conn, self._keys, self.institution, row[0])
             )
         if row is None or row[1] is None or dk is None:
             passwords.dummy_verify(password, self._params)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -76,6 +77,7 @@ class Iam:
     institution: str
     prefix: str
     projection: RunningProjection
+    kek_dir: Path
 
     @property
     def topic(self) -> str:
@@ -83,7 +85,7 @@ class Iam:
 
 
 @pytest.fixture
-def iam(bootstrap: str, postgres: Postgres, unique: str) -> Iterator[Iam]:
+def iam(bootstrap: str, postgres: Postgres, unique: str, tmp_path: Path) -> Iterator[Iam]:
     institution = f"inst{unique}"
     prefix = f"iam{unique}."
     ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix, institutions=[institution])
@@ -98,6 +100,7 @@ def iam(bootstrap: str, postgres: Postgres, unique: str) -> Iterator[Iam]:
         token_ttl_s=60,
         password_params=FAST,
         throttle=LoginThrottle(ThrottlePolicy(free_failures=3, base_delay_s=30.0)),
+        kek_dir=tmp_path / "iam",
     )
     ctx = Iam(
         service,
@@ -106,6 +109,7 @@ def iam(bootstrap: str, postgres: Postgres, unique: str) -> Iterator[Iam]:
         institution,
         prefix,
         RunningProjection(dsn, bootstrap, institution, prefix),
+        tmp_path / "iam",
     )
     try:
         yield ctx
@@ -292,15 +296,15 @@ def test_crypto_shredding_forgets_a_user_and_everything_else_still_projects(iam:
         sealed = conn.execute(
             "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (ada,)
         ).fetchone()
-        dk = store.get_data_key(conn, MASTER, iam.institution, ada)
+    dk = svc.data_key(ada)
     assert sealed is not None and dk is not None
     assert open_profile(dk, iam.institution, ada, bytes(sealed[0]))["email"] == EMAIL
 
     svc.forget_user(root, ada)
 
     assert svc.profile(root, ada) is None
+    assert svc.data_key(ada) is None
     with psycopg.connect(iam.dsn) as conn:
-        assert store.get_data_key(conn, MASTER, iam.institution, ada) is None
         row = conn.execute(
             "SELECT encrypted_profile, password_hash, forgotten, disabled, login "
             "FROM iam_users WHERE user_id = %s",
@@ -378,6 +382,7 @@ def test_create_admin_from_the_cli_path(iam: Iam) -> None:
         password="chief-password",
         prefix=iam.prefix,
         password_params=FAST,
+        kek_dir=iam.kek_dir,
     )
     assert iam.service.login("chief", "chief-password", "s").claims.sub == user_id
     with pytest.raises(AlreadyBootstrapped):
@@ -452,11 +457,12 @@ def test_login_upgrades_a_hash_made_with_weaker_parameters(iam: Iam) -> None:
         master_key=MASTER,
         prefix=iam.prefix,
         password_params=ScryptParams(log_n=6),
+        kek_dir=iam.kek_dir,
     )
     try:
         assert stronger.login("root", "root-password", "s").claims.sub == root
+        dk = stronger.data_key(root)
         with psycopg.connect(iam.dsn) as conn:
-            dk = store.get_data_key(conn, MASTER, iam.institution, root)
             row = conn.execute(
                 "SELECT password_hash FROM iam_users WHERE user_id = %s", (root,)
             ).fetchone()

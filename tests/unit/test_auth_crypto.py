@@ -11,10 +11,12 @@ import pytest
 from gateway.auth.crypto import (
     ENV_VAR,
     CryptoError,
+    Kek,
     MasterKey,
     create_master_key_file,
     load_master_key,
     new_data_key,
+    new_kek,
     open_field,
     open_profile,
     open_text,
@@ -27,6 +29,7 @@ from gateway.auth.crypto import (
     unwrap_data_key,
     wrap_data_key,
 )
+from gateway.iam.kek import KekMissing, KekStore
 
 MASTER = MasterKey(b"\x07" * 32)
 
@@ -119,3 +122,37 @@ def test_master_key_from_environment_and_never_in_repr() -> None:
     assert raw.hex() not in repr(key) and repr(key) == "MasterKey(<redacted>)"
     dk = new_data_key()
     assert dk.key.hex() not in repr(dk)
+
+
+def test_data_keys_wrapped_under_a_kek_are_bound_to_its_id() -> None:
+    dk, kek = new_data_key(), new_kek()
+    wrapped = wrap_data_key(kek, "acme", "u-1", dk)
+    assert unwrap_data_key(kek, "acme", "u-1", dk.key_id, wrapped).key == dk.key
+    for wrapper in (Kek("kek-other", kek.key), MASTER, MasterKey(kek.key), new_kek()):
+        with pytest.raises(CryptoError):
+            unwrap_data_key(wrapper, "acme", "u-1", dk.key_id, wrapped)
+    assert kek.key.hex() not in repr(kek) and kek.kek_id in repr(kek)
+    with pytest.raises(CryptoError):
+        Kek("", kek.key)
+
+
+def test_kek_files_are_sealed_private_and_replaced_atomically(tmp_path: Path) -> None:
+    store = KekStore(tmp_path / "iam", MASTER, "acme")
+    first, second = new_kek(), new_kek()
+    with store.lock():
+        store.stage(first)
+        store.install(first)
+        assert store.find(first.kek_id) == first
+        text = (tmp_path / "iam" / "kek").read_text()
+        assert first.key.hex() not in text and first.kek_id in text  # sealed by the master key
+        with pytest.raises(CryptoError):  # another master key does not open it
+            KekStore(tmp_path / "iam", MasterKey(b"\x09" * 32), "acme").find(first.kek_id)
+        store.stage(second)
+        assert KekStore(tmp_path / "iam", MASTER, "acme").find(second.kek_id) == second
+        store.install(second)
+    fresh = KekStore(tmp_path / "iam", MASTER, "acme")
+    assert fresh.find(second.kek_id) == second
+    with pytest.raises(KekMissing):
+        fresh.find(first.kek_id)
+    assert sorted(p.name for p in (tmp_path / "iam").iterdir()) == ["kek", "kek.lock"]
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "iam").iterdir()} == {"0o600"}

@@ -206,6 +206,9 @@ def test_command_paths_are_mounted_secrets_configs_or_volumes(compose: dict[str,
         state_dir = getattr(args, "state_dir", None)
         if state_dir is not None:
             assert str(state_dir) in mounts, f"{name}: --state-dir must be a volume"
+        kek_dir = getattr(args, "kek_dir", None)
+        if getattr(args, "master_key_file", None) is not None:  # D25: a writable volume
+            assert kek_dir is not None and str(kek_dir) in mounts, f"{name}: --kek-dir volume"
 
 
 def test_commands_point_at_their_own_database_and_the_brokers(compose: dict[str, Any]) -> None:
