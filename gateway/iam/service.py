@@ -16,7 +16,9 @@ Theory of operation
   and answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
 * Tokens are signed by the institution's current Ed25519 key (``iam_signing_keys``); the
   verifier from :meth:`IamService.verifier` also refuses tokens of disabled, forgotten or
-  revoked principals with one indexed query per verification.
+  revoked principals, and narrows a token's groups and permissions to the principal's current
+  ones (a revoked permission stops working for tokens already issued), with one indexed query
+  per verification (:func:`gateway.iam.store.current_access`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from gateway.auth import passwords
 from gateway.auth.crypto import MasterKey, open_profile, open_text, seal_profile, seal_text
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle, Throttled
-from gateway.auth.tokens import Claims, KeyRing, Token, TokenIssuer, TokenVerifier
+from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
 from gateway.iam import store
 from gateway.iam.commands import (
     BootstrapAdmin,
@@ -445,6 +447,13 @@ class IamService:
         with self._pool.connection() as conn:
             return store.is_revoked(conn, claims)
 
+    def current_access(self, claims: Claims) -> Access | None:
+        """The principal's current groups and permissions; None if the token is revoked."""
+        if claims.inst != self.institution:
+            return None
+        with self._pool.connection() as conn:
+            return store.current_access(conn, claims)
+
     def _load_ring(self) -> KeyRing:
         with self._pool.connection() as conn, conn.transaction():
             return store.load_key_ring(
@@ -469,13 +478,14 @@ class IamService:
         return key.kid
 
     def verifier(self, *, check_revocation: bool = True) -> TokenVerifier:
-        """A verifier of this institution's tokens (revocation checked in the database)."""
+        """A verifier of this institution's tokens (revocation checked in the database, and
+        the token's permissions narrowed to the principal's current ones)."""
         return TokenVerifier(
             self._public_key,
             issuer=self.issuer_name,
             audience=self.audience,
             clock=self._clock,
-            is_revoked=self.is_revoked if check_revocation else None,
+            current_access=self.current_access if check_revocation else None,
         )
 
     def jwks(self) -> dict[str, Any]:
