@@ -238,10 +238,12 @@ class Access:
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """An issued token: the compact JWT and its claims."""
+    """An issued token: the compact JWT and its claims (and, from a password login, the
+    client's device token, see :mod:`gateway.auth.devices`)."""
 
     value: str = field(repr=False)
     claims: Claims
+    device_token: str = field(default="", repr=False)
 
 
 class TokenIssuer:

@@ -12,8 +12,11 @@ Theory of operation
   the personal fields are sealed under the user's data key (created in ``iam_data_keys``
   before the event is produced). Forgetting a user destroys that key first, then produces
   ``UserForgotten``.
-* Login is throttled per login and per source, does the same scrypt work for unknown logins,
-  and answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
+* Login is throttled per client of a login (device token or source), per login for clients
+  never seen to log in, and per source (:mod:`gateway.auth.throttle`), so a password guesser
+  cannot lock the owner out of their own client; every successful login returns a device
+  token (:mod:`gateway.auth.devices`). It does the same scrypt work for unknown logins, and
+  answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
 * Tokens are signed by the institution's current Ed25519 key (``iam_signing_keys``); the
   verifier from :meth:`IamService.verifier` also refuses tokens of disabled, forgotten or
   revoked principals, and narrows a token's groups and permissions to the principal's current
@@ -24,6 +27,7 @@ Theory of operation
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import uuid
@@ -36,6 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.auth import passwords
 from gateway.auth.crypto import MasterKey, open_profile, open_text, seal_profile, seal_text
+from gateway.auth.devices import DeviceTokens
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle, Throttled
 from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
@@ -100,6 +105,7 @@ class IamService:
         self._master = master_key
         self._params = password_params
         self._throttle = throttle or LoginThrottle()
+        self._devices = DeviceTokens(master_key, institution, clock=clock)
         self._clock = clock
         self._apply_timeout_s = apply_timeout_s
         self._producer = producer or Producer(producer_config(bootstrap))
@@ -365,11 +371,17 @@ class IamService:
         self.execute(RevokeTokens(actor=actor, user_id=user_id, jti="", expires_at_ms=expires))
 
     # -- login and tokens -----------------------------------------------------------------
-    def login(self, username: str, password: str, source: str) -> Token:
-        """A token for a user's correct password; :class:`LoginFailed` otherwise."""
+    def login(
+        self, username: str, password: str, source: str, device_token: str | None = None
+    ) -> Token:
+        """A token for a user's correct password; :class:`LoginFailed` otherwise.
+
+        ``device_token``: the one a previous successful login of this client returned (the
+        throttle then counts this client on its own); the token returned carries a new one."""
         now = self._clock()
+        device = self._devices.verify(username, device_token)
         try:
-            self._throttle.check(username, source, now)
+            self._throttle.check(username, source, now, device)
         except Throttled as exc:
             raise LoginThrottled(exc.retry_after) from None
         with self._pool.connection() as conn:
@@ -385,14 +397,15 @@ class IamService:
             )
         if row is None or row[1] is None or dk is None:
             passwords.dummy_verify(password, self._params)
-            return self._login_failed(username, source, now)
+            return self._login_failed(username, source, now, device)
         stored = open_text(dk, self.institution, row[0], PASSWORD_FIELD, row[1])
         if not passwords.verify_password(password, stored) or row[2]:
-            return self._login_failed(username, source, now)
-        self._throttle.success(username, source)
+            return self._login_failed(username, source, now, device)
+        self._throttle.success(username, source, now, device)
         if passwords.needs_rehash(stored, self._params):
             self._rehash(row[0], password, dk)
-        return self._issue(row[0])
+        token = self._issue(row[0])
+        return dataclasses.replace(token, device_token=self._devices.issue(username, device))
 
     def _rehash(self, user_id: str, password: str, dk: Any) -> None:
         # Parameters were raised since this hash was made: upgrade it now that we know the
@@ -418,11 +431,13 @@ class IamService:
             ).fetchone()
         if row is None or not passwords.verify_password(secret, row[0]) or row[1]:
             return self._login_failed(account_id, source, now)
-        self._throttle.success(account_id, source)
+        self._throttle.success(account_id, source, now)
         return self._issue(account_id)
 
-    def _login_failed(self, login: str, source: str, now: float) -> Token:
-        self._throttle.failure(login, source, now)
+    def _login_failed(
+        self, login: str, source: str, now: float, device: str | None = None
+    ) -> Token:
+        self._throttle.failure(login, source, now, device)
         raise LoginFailed("wrong login or password, or account disabled")
 
     def _issue(self, principal_id: str) -> Token:

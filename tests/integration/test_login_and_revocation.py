@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from gateway.app import GatewayConfig, create_app
 from gateway.auth.crypto import MasterKey
 from gateway.auth.passwords import FAST
+from gateway.auth.throttle import LoginThrottle, ThrottlePolicy
 from gateway.context import Services
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
@@ -68,6 +69,14 @@ def iam(net: Net, bootstrap: str) -> Iterator[IamService]:
         runner.close()
 
 
+def _root(net: Net, iam: IamService) -> str:
+    """The institution administrator (created by the first test that needs it)."""
+    credential = ensure_setup_credential(_dsn(net), INST)
+    if credential is not None:
+        return iam.bootstrap_admin(credential, "root", "root-password")
+    return iam.login("root", "root-password", "10.1.0.1").claims.sub
+
+
 def _app(net: Net, iam: IamService) -> Any:
     services = Services(institution=INST, pool=net.pool, accounts=iam)
     return create_app(
@@ -99,9 +108,7 @@ def _refused_within(gw: TestClient, token: str, revoke: Callable[[], None]) -> f
 
 
 def test_revoked_data_write_is_refused_for_issued_tokens(net: Net, iam: IamService) -> None:
-    credential = ensure_setup_credential(_dsn(net), INST)
-    assert credential is not None
-    root = iam.bootstrap_admin(credential, "root", "root-password")
+    root = _root(net, iam)
     iam.create_group(root, "writers")
     iam.grant(root, "group:writers", "data:write")
     alice = iam.create_user(root, "alice", "alice-password")
@@ -137,3 +144,46 @@ def test_revoked_data_write_is_refused_for_issued_tokens(net: Net, iam: IamServi
             "/graphql", json={"query": ME}, headers={"Authorization": f"Bearer {tokens['carol']}"}
         ).json()["data"]["me"]
         assert me["groups"] == ["writers"]  # still a member, the group lost the permission
+
+
+LOGIN = """mutation($u: String!, $p: String!, $d: String) {
+  login(username: $u, password: $p, deviceToken: $d) { token deviceToken error { code } } }"""
+
+
+def _login(gw: TestClient, user: str, password: str, device: str | None = None) -> Any:
+    r = gw.post(
+        "/graphql", json={"query": LOGIN, "variables": {"u": user, "p": password, "d": device}}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["login"]
+
+
+def test_the_login_mutation_hands_out_and_honours_device_tokens(
+    net: Net, iam: IamService, bootstrap: str
+) -> None:
+    # Every TestClient request comes from the same address: the guesser shares it with the
+    # owner, whose device token (from the mutation) keeps them logging in.
+    root = _root(net, iam)
+    iam.create_user(root, "dora", "dora-password")
+    strict = IamService(
+        bootstrap=bootstrap,
+        dsn=_dsn(net),
+        institution=INST,
+        master_key=iam._master,
+        prefix=net.consortium.prefix,
+        password_params=FAST,
+        throttle=LoginThrottle(ThrottlePolicy(free_failures=3, base_delay_s=30.0)),
+    )
+    try:
+        with TestClient(_app(net, strict)) as gw:
+            first = _login(gw, "dora", "dora-password")
+            assert first["error"] is None and first["token"] and first["deviceToken"]
+            codes = [_login(gw, "dora", f"wrong-{i}")["error"]["code"] for i in range(6)]
+            assert codes == ["LOGIN_FAILED"] * 4 + ["THROTTLED"] * 2, codes
+            assert _login(gw, "dora", "dora-password")["error"]["code"] == "THROTTLED"
+            again = _login(gw, "dora", "dora-password", first["deviceToken"])
+            assert again["error"] is None and again["token"], again
+            forged = first["deviceToken"][:-4] + "AAAA"
+            assert _login(gw, "dora", "dora-password", forged)["error"]["code"] == "THROTTLED"
+    finally:
+        strict.close()
