@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from gateway.app import GatewayConfig, create_app
 from gateway.auth.crypto import MasterKey
@@ -187,3 +188,74 @@ def test_the_login_mutation_hands_out_and_honours_device_tokens(
             assert _login(gw, "dora", "dora-password", forged)["error"]["code"] == "THROTTLED"
     finally:
         strict.close()
+
+
+SUBSCRIBE = {
+    "id": "1",
+    "type": "subscribe",
+    "payload": {"query": "subscription { newBlock { height } }"},
+}
+
+
+def _subscribed(ws: Any, token: str) -> None:
+    ws.send_json({"type": "connection_init", "payload": {"token": token}})
+    assert ws.receive_json() == {"type": "connection_ack"}
+    ws.send_json(SUBSCRIBE)
+
+
+def _next_message(ws: Any, gw: TestClient, writer: str) -> dict[str, Any]:
+    """The next message on ``ws``, making blocks (an anchored object) until one comes."""
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(_receive(ws)), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 20
+    while reader.is_alive() and time.monotonic() < deadline:
+        assert put(gw, writer, f"tick-{uuid.uuid4().hex[:8]}", b"tick").status_code == 201
+        reader.join(0.3)
+    assert got, "no message within 20 s"
+    return dict(got[0])
+
+
+def _receive(ws: Any) -> Any:
+    try:
+        return ws.receive_json()
+    except WebSocketDisconnect as exc:
+        return {"type": "closed", "code": exc.code}
+
+
+def test_subscriptions_end_when_the_permission_or_the_user_goes(net: Net, iam: IamService) -> None:
+    root = _root(net, iam)
+    iam.create_group(root, "viewers")
+    iam.grant(root, "group:viewers", "chain:read")
+    erin = iam.create_user(root, "erin", "erin-password")
+    iam.add_member(root, erin, "viewers")
+    frank = iam.create_user(root, "frank", "frank-password")
+    iam.grant(root, frank, "chain:read")
+    ticker = iam.create_user(root, "ticker", "ticker-password")
+    iam.grant(root, ticker, "data:write")
+    writer = iam.login("ticker", "ticker-password", "10.1.0.2").value
+    erin_token = iam.login("erin", "erin-password", "10.1.0.3").value
+    frank_token = iam.login("frank", "frank-password", "10.1.0.4").value
+    with TestClient(_app(net, iam)) as gw:
+        with gw.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            _subscribed(ws, erin_token)
+            assert _next_message(ws, gw, writer)["type"] == "next"
+            started = time.monotonic()
+            iam.remove_member(root, erin, "viewers")
+            message = _next_message(ws, gw, writer)
+            while message["type"] == "next":  # pushed before the revocation was seen
+                assert time.monotonic() - started < WITHIN_S, message
+                message = _next_message(ws, gw, writer)
+            assert message["type"] == "error", message
+            assert message["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+            assert time.monotonic() - started < WITHIN_S + 1.0
+        with gw.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            _subscribed(ws, frank_token)
+            assert _next_message(ws, gw, writer)["type"] == "next"
+            started = time.monotonic()
+            iam.disable_user(root, frank, "left")
+            message = _next_message(ws, gw, writer)
+            while message["type"] == "next":
+                assert time.monotonic() - started < WITHIN_S, message
+                message = _next_message(ws, gw, writer)
+            assert message == {"type": "closed", "code": 4403}, message
