@@ -113,19 +113,45 @@ def with_database(n: int) -> None:
                 "INSERT INTO iam_revoked_tokens (jti, user_id, expires_at_ms, revoked_at_ms) "
                 "SELECT 'j' || g, 'u-1', 0, 0 FROM generate_series(1, 10000) g"
             )
-            token = issuer.issue(sub="u-1", inst="bench", groups=[], perms=["chain:read"]).value
-            verifier = TokenVerifier(
+            # u-1 is in 3 of 200 groups, among 1000 users with grants of their own
+            conn.execute(
+                "INSERT INTO iam_memberships (user_id, group_name, added_by, added_at_ms) "
+                "SELECT 'u-' || (g % 1000), 'group-' || (g % 200), 'b', 0 "
+                "FROM generate_series(1, 3000) g ON CONFLICT DO NOTHING"
+            )
+            conn.execute(
+                "INSERT INTO iam_grants (subject, permission, granted_by, granted_at_ms) "
+                "SELECT s, p, 'b', 0 FROM (SELECT 'group:group-' || g AS s FROM "
+                "generate_series(0, 199) g UNION SELECT 'u-' || g FROM generate_series(0, 999) g) "
+                "subjects, unnest(ARRAY['chain:read', 'data:read']) p"
+            )
+            groups, perms = store.principal_access(conn, "u-1")
+            token = issuer.issue(sub="u-1", inst="bench", groups=groups, perms=perms).value
+            old = TokenVerifier(
                 ring,
                 issuer=ISS,
                 audience=AUD,
                 clock=time.time,
                 is_revoked=lambda claims: store.is_revoked(conn, claims),
             )
-            rate(
-                "token verify + revocation query (1 connection)",
-                n,
-                lambda: _each(verifier, [token], n),
+            verifier = TokenVerifier(
+                ring,
+                issuer=ISS,
+                audience=AUD,
+                clock=time.time,
+                current_access=lambda claims: store.current_access(conn, claims),
             )
+            for _ in range(2):  # alternated: the machine's load moves the figures
+                rate(
+                    "token verify + revocation query only (1 connection)",
+                    n,
+                    lambda: _each(old, [token], n),
+                )
+                rate(
+                    "token verify + revocation and current access (1 conn.)",
+                    n,
+                    lambda: _each(verifier, [token], n),
+                )
     finally:
         server.stop()
         shutil.rmtree(settings.state_dir, ignore_errors=True)

@@ -12,7 +12,10 @@ Theory of operation
   permissions; a refusal is an ``error`` message), then receives one ``next`` per new final
   block, in height order (at most ``BACKLOG`` blocks when it fell behind), until ``complete``.
   The token is re-checked for expiry before every push; when it expires the socket is closed
-  with 4401.
+  with 4401. It is also verified again before every push (the app's token cache makes that
+  one revocation query per token per second): a revoked token, or a disabled user, closes
+  the socket with 4403, and a subscription whose permission was revoked (D24) ends with an
+  ``error`` message.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ class Session:
         self.ws, self.engine, self.watcher, self.metrics = ws, engine, watcher, metrics
         self.verify = verify
         self.claims: Claims | None = None
+        self.token: str | None = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -130,6 +134,7 @@ class Session:
             token = payload.get("token") or bearer_token(payload.get("authorization"))
             if token:
                 self.claims = await run_in_threadpool(self.verify, token)
+                self.token = token
         except (GatewayError, AttributeError) as exc:
             reason = exc.extra.get("reason", "malformed") if isinstance(exc, GatewayError) else ""
             self.metrics.auth_failures.labels(self.metrics.institution, reason).inc()
@@ -183,6 +188,20 @@ class Session:
                 if self.claims is not None and self.claims.exp <= time.time():
                     await self.ws.close(4401, "token expired")
                     return
+                if not await self.reverified():
+                    return
+                try:  # the permissions it needs, against the token's current ones
+                    self.engine.prepare(
+                        prepared.query,
+                        prepared.variables,
+                        prepared.operation_name,
+                        self.claims,
+                        transport="ws",
+                    )
+                except GatewayError as exc:
+                    errors = error_body([exc])["errors"]
+                    await self.send({"type": "error", "id": sid, "payload": errors})
+                    return
                 first = max(seen + 1, height - BACKLOG + 1)
                 blocks = await run_in_threadpool(_blocks, self.engine, first, height)
                 for block in blocks:
@@ -195,6 +214,19 @@ class Session:
             return
         finally:
             self.metrics.subscribers.dec()
+
+    async def reverified(self) -> bool:
+        """Verify the session's token again; a refused one closes the socket (4403)."""
+        if self.token is None:
+            return True
+        try:
+            self.claims = await run_in_threadpool(self.verify, self.token)
+        except GatewayError as exc:
+            reason = exc.extra.get("reason", "revoked")
+            self.metrics.auth_failures.labels(self.metrics.institution, reason).inc()
+            await self.ws.close(4403, f"forbidden: {reason}")
+            return False
+        return True
 
     async def close(self) -> None:
         for task in self.tasks.values():

@@ -277,6 +277,10 @@ class MutationError(graphene.ObjectType):
 class LoginPayload(graphene.ObjectType):
     token = graphene.String()
     expires_at = graphene.Int()
+    device_token = graphene.String(
+        description="keep it and send it with the next logins of this user from this client: "
+        "failed logins of other clients then never block this one"
+    )
     me = graphene.Field(Me)
     error = graphene.Field(MutationError)
 
@@ -349,6 +353,7 @@ class Mutation(graphene.ObjectType):
         required=True,
         username=graphene.String(required=True),
         password=graphene.String(required=True),
+        device_token=graphene.String(description="the deviceToken of a previous login"),
     )
     submit_transaction = graphene.Field(
         SubmitPayload,
@@ -437,9 +442,11 @@ class Mutation(graphene.ObjectType):
     )
 
     @staticmethod
-    def resolve_login(_root: Any, info: Info, username: str, password: str) -> Any:
+    def resolve_login(
+        _root: Any, info: Info, username: str, password: str, device_token: str | None = None
+    ) -> Any:
         def act(context: RequestContext, _claims: Claims | None) -> dict[str, Any]:
-            token = _accounts(context).login(username, password, context.source)
+            token = _accounts(context).login(username, password, context.source, device_token)
             c = token.claims
             me = {
                 "sub": c.sub,
@@ -448,7 +455,8 @@ class Mutation(graphene.ObjectType):
                 "permissions": sorted(c.perms),
                 "expires_at": c.exp,
             }
-            return {"token": token.value, "expires_at": c.exp, "me": me}
+            device = token.device_token or None
+            return {"token": token.value, "expires_at": c.exp, "me": me, "device_token": device}
 
         return guarded(None, act)(info)
 

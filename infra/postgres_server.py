@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import procs
 from infra.errors import PortTakenError, PrerequisiteError, StackError
@@ -52,6 +53,14 @@ def find_bindir() -> Path:
         "PostgreSQL server binaries not found; install them with "
         "`apt-get install -y postgresql` (or run ./dev up, which does)"
     )
+
+
+def without_password(dsn: str) -> tuple[str, dict[str, str]]:
+    """``(dsn without its password, {"PGPASSWORD": password} or {})``: libpq reads the
+    password from the environment, so a child's command line never carries it."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    return make_conninfo("", **params), ({"PGPASSWORD": str(password)} if password else {})
 
 
 class Postgres:
@@ -130,6 +139,12 @@ class Postgres:
             f"password={self.password()} dbname={dbname}"
         )
 
+    def child_dsn(self, dbname: str = DB_NAME) -> tuple[str, dict[str, str]]:
+        """``(connection string without the password, environment with PGPASSWORD)`` for a
+        child process: its command line is readable by every local user, its environment
+        only by its own user."""
+        return without_password(self.dsn(dbname))
+
     def _initdb(self, bindir: Path) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return
@@ -137,7 +152,10 @@ class Postgres:
         password = self.password()
         account = self._service_account()
         pwfile = self.home / "initdb.pw"
-        pwfile.write_text(password + "\n")
+        pwfile.unlink(missing_ok=True)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:  # read by initdb only, removed right after
+            fh.write(password + "\n")
         for path in (self.data_dir, self.run_dir):
             path.mkdir(mode=0o700, exist_ok=True)
         if account is not None:

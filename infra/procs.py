@@ -3,6 +3,10 @@
 A service's pid file lives in its own state directory; a pid file whose process is gone
 (or belongs to another program after pid reuse) counts as "not running". Stopping sends
 SIGTERM, waits, then SIGKILL, so ``stop`` always ends with the process gone.
+
+A command line is readable by every local user (``ps``, ``/proc/<pid>/cmdline``), so
+:func:`spawn` refuses one that carries a password: secrets go to a child through its
+environment (``PGPASSWORD``) or 0600 files (key stores, master keys), never through argv.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -98,6 +103,24 @@ def descendants(*pids: int) -> list[int]:
     return found
 
 
+_SECRET_ARG = re.compile(r"password\s*=|pgpassword|://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+
+
+class SecretInArgv(ValueError):
+    """A command line would carry a password (visible to every local user)."""
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """Raise :class:`SecretInArgv` if an argument carries a password (``password=...``, a
+    ``PGPASSWORD`` assignment, or ``scheme://user:secret@host``)."""
+    for arg in argv:
+        if _SECRET_ARG.search(arg):
+            raise SecretInArgv(
+                f"refusing to start {Path(argv[0]).name}: an argument carries a password; "
+                "pass it in the environment (PGPASSWORD) or a 0600 file instead"
+            )
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -106,7 +129,10 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
-    """Start ``argv`` in its own session, output appended to ``log_file``; return its pid."""
+    """Start ``argv`` in its own session, output appended to ``log_file``; return its pid.
+
+    ``argv`` must not carry a password (:func:`check_argv`)."""
+    check_argv(argv)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(

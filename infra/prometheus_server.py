@@ -5,12 +5,21 @@ file service discovery), so every Pantheon process the stack starts registers it
 writing one small file; Prometheus picks changes up without a restart. Alert rules
 (``infra/alerts/*.yml``, see ``infra/prometheus_config.py``) are copied into
 ``<state>/prometheus/rules/`` at start and loaded with ``rule_files``.
+
+The lifecycle API (``--web.enable-lifecycle``: ``POST /-/quit``, ``/-/reload``) is *not*
+enabled: it has no authentication, so any local user could stop the server. Configuration
+and rules are reloaded with SIGHUP (:meth:`Prometheus.reload`), which only the user running
+the stack (or root) can send. A server still running with the flag from an older version is
+restarted by :meth:`Prometheus.start`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +28,16 @@ from infra import procs
 from infra.errors import PortTakenError, PrerequisiteError, StackError
 from infra.prometheus_config import install_rules
 from infra.settings import Settings
+
+LIFECYCLE_FLAG = "--web.enable-lifecycle"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")
 
 
 def find_binary() -> str:
@@ -80,6 +99,9 @@ class Prometheus:
 
     def start(self, *, timeout: float = 60.0) -> None:
         """Start Prometheus (no-op if it runs) and wait until it is ready."""
+        pid = procs.read_pid(self.pid_file)
+        if pid is not None and LIFECYCLE_FLAG in _cmdline(pid):
+            procs.stop_pid(pid, timeout=30.0)  # an unauthenticated /-/quit: not any more
         if procs.read_pid(self.pid_file) is None:
             if procs.port_open(self.settings.host, self.settings.prom_port):
                 raise PortTakenError("prometheus", self.settings.prom_port, "PANTHEON_PROM_PORT")
@@ -92,12 +114,39 @@ class Prometheus:
                 f"--config.file={self.home / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.home / 'data'}",
                 f"--web.listen-address={self.settings.host}:{self.settings.prom_port}",
-                "--web.enable-lifecycle",
                 "--log.level=warn",
             ]
             procs.spawn(argv, log_file=self.log_file, pid_file=self.pid_file)
         try:
             procs.wait_until(self.healthy, timeout=timeout, what="Prometheus")
+        except TimeoutError as exc:
+            raise StackError(f"{exc}\n{procs.tail(self.log_file)}") from exc
+
+    def _last_reload(self) -> float:
+        """``prometheus_config_last_reload_success_timestamp_seconds`` (0 if unknown)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except (urllib.error.URLError, OSError):
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith("prometheus_config_last_reload_success_timestamp_seconds "):
+                return float(line.split()[1])
+        return 0.0
+
+    def reload(self, *, timeout: float = 30.0) -> None:
+        """Reload the configuration and rule files (SIGHUP); wait until it succeeded."""
+        pid = procs.read_pid(self.pid_file)
+        if pid is None:
+            raise StackError("Prometheus does not run")
+        before = self._last_reload()
+        while int(time.time()) <= before:  # the timestamp has whole seconds
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGHUP)
+        try:
+            procs.wait_until(
+                lambda: self._last_reload() > before, timeout=timeout, what="a Prometheus reload"
+            )
         except TimeoutError as exc:
             raise StackError(f"{exc}\n{procs.tail(self.log_file)}") from exc
 

@@ -70,12 +70,14 @@ HEADER_FIELDS = ("height", "prev_hash", "first_offset", "last_offset", "tx_root"
 
 
 def show(value: Any, limit: int = 80) -> Any:
-    """A JSON-friendly rendering of a value (bytes as hex, lists recursively)."""
+    """A JSON-friendly rendering of a value (bytes as hex, lists and dicts recursively)."""
     if isinstance(value, bytes | bytearray | memoryview):
         text = bytes(value).hex()
         return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} bytes)"
     if isinstance(value, list | tuple):
         return [show(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: show(v, limit) for k, v in value.items()}
     return value
 
 
@@ -609,7 +611,7 @@ def diff_table(
                 details={
                     "table": table,
                     "key": key_of(key),
-                    "expected": dict(zip(columns, exp[key], strict=True)),
+                    "expected": {c: show(v) for c, v in zip(columns, exp[key], strict=True)},
                 },
             )
         )
@@ -623,7 +625,7 @@ def diff_table(
                 details={
                     "table": table,
                     "key": key_of(key),
-                    "got": dict(zip(columns, act[key], strict=True)),
+                    "got": {c: show(v) for c, v in zip(columns, act[key], strict=True)},
                 },
             )
         )

@@ -6,6 +6,8 @@ stopped (and its files removed) when the test session ends.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -45,3 +47,46 @@ def removed_afterwards(path: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def stack_secrets(state_dir: Path) -> dict[str, str]:
+    """Every secret a stack keeps under ``state_dir``: the database password, each key
+    file's seeds (hex), each IAM master key (as stored): ``{secret: where it is from}``."""
+    found: dict[str, str] = {}
+    password = state_dir / "postgres" / "password"
+    if password.exists():
+        found[password.read_text().strip()] = str(password)
+
+    def seeds(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("seed", "secret", "private_key") and isinstance(value, str):
+                    found[value] = where
+                seeds(value, where)
+        elif isinstance(node, list):
+            for value in node:
+                seeds(value, where)
+
+    for path in sorted(state_dir.rglob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            seeds(json.loads(path.read_text()), str(path))
+    for path in sorted(state_dir.rglob("master.key")):
+        found[path.read_text().strip()] = str(path)
+    return {secret: where for secret, where in found.items() if len(secret) >= 16}
+
+
+def command_lines_carrying(secrets: dict[str, str]) -> dict[int, str]:
+    """``{pid: why}`` of every process on this machine whose command line holds one of
+    ``secrets`` (any local user can read a command line in /proc)."""
+    leaks: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        for secret, where in secrets.items():
+            if secret in argv or secret.lower() in argv.lower():
+                leaks[int(entry.name)] = f"{argv.replace(chr(0), ' ')[:200]} (from {where})"
+    return leaks

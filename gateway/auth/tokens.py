@@ -13,6 +13,12 @@ Theory of operation
   audience, required claims and their types, ``exp``/``nbf``/``iat`` against the clock passed
   in, then revocation via a callback. Each failure raises a :class:`TokenError` subclass with a
   ``reason`` string the gateway returns as is.
+* A token's ``groups`` and ``perms`` are what the principal had when it logged in. With a
+  ``current_access`` callback (the IAM service's one indexed query, which also answers
+  revocation) the verifier narrows them to what the principal has *now*: the claims it
+  returns carry the intersection, so a permission revoked (directly, by leaving a group, or
+  from the group) stops working for tokens already issued at the next verification. A token
+  never gains a permission granted after it was issued: that needs a new login.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jwt
@@ -223,11 +229,21 @@ class Claims:
 
 
 @dataclass(frozen=True, slots=True)
+class Access:
+    """A principal's current group memberships and (direct and inherited) permissions."""
+
+    groups: frozenset[str]
+    perms: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
-    """An issued token: the compact JWT and its claims."""
+    """An issued token: the compact JWT and its claims (and, from a password login, the
+    client's device token, see :mod:`gateway.auth.devices`)."""
 
     value: str = field(repr=False)
     claims: Claims
+    device_token: str = field(default="", repr=False)
 
 
 class TokenIssuer:
@@ -287,6 +303,15 @@ class TokenIssuer:
         return Token(value, claims)
 
 
+def narrow(claims: Claims, access: Access) -> Claims:
+    """``claims`` with only the groups and permissions the principal still has."""
+    groups = tuple(g for g in claims.groups if g in access.groups)
+    perms = claims.perms & access.perms
+    if groups == claims.groups and perms == claims.perms:
+        return claims
+    return replace(claims, groups=groups, perms=perms)
+
+
 KeyLookup = Callable[[str], Ed25519PublicKey | None]
 _REQUIRED = ("iss", "aud", "sub", "inst", "groups", "perms", "iat", "nbf", "exp", "jti")
 
@@ -314,13 +339,17 @@ class TokenVerifier:
         audience: str,
         clock: Clock,
         is_revoked: Callable[[Claims], bool] | None = None,
+        current_access: Callable[[Claims], Access | None] | None = None,
         leeway_s: int = 0,
     ) -> None:
+        """``current_access``: the principal's access now, None if the token is revoked
+        (replaces ``is_revoked``; the claims returned are narrowed to it)."""
         self._lookup: KeyLookup = keys.public_key if isinstance(keys, KeyRing) else keys
         self.issuer = issuer
         self.audience = audience
         self._clock = clock
         self._is_revoked = is_revoked
+        self._current_access = current_access
         self.leeway_s = leeway_s
 
     @classmethod
@@ -385,6 +414,11 @@ class TokenVerifier:
         self._check_time(claims)
         if self._is_revoked is not None and self._is_revoked(claims):
             raise RevokedToken(f"token {claims.jti} of {claims.sub} was revoked")
+        if self._current_access is not None:
+            access = self._current_access(claims)
+            if access is None:
+                raise RevokedToken(f"token {claims.jti} of {claims.sub} was revoked")
+            claims = narrow(claims, access)
         return claims
 
     def _claims(self, payload: Mapping[str, Any], kid: str) -> Claims:

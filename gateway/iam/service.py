@@ -13,16 +13,22 @@ Theory of operation
   before the event is produced, wrapped under the KEK in ``kek_dir``). Forgetting a user
   destroys that key first (a KEK rotation, D25: no older copy of it unwraps either), then
   produces ``UserForgotten``.
-* Login is throttled per login and per source, does the same scrypt work for unknown logins,
-  and answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
+* Login is throttled per client of a login (device token or source), per login for clients
+  never seen to log in, and per source (:mod:`gateway.auth.throttle`), so a password guesser
+  cannot lock the owner out of their own client; every successful login returns a device
+  token (:mod:`gateway.auth.devices`). It does the same scrypt work for unknown logins, and
+  answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
 * Tokens are signed by the institution's current Ed25519 key (``iam_signing_keys``); the
   verifier from :meth:`IamService.verifier` also refuses tokens of disabled, forgotten or
-  revoked principals with one indexed query per verification.
+  revoked principals, and narrows a token's groups and permissions to the principal's current
+  ones (a revoked permission stops working for tokens already issued), with one indexed query
+  per verification (:func:`gateway.iam.store.current_access`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -45,9 +51,10 @@ from gateway.auth.crypto import (
     seal_profile,
     seal_text,
 )
+from gateway.auth.devices import DeviceTokens
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle, Throttled
-from gateway.auth.tokens import Claims, KeyRing, Token, TokenIssuer, TokenVerifier
+from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
 from gateway.iam import store
 from gateway.iam.commands import (
     BootstrapAdmin,
@@ -115,6 +122,7 @@ class IamService:
         self._keys = KekStore(kek_dir, master_key, institution)
         self._params = password_params
         self._throttle = throttle or LoginThrottle()
+        self._devices = DeviceTokens(master_key, institution, clock=clock)
         self._clock = clock
         self._apply_timeout_s = apply_timeout_s
         self._producer = producer or Producer(producer_config(bootstrap))
@@ -419,11 +427,17 @@ class IamService:
         self.execute(RevokeTokens(actor=actor, user_id=user_id, jti="", expires_at_ms=expires))
 
     # -- login and tokens -----------------------------------------------------------------
-    def login(self, username: str, password: str, source: str) -> Token:
-        """A token for a user's correct password; :class:`LoginFailed` otherwise."""
+    def login(
+        self, username: str, password: str, source: str, device_token: str | None = None
+    ) -> Token:
+        """A token for a user's correct password; :class:`LoginFailed` otherwise.
+
+        ``device_token``: the one a previous successful login of this client returned (the
+        throttle then counts this client on its own); the token returned carries a new one."""
         now = self._clock()
+        device = self._devices.verify(username, device_token)
         try:
-            self._throttle.check(username, source, now)
+            self._throttle.check(username, source, now, device)
         except Throttled as exc:
             raise LoginThrottled(exc.retry_after) from None
         with self._pool.connection() as conn:
@@ -439,14 +453,15 @@ class IamService:
             )
         if row is None or row[1] is None or dk is None:
             passwords.dummy_verify(password, self._params)
-            return self._login_failed(username, source, now)
+            return self._login_failed(username, source, now, device)
         stored = open_text(dk, self.institution, row[0], PASSWORD_FIELD, row[1])
         if not passwords.verify_password(password, stored) or row[2]:
-            return self._login_failed(username, source, now)
-        self._throttle.success(username, source)
+            return self._login_failed(username, source, now, device)
+        self._throttle.success(username, source, now, device)
         if passwords.needs_rehash(stored, self._params):
             self._rehash(row[0], password, dk)
-        return self._issue(row[0])
+        token = self._issue(row[0])
+        return dataclasses.replace(token, device_token=self._devices.issue(username, device))
 
     def _rehash(self, user_id: str, password: str, dk: Any) -> None:
         # Parameters were raised since this hash was made: upgrade it now that we know the
@@ -472,11 +487,13 @@ class IamService:
             ).fetchone()
         if row is None or not passwords.verify_password(secret, row[0]) or row[1]:
             return self._login_failed(account_id, source, now)
-        self._throttle.success(account_id, source)
+        self._throttle.success(account_id, source, now)
         return self._issue(account_id)
 
-    def _login_failed(self, login: str, source: str, now: float) -> Token:
-        self._throttle.failure(login, source, now)
+    def _login_failed(
+        self, login: str, source: str, now: float, device: str | None = None
+    ) -> Token:
+        self._throttle.failure(login, source, now, device)
         raise LoginFailed("wrong login or password, or account disabled")
 
     def _issue(self, principal_id: str) -> Token:
@@ -500,6 +517,13 @@ class IamService:
             return True
         with self._pool.connection() as conn:
             return store.is_revoked(conn, claims)
+
+    def current_access(self, claims: Claims) -> Access | None:
+        """The principal's current groups and permissions; None if the token is revoked."""
+        if claims.inst != self.institution:
+            return None
+        with self._pool.connection() as conn:
+            return store.current_access(conn, claims)
 
     def _load_ring(self) -> KeyRing:
         with self._pool.connection() as conn, conn.transaction():
@@ -525,13 +549,14 @@ class IamService:
         return key.kid
 
     def verifier(self, *, check_revocation: bool = True) -> TokenVerifier:
-        """A verifier of this institution's tokens (revocation checked in the database)."""
+        """A verifier of this institution's tokens (revocation checked in the database, and
+        the token's permissions narrowed to the principal's current ones)."""
         return TokenVerifier(
             self._public_key,
             issuer=self.issuer_name,
             audience=self.audience,
             clock=self._clock,
-            is_revoked=self.is_revoked if check_revocation else None,
+            current_access=self.current_access if check_revocation else None,
         )
 
     def jwks(self) -> dict[str, Any]:

@@ -30,12 +30,17 @@ const Api = (() => {
     return body.data;
   }
 
+  // The device token of each user who logged in from this browser: sent with their next
+  // logins, so another client's wrong passwords never lock them out here (it is no credential).
+  const deviceKey = (username) => "pantheon.device." + username;
+
   async function login(username, password) {
     const data = await gql(
-      "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token me { sub permissions } error { code message } } }",
-      { u: username, p: password });
+      "mutation($u: String!, $p: String!, $d: String) { login(username: $u, password: $p, deviceToken: $d) { token deviceToken me { sub permissions } error { code message } } }",
+      { u: username, p: password, d: localStorage.getItem(deviceKey(username)) });
     const res = data.login;
     if (res.error) throw new Error(res.error.code === "LOGIN_FAILED" ? "Wrong username or password." : res.error.message);
+    if (res.deviceToken) localStorage.setItem(deviceKey(username), res.deviceToken);
     setToken(res.token);
     return res.me;
   }

@@ -109,14 +109,15 @@ class Projector:
         self.dsn = postgres.dsn(self.dbname)
         self.log = workdir / "projector.log"
         c = stack.consortium
+        server, self.secret_env = postgres.child_dsn("postgres")  # no password in argv
         self.argv = [sys.executable, "-m", "projections.projector", "--institution", "inst-1",
                      "--genesis", str(c.genesis_path), "--bootstrap", c.bootstrap, "--prefix",
-                     c.prefix, "--dsn", postgres.dsn("postgres"), "--dbname", self.dbname,
+                     c.prefix, "--dsn", server, "--dbname", self.dbname,
                      "--batch-size", "200"]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.secret_env}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=out, cwd=REPO, env=env,
                                          start_new_session=True)  # fmt: skip

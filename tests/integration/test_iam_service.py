@@ -197,6 +197,55 @@ def test_wrong_passwords_are_throttled(iam: Iam) -> None:
         iam.service.login("nobody", "whatever-pw", "10.0.0.8")
 
 
+def test_a_password_guesser_cannot_lock_the_owner_out(iam: Iam) -> None:
+    svc = iam.service
+    _boot(iam)
+    owner, attacker, nat = "10.0.0.1", "203.0.113.9", "192.0.2.1"
+    at_home = svc.login("root", "root-password", owner)  # the owner's client, known since
+    phone = svc.login("root", "root-password", nat)  # a phone behind a shared address
+    assert at_home.device_token and phone.device_token
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def guess() -> None:  # wrong passwords for the admin, from two addresses, non-stop
+        while not stop.is_set():
+            for source in (attacker, nat):
+                try:
+                    svc.login("root", f"guess-{len(outcomes)}", source)
+                    outcomes.append("accepted")
+                except LoginThrottled:
+                    outcomes.append("throttled")
+                except LoginFailed:
+                    outcomes.append("failed")
+            time.sleep(0.01)
+
+    guesser = threading.Thread(target=guess, daemon=True)
+    guesser.start()
+    try:
+        deadline = time.monotonic() + 3.0
+        while outcomes.count("throttled") < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(3):  # the owner logs in with the right password, while it goes on
+            assert "admin" in svc.login("root", "root-password", owner).claims.perms
+            # behind the guesser's own address, the device token of the earlier login
+            token = svc.login("root", "root-password", nat, phone.device_token)
+            assert token.claims.sub == at_home.claims.sub and token.device_token
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        guesser.join(10)
+    # the guesser was slowed: 3 free failures per address, then refused unchecked for 30 s
+    assert "accepted" not in outcomes
+    assert outcomes.count("failed") <= 6 < outcomes.count("throttled"), outcomes[:20]
+    with pytest.raises(LoginThrottled) as err:
+        svc.login("root", "root-password", attacker)  # even the right password, from there
+    assert err.value.retry_after > 10
+    with pytest.raises(LoginThrottled):  # a client never seen to log in waits too
+        svc.login("root", "root-password", "198.51.100.7")
+    with pytest.raises(LoginThrottled):  # the shared address without the device token
+        svc.login("root", "root-password", nat)
+
+
 def test_disabled_user_cannot_log_in_and_tokens_stop_working(iam: Iam) -> None:
     svc = iam.service
     root = _boot(iam)

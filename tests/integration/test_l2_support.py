@@ -27,6 +27,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.keystore import write_secret
+from infra.postgres_server import without_password
 from ledger.keys import KeyPair
 from ledger.l2 import Reason
 from ledger.merkle import root
@@ -219,7 +220,8 @@ class L2Stack:
         self._log = (self.workdir / "batcher.log").open("ab")
         self._log.write(f"\n===== start #{self.starts} =====\n".encode())
         self._log.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        server, secret_env = without_password(self.dsn_server)  # no password in argv
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **secret_env}
         argv = [
             sys.executable,
             "-m",
@@ -235,7 +237,7 @@ class L2Stack:
             "--prefix",
             self.prefix,
             "--dsn",
-            self.dsn_server,
+            server,
             "--dbname",
             self.dbname,
             *extra,

@@ -31,8 +31,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _start(argv: list[str], log: Path, secret_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **secret_env}
     with log.open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO, env=env,
                                 start_new_session=True)  # fmt: skip
@@ -71,9 +71,10 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
 
     dbname = f"t_{uuid.uuid4().hex[:10]}"
     dsn = postgres.dsn(dbname)
+    server, secret_env = postgres.child_dsn("postgres")  # no password in argv
     argv = [sys.executable, "-m", "projections.projector", "--institution", "inst-1",
             "--genesis", str(sim.genesis_path), "--bootstrap", bootstrap, "--prefix",
-            sim.prefix, "--dsn", postgres.dsn("postgres"), "--dbname", dbname,
+            sim.prefix, "--dsn", server, "--dbname", dbname,
             "--batch-size", "300"]  # fmt: skip
     log = tmp_path / "projector.log"
     thread = threading.Thread(target=load, daemon=True)
@@ -81,7 +82,7 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
     kills, heights = 0, []
     rng = random.Random(7)
     while not done.is_set() or kills < 5:
-        proc = _start(argv, log)
+        proc = _start(argv, log, secret_env)
         time.sleep(rng.uniform(1.2, 2.5))
         assert proc.poll() is None, log.read_text()[-3000:]
         os.kill(proc.pid, signal.SIGKILL)
@@ -91,7 +92,7 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
     thread.join(60)
     assert not errors, errors
     height = sim.finalize()
-    proc = _start(argv, log)
+    proc = _start(argv, log, secret_env)
     try:
         deadline = time.monotonic() + 60
         while _height(dsn) < height and time.monotonic() < deadline:

@@ -6,6 +6,10 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -17,7 +21,12 @@ from infra.errors import PortTakenError
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from infra.stack import Stack
-from tests.stack_fixtures import private_settings, removed_afterwards
+from tests.stack_fixtures import (
+    command_lines_carrying,
+    private_settings,
+    removed_afterwards,
+    stack_secrets,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +58,8 @@ def test_up_twice_then_down_twice(
             assert main(["up"]) == 0
             first = _pids(stack)
             assert all(first.values())
+            _no_secrets_on_command_lines(settings)
+            _no_lifecycle_api(stack.prometheus)
             assert main(["up"]) == 0  # idempotent: nothing restarted
             assert _pids(stack) == first
             # a process that died is started again by the next `up`, alone
@@ -82,6 +93,47 @@ def test_up_twice_then_down_twice(
         assert not any(_pids(stack).values())
         assert main(["status"]) == 3  # non-zero: not healthy
         assert "stopped" in capsys.readouterr().out
+
+
+def _no_secrets_on_command_lines(settings: Settings) -> None:
+    """No process of the stack carries the database password, a seed or a master key in
+    its argv (readable by every local user in /proc/<pid>/cmdline)."""
+    secrets = stack_secrets(settings.state_dir)
+    kinds = {Path(where).name for where in secrets.values()}
+    assert {"password", "master.key", "service-key.json", "alpha.json"} <= kinds, kinds
+    started = [
+        pid
+        for pid_file in settings.state_dir.rglob("pid")
+        if (pid := procs.read_pid(pid_file)) is not None
+    ]
+    # kafka, prometheus, and per institution a validator, projector, gateway, batcher
+    assert len(started) >= 2 + 4 * 4, started
+    for pid in started:
+        assert Path(f"/proc/{pid}/cmdline").read_bytes(), pid  # the scan can read them
+    assert command_lines_carrying(secrets) == {}
+    # the scan does find a leak: a process that has the password in its argv
+    password = (settings.state_dir / "postgres" / "password").read_text().strip()
+    leak = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", f"password={password}"]
+    )
+    try:
+        assert list(command_lines_carrying(secrets)) == [leak.pid]
+    finally:
+        leak.kill()
+        leak.wait()
+
+
+def _no_lifecycle_api(prometheus: Prometheus) -> None:
+    """Prometheus's unauthenticated lifecycle API is off; a reload is a SIGHUP."""
+    for path in ("/-/quit", "/-/reload"):
+        request = urllib.request.Request(f"{prometheus.url}{path}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        err.value.close()
+        assert err.value.code in (403, 404), (path, err.value.code)
+    assert prometheus.healthy()
+    prometheus.reload()
+    assert prometheus.healthy()
 
 
 def test_restart_keeps_data(monkeypatch: pytest.MonkeyPatch) -> None:

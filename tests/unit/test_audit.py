@@ -19,6 +19,7 @@ from ledger.audit import (
     check_anchor,
     check_l2_batch,
     diff_table,
+    show,
     verify_decoded,
 )
 from ledger.blocks import (
@@ -210,6 +211,13 @@ def test_diff_table_names_rows_and_bytes() -> None:
     by_kind = {f.kind: f for f in diff.findings}
     assert by_kind["row.missing"].details["key"] == {"id": 2}
     assert by_kind["row.unexpected"].details["key"] == {"id": 4}
+    # a missing or unexpected row's bytes read as hex, never as Python b'\\x..' reprs
+    assert by_kind["row.missing"].details["expected"] == {"id": 2, "blob": "6162", "n": 6}
+    assert by_kind["row.unexpected"].details["got"] == {"id": 4, "blob": "79", "n": 8}
+    assert show({"row": {"blob": b"\x00\xff"}, "list": [b"\x01"]}) == {
+        "row": {"blob": "00ff"},
+        "list": ["01"],
+    }
     changed = by_kind["row.differs"].details["columns"]
     assert list(changed) == ["blob"] and changed["blob"]["first_differing_byte"] == 1
     same = diff_table("t", cols, keys, expected, list(reversed(expected)))

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.auth.tokens import (
+    Access,
     BadSignature,
     Claims,
     ExpiredToken,
@@ -284,6 +285,35 @@ def test_revoked_jti_and_revoked_all_for_user(ring: KeyRing, clock: Clock) -> No
     not_before["u-1"] = int(clock.now) + 1  # revoke every token issued so far
     with pytest.raises(RevokedToken):
         verifier.verify(second.value)
+
+
+def test_current_access_narrows_a_token_to_what_its_principal_has_now(
+    ring: KeyRing, clock: Clock
+) -> None:
+    issuer = TokenIssuer(ring, issuer=ISS, audience=AUD, ttl_s=600, clock=clock)
+    token = issuer.issue(
+        sub="u-1", inst="acme", groups=["ops", "readers"], perms=["data:write", "data:read"]
+    ).value
+    now: dict[str, Access | None] = {
+        "u-1": Access(
+            groups=frozenset({"ops", "readers"}), perms=frozenset({"data:write", "data:read"})
+        )
+    }
+    verifier = _verifier(ring, clock, current_access=lambda c: now[c.sub])
+    claims = verifier.verify(token)
+    assert claims.perms == {"data:write", "data:read"} and claims.groups == ("ops", "readers")
+    # data:write revoked, readers left: the same token loses both at once
+    now["u-1"] = Access(groups=frozenset({"ops"}), perms=frozenset({"data:read"}))
+    claims = verifier.verify(token)
+    assert claims.perms == {"data:read"} and claims.groups == ("ops",)
+    assert not claims.has("data:write")
+    # granted after the login: not in the token, so not gained without a new login
+    now["u-1"] = Access(groups=frozenset({"ops", "admins"}), perms=frozenset({"admin"}))
+    claims = verifier.verify(token)
+    assert claims.perms == frozenset() and claims.groups == ("ops",)
+    now["u-1"] = None  # disabled, forgotten or revoked
+    with pytest.raises(RevokedToken):
+        verifier.verify(token)
 
 
 def test_rotation_keeps_old_tokens_valid_until_they_expire(ring: KeyRing, clock: Clock) -> None:
