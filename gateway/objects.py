@@ -85,7 +85,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway import queries
-from gateway.auth.crypto import CryptoError, DataKey, MasterKey, open_text, seal_text
+from gateway.auth.crypto import CryptoError, DataKey, open_text, seal_text
 from gateway.auth.permissions import GROUP_PREFIX, Permission
 from gateway.auth.tokens import Claims
 from gateway.authn import require
@@ -94,6 +94,7 @@ from gateway.governance import Outcome
 from gateway.iam import store as iam_store
 from gateway.iam.commands import Event
 from gateway.iam.errors import IamError
+from gateway.iam.kek import KekStore
 from gateway.metrics import GatewayMetrics
 from gateway.object_crypto import (
     chunk_aad,
@@ -271,18 +272,18 @@ def parse_policy(request: Request) -> Policy:
 
 # -- data keys and events --------------------------------------------------------------------------
 class ObjectKeys:
-    """The owners' data keys (``iam_data_keys``, wrapped by the institution's master key)."""
+    """The owners' data keys (``iam_data_keys``, wrapped under the institution's KEK, D25)."""
 
-    def __init__(self, pool: ConnectionPool[Any], master: MasterKey, institution: str) -> None:
+    def __init__(self, pool: ConnectionPool[Any], keys: KekStore) -> None:
         self.pool = pool
-        self._master = master
-        self.institution = institution
+        self._keys = keys
+        self.institution = keys.institution
 
     def owner_key(self, owner: str, *, create: bool = False) -> DataKey | None:
         """The owner's data key; with ``create``, a new one if they have none and were not
         forgotten. None once it was destroyed."""
         with self.pool.connection() as conn:
-            dk = iam_store.get_data_key(conn, self._master, self.institution, owner)
+            dk = iam_store.get_data_key(conn, self._keys, self.institution, owner)
             if dk is not None or not create:
                 return dk
             row = conn.execute(
@@ -291,9 +292,9 @@ class ObjectKeys:
             if row is not None and row[0]:
                 return None
             try:
-                return iam_store.create_data_key(conn, self._master, self.institution, owner)
+                return iam_store.create_data_key(conn, self._keys, self.institution, owner)
             except psycopg.errors.UniqueViolation:  # a concurrent first upload made it
-                return iam_store.get_data_key(conn, self._master, self.institution, owner)
+                return iam_store.get_data_key(conn, self._keys, self.institution, owner)
 
     def key_holder(self, key_id: str) -> str | None:
         """The principal whose data key has id ``key_id`` (None: no such key)."""
@@ -601,7 +602,7 @@ class DataProxy:
         signer: AnchorSigner | None,
         config: ProxyConfig | None = None,
         *,
-        master: MasterKey | None = None,
+        kek: KekStore | None = None,
         events: EventPublisher | None = None,
         migrate: bool = True,
     ) -> DataProxy:
@@ -609,7 +610,7 @@ class DataProxy:
         store = ObjectStore(pool, chunk_bytes=cfg.chunk_bytes)
         if migrate:
             store.migrate()
-        keys = None if master is None else ObjectKeys(pool, master, institution)
+        keys = None if kek is None else ObjectKeys(pool, kek)
         return cls(
             institution=institution,
             store=store,
@@ -1138,10 +1139,10 @@ def from_args(
     pool: ConnectionPool[Any],
     signer: AnchorSigner | None,
     *,
-    master: MasterKey | None = None,
+    kek: KekStore | None = None,
     events: EventPublisher | None = None,
 ) -> DataProxy:
-    """The proxy of ``pantheon gateway`` (creates its tables if needed); ``master`` and
-    ``events`` (the IAM service) seal and record objects."""
+    """The proxy of ``pantheon gateway`` (creates its tables if needed); ``kek`` (the IAM
+    service's key store) and ``events`` (the IAM service) seal and record objects."""
     config = ProxyConfig(max_object_bytes=args.max_object_bytes)
-    return DataProxy.create(args.institution, pool, signer, config, master=master, events=events)
+    return DataProxy.create(args.institution, pool, signer, config, kek=kek, events=events)

@@ -221,10 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_min_rate=args.body_min_rate,
     )
     try:
-        from gateway.auth.crypto import load_master_key  # noqa: PLC0415
-
         proxy = data_proxy.from_args(
-            args, pool, governance, master=load_master_key(args.master_key_file), events=iam
+            args, pool, governance, kek=None if iam is None else iam.kek_store, events=iam
         )
     except Exception as exc:
         print(f"pantheon gateway: error: data access proxy: {exc}", file=sys.stderr)

@@ -151,6 +151,7 @@ def net(
             dsn=runner.dsn,
             institution=INST,
             master_key=MASTER,
+            kek_dir=workdir / "kek",
             prefix=consortium.prefix,
             password_params=FAST,
         )
@@ -167,7 +168,7 @@ def net(
             pool,
             governance,
             ProxyConfig(max_object_bytes=LIMIT, chunk_bytes=CHUNK),
-            master=MASTER,
+            kek=iam.kek_store,
             events=iam,
         )
         consortium.wait_ready(consortium.institutions)

@@ -10,29 +10,22 @@ group that carried it, or by revoking it from the group, the *same token* is ref
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.app import GatewayConfig, create_app
-from gateway.auth.crypto import MasterKey
 from gateway.auth.passwords import FAST
 from gateway.auth.throttle import LoginThrottle, ThrottlePolicy
 from gateway.context import Services
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
-from projections.iam import IamProjection
-from projections.runner import ProjectionRunner
-from streams.kafka_config import admin_config
-from streams.topics import ensure_topics
 from tests.integration.test_data_proxy import INST, Net, _dsn, net, put
 
 __all__ = ["net"]  # the module-scoped fixture, reused
@@ -44,30 +37,9 @@ WITHIN_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def iam(net: Net, bootstrap: str) -> Iterator[IamService]:
-    prefix = net.consortium.prefix
-    ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix, institutions=[INST])
-    runner = ProjectionRunner(_dsn(net), bootstrap, IamProjection(INST, prefix=prefix))
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=runner.run, args=(stop,), kwargs={"idle_timeout": 0.05}, daemon=True
-    )
-    thread.start()
-    service = IamService(
-        bootstrap=bootstrap,
-        dsn=_dsn(net),
-        institution=INST,
-        master_key=MasterKey(os.urandom(32)),
-        prefix=prefix,
-        password_params=FAST,
-    )
-    try:
-        yield service
-    finally:
-        service.close()
-        stop.set()
-        thread.join(30)
-        runner.close()
+def iam(net: Net) -> IamService:
+    """The IAM service of the data proxy's network (its IAM projection runs there too)."""
+    return net.iam
 
 
 def _root(net: Net, iam: IamService) -> str:
@@ -171,6 +143,7 @@ def test_the_login_mutation_hands_out_and_honours_device_tokens(
         dsn=_dsn(net),
         institution=INST,
         master_key=iam._master,
+        kek_dir=iam.kek_store.directory,
         prefix=net.consortium.prefix,
         password_params=FAST,
         throttle=LoginThrottle(ThrottlePolicy(free_failures=3, base_delay_s=30.0)),
