@@ -106,6 +106,8 @@ def net(
             bootstrap=bootstrap,
             prefix=consortium.prefix,
             receipt_timeout_s=20.0,
+            genesis=consortium.genesis,
+            validator_sets=read.validator_set_source(runner.dsn),
         )
         proxy = DataProxy.create(
             INST, pool, governance, ProxyConfig(max_object_bytes=LIMIT, chunk_bytes=CHUNK)
