@@ -6,13 +6,15 @@ each, as ``bench.consensus`` does), measures the burst throughput the same way, 
 readers run side by side in this process:
 
 * **receipt** (the path before D22): the first ``Receipt`` of each tx id on
-  ``<prefix>receipts``, decoded and believed (what the SDK's watcher used to do);
+  ``<prefix>receipts``, decoded and believed, read with the old SDK watcher's loop
+  (``consume(500, 0.1)``) and, to isolate the cost of verification, with the new watcher's
+  loop (``consume_ready``);
 * **verified** (D22): :class:`streams.receipts.ReceiptWatcher`, which reads
   ``<prefix>blocks`` and verifies each ``FinalizedBlock``'s quorum certificate against the
   genesis validator set before any of its outcomes exists.
 
 Latency is per transaction, from its produce call to the moment each reader has its outcome.
-Prints p50/p99 of both and of the per-transaction difference, and the CPU seconds this
+Prints p50/p99 of each and of the per-transaction difference (same loop), and the CPU seconds this
 process spent. Figures only; nothing is asserted.
 
     python -m bench.outcomes [--txs 20000] [--institutions 4] [--rate R]
@@ -25,11 +27,12 @@ import resource
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.consensus import (
@@ -44,10 +47,37 @@ from bench.consensus import (
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from ledger.outcomes import CertifiedBlock
-from streams.kafka_config import admin_config, producer_config
-from streams.receipts import ReceiptWatcher
+from streams.kafka_config import admin_config, consume_ready, consumer_config, producer_config
+from streams.receipts import Receipt, ReceiptWatcher
 from streams.topics import ensure_topics
 from tests.stack_fixtures import private_settings
+
+
+class ReceiptReader(threading.Thread):
+    """The path before D22: the first ``Receipt`` per tx id on the receipts topic, believed.
+    ``old_loop``: read as the SDK's watcher did (``consume(500, 0.1)``, which waits for the
+    batch to fill or the timeout); else as the verified watcher reads (``consume_ready``)."""
+
+    def __init__(self, bootstrap: str, topic: str, *, old_loop: bool) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[bytes, float] = {}
+        self.stop = False
+        self.old_loop = old_loop
+        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{time.time_ns()}"))
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        self.consumer.assign([TopicPartition(topic, 0, high)])
+
+    def run(self) -> None:
+        while not self.stop:
+            if self.old_loop:
+                messages = self.consumer.consume(500, 0.1)
+            else:
+                messages = consume_ready(self.consumer, 500, 0.1)
+            for msg in messages:
+                if msg.error() is None:
+                    tx_id = Receipt.decode(msg.value() or b"").tx_id
+                    self.seen.setdefault(tx_id, time.monotonic())
+        self.consumer.close()
 
 
 class TimedWatcher(ReceiptWatcher):
@@ -75,6 +105,32 @@ def _wait(seen: dict[bytes, float], ids: list[bytes], timeout: float) -> None:
         time.sleep(0.1)
 
 
+def report(
+    paced: list[bytes],
+    sent: dict[bytes, float],
+    old: dict[bytes, float],
+    same: dict[bytes, float],
+    verified: dict[bytes, float],
+) -> None:
+    """Print p50/p99 of each reader's latency and of the verified-minus-receipt difference."""
+
+    def ms(values: list[float], p: float) -> str:
+        return f"{percentile(values, p) * 1000:6.0f} ms"
+
+    for label, seen in (
+        ("before: first receipt, old SDK loop", old),
+        ("first receipt, same loop as after", same),
+        ("after: verified certified block", verified),
+    ):
+        values = [seen[t] - sent[t] for t in paced if t in seen]
+        print(f"  {label:36} {len(values):6} outcomes  p50 {ms(values, 50)}  p99 {ms(values, 99)}")
+    delta = [verified[t] - same[t] for t in paced if t in same and t in verified]
+    print(
+        f"  verified - receipt (same loop), per tx: p50 {percentile(delta, 50) * 1000:+.1f} ms,"
+        f" p99 {percentile(delta, 99) * 1000:+.1f} ms"
+    )
+
+
 def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | None) -> None:
     names = [f"inst-{i + 1}" for i in range(institutions)]
     prefix = f"outcomes{institutions}-{time.time_ns()}."
@@ -98,6 +154,10 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
         throughput = burst_n / (last - began)
         paced_rate = rate if rate is not None else throughput / 2
         verified = TimedWatcher(bootstrap, genesis=genesis, prefix=prefix)
+        old = ReceiptReader(bootstrap, prefix + "receipts", old_loop=True)
+        same = ReceiptReader(bootstrap, prefix + "receipts", old_loop=False)
+        old.start()
+        same.start()
         cpu_before = _cpu()
         send(
             producer,
@@ -110,33 +170,24 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
         )
         paced = ids[burst_n:]
         _wait(receipts.seen, paced, 300)
-        _wait(verified.seen, paced, 60)
+        for seen in (verified.seen, old.seen, same.seen):
+            _wait(seen, paced, 60)
         cpu = _cpu() - cpu_before
         counts = verified.counts()
         verified.close()
-        receipts.stop = True
-        receipts.join(5)
-        before = [receipts.seen[t] - sent[t] for t in paced if t in receipts.seen]
-        after = [verified.seen[t] - sent[t] for t in paced if t in verified.seen]
-        both = [t for t in paced if t in receipts.seen and t in verified.seen]
-        delta = [verified.seen[t] - receipts.seen[t] for t in both]
+        for reader in (receipts, old, same):
+            reader.stop = True
+            reader.join(5)
+
         print(
             f"{institutions} institution(s): burst {throughput:,.0f} finalized tx/s; "
             f"{paced_n} tx paced at {paced_rate:,.0f} tx/s"
         )
-        for label, values in (("receipt (before)", before), ("verified (after)", after)):
-            print(
-                f"  {label:17} {len(values):6} outcomes  p50 {percentile(values, 50) * 1000:6.0f}"
-                f" ms  p99 {percentile(values, 99) * 1000:6.0f} ms"
-            )
-        print(
-            f"  verified - receipt, per tx: p50 {percentile(delta, 50) * 1000:+.1f} ms, "
-            f"p99 {percentile(delta, 99) * 1000:+.1f} ms"
-        )
+        report(paced, sent, old.seen, same.seen, verified.seen)
         print(
             f"  blocks verified up to height {counts['verified_height']}, duplicate copies "
             f"{counts['duplicates']}, refused {counts['forged'] + counts['unverifiable']}; "
-            f"this process's CPU during the paced run {cpu:.1f} s (both readers)"
+            f"this process's CPU during the paced run {cpu:.1f} s (all readers)"
         )
     finally:
         for p in procs:

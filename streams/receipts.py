@@ -27,6 +27,9 @@ Theory of operation
   raises :class:`ReceiptTimeout` -- :class:`OutcomeUnverifiable`, a subclass, when the tx was
   seen only in copies whose validator set could not be established. If the reading thread
   dies, waiters get :class:`SdkError`.
+* Reading uses :func:`~streams.kafka_config.consume_ready`: an outcome is handled as soon as
+  its block arrives (``Consumer.consume(500, 0.1)``, what the receipt watcher used, waited up
+  to 100 ms for a batch to fill under a trickle).
 * Memory is bounded: at most ``max_entries`` (default 100,000) outcomes are kept; beyond
   that the oldest ones that no thread is waiting for are forgotten. A caller that waits
   for an outcome long after it was published must start a new watcher at an earlier offset,
@@ -54,7 +57,7 @@ from ledger.outcomes import CannotVerify, CertifiedBlock, OutcomeVerifier, SetSo
 from ledger.results import ResultCode
 from schemas.codec import decode
 from schemas.errors import CodecError
-from streams.kafka_config import consumer_config
+from streams.kafka_config import consume_ready, consumer_config
 from streams.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.sdk")
@@ -224,7 +227,7 @@ class ReceiptWatcher:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(_BATCH, _POLL_SECONDS)
+                messages = consume_ready(self._consumer, _BATCH, _POLL_SECONDS)
                 if messages:
                     self._ingest(messages)
         except BaseException as exc:  # reported to every waiter instead of dying silently
