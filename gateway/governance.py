@@ -11,8 +11,7 @@ Theory of operation
   strictly sequential nonces), and waits for the transaction's outcome, verified from a
   quorum-certified block against the genesis (decisions D22): a forged receipt on the broker
   changes nothing. Governance is not created without ``genesis`` (it could not know an
-  outcome). Receipts on the broker are compared with the certified outcomes and
-  contradicting ones logged (``check_receipts``).
+  outcome). The receipts topic is not read at all (``pantheon audit`` reports forged ones).
 * The key's next nonce comes from the chain: ``chain.keys.next_nonce`` in the institution's
   projection, read before the first submission, kept in memory afterwards (an accepted
   transaction uses its nonce up, a rejected one does not -- decisions D6). A ``BAD_NONCE``
@@ -152,7 +151,6 @@ class Governance:
                 prefix=prefix,
                 genesis=genesis,
                 validator_sets=validator_sets,
-                check_receipts=True,
             )
         )
         self._client: LedgerClient | None = None
