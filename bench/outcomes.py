@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.consensus import (
@@ -85,7 +85,22 @@ class TimedWatcher(ReceiptWatcher):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.seen: dict[bytes, float] = {}
+        self.fetch_lag: list[float] = []  # broker append -> handed to the watcher, per copy
+        self.handling: list[float] = []  # seconds spent handling each batch of copies
+        self.slowest = (0.0, 0.0, 0)  # (wall s, this thread's CPU s, copies) of the slowest
         super().__init__(*args, **kwargs)
+
+    def _ingest(self, messages: list[Message]) -> None:
+        now, began, cpu = time.time(), time.monotonic(), time.thread_time()
+        for msg in messages:
+            kind, stamp = msg.timestamp()
+            if msg.error() is None and kind:
+                self.fetch_lag.append(now - stamp / 1000)
+        super()._ingest(messages)
+        wall = time.monotonic() - began
+        self.handling.append(wall)
+        if wall > self.slowest[0]:
+            self.slowest = (wall, time.thread_time() - cpu, len(messages))
 
     def _accept(self, offset: int, block: CertifiedBlock) -> None:
         super()._accept(offset, block)
@@ -184,6 +199,14 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
             f"{paced_n} tx paced at {paced_rate:,.0f} tx/s"
         )
         report(paced, sent, old.seen, same.seen, verified.seen)
+        lag, handling = verified.fetch_lag, verified.handling
+        print(
+            f"  verified watcher: broker append -> fetched p50 {percentile(lag, 50) * 1000:.0f} ms"
+            f", p99 {percentile(lag, 99) * 1000:.0f} ms; handling a fetched batch p50 "
+            f"{percentile(handling, 50) * 1000:.1f} ms, p99 {percentile(handling, 99) * 1000:.1f}"
+            f" ms; the slowest: {verified.slowest[0] * 1000:.0f} ms wall, "
+            f"{verified.slowest[1] * 1000:.0f} ms CPU of its thread, {verified.slowest[2]} copies"
+        )
         print(
             f"  blocks verified up to height {counts['verified_height']}, duplicate copies "
             f"{counts['duplicates']}, refused {counts['forged'] + counts['unverifiable']}; "
