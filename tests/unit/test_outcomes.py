@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from ledger.errors import DecodeError, ProofError
+from ledger.genesis import ConsortiumPlan
 from ledger.keys import KeyPair
 from ledger.members import ValidatorSet
 from ledger.outcomes import CannotVerify, OutcomeVerifier, restate, trusted_signers
@@ -76,8 +77,8 @@ def test_an_attacker_set_cannot_certify_anything() -> None:
     assert verifier.adopted == 0
 
 
-def _changed(plan_height: int, plan: object, newcomer: KeyPair) -> ValidatorSet:
-    base = genesis_set(plan, plan_height)  # type: ignore[arg-type]
+def _changed(plan_height: int, plan: ConsortiumPlan, newcomer: KeyPair) -> ValidatorSet:
+    base = genesis_set(plan, plan_height)
     return ValidatorSet(
         height=plan_height,
         members={**base.members, "inst-9": {newcomer.key_id: newcomer.public_key}},
@@ -113,8 +114,8 @@ def test_membership_change_followed_through_a_vouched_candidate() -> None:
     assert verifier.verify(certified(2, ENTRIES, genesis_set(plan, 2), ops[1:])).height == 2
 
 
-def _grown(plan: object, newcomers: list[KeyPair], height: int) -> ValidatorSet:
-    members = dict(genesis_set(plan, height).members)  # type: ignore[arg-type]
+def _grown(plan: ConsortiumPlan, newcomers: list[KeyPair], height: int) -> ValidatorSet:
+    members = dict(genesis_set(plan, height).members)
     for i, k in enumerate(newcomers):
         members[f"new-{i}"] = {k.key_id: k.public_key}
     return ValidatorSet(height=height, members=members)
