@@ -86,6 +86,7 @@ def anchored_rate(
         institution=INSTITUTION,
         key=stack.service,
         chain_id=stack.consortium.chain_id,
+        genesis=stack.consortium.genesis,
         bootstrap=stack.bootstrap,
         dsn=stack.dsn,
         prefix=stack.prefix,

@@ -8,7 +8,10 @@ Theory of operation
   ``GOVERNANCE_KEY_MISSING``.
 * :class:`Governance` signs ``ProposeMember``, ``ProposeRemoval`` and ``CastVote`` with a
   :class:`~streams.sdk.LedgerClient`, one submission at a time (one lock: the chain wants
-  strictly sequential nonces), and waits for the receipt.
+  strictly sequential nonces), and waits for the transaction's outcome, verified from a
+  quorum-certified block against the genesis (decisions D22): a forged receipt on the broker
+  changes nothing. Governance is not created without ``genesis`` (it could not know an
+  outcome). The receipts topic is not read at all (``pantheon audit`` reports forged ones).
 * The key's next nonce comes from the chain: ``chain.keys.next_nonce`` in the institution's
   projection, read before the first submission, kept in memory afterwards (an accepted
   transaction uses its nonce up, a rejected one does not -- decisions D6). A ``BAD_NONCE``
@@ -32,7 +35,9 @@ from typing import Any
 
 from gateway import queries
 from gateway.errors import GatewayError, Unavailable
+from ledger.genesis import Genesis
 from ledger.keys import KeyPair
+from ledger.outcomes import SetSource
 from ledger.results import ResultCode
 from projections import read
 from projections.read import Conn
@@ -129,13 +134,24 @@ class Governance:
         receipt_timeout_s: float = 30.0,
         projection_timeout_s: float = 15.0,
         client_factory: ClientFactory | None = None,
+        genesis: Genesis | None = None,
+        validator_sets: SetSource | None = None,
     ) -> None:
+        if client_factory is None and genesis is None:
+            raise ValueError("governance needs the genesis to verify outcomes (D22)")
         self.key = key
         self.institution = key.institution
         self.receipt_timeout_s = receipt_timeout_s
         self.projection_timeout_s = projection_timeout_s
         self._factory = client_factory or (
-            lambda pair, chain_id: LedgerClient(bootstrap, pair, chain_id, prefix=prefix)
+            lambda pair, chain_id: LedgerClient(
+                bootstrap,
+                pair,
+                chain_id,
+                prefix=prefix,
+                genesis=genesis,
+                validator_sets=validator_sets,
+            )
         )
         self._client: LedgerClient | None = None
         self._nonce: int | None = None

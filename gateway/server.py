@@ -48,6 +48,9 @@ from gateway.governance import Governance, KeystoreRefused
 from gateway.iam.kek import KEK_DIR_ENV
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
+from ledger.errors import LedgerError
+from ledger.genesis import Genesis
+from projections import read
 from projections.projector import ConfigError, database_dsn, database_name
 from streams import logs
 from streams.topics import DEFAULT_PREFIX
@@ -84,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="institution keystore (0600) whose governance key signs governance mutations",
+    )
+    p.add_argument(
+        "--genesis",
+        type=Path,
+        default=None,
+        help="genesis.avro: the trust anchor of transaction outcomes (needed with --keystore)",
     )
     p.add_argument("--pool-size", type=int, default=10, help="database connections")
     defaults = Limits()
@@ -184,14 +193,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     dsn = database_dsn(args.dsn, dbname)
     governance: Governance | None = None
     if args.keystore is not None:
+        if args.genesis is None:
+            print(
+                "pantheon gateway: error: --keystore needs --genesis (outcomes of the "
+                "transactions it signs are verified against it)",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         try:
             governance = Governance.from_keystore(
                 args.keystore,
                 institution=args.institution,
                 bootstrap=args.bootstrap,
                 prefix=args.prefix,
+                genesis=Genesis.decode(args.genesis.read_bytes()),
+                validator_sets=read.validator_set_source(dsn),
             )
-        except KeystoreRefused as exc:
+        except (KeystoreRefused, OSError, LedgerError) as exc:
             print(f"pantheon gateway: error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     stop = threading.Event()

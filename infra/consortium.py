@@ -205,6 +205,8 @@ class Consortium:
                 str(self.master_key_file(institution)),
                 "--keystore",
                 str(self.home / "keys" / f"{institution}.json"),
+                "--genesis",
+                str(self.genesis_file),
             ],
             log_file=home / "gateway.log",
             pid_file=home / "pid",
@@ -247,6 +249,8 @@ class Consortium:
             doc["chain_id"],
             prefix=self.settings.topic_prefix,
             next_nonce=int(gov_row[1]),
+            genesis=load_genesis(self.genesis_file),
+            validator_sets=read.validator_set_source(dsn),
         ) as client:
             receipt = client.submit_and_wait(
                 "RegisterIdentity",

@@ -32,8 +32,9 @@ Theory of operation
   rejection (or a receipt that does not come) the sender pauses, waits until its
   transactions in flight are settled, and resumes from ``max(next nonce in the database,
   1 + highest nonce accepted)``.
-* **Receipts** come from one shared :class:`streams.sdk.ReceiptWatcher` started before the
-  first transaction; accepted and rejected counts (by result code) come only from receipts.
+* **Receipts** (outcomes verified from certified blocks against the genesis, decisions D22)
+  come from one shared :class:`streams.sdk.ReceiptWatcher` started before the first
+  transaction; accepted and rejected counts (by result code) come only from receipts.
 * **Display.** With stderr a terminal, one progress line refreshed about once a second;
   otherwise nothing until the final summary (text on stderr, or JSON on stdout with
   ``--json``).
@@ -62,8 +63,11 @@ from infra.consortium import Consortium
 from infra.keystore import generate_key, load_genesis, load_key
 from infra.postgres_server import Postgres
 from infra.settings import Settings
+from ledger.genesis import Genesis
 from ledger.keys import SEED_BYTES, KeyPair
+from ledger.outcomes import SetSource
 from ledger.results import ResultCode
+from projections import read
 from projections.projector import database_name
 from streams.sdk import LedgerClient, ReceiptWatcher, SubmitError
 
@@ -469,6 +473,7 @@ class SimConfig:
     bootstrap: str
     prefix: str
     chain_id: str
+    genesis: Genesis  # the trust anchor of every outcome (decisions D22)
     governance_keys: Mapping[str, KeyPair]
     service_keys: Mapping[str, KeyPair]
     members: int
@@ -480,6 +485,7 @@ class SimConfig:
     receipt_timeout: float = 60.0
     seed: int | None = None
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    validator_sets: SetSource | None = None  # candidates after membership changes
 
 
 class Simulator:
@@ -515,7 +521,9 @@ class Simulator:
     def run(self) -> dict[str, Any]:
         """Run until ``seconds`` elapse or :attr:`stop` is set; return the summary."""
         cfg = self.config
-        self.watcher = ReceiptWatcher(cfg.bootstrap, prefix=cfg.prefix)
+        self.watcher = ReceiptWatcher(
+            cfg.bootstrap, genesis=cfg.genesis, prefix=cfg.prefix, validator_sets=cfg.validator_sets
+        )
         try:
             for inst in sorted(cfg.service_keys):
                 for role, key in (
@@ -767,6 +775,8 @@ def _config_from_local(args: argparse.Namespace) -> tuple[SimConfig, NonceLookup
         bootstrap=settings.bootstrap_servers,
         prefix=settings.topic_prefix,
         chain_id=genesis.params.chain_id,
+        genesis=genesis,
+        validator_sets=read.validator_set_source(postgres.dsn(database_name(wanted[0]))),
         governance_keys={
             i: load_governance_key(consortium.home / "keys" / f"{i}.json") for i in wanted
         },

@@ -19,9 +19,17 @@ Theory of operation
   are gaps; copies for heights the tx log never reaches are forgeries.
 * Votes go through a :class:`~ledger.finality.FinalityTracker` fed the replayed validator
   sets: equivocations are reported, a quorum on a hash that differs from the replay is an
-  error, and the canonical certificate must be the first quorum in vote order.
+  error, and the canonical certificate must be the first quorum in vote order. Once the
+  validator set of a vote's height is known, a vote whose operator key id is a member's but
+  whose signature does not verify is an impostor (error), and a vote of a key that is no
+  member's operator at that height is reported (warning); the tracker ignores both.
 * Receipts must be byte-identical to the receipt of the replayed entry at their offset; every
-  entry of a certified height below the newest receipt height must have one.
+  entry of a certified height below the newest receipt height must have one. A receipt that
+  is not is checked against the replayed outcome of its tx, whatever height it claims (a
+  forged receipt naming a far height is an error as soon as its tx or its offset has been
+  replayed); only a receipt whose tx and offset both lie beyond the replay stays pending
+  (info), and so does a later ``BAD_NONCE`` receipt of a replayed tx id (a replayed
+  envelope).
 * Membership history (the validator set whenever it changes) is part of the result, and
   :func:`check_l2_batch` / :func:`check_anchor` check Layer-2 roots and anchored objects
   against what a store holds. :func:`diff_table` compares expected rows with actual ones:
@@ -56,9 +64,10 @@ from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.members import ValidatorSet
 from ledger.merkle import root
+from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
-from ledger.votes import decode_vote
+from ledger.votes import Vote, decode_vote
 from schemas.codec import decode
 from schemas.errors import CodecError
 
@@ -223,6 +232,9 @@ class ChainAudit:
         self._receipted: set[int] = set()
         self._receipt_top = 0
         self._receipts_pending = 0
+        self._first_offset: dict[bytes, int] = {}  # tx id -> offset of its first entry
+        self._covered = self.tx_offset - 1  # last tx offset inside a replayed block
+        self._vote_checks: dict[int, list[tuple[int, Vote]]] = {}
         self._verified: set[bytes] = set()  # envelopes of the pending block vouched for
 
     # -- helpers --------------------------------------------------------------------------
@@ -275,7 +287,37 @@ class ChainAudit:
             return
         if vote.height <= self.start_height:
             return
+        if vote.height > self.machine.height:
+            self._vote_checks.setdefault(vote.height, []).append((offset, vote))
         self._on_events(self._tracker.add_vote(vote))
+
+    def _check_votes(self, validators: ValidatorSet) -> None:
+        """Impostor and non-member votes of ``validators.height`` (the tracker ignores them)."""
+        topic = self.topics["votes"]
+        for offset, vote in self._vote_checks.pop(validators.height, ()):
+            inst = validators.institution_of(vote.operator_key_id)
+            where: dict[str, Any] = {"height": vote.height, "topic": topic, "offset": offset}
+            details = {"operator_key_id": vote.operator_key_id, "block_hash": vote.block_hash}
+            if inst is None:
+                self._add(
+                    "votes",
+                    "vote.non_member",
+                    WARNING,
+                    f"vote at offset {offset} for height {vote.height} by key "
+                    f"{vote.operator_key_id.hex()[:16]}, which is no member's operator there",
+                    **where,
+                    details={**details, "signature_valid": vote.is_valid()},
+                )
+            elif not vote.is_valid():
+                self._add(
+                    "votes",
+                    "vote.impostor",
+                    ERROR,
+                    f"vote at offset {offset} for height {vote.height} names an operator of "
+                    f"{inst} but its signature does not verify for that key",
+                    **where,
+                    details={**details, "institution": inst, "public_key": vote.public_key},
+                )
 
     def _on_events(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -316,6 +358,7 @@ class ChainAudit:
         executed = self.machine.execute(cut, verified_signatures=verified)
         height, validators = cut.height, executed.validator_set
         self._track_membership(validators)
+        self._check_votes(validators)
         self._on_events(self._tracker.set_validators(validators))
         block_hash = executed.block_hash
         self._on_events(self._tracker.set_own_hash(height, block_hash))
@@ -331,6 +374,8 @@ class ChainAudit:
             self.codes[result.code.name] += 1
             self._receipt_bytes[raw] = result.offset
             self._entries[result.offset] = (height, result, block_hash)
+            self._first_offset.setdefault(result.tx_id, result.offset)
+        self._covered = max(self._covered, cut.last_offset)
 
     def _track_membership(self, validators: ValidatorSet) -> None:
         operators = tuple(sorted((i, tuple(sorted(ops))) for i, ops in validators.members.items()))
@@ -416,21 +461,41 @@ class ChainAudit:
         height = record["height"]
         if height <= self.start_height:
             return
-        if height > self.machine.height:
-            self._receipts_pending += 1
-            return
-        self._receipt_top = max(self._receipt_top, height)
         found = self._entries.get(record["offset"])
+        first = self._first_offset.get(record["tx_id"])
+        if found is None and first is not None:
+            found = self._entries.get(first)  # the outcome of its tx, at another offset
+        beyond = height > self.machine.height and record["offset"] > self._covered
+        if beyond and (first is None or record["result_code"] == int(ResultCode.BAD_NONCE)):
+            self._receipts_pending += 1  # a tx (or a replay of one) the replay has not reached
+            return
+        if height <= self.machine.height:
+            self._receipt_top = max(self._receipt_top, height)
         details: dict[str, Any] = {"receipt": {k: show(v) for k, v in record.items()}}
+        what = "contradicts the replayed entry"
         if found is not None:
             h, result, block_hash = found
-            details["replayed"] = {"tx_id": show(result.tx_id), "height": h,
-                                   "offset": result.offset, "result_code": int(result.code),
-                                   "block_hash": show(block_hash)}  # fmt: skip
-        self._add("receipts", "receipt.mismatch", ERROR,
-                  f"receipt at offset {offset} (tx offset {record['offset']}) contradicts the "
-                  "replayed entry", topic=topic, offset=offset, height=height,
-                  details=details)  # fmt: skip
+            details["replayed"] = {
+                "tx_id": show(result.tx_id),
+                "height": h,
+                "offset": result.offset,
+                "result_code": int(result.code),
+                "block_hash": show(block_hash),
+            }
+            if result.tx_id == record["tx_id"]:
+                what = f"contradicts the outcome of its tx (block {h}, {result.code.name})"
+        else:
+            what = "names no replayed entry (no block holds its tx at that offset)"
+        self._add(
+            "receipts",
+            "receipt.mismatch",
+            ERROR,
+            f"receipt at offset {offset} (tx offset {record['offset']}, height {height}) {what}",
+            topic=topic,
+            offset=offset,
+            height=height,
+            details=details,
+        )
 
     # -- the end --------------------------------------------------------------------------
     def finish(self) -> None:

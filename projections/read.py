@@ -17,12 +17,14 @@ Theory of operation
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from ledger.blocks import BlockHeader, EntryResult
+from ledger.members import ValidatorSet, is_member
 from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
 from projections.runner import CHANNEL
@@ -403,3 +405,35 @@ def accepted_tx(
         if tx.args.get(arg) == value:
             return int(position), int(offset), bytes(envelope)
     return None
+
+
+def validator_set_candidate(conn: Conn, height: int) -> ValidatorSet | None:
+    """The validator set of ``height`` as this projection's *current* institutions and
+    operator keys state it (an untrusted candidate: :mod:`ledger.outcomes` adopts it only if
+    its hash is the one a certified header names). None before the genesis is projected."""
+    rows = conn.execute(
+        "SELECT i.institution_id, i.status, i.effective_height, k.key_id, k.public_key "
+        "FROM chain.institutions i LEFT JOIN chain.keys k "
+        "ON k.key_id = ANY(i.operator_key_ids) AND k.active ORDER BY i.institution_id"
+    ).fetchall()
+    if not rows:
+        return None
+    members: dict[str, dict[bytes, bytes]] = {}
+    for inst, status, effective, key_id, public_key in rows:
+        if not is_member({"status": status, "effective_height": effective}, height):
+            continue
+        operators = members.setdefault(inst, {})
+        if key_id is not None:
+            operators[bytes(key_id)] = bytes(public_key)
+    return ValidatorSet(height=height, members=members)
+
+
+def validator_set_source(dsn: str) -> Callable[[int], ValidatorSet | None]:
+    """:func:`validator_set_candidate` over a short connection per call (it is asked only
+    when membership changed), for :class:`ledger.outcomes.OutcomeVerifier`."""
+
+    def source(height: int) -> ValidatorSet | None:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            return validator_set_candidate(conn, height)
+
+    return source

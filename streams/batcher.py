@@ -65,6 +65,7 @@ from ledger.l2 import RECORD_KIND, DeviceInfo, Parsed, Reason, admit, batch_id, 
 from ledger.merkle import root
 from ledger.results import ResultCode
 from projections import l2 as store
+from projections import read
 from schemas.codec import encode
 from streams import logs
 from streams.kafka_config import admin_config, consumer_config, producer_config
@@ -187,6 +188,7 @@ class BatcherConfig:
     institution: str
     key: KeyPair
     chain_id: str
+    genesis: Genesis  # the trust anchor of CommitBatch outcomes (decisions D22)
     bootstrap: str
     dsn: str  # the institution's database (chain projection + l2 tables)
     prefix: str = DEFAULT_PREFIX
@@ -476,7 +478,14 @@ class Batcher:
         cfg = self.config
         conn = psycopg.connect(cfg.dsn, autocommit=True, connect_timeout=10)
         producer = Producer(producer_config(cfg.bootstrap))
-        client = LedgerClient(cfg.bootstrap, cfg.key, cfg.chain_id, prefix=cfg.prefix)
+        client = LedgerClient(
+            cfg.bootstrap,
+            cfg.key,
+            cfg.chain_id,
+            prefix=cfg.prefix,
+            genesis=cfg.genesis,
+            validator_sets=read.validator_set_source(cfg.dsn),
+        )
         nonce_known, need_height, backoff = False, 0, 0.2
         try:
             while not stop.is_set():
@@ -703,6 +712,7 @@ def config_from_args(args: argparse.Namespace) -> BatcherConfig:
         institution=args.institution,
         key=load_signing_key(args.keystore, args.key),
         chain_id=genesis.params.chain_id,
+        genesis=genesis,
         bootstrap=args.bootstrap,
         dsn=make_conninfo(args.dsn, dbname=dbname),
         prefix=args.prefix,

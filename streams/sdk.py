@@ -1,12 +1,15 @@
-"""The client SDK of an IoT backend or gateway: sign, submit, and wait for receipts.
+"""The client SDK of an IoT backend or gateway: sign, submit, and wait for verified outcomes.
 
 Usage::
 
+    from infra.keystore import load_genesis
     from ledger.keys import KeyPair
     from streams.sdk import LedgerClient
 
     key = KeyPair.from_seed(seed)  # an identity registered on chain
-    with LedgerClient("127.0.0.1:19092", key, chain_id="pantheon-main", next_nonce=7) as client:
+    genesis = load_genesis(Path("genesis.avro"))  # the trust anchor of every outcome
+    with LedgerClient("127.0.0.1:19092", key, "pantheon-main", genesis=genesis,
+                      next_nonce=7) as client:
         tx_id = client.submit("AnchorData", {"data_id": "d1", "sha256": digest, "metadata": ""})
         client.flush(10)  # raises SubmitError if anything was not delivered
         receipt = client.wait_receipt(tx_id, timeout=30)
@@ -26,9 +29,13 @@ Theory of operation
   chain requires sequential nonces, so after a failure the transactions that followed the
   failed one will be rejected with ``BAD_NONCE``; resubmit from the first failed nonce
   (:meth:`~LedgerClient.reset_nonce`).
-* Receipts come from a :class:`~streams.receipts.ReceiptWatcher`, started before the
-  client's first produce (so none of its receipts can be missed) unless one is passed in
-  (e.g. shared by many clients) or ``watch_receipts=False``.
+* Outcomes (:class:`Receipt`) come from a :class:`~streams.receipts.ReceiptWatcher`, which
+  verifies the quorum certificates of ``FinalizedBlock`` copies against validator sets
+  established from ``genesis`` (decisions D22); it is started before the client's first
+  produce (so none of its outcomes can be missed) unless one is passed in (e.g. shared by many
+  clients) or ``watch_receipts=False``. Without ``genesis`` (or a watcher) a client can submit
+  but not wait: an outcome it cannot verify is no outcome. The unsigned receipts topic is
+  never read as an outcome.
 """
 
 from __future__ import annotations
@@ -42,15 +49,24 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ledger.genesis import Genesis
 from ledger.keys import KeyPair
+from ledger.outcomes import SetSource
 from ledger.tx import DEFAULT_MAX_TX_BYTES, parse_tx, sign_tx
 from streams.kafka_config import producer_config
-from streams.receipts import Receipt, ReceiptTimeout, ReceiptWatcher, SdkError
+from streams.receipts import (
+    OutcomeUnverifiable,
+    Receipt,
+    ReceiptTimeout,
+    ReceiptWatcher,
+    SdkError,
+)
 from streams.topics import DEFAULT_PREFIX
 
 __all__ = [
     "DeliveryFailure",
     "LedgerClient",
+    "OutcomeUnverifiable",
     "Receipt",
     "ReceiptTimeout",
     "ReceiptWatcher",
@@ -92,9 +108,14 @@ class LedgerClient:
         producer_overrides: Mapping[str, Any] | None = None,
         watch_receipts: bool = True,
         watcher: ReceiptWatcher | None = None,
+        genesis: Genesis | None = None,
+        validator_sets: SetSource | None = None,
+        check_receipts: bool = False,
     ) -> None:
         if next_nonce < 0:
             raise ValueError("next_nonce must be non-negative")
+        if genesis is not None and genesis.params.chain_id != chain_id:
+            raise ValueError(f"the genesis is of chain {genesis.params.chain_id}, not {chain_id}")
         overrides = dict(producer_overrides or {})
         if overrides.get("enable.idempotence", True) is not True or str(
             overrides.get("acks", "all")
@@ -111,6 +132,9 @@ class LedgerClient:
         self._failures_lock = threading.Lock()
         self._producer = Producer(producer_config(bootstrap, **overrides))
         self._watch = watch_receipts or watcher is not None
+        self.genesis = genesis
+        self._validator_sets = validator_sets
+        self._check_receipts = check_receipts
         self._watcher = watcher
         self._owns_watcher = watcher is None
         self._closed = False
@@ -195,16 +219,34 @@ class LedgerClient:
     # -- receipts ---------------------------------------------------------------------
 
     def _ensure_watcher(self) -> None:
-        if self._watch and self._watcher is None:
-            self._watcher = ReceiptWatcher(self.bootstrap, prefix=self.prefix)
+        if self._watch and self._watcher is None and self.genesis is not None:
+            self._watcher = ReceiptWatcher(
+                self.bootstrap,
+                genesis=self.genesis,
+                prefix=self.prefix,
+                validator_sets=self._validator_sets,
+                check_receipts=self._check_receipts,
+            )
+
+    @property
+    def watcher(self) -> ReceiptWatcher | None:
+        """The outcome watcher (None before the first submit or without a genesis)."""
+        return self._watcher
 
     def wait_receipt(self, tx_id: bytes, timeout: float = 30.0) -> Receipt:
-        """The receipt of ``tx_id``; :class:`ReceiptTimeout` after ``timeout`` seconds."""
+        """The verified outcome of ``tx_id``; :class:`ReceiptTimeout` after ``timeout``
+        seconds (:class:`OutcomeUnverifiable` if it was seen only in blocks whose validator
+        set could not be established)."""
         with self._lock:
             self._check_open()
             if not self._watch:
                 raise SdkError("this client was created with watch_receipts=False")
             self._ensure_watcher()
+            if self._watcher is None:
+                raise SdkError(
+                    "outcomes are verified against the genesis: create the client with "
+                    "genesis= (or pass a watcher)"
+                )
             watcher = self._watcher
         assert watcher is not None
         return watcher.wait(tx_id, timeout)
@@ -213,6 +255,8 @@ class LedgerClient:
         self, operation: str, args: Mapping[str, Any], timeout: float = 30.0
     ) -> Receipt:
         """:meth:`submit`, :meth:`flush`, then :meth:`wait_receipt`, all within ``timeout``."""
+        if self._watch and self._watcher is None and self.genesis is None:
+            raise SdkError("submit_and_wait needs genesis= (outcomes are verified against it)")
         deadline = time.monotonic() + timeout
         tx_id = self.submit(operation, args)
         self.flush(timeout)

@@ -194,7 +194,7 @@ def register_user_key(c: Consortium) -> KeyPair:
     record = c.replay().state_get(key_key(gov.key_id))
     assert record is not None
     user = new_key()
-    with LedgerClient(c.bootstrap, gov, c.chain_id, prefix=c.prefix,
+    with LedgerClient(c.bootstrap, gov, c.chain_id, prefix=c.prefix, genesis=c.genesis,
                       next_nonce=int(record["next_nonce"])) as client:  # fmt: skip
         receipt = client.submit_and_wait(
             "RegisterIdentity",

@@ -145,6 +145,8 @@ def net(
             bootstrap=bootstrap,
             prefix=consortium.prefix,
             receipt_timeout_s=20.0,
+            genesis=consortium.genesis,
+            validator_sets=read.validator_set_source(runner.dsn),
         )
         iam = IamService(
             bootstrap=bootstrap,

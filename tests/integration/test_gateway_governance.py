@@ -30,6 +30,7 @@ from gateway.governance import Governance, KeystoreRefused, load_governance_key
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from infra.postgres_server import Postgres
+from projections import read
 from projections.iam import IamProjection
 from projections.projector import ProjectorConfig, prepare
 from projections.runner import ProjectionRunner
@@ -129,6 +130,8 @@ def net(
                 bootstrap=bootstrap,
                 prefix=consortium.prefix,
                 receipt_timeout_s=20.0,
+                genesis=consortium.genesis,
+                validator_sets=read.validator_set_source(runner.dsn),
             )
         consortium.wait_ready(consortium.institutions)
         yield Net(consortium, pool, runner.dsn, Tokens(), iam, governance)

@@ -160,7 +160,13 @@ class L2Stack:
         gov = self.consortium.gov_key(INSTITUTION)
         self.devices = [Device(new_key()) for _ in range(devices)]
         self.revoked = Device(new_key())
-        with LedgerClient(bootstrap, gov, self.consortium.chain_id, prefix=self.prefix) as client:
+        with LedgerClient(
+            bootstrap,
+            gov,
+            self.consortium.chain_id,
+            prefix=self.prefix,
+            genesis=self.consortium.genesis,
+        ) as client:
             receipt = client.submit_and_wait(
                 "RegisterIdentity",
                 {"public_key": self.service.public_key, "kind": "SERVICE", "label": "batcher"},

@@ -66,6 +66,7 @@ def test_simulated_workload_is_accepted_and_stale_nonces_resync(consortium: Cons
         bootstrap=consortium.bootstrap,
         prefix=consortium.prefix,
         chain_id=consortium.chain_id,
+        genesis=consortium.genesis,
         governance_keys={i: consortium.gov_key(i) for i in insts},
         service_keys=service,
         members=len(insts),

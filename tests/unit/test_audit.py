@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ledger.audit import (
     ERROR,
+    INFO,
     WARNING,
     ChainAudit,
     Finding,
@@ -38,7 +39,7 @@ from ledger.merkle import root
 from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.votes import sign_vote
-from tests.unit.chain_helpers import CHAIN, Driver, consortium
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 
 class Logs:
@@ -184,6 +185,57 @@ def test_receipts_mismatch_and_missing() -> None:
     assert missing.details["tx_offset"] == ex.results[1].offset
     mismatch = next(f for f in a.findings.items if f.kind == "receipt.mismatch")
     assert mismatch.details["receipt"]["result_code"] == int(ResultCode.BAD_NONCE)
+
+
+def test_forged_receipts_are_errors_whatever_height_they_claim() -> None:
+    """Issue 17's forged receipt (far height, random hash, FORBIDDEN) is an error, not
+    ``receipt.pending``; a receipt beyond the replay for an unknown tx stays pending."""
+    logs = chain()
+    ex = logs.executed[1]
+    target = ex.results[2]
+    far = EntryResult(tx_id=target.tx_id, offset=target.offset, code=ResultCode.FORBIDDEN)
+    at_far_offset = EntryResult(tx_id=target.tx_id, offset=10_000, code=ResultCode.FORBIDDEN)
+    replay_of_it = EntryResult(tx_id=target.tx_id, offset=10_001, code=ResultCode.BAD_NONCE)
+    unknown = EntryResult(tx_id=b"\x07" * 32, offset=10_002, code=ResultCode.OK)
+    not_in_block = EntryResult(tx_id=b"\x08" * 32, offset=target.offset, code=ResultCode.OK)
+    logs.receipts += [
+        receipt(far, height=1_000_000, block_hash=b"\x99" * 32),
+        receipt(at_far_offset, height=1_000_000, block_hash=b"\x99" * 32),
+        receipt(replay_of_it, height=1_000_001, block_hash=b"\x99" * 32),
+        receipt(unknown, height=1_000_002, block_hash=b"\x99" * 32),
+        receipt(not_in_block, height=2, block_hash=ex.block_hash),
+    ]
+    a = logs.audit()
+    mismatches = [f for f in a.findings.items if f.kind == "receipt.mismatch"]
+    assert kinds(a) == ["receipt.mismatch"] * 3
+    assert [f.height for f in mismatches] == [1_000_000, 1_000_000, 2]
+    assert "contradicts the outcome of its tx (block 2, OK)" in mismatches[0].message
+    assert mismatches[1].details["replayed"]["offset"] == target.offset
+    assert mismatches[0].details["replayed"]["result_code"] == int(ResultCode.OK)
+    pending = [f for f in a.findings.items if f.kind == "receipt.pending"]
+    assert len(pending) == 1 and pending[0].severity == INFO
+    assert pending[0].message.startswith("2 receipt(s)")
+
+
+def test_impostor_and_non_member_votes_are_reported() -> None:
+    logs = chain()
+    member = logs.plan.keys["inst-2"][1][0]
+    outsider = key("outsider-operator")
+    ex = logs.executed[1]
+    honest = sign_vote(member, height=2, block_hash=ex.block_hash)
+    forged_by = sign_vote(outsider, height=2, block_hash=ex.block_hash)
+    impostor = replace(honest, signature=forged_by.signature)  # the member's id, a bad signature
+    logs.votes += [impostor.encode(), forged_by.encode()]
+    a = logs.audit()
+    assert kinds(a) == ["vote.impostor"]
+    assert kinds(a, WARNING) == ["vote.non_member"]
+    found = {f.kind: f for f in a.findings.items}
+    assert found["vote.impostor"].height == 2
+    assert found["vote.impostor"].offset == len(logs.votes) - 2
+    assert found["vote.impostor"].details["institution"] == "inst-2"
+    assert found["vote.non_member"].details["operator_key_id"] == outsider.key_id
+    assert found["vote.non_member"].details["signature_valid"] is True
+    assert a.audited_height == 3  # neither is counted towards finality
 
 
 def test_equivocation_is_a_warning_not_a_failure() -> None:
