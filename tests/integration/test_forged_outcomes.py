@@ -21,21 +21,30 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 from starlette.testclient import TestClient
 
 from gateway.app import GatewayConfig, create_app
+from gateway.auth.passwords import FAST
 from gateway.context import Services
 from gateway.governance import Governance
+from gateway.iam.service import IamService
 from gateway.objects import DataProxy, ProxyConfig
 from infra.postgres_server import Postgres
 from ledger.hashing import sha256
 from ledger.results import ResultCode
 from projections import read
+from projections.iam import IamProjection
+from projections.objects import ObjectsProjection
 from projections.projector import ProjectorConfig, prepare
+from projections.runner import ProjectionRunner
 from streams import audit
+from streams.kafka_config import admin_config
 from streams.sdk import LedgerClient
+from streams.topics import ensure_topics
 from tests.consortium import Consortium
+from tests.integration.test_data_proxy import MASTER, _run
 from tests.integration.test_gateway_support import Tokens
 from tests.outcome_helpers import Forger
 
@@ -77,6 +86,7 @@ def net(
     stop = threading.Event()
     runner: Any = None
     thread: threading.Thread | None = None
+    threads: list[threading.Thread] = []
     try:
         consortium.start_all()
         cfg = ProjectorConfig(
@@ -104,13 +114,37 @@ def net(
             genesis=consortium.genesis,
             validator_sets=read.validator_set_source(runner.dsn),
         )
-        proxy = DataProxy.create(INST, pool, governance, ProxyConfig())
+        iam = IamService(  # seals the objects and records their events (D23)
+            bootstrap=bootstrap,
+            dsn=runner.dsn,
+            institution=INST,
+            master_key=MASTER,
+            kek_dir=workdir / "kek",
+            prefix=consortium.prefix,
+            password_params=FAST,
+        )
+        ensure_topics(
+            AdminClient(admin_config(bootstrap)), prefix=consortium.prefix, institutions=[INST]
+        )
+        for projection in (
+            IamProjection(INST, prefix=consortium.prefix),
+            ObjectsProjection(INST, prefix=consortium.prefix),
+        ):
+            with psycopg.connect(runner.dsn, autocommit=True) as conn:
+                projection.migrate(conn)
+            threads.append(_run(ProjectionRunner(runner.dsn, bootstrap, projection), stop))
+        proxy = DataProxy.create(
+            INST, pool, governance, ProxyConfig(), kek=iam.kek_store, events=iam
+        )
         consortium.wait_ready(consortium.institutions)
         yield Net(consortium, pool, runner.dsn, Tokens(), governance, proxy)
+        iam.close()
         governance.close()
         pool.close()
     finally:
         stop.set()
+        for extra in threads:
+            extra.join(30)
         if thread is not None:
             thread.join(30)
         if runner is not None:
@@ -173,7 +207,7 @@ def test_put_object_is_kept_despite_a_forged_receipt(net: Net) -> None:
     _first_receipt_is_forged(net.consortium, tx_id)
     with psycopg.connect(net.dsn) as conn:
         row = conn.execute(
-            "SELECT status, tx_id FROM objects.objects WHERE data_id = %s", (data_id,)
+            "SELECT status, tx_id FROM objects.uploads WHERE data_id = %s", (data_id,)
         ).fetchone()
         anchor = conn.execute(
             "SELECT sha256 FROM chain.anchors WHERE data_id = %s", (data_id,)
