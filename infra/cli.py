@@ -28,13 +28,14 @@ from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
-from infra import kafka_dist, keystore, simulate
+from infra import kafka_acl, kafka_dist, keystore, simulate
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
 from projections import projector, rebuild
 from projections.projector import database_name
 from streams import audit, batcher, logs, object_verify, proofs, validator
+from streams.kafka_config import use_credentials
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -43,6 +44,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     if getattr(args, "brokers", None):
         settings = settings.with_changes(kafka_brokers=args.brokers)
+    if getattr(args, "kafka_auth", False):
+        settings = settings.with_changes(kafka_auth="scram")
     return settings
 
 
@@ -62,6 +65,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("each `pantheon up` replaces the unused ones):")
             for inst, credential in pending.items():
                 print(f"  {inst:<10} {credential}")
+    if stack.kafka.secure:
+        print(
+            f"\nKafka requires SASL/SCRAM with ACLs (D26); each principal's password is in "
+            f"{kafka_acl.auth_dir(stack.settings)}/<principal>.password (0600); a client uses "
+            "PANTHEON_KAFKA_USER and PANTHEON_KAFKA_PASSWORD_FILE"
+        )
     print(f"\nState: {stack.settings.state_dir}    stop with: pantheon down")
     return 0
 
@@ -184,15 +193,17 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     if args.institution not in consortium.institutions():
         raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
     password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
-    user_id = create_admin(
-        bootstrap=stack.settings.bootstrap_servers,
-        dsn=stack.postgres.dsn(database_name(args.institution)),
-        institution=args.institution,
-        master_key=load_master_key(consortium.master_key_file(args.institution)),
-        login=args.login,
-        password=password,
-        prefix=stack.settings.topic_prefix,
-    )
+    principal = kafka_acl.institution_principal(args.institution)
+    with use_credentials(kafka_acl.credentials(stack.settings, principal)):
+        user_id = create_admin(
+            bootstrap=stack.settings.bootstrap_servers,
+            dsn=stack.postgres.dsn(database_name(args.institution)),
+            institution=args.institution,
+            master_key=load_master_key(consortium.master_key_file(args.institution)),
+            login=args.login,
+            password=password,
+            prefix=stack.settings.topic_prefix,
+        )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
     return 0
 
@@ -220,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-consortium", action="store_true", help="only Kafka, PostgreSQL and Prometheus"
     )
+    kafka_auth_help = (
+        "Kafka with SASL/SCRAM principals and ACLs (D26; or PANTHEON_KAFKA_AUTH=scram); "
+        "stays on for this state directory"
+    )
+    up.add_argument("--kafka-auth", action="store_true", help=kafka_auth_help)
     add(sub, "down", cmd_down, "stop the local stack")
     add(sub, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
@@ -228,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = stack.add_subparsers(dest="verb", required=True, metavar="<verb>")
     start = add(verbs, "start", cmd_up, "start the stack (same as `pantheon up`)")
     start.add_argument("--brokers", type=int, choices=(1, 3), help="Kafka nodes (default 1)")
+    start.add_argument("--kafka-auth", action="store_true", help=kafka_auth_help)
     add(verbs, "stop", cmd_down, "stop the stack (same as `pantheon down`)")
     add(verbs, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"

@@ -1,0 +1,68 @@
+"""Client credentials (D26): from the environment or a scope, never a readable file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.kafka_config import (
+    PASSWORD_FILE_ENV,
+    USER_ENV,
+    CredentialError,
+    Credentials,
+    admin_config,
+    consumer_config,
+    producer_config,
+    use_credentials,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (USER_ENV, PASSWORD_FILE_ENV, "PANTHEON_KAFKA_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _secret(tmp_path: Path, mode: int = 0o600) -> Path:
+    path = tmp_path / "p.password"
+    path.write_text("s3cret\n")
+    path.chmod(mode)
+    return path
+
+
+def test_without_a_user_nothing_changes() -> None:
+    for config in (producer_config("b:1"), consumer_config("b:1", "g"), admin_config("b:1")):
+        assert not any(k.startswith(("sasl.", "security.")) for k in config)
+
+
+def test_every_client_authenticates_as_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(USER_ENV, "institution.alpha")
+    monkeypatch.setenv(PASSWORD_FILE_ENV, str(_secret(tmp_path)))
+    for config in (producer_config("b:1"), consumer_config("b:1", "g"), admin_config("b:1")):
+        assert config["security.protocol"] == "SASL_PLAINTEXT"
+        assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert config["sasl.username"] == "institution.alpha"
+        assert config["sasl.password"] == "s3cret"
+
+
+def test_a_password_file_others_can_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(USER_ENV, "institution.alpha")
+    monkeypatch.setenv(PASSWORD_FILE_ENV, str(_secret(tmp_path, 0o644)))
+    with pytest.raises(CredentialError, match="chmod 600"):
+        producer_config("b:1")
+
+
+def test_a_scope_overrides_the_environment_and_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(USER_ENV, "institution.alpha")
+    monkeypatch.setenv("PANTHEON_KAFKA_PASSWORD", "from-env")
+    with use_credentials(Credentials(user="admin", password_file=_secret(tmp_path))):
+        assert admin_config("b:1")["sasl.username"] == "admin"
+    assert admin_config("b:1")["sasl.username"] == "institution.alpha"
+    assert admin_config("b:1")["sasl.password"] == "from-env"
