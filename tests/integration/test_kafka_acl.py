@@ -1,8 +1,10 @@
 """Broker access control (D26): SASL/SCRAM principals and the KRaft authorizer's ACLs.
 
-A private secure single-node cluster is started for this module: unauthenticated clients and
-wrong passwords are refused, each principal can do what :func:`infra.kafka_acl.acl_table`
-allows and nothing else, and no password reaches a log or a command line.
+A private secure 3-node cluster is started for this module (brokers replicate over SCRAM,
+controllers vote over PLAIN; the single-node case runs in test_kafka_acl_stack.py):
+unauthenticated clients and wrong passwords are refused, each principal can do what
+:func:`infra.kafka_acl.acl_table` allows and nothing else, and no password reaches a log or a
+command line.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ INSTITUTIONS = ("alpha", "beta")
 @pytest.fixture(scope="module")
 def secure() -> Iterator[Settings]:
     """A running secure cluster with the ledger topics, principals and ACLs of alpha, beta."""
-    settings = private_settings().with_changes(kafka_auth="scram")
+    settings = private_settings(brokers=3).with_changes(kafka_auth="scram")
     cluster = KafkaCluster(settings)
     try:
-        cluster.start()
+        cluster.start(timeout=120)
         with use_credentials(kafka_acl.credentials(settings, kafka_acl.ADMIN)):
             admin = AdminClient(admin_config(settings.bootstrap_servers))
             ensure_topics(admin, prefix=settings.topic_prefix, institutions=INSTITUTIONS)
@@ -110,6 +112,9 @@ def test_unauthenticated_and_wrong_password_clients_are_refused(secure: Settings
 
 
 def test_each_principal_writes_only_what_its_acls_allow(secure: Settings) -> None:
+    admin = AdminClient(admin_config(secure.bootstrap_servers, **_auth(secure, kafka_acl.ADMIN)))
+    topic = admin.list_topics(timeout=10).topics[_topic(secure, "iam.alpha")]
+    assert all(len(p.replicas) == 3 for p in topic.partitions.values())
     beta = _auth(secure, kafka_acl.institution_principal("beta"))
     alpha_op = _auth(secure, kafka_acl.operator_principal("alpha"))
     iot = _auth(secure, kafka_acl.IOT)
@@ -172,15 +177,15 @@ def test_passwords_stay_in_owner_only_files(secure: Settings) -> None:
     assert {f.name for f in files} >= {"admin.password", "operator.alpha.password", "iot.password"}
     secrets = [f.read_text().strip() for f in files]
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
-    node = KafkaCluster(secure).nodes[0]
-    assert stat.S_IMODE((node.home / "server.properties").stat().st_mode) == 0o600
-    assert not (node.home / "format.args").exists()
-    for log in (node.log_file, node.home / "stdout.log"):
-        text = log.read_text(errors="replace")
-        assert not any(s in text for s in secrets), log
-    pid = int(node.pid_file.read_text())
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    assert not any(s in cmdline for s in secrets)
+    for node in KafkaCluster(secure).nodes:
+        assert stat.S_IMODE((node.home / "server.properties").stat().st_mode) == 0o600
+        assert not (node.home / "format.args").exists()
+        for log in (node.log_file, node.home / "stdout.log"):
+            text = log.read_text(errors="replace")
+            assert not any(s in text for s in secrets), log
+        pid = int(node.pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        assert not any(s in cmdline for s in secrets)
 
 
 def test_clients_take_credentials_from_the_environment(
