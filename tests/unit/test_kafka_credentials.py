@@ -1,4 +1,4 @@
-"""Client credentials (D26): from the environment or a scope, never a readable file."""
+"""Broker access control (D26) without a broker: client credentials, the flag, the ACL set."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.cli import _settings, build_parser
+from infra.kafka_acl import acl_table
+from infra.settings import Settings
 from streams.kafka_config import (
     PASSWORD_FILE_ENV,
     USER_ENV,
@@ -66,3 +69,35 @@ def test_a_scope_overrides_the_environment_and_ends(
         assert admin_config("b:1")["sasl.username"] == "admin"
     assert admin_config("b:1")["sasl.username"] == "institution.alpha"
     assert admin_config("b:1")["sasl.password"] == "from-env"
+
+
+def test_the_cli_flag_and_the_variable_turn_the_mode_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PANTHEON_KAFKA_AUTH", raising=False)
+    assert _settings(build_parser().parse_args(["up"])).kafka_auth == ""
+    assert _settings(build_parser().parse_args(["up", "--kafka-auth"])).kafka_auth == "scram"
+    monkeypatch.setenv("PANTHEON_KAFKA_AUTH", "SCRAM")
+    assert Settings.from_env().kafka_auth == "scram"
+    monkeypatch.setenv("PANTHEON_KAFKA_AUTH", "kerberos")
+    with pytest.raises(ValueError, match="PANTHEON_KAFKA_AUTH"):
+        Settings.from_env()
+
+
+def test_the_acl_table_is_least_privilege() -> None:
+    grants = acl_table(["alpha", "beta"], "p.")
+    writes = {(g.principal, g.name) for g in grants if g.operation == "WRITE"}
+    writers = {
+        topic: {who for who, name in writes if name == topic}
+        for topic in {name for _, name in writes}
+    }
+    assert writers["p.iam.alpha"] == {"institution.alpha"}
+    assert writers["p.iam.beta"] == {"institution.beta"}
+    for topic in ("p.votes", "p.blocks", "p.receipts"):
+        assert writers[topic] == {"operator.alpha", "operator.beta"}, topic
+    assert writers["p.l2.records"] == {"iot"}
+    assert {name for who, name in writes if who == "iot"} == {"p.tx", "p.l2.records"}
+    assert not any(g.principal == "iot" and g.operation == "READ" for g in grants)
+    reads = {
+        (g.principal, g.name) for g in grants if g.operation == "READ" and g.resource == "topic"
+    }
+    assert ("institution.beta", "p.iam.alpha") not in reads
+    assert not any(g.prefixed and g.resource == "topic" for g in grants)
