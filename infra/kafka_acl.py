@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
     AclPermissionType,
+    AdminClient,
     ResourcePatternType,
     ResourceType,
     ScramCredentialInfo,
@@ -39,7 +41,13 @@ from confluent_kafka.admin import (
 
 from infra.errors import StackError
 from infra.settings import Settings
-from streams.kafka_config import PASSWORD_ENV, PASSWORD_FILE_ENV, USER_ENV, Credentials
+from streams.kafka_config import (
+    PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
+    USER_ENV,
+    Credentials,
+    admin_config,
+)
 from streams.topics import iam_topic
 
 ADMIN = "admin"
@@ -204,3 +212,40 @@ def ensure(
             future.result()
     except KafkaException as exc:
         raise StackError(f"creating Kafka principals and ACLs failed: {exc}") from exc
+    wait_effective(settings, institutions, timeout=timeout)
+
+
+def wait_effective(settings: Settings, institutions: Sequence[str], *, timeout: float) -> None:
+    """Wait until each broker lets the last-made principals see their topics.
+
+    Credentials and ACLs reach the brokers' authorizers through the metadata log, a moment
+    after the controller accepted them; a process started before then is refused (a
+    projector refused its topics' metadata exits). Records apply in order, so the last
+    principal and grant stand for the rest.
+    """
+    prefix = settings.topic_prefix
+    probes = [(IOT, f"{prefix}l2.records")]
+    if institutions:
+        last = institutions[-1]
+        probes.append((institution_principal(last), iam_topic(last).name(prefix)))
+        probes.append((operator_principal(last), f"{prefix}votes"))
+    deadline = time.monotonic() + timeout
+    for port, _ in settings.kafka_ports:
+        for principal, topic in probes:
+            creds = credentials(settings, principal)
+            assert creds is not None
+            config = admin_config(f"{settings.host}:{port}", **creds.config(), log_level=0)
+            while not _sees(AdminClient(config), topic):
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"{principal} cannot see {topic} on port {port} after {timeout:.0f}s"
+                    )
+                time.sleep(0.2)
+
+
+def _sees(admin: Any, topic: str) -> bool:
+    try:
+        meta = admin.list_topics(topic, timeout=5).topics.get(topic)
+    except KafkaException:
+        return False
+    return meta is not None and meta.error is None

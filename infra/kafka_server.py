@@ -193,7 +193,8 @@ class KafkaCluster:
     def _prepare(self, node: KafkaNode, dist: Path) -> None:
         node.home.mkdir(parents=True, exist_ok=True)
         formatted = (node.data_dir / "meta.properties").exists()
-        if formatted and self.settings.kafka_auth and not self.secure:
+        was_secure = kafka_acl.password_file(self.settings, kafka_acl.ADMIN).exists()
+        if formatted and self.settings.kafka_auth and not was_secure:
             raise StackError(
                 f"the Kafka state in {self.root} was formatted without --kafka-auth; "
                 f"stop the stack and remove {self.root} (its topics are lost) to switch"

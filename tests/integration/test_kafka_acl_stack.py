@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from infra import kafka_acl, procs
+from infra.cli import main
 from infra.stack import Stack
 from ledger.keys import KeyPair
 from ledger.results import ResultCode
@@ -63,6 +64,19 @@ def test_a_consortium_finalizes_with_and_without_broker_acls(
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
                 assert not any(s in cmdline for s in secrets), pid_file
                 assert not any(s in v for s in secrets for v in env.values()), pid_file
+
+            # the CLI writes alpha's first administrator to pantheon.iam.alpha (as alpha's
+            # institution principal); alpha's projector reads it back
+            for name, value in {
+                "PANTHEON_STATE_DIR": settings.state_dir,
+                "PANTHEON_KAFKA_PORT": settings.kafka_port,
+                "PANTHEON_PG_PORT": settings.pg_port,
+                "PANTHEON_PROM_PORT": settings.prom_port,
+                "PANTHEON_GATEWAY_PORT": settings.gateway_port,
+                "PANTHEON_ADMIN_PASSWORD": "correct-horse-battery-staple",
+            }.items():
+                monkeypatch.setenv(name, str(value))
+            assert main(["iam", "create-admin", "--institution", "alpha", "--login", "root"]) == 0
 
             # a client of alpha (its own principal) submits; the quorum finalizes it
             doc = json.loads((home / "keys" / "alpha.json").read_text())

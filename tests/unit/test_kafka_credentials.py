@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from infra.cli import _settings, build_parser
+from infra.errors import StackError
 from infra.kafka_acl import acl_table
+from infra.kafka_server import KafkaCluster
 from infra.settings import Settings
 from streams.kafka_config import (
     PASSWORD_FILE_ENV,
@@ -101,3 +103,13 @@ def test_the_acl_table_is_least_privilege() -> None:
     }
     assert ("institution.beta", "p.iam.alpha") not in reads
     assert not any(g.prefixed and g.resource == "topic" for g in grants)
+
+
+def test_a_plaintext_state_is_not_silently_switched(tmp_path: Path) -> None:
+    settings = Settings.from_env().with_changes(state_dir=tmp_path, kafka_auth="scram")
+    cluster = KafkaCluster(settings)
+    node = cluster.nodes[0]
+    node.data_dir.mkdir(parents=True)
+    (node.data_dir / "meta.properties").write_text("formatted without SASL\n")
+    with pytest.raises(StackError, match="formatted without --kafka-auth"):
+        cluster._prepare(node, tmp_path)
