@@ -157,8 +157,12 @@ class KafkaCluster:
         }
 
     def admin_client_config(self) -> dict[str, Any]:
-        """An admin client's settings, as the super user when the brokers require SASL."""
-        with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
+        """An admin client's settings: the super user when the brokers require SASL, else
+        plaintext (whatever credentials the environment may name)."""
+        creds = kafka_acl.credentials(self.settings, kafka_acl.ADMIN)
+        if creds is None:
+            return {"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0}
+        with use_credentials(creds):
             return admin_config(self.settings.bootstrap_servers, log_level=0)
 
     @staticmethod
