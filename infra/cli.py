@@ -32,13 +32,14 @@ from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
 from gateway.iam.service import IamService
-from infra import kafka_dist, keystore, simulate
+from infra import kafka_acl, kafka_dist, keystore, simulate
 from infra.errors import StackError
 from infra.settings import Settings
 from infra.stack import Stack
 from projections import projector, rebuild
 from projections.projector import database_name
 from streams import audit, batcher, logs, object_verify, proofs, validator
+from streams.kafka_config import use_credentials
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -47,6 +48,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     if getattr(args, "brokers", None):
         settings = settings.with_changes(kafka_brokers=args.brokers)
+    if getattr(args, "kafka_auth", False):
+        settings = settings.with_changes(kafka_auth="scram")
     return settings
 
 
@@ -66,6 +69,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("each `pantheon up` replaces the unused ones):")
             for inst, credential in pending.items():
                 print(f"  {inst:<10} {credential}")
+    if stack.kafka.secure:
+        print(
+            f"\nKafka requires SASL/SCRAM with ACLs (D26); each principal's password is in "
+            f"{kafka_acl.auth_dir(stack.settings)}/<principal>.password (0600); a client uses "
+            "PANTHEON_KAFKA_USER and PANTHEON_KAFKA_PASSWORD_FILE"
+        )
     print(f"\nState: {stack.settings.state_dir}    stop with: pantheon down")
     return 0
 
@@ -188,16 +197,18 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     if args.institution not in consortium.institutions():
         raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
     password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
-    user_id = create_admin(
-        bootstrap=stack.settings.bootstrap_servers,
-        dsn=stack.postgres.dsn(database_name(args.institution)),
-        institution=args.institution,
-        master_key=load_master_key(consortium.master_key_file(args.institution)),
-        login=args.login,
-        password=password,
-        prefix=stack.settings.topic_prefix,
-        kek_dir=consortium.master_key_file(args.institution).parent,
-    )
+    principal = kafka_acl.institution_principal(args.institution)
+    with use_credentials(kafka_acl.credentials(stack.settings, principal)):
+        user_id = create_admin(
+            bootstrap=stack.settings.bootstrap_servers,
+            dsn=stack.postgres.dsn(database_name(args.institution)),
+            institution=args.institution,
+            master_key=load_master_key(consortium.master_key_file(args.institution)),
+            login=args.login,
+            password=password,
+            prefix=stack.settings.topic_prefix,
+            kek_dir=consortium.master_key_file(args.institution).parent,
+        )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
     return 0
 
@@ -269,6 +280,42 @@ def cmd_shred_forgotten(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_iam(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add: Callable[..., argparse.ArgumentParser],
+) -> None:
+    """``pantheon iam``: an institution's users (off-chain)."""
+    iam = sub.add_parser("iam", help="institutions' users (off-chain)")
+    iam_verbs = iam.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    admin = add(
+        iam_verbs,
+        "create-admin",
+        cmd_create_admin,
+        "create an institution's first administrator (password from PANTHEON_ADMIN_PASSWORD "
+        "or a prompt)",
+    )
+    admin.add_argument("--institution", required=True, help="institution id")
+    admin.add_argument("--login", required=True, help="the administrator's login")
+    forget = add(
+        iam_verbs,
+        "forget-user",
+        cmd_forget_user,
+        "crypto-shred a user (irreversible): destroy their data key and rotate the "
+        "key-encryption key, then record UserForgotten",
+    )
+    forget.add_argument("--institution", required=True, help="institution id")
+    forget.add_argument("--user", required=True, help="the user id to forget")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    shred = add(
+        iam_verbs,
+        "shred-forgotten",
+        cmd_shred_forgotten,
+        "after restoring a database dump: destroy the data keys of users the IAM topic says "
+        "are forgotten (run once the projector has caught up)",
+    )
+    shred.add_argument("--institution", required=True, help="institution id")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -292,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-consortium", action="store_true", help="only Kafka, PostgreSQL and Prometheus"
     )
+    kafka_auth_help = (
+        "Kafka with SASL/SCRAM principals and ACLs (D26; or PANTHEON_KAFKA_AUTH=scram); "
+        "stays on for this state directory"
+    )
+    up.add_argument("--kafka-auth", action="store_true", help=kafka_auth_help)
     add(sub, "down", cmd_down, "stop the local stack")
     add(sub, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
@@ -300,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = stack.add_subparsers(dest="verb", required=True, metavar="<verb>")
     start = add(verbs, "start", cmd_up, "start the stack (same as `pantheon up`)")
     start.add_argument("--brokers", type=int, choices=(1, 3), help="Kafka nodes (default 1)")
+    start.add_argument("--kafka-auth", action="store_true", help=kafka_auth_help)
     add(verbs, "stop", cmd_down, "stop the stack (same as `pantheon down`)")
     add(verbs, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
@@ -339,35 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop and rebuild an institution's projection from offset 0",
     )
 
-    iam = sub.add_parser("iam", help="institutions' users (off-chain)")
-    iam_verbs = iam.add_subparsers(dest="verb", required=True, metavar="<verb>")
-    admin = add(
-        iam_verbs,
-        "create-admin",
-        cmd_create_admin,
-        "create an institution's first administrator (password from PANTHEON_ADMIN_PASSWORD "
-        "or a prompt)",
-    )
-    admin.add_argument("--institution", required=True, help="institution id")
-    admin.add_argument("--login", required=True, help="the administrator's login")
-    forget = add(
-        iam_verbs,
-        "forget-user",
-        cmd_forget_user,
-        "crypto-shred a user (irreversible): destroy their data key and rotate the "
-        "key-encryption key, then record UserForgotten",
-    )
-    forget.add_argument("--institution", required=True, help="institution id")
-    forget.add_argument("--user", required=True, help="the user id to forget")
-    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    shred = add(
-        iam_verbs,
-        "shred-forgotten",
-        cmd_shred_forgotten,
-        "after restoring a database dump: destroy the data keys of users the IAM topic says "
-        "are forgotten (run once the projector has caught up)",
-    )
-    shred.add_argument("--institution", required=True, help="institution id")
+    _add_iam(sub, add)
 
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")

@@ -23,7 +23,7 @@ import psycopg
 
 from gateway.auth.crypto import create_master_key_file
 from gateway.iam.bootstrap import ensure_setup_credential
-from infra import procs
+from infra import kafka_acl, procs
 from infra.errors import PortTakenError, StackError
 from infra.keystore import create_genesis, generate_key, load_genesis, load_key
 from infra.postgres_server import Postgres
@@ -33,6 +33,7 @@ from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections import read
 from projections.projector import ConfigError, database_name
+from streams.kafka_config import use_credentials
 from streams.sdk import LedgerClient
 
 DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
@@ -82,6 +83,12 @@ class Consortium:
             create_genesis(self.home, CHAIN_ID, institutions_from_env(), block_interval_ms=500)
         return self.institutions()
 
+    def _env(self, principal: str, postgres: Postgres | None = None) -> dict[str, str]:
+        """A spawned process's environment: its own Kafka principal (D26) and, for those
+        that use PostgreSQL, its password (secrets never on a command line, not in `ps`)."""
+        env = kafka_acl.child_env(self.settings, principal, dict(os.environ))
+        return env if postgres is None else {**env, "PGPASSWORD": postgres.password()}
+
     def _dir(self, institution: str) -> Path:
         return self.home / "validators" / f"{institution}-0"
 
@@ -121,6 +128,7 @@ class Consortium:
                 ],
                 log_file=home / "validator.log",
                 pid_file=home / "pid",
+                env=self._env(kafka_acl.operator_principal(institution)),
             )
             prometheus.register_target(
                 f"validator-{institution}-0",
@@ -160,7 +168,7 @@ class Consortium:
             ],
             log_file=home / "projector.log",
             pid_file=home / "pid",
-            env={**os.environ, "PGPASSWORD": postgres.password()},  # not in `ps` output
+            env=self._env(kafka_acl.institution_principal(institution), postgres),
         )
         prometheus.register_target(f"projector-{institution}", port, {"service": "projector"})
 
@@ -210,7 +218,7 @@ class Consortium:
             ],
             log_file=home / "gateway.log",
             pid_file=home / "pid",
-            env={**os.environ, "PGPASSWORD": postgres.password()},
+            env=self._env(kafka_acl.institution_principal(institution), postgres),
         )
         prometheus.register_target(f"gateway-{institution}", port, {"service": "gateway"})
 
@@ -243,15 +251,20 @@ class Consortium:
         )
         gov_row = row(governance.key_id)
         assert gov_row is not None
-        with LedgerClient(
-            self.settings.bootstrap_servers,
-            governance,
-            doc["chain_id"],
-            prefix=self.settings.topic_prefix,
-            next_nonce=int(gov_row[1]),
-            genesis=load_genesis(self.genesis_file),
-            validator_sets=read.validator_set_source(dsn),
-        ) as client:
+        with (
+            use_credentials(
+                kafka_acl.credentials(self.settings, kafka_acl.institution_principal(institution))
+            ),
+            LedgerClient(
+                self.settings.bootstrap_servers,
+                governance,
+                doc["chain_id"],
+                prefix=self.settings.topic_prefix,
+                next_nonce=int(gov_row[1]),
+                genesis=load_genesis(self.genesis_file),
+                validator_sets=read.validator_set_source(dsn),
+            ) as client,
+        ):
             receipt = client.submit_and_wait(
                 "RegisterIdentity",
                 {"public_key": service.public_key, "kind": "SERVICE", "label": "batcher"},
@@ -298,7 +311,7 @@ class Consortium:
                 ],
                 log_file=home / "batcher.log",
                 pid_file=home / "pid",
-                env={**os.environ, "PGPASSWORD": postgres.password()},
+                env=self._env(kafka_acl.institution_principal(institution), postgres),
             )
             prometheus.register_target(f"batcher-{institution}", port, {"service": "batcher"})
 

@@ -5,6 +5,15 @@ Each node ``i`` (1-based) has ``<state>/kafka/node-<i>/`` with its generated
 id), ``server.log`` and ``pid``. All listeners are on loopback. With 3 nodes the cluster
 uses replication factor 3, ``min.insync.replicas=2`` and no unclean leader election, the
 settings DESIGN.md section 3 asks of production.
+
+With broker access control (:mod:`infra.kafka_acl`, D26) the client listener is
+``SASL_PLAINTEXT`` with SCRAM-SHA-512 (brokers replicate over it as ``admin``), the
+controller listener ``SASL_PLAINTEXT`` with PLAIN and one static user, ``admin`` (KRaft
+controllers cannot check SCRAM: its credentials live in the metadata they serve), the
+``StandardAuthorizer`` decides every request with ``allow.everyone.if.no.acl.found=false``,
+and ``admin`` is the only super user. Its SCRAM credential is written into the metadata at
+format time (``--add-scram``, passed in a 0600 argument file: never on a command line);
+``server.properties`` holds the admin password and is 0600.
 """
 
 from __future__ import annotations
@@ -19,12 +28,14 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from infra import kafka_dist, procs
+from infra import kafka_acl, kafka_dist, procs
 from infra.errors import PortTakenError, PrerequisiteError, StackError
 from infra.settings import Settings
+from streams.kafka_config import admin_config, use_credentials
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +119,51 @@ class KafkaCluster:
             "log.retention.ms": "-1",
             "message.max.bytes": str(2 * 1024 * 1024),
         }
+        if self.secure:
+            lines.update(self._secure_properties(node))
         return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+    @property
+    def secure(self) -> bool:
+        """Whether the brokers require SASL and ACLs (D26)."""
+        return kafka_acl.enabled(self.settings)
+
+    def _secure_properties(self, node: KafkaNode) -> dict[str, str]:
+        host = self.settings.host
+        admin = kafka_acl.ADMIN
+        secret = kafka_acl.password(self.settings, admin)
+        scram = f'username="{admin}" password="{secret}";'
+        plain = f'username="{admin}" password="{secret}" user_{admin}="{secret}";'
+        return {
+            "listeners": f"SASL_PLAINTEXT://{host}:{node.port},CONTROLLER://{host}:{node.controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{host}:{node.port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": (
+                "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": kafka_acl.MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": kafka_acl.MECHANISM,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.scram.ScramLoginModule required {scram}"
+            ),
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain}"
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def admin_client_config(self) -> dict[str, Any]:
+        """An admin client's settings: the super user when the brokers require SASL, else
+        plaintext (whatever credentials the environment may name)."""
+        creds = kafka_acl.credentials(self.settings, kafka_acl.ADMIN)
+        if creds is None:
+            return {"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0}
+        with use_credentials(creds):
+            return admin_config(self.settings.bootstrap_servers, log_level=0)
 
     @staticmethod
     def log4j2_properties(node: KafkaNode) -> str:
@@ -141,29 +196,58 @@ class KafkaCluster:
 
     def _prepare(self, node: KafkaNode, dist: Path) -> None:
         node.home.mkdir(parents=True, exist_ok=True)
-        (node.home / "server.properties").write_text(self.server_properties(node))
+        formatted = (node.data_dir / "meta.properties").exists()
+        was_secure = kafka_acl.password_file(self.settings, kafka_acl.ADMIN).exists()
+        if formatted and self.settings.kafka_auth and not was_secure:
+            raise StackError(
+                f"the Kafka state in {self.root} was formatted without --kafka-auth; "
+                f"stop the stack and remove {self.root} (its topics are lost) to switch"
+            )
+        props = node.home / "server.properties"
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # holds the admin password in the secure mode
+        props.write_text(self.server_properties(node))
         (node.home / "log4j2.properties").write_text(self.log4j2_properties(node))
-        if (node.data_dir / "meta.properties").exists():
+        if formatted:
             return
-        result = subprocess.run(
-            [
-                self._java(),
-                "-cp",
-                kafka_dist.classpath(dist),
-                f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
-                "kafka.tools.StorageTool",
-                "format",
-                "--ignore-formatted",
-                "-t",
-                self._cluster_id(),
-                "-c",
-                str(node.home / "server.properties"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        args = [
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "-t",
+            self._cluster_id(),
+            "-c",
+            str(props),
+        ]
+        if self.secure:
+            secret = kafka_acl.password(self.settings, kafka_acl.ADMIN)
+            args += [
+                "--add-scram",
+                f"{kafka_acl.MECHANISM}=[name={kafka_acl.ADMIN},password={secret}]",
+            ]
+        # The java launcher reads the main class and its arguments from an @file (0600,
+        # removed afterwards), so the admin password is never on a command line.
+        argfile = node.home / "format.args"
+        argfile.unlink(missing_ok=True)
+        fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f'"{a}"\n' for a in args))
+        try:
+            result = subprocess.run(
+                [
+                    self._java(),
+                    "-cp",
+                    kafka_dist.classpath(dist),
+                    f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
+                    f"@{argfile}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
@@ -235,7 +319,7 @@ class KafkaCluster:
 
     def broker_count(self, timeout: float = 2.0) -> int:
         """How many brokers the cluster's metadata lists (0 when unreachable)."""
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
+        admin = AdminClient(self.admin_client_config())
         try:
             return len(admin.list_topics(timeout=timeout).brokers)
         except Exception:

@@ -14,6 +14,7 @@ variable                    default                         what
 ``PANTHEON_PROM_PORT``      19090                           Prometheus
 ``PANTHEON_GATEWAY_PORT``   4004 (then 4005, ...)           first institution's gateway
 ``PANTHEON_TOPIC_PREFIX``   ``pantheon.``                   prefix of every topic
+``PANTHEON_KAFKA_AUTH``     (empty: plaintext)              ``scram``: SASL + ACLs (D26)
 ==========================  ==============================  ===========================
 """
 
@@ -56,6 +57,15 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
+def _env_auth(name: str) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "none", "plaintext"):
+        return ""
+    if raw != "scram":
+        raise ValueError(f"{name}={raw!r}: use 'scram' (SASL/SCRAM with ACLs) or leave it empty")
+    return raw
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Locations and ports of one local stack."""
@@ -70,6 +80,8 @@ class Settings:
     topic_prefix: str
     gateway_port: int = 4004
     host: str = "127.0.0.1"
+    kafka_auth: str = ""
+    """``"scram"``: the broker requires SASL/SCRAM and ACLs (``pantheon up --kafka-auth``)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -84,6 +96,7 @@ class Settings:
             prom_port=_env_int("PANTHEON_PROM_PORT", 19090),
             gateway_port=_env_int("PANTHEON_GATEWAY_PORT", 4004),
             topic_prefix=os.environ.get("PANTHEON_TOPIC_PREFIX", "pantheon."),
+            kafka_auth=_env_auth("PANTHEON_KAFKA_AUTH"),
         )
 
     def with_changes(self, **changes: object) -> Settings:

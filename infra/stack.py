@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka.admin import AdminClient
 
-from infra import procs
+from infra import kafka_acl, procs
 from infra.consortium import Consortium, ValidatorStatus
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from projections.projector import database_name
-from streams.kafka_config import admin_config
+from streams.kafka_config import admin_config, use_credentials
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,15 @@ class Stack:
 
     def up(self, *, consortium: bool = True) -> dict[str, float]:
         """Start what is not running, create missing topics, then (unless ``consortium`` is
-        false) the validators of the local consortium; return seconds per step."""
+        false) the validators of the local consortium; return seconds per step.
+
+        With broker access control (D26) this process acts as the Kafka super user, creates
+        every principal and ACL, and starts each process as its own principal."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
+            return self._up(consortium)
+
+    def _up(self, consortium: bool) -> dict[str, float]:
         timings: dict[str, float] = {}
         for name, start in (
             ("kafka", self.kafka.start),
@@ -80,11 +87,10 @@ class Stack:
             timings[name] = time.monotonic() - began
         began = time.monotonic()
         institutions = self.consortium.ensure_genesis() if consortium else []
-        created = ensure_topics(
-            AdminClient(admin_config(self.settings.bootstrap_servers)),
-            prefix=self.settings.topic_prefix,
-            institutions=institutions,
-        )
+        admin = AdminClient(admin_config(self.settings.bootstrap_servers))
+        created = ensure_topics(admin, prefix=self.settings.topic_prefix, institutions=institutions)
+        if self.kafka.secure:
+            kafka_acl.ensure(admin, self.settings, institutions)
         timings["topics"] = time.monotonic() - began
         if created:
             log.info("created topics %s", ", ".join(created))
@@ -143,7 +149,8 @@ class Stack:
                 brokers == len(self.kafka.nodes),
                 s.bootstrap_servers,
                 f"{len(kafka_running)}/{len(self.kafka.nodes)} nodes running, "
-                f"{brokers} brokers answering, Kafka {s.kafka_version}",
+                f"{brokers} brokers answering, Kafka {s.kafka_version}"
+                + (", SASL/SCRAM + ACLs" if self.kafka.secure else ""),
             ),
             ServiceStatus(
                 "postgres",
