@@ -14,6 +14,7 @@ import pytest
 from infra import kafka_acl, procs
 from infra.cli import main
 from infra.stack import Stack
+from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections.projector import database_name
@@ -95,6 +96,7 @@ def test_a_consortium_finalizes_with_and_without_broker_acls(
                     doc["chain_id"],
                     prefix=settings.topic_prefix,
                     next_nonce=int(row[0]),
+                    genesis=Genesis.decode((home / "genesis.avro").read_bytes()),
                 ) as client,
             ):
                 receipt = client.submit_and_wait(
