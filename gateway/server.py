@@ -7,6 +7,9 @@
 * Users, logins and tokens come from :class:`gateway.iam.service.IamService` (master key from
   ``--master-key-file`` or the environment variable it documents); its IAM projection runs in
   this process with ``--iam-projection``, otherwise in the projector's.
+* ``--iam-key-file PATH``: the institution's IAM SERVICE key (0600), registered on chain:
+  it signs every IAM event (D21), at the height of the chain projected in the database.
+  The in-process IAM projection believes only keys the certified chain names.
 * ``--keystore PATH``: the institution's keystore (0600); its governance key signs the
   governance mutations (``proposeMember``, ``proposeRemoval``, ``castVote``). Without it
   they answer ``GOVERNANCE_KEY_MISSING``; a keystore readable by others is refused.
@@ -24,9 +27,9 @@ import argparse
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvicorn
 from psycopg_pool import ConnectionPool
@@ -41,8 +44,11 @@ from gateway.deadlines import (
     HeadDeadlineProtocol,
 )
 from gateway.governance import Governance, KeystoreRefused
+from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height, load_iam_key
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
+from ledger.keys import KeyPair
+from projections.iam import ChainSigners, IamProjection, SignerPolicy
 from projections.projector import ConfigError, database_dsn, database_name
 from streams import logs
 from streams.topics import DEFAULT_PREFIX
@@ -62,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default 4004)")
     p.add_argument("--master-key-file", type=Path, default=None, help="IAM master key (0600)")
+    p.add_argument(
+        "--iam-key-file",
+        type=Path,
+        default=None,
+        help="the institution's IAM SERVICE key (0600 key file, registered on chain): signs "
+        "every IAM event (D21); without it user management refuses every change",
+    )
     p.add_argument(
         "--iam-projection",
         action="store_true",
@@ -116,32 +129,57 @@ def _positive(text: str) -> float:
     return value
 
 
-def _iam(args: argparse.Namespace, dsn: str) -> Any:
+class IamTrust(NamedTuple):
+    """Who signs and who is believed on the IAM topic. Production: the chain (built in
+    :func:`main`); processes run without a ledger pass a pinned policy in (tests)."""
+
+    signers: SignerPolicy
+    key_height: Callable[[], int]
+
+
+def _no_key() -> int:
+    raise KeyNotActive("this gateway has no IAM key (--iam-key-file): IAM changes are refused")
+
+
+def _iam(args: argparse.Namespace, dsn: str, trust: IamTrust | None) -> Any:
     from gateway.auth.crypto import load_master_key  # noqa: PLC0415
     from gateway.iam.service import IamService  # noqa: PLC0415
 
     master = load_master_key(args.master_key_file)
+    if args.iam_key_file is None:
+        signer = IamSigner(KeyPair.from_seed(bytes(32)), _no_key)  # never signs
+    else:
+        key = load_iam_key(args.iam_key_file)
+        height = (
+            trust.key_height
+            if trust is not None
+            else chain_key_height(dsn, args.institution, key.key_id)
+        )
+        signer = IamSigner(key, height)
     return IamService(
         bootstrap=args.bootstrap,
         dsn=dsn,
         institution=args.institution,
         master_key=master,
         prefix=args.prefix,
+        signer=signer,
     )
 
 
-def _iam_projection(args: argparse.Namespace, dsn: str, stop: threading.Event) -> None:
-    from projections.iam import IamProjection  # noqa: PLC0415
+def _iam_projection(
+    args: argparse.Namespace, dsn: str, stop: threading.Event, signers: SignerPolicy
+) -> None:
     from projections.runner import ProjectionRunner  # noqa: PLC0415
 
     runner = ProjectionRunner(
-        dsn, args.bootstrap, IamProjection(args.institution, prefix=args.prefix)
+        dsn, args.bootstrap, IamProjection(args.institution, prefix=args.prefix, signers=signers)
     )
     threading.Thread(target=runner.run, args=(stop,), name="iam-projection", daemon=True).start()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``)."""
+def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) -> int:
+    """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``). ``trust``
+    replaces the chain as the IAM key authority (only for processes run without a ledger)."""
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     try:
@@ -164,12 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
     stop = threading.Event()
     try:
-        iam = _iam(args, dsn)
+        iam = _iam(args, dsn, trust)
     except Exception as exc:
         print(f"pantheon gateway: error: cannot start user management: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.iam_projection:
-        _iam_projection(args, dsn, stop)
+        _iam_projection(args, dsn, stop, ChainSigners() if trust is None else trust.signers)
     pool: ConnectionPool[Any] = ConnectionPool(
         dsn, min_size=2, max_size=args.pool_size, open=True, kwargs={"autocommit": True}
     )

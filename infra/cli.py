@@ -28,6 +28,7 @@ from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
+from gateway.iam.signing import IamSigner, chain_key_height, load_iam_key
 from infra import kafka_dist, keystore, simulate
 from infra.errors import StackError
 from infra.settings import Settings
@@ -184,14 +185,17 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     if args.institution not in consortium.institutions():
         raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
     password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
+    dsn = stack.postgres.dsn(database_name(args.institution))
+    key = load_iam_key(consortium.iam_key_file(args.institution))
     user_id = create_admin(
         bootstrap=stack.settings.bootstrap_servers,
-        dsn=stack.postgres.dsn(database_name(args.institution)),
+        dsn=dsn,
         institution=args.institution,
         master_key=load_master_key(consortium.master_key_file(args.institution)),
         login=args.login,
         password=password,
         prefix=stack.settings.topic_prefix,
+        signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
     )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
     return 0

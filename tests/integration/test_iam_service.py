@@ -41,6 +41,7 @@ from schemas.codec import decode, encode
 from schemas.errors import CodecError
 from streams.kafka_config import admin_config, consumer_config, producer_config
 from streams.topics import ensure_topics
+from tests.iam_keys import pinned_signer, pinned_signers
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,11 @@ class RunningProjection:
     """The IAM projection in a background thread."""
 
     def __init__(self, dsn: str, bootstrap: str, institution: str, prefix: str) -> None:
-        self.runner = ProjectionRunner(dsn, bootstrap, IamProjection(institution, prefix=prefix))
+        self.runner = ProjectionRunner(
+            dsn,
+            bootstrap,
+            IamProjection(institution, prefix=prefix, signers=pinned_signers(institution)),
+        )
         self.stop_event = threading.Event()
         self.thread = threading.Thread(
             target=self.runner.run,
@@ -98,6 +103,7 @@ def iam(bootstrap: str, postgres: Postgres, unique: str) -> Iterator[Iam]:
         token_ttl_s=60,
         password_params=FAST,
         throttle=LoginThrottle(ThrottlePolicy(free_failures=3, base_delay_s=30.0)),
+        signer=pinned_signer(institution),
     )
     ctx = Iam(
         service,
@@ -452,6 +458,7 @@ def test_login_upgrades_a_hash_made_with_weaker_parameters(iam: Iam) -> None:
         master_key=MASTER,
         prefix=iam.prefix,
         password_params=ScryptParams(log_n=6),
+        signer=pinned_signer(iam.institution),
     )
     try:
         assert stronger.login("root", "root-password", "s").claims.sub == root
