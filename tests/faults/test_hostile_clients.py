@@ -1,7 +1,8 @@
 """Hostile clients against real gateway processes: slow clients, other institutions, bursts.
 
 Two gateway processes (``python -m tests.faults.pinned_gateway``: ``gateway.server`` whose
-IAM key is pinned instead of registered on chain, D21; uvicorn on loopback ports), one for ``inst-1``
+IAM key is pinned instead of registered on chain, D21; uvicorn on loopback ports), one for
+``inst-1``
 (A) and one for ``inst-2`` (B), each over its own database filled by the real chain
 projection of one :class:`ChainFixture` chain, each with its own IAM master key, running
 its IAM projection in process (``--iam-projection``). Every user and token is made through

@@ -78,7 +78,6 @@ from streams.proofs import record_proof
 from streams.sdk import LedgerClient
 from streams.topics import ensure_topics
 from tests.consortium import REPO, Consortium, Replay, anchor_args, new_key
-from tests.iam_keys import iam_key
 from tests.faults.load_threads import LoadThread, Producing
 from tests.faults.test_hostile_clients import (
     GRANT,
@@ -87,6 +86,7 @@ from tests.faults.test_hostile_clients import (
     Institution,
     set_up_accounts,
 )
+from tests.iam_keys import iam_key
 from tests.integration.test_consensus import check_chain, check_votes, operators
 from tests.integration.test_l2_support import INSTITUTION, L2Stack, workload
 from tests.integration.test_projections_support import expected_rows, projected_rows
