@@ -274,6 +274,8 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
                 pipeline.close()
             raise
 
+    iam = _start_iam(config, pipeline)  # the IAM projection too, before the logs (D21)
+
     # 2. the logs' end offsets, in causal order
     consumers: dict[str, Consumer] = {}
     progress = Progress(config.progress)
@@ -303,6 +305,8 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
             expected = ap.ExpectedRows(genesis, audit.machine, snapshot.height)
             audit.on_block = expected
+        if iam is not None:
+            iam.watch(audit, genesis)  # key history from the certified blocks replayed
         block_messages: dict[int, bytes] = {}
         wanted_blocks = set(snapshot.pending_blocks) if snapshot else set()
 
@@ -365,6 +369,10 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             audit.findings.add(finding)
         report.projection = result.as_dict()
         _check_stores(audit, db_dsn, config.institution)
+    if iam is not None and report.projection is not None:
+        iam_findings, report.projection["iam"] = iam.finish()
+        for finding in iam_findings:
+            audit.findings.add(finding)
 
     report.replayed_height = audit.height
     report.audited_height = audit.audited_height
@@ -380,6 +388,21 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
         report.at_height = _time_travel(audit, config.at_height)
     report.duration = time.monotonic() - clock
     return report
+
+
+def _start_iam(config: AuditConfig, pipeline: SignaturePipeline | None) -> Any:
+    """The IAM check (:mod:`streams.audit_iam`) of ``--institution``, its tables read now."""
+    if config.institution is None:
+        return None
+    from streams import audit_iam  # noqa: PLC0415 (only for this check)
+
+    try:
+        return audit_iam.start(config.institution, lambda: _institution_dsn(config),
+                               config.bootstrap, config.prefix, config.timeout)  # fmt: skip
+    except audit_iam.IamAuditError as exc:
+        if pipeline is not None:
+            pipeline.close()
+        raise AuditError(f"{config.institution}: IAM projection: {exc}") from exc
 
 
 def _signature_pipeline(audit: ChainAudit, workers: int) -> SignaturePipeline | None:
