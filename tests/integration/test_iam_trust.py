@@ -189,7 +189,7 @@ def produce(w: World, values: list[bytes]) -> list[int]:
     offsets: list[int] = []
     for value in values:
         producer.produce(w.topic, key=w.alice.encode(), value=value,
-                         on_delivery=lambda _e, m: offsets.append(m.offset()))  # fmt: skip
+                         on_delivery=lambda _e, m: offsets.append(m.offset() or 0))  # fmt: skip
         producer.flush(10)
     assert len(offsets) == len(values)
     return offsets
