@@ -117,8 +117,16 @@ def key_activity(
         fields = ("institution_id", "role", "active", "public_key")
         if before is not None and all(before[f] == record[f] for f in fields):
             continue
-        rows.append((record["key_id"], height, record["institution_id"], record["role"],
-                     record["active"], record["public_key"]))  # fmt: skip
+        rows.append(
+            (
+                record["key_id"],
+                height,
+                record["institution_id"],
+                record["role"],
+                record["active"],
+                record["public_key"],
+            )
+        )
     return rows
 
 

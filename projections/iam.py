@@ -310,8 +310,15 @@ class IamProjection:
         self._reported = offset
         self.rejected[reason] += 1
         REJECTED.labels(self.institution, reason).inc()
-        log.info("IAM event refused", extra={"institution": self.institution,
-                 "offset": offset, "reason": reason, "key_id": key.hex()})  # fmt: skip
+        log.info(
+            "IAM event refused",
+            extra={
+                "institution": self.institution,
+                "offset": offset,
+                "reason": reason,
+                "key_id": key.hex(),
+            },
+        )
 
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> int | None:
         """Verify and apply ``batch`` in order; stops (returns the count applied) at the first
@@ -348,9 +355,15 @@ class IamProjection:
             if needed > height:
                 self._write_accepted(cur, accepted)
                 if self.waiting_for != needed:
-                    log.info("IAM event waits for the chain", extra={
-                        "institution": self.institution, "offset": msg.offset(),
-                        "key_height": needed, "chain_height": height})  # fmt: skip
+                    log.info(
+                        "IAM event waits for the chain",
+                        extra={
+                            "institution": self.institution,
+                            "offset": msg.offset(),
+                            "key_height": needed,
+                            "chain_height": height,
+                        },
+                    )
                 self.waiting_for = needed
                 WAITING.labels(self.institution).set(needed)
                 return index

@@ -397,8 +397,13 @@ def _start_iam(config: AuditConfig, pipeline: SignaturePipeline | None) -> Any:
     from streams import audit_iam  # noqa: PLC0415 (only for this check)
 
     try:
-        return audit_iam.start(config.institution, lambda: _institution_dsn(config),
-                               config.bootstrap, config.prefix, config.timeout)  # fmt: skip
+        return audit_iam.start(
+            config.institution,
+            lambda: _institution_dsn(config),
+            config.bootstrap,
+            config.prefix,
+            config.timeout,
+        )
     except audit_iam.IamAuditError as exc:
         if pipeline is not None:
             pipeline.close()

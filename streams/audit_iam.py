@@ -93,8 +93,9 @@ def _read_tables(
     rows: dict[str, list[Row]] = {}
     for table in KEYS:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT * FROM {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(table)))  # fmt: skip
+            cur.execute(
+                sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
             columns[table] = tuple(d.name for d in cur.description or ())
             rows[table] = [tuple(r) for r in cur.fetchall()]
     return columns, rows
@@ -160,8 +161,12 @@ class IamAudit:
     def finish(self) -> tuple[list[Finding], dict[str, Any]]:
         """Findings and the report section (call after the chain replay)."""
         if self.snapshot is None:
-            note = Finding(check="iam", kind="iam.skipped", severity=INFO,
-                           message=f"{self.institution} has no IAM projection")  # fmt: skip
+            note = Finding(
+                check="iam",
+                kind="iam.skipped",
+                severity=INFO,
+                message=f"{self.institution} has no IAM projection",
+            )
             return [note], {"skipped": True}
         findings: list[Finding] = []
         gate = IamGate(self.institution, self.history.at)
@@ -174,11 +179,18 @@ class IamAudit:
                 reason = str(opened)
             elif needed_height(opened, gate.mark) > self.certified_height:
                 reason = "beyond_certified_chain"
-                findings.append(Finding(
-                    check="iam", kind="iam.unverifiable", severity=ERROR, topic=self.topic,
-                    offset=offset, message=f"{self.topic}@{offset}: applied, but names key "
-                    f"height {opened.key_height} above the certified chain "
-                    f"({self.certified_height})"))  # fmt: skip
+                findings.append(
+                    Finding(
+                        check="iam",
+                        kind="iam.unverifiable",
+                        severity=ERROR,
+                        topic=self.topic,
+                        offset=offset,
+                        message=f"{self.topic}@{offset}: applied, but names key "
+                        f"height {opened.key_height} above the certified chain "
+                        f"({self.certified_height})",
+                    )
+                )
             elif opened.schema not in iam_projection.HANDLERS:
                 reason = str(Refusal.BAD_EVENT)
             else:
@@ -186,10 +198,17 @@ class IamAudit:
                 continue
             refused[reason] = refused.get(reason, 0) + 1
             if reason != "beyond_certified_chain":
-                findings.append(Finding(
-                    check="iam", kind="iam.refused", severity=WARNING, topic=self.topic,
-                    offset=offset, message=f"{self.topic}@{offset}: refused ({reason}); "
-                    "never applied", details={"reason": reason}))  # fmt: skip
+                findings.append(
+                    Finding(
+                        check="iam",
+                        kind="iam.refused",
+                        severity=WARNING,
+                        topic=self.topic,
+                        offset=offset,
+                        message=f"{self.topic}@{offset}: refused ({reason}); never applied",
+                        details={"reason": reason},
+                    )
+                )
         expected = self._fold(accepted)
         diffs = 0
         for table, key_columns in KEYS.items():
@@ -220,9 +239,11 @@ class IamAudit:
             try:
                 with conn.cursor() as cur:
                     for table in KEYS:  # temporary tables come first in the search path
-                        cur.execute(sql.SQL(
-                            "CREATE TEMP TABLE {} (LIKE public.{} INCLUDING ALL) ON COMMIT DROP"
-                        ).format(sql.Identifier(table), sql.Identifier(table)))  # fmt: skip
+                        cur.execute(
+                            sql.SQL(
+                                "CREATE TEMP TABLE {} (LIKE public.{} INCLUDING ALL) ON COMMIT DROP"
+                            ).format(sql.Identifier(table), sql.Identifier(table))
+                        )
                     for offset, opened in accepted:
                         iam_projection.HANDLERS[opened.schema](cur, opened.record)
                         cur.execute(
@@ -264,17 +285,33 @@ def diff_rows(
         return dict(zip(key_columns, key, strict=True))
 
     for key in sorted(exp.keys() - act.keys(), key=repr):
-        out.append(Finding(
-            check="iam", kind="iam.row.missing", severity=ERROR,
-            message=f"{table}: row {named(key)} is missing",
-            details={"table": table, "key": named(key),
-                     "expected": dict(zip(columns, exp[key], strict=True))}))  # fmt: skip
+        out.append(
+            Finding(
+                check="iam",
+                kind="iam.row.missing",
+                severity=ERROR,
+                message=f"{table}: row {named(key)} is missing",
+                details={
+                    "table": table,
+                    "key": named(key),
+                    "expected": dict(zip(columns, exp[key], strict=True)),
+                },
+            )
+        )
     for key in sorted(act.keys() - exp.keys(), key=repr):
-        out.append(Finding(
-            check="iam", kind="iam.row.unexpected", severity=ERROR,
-            message=f"{table}: row {named(key)} should not exist (no signed event makes it)",
-            details={"table": table, "key": named(key),
-                     "actual": dict(zip(columns, act[key], strict=True))}))  # fmt: skip
+        out.append(
+            Finding(
+                check="iam",
+                kind="iam.row.unexpected",
+                severity=ERROR,
+                message=f"{table}: row {named(key)} should not exist (no signed event makes it)",
+                details={
+                    "table": table,
+                    "key": named(key),
+                    "actual": dict(zip(columns, act[key], strict=True)),
+                },
+            )
+        )
     for key in sorted(exp.keys() & act.keys(), key=repr):
         changed = {
             c: {"expected": a, "actual": b}
@@ -282,10 +319,15 @@ def diff_rows(
             if a != b
         }
         if changed:
-            out.append(Finding(
-                check="iam", kind="iam.row.differs", severity=ERROR,
-                message=f"{table}: row {named(key)} differs in {', '.join(changed)}",
-                details={"table": table, "key": named(key), "columns": changed}))  # fmt: skip
+            out.append(
+                Finding(
+                    check="iam",
+                    kind="iam.row.differs",
+                    severity=ERROR,
+                    message=f"{table}: row {named(key)} differs in {', '.join(changed)}",
+                    details={"table": table, "key": named(key), "columns": changed},
+                )
+            )
     return out
 
 

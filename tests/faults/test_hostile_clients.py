@@ -2,8 +2,7 @@
 
 Two gateway processes (``python -m tests.faults.pinned_gateway``: ``gateway.server`` whose
 IAM key is pinned instead of registered on chain, D21; uvicorn on loopback ports), one for
-``inst-1``
-(A) and one for ``inst-2`` (B), each over its own database filled by the real chain
+``inst-1`` (A) and one for ``inst-2`` (B), each over its own database filled by the real chain
 projection of one :class:`ChainFixture` chain, each with its own IAM master key, running
 its IAM projection in process (``--iam-projection``). Every user and token is made through
 the processes' own GraphQL API (``bootstrapAdmin``, ``createUser``, ``grantPermission``,
@@ -108,8 +107,9 @@ class GatewayProcess:
         self.log = workdir / f"gateway-{institution}.log"
         master = workdir / "iam" / institution / "master.key"
         create_master_key_file(master)
-        iam_key_file = write_iam_key_file(workdir / "iam" / institution / "iam-key.json",
-                                          institution)  # fmt: skip
+        iam_key_file = write_iam_key_file(
+            workdir / "iam" / institution / "iam-key.json", institution
+        )
         settings = postgres.settings
         self.argv_base = [
             sys.executable, "-m", "tests.faults.pinned_gateway", "--institution", institution,

@@ -209,8 +209,9 @@ def register_user_key(c: Consortium, user: KeyPair | None = None, kind: str = "U
 def key_projected(projector: Projector, key: KeyPair) -> bool:
     try:
         with psycopg.connect(projector.dsn, connect_timeout=5) as conn:
-            row = conn.execute("SELECT 1 FROM chain.key_activity WHERE key_id = %s AND active",
-                               (key.key_id,)).fetchone()  # fmt: skip
+            row = conn.execute(
+                "SELECT 1 FROM chain.key_activity WHERE key_id = %s AND active", (key.key_id,)
+            ).fetchone()
     except psycopg.Error:
         return False
     return row is not None

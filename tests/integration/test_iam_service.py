@@ -439,8 +439,9 @@ def test_projection_matches_the_reference_fold_and_skips_bad_records(iam: Iam) -
     svc.create_group(root, "after")  # waits until everything before it is projected
 
     state = IamState(institution=iam.institution)
-    trusted = KeyHistory.from_rows([(key.key_id, 0, iam.institution, "SERVICE", True,
-                                     key.public_key)])  # fmt: skip
+    trusted = KeyHistory.from_rows(
+        [(key.key_id, 0, iam.institution, "SERVICE", True, key.public_key)]
+    )
     gate = IamGate(iam.institution, trusted.at)
     for value in _topic_values(iam.bootstrap, iam.topic):
         opened = gate.admit(value)

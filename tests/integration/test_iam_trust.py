@@ -66,10 +66,11 @@ class Running:
         self.dsn = chain.dsn
         self.stop_event = threading.Event()
         self.threads = [
-            threading.Thread(target=r.run, args=(self.stop_event,),
-                             kwargs={"idle_timeout": 0.05}, daemon=True)
+            threading.Thread(
+                target=r.run, args=(self.stop_event,), kwargs={"idle_timeout": 0.05}, daemon=True
+            )
             for r in self.runners
-        ]  # fmt: skip
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -115,19 +116,33 @@ def world(
 ) -> Iterator[World]:
     prefix = f"tr{uuid.uuid4().hex[:8]}."
     sim = SimChain(bootstrap, prefix, tmp_path_factory.mktemp("trust"))
-    ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix,
-                  institutions=[INST, "inst-2"])  # fmt: skip
+    ensure_topics(
+        AdminClient(admin_config(bootstrap)), prefix=prefix, institutions=[INST, "inst-2"]
+    )
     iam_key, foreign_key = KeyPair.from_seed(os.urandom(32)), KeyPair.from_seed(os.urandom(32))
-    sim.send([
-        sim.tx(sim.gov(INST), "RegisterIdentity",
-               {"public_key": iam_key.public_key, "kind": "SERVICE", "label": "iam"}),
-        sim.tx(sim.gov("inst-2"), "RegisterIdentity",
-               {"public_key": foreign_key.public_key, "kind": "SERVICE", "label": "iam"}),
-    ])  # fmt: skip
+    sim.send(
+        [
+            sim.tx(
+                sim.gov(INST),
+                "RegisterIdentity",
+                {"public_key": iam_key.public_key, "kind": "SERVICE", "label": "iam"},
+            ),
+            sim.tx(
+                sim.gov("inst-2"),
+                "RegisterIdentity",
+                {"public_key": foreign_key.public_key, "kind": "SERVICE", "label": "iam"},
+            ),
+        ]
+    )
     height = sim.finalize()
-    config = ProjectorConfig(institution=INST, genesis=sim.genesis_path, bootstrap=bootstrap,
-                             prefix=prefix, dsn=postgres.dsn("postgres"),
-                             dbname=f"trust_{uuid.uuid4().hex[:10]}")  # fmt: skip
+    config = ProjectorConfig(
+        institution=INST,
+        genesis=sim.genesis_path,
+        bootstrap=bootstrap,
+        prefix=prefix,
+        dsn=postgres.dsn("postgres"),
+        dbname=f"trust_{uuid.uuid4().hex[:10]}",
+    )
     running = Running(config)
     service = IamService(
         bootstrap=bootstrap,
@@ -139,8 +154,9 @@ def world(
         password_params=FAST,
         signer=IamSigner(iam_key, chain_key_height(running.dsn, INST, iam_key.key_id)),
     )
-    world = World(sim, config, postgres.dsn("postgres"), running, service, iam_key,
-                  foreign_key, "", "")  # fmt: skip
+    world = World(
+        sim, config, postgres.dsn("postgres"), running, service, iam_key, foreign_key, "", ""
+    )
     world.wait_height(height)
     try:
         credential = ensure_setup_credential(running.dsn, INST)
@@ -157,17 +173,36 @@ def world(
 
 def run_audit(w: World, tmp_path: Path) -> tuple[int, dict[str, Any]]:
     out = tmp_path / f"audit-{uuid.uuid4().hex[:6]}.json"
-    code = audit.main([
-        "--genesis", str(w.sim.genesis_path), "--bootstrap", w.sim.bootstrap,
-        "--prefix", w.sim.prefix, "--json", str(out), "--no-progress", "--workers", "0",
-        "--institution", INST, "--dsn", w.server_dsn, "--dbname", w.config.database(),
-    ])  # fmt: skip
+    code = audit.main(
+        [
+            "--genesis",
+            str(w.sim.genesis_path),
+            "--bootstrap",
+            w.sim.bootstrap,
+            "--prefix",
+            w.sim.prefix,
+            "--json",
+            str(out),
+            "--no-progress",
+            "--workers",
+            "0",
+            "--institution",
+            INST,
+            "--dsn",
+            w.server_dsn,
+            "--dbname",
+            w.config.database(),
+        ]
+    )
     return code, json.loads(out.read_text())
 
 
 def refused(report: dict[str, Any]) -> dict[int, str]:
-    return {f["offset"]: f["details"]["reason"] for f in report["findings"]
-            if f["kind"] == "iam.refused"}  # fmt: skip
+    return {
+        f["offset"]: f["details"]["reason"]
+        for f in report["findings"]
+        if f["kind"] == "iam.refused"
+    }
 
 
 def errors(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,17 +214,29 @@ def perms(w: World) -> list[str]:
 
 
 def grant_event(w: World, event_id: str, institution: str = INST) -> bytes:
-    return encode("PermissionGranted", {
-        "event_id": event_id, "institution_id": institution, "at_ms": int(time.time() * 1000),
-        "subject": w.alice, "permission": "admin", "actor": w.root})  # fmt: skip
+    return encode(
+        "PermissionGranted",
+        {
+            "event_id": event_id,
+            "institution_id": institution,
+            "at_ms": int(time.time() * 1000),
+            "subject": w.alice,
+            "permission": "admin",
+            "actor": w.root,
+        },
+    )
 
 
 def produce(w: World, values: list[bytes]) -> list[int]:
     producer = Producer(producer_config(w.sim.bootstrap))
     offsets: list[int] = []
     for value in values:
-        producer.produce(w.topic, key=w.alice.encode(), value=value,
-                         on_delivery=lambda _e, m: offsets.append(m.offset() or 0))  # fmt: skip
+        producer.produce(
+            w.topic,
+            key=w.alice.encode(),
+            value=value,
+            on_delivery=lambda _e, m: offsets.append(m.offset() or 0),
+        )
         producer.flush(10)
     assert len(offsets) == len(values)
     return offsets
@@ -202,11 +249,14 @@ def test_forged_iam_events_change_nothing_and_are_reported(w: World, tmp_path: P
     assert "admin" in perms(w)
     w.service.revoke(w.root, w.alice, "admin")
     genuine = [
-        m.value for m in read_partition(w.sim.bootstrap, w.topic)
-        if (o := open_message(m.value, INST)) and not isinstance(o, str)
-        and o.schema == "pantheon.PermissionGranted" and o.record["subject"] == w.alice
+        m.value
+        for m in read_partition(w.sim.bootstrap, w.topic)
+        if (o := open_message(m.value, INST))
+        and not isinstance(o, str)
+        and o.schema == "pantheon.PermissionGranted"
+        and o.record["subject"] == w.alice
         and o.record["permission"] == "admin"
-    ]  # fmt: skip
+    ]
     assert len(genuine) == 1
     height = w.running.projection.height
     stranger = KeyPair.from_seed(os.urandom(32))
@@ -237,11 +287,16 @@ def test_a_rotated_out_key_cannot_sign_nor_backdate(w: World, tmp_path: Path) ->
     old, new = w.iam_key, KeyPair.from_seed(os.urandom(32))
     before = w.running.projection.height  # the old key is active here
     g1 = w.sim.gov(INST)
-    w.sim.send([
-        w.sim.tx(g1, "RegisterIdentity",
-                 {"public_key": new.public_key, "kind": "SERVICE", "label": "iam-2"}),
-        w.sim.tx(g1, "RevokeIdentity", {"key_id": old.key_id}),
-    ])  # fmt: skip
+    w.sim.send(
+        [
+            w.sim.tx(
+                g1,
+                "RegisterIdentity",
+                {"public_key": new.public_key, "kind": "SERVICE", "label": "iam-2"},
+            ),
+            w.sim.tx(g1, "RevokeIdentity", {"key_id": old.key_id}),
+        ]
+    )
     w.wait_height(w.sim.finalize())
     with pytest.raises(KeyNotActive):
         w.service.create_group(w.root, "signed-by-a-revoked-key")
@@ -273,11 +328,25 @@ def test_a_tampered_grant_is_reported_and_repaired_by_the_rebuild(w: World, tmp_
     assert finding["details"]["key"] == {"subject": w.alice, "permission": "admin"}
 
     w.running.stop()
-    assert rebuild.main([
-        "--institution", INST, "--genesis", str(w.sim.genesis_path),
-        "--bootstrap", w.sim.bootstrap, "--prefix", w.sim.prefix,
-        "--dsn", w.server_dsn, "--dbname", w.config.database(),
-    ]) == 0  # fmt: skip
+    assert (
+        rebuild.main(
+            [
+                "--institution",
+                INST,
+                "--genesis",
+                str(w.sim.genesis_path),
+                "--bootstrap",
+                w.sim.bootstrap,
+                "--prefix",
+                w.sim.prefix,
+                "--dsn",
+                w.server_dsn,
+                "--dbname",
+                w.config.database(),
+            ]
+        )
+        == 0
+    )
     w.running = Running(w.config)
     assert "admin" not in perms(w)
     code, report = run_audit(w, tmp_path)

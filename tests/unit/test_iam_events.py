@@ -25,9 +25,17 @@ OTHER = KeyPair.from_seed(bytes(range(1, 33)))
 
 
 def grant(event_id: str = "e-1", institution: str = INST) -> bytes:
-    return encode("PermissionGranted", {
-        "event_id": event_id, "institution_id": institution, "at_ms": 1,
-        "subject": "u-1", "permission": "admin", "actor": "u-0"})  # fmt: skip
+    return encode(
+        "PermissionGranted",
+        {
+            "event_id": event_id,
+            "institution_id": institution,
+            "at_ms": 1,
+            "subject": "u-1",
+            "permission": "admin",
+            "actor": "u-0",
+        },
+    )
 
 
 def history(*rows: tuple[Any, ...]) -> KeyHistory:
@@ -109,9 +117,15 @@ def test_replays_are_refused_and_the_mark_only_grows() -> None:
 
 
 def _key_record(active: bool, nonce: int = 0, role: str = "SERVICE") -> dict[str, Any]:
-    return {"key_id": KEY.key_id, "public_key": KEY.public_key, "role": role,
-            "institution_id": INST, "label": "iam", "active": active,
-            "next_nonce": nonce}  # fmt: skip
+    return {
+        "key_id": KEY.key_id,
+        "public_key": KEY.public_key,
+        "role": role,
+        "institution_id": INST,
+        "label": "iam",
+        "active": active,
+        "next_nonce": nonce,
+    }
 
 
 def test_key_activity_rows_are_changes_only() -> None:
