@@ -515,6 +515,13 @@ def render(report: AuditReport) -> str:
             status = "ok" if t["equal"] else f"DIFFERS (expected {t['expected_digest'][:12]})"
             lines.append(f"    {t['table']:<16}{t['expected_rows']:>10,}{t['actual_rows']:>10,}"
                          f"  {t['actual_digest'][:12]} {status}")  # fmt: skip
+        if "iam" in p and not p["iam"].get("skipped"):
+            i = p["iam"]
+            lines.append(
+                f"  IAM of {p['institution']} to offset {i['position']}: {i['accepted']} "
+                f"events applied, refused {i['refused'] or 'none'}, "
+                f"{i['row_findings']} row finding(s)"
+            )
     if report.at_height is not None:
         a = report.at_height
         lines.append(
