@@ -10,6 +10,8 @@ signs with the registered key at the projected height.
   signed grant replayed after its revoke; a signed event of ``inst-2`` copied over) change
   nothing: the user's next token has no ``admin``; each is counted and reported by
   ``pantheon audit`` as refused, and the audit is otherwise clean.
+* An event naming a key height the projected chain has not reached waits (the projection's
+  position stays before it) and is applied once the chain gets there.
 * A rotated-out IAM key: the service can no longer sign with it, and an event it backdates
   to a height where it was still active is refused once the topic's mark passed its revoke.
 * An ``INSERT`` of an ``admin`` grant into ``iam_grants`` is reported by the audit (table,
@@ -281,6 +283,49 @@ def test_forged_iam_events_change_nothing_and_are_reported(w: World, tmp_path: P
     assert code == 0 and errors(report) == [], errors(report)
     assert refused(report) == dict(zip(offsets, attacks, strict=True))
     assert report["projection"]["iam"]["row_findings"] == 0
+
+
+def group_event(name: str) -> bytes:
+    return encode(
+        "GroupCreated",
+        {
+            "event_id": f"ev-{name}",
+            "institution_id": INST,
+            "at_ms": 1,
+            "group": name,
+            "description": "",
+            "actor": "",
+        },
+    )
+
+
+def groups(w: World) -> set[str]:
+    with psycopg.connect(w.running.dsn) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM iam_groups").fetchall()}
+
+
+def iam_position(w: World) -> int:
+    with psycopg.connect(w.running.dsn) as conn:
+        row = conn.execute(
+            "SELECT next_offset FROM projection_positions WHERE projection = %s",
+            (w.running.iam.name,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_an_event_ahead_of_the_chain_waits_for_it(w: World) -> None:
+    ahead = w.running.projection.height + 2
+    [offset] = produce(w, [sign_event(w.iam_key, INST, ahead, group_event("from-the-future"))])
+    wait_for(lambda: w.running.iam.waiting_for == ahead, "the projection waits")
+    time.sleep(1.0)
+    assert iam_position(w) == offset  # neither skipped nor acknowledged
+    assert "from-the-future" not in groups(w)
+    for i in range(2):  # two more certified blocks
+        anchor = {"data_id": f"tick-{i}", "sha256": bytes(32), "metadata": ""}
+        w.sim.send([w.sim.tx(w.sim.gov("inst-2"), "AnchorData", anchor)])
+        w.sim.finalize()
+    wait_for(lambda: "from-the-future" in groups(w), "the event applied once the chain got there")
+    assert iam_position(w) == offset + 1 and w.running.iam.waiting_for == 0
 
 
 def test_a_rotated_out_key_cannot_sign_nor_backdate(w: World, tmp_path: Path) -> None:
