@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from projections.chain import NAME, Diverged, GenesisMismatch
 from projections.iam import ChainSigners, IamProjection
@@ -163,7 +163,12 @@ def rebuild_iam(
         iam_migrate(conn)
         iam_reset(conn, config.institution)
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_SALT + projection.name,))
-    end = _ends(config.bootstrap, projection.topics())[projection.topic]
+    try:
+        end = _ends(config.bootstrap, projection.topics())[projection.topic]
+    except KafkaException as exc:  # no IAM topic: nothing to project (the tables are empty)
+        if out is not None:
+            out.write(f"no IAM topic {projection.topic}: {exc}\n")
+        return IamRebuildResult(messages=0, applied_to=0, end=0, rejected={})
     runner = ProjectionRunner(dsn, config.bootstrap, projection, batch_size=config.batch_size)
     try:
         last_progress = time.monotonic()
