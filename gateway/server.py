@@ -9,6 +9,9 @@
   of D25 in ``--kek-dir``, by default the master key file's directory, else
   ``PANTHEON_IAM_KEK_DIR``); its IAM projection runs in this process with
   ``--iam-projection``, otherwise in the projector's.
+* ``--iam-key-file PATH``: the institution's IAM SERVICE key (0600), registered on chain:
+  it signs every IAM event (D21), at the height of the chain projected in the database.
+  The in-process IAM projection believes only keys the certified chain names.
 * ``--keystore PATH``: the institution's keystore (0600); its governance key signs the
   governance mutations (``proposeMember``, ``proposeRemoval``, ``castVote``). Without it
   they answer ``GOVERNANCE_KEY_MISSING``; a keystore readable by others is refused.
@@ -27,9 +30,9 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import uvicorn
@@ -46,11 +49,14 @@ from gateway.deadlines import (
 )
 from gateway.governance import Governance, KeystoreRefused
 from gateway.iam.kek import KEK_DIR_ENV
+from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height, load_iam_key
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
+from ledger.keys import KeyPair
 from projections import read
+from projections.iam import ChainSigners, IamProjection, SignerPolicy
 from projections.projector import ConfigError, database_dsn, database_name
 from streams import logs
 from streams.topics import DEFAULT_PREFIX
@@ -76,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory of the IAM key-encryption key files (default: the master key file's "
         f"directory, else ${KEK_DIR_ENV})",
+    )
+    p.add_argument(
+        "--iam-key-file",
+        type=Path,
+        default=None,
+        help="the institution's IAM SERVICE key (0600 key file, registered on chain): signs "
+        "every IAM event (D21); without it user management refuses every change",
     )
     p.add_argument(
         "--iam-projection",
@@ -137,7 +150,19 @@ def _positive(text: str) -> float:
     return value
 
 
-def _iam(args: argparse.Namespace, dsn: str) -> Any:
+class IamTrust(NamedTuple):
+    """Who signs and who is believed on the IAM topic. Production: the chain (built in
+    :func:`main`); processes run without a ledger pass a pinned policy in (tests)."""
+
+    signers: SignerPolicy
+    key_height: Callable[[], int]
+
+
+def _no_key() -> int:
+    raise KeyNotActive("this gateway has no IAM key (--iam-key-file): IAM changes are refused")
+
+
+def _iam(args: argparse.Namespace, dsn: str, trust: IamTrust | None) -> Any:
     from gateway.auth.crypto import load_master_key  # noqa: PLC0415
     from gateway.iam.service import IamService  # noqa: PLC0415
 
@@ -151,6 +176,16 @@ def _iam(args: argparse.Namespace, dsn: str) -> Any:
     )
     if kek_dir is None:
         raise ConfigError(f"give --kek-dir or set {KEK_DIR_ENV} (the master key is from the env)")
+    if args.iam_key_file is None:
+        signer = IamSigner(KeyPair.from_seed(bytes(32)), _no_key)  # never signs
+    else:
+        key = load_iam_key(args.iam_key_file)
+        height = (
+            trust.key_height
+            if trust is not None
+            else chain_key_height(dsn, args.institution, key.key_id)
+        )
+        signer = IamSigner(key, height)
     return IamService(
         bootstrap=args.bootstrap,
         dsn=dsn,
@@ -158,16 +193,18 @@ def _iam(args: argparse.Namespace, dsn: str) -> Any:
         master_key=master,
         prefix=args.prefix,
         kek_dir=kek_dir,
+        signer=signer,
     )
 
 
-def _iam_projection(args: argparse.Namespace, dsn: str, stop: threading.Event) -> None:
-    from projections.iam import IamProjection  # noqa: PLC0415
+def _iam_projection(
+    args: argparse.Namespace, dsn: str, stop: threading.Event, signers: SignerPolicy
+) -> None:
     from projections.objects import ObjectsProjection  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
 
     runner = ProjectionRunner(
-        dsn, args.bootstrap, IamProjection(args.institution, prefix=args.prefix)
+        dsn, args.bootstrap, IamProjection(args.institution, prefix=args.prefix, signers=signers)
     )
     threading.Thread(target=runner.run, args=(stop,), name="iam-projection", daemon=True).start()
     objects = ObjectsProjection(args.institution, prefix=args.prefix)  # the objects' rows (D23)
@@ -181,8 +218,9 @@ def _iam_projection(args: argparse.Namespace, dsn: str, stop: threading.Event) -
     ).start()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``)."""
+def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) -> int:
+    """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``). ``trust``
+    replaces the chain as the IAM key authority (only for processes run without a ledger)."""
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     try:
@@ -214,12 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
     stop = threading.Event()
     try:
-        iam = _iam(args, dsn)
+        iam = _iam(args, dsn, trust)
     except Exception as exc:
         print(f"pantheon gateway: error: cannot start user management: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.iam_projection:
-        _iam_projection(args, dsn, stop)
+        _iam_projection(args, dsn, stop, ChainSigners() if trust is None else trust.signers)
     pool: ConnectionPool[Any] = ConnectionPool(
         dsn, min_size=2, max_size=args.pool_size, open=True, kwargs={"autocommit": True}
     )

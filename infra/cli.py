@@ -32,6 +32,7 @@ from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
 from gateway.iam.errors import IamError
 from gateway.iam.service import IamService
+from gateway.iam.signing import IamSigner, chain_key_height, load_iam_key
 from infra import kafka_acl, kafka_dist, keystore, simulate
 from infra.errors import StackError
 from infra.settings import Settings
@@ -197,17 +198,20 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     if args.institution not in consortium.institutions():
         raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
     password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
+    dsn = stack.postgres.dsn(database_name(args.institution))
+    key = load_iam_key(consortium.iam_key_file(args.institution))
     principal = kafka_acl.institution_principal(args.institution)
     with use_credentials(kafka_acl.credentials(stack.settings, principal)):
         user_id = create_admin(
             bootstrap=stack.settings.bootstrap_servers,
-            dsn=stack.postgres.dsn(database_name(args.institution)),
+            dsn=dsn,
             institution=args.institution,
             master_key=load_master_key(consortium.master_key_file(args.institution)),
             login=args.login,
             password=password,
             prefix=stack.settings.topic_prefix,
             kek_dir=consortium.master_key_file(args.institution).parent,
+            signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
         )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
     return 0
@@ -220,15 +224,20 @@ def _iam_service(args: argparse.Namespace) -> IamService:
     if args.institution not in consortium.institutions():
         raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
     master_file = consortium.master_key_file(args.institution)
+    dsn = stack.postgres.dsn(database_name(args.institution))
+    key = load_iam_key(consortium.iam_key_file(args.institution))
+    principal = kafka_acl.institution_principal(args.institution)
     try:
-        return IamService(
-            bootstrap=stack.settings.bootstrap_servers,
-            dsn=stack.postgres.dsn(database_name(args.institution)),
-            institution=args.institution,
-            master_key=load_master_key(master_file),
-            prefix=stack.settings.topic_prefix,
-            kek_dir=master_file.parent,
-        )
+        with use_credentials(kafka_acl.credentials(stack.settings, principal)):
+            return IamService(
+                bootstrap=stack.settings.bootstrap_servers,
+                dsn=dsn,
+                institution=args.institution,
+                master_key=load_master_key(master_file),
+                prefix=stack.settings.topic_prefix,
+                kek_dir=master_file.parent,
+                signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
+            )
     except psycopg.Error as exc:
         raise StackError(f"cannot reach {args.institution}'s database: {exc}".strip()) from None
 

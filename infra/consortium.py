@@ -191,6 +191,8 @@ class Consortium:
             raise PortTakenError(f"gateway {institution}", port, "PANTHEON_GATEWAY_PORT")
         if not self.master_key_file(institution).exists():
             create_master_key_file(self.master_key_file(institution))
+        if not self.iam_key_file(institution).exists():
+            generate_key(self.iam_key_file(institution))
         server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
         procs.spawn(
             [
@@ -211,6 +213,8 @@ class Consortium:
                 str(port),
                 "--master-key-file",
                 str(self.master_key_file(institution)),
+                "--iam-key-file",
+                str(self.iam_key_file(institution)),
                 "--keystore",
                 str(self.home / "keys" / f"{institution}.json"),
                 "--genesis",
@@ -231,7 +235,26 @@ class Consortium:
         path = self._batcher_dir(institution) / "service-key.json"
         if not path.exists():
             generate_key(path)
-        service = load_key(path)
+        self._register_service_key(institution, load_key(path), "batcher", postgres)
+        return path
+
+    def iam_key_file(self, institution: str) -> Path:
+        """The institution's IAM SERVICE key (0600): signs every event on its IAM topic
+        (D21). Created with the gateway, registered on chain by :meth:`register_iam_keys`."""
+        return self.home / "iam" / institution / "iam-key.json"
+
+    def register_iam_keys(self, postgres: Postgres) -> None:
+        """Register each institution's IAM key on chain unless it is (its gateway's IAM
+        commands wait for it: an unregistered key signs nothing)."""
+        for institution in self.institutions():
+            path = self.iam_key_file(institution)
+            if not path.exists():
+                generate_key(path)
+            self._register_service_key(institution, load_key(path), "iam", postgres)
+
+    def _register_service_key(
+        self, institution: str, service: KeyPair, label: str, postgres: Postgres
+    ) -> None:
         doc = json.loads((self.home / "keys" / f"{institution}.json").read_text())
         governance = KeyPair.from_seed(bytes.fromhex(doc["governance"]["seed"]))
         dsn = postgres.dsn(database_name(institution))
@@ -243,7 +266,7 @@ class Consortium:
                 ).fetchone()
 
         if row(service.key_id) is not None:
-            return path
+            return
         procs.wait_until(
             lambda: row(governance.key_id) is not None,
             timeout=60,
@@ -267,17 +290,16 @@ class Consortium:
         ):
             receipt = client.submit_and_wait(
                 "RegisterIdentity",
-                {"public_key": service.public_key, "kind": "SERVICE", "label": "batcher"},
+                {"public_key": service.public_key, "kind": "SERVICE", "label": label},
                 timeout=60,
             )
         if receipt.code not in (ResultCode.OK, ResultCode.ALREADY_EXISTS):
-            raise StackError(f"registering the batcher key of {institution}: {receipt.code.name}")
+            raise StackError(f"registering the {label} key of {institution}: {receipt.code.name}")
         procs.wait_until(
             lambda: row(service.key_id) is not None,
             timeout=60,
-            what=f"the batcher key of {institution} to be projected",
+            what=f"the {label} key of {institution} to be projected",
         )
-        return path
 
     def start_batchers(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start each institution's Layer-2 batcher (after its projector runs)."""

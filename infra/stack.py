@@ -107,6 +107,7 @@ class Stack:
                 timeout=60,
                 what="the gateways to answer /healthz",
             )
+            self.consortium.register_iam_keys(self.postgres)  # their gateways sign with them
             self.consortium.start_batchers(self.prometheus, self.postgres)
             timings["validators"] = time.monotonic() - began
         return timings

@@ -13,23 +13,45 @@ Theory of operation
   that user's personal fields as NULL (and their ciphertexts on the topic stay unreadable).
 * :func:`reset` empties the projection tables and its positions (not the gateway-owned key,
   signing-key and setup tables): the next runner rebuilds from offset 0.
-* A message that does not decode, or of a schema this projection does not know, is logged
-  and skipped: one bad record cannot wedge an institution's user management.
+* Every message is a signed event (D21, :mod:`ledger.iam_events`): it is applied only if a
+  SERVICE key of the institution, active on the certified chain at the event's
+  ``key_height`` (and at the topic's mark), signed it, and its ``event_id`` was not applied
+  before. The :class:`SignerPolicy` says where the key history comes from:
+  :class:`ChainSigners` (``chain.key_activity`` of the same database) in every production
+  process. Anything else (unsigned, forged, foreign, revoked, replayed, undecodable) is
+  refused: logged once, counted in ``pantheon_iam_rejected_total{reason}``, never applied,
+  so one bad record cannot wedge an institution's user management. An event whose
+  ``key_height`` the projected chain has not reached yet waits (``apply`` returns the
+  prefix it applied; the runner retries the rest).
+* ``iam_events`` records every applied event (id, offset, key, key height): replays are
+  refused by id, and its highest ``key_height`` is the mark.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from confluent_kafka import Message
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
 
+from ledger.iam_events import (
+    KEY_ACTIVITY_COLUMNS,
+    SERVICE_ROLE,
+    KeyHistory,
+    Opened,
+    Refusal,
+    decide,
+    needed_height,
+    open_message,
+)
+from ledger.keys import key_id
 from projections.migrate import apply_migrations
-from schemas.codec import decode
-from schemas.errors import CodecError
 from streams.topics import DEFAULT_PREFIX, iam_topic
 
 log = logging.getLogger("pantheon.projections.iam")
@@ -43,6 +65,17 @@ PROJECTION_TABLES = (
     "iam_memberships",
     "iam_grants",
     "iam_revoked_tokens",
+    "iam_events",
+)
+REJECTED = PromCounter(
+    "pantheon_iam_rejected",
+    "Messages on an institution's IAM topic refused by its IAM projection, by reason (D21)",
+    ["institution", "reason"],
+)
+WAITING = Gauge(
+    "pantheon_iam_waiting_height",
+    "Certified height the IAM projection waits for before its next event (0: not waiting)",
+    ["institution"],
 )
 
 Record = dict[str, Any]
@@ -198,16 +231,82 @@ HANDLERS: dict[str, Callable[[psycopg.Cursor[Any], Record], None]] = {
     "pantheon.TokenRevoked": _token_revoked,
 }
 
+# The stored objects' events (D23) share the topic and its signatures: this projection
+# verifies them like every other event and records its verdict in ``iam_events``; their rows
+# are written by the objects projection (projections/objects.py), which follows that verdict.
 OBJECT_EVENTS = frozenset({"pantheon.ObjectStored", "pantheon.ObjectAccessChanged"})
+
+
+def _object_event(cur: psycopg.Cursor[Any], r: Record) -> None:
+    """Accepted here, projected by :mod:`projections.objects`."""
+
+
+HANDLERS.update(dict.fromkeys(OBJECT_EVENTS, _object_event))
+
+
+class SignerPolicy(Protocol):
+    """Where the IAM projection learns which keys may sign its institution's events (D21)."""
+
+    def chain_height(self, cur: psycopg.Cursor[Any]) -> int:
+        """The certified height the key history is known up to (-1: nothing yet)."""
+        ...
+
+    def history(self, cur: psycopg.Cursor[Any], key_ids: Sequence[bytes]) -> KeyHistory:
+        """The history of ``key_ids`` up to :meth:`chain_height`."""
+        ...
+
+
+class ChainSigners:
+    """Production policy: the certified chain projected in the same database
+    (``chain.meta`` and ``chain.key_activity``, written by the chain projector)."""
+
+    def chain_height(self, cur: psycopg.Cursor[Any]) -> int:
+        try:
+            with cur.connection.transaction():  # a savepoint: a missing schema is not fatal
+                row = cur.execute("SELECT height FROM chain.meta").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return -1
+        return -1 if row is None else int(row[0])
+
+    def history(self, cur: psycopg.Cursor[Any], key_ids: Sequence[bytes]) -> KeyHistory:
+        cur.execute(
+            f"SELECT {', '.join(KEY_ACTIVITY_COLUMNS)} FROM chain.key_activity "
+            "WHERE key_id = ANY(%s) AND height <= (SELECT height FROM chain.meta)",
+            (list(key_ids),),
+        )
+        return KeyHistory.from_rows(cur.fetchall())
+
+
+class PinnedSigners:
+    """A fixed set of public keys trusted as the institution's IAM keys from height 0, with
+    no chain (for processes run without a ledger: unit and gateway tests). Production wiring
+    (:mod:`projections.projector`, ``pantheon gateway``, the rebuild) never uses it."""
+
+    def __init__(self, institution: str, public_keys: Sequence[bytes]) -> None:
+        self._rows = [
+            (key_id(pk), 0, institution, SERVICE_ROLE, True, bytes(pk)) for pk in public_keys
+        ]
+
+    def chain_height(self, cur: psycopg.Cursor[Any]) -> int:
+        return 0
+
+    def history(self, cur: psycopg.Cursor[Any], key_ids: Sequence[bytes]) -> KeyHistory:
+        return KeyHistory.from_rows(self._rows)
 
 
 class IamProjection:
     """Projection of one institution's IAM topic (see the module docstring)."""
 
-    def __init__(self, institution: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, institution: str, *, signers: SignerPolicy, prefix: str = DEFAULT_PREFIX
+    ) -> None:
         self.institution = institution
         self.topic = iam_topic(institution).name(prefix)
         self.name = projection_name(institution)
+        self.signers = signers
+        self.rejected: Counter[str] = Counter()
+        self.waiting_for = 0  # certified height a waiting event needs (0: not waiting)
+        self._reported = -1  # highest offset whose refusal was logged and counted
 
     def topics(self) -> list[str]:
         return [self.topic]
@@ -216,21 +315,96 @@ class IamProjection:
         """Create or upgrade the IAM tables (the projector calls it before running)."""
         return migrate(conn)
 
-    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
+    def _refuse(self, msg: Message, reason: str, key: bytes = b"") -> None:
+        offset = msg.offset() or 0
+        if offset <= self._reported:  # a batch retried after a rollback: said once already
+            return
+        self._reported = offset
+        self.rejected[reason] += 1
+        REJECTED.labels(self.institution, reason).inc()
+        log.info(
+            "IAM event refused",
+            extra={
+                "institution": self.institution,
+                "offset": offset,
+                "reason": reason,
+                "key_id": key.hex(),
+            },
+        )
+
+    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> int | None:
+        """Verify and apply ``batch`` in order; stops (returns the count applied) at the first
+        event whose key height the certified chain has not reached yet."""
+        opened: list[Opened | Refusal] = []
         for msg in batch:
             value = msg.value()
-            try:
-                schema, record = decode(value if isinstance(value, bytes) else b"")
-            except CodecError as exc:
-                log.warning("skipping undecodable IAM event at offset %s: %s", msg.offset(), exc)
+            raw = value if isinstance(value, bytes) else b""
+            opened.append(open_message(raw, self.institution))
+        candidates = [o for o in opened if isinstance(o, Opened)]
+        if not candidates:
+            for msg, bad in zip(batch, opened, strict=True):
+                self._refuse(msg, str(bad))
+            return None
+        height = self.signers.chain_height(cur)
+        history = (
+            self.signers.history(cur, sorted({o.key_id for o in candidates}))
+            if height >= 0
+            else KeyHistory()
+        )
+        mark_row = cur.execute("SELECT coalesce(max(key_height), 0) FROM iam_events").fetchone()
+        mark = int(mark_row[0]) if mark_row else 0
+        cur.execute(
+            "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)",
+            ([o.event_id for o in candidates],),
+        )
+        seen = {str(r[0]) for r in cur.fetchall()}
+        accepted: list[tuple[str, int, bytes, int]] = []
+        for index, (msg, item) in enumerate(zip(batch, opened, strict=True)):
+            if isinstance(item, Refusal):
+                self._refuse(msg, str(item))
                 continue
-            if schema in OBJECT_EVENTS:
-                continue  # the objects projection's (projections/objects.py, D23)
-            handler = HANDLERS.get(schema)
-            if handler is None or record.get("institution_id") != self.institution:
-                log.warning("skipping %s at offset %s", schema, msg.offset())
+            needed = needed_height(item, mark)
+            if needed > height:
+                self._write_accepted(cur, accepted)
+                if self.waiting_for != needed:
+                    log.info(
+                        "IAM event waits for the chain",
+                        extra={
+                            "institution": self.institution,
+                            "offset": msg.offset(),
+                            "key_height": needed,
+                            "chain_height": height,
+                        },
+                    )
+                self.waiting_for = needed
+                WAITING.labels(self.institution).set(needed)
+                return index
+            refusal = decide(item, self.institution, history.at, mark, seen.__contains__)
+            handler = HANDLERS.get(item.schema)
+            if refusal is None and handler is None:
+                refusal = Refusal.BAD_EVENT
+            if refusal is not None:
+                self._refuse(msg, str(refusal), item.key_id)
                 continue
-            handler(cur, record)
+            assert handler is not None
+            handler(cur, item.record)
+            seen.add(item.event_id)
+            mark = max(mark, item.key_height)
+            accepted.append((item.event_id, msg.offset() or 0, item.key_id, item.key_height))
+        self._write_accepted(cur, accepted)
+        if self.waiting_for:
+            self.waiting_for = 0
+            WAITING.labels(self.institution).set(0)
+        return None
+
+    @staticmethod
+    def _write_accepted(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, bytes, int]]) -> None:
+        if rows:
+            cur.executemany(
+                'INSERT INTO iam_events (event_id, "offset", key_id, key_height) '
+                "VALUES (%s, %s, %s, %s)",
+                rows,
+            )
 
 
 def reset(conn: psycopg.Connection[Any], institution: str) -> None:

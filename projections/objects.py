@@ -30,10 +30,10 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from ledger.iam_events import Opened, open_message
+from projections.iam import projection_name as iam_projection_name
 from projections.migrate import apply_migrations
 from projections.runner import ProjectionRunner
-from schemas.codec import decode
-from schemas.errors import CodecError
 from streams.kafka_config import consumer_config
 from streams.topics import DEFAULT_PREFIX, iam_topic
 
@@ -173,12 +173,13 @@ def _access(cur: psycopg.Cursor[Any], r: Record) -> None:
         )
 
 
-def decode_event(value: bytes | None) -> tuple[str, Record] | None:
-    """An IAM-topic message decoded, or None if it does not decode."""
-    try:
-        return decode(value if isinstance(value, bytes) else b"")
-    except CodecError:
+def open_event(value: bytes | None, institution: str) -> tuple[str, Record] | None:
+    """The event inside a signed IAM-topic message (D21), or None if it does not open (the
+    signature itself is the IAM projection's check, whose verdict the caller follows)."""
+    opened = open_message(value if isinstance(value, bytes) else b"", institution)
+    if not isinstance(opened, Opened):
         return None
+    return opened.schema, opened.record
 
 
 class ObjectsProjection:
@@ -196,18 +197,34 @@ class ObjectsProjection:
         """Create or upgrade the objects tables (shared with the gateway's store)."""
         return apply_migrations(conn, NAMESPACE, MIGRATIONS)
 
-    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
-        for msg in batch:
-            event = decode_event(msg.value())
+    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> int | None:
+        """Apply the object events of ``batch`` that the IAM projection accepted (D21: it
+        verifies every signature of the topic and records each accepted offset in
+        ``iam_events``); stops (returns the count handled) at the first message the IAM
+        projection has not decided yet, so a forged event is never applied here either."""
+        if not batch:
+            return None
+        offsets = [msg.offset() or 0 for msg in batch]
+        row = cur.execute(
+            "SELECT next_offset FROM projection_positions "
+            "WHERE projection = %s AND topic = %s AND partition = 0",
+            (iam_projection_name(self.institution), self.topic),
+        ).fetchone()
+        decided = int(row[0]) if row else 0
+        cur.execute('SELECT "offset" FROM iam_events WHERE "offset" = ANY(%s)', (offsets,))
+        accepted = {int(r[0]) for r in cur.fetchall()}
+        for index, (msg, offset) in enumerate(zip(batch, offsets, strict=True)):
+            if offset >= decided:
+                return index  # the IAM projection has not decided it yet: retried later
+            if offset not in accepted:
+                continue  # refused (and counted) by the IAM projection, or not ours
+            event = open_event(msg.value(), self.institution)
             if event is None:
-                continue  # the IAM projection logs undecodable messages
+                continue
             schema, record = event
-            if schema not in (STORED, ACCESS):
-                continue
-            if record.get("institution_id") != self.institution:
-                log.warning("skipping %s of another institution at offset %s", schema, msg.offset())
-                continue
-            (_stored if schema == STORED else _access)(cur, record)
+            if schema in (STORED, ACCESS):
+                (_stored if schema == STORED else _access)(cur, record)
+        return None
 
 
 def reset(conn: psycopg.Connection[Any], institution: str) -> None:
@@ -221,24 +238,32 @@ def reset(conn: psycopg.Connection[Any], institution: str) -> None:
 
 
 def rebuild(
-    dsn: str, bootstrap: str, institution: str, prefix: str = DEFAULT_PREFIX, timeout: float = 120
+    dsn: str,
+    bootstrap: str,
+    institution: str,
+    prefix: str = DEFAULT_PREFIX,
+    timeout: float = 120,
+    *,
+    end: int | None = None,
 ) -> int:
-    """Reset and project the objects tables again from offset 0, up to the topic's end when
-    called; returns the number of messages read. Fails if a runner of it holds its lock."""
+    """Reset and project the objects tables again from offset 0, up to ``end`` (default: the
+    topic's end when called; the IAM projection must have decided up to there, D21); returns
+    the number of messages read. Fails if a runner of it holds its lock."""
     projection = ObjectsProjection(institution, prefix=prefix)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         projection.migrate(conn)
     probe = Consumer(consumer_config(bootstrap, "objects-rebuild-probe"))
     try:
-        end = probe.get_watermark_offsets(
+        topic_end = probe.get_watermark_offsets(
             TopicPartition(projection.topic, 0), timeout=10, cached=False
         )[1]
     except KafkaException as exc:
         if not exc.args or exc.args[0].code() not in MISSING_TOPIC:
             raise
-        end = 0  # no IAM topic (yet): nothing to project
+        topic_end = 0  # no IAM topic (yet): nothing to project
     finally:
         probe.close()
+    end = topic_end if end is None else min(end, topic_end)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         lock = "pantheon.projection:" + projection.name
         got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)).fetchone()

@@ -37,7 +37,7 @@ from ledger.context import is_slug
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from projections.chain import ChainProjection, Diverged, GenesisMismatch
-from projections.iam import IamProjection
+from projections.iam import ChainSigners, IamProjection
 from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
@@ -245,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    iam = IamProjection(config.institution, prefix=config.prefix)  # the institution's users
-    objects = ObjectsProjection(config.institution, prefix=config.prefix)  # its objects (D23)
+    # the institution's users; its signers are the keys the certified chain names (D21)
+    iam = IamProjection(config.institution, prefix=config.prefix, signers=ChainSigners())
+    # its stored objects' rows (D23), from the object events the IAM projection accepted
+    objects = ObjectsProjection(config.institution, prefix=config.prefix)
     return run(config, stop, extra=[iam, objects])
 
 

@@ -1,4 +1,4 @@
-"""Drop an institution's chain tables and project them again from offset 0.
+"""Drop an institution's chain tables and project them again from offset 0, then its IAM.
 
 ``python -m projections.rebuild --institution X --genesis G --bootstrap B --prefix P --dsn DSN``
 
@@ -8,11 +8,13 @@ positions and its ``schema_migrations`` rows are dropped in one transaction; the
 are applied again and the ordinary runner projects from offset 0 until it has consumed what
 the topics held when the rebuild started, showing a progress bar on stderr. Because every row
 is a function of the logs alone (no clock, no arrival order), the result equals, row for row,
-what the incremental projector wrote.
-
-Then the stored objects' metadata and grants (``objects.objects``, ``objects.grants``) are
-projected again from the institution's IAM topic (:func:`projections.objects.rebuild`, D23);
-their chunks and upload state exist only in PostgreSQL and are kept.
+what the incremental projector wrote. Then the institution's IAM projection is emptied and
+projected again from its topic with the same signature checks (D21) against the rebuilt
+chain (:func:`rebuild_iam`); its gateway-owned tables (data keys, signing keys, setup) stay.
+Last the stored objects' metadata and grants (``objects.objects``, ``objects.grants``) are
+projected again from the object events the rebuilt IAM projection accepted
+(:func:`projections.objects.rebuild`, D23); their chunks and upload state exist only in
+PostgreSQL and are kept.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from projections.chain import NAME, Diverged, GenesisMismatch
+from projections.iam import ChainSigners, IamProjection
+from projections.iam import migrate as iam_migrate
+from projections.iam import reset as iam_reset
 from projections.objects import rebuild as objects_rebuild
 from projections.projector import (
     EXIT_CONFIG,
@@ -39,6 +44,7 @@ from projections.projector import (
     ensure_database,
     prepare,
 )
+from projections.runner import ProjectionRunner
 from streams import logs
 from streams.kafka_config import consumer_config
 
@@ -124,13 +130,66 @@ def rebuild(config: ProjectorConfig, *, out: TextIO | None = None) -> RebuildRes
                 break
         if out is not None:
             out.write("\n")
-        # The stored objects' metadata and grants (D23): from the IAM topic; chunks stay.
-        objects_rebuild(runner.dsn, config.bootstrap, config.institution, config.prefix)
         return RebuildResult(
             height=projection.height,
             messages=runner.messages,
             rows=projection.rows_written,
             seconds=time.monotonic() - began,
+        )
+    finally:
+        runner.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IamRebuildResult:
+    """What the IAM part of a rebuild did."""
+
+    messages: int
+    applied_to: int  # next offset of the IAM topic the rebuilt projection holds
+    end: int  # end of the IAM topic when its rebuild began
+    rejected: dict[str, int]
+
+
+def rebuild_iam(
+    config: ProjectorConfig, *, wait_s: float = 10.0, out: TextIO | None = None
+) -> IamRebuildResult:
+    """Empty the institution's IAM projection and project its topic again from offset 0
+    with the same signature rules (D21), against the chain just rebuilt. Stops at the
+    topic's end, or after ``wait_s`` without progress (an event waiting for a height the
+    chain has not reached: the projector finishes it)."""
+    dsn = ensure_database(config.dsn, config.database())
+    projection = IamProjection(config.institution, prefix=config.prefix, signers=ChainSigners())
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        locked = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (_LOCK_SALT + projection.name,)
+        ).fetchone()
+        if not locked or not locked[0]:
+            raise RebuildError("an IAM projection is running on this database; stop it first")
+        iam_migrate(conn)
+        iam_reset(conn, config.institution)
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_SALT + projection.name,))
+    try:
+        end = _ends(config.bootstrap, projection.topics())[projection.topic]
+    except KafkaException as exc:  # no IAM topic: nothing to project (the tables are empty)
+        if out is not None:
+            out.write(f"no IAM topic {projection.topic}: {exc}\n")
+        return IamRebuildResult(messages=0, applied_to=0, end=0, rejected={})
+    runner = ProjectionRunner(dsn, config.bootstrap, projection, batch_size=config.batch_size)
+    try:
+        last_progress = time.monotonic()
+        while True:
+            done = runner.positions().get((projection.topic, 0), 0)
+            if done >= end or time.monotonic() - last_progress > wait_s:
+                break
+            if runner.step(0.2):
+                last_progress = time.monotonic()
+        if out is not None and done < end:
+            out.write(
+                f"IAM projection stopped at offset {done} of {end}: an event waits for "
+                f"chain height {projection.waiting_for}\n"
+            )
+        return IamRebuildResult(
+            messages=runner.messages, applied_to=done, end=end, rejected=dict(projection.rejected)
         )
     finally:
         runner.close()
@@ -143,6 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         result = rebuild(config, out=sys.stderr)
+        iam = rebuild_iam(config, out=sys.stderr)
+        # The stored objects' metadata and grants (D23), from the object events the rebuilt
+        # IAM projection accepted; chunks and uploads stay.
+        objects_rebuild(
+            ensure_database(config.dsn, config.database()),
+            config.bootstrap,
+            config.institution,
+            config.prefix,
+            end=iam.applied_to,
+        )
     except (ConfigError, RebuildError, GenesisMismatch, psycopg.Error) as exc:
         print(f"pantheon projections rebuild: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -152,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"rebuilt {config.database()}: height {result.height}, {result.messages} messages, "
         f"{result.rows} rows in {result.seconds:.1f}s"
+    )
+    refused = ", ".join(f"{n} {r}" for r, n in sorted(iam.rejected.items())) or "none"
+    print(
+        f"rebuilt the IAM projection of {config.institution}: {iam.messages} events to offset "
+        f"{iam.applied_to} of {iam.end}, refused: {refused}"
     )
     return EXIT_OK
 

@@ -8,10 +8,12 @@ Theory of operation
   the key's prefix (``inst/`` -> institutions, ``key/`` -> keys, ``prop/`` -> proposals,
   ``anchor/``, ``batch/``, ``asset/``, ``evidence/``); every record is also kept canonically
   in ``state_records`` (the state the projector resumes from).
-* Two derived, append-only histories: ``proposal_votes`` (institutions that appear in a
-  proposal's ``yes``/``no`` lists for the first time, with the block's height) and
+* Three derived, append-only histories: ``proposal_votes`` (institutions that appear in a
+  proposal's ``yes``/``no`` lists for the first time, with the block's height),
   ``asset_owners`` (the owner after each accepted ``RegisterAsset``/``TransferAsset``, per
-  transaction), cross-checked against the block's write set.
+  transaction), cross-checked against the block's write set, and ``key_activity`` (each
+  key's institution, role and activity from the height it changed; the signers of IAM
+  events are checked against it, D21).
 * :class:`BatchRows` collects the rows of every block of a Kafka batch and writes them with
   one ``INSERT .. SELECT FROM unnest(..)`` per append-only table and one upsert per state
   table, where a later block's write of a key replaces an earlier one (so the last write of
@@ -30,6 +32,7 @@ from psycopg import sql
 
 from ledger.errors import StateError
 from ledger.hashing import canonical_bytes
+from ledger.iam_events import KEY_ACTIVITY_COLUMNS, key_activity
 from ledger.state import Record, WriteSet, schema_for
 
 Row = tuple[Any, ...]
@@ -130,6 +133,7 @@ APPEND_TABLES: Mapping[str, tuple[str, ...]] = {
                      "nonce", "operation", "envelope"),
     "proposal_votes": ("proposal_id", "institution_id", "approve", "height"),
     "asset_owners": ("asset_id", "height", "position", "tx_id", "owner_key_id"),
+    "key_activity": KEY_ACTIVITY_COLUMNS,
 }  # fmt: skip
 
 
@@ -160,6 +164,7 @@ class BatchRows:
             self.state[key] = (raw, height, record)
             if key.startswith("prop/") and record is not None:
                 self.append["proposal_votes"].extend(new_votes(previous(key), record, height))
+        self.append["key_activity"].extend(key_activity(writes, height, previous))
 
     def merge(self, later: BatchRows) -> None:
         """Add the rows of ``later`` (collected for the blocks after these ones)."""

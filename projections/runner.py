@@ -36,6 +36,10 @@ Theory of operation
 * A projection whose ``apply`` never uses ``COPY`` may set ``pipelined = True``: its whole
   transaction (BEGIN, rows, positions, COMMIT) then goes in psycopg's pipeline mode, so only
   statements whose results are read wait for the server: typically two round trips a batch.
+* A projection may apply only a prefix of a batch (``apply`` returns how many leading
+  messages it took): the positions move over that prefix only and the rest stays in memory,
+  first in the next batch. The IAM projection waits so for the certified chain to reach the
+  height a signed event names (D21); nothing is skipped and nothing is acknowledged early.
 * Each commit ends with ``NOTIFY pantheon_positions`` so :func:`wait_for_offset` (read your
   writes) wakes up at once; it also polls, so a lost notification only delays it.
 """
@@ -88,8 +92,10 @@ class Projection(Protocol):
         """Full topic names to consume (every partition of each)."""
         ...
 
-    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> None:
-        """Write the rows of ``batch`` (log order per partition) with ``cur``; no commit."""
+    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> int | None:
+        """Write the rows of ``batch`` (log order per partition) with ``cur``; no commit.
+        Returns None when all of it was applied, else how many leading messages were (the
+        rest waits in memory and comes first in the next batch; see the module docstring)."""
         ...
 
 
@@ -149,6 +155,8 @@ class ProjectionRunner:
         self._delivered: dict[tuple[str, int], int] = {}
         self._needs_reset = True
         self._held: list[Message] = []
+        #: Messages the projection could not apply yet (a partial ``apply``), retried first.
+        self._waiting: list[Message] = []
         self._held_since = 0.0
         self.messages = 0
         self.batches = 0
@@ -219,6 +227,7 @@ class ProjectionRunner:
         self._positions = {tp: stored[tp] for tp in partitions}
         self._delivered = {tp: min(o, rewind.get(tp, o)) for tp, o in self._positions.items()}
         self._held = []
+        self._waiting = []
         self._kafka().assign([TopicPartition(t, p, o) for (t, p), o in self._delivered.items()])
         self._needs_reset = False
         log.info("positions loaded", extra={"projection": name, "positions": str(stored)})
@@ -270,24 +279,20 @@ class ProjectionRunner:
         if self._hold(batch):
             return 0
         batch, self._held = self._held + batch, []
+        batch, self._waiting = self._waiting + batch, []
         if not batch:
             return 0
-        advanced: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            key = (msg.topic() or "", msg.partition() or 0)
-            next_offset = (msg.offset() or 0) + 1
-            if next_offset > advanced.get(key, self._positions.get(key, 0)):
-                advanced[key] = next_offset
         try:
-            self._commit(batch, advanced)
+            applied, advanced = self._commit(batch)
         except BaseException:
             self._needs_reset = True
             raise
+        self._waiting = batch[applied:]
         self._positions.update(advanced)
-        self.messages += len(batch)
+        self.messages += applied
         self.batches += 1
         self._heap.settle()
-        return len(batch)
+        return applied
 
     def _hold(self, fresh: list[Message]) -> bool:
         """Keep ``fresh`` in memory instead of committing now (see :class:`Deferring`)?"""
@@ -307,13 +312,28 @@ class ProjectionRunner:
         self._held.extend(fresh)
         return True
 
-    def _commit(self, batch: list[Message], advanced: dict[tuple[str, int], int]) -> None:
+    def _advanced(self, batch: Sequence[Message]) -> dict[tuple[str, int], int]:
+        advanced: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            key = (msg.topic() or "", msg.partition() or 0)
+            next_offset = (msg.offset() or 0) + 1
+            if next_offset > advanced.get(key, self._positions.get(key, 0)):
+                advanced[key] = next_offset
+        return advanced
+
+    def _commit(self, batch: list[Message]) -> tuple[int, dict[tuple[str, int], int]]:
+        """Apply ``batch`` (or the prefix the projection took) and move the positions over
+        it in one transaction; returns (messages applied, new positions)."""
         conn = self._connection()
         name = self.projection.name
-        keys = list(advanced)
         pipeline = conn.pipeline() if getattr(self.projection, "pipelined", False) else None
         with pipeline or contextlib.nullcontext(), conn.transaction(), conn.cursor() as cur:
-            self.projection.apply(cur, batch)
+            taken = self.projection.apply(cur, batch)
+            applied = len(batch) if taken is None else max(0, min(taken, len(batch)))
+            advanced = self._advanced(batch[:applied])
+            keys = list(advanced)
+            if not keys:
+                return applied, advanced
             cur.execute(_MOVE, (
                 [t for t, _ in keys], [p for _, p in keys], [advanced[k] for k in keys],
                 [self._positions[k] for k in keys], name, CHANNEL, name,
@@ -321,6 +341,7 @@ class ProjectionRunner:
             row = cur.fetchone()
             if row is None or row[0] != len(keys):
                 raise PositionConflict(f"{name}: positions moved under this runner")
+        return applied, advanced
 
     def run(self, stop: threading.Event | None = None, *, idle_timeout: float = 0.5) -> None:
         """Apply batches until ``stop`` is set; database outages are retried with backoff."""

@@ -275,6 +275,8 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
                 pipeline.close()
             raise
 
+    iam = _start_iam(config, pipeline)  # the IAM projection too, before the logs (D21)
+
     # 2. the logs' end offsets, in causal order
     consumers: dict[str, Consumer] = {}
     progress = Progress(config.progress)
@@ -304,6 +306,8 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
             expected = ap.ExpectedRows(genesis, audit.machine, snapshot.height)
             audit.on_block = expected
+        if iam is not None:
+            iam.watch(audit, genesis)  # key history from the certified blocks replayed
         block_messages: dict[int, bytes] = {}
         wanted_blocks = set(snapshot.pending_blocks) if snapshot else set()
 
@@ -366,7 +370,14 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             audit.findings.add(finding)
         report.projection = result.as_dict()
         _check_stores(audit, db_dsn, config.institution)
-        _check_objects(audit, db_dsn, config)
+    accepted: frozenset[int] = frozenset()
+    if iam is not None and report.projection is not None:
+        iam_findings, report.projection["iam"] = iam.finish()
+        for finding in iam_findings:
+            audit.findings.add(finding)
+        accepted = iam.accepted_offsets
+    if snapshot is not None and expected is not None and db_dsn is not None:
+        _check_objects(audit, db_dsn, config, accepted)
 
     report.replayed_height = audit.height
     report.audited_height = audit.audited_height
@@ -382,6 +393,26 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
         report.at_height = _time_travel(audit, config.at_height)
     report.duration = time.monotonic() - clock
     return report
+
+
+def _start_iam(config: AuditConfig, pipeline: SignaturePipeline | None) -> Any:
+    """The IAM check (:mod:`streams.audit_iam`) of ``--institution``, its tables read now."""
+    if config.institution is None:
+        return None
+    from streams import audit_iam  # noqa: PLC0415 (only for this check)
+
+    try:
+        return audit_iam.start(
+            config.institution,
+            lambda: _institution_dsn(config),
+            config.bootstrap,
+            config.prefix,
+            config.timeout,
+        )
+    except audit_iam.IamAuditError as exc:
+        if pipeline is not None:
+            pipeline.close()
+        raise AuditError(f"{config.institution}: IAM projection: {exc}") from exc
 
 
 def _signature_pipeline(audit: ChainAudit, workers: int) -> SignaturePipeline | None:
@@ -438,8 +469,11 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
     # stored objects: streams.audit_objects, called from run_audit (it reads the IAM topic)
 
 
-def _check_objects(audit: ChainAudit, dsn: str, config: AuditConfig) -> None:
-    """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23)."""
+def _check_objects(
+    audit: ChainAudit, dsn: str, config: AuditConfig, accepted: frozenset[int]
+) -> None:
+    """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23), from
+    the object events at the IAM topic's ``accepted`` offsets (D21)."""
     from streams import audit_objects  # noqa: PLC0415
 
     institution = config.institution
@@ -457,6 +491,7 @@ def _check_objects(audit: ChainAudit, dsn: str, config: AuditConfig) -> None:
             institution,
             anchors,
             replayed_height=audit.height,
+            accepted=accepted,
             timeout=config.timeout,
         )
     except Exception as exc:  # the database or the IAM topic is unreachable
@@ -509,6 +544,13 @@ def render(report: AuditReport) -> str:
             status = "ok" if t["equal"] else f"DIFFERS (expected {t['expected_digest'][:12]})"
             lines.append(f"    {t['table']:<16}{t['expected_rows']:>10,}{t['actual_rows']:>10,}"
                          f"  {t['actual_digest'][:12]} {status}")  # fmt: skip
+        if "iam" in p and not p["iam"].get("skipped"):
+            i = p["iam"]
+            lines.append(
+                f"  IAM of {p['institution']} to offset {i['position']}: {i['accepted']} "
+                f"events applied, refused {i['refused'] or 'none'}, "
+                f"{i['row_findings']} row finding(s)"
+            )
     if report.at_height is not None:
         a = report.at_height
         lines.append(

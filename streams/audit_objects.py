@@ -5,7 +5,8 @@ Theory of operation
 * In ONE database snapshot: ``objects.objects``, ``objects.grants``, the objects projection's
   position on the IAM topic, the SHA-256 of every stored chunk (computed by PostgreSQL, so no
   content crosses the wire), and the content of legacy plaintext uploads (before D23).
-* The IAM topic is read from offset 0 up to that position and folded with
+* The IAM topic is read from offset 0 up to that position; the events whose signatures the
+  audit's IAM check accepted (:mod:`streams.audit_iam`, D21) are folded with
   :func:`projections.objects.fold` (the projection as a pure function): every missing,
   unexpected or changed metadata or grant row is an ERROR finding naming the table, key,
   column, expected and actual value (bytes as hex).
@@ -23,7 +24,7 @@ Theory of operation
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -36,8 +37,8 @@ from projections.objects import (
     OBJECT_COLUMNS,
     Row,
     chunk_root,
-    decode_event,
     fold,
+    open_event,
     projection_name,
 )
 from streams.audit_projection import skipped
@@ -105,10 +106,16 @@ def read_snapshot(dsn: str, institution: str) -> Snapshot:
     return snap
 
 
-def read_events(
-    bootstrap: str, topic: str, end: int, timeout: float
+def read_events(  # noqa: PLR0917 (one read, its bounds and its filter)
+    bootstrap: str,
+    topic: str,
+    end: int,
+    timeout: float,
+    accepted: Collection[int],
+    institution: str,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The decoded messages of ``topic`` partition 0 below offset ``end``."""
+    """The events of the signed messages of ``topic`` partition 0 below offset ``end``
+    whose offsets are ``accepted``."""
     out: list[tuple[str, dict[str, Any]]] = []
     if end <= 0:
         return out
@@ -133,7 +140,9 @@ def read_events(
                 if offset is None or offset >= end:
                     return out
                 last = offset
-                event = decode_event(msg.value())
+                if offset not in accepted:
+                    continue
+                event = open_event(msg.value(), institution)
                 if event is not None:
                     out.append(event)
     finally:
@@ -269,11 +278,14 @@ def check(
     anchors: Iterable[Mapping[str, Any]],
     *,
     replayed_height: int | None = None,
+    accepted: Collection[int] = frozenset(),
     timeout: float = 30.0,
 ) -> list[Finding]:
     """Every finding about the institution's stored objects (module docstring); ``anchors``
     are the institution's ``AnchorState`` records of the chain replayed up to
-    ``replayed_height`` (objects anchored above it are left to the next audit)."""
+    ``replayed_height`` (objects anchored above it are left to the next audit); ``accepted``
+    are the offsets of the IAM topic whose signatures the audit's IAM check accepted (D21):
+    only those events are folded, as the objects projection follows the IAM projection."""
     snap = read_snapshot(dsn, institution)
     anchors = list(anchors)
     if not snap.present:
@@ -293,7 +305,7 @@ def check(
                 offset=snap.position,
             )
         )
-    events = read_events(bootstrap, topic, min(snap.position, end), timeout)
+    events = read_events(bootstrap, topic, min(snap.position, end), timeout, accepted, institution)
     objects, grants = fold(events, institution)
     findings += diff_rows("objects.objects", OBJECT_COLUMNS, ("data_id",), objects, snap.objects)
     findings += diff_rows(

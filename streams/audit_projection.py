@@ -46,6 +46,7 @@ APPEND_KEYS: Mapping[str, tuple[str, ...]] = {
     "transactions": ("height", "position"),
     "proposal_votes": ("proposal_id", "institution_id"),
     "asset_owners": ("asset_id", "height", "position"),
+    "key_activity": ("key_id", "height"),
 }
 META_COLUMNS = ("chain_id", "genesis_hash", "height", "last_hash", "state_root",
                 "last_tx_offset", "tx_count", "ok_count")  # fmt: skip

@@ -8,6 +8,9 @@ Theory of operation
   projection applied them (read-your-writes through
   :func:`projections.runner.wait_for_offset`); the projection must be running (in the
   gateway process or its own). Commands of one service are serialized by a lock.
+* Every event is signed (D21) by the institution's IAM SERVICE key (:class:`IamSigner`) in
+  ``_produce``, the one path onto the topic; readers apply only events signed by a key the
+  certified chain says is active for the institution.
 * Secrets never reach the topic in clear: passwords become scrypt hashes, then the hash and
   the personal fields are sealed under the user's data key (created in ``iam_data_keys``
   before the event is produced, wrapped under the KEK in ``kek_dir``). Forgetting a user
@@ -83,6 +86,7 @@ from gateway.iam.errors import (
     UnknownUser,
 )
 from gateway.iam.kek import KekStore
+from gateway.iam.signing import IamSigner
 from projections import iam as iam_projection
 from projections.runner import wait_for_offset
 from schemas.codec import encode
@@ -111,9 +115,11 @@ class IamService:
         clock: Callable[[], float] = time.time,
         apply_timeout_s: float = 15.0,
         producer: Producer | None = None,
+        signer: IamSigner,
         kek_dir: Path | None = None,
     ) -> None:
         self.institution = institution
+        self.signer = signer
         self.topic = iam_topic(institution).name(prefix)
         self.projection = iam_projection.projection_name(institution)
         self.dsn = dsn
@@ -163,8 +169,12 @@ class IamService:
             self._produce(list(events), projection=projection)
 
     def _produce(self, events: list[Any], *, projection: str | None = None) -> None:
+        """The one way onto the IAM topic: each event is signed with the institution's IAM
+        key (D21), produced, and projected (by ``projection``, else the IAM projection)
+        before this returns."""
         if not events:
             return
+        sign = self.signer.signing()  # KeyNotActive (a NotApplied) before anything is sent
         results: list[Message] = []
         errors: list[KafkaError] = []
 
@@ -175,7 +185,7 @@ class IamService:
             self._producer.produce(
                 self.topic,
                 key=event.key.encode(),
-                value=encode(event.schema, event.record),
+                value=sign(self.institution, encode(event.schema, event.record)),
                 on_delivery=delivered,
             )
         self._producer.flush(self._apply_timeout_s)

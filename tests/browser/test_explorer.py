@@ -31,6 +31,7 @@ from projections.iam import IamProjection
 from projections.runner import ProjectionRunner
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
+from tests.iam_keys import pinned_signer, pinned_signers
 from tests.integration.test_gateway_support import INSTITUTION, ChainFixture
 
 CHROMIUM = "/usr/bin/chromium"
@@ -105,9 +106,14 @@ def site(
         master_key=MasterKey(bytes(range(32))),
         prefix=prefix,
         password_params=FAST,
+        signer=pinned_signer(INSTITUTION),
     )
     stop = threading.Event()
-    runner = ProjectionRunner(chain.dsn, bootstrap, IamProjection(INSTITUTION, prefix=prefix))
+    runner = ProjectionRunner(
+        chain.dsn,
+        bootstrap,
+        IamProjection(INSTITUTION, prefix=prefix, signers=pinned_signers(INSTITUTION)),
+    )
     thread = threading.Thread(target=runner.run, args=(stop,), kwargs={"idle_timeout": 0.05})
     thread.start()
     served = None

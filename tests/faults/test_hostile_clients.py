@@ -1,7 +1,8 @@
 """Hostile clients against real gateway processes: slow clients, other institutions, bursts.
 
-Two ``python -m gateway.server`` processes (uvicorn on loopback ports), one for ``inst-1``
-(A) and one for ``inst-2`` (B), each over its own database filled by the real chain
+Two gateway processes (``python -m tests.faults.pinned_gateway``: ``gateway.server`` whose
+IAM key is pinned instead of registered on chain, D21; uvicorn on loopback ports), one for
+``inst-1`` (A) and one for ``inst-2`` (B), each over its own database filled by the real chain
 projection of one :class:`ChainFixture` chain, each with its own IAM master key, running
 its IAM projection in process (``--iam-projection``). Every user and token is made through
 the processes' own GraphQL API (``bootstrapAdmin``, ``createUser``, ``grantPermission``,
@@ -43,6 +44,7 @@ from projections import read
 from projections.projector import ProjectorConfig, prepare
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
+from tests.faults.pinned_gateway import write_iam_key_file
 from tests.integration.test_gateway_support import ChainFixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -105,12 +107,16 @@ class GatewayProcess:
         self.log = workdir / f"gateway-{institution}.log"
         master = workdir / "iam" / institution / "master.key"
         create_master_key_file(master)
+        iam_key_file = write_iam_key_file(
+            workdir / "iam" / institution / "iam-key.json", institution
+        )
         settings = postgres.settings
         self.argv_base = [
-            sys.executable, "-m", "gateway.server", "--institution", institution,
+            sys.executable, "-m", "tests.faults.pinned_gateway", "--institution", institution,
             "--dsn", f"host={settings.host} port={settings.pg_port} user=pantheon",
             "--dbname", dbname, "--bootstrap", bootstrap, "--prefix", prefix,
             "--host", HOST, "--master-key-file", str(master), "--iam-projection",
+            "--iam-key-file", str(iam_key_file),
             "--head-timeout", str(HEAD_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S),
         ]  # fmt: skip
         self.env = {**os.environ, "PGPASSWORD": postgres.password()}  # not in `ps` output

@@ -86,6 +86,7 @@ from tests.faults.test_hostile_clients import (
     Institution,
     set_up_accounts,
 )
+from tests.iam_keys import iam_key
 from tests.integration.test_consensus import check_chain, check_votes, operators
 from tests.integration.test_l2_support import INSTITUTION, L2Stack, workload
 from tests.integration.test_projections_support import expected_rows, projected_rows
@@ -160,6 +161,8 @@ class Gateway(GatewayProcess):
                          prefix=c.prefix, postgres=postgres, workdir=workdir)  # fmt: skip
         self.dsn = projector.dsn
         self.argv_base.remove("--iam-projection")
+        # production wiring: the IAM key is registered on chain (register_iam_key)
+        self.argv_base[self.argv_base.index("tests.faults.pinned_gateway")] = "gateway.server"
         self.starts = 0
 
     def start(self) -> None:
@@ -187,21 +190,32 @@ SUBMIT = (
 )
 
 
-def register_user_key(c: Consortium) -> KeyPair:
-    """A USER key of inst-1 on chain (registered by inst-1's governance key, which the
-    Layer-2 set-up already used: its next nonce comes from the oracle)."""
+def register_user_key(c: Consortium, user: KeyPair | None = None, kind: str = "USER") -> KeyPair:
+    """A USER (or ``kind``) key of inst-1 on chain (registered by inst-1's governance key,
+    which the Layer-2 set-up already used: its next nonce comes from the oracle)."""
     gov = c.gov_key(INSTITUTION)
     record = c.replay().state_get(key_key(gov.key_id))
     assert record is not None
-    user = new_key()
+    user = user or new_key()
     with LedgerClient(c.bootstrap, gov, c.chain_id, prefix=c.prefix, genesis=c.genesis,
                       next_nonce=int(record["next_nonce"])) as client:  # fmt: skip
         receipt = client.submit_and_wait(
             "RegisterIdentity",
-            {"public_key": user.public_key, "kind": "USER", "label": "gateway client"},
+            {"public_key": user.public_key, "kind": kind, "label": "gateway client"},
         )
     assert receipt.accepted, receipt
     return user
+
+
+def key_projected(projector: Projector, key: KeyPair) -> bool:
+    try:
+        with psycopg.connect(projector.dsn, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM chain.key_activity WHERE key_id = %s AND active", (key.key_id,)
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None
 
 
 class GatewayClient(LoadThread):
@@ -329,8 +343,10 @@ def test_kill_loop_loses_and_duplicates_nothing(
 def start_gateway(c: Consortium, projector: Projector, gateway: Gateway) -> GatewayClient:
     """The gateway, its administrator and a client user (chain:read, chain:write) made through
     its GraphQL API, and the client thread submitting through it."""
+    register_user_key(c, iam_key(INSTITUTION), "SERVICE")  # the gateway's IAM key (D21)
     user_key = register_user_key(c)
     wait_for(lambda: projector.height() >= 1, 60, "the projector's database")
+    wait_for(lambda: key_projected(projector, iam_key(INSTITUTION)), 60, "the IAM key projected")
     gateway.start()
     gateway.wait_healthy()
     inst = Institution(gateway, projector.dsn)

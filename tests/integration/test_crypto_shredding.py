@@ -62,6 +62,7 @@ from projections.projector import database_name
 from projections.runner import ProjectionRunner
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
+from tests.iam_keys import pinned_signer, pinned_signers
 from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
@@ -270,12 +271,17 @@ def shred(stack: Stack, unique: str) -> Iterator[Shred]:
         bootstrap=bootstrap,
         dsn=dsn,
         institution=institution,
+        signer=pinned_signer(institution),
         master_key=master,
         prefix=prefix,
         password_params=FAST,
         kek_dir=iam_dir,
     )
-    runner = ProjectionRunner(dsn, bootstrap, IamProjection(institution, prefix=prefix))
+    runner = ProjectionRunner(
+        dsn,
+        bootstrap,
+        IamProjection(institution, prefix=prefix, signers=pinned_signers(institution)),
+    )
     stop = threading.Event()
     thread = threading.Thread(
         target=runner.run, args=(stop,), kwargs={"idle_timeout": 0.05}, daemon=True
@@ -430,12 +436,17 @@ def test_forget_user_cli(
         bootstrap=bootstrap,
         dsn=dsn,
         institution=institution,
+        signer=pinned_signer(institution),
         master_key=master,
         prefix=prefix,
         password_params=FAST,
         kek_dir=iam_dir,
     )
-    runner = ProjectionRunner(dsn, bootstrap, IamProjection(institution, prefix=prefix))
+    runner = ProjectionRunner(
+        dsn,
+        bootstrap,
+        IamProjection(institution, prefix=prefix, signers=pinned_signers(institution)),
+    )
     stop = threading.Event()
     thread = threading.Thread(
         target=runner.run, args=(stop,), kwargs={"idle_timeout": 0.05}, daemon=True

@@ -54,6 +54,7 @@ from streams.kafka_config import admin_config
 from streams.object_verify import object_verify_main, verify_object
 from streams.topics import ensure_topics
 from tests.consortium import Consortium
+from tests.iam_keys import pinned_signer, pinned_signers
 from tests.integration.test_gateway_support import Tokens
 
 pytestmark = pytest.mark.integration
@@ -152,12 +153,13 @@ def net(
             bootstrap=bootstrap,
             dsn=runner.dsn,
             institution=INST,
+            signer=pinned_signer(INST),
             master_key=MASTER,
             kek_dir=workdir / "kek",
             prefix=consortium.prefix,
             password_params=FAST,
         )
-        iam_projection = IamProjection(INST, prefix=consortium.prefix)
+        iam_projection = IamProjection(INST, prefix=consortium.prefix, signers=pinned_signers(INST))
         with psycopg.connect(runner.dsn, autocommit=True) as conn:
             iam_projection.migrate(conn)
         threads.append(_run(ProjectionRunner(runner.dsn, bootstrap, iam_projection), stop))

@@ -44,6 +44,7 @@ from streams.kafka_config import admin_config
 from streams.sdk import LedgerClient
 from streams.topics import ensure_topics
 from tests.consortium import Consortium
+from tests.iam_keys import pinned_signer, pinned_signers
 from tests.integration.test_data_proxy import MASTER, _run
 from tests.integration.test_gateway_support import Tokens
 from tests.outcome_helpers import Forger
@@ -118,6 +119,7 @@ def net(
             bootstrap=bootstrap,
             dsn=runner.dsn,
             institution=INST,
+            signer=pinned_signer(INST),
             master_key=MASTER,
             kek_dir=workdir / "kek",
             prefix=consortium.prefix,
@@ -127,7 +129,7 @@ def net(
             AdminClient(admin_config(bootstrap)), prefix=consortium.prefix, institutions=[INST]
         )
         for projection in (
-            IamProjection(INST, prefix=consortium.prefix),
+            IamProjection(INST, prefix=consortium.prefix, signers=pinned_signers(INST)),
             ObjectsProjection(INST, prefix=consortium.prefix),
         ):
             with psycopg.connect(runner.dsn, autocommit=True) as conn:

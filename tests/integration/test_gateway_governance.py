@@ -37,6 +37,7 @@ from projections.runner import ProjectionRunner
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
 from tests.consortium import Consortium, new_key
+from tests.iam_keys import pinned_signer, pinned_signers
 from tests.integration.test_gateway_support import ALL, Tokens
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,9 @@ def net(
         )
         _projection, runner = prepare(cfg)
         iam_runner = ProjectionRunner(
-            runner.dsn, bootstrap, IamProjection(INST, prefix=consortium.prefix)
+            runner.dsn,
+            bootstrap,
+            IamProjection(INST, prefix=consortium.prefix, signers=pinned_signers(INST)),
         )
         runners += [runner, iam_runner]
         threads += [_runner_thread(runner, stop), _runner_thread(iam_runner, stop)]
@@ -122,6 +125,7 @@ def net(
             master_key=MasterKey(os.urandom(32)),
             prefix=consortium.prefix,
             password_params=FAST,
+            signer=pinned_signer(INST),
         )
         for inst in ("inst-1", "inst-2"):
             governance[inst] = Governance.from_keystore(

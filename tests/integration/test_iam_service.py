@@ -35,13 +35,14 @@ from gateway.iam.errors import (
 from gateway.iam.service import IamService
 from gateway.iam.state import IamState, evolve
 from infra.postgres_server import Postgres
+from ledger.iam_events import IamGate, KeyHistory, Opened, sign_event
 from projections import iam as iam_projection
 from projections.iam import PROJECTION_TABLES, IamProjection
 from projections.runner import ProjectionRunner
-from schemas.codec import decode, encode
-from schemas.errors import CodecError
+from schemas.codec import encode
 from streams.kafka_config import admin_config, consumer_config, producer_config
 from streams.topics import ensure_topics
+from tests.iam_keys import iam_key, pinned_signer, pinned_signers
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,11 @@ class RunningProjection:
     """The IAM projection in a background thread."""
 
     def __init__(self, dsn: str, bootstrap: str, institution: str, prefix: str) -> None:
-        self.runner = ProjectionRunner(dsn, bootstrap, IamProjection(institution, prefix=prefix))
+        self.runner = ProjectionRunner(
+            dsn,
+            bootstrap,
+            IamProjection(institution, prefix=prefix, signers=pinned_signers(institution)),
+        )
         self.stop_event = threading.Event()
         self.thread = threading.Thread(
             target=self.runner.run,
@@ -101,6 +106,7 @@ def iam(bootstrap: str, postgres: Postgres, unique: str, tmp_path: Path) -> Iter
         password_params=FAST,
         throttle=LoginThrottle(ThrottlePolicy(free_failures=3, base_delay_s=30.0)),
         kek_dir=tmp_path / "iam",
+        signer=pinned_signer(institution),
     )
     ctx = Iam(
         service,
@@ -432,6 +438,7 @@ def test_create_admin_from_the_cli_path(iam: Iam) -> None:
         prefix=iam.prefix,
         password_params=FAST,
         kek_dir=iam.kek_dir,
+        signer=pinned_signer(iam.institution),
     )
     assert iam.service.login("chief", "chief-password", "s").claims.sub == user_id
     with pytest.raises(AlreadyBootstrapped):
@@ -443,6 +450,7 @@ def test_create_admin_from_the_cli_path(iam: Iam) -> None:
             login="chief2",
             password="chief-password",
             prefix=iam.prefix,
+            signer=pinned_signer(iam.institution),
         )
 
 
@@ -459,8 +467,8 @@ def test_projection_matches_the_reference_fold_and_skips_bad_records(iam: Iam) -
     with psycopg.connect(iam.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM iam_data_keys").fetchone() == (2,)
 
-    # A racing gateway's duplicate registration, a record of another institution and
-    # garbage: the projection ignores all three and keeps going.
+    # A racing gateway's duplicate registration (signed by the institution's key), a record
+    # of another institution and garbage: the projection ignores all three and keeps going.
     duplicate = {
         "event_id": "dup",
         "institution_id": iam.institution,
@@ -474,9 +482,10 @@ def test_projection_matches_the_reference_fold_and_skips_bad_records(iam: Iam) -
     }
     foreign = {**duplicate, "institution_id": "someone-else", "user_id": "u-f", "login": "f1"}
     producer = Producer(producer_config(iam.bootstrap))
+    key = iam_key(iam.institution)
     for value in (
-        encode("UserRegistered", duplicate),
-        encode("UserRegistered", foreign),
+        sign_event(key, iam.institution, 0, encode("UserRegistered", duplicate)),
+        sign_event(key, iam.institution, 0, encode("UserRegistered", foreign)),
         b"\xc3\x01garbage!",
     ):
         producer.produce(iam.topic, key=b"x", value=value)
@@ -484,13 +493,14 @@ def test_projection_matches_the_reference_fold_and_skips_bad_records(iam: Iam) -
     svc.create_group(root, "after")  # waits until everything before it is projected
 
     state = IamState(institution=iam.institution)
+    trusted = KeyHistory.from_rows(
+        [(key.key_id, 0, iam.institution, "SERVICE", True, key.public_key)]
+    )
+    gate = IamGate(iam.institution, trusted.at)
     for value in _topic_values(iam.bootstrap, iam.topic):
-        try:
-            name, record = decode(value)
-        except CodecError:
-            continue
-        if record.get("institution_id") == iam.institution:
-            state = evolve(state, name, record)
+        opened = gate.admit(value)
+        if isinstance(opened, Opened):
+            state = evolve(state, opened.schema, opened.record)
     with psycopg.connect(iam.dsn) as conn:
         projected = store.load_state(conn, iam.institution)
     assert projected == state
@@ -507,6 +517,7 @@ def test_login_upgrades_a_hash_made_with_weaker_parameters(iam: Iam) -> None:
         prefix=iam.prefix,
         password_params=ScryptParams(log_n=6),
         kek_dir=iam.kek_dir,
+        signer=pinned_signer(iam.institution),
     )
     try:
         assert stronger.login("root", "root-password", "s").claims.sub == root

@@ -26,9 +26,11 @@ from gateway.auth.throttle import LoginThrottle, ThrottlePolicy
 from gateway.context import Services
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
+from tests.iam_keys import pinned_signer
 from tests.integration.test_data_proxy import INST, Net, _dsn, net, put
 
 __all__ = ["net"]  # the module-scoped fixture, reused
+
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +145,7 @@ def test_the_login_mutation_hands_out_and_honours_device_tokens(
         dsn=_dsn(net),
         institution=INST,
         master_key=iam._master,
+        signer=pinned_signer(INST),
         kek_dir=iam.kek_store.directory,
         prefix=net.consortium.prefix,
         password_params=FAST,

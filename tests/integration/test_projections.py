@@ -104,7 +104,7 @@ def test_migrations_twice_change_nothing(postgres: Postgres) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         first = apply_migrations(conn, "chain", CHAIN_MIGRATIONS)
         schema = _schema(conn)
-        assert first == ["001_chain", "002_drop_pending_tx"]
+        assert first == ["001_chain", "002_drop_pending_tx", "003_key_activity"]
         assert apply_migrations(conn, "chain", CHAIN_MIGRATIONS) == []
         assert _schema(conn) == schema
         conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE namespace = 'chain'")
@@ -125,7 +125,7 @@ def test_concurrent_migrations(postgres: Postgres) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [[], [], [], ["001_chain", "002_drop_pending_tx"]]
+    assert sorted(results) == [[], [], [], ["001_chain", "002_drop_pending_tx", "003_key_activity"]]
 
 
 def _schema(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:

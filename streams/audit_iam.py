@@ -1,0 +1,353 @@
+"""The audit's IAM check: an institution's IAM tables against its signed IAM topic (D21).
+
+Theory of operation
+-------------------
+* :func:`start` reads the IAM projection (every table of
+  :data:`projections.iam.PROJECTION_TABLES` and its position on the topic) in one
+  REPEATABLE READ snapshot, before the audit reads the chain logs, so the chain the audit
+  replays covers every key height the projection relied on.
+* :meth:`IamAudit.watch` wraps the chain audit's block hook: from every *certified* block the
+  replay executes it derives the key history (:func:`ledger.iam_events.key_activity`, the
+  rows the projector stores in ``chain.key_activity``). Keys are thus learnt from the logs
+  with their quorum certificates, never from PostgreSQL.
+* :meth:`IamAudit.finish` reads the IAM topic up to the projection's position and decides
+  every message with the readers' own rule (:class:`ledger.iam_events.IamGate`): each
+  refused message is a WARNING finding (``iam.refused``, with its offset and reason); an
+  event whose key height the certified replay does not reach is an ERROR. The accepted
+  events are folded by the projection's own SQL handlers (:data:`projections.iam.HANDLERS`)
+  into temporary tables shaped like the real ones, in a transaction that is rolled back, and
+  every table is compared row by row: each missing, extra or changed row is an ERROR naming
+  table, key, column, expected and actual (bytes as hex).
+
+Like :mod:`streams.audit_projection`, this module imports ``projections`` (the IAM handlers)
+so the audit cannot drift from the projection; it is only imported for ``--institution``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from psycopg import sql
+
+from ledger.audit import ERROR, INFO, WARNING, Canonical, ChainAudit, Finding
+from ledger.cutter import CutBlock
+from ledger.execution import ExecutedBlock
+from ledger.genesis import Genesis, genesis_writes
+from ledger.iam_events import IamGate, KeyHistory, Opened, Refusal, key_activity, needed_height
+from projections import iam as iam_projection
+from streams.kafka_config import consumer_config
+from streams.topics import iam_topic
+
+Row = tuple[Any, ...]
+
+
+class IamAuditError(RuntimeError):
+    """The IAM projection could not be read."""
+
+
+KEYS: Mapping[str, tuple[str, ...]] = {
+    "iam_users": ("user_id",),
+    "iam_service_accounts": ("account_id",),
+    "iam_groups": ("name",),
+    "iam_memberships": ("user_id", "group_name"),
+    "iam_grants": ("subject", "permission"),
+    "iam_revoked_tokens": ("jti",),
+    "iam_events": ("event_id",),
+}
+
+
+@dataclass(slots=True)
+class IamSnapshot:
+    """The IAM tables of one database and the topic position they describe."""
+
+    position: int
+    columns: dict[str, tuple[str, ...]]
+    rows: dict[str, list[Row]]
+
+
+def read_snapshot(dsn: str, institution: str, topic: str) -> IamSnapshot | None:
+    """The IAM projection of the database of ``dsn`` (None: it has none)."""
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            found = conn.execute("SELECT to_regclass('iam_events')").fetchone()
+            if found is None or found[0] is None:
+                return None
+            row = conn.execute(
+                "SELECT next_offset FROM projection_positions "
+                "WHERE projection = %s AND topic = %s AND partition = 0",
+                (iam_projection.projection_name(institution), topic),
+            ).fetchone()
+            columns, rows = _read_tables(conn, "public")
+    return IamSnapshot(int(row[0]) if row else 0, columns, rows)
+
+
+def _read_tables(
+    conn: psycopg.Connection[Any], schema: str
+) -> tuple[dict[str, tuple[str, ...]], dict[str, list[Row]]]:
+    columns: dict[str, tuple[str, ...]] = {}
+    rows: dict[str, list[Row]] = {}
+    for table in KEYS:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
+            columns[table] = tuple(d.name for d in cur.description or ())
+            rows[table] = [tuple(r) for r in cur.fetchall()]
+    return columns, rows
+
+
+@dataclass(slots=True)
+class IamAudit:
+    """The IAM check of one audit run (see the module docstring)."""
+
+    institution: str
+    topic: str
+    bootstrap: str
+    dsn: str
+    snapshot: IamSnapshot | None
+    timeout: float = 30.0
+    history: KeyHistory = field(default_factory=KeyHistory)
+    certified_height: int = 0
+    #: offsets of the topic whose events the IAM rule accepted (set by :meth:`finish`)
+    accepted_offsets: frozenset[int] = frozenset()
+    _gap: bool = False
+
+    def watch(self, audit: ChainAudit, genesis: Genesis) -> None:
+        """Learn the key history from every certified block ``audit`` replays."""
+        for row in key_activity(genesis_writes(genesis), 0, lambda _key: None):
+            self.history.add(row)
+        inner = audit.on_block
+
+        def hook(executed: ExecutedBlock, cut: CutBlock, canonical: Canonical | None) -> None:
+            if inner is not None:
+                inner(executed, cut, canonical)
+            if canonical is None or self._gap:
+                self._gap = True  # keys above an uncertified block are not believed
+                return
+            height = executed.header.height
+            for row in key_activity(executed.writes, height, audit.machine.state.get):
+                self.history.add(row)
+            self.certified_height = height
+
+        audit.on_block = hook
+
+    def _topic_values(self) -> list[tuple[int, bytes]]:
+        assert self.snapshot is not None
+        end = self.snapshot.position
+        out: list[tuple[int, bytes]] = []
+        if end <= 0:
+            return out
+        consumer = Consumer(consumer_config(self.bootstrap, f"audit-iam-{self.institution}"))
+        try:
+            consumer.assign([TopicPartition(self.topic, 0, 0)])
+            while not out or out[-1][0] < end - 1:
+                msg = consumer.poll(self.timeout)
+                if msg is None:
+                    raise TimeoutError(f"{self.topic}: no message before offset {end}")
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        raise TimeoutError(f"{self.topic} ends before offset {end}")
+                    continue
+                value = msg.value()
+                out.append((msg.offset() or 0, value if isinstance(value, bytes) else b""))
+        finally:
+            consumer.close()
+        return out
+
+    def finish(self) -> tuple[list[Finding], dict[str, Any]]:
+        """Findings and the report section (call after the chain replay)."""
+        if self.snapshot is None:
+            note = Finding(
+                check="iam",
+                kind="iam.skipped",
+                severity=INFO,
+                message=f"{self.institution} has no IAM projection",
+            )
+            return [note], {"skipped": True}
+        findings: list[Finding] = []
+        gate = IamGate(self.institution, self.history.at)
+        accepted: list[tuple[int, Opened]] = []
+        refused: dict[str, int] = {}
+        for offset, raw in self._topic_values():
+            opened = gate.admit(raw)
+            reason: str | None = None
+            if isinstance(opened, Refusal):
+                reason = str(opened)
+            elif needed_height(opened, gate.mark) > self.certified_height:
+                reason = "beyond_certified_chain"
+                findings.append(
+                    Finding(
+                        check="iam",
+                        kind="iam.unverifiable",
+                        severity=ERROR,
+                        topic=self.topic,
+                        offset=offset,
+                        message=f"{self.topic}@{offset}: applied, but names key "
+                        f"height {opened.key_height} above the certified chain "
+                        f"({self.certified_height})",
+                    )
+                )
+            elif opened.schema not in iam_projection.HANDLERS:
+                reason = str(Refusal.BAD_EVENT)
+            else:
+                accepted.append((offset, opened))
+                continue
+            refused[reason] = refused.get(reason, 0) + 1
+            if reason != "beyond_certified_chain":
+                findings.append(
+                    Finding(
+                        check="iam",
+                        kind="iam.refused",
+                        severity=WARNING,
+                        topic=self.topic,
+                        offset=offset,
+                        message=f"{self.topic}@{offset}: refused ({reason}); never applied",
+                        details={"reason": reason},
+                    )
+                )
+        self.accepted_offsets = frozenset(offset for offset, _ in accepted)
+        expected = self._fold(accepted)
+        diffs = 0
+        for table, key_columns in KEYS.items():
+            table_findings = diff_rows(
+                table,
+                self.snapshot.columns[table],
+                key_columns,
+                expected[table],
+                self.snapshot.rows[table],
+            )
+            diffs += len(table_findings)
+            findings.extend(table_findings)
+        summary = {
+            "topic": self.topic,
+            "position": self.snapshot.position,
+            "certified_height": self.certified_height,
+            "accepted": len(accepted),
+            "refused": refused,
+            "row_findings": diffs,
+        }
+        return findings, summary
+
+    def _fold(self, accepted: Sequence[tuple[int, Opened]]) -> dict[str, list[Row]]:
+        """The rows the projection must hold: the accepted events through its own handlers,
+        into temporary tables (the transaction is rolled back)."""
+        assert self.snapshot is not None
+        with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+            try:
+                with conn.cursor() as cur:
+                    for table in KEYS:  # temporary tables come first in the search path
+                        cur.execute(
+                            sql.SQL(
+                                "CREATE TEMP TABLE {} (LIKE public.{} INCLUDING ALL) ON COMMIT DROP"
+                            ).format(sql.Identifier(table), sql.Identifier(table))
+                        )
+                    for offset, opened in accepted:
+                        iam_projection.HANDLERS[opened.schema](cur, opened.record)
+                        cur.execute(
+                            'INSERT INTO iam_events (event_id, "offset", key_id, key_height) '
+                            "VALUES (%s, %s, %s, %s)",
+                            (opened.event_id, offset, opened.key_id, opened.key_height),
+                        )
+                _, rows = _read_tables(conn, "pg_temp")
+            finally:
+                conn.rollback()
+        return rows
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [_hex(v) for v in value]
+    return value
+
+
+def diff_rows(
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    expected: Sequence[Row],
+    actual: Sequence[Row],
+) -> list[Finding]:
+    """Every missing, unexpected or changed row of ``table`` (bytes shown as hex)."""
+    index = [columns.index(c) for c in key_columns]
+
+    def keyed(rows: Sequence[Row]) -> dict[Row, Row]:
+        return {tuple(_hex(r[i]) for i in index): tuple(_hex(v) for v in r) for r in rows}
+
+    exp, act = keyed(expected), keyed(actual)
+    out: list[Finding] = []
+
+    def named(key: Row) -> dict[str, Any]:
+        return dict(zip(key_columns, key, strict=True))
+
+    for key in sorted(exp.keys() - act.keys(), key=repr):
+        out.append(
+            Finding(
+                check="iam",
+                kind="iam.row.missing",
+                severity=ERROR,
+                message=f"{table}: row {named(key)} is missing",
+                details={
+                    "table": table,
+                    "key": named(key),
+                    "expected": dict(zip(columns, exp[key], strict=True)),
+                },
+            )
+        )
+    for key in sorted(act.keys() - exp.keys(), key=repr):
+        out.append(
+            Finding(
+                check="iam",
+                kind="iam.row.unexpected",
+                severity=ERROR,
+                message=f"{table}: row {named(key)} should not exist (no signed event makes it)",
+                details={
+                    "table": table,
+                    "key": named(key),
+                    "actual": dict(zip(columns, act[key], strict=True)),
+                },
+            )
+        )
+    for key in sorted(exp.keys() & act.keys(), key=repr):
+        changed = {
+            c: {"expected": a, "actual": b}
+            for c, a, b in zip(columns, exp[key], act[key], strict=True)
+            if a != b
+        }
+        if changed:
+            out.append(
+                Finding(
+                    check="iam",
+                    kind="iam.row.differs",
+                    severity=ERROR,
+                    message=f"{table}: row {named(key)} differs in {', '.join(changed)}",
+                    details={"table": table, "key": named(key), "columns": changed},
+                )
+            )
+    return out
+
+
+def start(
+    institution: str | None,
+    dsn: Callable[[], str],
+    bootstrap: str,
+    prefix: str,
+    timeout: float = 30.0,
+) -> IamAudit | None:
+    """The IAM check of ``institution`` with its projection read now (None: no institution)."""
+    if institution is None:
+        return None
+    topic = iam_topic(institution).name(prefix)
+    db = dsn()
+    try:
+        snapshot = read_snapshot(db, institution, topic)
+    except psycopg.Error as exc:
+        raise IamAuditError(str(exc)) from exc
+    return IamAudit(institution, topic, bootstrap, db, snapshot, timeout)
