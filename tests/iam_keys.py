@@ -9,10 +9,12 @@ from height 0.
 from __future__ import annotations
 
 import hashlib
+import time
 
-from gateway.iam.signing import IamSigner
+from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height
 from ledger.keys import KeyPair
 from projections.iam import PinnedSigners
+from tests.consortium import Consortium
 
 
 def iam_key(institution: str) -> KeyPair:
@@ -28,3 +30,34 @@ def pinned_signer(institution: str) -> IamSigner:
 def pinned_signers(institution: str) -> PinnedSigners:
     """The projection side: trusts :func:`iam_key` of ``institution`` from height 0."""
     return PinnedSigners(institution, [iam_key(institution).public_key])
+
+
+def register_on_chain(
+    consortium: Consortium, dsn: str, institution: str, timeout: float = 60.0
+) -> IamSigner:
+    """The production path on a real consortium: ``institution``'s governance key registers
+    :func:`iam_key` as a SERVICE identity (its next nonce as the harness tracks it), and the
+    signer waits until the chain projection at ``dsn`` holds it; the IAM projection of that
+    database then believes it through :class:`projections.iam.ChainSigners`."""
+    key = iam_key(institution)
+    gov = consortium.gov_key(institution)
+    consortium.send(
+        [
+            consortium.tx(
+                gov,
+                "RegisterIdentity",
+                {"public_key": key.public_key, "kind": "SERVICE", "label": "iam"},
+            )
+        ],
+        key=gov.key_id,
+    )
+    height = chain_key_height(dsn, institution, key.key_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            height()
+            return IamSigner(key, height)
+        except KeyNotActive:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

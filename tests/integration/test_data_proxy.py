@@ -43,7 +43,7 @@ from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.proofs import ObjectProofError, ProofLink
 from projections import read
-from projections.iam import IamProjection
+from projections.iam import ChainSigners, IamProjection
 from projections.objects import ObjectsProjection
 from projections.objects import rebuild as objects_rebuild
 from projections.projector import ProjectorConfig, prepare
@@ -54,7 +54,7 @@ from streams.kafka_config import admin_config
 from streams.object_verify import object_verify_main, verify_object
 from streams.topics import ensure_topics
 from tests.consortium import Consortium
-from tests.iam_keys import pinned_signer, pinned_signers
+from tests.iam_keys import register_on_chain
 from tests.integration.test_gateway_support import Tokens
 
 pytestmark = pytest.mark.integration
@@ -92,6 +92,7 @@ class Net:
     proxy: DataProxy
     iam: IamService
     objects: Background
+    iam_runner: Background
     chain: Background
     config: ProjectorConfig
 
@@ -153,16 +154,16 @@ def net(
             bootstrap=bootstrap,
             dsn=runner.dsn,
             institution=INST,
-            signer=pinned_signer(INST),
+            signer=register_on_chain(consortium, runner.dsn, INST),
             master_key=MASTER,
             kek_dir=workdir / "kek",
             prefix=consortium.prefix,
             password_params=FAST,
         )
-        iam_projection = IamProjection(INST, prefix=consortium.prefix, signers=pinned_signers(INST))
+        iam_projection = IamProjection(INST, prefix=consortium.prefix, signers=ChainSigners())
         with psycopg.connect(runner.dsn, autocommit=True) as conn:
             iam_projection.migrate(conn)
-        threads.append(_run(ProjectionRunner(runner.dsn, bootstrap, iam_projection), stop))
+        iam_runner = Background(lambda: ProjectionRunner(runner.dsn, bootstrap, iam_projection))
         objects = ObjectsProjection(INST, prefix=consortium.prefix)
         with psycopg.connect(runner.dsn, autocommit=True) as conn:
             objects.migrate(conn)
@@ -186,10 +187,12 @@ def net(
             proxy,
             iam,
             objects_runner,
+            iam_runner,
             chain,
             cfg,
         )
         objects_runner.stop()
+        iam_runner.stop()
         governance.close()
         iam.close()
         pool.close()
@@ -683,6 +686,7 @@ def test_pantheon_projections_rebuild_restores_the_objects_rows(net: Net, tmp_pa
         _sql(net, "DELETE FROM objects.grants WHERE data_id = %s", (data_id,))
         _sql(net, "UPDATE objects.objects SET size = 1 WHERE data_id = %s", (data_id,))
         net.chain.stop()
+        net.iam_runner.stop()
         net.objects.stop()
         try:
             code = rebuild_main(
@@ -703,6 +707,7 @@ def test_pantheon_projections_rebuild_restores_the_objects_rows(net: Net, tmp_pa
             )
         finally:
             net.chain.start()
+            net.iam_runner.start()
             net.objects.start()
         assert code == 0
         dave = net.token(("data:read",), "dave", ("audit",))

@@ -35,7 +35,7 @@ from infra.postgres_server import Postgres
 from ledger.hashing import sha256
 from ledger.results import ResultCode
 from projections import read
-from projections.iam import IamProjection
+from projections.iam import ChainSigners, IamProjection
 from projections.objects import ObjectsProjection
 from projections.projector import ProjectorConfig, prepare
 from projections.runner import ProjectionRunner
@@ -44,7 +44,7 @@ from streams.kafka_config import admin_config
 from streams.sdk import LedgerClient
 from streams.topics import ensure_topics
 from tests.consortium import Consortium
-from tests.iam_keys import pinned_signer, pinned_signers
+from tests.iam_keys import register_on_chain
 from tests.integration.test_data_proxy import MASTER, _run
 from tests.integration.test_gateway_support import Tokens
 from tests.outcome_helpers import Forger
@@ -119,7 +119,7 @@ def net(
             bootstrap=bootstrap,
             dsn=runner.dsn,
             institution=INST,
-            signer=pinned_signer(INST),
+            signer=register_on_chain(consortium, runner.dsn, INST),
             master_key=MASTER,
             kek_dir=workdir / "kek",
             prefix=consortium.prefix,
@@ -129,7 +129,7 @@ def net(
             AdminClient(admin_config(bootstrap)), prefix=consortium.prefix, institutions=[INST]
         )
         for projection in (
-            IamProjection(INST, prefix=consortium.prefix, signers=pinned_signers(INST)),
+            IamProjection(INST, prefix=consortium.prefix, signers=ChainSigners()),
             ObjectsProjection(INST, prefix=consortium.prefix),
         ):
             with psycopg.connect(runner.dsn, autocommit=True) as conn:
