@@ -655,9 +655,17 @@ def diff_table(
     key_columns: Sequence[str],
     expected: Iterable[Row],
     actual: Iterable[Row],
+    *,
+    check: str = "projection",
+    kind: str = "row",
+    name: str | None = None,
 ) -> TableDiff:
     """Compare rows (same column order) keyed by ``key_columns``: every missing, unexpected
-    and changed row becomes a finding naming its key and, for changes, the columns."""
+    and changed row becomes a finding (``<kind>.missing``, ``.unexpected``, ``.differs`` of
+    ``check``) naming the table as ``name`` (default ``chain.<table>``), its key and, for
+    changes, the columns with expected and found values (bytes as hex). Every audit of a
+    projection (chain, IAM, stored objects) reports rows this one way."""
+    shown = name or f"chain.{table}"
     index = [columns.index(c) for c in key_columns]
     exp = {tuple(r[i] for i in index): r for r in map(normalize, expected)}
     act = {tuple(r[i] for i in index): r for r in map(normalize, actual)}
@@ -669,10 +677,10 @@ def diff_table(
     for key in sorted(exp.keys() - act.keys(), key=repr):
         findings.append(
             Finding(
-                check="projection",
-                kind="row.missing",
+                check=check,
+                kind=f"{kind}.missing",
                 severity=ERROR,
-                message=f"chain.{table}: row {key_of(key)} is missing",
+                message=f"{shown}: row {key_of(key)} is missing",
                 details={
                     "table": table,
                     "key": key_of(key),
@@ -683,10 +691,10 @@ def diff_table(
     for key in sorted(act.keys() - exp.keys(), key=repr):
         findings.append(
             Finding(
-                check="projection",
-                kind="row.unexpected",
+                check=check,
+                kind=f"{kind}.unexpected",
                 severity=ERROR,
-                message=f"chain.{table}: row {key_of(key)} should not exist",
+                message=f"{shown}: row {key_of(key)} should not exist",
                 details={
                     "table": table,
                     "key": key_of(key),
@@ -701,10 +709,10 @@ def diff_table(
         cols = {c: _value_diff(x, y) for c, x, y in zip(columns, a, b, strict=True) if x != y}
         findings.append(
             Finding(
-                check="projection",
-                kind="row.differs",
+                check=check,
+                kind=f"{kind}.differs",
                 severity=ERROR,
-                message=f"chain.{table}: row {key_of(key)} differs in {', '.join(cols)}",
+                message=f"{shown}: row {key_of(key)} differs in {', '.join(cols)}",
                 details={"table": table, "key": key_of(key), "columns": cols},
             )
         )

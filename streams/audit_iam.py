@@ -33,7 +33,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from psycopg import sql
 
-from ledger.audit import ERROR, INFO, WARNING, Canonical, ChainAudit, Finding
+from ledger.audit import ERROR, INFO, WARNING, Canonical, ChainAudit, Finding, diff_table
 from ledger.cutter import CutBlock
 from ledger.execution import ExecutedBlock
 from ledger.genesis import Genesis, genesis_writes
@@ -260,14 +260,6 @@ class IamAudit:
         return rows
 
 
-def _hex(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, list | tuple):
-        return [_hex(v) for v in value]
-    return value
-
-
 def diff_rows(
     table: str,
     columns: Sequence[str],
@@ -275,63 +267,11 @@ def diff_rows(
     expected: Sequence[Row],
     actual: Sequence[Row],
 ) -> list[Finding]:
-    """Every missing, unexpected or changed row of ``table`` (bytes shown as hex)."""
-    index = [columns.index(c) for c in key_columns]
-
-    def keyed(rows: Sequence[Row]) -> dict[Row, Row]:
-        return {tuple(_hex(r[i]) for i in index): tuple(_hex(v) for v in r) for r in rows}
-
-    exp, act = keyed(expected), keyed(actual)
-    out: list[Finding] = []
-
-    def named(key: Row) -> dict[str, Any]:
-        return dict(zip(key_columns, key, strict=True))
-
-    for key in sorted(exp.keys() - act.keys(), key=repr):
-        out.append(
-            Finding(
-                check="iam",
-                kind="iam.row.missing",
-                severity=ERROR,
-                message=f"{table}: row {named(key)} is missing",
-                details={
-                    "table": table,
-                    "key": named(key),
-                    "expected": dict(zip(columns, exp[key], strict=True)),
-                },
-            )
-        )
-    for key in sorted(act.keys() - exp.keys(), key=repr):
-        out.append(
-            Finding(
-                check="iam",
-                kind="iam.row.unexpected",
-                severity=ERROR,
-                message=f"{table}: row {named(key)} should not exist (no signed event makes it)",
-                details={
-                    "table": table,
-                    "key": named(key),
-                    "actual": dict(zip(columns, act[key], strict=True)),
-                },
-            )
-        )
-    for key in sorted(exp.keys() & act.keys(), key=repr):
-        changed = {
-            c: {"expected": a, "actual": b}
-            for c, a, b in zip(columns, exp[key], act[key], strict=True)
-            if a != b
-        }
-        if changed:
-            out.append(
-                Finding(
-                    check="iam",
-                    kind="iam.row.differs",
-                    severity=ERROR,
-                    message=f"{table}: row {named(key)} differs in {', '.join(changed)}",
-                    details={"table": table, "key": named(key), "columns": changed},
-                )
-            )
-    return out
+    """Every missing, unexpected or changed row of ``table`` (``iam.row.*``, bytes as hex)."""
+    diff = diff_table(
+        table, columns, key_columns, expected, actual, check="iam", kind="iam.row", name=table
+    )
+    return list(diff.findings)
 
 
 def start(

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ledger.audit import ERROR, INFO, Finding, check_anchor, show
+from ledger.audit import ERROR, INFO, Finding, check_anchor, diff_table
 from projections.objects import (
     GRANT_COLUMNS,
     MISSING_TOPIC,
@@ -171,65 +171,18 @@ def diff_rows(
     expected: Mapping[Any, Row],
     actual: Mapping[Any, Row],
 ) -> list[Finding]:
-    """Every missing, unexpected and changed row; a change is one finding per column."""
-    findings: list[Finding] = []
-
-    def key_of(key: Any) -> dict[str, Any]:
-        parts = key if isinstance(key, tuple) else (key,)
-        return {c: show(v) for c, v in zip(key_columns, parts, strict=True)}
-
-    def norm(row: Row) -> Row:
-        return tuple(bytes(v) if isinstance(v, memoryview | bytearray) else v for v in row)
-
-    for key in sorted(expected.keys() - actual.keys(), key=repr):
-        findings.append(
-            Finding(
-                check=CHECK,
-                kind="objects.row_missing",
-                severity=ERROR,
-                message=f"{table}: row {key_of(key)} is missing",
-                details={
-                    "table": table,
-                    "key": key_of(key),
-                    "expected": {c: show(v) for c, v in zip(columns, expected[key], strict=True)},
-                },
-            )
-        )
-    for key in sorted(actual.keys() - expected.keys(), key=repr):
-        findings.append(
-            Finding(
-                check=CHECK,
-                kind="objects.row_unexpected",
-                severity=ERROR,
-                message=f"{table}: row {key_of(key)} is not supported by any event",
-                details={
-                    "table": table,
-                    "key": key_of(key),
-                    "actual": {c: show(v) for c, v in zip(columns, actual[key], strict=True)},
-                },
-            )
-        )
-    for key in sorted(expected.keys() & actual.keys(), key=repr):
-        exp, act = norm(expected[key]), norm(actual[key])
-        for column, a, b in zip(columns, exp, act, strict=True):
-            if a != b:
-                findings.append(
-                    Finding(
-                        check=CHECK,
-                        kind="objects.row_differs",
-                        severity=ERROR,
-                        message=f"{table}: row {key_of(key)} differs in {column}: expected "
-                        f"{show(a)!r}, found {show(b)!r}",
-                        details={
-                            "table": table,
-                            "key": key_of(key),
-                            "column": column,
-                            "expected": show(a),
-                            "actual": show(b),
-                        },
-                    )
-                )
-    return findings
+    """Every missing, unexpected and changed row (``objects.row.*``, bytes as hex)."""
+    diff = diff_table(
+        table,
+        columns,
+        key_columns,
+        expected.values(),
+        actual.values(),
+        check=CHECK,
+        kind="objects.row",
+        name=table,
+    )
+    return list(diff.findings)
 
 
 def _check_chunks(data_id: str, event: Row, snap: Snapshot, height: int) -> list[Finding]:

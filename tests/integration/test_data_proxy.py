@@ -627,15 +627,15 @@ def test_tampered_rows_are_refused_reported_and_rebuilt(net: Net, tmp_path: Path
         assert gw.get(f"/objects/{dropped}", headers=auth(alice)).status_code == 409
 
         findings = _audit(net, tmp_path)
-        extra = [f for f in _about(findings, private) if f["kind"] == "objects.row_unexpected"]
+        extra = [f for f in _about(findings, private) if f["kind"] == "objects.row.unexpected"]
         assert len(extra) == 1, _about(findings, private)
         assert extra[0]["details"]["table"] == "objects.grants"
         assert extra[0]["details"]["key"] == {"data_id": private, "subject": "carol"}
-        changed = [f for f in _about(findings, shared) if f["kind"] == "objects.row_differs"]
-        assert [f["details"]["column"] for f in changed] == ["owner"], changed
-        assert changed[0]["details"]["expected"] == "alice"
-        assert changed[0]["details"]["actual"] == "carol"
-        missing = [f for f in _about(findings, dropped) if f["kind"] == "objects.row_missing"]
+        changed = [f for f in _about(findings, shared) if f["kind"] == "objects.row.differs"]
+        assert [list(f["details"]["columns"]) for f in changed] == [["owner"]], changed
+        assert changed[0]["details"]["columns"]["owner"]["expected"] == "alice"
+        assert changed[0]["details"]["columns"]["owner"]["got"] == "carol"
+        missing = [f for f in _about(findings, dropped) if f["kind"] == "objects.row.missing"]
         assert len(missing) == 1 and missing[0]["details"]["table"] == "objects.objects"
         assert isinstance(missing[0]["details"]["expected"]["sha256"], str)  # hex, not repr
         assert missing[0]["details"]["expected"]["sha256"] == sha256(b"dropped").hex()
