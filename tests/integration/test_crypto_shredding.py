@@ -62,7 +62,7 @@ from projections.projector import database_name
 from projections.runner import ProjectionRunner
 from streams.kafka_config import admin_config
 from streams.topics import ensure_topics
-from tests.iam_keys import pinned_signer, pinned_signers
+from tests.iam_keys import iam_key, pinned_signer, pinned_signers
 from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
@@ -422,6 +422,10 @@ def test_forget_user_cli(
     (state / "postgres" / "password").write_text(postgres.password() + "\n")
     iam_dir = state / "consortium" / "iam" / institution
     master = create_master_key_file(iam_dir / "master.key")
+    # The CLI signs with the institution's IAM key file (D21); this layout has no chain, so
+    # the key is the pinned test key and its height is 0 (the projection pins it too).
+    keystore.write_secret(iam_dir / "iam-key.json", {"seed": iam_key(institution).seed.hex()})
+    monkeypatch.setattr(cli, "chain_key_height", lambda *_: lambda: 0)
     for name, value in (
         ("PANTHEON_STATE_DIR", str(state)),
         ("PANTHEON_KAFKA_PORT", str(kafka.settings.kafka_port)),
