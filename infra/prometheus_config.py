@@ -64,6 +64,7 @@ def alert_rules(
     validator_lag = "scalar(max(pantheon_validator_final_height)) - pantheon_validator_final_height"
     projector_lag = "pantheon_projection_seen_height - pantheon_projection_height"
     auth = "sum by (institution) (rate(pantheon_gateway_auth_failures_total[5m]))"
+    iam_refused = "pantheon_iam_rejected_total"
     return [
         AlertRule(
             name="FinalityStalled",
@@ -134,6 +135,31 @@ def alert_rules(
             description="Authentication failures above 1/s: credential stuffing or a broken "
             "client.",
             requires="gateway",
+        ),
+        AlertRule(
+            name="IamEventsRefused",
+            expr=f"sum by (institution, reason) (increase({iam_refused}[10m])) > 0",
+            signals=(iam_refused,),
+            duration="0s",
+            severity="warning",
+            summary="IAM events of {{ $labels.institution }} refused ({{ $labels.reason }})",
+            description="Messages on the institution's IAM topic were refused by its IAM "
+            "projection (unsigned, forged, replayed, or signed by a revoked key: D21); none was "
+            "applied. Someone who can write to the topic is trying; `pantheon audit "
+            "--institution` lists them (iam.refused).",
+        ),
+        AlertRule(
+            name="IamProjectionWaiting",
+            expr="max by (institution) (pantheon_iam_waiting_height) > 0",
+            signals=("max by (institution) (pantheon_iam_waiting_height)",),
+            duration=lag_for,
+            severity="critical",
+            summary="User management of {{ $labels.institution }} waits for chain height "
+            "{{ $value }}",
+            description="The IAM projection holds an event whose key height the projected "
+            "chain has not reached: either the chain projection lags, or someone who can write "
+            "to the IAM topic named a height that will not come (D21). User changes stall "
+            "until it passes.",
         ),
         AlertRule(
             name="AuditDiscrepancy",

@@ -306,6 +306,10 @@ class IamProjection:
         self.signers = signers
         self.rejected: Counter[str] = Counter()
         self.waiting_for = 0  # certified height a waiting event needs (0: not waiting)
+        # every series exists from the start (at 0), so an alert on it can fire
+        WAITING.labels(institution).set(0)
+        for reason in Refusal:
+            REJECTED.labels(institution, str(reason))
         self._reported = -1  # highest offset whose refusal was logged and counted
 
     def topics(self) -> list[str]:

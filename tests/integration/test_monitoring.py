@@ -1,7 +1,8 @@
 """Monitoring: the committed rule and dashboard files are the generated ones and promtool
 accepts them; against a real Prometheus scraping a running consortium (4 validator processes,
 a projector, a periodic auditor) under load, every query of every dashboard panel and every
-alert rule's signal returns data, and FinalityStalled fires when quorum is lost."""
+alert rule's signal returns data, IamEventsRefused fires on a forged IAM event, and
+FinalityStalled fires when quorum is lost."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from infra.grafana import dashboards
@@ -26,7 +28,7 @@ from infra.postgres_server import Postgres
 from infra.procs import free_port
 from infra.prometheus_config import NOT_YET_EXPORTED, RULES_FILE, alert_rules, rules_yaml
 from infra.prometheus_server import Prometheus
-from streams.kafka_config import admin_config
+from streams.kafka_config import admin_config, producer_config
 from streams.topics import ensure_topics
 from tests.consortium import REPO, Consortium, Load
 
@@ -158,6 +160,16 @@ def test_every_panel_and_alert_signal_returns_data(
     assert float(query(prometheus, bad)[0]["value"][1]) == 0, logs
     assert query(prometheus, "sum(pantheon_audit_discrepancies)")[0]["value"][1] == "0", logs
     assert "FinalityStalled" not in firing(prometheus)
+    assert "IamEventsRefused" not in firing(prometheus)
+
+    # a forged event on inst-1's IAM topic (unsigned: D21) is refused, counted, and alerted
+    forged = Producer(producer_config(cons.bootstrap))
+    forged.produce(f"{cons.prefix}iam.inst-1", key=b"mallory", value=b"\xc3\x01forged")
+    assert forged.flush(10) == 0
+    deadline = time.monotonic() + 60
+    while "IamEventsRefused" not in firing(prometheus):
+        assert time.monotonic() < deadline, query(prometheus, "pantheon_iam_rejected_total")
+        time.sleep(2)
 
     cons.kill("inst-3")
     cons.kill("inst-4")  # 2 of 4 institutions remain: quorum (3) is lost
