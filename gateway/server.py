@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="genesis.avro: the trust anchor of transaction outcomes (needed with --keystore)",
     )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default="",
+        help="comma-separated addresses of reverse proxies whose X-Forwarded-For is believed "
+        "(default: none; the peer address is the client's)",
+    )
     p.add_argument("--pool-size", type=int, default=10, help="database connections")
     defaults = Limits()
     p.add_argument("--max-depth", type=int, default=defaults.max_depth)
@@ -298,6 +304,11 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
             timeout_keep_alive=args.keep_alive_timeout,
             ws="websockets-sansio",
             lifespan="on",
+            # X-Forwarded-For sets the client address that login throttling keys on: believe
+            # it only from the reverse proxies named, never by default (uvicorn otherwise
+            # trusts it from any loopback client, so a local user could pick its address).
+            proxy_headers=bool(args.forwarded_allow_ips),
+            forwarded_allow_ips=args.forwarded_allow_ips or None,
         )
     finally:
         stop.set()

@@ -8,21 +8,34 @@ Theory of operation
   header's hash is signed by a quorum of the validator set the header names
   (``validator_set_hash``). Receipts on ``<prefix>receipts`` are not signed and are never an
   outcome (decisions D22).
-* **Which validator set may certify height ``h``.** The trust anchor is the genesis: its
-  members, restated for ``h``, are accepted whenever their hash is the header's
-  ``validator_set_hash`` (as ``pantheon verify`` does). A validator set hash binds institution
-  ids and operator key ids (never public keys: votes carry those, and their key id is their
-  SHA-256), so once a set is established it verifies any later block it still names.
-* **Following membership changes.** When no established set, restated for ``h``, has the
-  header's hash, a *candidate* set is asked of an untrusted source (e.g. the institution's own
-  chain projection). A candidate is adopted only if (1) its hash is the header's
-  ``validator_set_hash``, (2) the certificate verifies against it, and (3) the certificate holds
-  valid votes from more than ``n - q`` institutions of an already established set, by operator
-  keys of that set (at most ``n - q`` members of a set are assumed faulty, so at least one
-  honest member of the established set signed this header, and an honest validator signs only
-  the header it computed, validator set hash included). This is the "skipping" rule of
-  light clients; it fails safe: a block whose set cannot be established raises
-  :class:`CannotVerify` and yields no outcome.
+* **Which validator set may certify height ``h``.** The trust anchor is the genesis. Every
+  established set has a *window* of heights: it starts at the height it was established for
+  (the genesis at 1) and ends where the next established set starts. Height ``h`` is verified
+  against exactly one set, the newest one starting at or below ``h``, restated for ``h``; an
+  older set is never tried for it. A validator set hash binds institution ids and operator key
+  ids (never public keys: votes carry those, and their key id is their SHA-256). Without the
+  windows, three of four genesis members that stay members of a consortium grown to ten
+  (quorum 7) could certify any later block that names the genesis set (the long-range attack:
+  a set's "at most ``n - q`` faulty" holds only while it is the set).
+* **Following membership changes.** When the set of ``h``'s window, restated for ``h``, does
+  not have the header's hash, a *candidate* is taken from the next established set (a change
+  learned at a later height may have happened earlier; blocks may be verified out of order)
+  or else asked of an untrusted source (e.g. the institution's own chain projection). A
+  candidate is adopted for ``h`` only if (1) its hash is the header's ``validator_set_hash``,
+  (2) the certificate verifies against it, and (3) the certificate holds valid votes from more
+  than ``n - q`` institutions of the set of ``h``'s window, by operator keys of that set (at
+  most ``n - q`` members of a set are assumed faulty while it is the set, so at least one
+  honest member signed this header, and an honest validator signs only the header it
+  computed, validator set hash included). This is the "skipping" rule of light clients. The
+  adopted set starts at ``h``, which ends the previous set's window there. It fails safe: a
+  block whose set cannot be established raises :class:`CannotVerify` and yields no outcome.
+* **Beyond the newest known change.** The newest established set's window is open: it is
+  trusted for every later height until a change is established (the light-client
+  assumption). A block past a change the verifier has not established names the new set's
+  hash, so it is unverifiable (:class:`CannotVerify`) until the chain of trust above
+  establishes that set; it is never verified against an older set.
+* At most :data:`MAX_ESTABLISHED` sets are remembered; when older ones are forgotten, heights
+  below the oldest remembered window are :class:`CannotVerify` (never left to the genesis).
 * The verifier is pure and single-threaded: the Kafka shell (:mod:`streams.receipts`) feeds it
   copies and keeps the first verifying copy of each height.
 """
@@ -117,54 +130,110 @@ def trusted_signers(cert: QuorumCertificate, trusted: ValidatorSet) -> int:
 
 @dataclass(slots=True)
 class OutcomeVerifier:
-    """Verifies ``FinalizedBlock`` copies against validator sets established from the genesis."""
+    """Verifies ``FinalizedBlock`` copies against validator sets established from the genesis,
+    each for its window of heights."""
 
     genesis: Genesis
     candidates: SetSource | None = None
-    _established: list[ValidatorSet] = field(default_factory=list)
+    _established: list[ValidatorSet] = field(default_factory=list)  # by start height
     adopted: int = 0  # candidate sets adopted (membership changes followed)
+    _vouched: list[QuorumCertificate | None] = field(default_factory=list, init=False)
+    _floor: int = field(default=0, init=False)  # heights below it: windows forgotten
 
     def __post_init__(self) -> None:
         if not self._established:
             self._established.append(validator_set(genesis_state(self.genesis), 1))
+        self._vouched = [None] * len(self._established)
 
     @property
     def established(self) -> tuple[ValidatorSet, ...]:
-        """The member sets established so far (the genesis first)."""
+        """The member sets established so far, oldest first; each one's ``height`` is where its
+        window starts (the genesis at 1), and the window ends where the next one starts."""
         return tuple(self._established)
 
-    def _known(self, header: BlockHeader) -> ValidatorSet | None:
-        for members in reversed(self._established):
-            vs = restate(members, header.height)
-            if vs.hash() == header.validator_set_hash:
-                return vs
-        return None
+    def window(self, height: int) -> ValidatorSet | None:
+        """The established set whose window holds ``height``, restated for it (None: the
+        window was forgotten)."""
+        index = self._index(height)
+        return None if index is None else restate(self._established[index], height)
+
+    def _index(self, height: int) -> int | None:
+        if height < self._floor:
+            return None
+        found = 0  # below the genesis' start (height 1): the genesis
+        for i, members in enumerate(self._established):
+            if members.height > height:
+                break
+            found = i
+        return found
 
     def verify(self, raw: bytes) -> CertifiedBlock:
         """Decode and verify one copy. Raises :class:`DecodeError` (not a FinalizedBlock),
-        :class:`CannotVerify` (its validator set cannot be established) or
+        :class:`CannotVerify` (its validator set cannot be established for its height) or
         :class:`ProofError` (its certificate does not verify)."""
         decoded = decode_finalized(raw)
         header = decoded[0]
-        validators = self._known(header)
-        adopt = False
-        if validators is None:
-            validators = self._candidate(header)
-            adopt = True
+        index = self._index(header.height)
+        if index is None:
+            raise CannotVerify(
+                header.height,
+                header.validator_set_hash,
+                f"heights below {self._floor} are no longer remembered",
+            )
+        trusted = restate(self._established[index], header.height)
+        if trusted.hash() == header.validator_set_hash:
+            header, cert, results = verify_finalized(raw, trusted, decoded=decoded)
+            return self._certified(header, cert, results, trusted)
+        if header.height <= self._established[index].height:
+            raise CannotVerify(  # another set starts here, or the height precedes the genesis
+                header.height,
+                header.validator_set_hash,
+                "another set is established for this very height",
+            )
+        validators = self._candidate(header, index)
         header, cert, results = verify_finalized(raw, validators, decoded=decoded)
-        if adopt:
-            trusted = self._established[-1]
-            signers = trusted_signers(cert, trusted)
-            if signers <= trusted.size - trusted.quorum:
-                raise CannotVerify(
-                    header.height,
-                    header.validator_set_hash,
-                    f"only {signers} institution(s) of the last established set signed it "
-                    f"(more than {trusted.size - trusted.quorum} needed)",
-                )
-            self._established.append(validators)
-            del self._established[1:-MAX_ESTABLISHED]
+        signers = trusted_signers(cert, trusted)
+        if signers <= trusted.size - trusted.quorum:
+            raise CannotVerify(
+                header.height,
+                header.validator_set_hash,
+                f"only {signers} institution(s) of the set established for this height signed "
+                f"it (more than {trusted.size - trusted.quorum} needed)",
+            )
+        nxt = index + 1
+        if nxt < len(self._established) and (
+            restate(self._established[nxt], header.height).hash() == header.validator_set_hash
+        ):
+            self._established[nxt] = validators  # the known change started earlier
+            self._vouched[nxt] = cert
+        else:
+            self._established.insert(nxt, validators)
+            self._vouched.insert(nxt, cert)
             self.adopted += 1
+            self._recheck(nxt + 1)
+            if len(self._established) > MAX_ESTABLISHED:
+                del self._established[0], self._vouched[0]
+                self._floor = self._established[0].height
+        return self._certified(header, cert, results, validators)
+
+    def _recheck(self, index: int) -> None:
+        """A set was inserted before ``index``: the set at ``index`` was vouched for by the one
+        before the insertion, whose window now ends earlier. Keep it only if the inserted set
+        vouches for its certificate too; otherwise forget it and every later set (each was
+        vouched for by its predecessor); they are established again when blocks need them."""
+        if index >= len(self._established):
+            return
+        cert, voucher = self._vouched[index], self._established[index - 1]
+        if cert is None or trusted_signers(cert, voucher) <= voucher.size - voucher.quorum:
+            del self._established[index:], self._vouched[index:]
+
+    @staticmethod
+    def _certified(
+        header: BlockHeader,
+        cert: QuorumCertificate,
+        results: tuple[EntryResult, ...],
+        validators: ValidatorSet,
+    ) -> CertifiedBlock:
         return CertifiedBlock(
             header=header,
             block_hash=cert.block_hash,
@@ -173,12 +242,16 @@ class OutcomeVerifier:
             validators=validators,
         )
 
-    def _candidate(self, header: BlockHeader) -> ValidatorSet:
+    def _candidate(self, header: BlockHeader, index: int) -> ValidatorSet:
+        if index + 1 < len(self._established):
+            known = restate(self._established[index + 1], header.height)
+            if known.hash() == header.validator_set_hash:
+                return known  # the next established set, vouched for below like any candidate
         if self.candidates is None:
             raise CannotVerify(
                 header.height,
                 header.validator_set_hash,
-                "not an established set, and no source of candidate sets",
+                "not the set established for this height, and no source of candidate sets",
             )
         try:
             candidate = self.candidates(header.height)

@@ -201,7 +201,8 @@ class ObjectsProjection:
         """Apply the object events of ``batch`` that the IAM projection accepted (D21: it
         verifies every signature of the topic and records each accepted offset in
         ``iam_events``); stops (returns the count handled) at the first message the IAM
-        projection has not decided yet, so a forged event is never applied here either."""
+        projection has not decided yet, so a forged event is never applied here either. Only
+        partition 0 counts, and the event must carry the ``event_id`` accepted at its offset."""
         if not batch:
             return None
         offsets = [msg.offset() or 0 for msg in batch]
@@ -211,17 +212,27 @@ class ObjectsProjection:
             (iam_projection_name(self.institution), self.topic),
         ).fetchone()
         decided = int(row[0]) if row else 0
-        cur.execute('SELECT "offset" FROM iam_events WHERE "offset" = ANY(%s)', (offsets,))
-        accepted = {int(r[0]) for r in cur.fetchall()}
+        cur.execute(
+            'SELECT "offset", event_id FROM iam_events WHERE "offset" = ANY(%s)', (offsets,)
+        )
+        accepted = {int(r[0]): str(r[1]) for r in cur.fetchall()}
         for index, (msg, offset) in enumerate(zip(batch, offsets, strict=True)):
+            if msg.partition() != 0:
+                # The IAM topic has one partition (DESIGN.md section 3), and the IAM
+                # projection's verdicts are per offset of partition 0: a message on any other
+                # partition someone added is never an accepted event.
+                continue
             if offset >= decided:
                 return index  # the IAM projection has not decided it yet: retried later
-            if offset not in accepted:
+            event_id = accepted.get(offset)
+            if event_id is None:
                 continue  # refused (and counted) by the IAM projection, or not ours
             event = open_event(msg.value(), self.institution)
             if event is None:
                 continue
             schema, record = event
+            if record.get("event_id") != event_id:
+                continue  # not the message the IAM projection accepted at this offset
             if schema in (STORED, ACCESS):
                 (_stored if schema == STORED else _access)(cur, record)
         return None

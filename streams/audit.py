@@ -370,12 +370,12 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
             audit.findings.add(finding)
         report.projection = result.as_dict()
         _check_stores(audit, db_dsn, config.institution)
-    accepted: frozenset[int] = frozenset()
+    accepted: tuple[tuple[int, str, dict[str, Any]], ...] = ()
     if iam is not None and report.projection is not None:
         iam_findings, report.projection["iam"] = iam.finish()
         for finding in iam_findings:
             audit.findings.add(finding)
-        accepted = iam.accepted_offsets
+        accepted = iam.accepted_events
     if snapshot is not None and expected is not None and db_dsn is not None:
         _check_objects(audit, db_dsn, config, accepted)
 
@@ -470,10 +470,14 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
 
 
 def _check_objects(
-    audit: ChainAudit, dsn: str, config: AuditConfig, accepted: frozenset[int]
+    audit: ChainAudit,
+    dsn: str,
+    config: AuditConfig,
+    accepted: tuple[tuple[int, str, dict[str, Any]], ...],
 ) -> None:
     """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23), from
-    the object events at the IAM topic's ``accepted`` offsets (D21)."""
+    the object events among the IAM topic's ``accepted`` events (D21), read once by the IAM
+    check."""
     from streams import audit_objects  # noqa: PLC0415
 
     institution = config.institution
@@ -492,7 +496,6 @@ def _check_objects(
             anchors,
             replayed_height=audit.height,
             accepted=accepted,
-            timeout=config.timeout,
         )
     except Exception as exc:  # the database or the IAM topic is unreachable
         raise AuditError(f"cannot audit the stored objects: {exc}") from exc

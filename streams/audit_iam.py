@@ -116,8 +116,9 @@ class IamAudit:
     timeout: float = 30.0
     history: KeyHistory = field(default_factory=KeyHistory)
     certified_height: int = 0
-    #: offsets of the topic whose events the IAM rule accepted (set by :meth:`finish`)
-    accepted_offsets: frozenset[int] = frozenset()
+    #: ``(offset, schema, event)`` of every message the IAM rule accepted, in log order (set
+    #: by :meth:`finish`; the objects audit folds its events from these, D23)
+    accepted_events: tuple[tuple[int, str, dict[str, Any]], ...] = ()
     _gap: bool = False
 
     def watch(self, audit: ChainAudit, genesis: Genesis) -> None:
@@ -218,7 +219,7 @@ class IamAudit:
                         details={"reason": reason},
                     )
                 )
-        self.accepted_offsets = frozenset(offset for offset, _ in accepted)
+        self.accepted_events = tuple((offset, o.schema, o.record) for offset, o in accepted)
         expected = self._fold(accepted)
         diffs = 0
         for table, key_columns in KEYS.items():

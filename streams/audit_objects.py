@@ -5,8 +5,8 @@ Theory of operation
 * In ONE database snapshot: ``objects.objects``, ``objects.grants``, the objects projection's
   position on the IAM topic, the SHA-256 of every stored chunk (computed by PostgreSQL, so no
   content crosses the wire), and the content of legacy plaintext uploads (before D23).
-* The IAM topic is read from offset 0 up to that position; the events whose signatures the
-  audit's IAM check accepted (:mod:`streams.audit_iam`, D21) are folded with
+* The events of the IAM topic below that position whose signatures the audit's IAM check
+  accepted (:mod:`streams.audit_iam`, which read the topic once, D21) are folded with
   :func:`projections.objects.fold` (the projection as a pure function): every missing,
   unexpected or changed metadata or grant row is an ERROR finding naming the table, key,
   column, expected and actual value (bytes as hex).
@@ -23,12 +23,11 @@ Theory of operation
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ledger.audit import ERROR, INFO, Finding, check_anchor, diff_table
 from projections.objects import (
@@ -38,7 +37,6 @@ from projections.objects import (
     Row,
     chunk_root,
     fold,
-    open_event,
     projection_name,
 )
 from streams.audit_projection import skipped
@@ -104,50 +102,6 @@ def read_snapshot(dsn: str, institution: str) -> Snapshot:
             )
         }
     return snap
-
-
-def read_events(  # noqa: PLR0917 (one read, its bounds and its filter)
-    bootstrap: str,
-    topic: str,
-    end: int,
-    timeout: float,
-    accepted: Collection[int],
-    institution: str,
-) -> list[tuple[str, dict[str, Any]]]:
-    """The events of the signed messages of ``topic`` partition 0 below offset ``end``
-    whose offsets are ``accepted``."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    if end <= 0:
-        return out
-    consumer = Consumer(consumer_config(bootstrap, "pantheon-audit-objects"))
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        last, idle_since = -1, time.monotonic()
-        while last < end - 1:
-            batch = consumer.consume(num_messages=5000, timeout=0.2)
-            if not batch:
-                if time.monotonic() - idle_since > timeout:
-                    raise TimeoutError(f"{topic}: no message for {timeout:.0f}s at {last + 1}")
-                continue
-            idle_since = time.monotonic()
-            for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise RuntimeError(f"reading {topic}: {err}")
-                offset = msg.offset()
-                if offset is None or offset >= end:
-                    return out
-                last = offset
-                if offset not in accepted:
-                    continue
-                event = open_event(msg.value(), institution)
-                if event is not None:
-                    out.append(event)
-    finally:
-        consumer.close()
-    return out
 
 
 def _topic_end(bootstrap: str, topic: str) -> int:
@@ -231,14 +185,14 @@ def check(
     anchors: Iterable[Mapping[str, Any]],
     *,
     replayed_height: int | None = None,
-    accepted: Collection[int] = frozenset(),
-    timeout: float = 30.0,
+    accepted: Sequence[tuple[int, str, dict[str, Any]]] = (),
 ) -> list[Finding]:
     """Every finding about the institution's stored objects (module docstring); ``anchors``
     are the institution's ``AnchorState`` records of the chain replayed up to
     ``replayed_height`` (objects anchored above it are left to the next audit); ``accepted``
-    are the offsets of the IAM topic whose signatures the audit's IAM check accepted (D21):
-    only those events are folded, as the objects projection follows the IAM projection."""
+    are ``(offset, schema, event)`` of the IAM topic's messages whose signatures the audit's
+    IAM check accepted (D21), in log order: only those events are folded, as the objects
+    projection follows the IAM projection."""
     snap = read_snapshot(dsn, institution)
     anchors = list(anchors)
     if not snap.present:
@@ -258,7 +212,8 @@ def check(
                 offset=snap.position,
             )
         )
-    events = read_events(bootstrap, topic, min(snap.position, end), timeout, accepted, institution)
+    bound = min(snap.position, end)
+    events = [(schema, record) for offset, schema, record in accepted if offset < bound]
     objects, grants = fold(events, institution)
     findings += diff_rows("objects.objects", OBJECT_COLUMNS, ("data_id",), objects, snap.objects)
     findings += diff_rows(

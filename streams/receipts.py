@@ -11,7 +11,8 @@ Theory of operation
 * Each copy is verified with the pure core (:class:`ledger.outcomes.OutcomeVerifier`) against
   the validator set of its height, established from the genesis (and, after membership
   changes, from candidate sets of an untrusted ``validator_sets`` source that must hash to the
-  header's set and be vouched for by the last established set: see :mod:`ledger.outcomes`).
+  header's set and be vouched for by the set established for that height; each set verifies
+  only its window of heights: see :mod:`ledger.outcomes`).
   The first verifying copy of a height wins; identical later copies are counted in
   :attr:`~ReceiptWatcher.duplicates`. A copy that does not verify is logged, counted in
   :attr:`~ReceiptWatcher.forged` (bad certificate or results), :attr:`~ReceiptWatcher.

@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from ledger.blocks import BlockHeader, EntryResult, encode_finalized, peek_height, receipt, tx_root
 from ledger.finality import QuorumCertificate
@@ -124,10 +125,12 @@ class Forger:
                 start = high if suffix == "tx" else max(0, high - 1)  # the last block: its height
                 parts.append(TopicPartition(self.prefix + suffix, 0, start))
             consumer.assign(parts)
-            last_height = 0
+            # Learn the last block's height before the test sends anything: a transaction
+            # consumed before the last block would be forged at height 1, without the votes.
+            early, last_height = self._last_height(consumer, parts[1].offset)
             self._ready.set()
             while not self._stop.is_set():
-                for msg in consumer.consume(100, 0.05):
+                for msg in early + consumer.consume(100, 0.05):
                     if msg.error() is not None:
                         continue
                     value = msg.value() or b""
@@ -140,9 +143,28 @@ class Forger:
                         continue  # a cut marker
                     offset = msg.offset() or 0
                     self._forge(producer, evil, tx_id, offset, last_height)
+                early = []
         finally:
             producer.flush(10)
             consumer.close()
+
+    def _last_height(self, consumer: Consumer, start: int) -> tuple[list[Message], int]:
+        """Read the blocks topic from ``start`` to its end; return what else arrived and the
+        highest height seen (0 on an empty topic)."""
+        held: list[Message] = []
+        last = 0
+        if start == 0:
+            return held, last
+        deadline = time.monotonic() + 15
+        while not last and time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.05):
+                if msg.error() is not None:
+                    continue
+                if msg.topic() == self.prefix + "blocks":
+                    last = max(last, peek_height(msg.value() or b"") or 0)
+                else:
+                    held.append(msg)
+        return held, last
 
     def _forge(
         self, producer: Producer, evil: list[KeyPair], tx_id: bytes, offset: int, last: int

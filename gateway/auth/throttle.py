@@ -141,8 +141,14 @@ class LoginThrottle:
             horizon = now - self.policy.forget_after_s
             for key in [k for k, e in self._entries.items() if e.last_seen < horizon]:
                 del self._entries[key]
-            while len(self._entries) > limit:
-                del self._entries[next(iter(self._entries))]
+            # Oldest first, but never a counter that still blocks: evicting it would let a
+            # flood of junk failures erase a guesser's lock. Blocked counters expire within
+            # ``max_delay_s`` of their last failure, so the table stays bounded by the rate
+            # of failures over that time.
+            for key in [k for k, e in self._entries.items() if e.blocked_until <= now]:
+                if len(self._entries) <= limit:
+                    break
+                del self._entries[key]
         if len(self._known) > limit:
             horizon = now - self.policy.known_source_ttl_s
             for pair in [k for k, seen in self._known.items() if seen < horizon]:

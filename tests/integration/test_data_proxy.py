@@ -11,6 +11,7 @@ with write access would.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -114,19 +115,78 @@ class Net:
         return self.tokens.token(perms, sub=sub, groups=list(groups))
 
 
+@dataclass
+class ObjectServices:
+    """What the data proxy needs beside the chain projection, as ``pantheon gateway`` and the
+    projector run it: the governance key that signs anchors, the IAM service (its key
+    registered on chain) that seals objects and records their events, the IAM and objects
+    projections (D21, D23) in background runners, and the proxy."""
+
+    governance: Governance
+    iam: IamService
+    iam_runner: Background
+    objects: Background
+    proxy: DataProxy
+
+    @classmethod
+    def start(
+        cls,
+        consortium: Consortium,
+        pool: ConnectionPool[Any],
+        dsn: str,
+        workdir: Path,
+        config: ProxyConfig,
+    ) -> ObjectServices:
+        bootstrap, prefix = consortium.bootstrap, consortium.prefix
+        ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix, institutions=[INST])
+        governance = Governance.from_keystore(
+            consortium.keystore_path(INST),
+            institution=INST,
+            bootstrap=bootstrap,
+            prefix=prefix,
+            receipt_timeout_s=20.0,
+            genesis=consortium.genesis,
+            validator_sets=read.validator_set_source(dsn),
+        )
+        iam = IamService(
+            bootstrap=bootstrap,
+            dsn=dsn,
+            institution=INST,
+            signer=register_on_chain(consortium, dsn, INST),
+            master_key=MASTER,
+            kek_dir=workdir / "kek",
+            prefix=prefix,
+            password_params=FAST,
+        )
+        runners = []
+        for projection in (
+            IamProjection(INST, prefix=prefix, signers=ChainSigners()),
+            ObjectsProjection(INST, prefix=prefix),
+        ):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                projection.migrate(conn)
+            runners.append(
+                Background(functools.partial(ProjectionRunner, dsn, bootstrap, projection))
+            )
+        proxy = DataProxy.create(INST, pool, governance, config, kek=iam.kek_store, events=iam)
+        return cls(governance, iam, runners[0], runners[1], proxy)
+
+    def close(self) -> None:
+        self.objects.stop()
+        self.iam_runner.stop()
+        self.governance.close()
+        self.iam.close()
+
+
 @pytest.fixture(scope="module")
 def net(
     bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Net]:
     workdir = tmp_path_factory.mktemp("objects")
     consortium = Consortium(bootstrap, workdir / "c", 3, block_interval_ms=100)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
     chain: Background | None = None
     try:
         consortium.start_all()
-        admin = AdminClient(admin_config(bootstrap))
-        ensure_topics(admin, prefix=consortium.prefix, institutions=[INST])
         dbname = f"obj_{uuid.uuid4().hex[:10]}"
         cfg = ProjectorConfig(
             institution=INST,
@@ -141,40 +201,12 @@ def net(
         pool: ConnectionPool[Any] = ConnectionPool(
             runner.dsn, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
         )
-        governance = Governance.from_keystore(
-            consortium.keystore_path(INST),
-            institution=INST,
-            bootstrap=bootstrap,
-            prefix=consortium.prefix,
-            receipt_timeout_s=20.0,
-            genesis=consortium.genesis,
-            validator_sets=read.validator_set_source(runner.dsn),
-        )
-        iam = IamService(
-            bootstrap=bootstrap,
-            dsn=runner.dsn,
-            institution=INST,
-            signer=register_on_chain(consortium, runner.dsn, INST),
-            master_key=MASTER,
-            kek_dir=workdir / "kek",
-            prefix=consortium.prefix,
-            password_params=FAST,
-        )
-        iam_projection = IamProjection(INST, prefix=consortium.prefix, signers=ChainSigners())
-        with psycopg.connect(runner.dsn, autocommit=True) as conn:
-            iam_projection.migrate(conn)
-        iam_runner = Background(lambda: ProjectionRunner(runner.dsn, bootstrap, iam_projection))
-        objects = ObjectsProjection(INST, prefix=consortium.prefix)
-        with psycopg.connect(runner.dsn, autocommit=True) as conn:
-            objects.migrate(conn)
-        objects_runner = Background(lambda: ProjectionRunner(runner.dsn, bootstrap, objects))
-        proxy = DataProxy.create(
-            INST,
+        services = ObjectServices.start(
+            consortium,
             pool,
-            governance,
+            runner.dsn,
+            workdir,
             ProxyConfig(max_object_bytes=LIMIT, chunk_bytes=CHUNK),
-            kek=iam.kek_store,
-            events=iam,
         )
         consortium.wait_ready(consortium.institutions)
         yield Net(
@@ -183,23 +215,17 @@ def net(
             postgres.dsn("postgres"),
             dbname,
             Tokens(),
-            governance,
-            proxy,
-            iam,
-            objects_runner,
-            iam_runner,
+            services.governance,
+            services.proxy,
+            services.iam,
+            services.objects,
+            services.iam_runner,
             chain,
             cfg,
         )
-        objects_runner.stop()
-        iam_runner.stop()
-        governance.close()
-        iam.close()
+        services.close()
         pool.close()
     finally:
-        stop.set()
-        for extra in threads:
-            extra.join(30)
         if chain is not None:
             chain.stop()
         consortium.close()

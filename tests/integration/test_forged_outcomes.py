@@ -21,31 +21,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 from starlette.testclient import TestClient
 
 from gateway.app import GatewayConfig, create_app
-from gateway.auth.passwords import FAST
 from gateway.context import Services
 from gateway.governance import Governance
-from gateway.iam.service import IamService
 from gateway.objects import DataProxy, ProxyConfig
 from infra.postgres_server import Postgres
 from ledger.hashing import sha256
 from ledger.results import ResultCode
-from projections import read
-from projections.iam import ChainSigners, IamProjection
-from projections.objects import ObjectsProjection
 from projections.projector import ProjectorConfig, prepare
-from projections.runner import ProjectionRunner
 from streams import audit
-from streams.kafka_config import admin_config
 from streams.sdk import LedgerClient
-from streams.topics import ensure_topics
 from tests.consortium import Consortium
-from tests.iam_keys import register_on_chain
-from tests.integration.test_data_proxy import MASTER, _run
+from tests.integration.test_data_proxy import ObjectServices
 from tests.integration.test_gateway_support import Tokens
 from tests.outcome_helpers import Forger
 
@@ -87,7 +77,6 @@ def net(
     stop = threading.Event()
     runner: Any = None
     thread: threading.Thread | None = None
-    threads: list[threading.Thread] = []
     try:
         consortium.start_all()
         cfg = ProjectorConfig(
@@ -106,47 +95,13 @@ def net(
         pool: ConnectionPool[Any] = ConnectionPool(
             runner.dsn, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
         )
-        governance = Governance.from_keystore(
-            consortium.keystore_path(INST),
-            institution=INST,
-            bootstrap=bootstrap,
-            prefix=consortium.prefix,
-            receipt_timeout_s=20.0,
-            genesis=consortium.genesis,
-            validator_sets=read.validator_set_source(runner.dsn),
-        )
-        iam = IamService(  # seals the objects and records their events (D23)
-            bootstrap=bootstrap,
-            dsn=runner.dsn,
-            institution=INST,
-            signer=register_on_chain(consortium, runner.dsn, INST),
-            master_key=MASTER,
-            kek_dir=workdir / "kek",
-            prefix=consortium.prefix,
-            password_params=FAST,
-        )
-        ensure_topics(
-            AdminClient(admin_config(bootstrap)), prefix=consortium.prefix, institutions=[INST]
-        )
-        for projection in (
-            IamProjection(INST, prefix=consortium.prefix, signers=ChainSigners()),
-            ObjectsProjection(INST, prefix=consortium.prefix),
-        ):
-            with psycopg.connect(runner.dsn, autocommit=True) as conn:
-                projection.migrate(conn)
-            threads.append(_run(ProjectionRunner(runner.dsn, bootstrap, projection), stop))
-        proxy = DataProxy.create(
-            INST, pool, governance, ProxyConfig(), kek=iam.kek_store, events=iam
-        )
+        services = ObjectServices.start(consortium, pool, runner.dsn, workdir, ProxyConfig())
         consortium.wait_ready(consortium.institutions)
-        yield Net(consortium, pool, runner.dsn, Tokens(), governance, proxy)
-        iam.close()
-        governance.close()
+        yield Net(consortium, pool, runner.dsn, Tokens(), services.governance, services.proxy)
+        services.close()
         pool.close()
     finally:
         stop.set()
-        for extra in threads:
-            extra.join(30)
         if thread is not None:
             thread.join(30)
         if runner is not None:

@@ -128,7 +128,20 @@ def test_delay_is_capped_and_table_bounded() -> None:
     for i in range(100):
         throttle.failure(f"u{i}", f"s{i}", 10_000.0)
         throttle.success(f"v{i}", f"s{i}", 10_000.0)
-    assert len(throttle._entries) <= 10 and len(throttle._known) <= 10
+    assert len(throttle._known) <= 10
+    # counters that still block are kept; once their delay has passed they go first
+    throttle.failure("late", "s-late", 10_031.0)
+    assert len(throttle._entries) <= 10
+
+
+def test_a_flood_of_junk_failures_does_not_erase_a_guessers_lock() -> None:
+    throttle = LoginThrottle(ThrottlePolicy(free_failures=3, max_delay_s=900.0, max_entries=50))
+    for _ in range(10):
+        throttle.failure("admin", ATTACKER, 0.0)
+    for i in range(500):  # junk from many addresses, one failure each (none blocked)
+        throttle.failure(f"junk{i}", f"198.51.100.{i % 250}-{i}", 1.0)
+    with pytest.raises(Throttled):
+        throttle.check("admin", ATTACKER, 2.0)
 
 
 def test_device_tokens_are_bound_to_login_institution_and_age() -> None:
