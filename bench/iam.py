@@ -3,9 +3,9 @@ PostgreSQL.
 
 Starts a private single-node Kafka and PostgreSQL. A chain finalized in this process
 (``SimChain``) registers ``inst-1``'s IAM key; the chain projector projects it. Then
-``--events`` signed IAM events (groups and grants, as ``IamService`` signs them) are
-produced to ``<prefix>iam.inst-1`` and projected from offset 0 three ways, each into emptied
-IAM tables of the same database:
+``--events`` signed IAM events (an administrator's bootstrap, then that administrator's
+groups and grants, as ``IamService`` signs them) are produced to ``<prefix>iam.inst-1`` and
+projected from offset 0 three ways, each into emptied IAM tables of the same database:
 
 1. ``verified``: :class:`projections.iam.IamProjection` with the production policy
    (:class:`~projections.iam.ChainSigners`: key history from ``chain.key_activity``),
@@ -65,19 +65,37 @@ class Unverified(IamProjection):
 
 
 def events(key: KeyPair, height: int, count: int) -> list[bytes]:
-    """``count`` signed events: a group, then grants to it, in turn."""
-    out = []
-    for i in range(count):
+    """``count`` signed events: the bootstrap of the administrator ``u-0`` (the readers
+    refuse an IAM event whose actor could not have written it, D21), then, by ``u-0``, a
+    group and grants to it, in turn."""
+    boot = {"institution_id": INST, "at_ms": 0, "actor": ""}
+    records: list[tuple[str, dict[str, Any]]] = [
+        (
+            "UserRegistered",
+            {
+                **boot,
+                "event_id": "boot-user",
+                "user_id": "u-0",
+                "login": "admin",
+                "password_hash": "",
+                "encrypted_profile": b"",
+                "data_key_id": "",
+            },
+        ),
+        ("AdminBootstrapped", {**boot, "event_id": "boot-owner", "user_id": "u-0"}),
+        (
+            "PermissionGranted",
+            {**boot, "event_id": "boot-admin", "subject": "u-0", "permission": "admin"},
+        ),
+    ]
+    for i in range(count - len(records)):
         base = {"event_id": f"e-{i}", "institution_id": INST, "at_ms": i, "actor": "u-0"}
         if i % 2 == 0:
-            raw = encode("GroupCreated", {**base, "group": f"g-{i}", "description": ""})
+            records.append(("GroupCreated", {**base, "group": f"g-{i}", "description": ""}))
         else:
-            raw = encode(
-                "PermissionGranted",
-                {**base, "subject": f"group:g-{i - 1}", "permission": "chain:read"},
-            )
-        out.append(sign_event(key, INST, height, raw))
-    return out
+            grant = {"subject": f"group:g-{i - 1}", "permission": "chain:read"}
+            records.append(("PermissionGranted", {**base, **grant}))
+    return [sign_event(key, INST, height, encode(schema, r)) for schema, r in records]
 
 
 def project(dsn: str, bootstrap: str, projection: IamProjection, count: int, batch: int) -> float:
@@ -154,10 +172,12 @@ def measure(bootstrap: str, dsn: str, key: KeyPair, values: list[bytes], batch: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--events", type=int, default=20000, help="signed IAM events")
     parser.add_argument("--batch", type=int, default=1000, help="events per transaction")
     args = parser.parse_args()
+    if args.events < 3:
+        parser.error("--events: at least 3 (the administrator's bootstrap)")
     settings = private_settings()
     kafka, postgres = KafkaCluster(settings), Postgres(settings)
     work = Path(tempfile.mkdtemp(prefix="bench-iam-"))

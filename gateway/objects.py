@@ -293,6 +293,8 @@ class ObjectKeys:
                 return None
             try:
                 return iam_store.create_data_key(conn, self._keys, self.institution, owner)
+            except iam_store.KeyForgotten:  # forgotten, UserForgotten not projected yet
+                return None
             except psycopg.errors.UniqueViolation:  # a concurrent first upload made it
                 return iam_store.get_data_key(conn, self._keys, self.institution, owner)
 

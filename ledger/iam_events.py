@@ -16,6 +16,9 @@ Theory of operation
   institution at ``key_height`` with a valid signature, and the key is still active at the
   topic's *mark* (the highest ``key_height`` accepted so far): once the institution has
   written with a height past a key's revocation, that key can no longer backdate events.
+  A signed event is then applied only if its ``actor`` was allowed to act
+  (:func:`ledger.iam_authz.authorize`, :data:`Refusal.UNAUTHORIZED` otherwise): the
+  signature says the gateway wrote it, the authorization says it was entitled to.
 * A reader must wait (never skip) while its certified chain is below
   ``max(key_height, mark)``: :func:`needed_height` says how far.
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from ledger.errors import DecodeError
 from ledger.hashing import canonical_bytes
+from ledger.iam_authz import AuthzState, authorize
 from ledger.keys import KeyPair, verify
 from ledger.state import Record, WriteSet
 from schemas.codec import decode, encode
@@ -57,6 +61,7 @@ class Refusal(enum.StrEnum):
     REVOKED_KEY = "revoked_key"  # inactive at key_height
     BAD_SIGNATURE = "bad_signature"
     STALE_KEY = "stale_key"  # revoked by the topic's mark: a backdated event
+    UNAUTHORIZED = "unauthorized"  # its actor could not have done it (ledger.iam_authz)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +240,17 @@ def decide(
 
 @dataclass(slots=True)
 class IamGate:
-    """:func:`decide` over a topic in order, with its state in memory (audit, bench)."""
+    """:func:`decide` and then :func:`ledger.iam_authz.authorize` over a topic in order, with
+    their state in memory (audit, bench): the authorization state is folded from the
+    accepted events alone."""
 
     institution: str
     keys: KeyLookup
     mark: int = 0
     seen: set[str] = field(default_factory=set)
+    authz: AuthzState = field(default_factory=AuthzState)
+    #: why the last :data:`Refusal.UNAUTHORIZED` was refused, with its event
+    unauthorized: tuple[Opened, str] | None = None
 
     def admit(self, raw: bytes) -> Opened | Refusal:
         """The opened event if accepted (its id and height are then remembered)."""
@@ -250,6 +260,11 @@ class IamGate:
         refusal = decide(opened, self.institution, self.keys, self.mark, self.seen.__contains__)
         if refusal is not None:
             return refusal
+        why = authorize(self.authz, opened.schema, opened.record)
+        if why is not None:
+            self.unauthorized = (opened, why)
+            return Refusal.UNAUTHORIZED
+        self.authz.apply(opened.schema, opened.record)
         self.seen.add(opened.event_id)
         self.mark = max(self.mark, opened.key_height)
         return opened

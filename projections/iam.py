@@ -23,6 +23,12 @@ Theory of operation
   so one bad record cannot wedge an institution's user management. An event whose
   ``key_height`` the projected chain has not reached yet waits (``apply`` returns the
   prefix it applied; the runner retries the rest).
+* A signed event is applied only if its ``actor`` was allowed to act
+  (:func:`ledger.iam_authz.authorize`) against the state these tables hold, folded forward
+  through the batch; otherwise it is refused as ``unauthorized``. The gateway decides from
+  the same tables, so live this only catches races; a rebuild folds from the events alone
+  (empty tables), so an escalation someone wrote into the tables and made the gateway sign
+  is refused there, and the audit (which also folds from events) reports it.
 * ``iam_events`` records every applied event (id, offset, key, key height): replays are
   refused by id, and its highest ``key_height`` is the mark.
 """
@@ -40,6 +46,7 @@ from confluent_kafka import Message
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
+from ledger.iam_authz import AuthzState, PrincipalFlags, authorize
 from ledger.iam_events import (
     KEY_ACTIVITY_COLUMNS,
     SERVICE_ROLE,
@@ -244,6 +251,24 @@ def _object_event(cur: psycopg.Cursor[Any], r: Record) -> None:
 HANDLERS.update(dict.fromkeys(OBJECT_EVENTS, _object_event))
 
 
+def load_authz(cur: psycopg.Cursor[Any]) -> AuthzState:
+    """The authorization state (:mod:`ledger.iam_authz`) the projection's tables hold."""
+    state = AuthzState()
+    for uid, login, owner, disabled, forgotten in cur.execute(
+        "SELECT user_id, login, is_owner, disabled, forgotten FROM iam_users"
+    ).fetchall():
+        state.principals[str(uid)] = PrincipalFlags(
+            owner=bool(owner), disabled=bool(disabled), forgotten=bool(forgotten)
+        )
+        state.logins.add(str(login))
+    state.groups.update(str(r[0]) for r in cur.execute("SELECT name FROM iam_groups").fetchall())
+    for uid, group in cur.execute("SELECT user_id, group_name FROM iam_memberships").fetchall():
+        state.members.setdefault(str(uid), set()).add(str(group))
+    for subject, perm in cur.execute("SELECT subject, permission FROM iam_grants").fetchall():
+        state.grants.setdefault(str(subject), set()).add(str(perm))
+    return state
+
+
 class SignerPolicy(Protocol):
     """Where the IAM projection learns which keys may sign its institution's events (D21)."""
 
@@ -362,6 +387,7 @@ class IamProjection:
             ([o.event_id for o in candidates],),
         )
         seen = {str(r[0]) for r in cur.fetchall()}
+        authz = load_authz(cur)
         accepted: list[tuple[str, int, bytes, int]] = []
         for index, (msg, item) in enumerate(zip(batch, opened, strict=True)):
             if isinstance(item, Refusal):
@@ -390,8 +416,24 @@ class IamProjection:
             if refusal is not None:
                 self._refuse(msg, str(refusal), item.key_id)
                 continue
+            why = authorize(authz, item.schema, item.record)
+            if why is not None:
+                self._refuse(msg, str(Refusal.UNAUTHORIZED), item.key_id)
+                log.warning(
+                    "IAM event of an unauthorized actor refused",
+                    extra={
+                        "institution": self.institution,
+                        "offset": msg.offset(),
+                        "event_id": item.event_id,
+                        "event": item.schema,
+                        "actor": item.record.get("actor", ""),
+                        "why": why,
+                    },
+                )
+                continue
             assert handler is not None
             handler(cur, item.record)
+            authz.apply(item.schema, item.record)
             seen.add(item.event_id)
             mark = max(mark, item.key_height)
             accepted.append((item.event_id, msg.offset() or 0, item.key_id, item.key_height))

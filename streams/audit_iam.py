@@ -13,7 +13,10 @@ Theory of operation
 * :meth:`IamAudit.finish` reads the IAM topic up to the projection's position and decides
   every message with the readers' own rule (:class:`ledger.iam_events.IamGate`): each
   refused message is a WARNING finding (``iam.refused``, with its offset and reason); an
-  event whose key height the certified replay does not reach is an ERROR. The accepted
+  event whose key height the certified replay does not reach is an ERROR. A signed event
+  whose ``actor`` was not allowed to act against the state folded from the events accepted
+  before it (:func:`ledger.iam_authz.authorize`) is an ERROR (``iam.unauthorized``, with
+  offset, actor and event): the gateway was made to sign it, e.g. from tampered tables. The accepted
   events are folded by the projection's own SQL handlers (:data:`projections.iam.HANDLERS`)
   into temporary tables shaped like the real ones, in a transaction that is rolled back, and
   every table is compared row by row: each missing, extra or changed row is an ERROR naming
@@ -178,6 +181,10 @@ class IamAudit:
         for offset, raw in self._topic_values():
             opened = gate.admit(raw)
             reason: str | None = None
+            if opened is Refusal.UNAUTHORIZED and gate.unauthorized is not None:
+                findings.append(self._unauthorized(offset, *gate.unauthorized))
+                refused[str(opened)] = refused.get(str(opened), 0) + 1
+                continue
             if isinstance(opened, Refusal):
                 reason = str(opened)
             elif needed_height(opened, gate.mark) > self.certified_height:
@@ -234,6 +241,21 @@ class IamAudit:
             "row_findings": diffs,
         }
         return findings, summary
+
+    def _unauthorized(self, offset: int, opened: Opened, why: str) -> Finding:
+        actor = str(opened.record.get("actor", ""))
+        event = opened.schema.rsplit(".", 1)[-1]
+        return Finding(
+            check="iam",
+            kind="iam.unauthorized",
+            severity=ERROR,
+            topic=self.topic,
+            offset=offset,
+            message=f"{self.topic}@{offset}: {event} {opened.event_id} signed by the "
+            f"institution's IAM key, but its actor {actor!r} was not allowed to act ({why}); "
+            "never applied by a rebuild",
+            details={"actor": actor, "event": event, "event_id": opened.event_id, "why": why},
+        )
 
     def _fold(self, accepted: Sequence[tuple[int, Opened]]) -> dict[str, list[Row]]:
         """The rows the projection must hold: the accepted events through its own handlers,

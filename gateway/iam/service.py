@@ -196,6 +196,17 @@ class IamService:
             self.dsn, projection or self.projection, self.topic, 0, last, self._apply_timeout_s
         ):
             raise NotApplied(f"offset {last} of {self.topic} not projected in time")
+        # Projected is not applied: the readers' rule (D21) may have refused an event.
+        ids = [str(event.record["event_id"]) for event in events]
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)", (ids,)
+            ).fetchall()
+        refused = sorted(set(ids) - {str(r[0]) for r in rows})
+        if refused:
+            raise NotApplied(
+                f"{len(refused)} of {len(ids)} events refused by the IAM projection: {refused}"
+            )
 
     def _decide(self, command: Command) -> list[Any]:
         with self._pool.connection() as conn:
@@ -314,10 +325,21 @@ class IamService:
         self.execute(DisableUser(actor=actor, user_id=user_id, reason=reason))
 
     def forget_user(self, actor: str, user_id: str) -> None:
-        """Crypto-shred a user: destroy their data key (a KEK rotation, D25), then record
-        ``UserForgotten``. Irreversible."""
+        """Crypto-shred a user: disable them and revoke their tokens, destroy their data key
+        (a KEK rotation that leaves a tombstone, D25), then record ``UserForgotten``.
+        Irreversible."""
         with self._lock:
             self._decide(ForgetUser(actor=actor, user_id=user_id, data_key_id=""))  # authorize
+            # Close the window before the key goes: the user's tokens stop working (disabled,
+            # all revoked) so nothing they send can use or mint a data key meanwhile; the
+            # tombstone rotate_kek leaves makes create_data_key refuse them from then on.
+            self._produce(self._decide(DisableUser(actor=actor, user_id=user_id, reason="forget")))
+            expires = int(self._clock() * 1000) + self.token_ttl_s * 1000
+            self._produce(
+                self._decide(
+                    RevokeTokens(actor=actor, user_id=user_id, jti="", expires_at_ms=expires)
+                )
+            )
             with self._pool.connection() as conn:
                 try:
                     gone, _, _ = store.rotate_kek(conn, self._keys, forget=(user_id,))

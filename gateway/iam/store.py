@@ -8,8 +8,10 @@ Theory of operation
   key-encryption key (:mod:`gateway.iam.kek`, D25) *before* any event that uses it is
   produced; :func:`get_data_key` unwraps it (also the API for other owners of per-user
   ciphertexts, e.g. stored objects); :func:`rotate_kek` forgets users (crypto-shredding): it
-  deletes their rows and re-wraps every other data key under a new KEK in one transaction,
-  then destroys the old KEK file. :func:`delete_data_key` only deletes (a refused creation).
+  deletes their rows, leaves a tombstone (``iam_forgotten_keys``) that
+  :func:`create_data_key` refuses, and re-wraps every other data key under a new KEK in one
+  transaction, then destroys the old KEK file. :func:`delete_data_key` only deletes (a
+  refused creation).
 * Signing keys: private halves sealed under the master key; :func:`load_key_ring` builds the
   :class:`~gateway.auth.tokens.KeyRing`, creating the first key if there is none.
 * Setup credential: only its SHA-256 is stored; it is consumed in the transaction that
@@ -49,6 +51,10 @@ from gateway.iam.state import IamState, Principal, PrincipalKind
 
 Conn = psycopg.Connection[Any]
 SETUP_PREFIX = "pantheon-setup-"
+
+
+class KeyForgotten(ValueError):
+    """The user was forgotten: no data key may ever be created for them again (D25)."""
 
 
 def load_state(conn: Conn, institution: str) -> IamState:
@@ -176,6 +182,13 @@ def create_data_key(conn: Conn, keys: KekStore, institution: str, user_id: str) 
         kek_id = "" if keys.legacy else (current_kek_id(conn) or "")
         if keys.legacy and current_kek_id(conn) is not None:
             raise KekMissing("this database wraps data keys under a KEK; give a KEK directory")
+        # The tombstone is committed with the rotation that destroyed the key (whose lock we
+        # just waited for): a forgotten user never gets a fresh key, whatever the projection
+        # says yet.
+        if conn.execute(
+            "SELECT 1 FROM iam_forgotten_keys WHERE user_id = %s", (user_id,)
+        ).fetchone():
+            raise KeyForgotten(f"{user_id} was forgotten; no data key can be created")
         conn.execute(
             "INSERT INTO iam_data_keys (user_id, key_id, kek_id, wrapped) VALUES (%s, %s, %s, %s)",
             (
@@ -254,6 +267,7 @@ def rotate_kek(
     institution = keys.institution
     if keys.legacy:
         with conn.transaction():
+            conn.execute("LOCK TABLE iam_kek IN EXCLUSIVE MODE")
             gone = {
                 str(r[0]): str(r[1])
                 for r in conn.execute(
@@ -262,6 +276,7 @@ def rotate_kek(
                     (list(forget), include_forgotten),
                 )
             }
+            _tombstone(conn, {*forget, *gone})
         return gone, None, 0
     with keys.lock():
         new = new_kek()
@@ -279,6 +294,7 @@ def rotate_kek(
                     (list(forget), include_forgotten),
                 )
             }
+            _tombstone(conn, {*forget, *gone})
             keys.stage(new)
             users: list[str] = []
             wrapped: list[bytes] = []
@@ -304,6 +320,16 @@ def rotate_kek(
         # finished by KekStore.recover, run by ensure_kek and before every rotation).
         keys.install(new)
     return gone, new.kek_id, len(users)
+
+
+def _tombstone(conn: Conn, users: set[str]) -> None:
+    """Mark ``users`` forgotten for :func:`create_data_key` (in the rotation's transaction)."""
+    if users:
+        conn.execute(
+            "INSERT INTO iam_forgotten_keys (user_id) SELECT unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (sorted(users),),
+        )
 
 
 # -- signing keys -----------------------------------------------------------------------------

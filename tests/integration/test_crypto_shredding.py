@@ -484,7 +484,13 @@ def test_forget_user_cli(
         assert svc.profile(root, root) == {}
 
         # A restored copy brings the key back (as a machine image would): shred-forgotten.
+        # The restored gateway tables predate the forget's tombstone too.
         with psycopg.connect(dsn, autocommit=True) as conn:
+            with pytest.raises(store.KeyForgotten):
+                store.create_data_key(
+                    conn, KekStore(iam_dir, master, institution), institution, user
+                )
+            conn.execute("DELETE FROM iam_forgotten_keys WHERE user_id = %s", (user,))
             store.create_data_key(conn, KekStore(iam_dir, master, institution), institution, user)
         assert svc.data_key(user) is not None
         code, out, _ = run("shred-forgotten", "--institution", institution)

@@ -29,13 +29,16 @@ from gateway.iam.errors import (
     BadSetupCredential,
     LoginFailed,
     LoginThrottled,
+    NotApplied,
     NotAuthorized,
     UserExists,
 )
 from gateway.iam.service import IamService
+from gateway.iam.signing import IamSigner
 from gateway.iam.state import IamState, evolve
 from infra.postgres_server import Postgres
 from ledger.iam_events import IamGate, KeyHistory, Opened, sign_event
+from ledger.keys import KeyPair
 from projections import iam as iam_projection
 from projections.iam import PROJECTION_TABLES, IamProjection
 from projections.runner import ProjectionRunner
@@ -531,3 +534,62 @@ def test_login_upgrades_a_hash_made_with_weaker_parameters(iam: Iam) -> None:
         assert stronger.login("root", "root-password", "s").claims.sub == root
     finally:
         stronger.close()
+
+
+def test_an_event_the_projection_refused_is_not_reported_as_done(iam: Iam) -> None:
+    svc = iam.service
+    root = _boot(iam)
+    bob = svc.create_user(root, "bob", "bob-password")
+    token = svc.login("bob", "bob-password", "s")
+    # Signed by a key the institution never registered: projected (the position passes it)
+    # but refused by the readers' rule, so nothing changed and the caller must not hear "ok".
+    svc.signer = IamSigner(KeyPair.from_seed(bytes(32)), lambda: 0)
+    with pytest.raises(NotApplied, match="refused"):
+        svc.disable_user(root, bob, "left")
+    with pytest.raises(NotApplied, match="refused"):
+        svc.revoke_all_tokens(root, bob)
+    svc.signer = pinned_signer(iam.institution)
+    assert svc.verifier().verify(token.value).sub == bob  # indeed still valid
+    svc.disable_user(root, bob, "left")
+    with pytest.raises(RevokedToken):
+        svc.verifier().verify(token.value)
+
+
+def test_forgetting_closes_the_window_and_no_data_key_is_created_after(
+    iam: Iam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = iam.service
+    root = _boot(iam)
+    carl = svc.create_user(root, "carl", "carl-password")
+    token = svc.login("carl", "carl-password", "s")
+    verifier = svc.verifier()
+    rotate = store.rotate_kek
+    seen: list[bool] = []
+
+    def rotate_kek(*args: Any, **kwargs: Any) -> Any:
+        try:  # when the key is destroyed, the user's tokens must already be dead
+            verifier.verify(token.value)
+            seen.append(False)
+        except RevokedToken:
+            seen.append(True)
+        return rotate(*args, **kwargs)
+
+    monkeypatch.setattr(store, "rotate_kek", rotate_kek)
+    svc.forget_user(root, carl)
+    assert seen == [True]
+    monkeypatch.setattr(store, "rotate_kek", rotate)
+
+    # The window between the rotation and UserForgotten being projected: the tombstone the
+    # rotation committed refuses a fresh data key even though iam_users does not say so yet.
+    erin = svc.create_user(root, "erin", "erin-password")
+    with psycopg.connect(iam.dsn, autocommit=True) as conn:
+        store.rotate_kek(conn, svc.kek_store, forget=(erin,))
+        assert conn.execute(
+            "SELECT forgotten FROM iam_users WHERE user_id = %s", (erin,)
+        ).fetchone() == (False,)
+        for user in (carl, erin):
+            with pytest.raises(store.KeyForgotten):
+                store.create_data_key(conn, svc.kek_store, iam.institution, user)
+        assert conn.execute(
+            "SELECT count(*) FROM iam_data_keys WHERE user_id = ANY(%s)", ([carl, erin],)
+        ).fetchone() == (0,)

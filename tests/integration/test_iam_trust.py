@@ -285,7 +285,7 @@ def test_forged_iam_events_change_nothing_and_are_reported(w: World, tmp_path: P
     assert report["projection"]["iam"]["row_findings"] == 0
 
 
-def group_event(name: str) -> bytes:
+def group_event(name: str, actor: str) -> bytes:
     return encode(
         "GroupCreated",
         {
@@ -294,7 +294,7 @@ def group_event(name: str) -> bytes:
             "at_ms": 1,
             "group": name,
             "description": "",
-            "actor": "",
+            "actor": actor,
         },
     )
 
@@ -315,7 +315,9 @@ def iam_position(w: World) -> int:
 
 def test_an_event_ahead_of_the_chain_waits_for_it(w: World) -> None:
     ahead = w.running.projection.height + 2
-    [offset] = produce(w, [sign_event(w.iam_key, INST, ahead, group_event("from-the-future"))])
+    [offset] = produce(
+        w, [sign_event(w.iam_key, INST, ahead, group_event("from-the-future", w.root))]
+    )
     wait_for(lambda: w.running.iam.waiting_for == ahead, "the projection waits")
     time.sleep(1.0)
     assert iam_position(w) == offset  # neither skipped nor acknowledged
@@ -372,33 +374,70 @@ def test_a_tampered_grant_is_reported_and_repaired_by_the_rebuild(w: World, tmp_
     assert finding["details"]["table"] == "iam_grants"
     assert finding["details"]["key"] == {"subject": w.alice, "permission": "admin"}
 
-    w.running.stop()
-    assert (
-        rebuild.main(
-            [
-                "--institution",
-                INST,
-                "--genesis",
-                str(w.sim.genesis_path),
-                "--bootstrap",
-                w.sim.bootstrap,
-                "--prefix",
-                w.sim.prefix,
-                "--dsn",
-                w.server_dsn,
-                "--dbname",
-                w.config.database(),
-            ]
-        )
-        == 0
-    )
-    w.running = Running(w.config)
+    run_rebuild(w)
     assert "admin" not in perms(w)
     code, report = run_audit(w, tmp_path)
     assert code == 0 and errors(report) == [], errors(report)
     with psycopg.connect(w.running.dsn) as conn:
         groups = {r[0] for r in conn.execute("SELECT name FROM iam_groups").fetchall()}
     assert {"after-the-attack", "signed-by-the-new-key"} <= groups
+
+
+def run_rebuild(w: World) -> None:
+    """``pantheon projections rebuild`` with the projections stopped, then restart them."""
+    w.running.stop()
+    argv = ["--institution", INST, "--genesis", str(w.sim.genesis_path)]
+    argv += ["--bootstrap", w.sim.bootstrap, "--prefix", w.sim.prefix, "--dsn", w.server_dsn]
+    assert rebuild.main([*argv, "--dbname", w.config.database()]) == 0
+    w.running = Running(w.config)
+
+
+def test_an_escalation_the_gateway_was_made_to_sign_is_reported_and_not_rebuilt(
+    w: World, tmp_path: Path
+) -> None:
+    """Last in this module: the unauthorized events stay on the topic, so every later audit
+    of this world reports them."""
+    bob = w.service.create_user(w.root, "bob", "bob-password")
+    # Bob has a login and write access to the database: he makes himself owner and admin...
+    with psycopg.connect(w.running.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE iam_users SET is_owner = true WHERE user_id = %s", (bob,))
+        conn.execute(
+            "INSERT INTO iam_grants (subject, permission, granted_by, granted_at_ms) "
+            "VALUES (%s, 'admin', %s, 1)",
+            (bob, w.root),
+        )
+    assert "admin" in w.service.login("bob", "bob-password", "t").claims.perms
+    # ...has the gateway sign genuine events for an accomplice...
+    mallory = w.service.create_user(bob, "mallory", "mallory-password")
+    w.service.grant(bob, mallory, "admin")
+    # ...and removes the forged rows: the tables alone now look plausible.
+    with psycopg.connect(w.running.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE iam_users SET is_owner = false WHERE user_id = %s", (bob,))
+        conn.execute("DELETE FROM iam_grants WHERE subject = %s AND permission = 'admin'", (bob,))
+    assert "admin" in w.service.login("mallory", "mallory-password", "t").claims.perms
+
+    code, report = run_audit(w, tmp_path)
+    assert code == 1
+    unauthorized = [f for f in errors(report) if f["kind"] == "iam.unauthorized"]
+    assert [(f["details"]["actor"], f["details"]["event"]) for f in unauthorized] == [
+        (bob, "UserRegistered"),
+        (bob, "PermissionGranted"),
+    ]
+    assert all(isinstance(f["offset"], int) for f in unauthorized)
+    assert report["projection"]["iam"]["row_findings"] > 0  # mallory and her grant
+
+    run_rebuild(w)  # authorization replayed from the signed events alone
+    with psycopg.connect(w.running.dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM iam_users WHERE user_id = %s", (mallory,)
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM iam_grants WHERE permission = 'admin' AND subject <> %s",
+            (w.root,),
+        ).fetchone() == (0,)
+    code, report = run_audit(w, tmp_path)
+    assert [f["kind"] for f in errors(report)] == ["iam.unauthorized"] * 2
+    assert report["projection"]["iam"]["row_findings"] == 0
 
 
 @pytest.fixture

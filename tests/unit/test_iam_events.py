@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ledger.iam_authz import AuthzState, PrincipalFlags
 from ledger.iam_events import (
     IamGate,
     KeyHistory,
@@ -45,8 +46,15 @@ def history(*rows: tuple[Any, ...]) -> KeyHistory:
 ACTIVE = history((KEY.key_id, 5, INST, "SERVICE", True, KEY.public_key))
 
 
+def owner_state() -> AuthzState:
+    """``u-0`` is the institution's owner (an admin): the signature rules are under test."""
+    return AuthzState(
+        principals={"u-0": PrincipalFlags(owner=True)}, logins={"root"}, grants={"u-0": {"admin"}}
+    )
+
+
 def admit(raw: bytes, keys: KeyHistory = ACTIVE, mark: int = 0) -> Opened | Refusal:
-    return IamGate(INST, keys.at, mark=mark).admit(raw)
+    return IamGate(INST, keys.at, mark=mark, authz=owner_state()).admit(raw)
 
 
 def resign(raw: bytes, **changes: Any) -> bytes:
@@ -107,7 +115,7 @@ def test_who_may_sign() -> None:
 
 
 def test_replays_are_refused_and_the_mark_only_grows() -> None:
-    gate = IamGate(INST, ACTIVE.at)
+    gate = IamGate(INST, ACTIVE.at, authz=owner_state())
     first = sign_event(KEY, INST, 9, grant("e-1"))
     assert isinstance(gate.admit(first), Opened) and gate.mark == 9
     assert gate.admit(first) is Refusal.REPLAYED
