@@ -44,12 +44,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ledger.blocks import BlockHeader, EntryResult, block_receipts, decode_finalized
-from ledger.cutter import CutBlock, Cutter
-from ledger.errors import DecodeError, InvalidEvent, ProofError
+from ledger import follower
+from ledger.blocks import EntryResult, block_receipts, decode_finalized
+from ledger.cutter import CutBlock
+from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import (
     Divergence,
@@ -58,8 +59,8 @@ from ledger.finality import (
     FinalityTracker,
     Finalized,
     QuorumCertificate,
-    verify_certificate,
 )
+from ledger.follower import Certified, ChainFollower, Decoded, Rejected, Verdict
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.members import ValidatorSet
@@ -74,8 +75,6 @@ from schemas.errors import CodecError
 ERROR, WARNING, INFO = "error", "warning", "info"
 MAX_PER_KIND = 200  # individual findings kept per kind; the rest are counted
 RECENT_COPIES = 256  # decoded block copies remembered (validators publish identical bytes)
-HEADER_FIELDS = ("height", "prev_hash", "first_offset", "last_offset", "tx_root", "state_root",
-                 "validator_set_hash", "timestamp_ms")  # fmt: skip
 
 
 def show(value: Any, limit: int = 80) -> Any:
@@ -135,7 +134,6 @@ class Canonical:
     raw: bytes
 
 
-Decoded = tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]]
 BlockHook = Callable[[ExecutedBlock, CutBlock, Canonical | None], None]
 
 
@@ -161,30 +159,9 @@ class Findings:
         return {k: n - MAX_PER_KIND for k, n in self.by_kind.items() if n > MAX_PER_KIND}
 
 
-def header_diff(expected: BlockHeader, got: BlockHeader) -> dict[str, Any]:
-    """Header fields that differ: field -> {expected, got}."""
-    out: dict[str, Any] = {}
-    for name in HEADER_FIELDS:
-        a, b = getattr(expected, name), getattr(got, name)
-        if a != b:
-            out[name] = {"expected": show(a), "got": show(b)}
-    return out
-
-
-def verify_decoded(
-    header: BlockHeader, certificate: Mapping[str, Any], validators: ValidatorSet
-) -> QuorumCertificate:
-    """:func:`~ledger.finality.verify_finalized` of a copy already decoded (with
-    :func:`~ledger.blocks.decode_finalized`, which checked the results against ``tx_root``):
-    the header names ``validators`` and the certificate signs the header's hash."""
-    try:
-        cert = QuorumCertificate.from_record(certificate)
-    except (InvalidEvent, KeyError) as exc:
-        raise DecodeError(str(exc)) from exc
-    if header.height != validators.height or header.validator_set_hash != validators.hash():
-        raise ProofError("header does not name this validator set")
-    verify_certificate(cert, validators, header.hash())
-    return cert
+def _shown(diff: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """A header mismatch in a finding: field -> {expected, got}."""
+    return {name: {"expected": show(a), "got": show(b)} for name, (a, b) in diff.items()}
 
 
 class ChainAudit:
@@ -209,10 +186,7 @@ class ChainAudit:
             self.machine = LedgerMachine.resume(genesis, state, meta.block_hash)
             self.start_height, self.tx_offset = meta.height, meta.tx_offset
             self.votes_offset = meta.votes_offset
-        params = genesis.params
-        self.cutter = Cutter(chain_id=params.chain_id, next_height=self.machine.height + 1,
-                             max_block_txs=params.max_block_txs,
-                             max_block_bytes=params.max_block_bytes)  # fmt: skip
+        self.follower = ChainFollower(genesis, self.machine)
         self.stop_height = stop_height
         self.on_block = on_block
         self.findings = Findings()
@@ -235,7 +209,7 @@ class ChainAudit:
         self._first_offset: dict[bytes, int] = {}  # tx id -> offset of its first entry
         self._covered = self.tx_offset - 1  # last tx offset inside a replayed block
         self._vote_checks: dict[int, list[tuple[int, Vote]]] = {}
-        self._verified: set[bytes] = set()  # envelopes of the pending block vouched for
+        self._verdicts: dict[bytes, Verdict] = {}  # copies of the height being checked
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -347,12 +321,9 @@ class ChainAudit:
         if self.done or offset < self.tx_offset:
             return
         self.last_tx_offset = offset
-        if signature_verified:
-            self._verified.add(raw)
-        block = self.cutter.feed(offset, timestamp_ms, raw)
-        if block is not None:
-            verified, self._verified = self._verified, set()
-            self._apply(block, verified)
+        done = self.follower.cut(offset, timestamp_ms, raw, signature_verified=signature_verified)
+        if done is not None:
+            self._apply(*done)
 
     def _apply(self, cut: CutBlock, verified: set[bytes]) -> None:
         executed = self.machine.execute(cut, verified_signatures=verified)
@@ -387,47 +358,21 @@ class ChainAudit:
             operators=operators))  # fmt: skip
 
     def _check_copies(self, executed: ExecutedBlock, block_hash: bytes) -> Canonical | None:
-        height, expected = executed.header.height, executed.header
-        topic = self.topics["blocks"]
+        height = executed.header.height
         canonical: Canonical | None = None
-        rejected: dict[bytes, str] = {}
-        for offset, raw, (header, cert_record, results) in self._copies.pop(height, []):
-            where: dict[str, Any] = {"height": height, "topic": topic, "offset": offset}
-            if canonical is not None and raw == canonical.raw:
+        self._verdicts.clear()
+        verdicts = (
+            self._verdict(off, raw, dec, executed) for off, raw, dec in self._copies.pop(height, [])
+        )
+        for verdict, mismatch, chosen in follower.canonical(executed, verdicts):
+            if canonical is not None and verdict.raw == canonical.raw:
                 continue  # an identical copy of the canonical block
-            diff = header_diff(expected, header)
-            reason = rejected.get(raw)
-            if reason is None:
-                try:
-                    cert = verify_decoded(header, cert_record, executed.validator_set)
-                except (DecodeError, ProofError) as exc:
-                    reason = rejected[raw] = str(exc)
-            if reason is not None:
-                self._add("blocks", "block.forged", ERROR,
-                          f"block copy for height {height} at offset {offset} has no valid "
-                          f"quorum certificate: {reason}", **where,
-                          details={"differs_from_replay": diff})  # fmt: skip
-                continue
-            if diff:
-                link = " (hash link broken)" if "prev_hash" in diff else ""
-                self._add("blocks", "block.mismatch", ERROR,
-                          f"a quorum certified a block {height} that differs from the replay in "
-                          f"{', '.join(diff)}{link}", **where, details=diff)  # fmt: skip
-                continue
-            if results != executed.results:
-                bad = [i for i, (a, b) in enumerate(zip(results, executed.results, strict=False))
-                       if a != b] or [min(len(results), len(executed.results))]  # fmt: skip
-                self._add("blocks", "block.results_differ", ERROR,
-                          f"block {height} at offset {offset}: entry results differ from the "
-                          f"replay from position {bad[0]}", **where,
-                          details={"positions": bad[:20]})  # fmt: skip
-                continue
-            if canonical is None:
-                canonical = Canonical(offset=offset, certificate=cert, raw=raw)
-            elif raw != canonical.raw:
-                self._add("blocks", "block.variant", WARNING,
-                          f"block {height} at offset {offset}: a second valid copy with other "
-                          f"bytes than the first (offset {canonical.offset})", **where)  # fmt: skip
+            if isinstance(verdict, Certified) and chosen:
+                canonical = Canonical(
+                    offset=verdict.offset, certificate=verdict.certificate, raw=verdict.raw
+                )
+            else:
+                self._copy_finding(executed, verdict, mismatch, canonical)
         if canonical is None:
             self._uncertified.append(height)
             return None
@@ -437,9 +382,61 @@ class ChainAudit:
         if voted is not None and voted.certificate.record() != canonical.certificate.record():
             self._add("votes", "certificate.not_first_quorum", WARNING,
                       f"block {height}: the published certificate is not the first quorum of "
-                      "the vote log", height=height, topic=topic,
+                      "the vote log", height=height, topic=self.topics["blocks"],
                       offset=canonical.offset)  # fmt: skip
         return canonical
+
+    def _copy_finding(
+        self,
+        executed: ExecutedBlock,
+        verdict: Verdict,
+        mismatch: follower.Mismatch | None,
+        canonical: Canonical | None,
+    ) -> None:
+        """The finding for a copy that is not the canonical one."""
+        height, offset = executed.header.height, verdict.offset
+        where: dict[str, Any] = {"height": height, "topic": self.topics["blocks"], "offset": offset}
+        if isinstance(verdict, Rejected):
+            diff = _shown(follower.header_mismatch(executed.header, verdict.header))
+            message = (
+                f"block copy for height {height} at offset {offset} has no valid quorum "
+                f"certificate: {verdict.reason}"
+            )
+            forged: dict[str, Any] = {"differs_from_replay": diff}
+            self._add("blocks", "block.forged", ERROR, message, **where, details=forged)
+        elif mismatch is not None and mismatch.header:
+            diff = _shown(mismatch.header)
+            link = " (hash link broken)" if "prev_hash" in diff else ""
+            message = (
+                f"a quorum certified a block {height} that differs from the replay in "
+                f"{', '.join(diff)}{link}"
+            )
+            self._add("blocks", "block.mismatch", ERROR, message, **where, details=diff)
+        elif mismatch:
+            bad = list(mismatch.positions)
+            message = (
+                f"block {height} at offset {offset}: entry results differ from the replay "
+                f"from position {bad[0]}"
+            )
+            details: dict[str, Any] = {"positions": bad[:20]}
+            self._add("blocks", "block.results_differ", ERROR, message, **where, details=details)
+        elif canonical is not None:
+            message = (
+                f"block {height} at offset {offset}: a second valid copy with other bytes "
+                f"than the first (offset {canonical.offset})"
+            )
+            self._add("blocks", "block.variant", WARNING, message, **where)
+
+    def _verdict(
+        self, offset: int, raw: bytes, decoded: Decoded, executed: ExecutedBlock
+    ) -> Verdict:
+        """The certificate step for one copy (identical bytes are checked once)."""
+        known = self._verdicts.get(raw)
+        if known is None:
+            known = self._verdicts[raw] = follower.check_copy(
+                offset, raw, executed.validator_set, decoded
+            )
+        return replace(known, offset=offset)
 
     # -- receipts -------------------------------------------------------------------------
     def feed_receipt(self, offset: int, raw: bytes) -> None:
@@ -520,12 +517,12 @@ class ChainAudit:
             self._add("blocks", "block.not_final_yet", INFO,
                       f"{len(pending)} block(s) cut from the tx log are not final yet "
                       f"(heights {pending[0]}..{pending[-1]})", height=pending[0])  # fmt: skip
-        if self.cutter.pending_count and not self.done:
+        if self.follower.pending_entries and not self.done:
             self._add(
                 "tx",
                 "tx.pending",
                 INFO,
-                f"{self.cutter.pending_count} tx message(s) after the last cut block",
+                f"{self.follower.pending_entries} tx message(s) after the last cut block",
             )
         top = min(self._receipt_top - 1, self.audited_height)
         for offset, (height, result, _) in self._entries.items():

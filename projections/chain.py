@@ -8,7 +8,7 @@ Theory of operation
   them. ``blocks`` messages are decoded (a message that does not decode is skipped and
   counted); copies for heights already projected are duplicates (every validator publishes
   the same bytes). Block ``h`` is projected once both its cut block and a FinalizedBlock copy
-  of height ``h`` are known: the first copy, in log order, that :func:`verify_finalized`
+  of height ``h`` are known: the first copy, in log order, that :func:`ledger.follower.check_copy`
   accepts against the validator set of ``h`` (forged or corrupt copies are skipped and
   counted) is kept; the cut block is executed by :class:`~ledger.execution.LedgerMachine`
   and its header hash must equal the certified one. A mismatch is :class:`Diverged`: the
@@ -53,9 +53,10 @@ from ledger.blocks import (
     peek_height,
 )
 from ledger.cutter import CutBlock, Cutter
-from ledger.errors import DecodeError, LedgerError, ProofError
+from ledger.errors import DecodeError, LedgerError
 from ledger.execution import ExecutedBlock, LedgerMachine
-from ledger.finality import QuorumCertificate, certified_signatures, verify_finalized
+from ledger.finality import QuorumCertificate, certified_signatures
+from ledger.follower import Certified, check_copy, compare
 from ledger.genesis import Genesis, genesis_writes
 from ledger.hashing import canonical_bytes
 from ledger.results import ResultCode
@@ -330,12 +331,13 @@ class ChainProjection:
             chosen = self._first_valid(height, copies)
             if chosen is None:
                 continue
-            source_offset, cert, certified = chosen
-            executed, entry_rows = self._execute(cut, certified)
-            if executed.block_hash != cert.block_hash:
+            source_offset, cert = chosen.offset, chosen.certificate
+            executed, entry_rows = self._execute(cut, chosen.results)
+            mismatch = compare(executed, chosen)
+            if mismatch:
                 raise Diverged(
-                    f"block {height}: the core computes {executed.block_hash.hex()}, "
-                    f"the quorum certified {cert.block_hash.hex()}"
+                    f"block {height}: the core computes {executed.block_hash.hex()}, the "
+                    f"quorum certified {cert.block_hash.hex()} ({mismatch.describe()} differ)"
                 )
             self._header_rows(rows, executed, cert, source_offset)
             if entry_rows is None:
@@ -354,21 +356,20 @@ class ChainProjection:
             ok_count += sum(1 for r in executed.results if r.code is ResultCode.OK)
         return rows, tx_count, ok_count
 
-    def _first_valid(
-        self, height: int, copies: list[tuple[int, bytes]]
-    ) -> tuple[int, QuorumCertificate, tuple[EntryResult, ...]] | None:
+    def _first_valid(self, height: int, copies: list[tuple[int, bytes]]) -> Certified | None:
+        """The first copy of ``height``, in log order, with a valid certificate
+        (:func:`ledger.follower.check_copy`); the others before it are dropped."""
         validators = self.machine.validator_set()
         for offset, raw in sorted(copies):
-            try:
-                decoded = self._decoded.pop(offset, None)
-                _, cert, results = verify_finalized(raw, validators, decoded=decoded)
-            except (DecodeError, ProofError) as exc:
-                self.counters["blocks_invalid"] += 1
-                log.warning("skipping an invalid block copy", extra={
-                    "height": height, "offset": offset, "error": str(exc)})  # fmt: skip
-                self._dropped_copies.append(offset)
-                continue
-            return offset, cert, results
+            verdict = check_copy(offset, raw, validators, self._decoded.pop(offset, None))
+            if isinstance(verdict, Certified):
+                return verdict
+            self.counters["blocks_invalid"] += 1
+            log.warning(
+                "skipping an invalid block copy",
+                extra={"height": height, "offset": offset, "error": verdict.reason},
+            )
+            self._dropped_copies.append(offset)
         del self._copies[height]
         return None
 

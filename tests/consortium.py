@@ -11,8 +11,9 @@ Theory of operation
 * Observation goes through what the validators publish: ``status.json`` in their state
   directories, and the ``blocks`` and ``receipts`` topics read from offset 0.
 * The oracle (:func:`replay_log`, :meth:`Consortium.replay`) re-reads ``<prefix>tx`` from
-  offset 0 and drives the pure core (``Cutter`` then ``LedgerMachine``) in this process: the
-  block hashes, validator sets and state it derives owe nothing to the validator processes.
+  offset 0 and drives the pure core (:class:`ledger.follower.ChainFollower`) in this
+  process: the block hashes, validator sets and state it derives owe nothing to the
+  validator processes.
 * Transactions are signed in the test process with :func:`ledger.tx.sign_tx` and produced
   with a plain idempotent producer; nonces are tracked per key (thread-safe), assuming every
   transaction built with an implicit nonce is accepted.
@@ -40,8 +41,8 @@ from confluent_kafka.admin import AdminClient
 
 from infra.keystore import create_genesis, write_secret
 from ledger.blocks import BlockHeader, EntryResult, decode_finalized
-from ledger.cutter import Cutter
 from ledger.execution import ExecutedBlock, LedgerMachine
+from ledger.follower import ChainFollower
 from ledger.genesis import Genesis
 from ledger.keys import SEED_BYTES, KeyPair
 from ledger.members import ValidatorSet
@@ -106,20 +107,14 @@ class Replay:
 
 def replay_log(genesis: Genesis, messages: Iterable[LogMessage]) -> Replay:
     """Cut and execute the tx log ``messages`` (in offset order) with the pure core."""
-    params = genesis.params
-    cutter = Cutter(
-        chain_id=params.chain_id,
-        next_height=1,
-        max_block_txs=params.max_block_txs,
-        max_block_bytes=params.max_block_bytes,
-    )
-    replay = Replay(machine=LedgerMachine(genesis))
+    follower = ChainFollower(genesis)
+    replay = Replay(machine=follower.machine)
     for msg in messages:
-        replay.last_offset = msg.offset
-        block = cutter.feed(msg.offset, msg.timestamp_ms, msg.value)
-        if block is not None:
-            replay.blocks.append(replay.machine.apply(block))
-    replay.pending_entries = cutter.pending_count
+        executed = follower.feed(msg.offset, msg.timestamp_ms, msg.value)
+        if executed is not None:
+            replay.blocks.append(executed)
+    replay.last_offset = follower.last_offset
+    replay.pending_entries = follower.pending_entries
     return replay
 
 

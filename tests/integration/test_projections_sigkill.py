@@ -47,6 +47,14 @@ def _height(dsn: str) -> int:
         return -1
 
 
+def _handles_sigterm(pid: int) -> bool:
+    """Whether ``pid`` has installed its SIGTERM handler (a process still importing has not:
+    SIGTERM would kill it rather than stop it)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def test_sigkill_during_load_loses_and_duplicates_nothing(
     bootstrap: str, postgres: Postgres, tmp_path: Path
 ) -> None:
@@ -83,7 +91,12 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
     rng = random.Random(7)
     while not done.is_set() or kills < 5:
         proc = _start(argv, log, secret_env)
-        time.sleep(rng.uniform(1.2, 2.5))
+        # Kill it once it has made progress (a loaded machine starts it slowly), at a random
+        # point of its work.
+        before, deadline = _height(dsn), time.monotonic() + 30
+        while _height(dsn) <= before and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.8))
         assert proc.poll() is None, log.read_text()[-3000:]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -98,6 +111,8 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
         while _height(dsn) < height and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1.0)  # let it consume the trailing receipts and duplicates
+        while not _handles_sigterm(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the height may be reached before it even started: wait for it
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]

@@ -21,7 +21,6 @@ from ledger.audit import (
     check_l2_batch,
     diff_table,
     show,
-    verify_decoded,
 )
 from ledger.blocks import (
     EntryResult,
@@ -32,9 +31,8 @@ from ledger.blocks import (
     receipt,
 )
 from ledger.cutter import TimeToCut
-from ledger.errors import DecodeError, ProofError
 from ledger.execution import LedgerMachine
-from ledger.finality import QuorumCertificate, verify_finalized
+from ledger.finality import QuorumCertificate
 from ledger.merkle import root
 from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
@@ -300,30 +298,6 @@ def test_l2_batch_and_anchor_checks() -> None:
     assert [(f.kind, f.severity) for f in check_anchor(direct, None)] == [
         ("anchor.no_object", "info")
     ]
-
-
-def test_verify_decoded_agrees_with_verify_finalized() -> None:
-    logs = chain(2)
-    ex = logs.executed[1]
-    good = logs.blocks[2]
-    header, cert, results = decode_finalized(good)
-    forged = encode_finalized(replace(header, state_root=bytes(32)), cert, results)
-    other_set = logs.executed[0].validator_set  # the set of height 1
-    for raw in (good, forged):
-        for validators in (ex.validator_set, other_set):
-            h, c, _ = decode_finalized(raw)
-            try:
-                verify_finalized(raw, validators)
-                expected = None
-            except (ProofError, DecodeError) as exc:
-                expected = str(exc)
-            try:
-                verify_decoded(h, c, validators)
-                got = None
-            except (ProofError, DecodeError) as exc:
-                got = str(exc)
-            assert got == expected
-    assert verify_decoded(header, cert, ex.validator_set).block_hash == ex.block_hash
 
 
 def test_trusted_checkpoint_replays_only_what_follows() -> None:
