@@ -190,15 +190,12 @@ class IamAudit:
             elif needed_height(opened, gate.mark) > self.certified_height:
                 reason = "beyond_certified_chain"
                 findings.append(
-                    Finding(
-                        check="iam",
-                        kind="iam.unverifiable",
-                        severity=ERROR,
-                        topic=self.topic,
-                        offset=offset,
-                        message=f"{self.topic}@{offset}: applied, but names key "
-                        f"height {opened.key_height} above the certified chain "
-                        f"({self.certified_height})",
+                    self._finding(
+                        offset,
+                        "iam.unverifiable",
+                        ERROR,
+                        f"applied, but names key height {opened.key_height} above the "
+                        f"certified chain ({self.certified_height})",
                     )
                 )
             elif opened.schema not in iam_projection.HANDLERS:
@@ -209,14 +206,12 @@ class IamAudit:
             refused[reason] = refused.get(reason, 0) + 1
             if reason != "beyond_certified_chain":
                 findings.append(
-                    Finding(
-                        check="iam",
-                        kind="iam.refused",
-                        severity=WARNING,
-                        topic=self.topic,
-                        offset=offset,
-                        message=f"{self.topic}@{offset}: refused ({reason}); never applied",
-                        details={"reason": reason},
+                    self._finding(
+                        offset,
+                        "iam.refused",
+                        WARNING,
+                        f"refused ({reason}); never applied",
+                        {"reason": reason},
                     )
                 )
         self.accepted_events = tuple((offset, o.schema, o.record) for offset, o in accepted)
@@ -245,16 +240,32 @@ class IamAudit:
     def _unauthorized(self, offset: int, opened: Opened, why: str) -> Finding:
         actor = str(opened.record.get("actor", ""))
         event = opened.schema.rsplit(".", 1)[-1]
+        return self._finding(
+            offset,
+            "iam.unauthorized",
+            ERROR,
+            f"{event} {opened.event_id} signed by the institution's IAM key, but its actor "
+            f"{actor!r} was not allowed to act ({why}); never applied by a rebuild",
+            {"actor": actor, "event": event, "event_id": opened.event_id, "why": why},
+        )
+
+    def _finding(
+        self,
+        offset: int,
+        kind: str,
+        severity: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> Finding:
+        """A finding about the message at ``offset`` of the IAM topic."""
         return Finding(
             check="iam",
-            kind="iam.unauthorized",
-            severity=ERROR,
+            kind=kind,
+            severity=severity,
             topic=self.topic,
             offset=offset,
-            message=f"{self.topic}@{offset}: {event} {opened.event_id} signed by the "
-            f"institution's IAM key, but its actor {actor!r} was not allowed to act ({why}); "
-            "never applied by a rebuild",
-            details={"actor": actor, "event": event, "event_id": opened.event_id, "why": why},
+            message=f"{self.topic}@{offset}: {message}",
+            details=details or {},
         )
 
     def _fold(self, accepted: Sequence[tuple[int, Opened]]) -> dict[str, list[Row]]:
