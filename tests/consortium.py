@@ -343,9 +343,9 @@ class Consortium:
         self._node_keystore[node] = path
         return path
 
-    def argv(self, inst: str, operator: int = 0, *, node: str | None = None) -> list[str]:
-        """The validator command line (``node``: the process name, default ``inst``)."""
-        name = node if node is not None else inst
+    def argv(self, inst: str, operator: int = 0) -> list[str]:
+        """The validator command line (``inst`` may be a node name given to :meth:`start`)."""
+        name, inst = inst, self._node_inst.get(inst, inst)
         return [
             sys.executable,
             "-m",
@@ -379,6 +379,7 @@ class Consortium:
         the process when an institution runs several (default ``inst``)."""
         real_inst = inst
         inst = node if node is not None else inst
+        self._node_inst[inst] = real_inst
         if self.running(inst):
             raise HarnessError(f"{inst} is already running")
         self._reap(inst)
@@ -396,7 +397,7 @@ class Consortium:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         self._procs[inst] = subprocess.Popen(
-            self.argv(real_inst, operator, node=inst),
+            self.argv(inst, operator),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -406,7 +407,6 @@ class Consortium:
         )
         self._logs[inst] = [out, err]
         self._operator[inst] = operator
-        self._node_inst[inst] = real_inst
 
     def start_all(self, insts: Iterable[str] | None = None) -> None:
         """Start several validators."""

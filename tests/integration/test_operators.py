@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,12 +31,30 @@ from tests.integration.test_consensus import (
 pytestmark = pytest.mark.integration
 
 
+MakeConsortium = Callable[..., Consortium]
+
+
 @pytest.fixture
-def consortia(bootstrap: str, unique: str, tmp_path: Path) -> Iterator[list[Consortium]]:
-    """Consortia made by a test; every process is killed at the end, pass or fail."""
+def make(bootstrap: str, unique: str, tmp_path: Path) -> Iterator[MakeConsortium]:
+    """Consortia of ``n`` institutions with 200 ms markers; every process is killed at the
+    end, pass or fail."""
     made: list[Consortium] = []
+
+    def build(n: int, *, operators: int = 1, max_block_txs: int = 100) -> Consortium:
+        c = Consortium(
+            bootstrap,
+            tmp_path / f"c{len(made)}",
+            n,
+            prefix=f"ops{unique}{len(made)}.",
+            operators_per_institution=operators,
+            block_interval_ms=200,
+            max_block_txs=max_block_txs,
+        )
+        made.append(c)
+        return c
+
     try:
-        yield made
+        yield build
     finally:
         for c in made:
             c.close()
@@ -64,18 +82,9 @@ def certified_by(c: Consortium, height_above: int) -> dict[int, set[bytes]]:
 
 
 def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
-    bootstrap: str, unique: str, tmp_path: Path, consortia: list[Consortium]
+    make: MakeConsortium,
 ) -> None:
-    c = Consortium(
-        bootstrap,
-        tmp_path / "c",
-        4,
-        prefix=f"ops{unique}.",
-        operators_per_institution=2,
-        block_interval_ms=200,
-        max_block_txs=100,
-    )
-    consortia.append(c)
+    c = make(4, operators=2)
     nodes = {inst: [c.start_operator(inst, op) for op in (0, 1)] for inst in c.institutions}
     everyone = [n for pair in nodes.values() for n in pair]
     c.wait_ready(everyone)
@@ -133,18 +142,8 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
     assert all(code == ResultCode.OK for got in c.final_entries().values() for _, code in got)
 
 
-def test_an_added_operator_counts_until_it_is_removed(
-    bootstrap: str, unique: str, tmp_path: Path, consortia: list[Consortium]
-) -> None:
-    c = Consortium(
-        bootstrap,
-        tmp_path / "c",
-        2,  # quorum 2 of 2: no block is final without a vote of inst-2
-        prefix=f"opsadd{unique}.",
-        block_interval_ms=200,
-        max_block_txs=50,
-    )
-    consortia.append(c)
+def test_an_added_operator_counts_until_it_is_removed(make: MakeConsortium) -> None:
+    c = make(2, max_block_txs=50)  # quorum 2 of 2: nothing is final without inst-2's vote
     c.start_all()
     c.wait_ready(c.institutions)
     gov2, added = c.gov_key("inst-2"), new_key()
