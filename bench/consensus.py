@@ -112,13 +112,19 @@ def spawn_validators(
     verify_workers: int = 0,
     niceness: int = 0,
     operators: int = 1,
+    standby_niceness: int = 0,
 ) -> list[subprocess.Popen[bytes]]:
     """``operators`` validator processes per institution, quiet (each with
-    ``verify_workers``)."""
+    ``verify_workers``); standbys (operators not ranked first, D38) get ``standby_niceness``
+    more."""
     return [
         subprocess.Popen(
             [
-                *(["nice", "-n", str(niceness)] if niceness else []),
+                *(
+                    ["nice", "-n", str(nice)]
+                    if (nice := niceness + (standby_niceness if rank(net, n, k) else 0))
+                    else []
+                ),
                 sys.executable,
                 "-m",
                 "streams.validator",
@@ -145,6 +151,13 @@ def spawn_validators(
         for n in names
         for k in range(operators)
     ]
+
+
+def rank(net: Path, institution: str, operator: int) -> int:
+    """The rank of ``institution``'s operator number ``operator`` (its key id's position)."""
+    doc = json.loads((net / "keys" / f"{institution}.json").read_text())
+    ids = [op["key_id"] for op in doc["operators"]]
+    return sorted(ids).index(ids[operator])
 
 
 def presigned(
@@ -217,6 +230,7 @@ def run_case(
     brokers: list[int],
     workers: int,
     operators: int = 1,
+    standby_niceness: int = 0,
 ) -> dict[str, float]:
     names = [f"inst-{i + 1}" for i in range(institutions)]
     prefix = f"bench{institutions}x{operators}-{time.time_ns()}."
@@ -231,7 +245,14 @@ def run_case(
     )
     ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix)
     procs = spawn_validators(
-        bootstrap, work, net, prefix, names, verify_workers=workers, operators=operators
+        bootstrap,
+        work,
+        net,
+        prefix,
+        names,
+        verify_workers=workers,
+        operators=operators,
+        standby_niceness=standby_niceness,
     )
     try:
         burst_n, paced_n = txs, txs // 4
@@ -294,6 +315,13 @@ def main() -> None:
         "--operators",
         default="1",
         help="comma-separated operators per institution to run (validator processes each)",
+    )
+    parser.add_argument(
+        "--standby-nice",
+        type=int,
+        default=0,
+        help="run standby operators (not ranked first) at this niceness: on one shared host "
+        "they then use spare CPU and vote late, as if each operator had a host (default 0)",
     )
     parser.add_argument(
         "--verify-workers",
@@ -364,12 +392,15 @@ def report_case(
         brokers=brokers,
         workers=workers,
         operators=ops,
+        standby_niceness=args.standby_nice,
     )
     rates.append(verify_rate(2.0))
     rate = max(rates[-2:])
     ceiling = rate * cores / validators
     print(
-        f"{n} institution(s) x {ops} operator(s): finalized {r['throughput']:9,.0f} tx/s "
+        f"{n} institution(s) x {ops} operator(s)"
+        f"{f' (standbys at nice {args.standby_nice})' if ops > 1 and args.standby_nice else ''}: "
+        f"finalized {r['throughput']:9,.0f} tx/s "
         f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f} = "
         f"{rate:,.0f} verifies/s x {cores} cores / {validators} validators; verify rate "
         f"before and after {rates[-2]:,.0f} / {rates[-1]:,.0f}; {workers} signature "
