@@ -417,6 +417,7 @@ class Validator:
             "diverged": self.core.diverged is not None,
             "rank": self.core.rank,
             "publishing": self.core.publishing,
+            "following": self.core.following,
             "caught_up": self._reading_live(),
             "pid": os.getpid(),
             "updated_ms": _now_ms(),

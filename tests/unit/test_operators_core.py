@@ -117,9 +117,13 @@ def test_every_operator_votes_but_only_rank_zero_publishes() -> None:
     nodes = [(f"inst-{i}", r) for i in range(4) for r in (0, 1)]
     net = Network(plan, nodes)
     net.feed_tx(anchors(plan, 10))
-    assert len(net.votes) == 2 * 8  # two blocks, eight operators
+    assert len(net.votes) == 2 * 4  # the primaries vote at once; the standbys follow them
+    assert {c.cut_height for n, c in net.cores.items() if n[1] == 1} == {0}
     net.deliver_votes()
+    assert len(net.votes) == 2 * 8  # two blocks, eight operators
     assert {c.final_height for c in net.cores.values()} == {2}
+    standbys = [c for n, c in net.cores.items() if n[1] == 1]
+    assert all(c.counters.optimistic == 2 and c.counters.optimistic_misses == 0 for c in standbys)
     assert {c.rank for c in net.cores.values()} == {0, 1}
     for (inst, rank), core in net.cores.items():
         assert heights(net.published[(inst, rank)]) == ([1, 2] if rank == 0 else [])
@@ -152,6 +156,8 @@ def test_a_standby_that_took_over_publishes_at_once_and_steps_back() -> None:
     txs = anchors(plan, 25)
     net.feed_tx(txs[:5])
     net.deliver_votes()
+    # height 1 is final without inst-1; its standby ran it against the final hash
+    assert net.cores[standby].cut_height == 1 and net.cores[standby].counters.optimistic == 1
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.tick(0)
     assert net.published[standby] == []
@@ -175,6 +181,49 @@ def test_a_standby_that_took_over_publishes_at_once_and_steps_back() -> None:
     net.deliver_votes()
     assert heights(net.published[standby]) == [1, 2]
     assert net.cores[standby].held_heights == [3]
+
+
+def test_a_standby_whose_primary_is_silent_verifies_and_votes_on_its_own() -> None:
+    plan = consortium(4, operators=2, max_block_txs=5)
+    standby = ("inst-0", 1)
+    net = Network(plan, [standby, ("inst-1", 0)])  # no quorum: nothing becomes final
+    net.feed_tx(anchors(plan, 10))
+    net.deliver_votes()
+    core = net.cores[standby]
+    assert core.cut_height == 0 and core.following  # waits for its primary's vote
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    net.tick(100)
+    net.tick(100 + delay - 1)
+    assert core.cut_height == 0
+    net.tick(100 + delay)
+    assert core.eager and core.cut_height == 2 and core.voted_height == 2
+    assert core.counters.optimistic == 0  # no reference hash: every signature verified
+    # its primary votes again, as far as the standby got: the standby follows it again
+    primary = make_core(plan, ("inst-0", 0))
+    for offset, raw in enumerate(anchors(plan, 10)):
+        primary.on_tx(offset, 1000, raw)
+    (vote,) = [sign_vote(primary.operator, height=2, block_hash=primary.executed[2].block_hash)]
+    core.on_vote(len(net.votes), vote.encode())
+    assert not core.eager and core.following
+
+
+def test_a_bad_signature_makes_the_optimistic_run_miss_and_verification_decide() -> None:
+    plan = consortium(4, operators=2, max_block_txs=3)
+    good = anchors(plan, 2)
+    forged = bytearray(anchors(plan, 3)[2])
+    forged[-5] ^= 0x01  # inside the signature
+    nodes = [(f"inst-{i}", r) for i in range(4) for r in (0, 1)]
+    net = Network(plan, nodes)
+    net.feed_tx([*good, bytes(forged)])
+    net.deliver_votes()
+    assert {c.final_height for c in net.cores.values()} == {1}
+    assert len({c.final.final_hash for c in net.cores.values()}) == 1
+    for (_, rank), core in net.cores.items():
+        assert core.diverged is None
+        if rank == 1:
+            assert core.counters.optimistic_misses == 1 and core.counters.optimistic == 0
+    codes = [c.name for c in net.published[("inst-0", 0)][0].codes]
+    assert codes == ["OK", "OK", "BAD_SIGNATURE"]
 
 
 def test_a_standby_marker_is_a_late_fallback() -> None:
