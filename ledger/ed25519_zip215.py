@@ -100,6 +100,14 @@ def decode_point(encoded: bytes) -> Point | None:
     return (x, y, 1, x * y % P)
 
 
+def encode_point(point: Point) -> bytes:
+    """The canonical 32-byte encoding of ``point`` (y < p, sign bit = x mod 2)."""
+    x, y, z, _ = point
+    inverse = pow(z, P - 2, P)
+    x, y = x * inverse % P, y * inverse % P
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
 def _base_point() -> Point:
     y = 4 * pow(5, P - 2, P) % P
     point = decode_point(y.to_bytes(32, "little"))
