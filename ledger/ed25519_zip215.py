@@ -108,6 +108,19 @@ def encode_point(point: Point) -> bytes:
     return (y | (x & 1) << 255).to_bytes(32, "little")
 
 
+def is_strong_public_key(encoded: bytes) -> bool:
+    """Whether ``encoded`` is a canonical encoding of a point that is not of small order.
+
+    ZIP-215 verification accepts small-order keys, for which one signature with ``S = 0``
+    verifies for every message; registration refuses them (and non-canonical encodings),
+    so no registered key can be forged that way.
+    """
+    point = decode_point(encoded)
+    if point is None or encode_point(point) != bytes(encoded):
+        return False
+    return not is_identity(scalar_mult(8, point))
+
+
 def _base_point() -> Point:
     y = 4 * pow(5, P - 2, P) % P
     point = decode_point(y.to_bytes(32, "little"))

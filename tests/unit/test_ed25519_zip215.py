@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ledger import ed25519_zip215 as ref
 from ledger import keys, signatures
+from ledger.context import is_public_key
 from ledger.keys import KeyPair
 
 Item = tuple[bytes, bytes, bytes]
@@ -259,3 +260,24 @@ def test_torsion_signatures_are_valid_and_openssl_rejects_them() -> None:
     assert plain == (pair.public_key, pair.sign(b"", b"m"), b"m")
     for name, run in available_paths().items():
         assert run([item, plain]) == [True, True], name
+
+
+def test_registration_refuses_small_order_and_non_canonical_keys() -> None:
+    """Keys that verify forged signatures (small order) or have a second encoding are not
+    registrable, while real keys and a mixed-order key's prime part are."""
+    for encoded in small_order_encodings():
+        assert not ref.is_strong_public_key(encoded), encoded.hex()
+        assert not is_public_key(encoded)
+    real = KeyPair.from_seed(bytes(range(32))).public_key
+    assert ref.is_strong_public_key(real)
+    assert is_public_key(real)
+    point = ref.decode_point(real)
+    assert point is not None
+    torsion = ref.decode_point(small_order_encodings()[1])
+    assert torsion is not None
+    mixed = ref.encode_point(ref._add(point, torsion))
+    assert ref.is_strong_public_key(mixed)  # mixed order: not forgeable for every message
+    assert not is_public_key(real[:31])
+    flipped = bytearray(real)
+    flipped[0] ^= 1
+    assert ref.is_strong_public_key(bytes(flipped)) == (ref.decode_point(flipped) is not None)
