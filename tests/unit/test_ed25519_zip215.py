@@ -280,4 +280,6 @@ def test_registration_refuses_small_order_and_non_canonical_keys() -> None:
     assert not is_public_key(real[:31])
     flipped = bytearray(real)
     flipped[0] ^= 1
-    assert ref.is_strong_public_key(bytes(flipped)) == (ref.decode_point(flipped) is not None)
+    assert ref.is_strong_public_key(bytes(flipped)) == (
+        ref.decode_point(bytes(flipped)) is not None
+    )
