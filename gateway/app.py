@@ -45,7 +45,7 @@ from gateway.auth.tokens import Claims
 from gateway.authn import Authenticator, CachingAuthenticator, authenticate, bearer_token
 from gateway.context import Services
 from gateway.deadlines import DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_TIMEOUT_S, BodyDeadline
-from gateway.engine import Engine
+from gateway.engine import Engine, encode
 from gateway.errors import (
     BadInput,
     BodyTooLarge,
@@ -95,7 +95,7 @@ class Gateway:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, media_type=JSON_TYPE)
+    return Response(encode(body), status, media_type=JSON_TYPE)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -157,7 +157,7 @@ class GraphQLEndpoint:
                 source = request.client.host if request.client else ""
                 root = self.gw.governance if prepared.kind == "mutation" else None
                 result = await run_in_threadpool(self.gw.engine.run, prepared, claims, source, root)
-                raw = json.dumps(result, separators=(",", ":")).encode()
+                raw = encode(result)
                 if "errors" not in result:
                     self.gw.engine.remember(prepared, version, raw)
                 outcome = "error" if "errors" in result else "ok"

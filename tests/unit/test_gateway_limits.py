@@ -65,6 +65,20 @@ def test_limits_raise_typed_errors() -> None:
         cost("{ summary " + "{ height " * 5000 + "}" * 5001, Limits(max_tokens=100_000))
 
 
+def test_page_size_holes_in_variables_are_closed() -> None:
+    query = "query($n: Int) { blocks(first: $n) { edges { cursor } } }"
+    # an integral float is coerced to an Int by GraphQL: it must be checked as one
+    for value in (101.0, 1e9, float("inf"), float("nan")):
+        with pytest.raises(PageTooLarge):
+            cost(query, n=value)
+    assert cost(query, n=10.0) == cost(query, n=10) == 1 + 10 + 10
+    # a variable's default is the page size when the variable is not sent
+    with pytest.raises(PageTooLarge):
+        cost("query($n: Int = 100000) { blocks(first: $n) { edges { cursor } } }")
+    assert cost("query($n: Int = 7) { blocks(first: $n) { edges { cursor } } }") == 1 + 7 + 7
+    assert cost("query($n: Int = 100000) { blocks(first: $n) { edges { cursor } } }", n=5) == 11
+
+
 def test_introspection_is_exempt_and_fragment_cycles_stop() -> None:
     assert (
         cost("{ __schema { types { name fields { name type { ofType { ofType { name } } } } } } }")
