@@ -15,12 +15,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
+from gateway import queries
 from gateway.context import Services
 from gateway.engine import Engine, encode
 from gateway.errors import PageTooLarge
 from gateway.limits import Limits
 from infra.postgres_server import Postgres
+from projections import read
 from tests.integration.test_gateway_support import INSTITUTION, ChainFixture
 
 pytestmark = pytest.mark.integration
@@ -75,6 +78,11 @@ NESTED = {
         "certificate { height blockHash encoded votes { position institutionId publicKey } } "
         "transactions(first: 3) { edges { node { txId block { height } } } "
         "pageInfo { hasNextPage endCursor } } } } } }"
+    ),
+    "identity-lists": (
+        '{ identities(institution: "inst-1") { keyId assets transactions(first: 3) { edges { '
+        "node { txId block { height } senderIdentity { keyId } } } pageInfo { hasNextPage } } } "
+        "institutions { operators { keyId assets } } }"
     ),
     "aliases": (
         "{ a: summary { h: height } b: blocks(first: 2) { edges { node { height } } } "
@@ -162,7 +170,90 @@ def test_nested_lists_match_graphene(engine: Engine, chain: ChainFixture) -> Non
         assert "errors" not in body, body
     edges = both(engine, chain, NESTED["tx-lists"], n=12)["data"]["transactions"]["edges"]
     assert len(edges) == 12
-    assert all(e["node"]["block"]["height"] == e["node"]["receipt"]["height"] for e in edges)
+    # the batched loads give what the per-object reads give
+    with psycopg.connect(chain.dsn, autocommit=True) as conn:
+        for e in edges:
+            node = e["node"]
+            block = read.block_by_height(conn, node["receipt"]["height"])
+            assert block is not None and node["block"]["hash"] == block.hash.hex()
+            assert node["receipt"]["blockHash"] == block.hash.hex()
+            sender = node["senderIdentity"]
+            assert sender["assets"] == read.assets_of(conn, bytes.fromhex(sender["keyId"]), 50)
+        data = both(engine, chain, NESTED["identity-lists"])["data"]
+        sent = 0
+        for ident in data["identities"]:
+            key = bytes.fromhex(ident["keyId"])
+            txs = read.transactions_by_sender(conn, key, 4)
+            assert [e["node"]["txId"] for e in ident["transactions"]["edges"]] == [
+                t.tx_id.hex() for t in txs[:3]
+            ]
+            assert ident["transactions"]["pageInfo"]["hasNextPage"] == (len(txs) > 3)
+            assert ident["assets"] == read.assets_of(conn, key, 50)
+            sent += len(txs)
+        assert sent > 0
+        blocks = both(engine, chain, NESTED["block-lists"])["data"]["blocks"]["edges"]
+        for e in blocks:
+            height = e["node"]["height"]
+            entries = read.transactions_by_block(conn, height, 4)
+            page = e["node"]["transactions"]
+            assert [t["node"]["txId"] for t in page["edges"]] == [
+                t.tx_id.hex() for t in entries[:3]
+            ]
+            assert all(t["node"]["block"]["height"] == height for t in page["edges"])
+            votes = queries.certificate_votes(conn, height)
+            assert [v["position"] for v in e["node"]["certificate"]["votes"]] == [
+                v.position for v in votes
+            ]
+
+
+class CountingCursor(psycopg.Cursor[Any]):
+    """A real cursor that counts the statements it sends."""
+
+    statements = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        CountingCursor.statements += 1
+        return super().execute(*args, **kwargs)
+
+
+def test_one_statement_per_level(chain: ChainFixture) -> None:
+    pool: ConnectionPool[Any] = ConnectionPool(
+        chain.dsn,
+        min_size=1,
+        max_size=1,
+        open=True,
+        kwargs={"autocommit": True, "cursor_factory": CountingCursor},
+    )
+    try:
+        engine = Engine(Services(institution=INSTITUTION, pool=pool), Limits())
+        expected = {
+            # transactions; their blocks (receipt.blockHash shares them); their senders; the
+            # senders' assets
+            ("tx-lists", 12): 4,
+            ("tx-lists", 40): 4,
+            # identities; their assets; their transactions; the transactions' blocks; their
+            # senders; institutions (two: operator keys, institutions); the operators' assets
+            ("identity-lists", 0): 8,
+            # blocks; their votes; their entries; the entries' blocks
+            ("block-lists", 0): 4,
+        }
+        for (name, n), statements in expected.items():
+            for compiled in (True, False):
+                claims = chain.tokens.verifier.verify(chain.tokens.token(("chain:read",)))
+                prepared = engine.prepare(NESTED[name], {"n": n}, None, claims)
+                assert prepared.plan is not None
+                if not compiled:
+                    prepared = dataclasses.replace(prepared, plan=None)
+                before = CountingCursor.statements
+                body = engine.run(prepared, claims)
+                assert "errors" not in body, body
+                assert CountingCursor.statements - before == statements, (name, n, compiled)
+        summary = engine.prepare(EXPLORER["dashboard"], {}, None, claims)
+        before = CountingCursor.statements
+        engine.run(summary, claims)
+        assert CountingCursor.statements - before == 3  # summary, blocks, transactions
+    finally:
+        pool.close()
 
 
 def test_broken_and_hostile_queries_answer_as_graphene(engine: Engine, chain: ChainFixture) -> None:
