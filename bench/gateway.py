@@ -196,7 +196,7 @@ async def hammer(
 
 
 BUCKETS = (
-    ("JSON encode/decode", ("json/", "orjson")),
+    ("JSON encode/decode", ("json/", "orjson", "encode (gateway/engine")),
     ("parse + validate + limits", ("graphql/language", "graphql/validation", "gateway/limits")),
     ("SQL (psycopg, pool)", ("psycopg",)),
     (
