@@ -17,6 +17,7 @@ import base64
 import binascii
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Generic, Protocol, TypeVar
 
 from psycopg_pool import ConnectionPool
@@ -123,6 +124,7 @@ def hexs(value: bytes | None) -> str | None:
     return None if value is None else value.hex()
 
 
+@lru_cache(maxsize=8192)  # pages of recent blocks repeat their cursors
 def encode_cursor(kind: str, *parts: int) -> str:
     """An opaque cursor: base64url of ``kind:part:part``."""
     text = ":".join([kind, *(str(p) for p in parts)])

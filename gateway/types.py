@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import graphene
@@ -78,6 +78,7 @@ class QuorumCertificate(graphene.ObjectType):
         return root.certificate.hex()
 
 
+@lru_cache(maxsize=4096)  # the same recent blocks are formatted request after request
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
