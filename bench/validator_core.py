@@ -6,6 +6,8 @@ Four validators of a 4-institution chain each take the same stream of pre-signed
 voting, finality, final block and receipt encoding. Prints CPU microseconds per transaction
 per validator beside one Ed25519 verification, so the share of the work that is not
 signature verification is visible (the consensus benchmark's ceiling assumes it is zero).
+Blocks verify their signatures as one batch (decisions D34): the single and the batch cost
+of the verifier in use are both printed.
 
 With ``--operators 2`` each institution runs two operators: the primary (rank 0) verifies
 every signature, the standby follows its votes (D38); their costs are printed apart.
@@ -19,9 +21,10 @@ import argparse
 import hashlib
 import time
 
+from ledger import signatures
 from ledger.execution import LedgerMachine
 from ledger.genesis import genesis_state, plan_consortium
-from ledger.keys import TX_DOMAIN, verify
+from ledger.keys import TX_DOMAIN, verify, verify_batch
 from ledger.tx import sign_tx
 from ledger.validator_core import PublishFinal, SendVote, ValidatorCore
 
@@ -39,6 +42,22 @@ def verify_cost(n: int = 3000) -> float:
     for _ in range(n):
         verify(plan_key.public_key, signature, TX_DOMAIN, message)
     return (time.process_time() - began) / n
+
+
+def batch_verify_cost(batch: int = 500, rounds: int = 6) -> float:
+    """CPU seconds per signature of :func:`ledger.keys.verify_batch` on a block-sized batch
+    from four senders (as in the bench's blocks)."""
+    plan = plan_consortium("x", ["a", "b", "c", "d"], [seed(f"{i}") for i in range(8)])
+    senders = [plan.keys[i][0] for i in ("a", "b", "c", "d")]
+    items = []
+    for n in range(batch):
+        message = n.to_bytes(4, "big") * 50
+        key = senders[n % 4]
+        items.append((key.public_key, key.sign(TX_DOMAIN, message), message))
+    began = time.process_time()
+    for _ in range(rounds):
+        assert all(verify_batch(items, domain=TX_DOMAIN))
+    return (time.process_time() - began) / (rounds * batch)
 
 
 def main() -> None:
@@ -92,16 +111,22 @@ def main() -> None:
             votes = later
     final = min(core.final_height for core in cores)
     one_verify = verify_cost()
+    batched = batch_verify_cost()
     for rank in sorted({core.rank for core in cores}):
         mine = [spent[n] for n, core in enumerate(cores) if core.rank == rank]
         per_tx = sum(mine) / len(mine) / (final * 500)
         who = "per validator  " if args.operators == 1 else f"rank {rank} operator"
-        print(f"validator core, CPU per tx {who}  {per_tx * 1e6:8.1f} us "
-              f"({final} blocks of 500 final on {len(cores)} validators, "
-              f"{receipts:,} receipts)")  # fmt: skip
+        print(
+            f"validator core, CPU per tx {who}  {per_tx * 1e6:8.1f} us "
+            f"({final} blocks of 500 final on {len(cores)} validators, {receipts:,} receipts)"
+        )
         if rank == 0:  # a following standby verifies (almost) nothing
-            print(f"  share of that work that is verify        {100 * one_verify / per_tx:8.0f} %")
-    print(f"Ed25519 verify, CPU per signature          {one_verify * 1e6:8.1f} us")
+            print(f"  core per tx / one single verify          {per_tx / one_verify:8.2f} x")
+            share = 100 * batched / per_tx
+            print(f"  share of that work that is verify        {share:8.0f} % (batched)")
+    backend = signatures.BACKEND
+    print(f"Ed25519 verify, CPU per signature          {one_verify * 1e6:8.1f} us ({backend})")
+    print(f"Ed25519 batch verify (500), CPU per sig    {batched * 1e6:8.1f} us")
 
 
 if __name__ == "__main__":
