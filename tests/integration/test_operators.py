@@ -117,7 +117,12 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
             what="blocks published by the standbys",
             alive=survivors,
         )
-        assert all((c.status(n) or {})["publishing"] for n in survivors)
+        c.wait_until(
+            lambda: all((c.status(n) or {}).get("publishing") for n in survivors),
+            timeout=10,
+            what="every standby to report that it publishes",
+            alive=survivors,
+        )
     finally:
         sent = load.stop()
     wait_included(c, Counter(tx_id(r) for r in sent), timeout=120)
