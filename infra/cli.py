@@ -57,6 +57,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_up(args: argparse.Namespace) -> int:
     began = time.monotonic()
     stack = Stack(_settings(args))
+    stack.consortium.operators = getattr(args, "operators", None)
     timings = stack.up(consortium=not getattr(args, "no_consortium", False))
     total = time.monotonic() - began
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
@@ -325,6 +326,19 @@ def _add_iam(
     shred.add_argument("--institution", required=True, help="institution id")
 
 
+OPERATORS_HELP = (
+    "validator processes per institution, each with its own operator key (default 1; a new "
+    "genesis gets N operator keys per institution; the first-ranked live one publishes, D38)"
+)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -353,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stays on for this state directory"
     )
     up.add_argument("--kafka-auth", action="store_true", help=kafka_auth_help)
+    up.add_argument("--operators", type=_positive, metavar="N", help=OPERATORS_HELP)
     add(sub, "down", cmd_down, "stop the local stack")
     add(sub, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
@@ -362,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     start = add(verbs, "start", cmd_up, "start the stack (same as `pantheon up`)")
     start.add_argument("--brokers", type=int, choices=(1, 3), help="Kafka nodes (default 1)")
     start.add_argument("--kafka-auth", action="store_true", help=kafka_auth_help)
+    start.add_argument("--operators", type=_positive, metavar="N", help=OPERATORS_HELP)
     add(verbs, "stop", cmd_down, "stop the stack (same as `pantheon down`)")
     add(verbs, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"

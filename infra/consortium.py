@@ -1,10 +1,12 @@
-"""The local consortium: a genesis, and one validator process per institution.
+"""The local consortium: a genesis, and one validator process per operator.
 
 ``pantheon up`` calls :meth:`Consortium.up` after the stack: on first use it creates a genesis
 for ``PANTHEON_INSTITUTIONS`` (default four) under ``<state>/consortium/`` with their keys
-(0600), then starts every validator that is not running, in the background, each with its
-own state directory (snapshots, vote journal, status file, log) and a metrics port that is
-registered with the local Prometheus. ``status`` reads each validator's status file.
+(0600) and :attr:`Consortium.operators` operator keys each (``pantheon up --operators N``,
+default 1), then starts every validator that is not running, in the background, one per
+operator (``validators/<institution>-<k>``), each with its own state directory (snapshots,
+vote journal, status file, log) and a metrics port that is registered with the local
+Prometheus. ``status`` reads each validator's status file.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Consortium:
         self.settings = settings
         self.home = settings.state_dir / "consortium"
         self.genesis_file = self.home / "genesis.avro"
+        #: Operators to run per institution (``--operators``); None: every operator key of
+        #: the keystores (a new genesis then gets one per institution).
+        self.operators: int | None = None
 
     def institutions(self) -> list[str]:
         """Institutions of the genesis (empty before the first ``up``)."""
@@ -80,8 +85,39 @@ class Consortium:
     def ensure_genesis(self) -> list[str]:
         """Create the genesis on first use; return the institutions."""
         if not self.genesis_file.exists():
-            create_genesis(self.home, CHAIN_ID, institutions_from_env(), block_interval_ms=500)
+            create_genesis(
+                self.home,
+                CHAIN_ID,
+                institutions_from_env(),
+                operators_per_institution=self.operators or 1,
+                block_interval_ms=500,
+            )
         return self.institutions()
+
+    def operator_keys(self, institution: str) -> int:
+        """How many operator keys ``institution``'s keystore holds."""
+        doc = json.loads((self.home / "keys" / f"{institution}.json").read_text())
+        return len(doc["operators"])
+
+    def _operators_to_run(self, institution: str) -> int:
+        held = self.operator_keys(institution)
+        if self.operators is not None and self.operators > held:
+            raise StackError(
+                f"--operators {self.operators}: the genesis of this state directory gave "
+                f"{institution} {held} operator key(s); run with --operators {held} or fewer, "
+                "or start a new state directory (PANTHEON_STATE_DIR)"
+            )
+        return self.operators if self.operators is not None else held
+
+    def _nodes(self) -> list[tuple[str, int]]:
+        """(institution, operator) of every validator that was ever started (operator 0
+        always)."""
+        return [
+            (inst, k)
+            for inst in self.institutions()
+            for k in range(self.operator_keys(inst))
+            if k == 0 or self._dir(inst, k).exists()
+        ]
 
     def _env(self, principal: str, postgres: Postgres | None = None) -> dict[str, str]:
         """A spawned process's environment: its own Kafka principal (D26) and, for those
@@ -89,20 +125,21 @@ class Consortium:
         env = kafka_acl.child_env(self.settings, principal, dict(os.environ))
         return env if postgres is None else {**env, "PGPASSWORD": postgres.password()}
 
-    def _dir(self, institution: str) -> Path:
-        return self.home / "validators" / f"{institution}-0"
+    def _dir(self, institution: str, operator: int = 0) -> Path:
+        return self.home / "validators" / f"{institution}-{operator}"
 
     def up(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start every validator, projector and gateway that does not run (each checked on
         its own: a running validator says nothing about its institution's gateway)."""
         for index, institution in enumerate(self.ensure_genesis()):
-            self._start_validator(institution, prometheus)
+            for operator in range(self._operators_to_run(institution)):
+                self._start_validator(institution, operator, prometheus)
             self._start_projector(index, institution, prometheus, postgres)
             self._start_gateway(index, institution, prometheus, postgres)
         self.wait_healthy()
 
-    def _start_validator(self, institution: str, prometheus: Prometheus) -> None:
-        home = self._dir(institution)
+    def _start_validator(self, institution: str, operator: int, prometheus: Prometheus) -> None:
+        home = self._dir(institution, operator)
         home.mkdir(parents=True, exist_ok=True)
         if procs.read_pid(home / "pid") is None:
             port = procs.free_port(self.settings.host)
@@ -117,6 +154,8 @@ class Consortium:
                     str(self.home / "keys" / f"{institution}.json"),
                     "--institution",
                     institution,
+                    "--operator",
+                    str(operator),
                     "--bootstrap",
                     self.settings.bootstrap_servers,
                     "--prefix",
@@ -131,7 +170,7 @@ class Consortium:
                 env=self._env(kafka_acl.operator_principal(institution)),
             )
             prometheus.register_target(
-                f"validator-{institution}-0",
+                f"validator-{institution}-{operator}",
                 port,
                 {"service": "validator"},  # institution/operator come with the metrics
             )
@@ -404,23 +443,23 @@ class Consortium:
             )
         except TimeoutError as exc:
             bad = [v for v in self.status() if not v.healthy]
-            logs = [self._dir(v.name.rsplit("-", 1)[0]) / "validator.log" for v in bad]
+            logs = [self.home / "validators" / v.name / "validator.log" for v in bad]
             detail = "".join(f"\n--- {log} ---\n{procs.tail(log)}" for log in logs)
             raise StackError(f"{exc}{detail}") from exc
 
     def down(self) -> None:
         """Stop every gateway, projector and validator (SIGTERM: they flush and exit)."""
-        pids = [
-            pid
+        homes = [
+            home
             for inst in self.institutions()
             for home in (
                 self._batcher_dir(inst),
                 self._gateway_dir(inst),
                 self._projector_dir(inst),
-                self._dir(inst),
             )
-            if (pid := procs.read_pid(home / "pid")) is not None
         ]
+        homes += [self._dir(inst, k) for inst, k in self._nodes()]
+        pids = [pid for home in homes if (pid := procs.read_pid(home / "pid")) is not None]
         for pid in pids:
             procs.stop_pid(pid, timeout=20)
 
@@ -428,8 +467,8 @@ class Consortium:
         """Each validator's heights and health."""
         out = []
         now_ms = time.time_ns() // 1_000_000
-        for inst in self.institutions():
-            home = self._dir(inst)
+        for inst, k in self._nodes():
+            home = self._dir(inst, k)
             running = procs.read_pid(home / "pid") is not None
             try:
                 doc = json.loads((home / "status.json").read_text())
@@ -445,7 +484,7 @@ class Consortium:
             )
             out.append(
                 ValidatorStatus(
-                    name=f"{inst}-0",
+                    name=f"{inst}-{k}",
                     running=running,
                     healthy=healthy,
                     cut_height=int(doc.get("cut_height", 0)),

@@ -154,12 +154,14 @@ def acl_table(institutions: Sequence[str], prefix: str) -> list[Grant]:
         op, me = operator_principal(inst), institution_principal(inst)
         iam = iam_topic(inst).name(prefix)
         grants += [
-            # the validator: reads transactions and votes; writes votes, blocks, receipts,
-            # and its markers and evidence to tx
+            # the validator: reads transactions and votes (and block copies, to see whether
+            # its institution's first-ranked operator publishes, D38); writes votes, blocks,
+            # receipts, and its markers and evidence to tx
             Grant(op, "topic", t["tx"], "READ"),
             Grant(op, "topic", t["tx"], "WRITE"),
             Grant(op, "topic", t["votes"], "READ"),
             Grant(op, "topic", t["votes"], "WRITE"),
+            Grant(op, "topic", t["blocks"], "READ"),
             Grant(op, "topic", t["blocks"], "WRITE"),
             Grant(op, "topic", t["receipts"], "WRITE"),
             Grant(op, "group", f"validator-{inst}-", "READ", prefixed=True),
