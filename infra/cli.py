@@ -11,7 +11,8 @@ Stack commands::
     pantheon validator --institution X ...   one operator's validator (foreground)
     pantheon iam create-admin|forget-user|shred-forgotten   an institution's users (off-chain)
 
-Errors are printed as one clear line (and the tail of a log when useful) with exit code 1.
+Errors are printed as one clear line (and the tail of a log when useful); exit codes: see
+:func:`main`.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ import psycopg
 from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
-from gateway.iam.errors import IamError
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, chain_key_height, load_iam_key
 from infra import kafka_acl, kafka_dist, keystore, simulate
 from infra.errors import StackError
+from infra.invocation import pantheon
+from infra.local import Local, describe, option
 from infra.settings import Settings
 from infra.stack import Stack
 from projections import projector, rebuild
 from projections.projector import database_name
 from streams import audit, batcher, logs, object_verify, proofs, validator
+from streams.cli_args import EXIT_ERROR, Parser
 from streams.kafka_config import use_credentials
 
 Handler = Callable[[argparse.Namespace], int]
@@ -66,17 +69,32 @@ def cmd_up(args: argparse.Namespace) -> int:
         credentials = stack.consortium.iam_setup(stack.postgres)
         pending = {inst: c for inst, c in credentials.items() if c}
         if pending:
-            print("\nOne-time setup credentials (create each institution's first administrator;")
-            print("each `pantheon up` replaces the unused ones):")
+            create = pantheon(
+                "iam",
+                "create-admin",
+                "--institution",
+                "<institution>",
+                "--login",
+                "<login>",
+                settings=stack.settings,
+            )
+            print(
+                '\nOne-time setup credentials, for the explorer\'s "First time?" form that '
+                "creates an institution's first administrator (each `up` replaces the unused "
+                f"ones; on this machine `{create}` does the same without one):"
+            )
+            gateways = stack.consortium.gateways()
             for inst, credential in pending.items():
-                print(f"  {inst:<10} {credential}")
+                print(f"  {inst:<10} {credential}  at {gateways[inst][2]}/")
     if stack.kafka.secure:
         print(
             f"\nKafka requires SASL/SCRAM with ACLs (D26); each principal's password is in "
             f"{kafka_acl.auth_dir(stack.settings)}/<principal>.password (0600); a client uses "
             "PANTHEON_KAFKA_USER and PANTHEON_KAFKA_PASSWORD_FILE"
         )
-    print(f"\nState: {stack.settings.state_dir}    stop with: pantheon down")
+    print(f"\nState: {stack.settings.state_dir}")
+    print(f"Status: `{pantheon('status', settings=stack.settings)}`")
+    print(f"Stop:   `{pantheon('down', settings=stack.settings)}`")
     return 0
 
 
@@ -196,7 +214,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     stack = Stack(_settings(args))
     consortium = stack.consortium
     if args.institution not in consortium.institutions():
-        raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
+        raise ValueError(_unknown_institution(args.institution, consortium.institutions()))
     password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
     dsn = stack.postgres.dsn(database_name(args.institution))
     key = load_iam_key(consortium.iam_key_file(args.institution))
@@ -217,12 +235,19 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown_institution(name: str, known: Sequence[str]) -> str:
+    if not known:
+        up = pantheon("up")
+        return f"unknown institution {name!r}: no local consortium yet; start it with `{up}`"
+    return f"unknown institution {name!r}: the local consortium has {', '.join(known)}"
+
+
 def _iam_service(args: argparse.Namespace) -> IamService:
     """The IAM service of ``--institution`` of the local stack (the projector must run)."""
     stack = Stack(_settings(args))
     consortium = stack.consortium
     if args.institution not in consortium.institutions():
-        raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
+        raise ValueError(_unknown_institution(args.institution, consortium.institutions()))
     master_file = consortium.master_key_file(args.institution)
     dsn = stack.postgres.dsn(database_name(args.institution))
     key = load_iam_key(consortium.iam_key_file(args.institution))
@@ -247,7 +272,8 @@ def _owner(service: IamService) -> str:
         row = conn.execute("SELECT user_id FROM iam_users WHERE is_owner").fetchone()
     if row is None:
         raise ValueError(
-            f"{service.institution} has no administrator yet (pantheon iam create-admin)"
+            f"{service.institution} has no administrator yet "
+            f"({pantheon('iam', 'create-admin', '--help')})"
         )
     return str(row[0])
 
@@ -327,8 +353,11 @@ def _add_iam(
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="pantheon", description="Pantheon consortium ledger: local stack and tools"
+    parser: argparse.ArgumentParser = Parser(
+        prog="pantheon",
+        description="Pantheon consortium ledger: local stack and tools. Exit codes: 0 done, "
+        "1 the answer is no (e.g. audit discrepancies, an invalid proof), 2 could not run "
+        "(the reason in one line on stderr), 3 status: not all healthy.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -427,34 +456,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pantheon`` console script."""
+    """Entry point of the ``pantheon`` console script. Exit codes: 0 done; 1 the answer is
+    no (audit discrepancies, an invalid proof, no final proof yet, not confirmed); 2 could not
+    run (bad usage or input, a missing file or password, an unknown institution, a service
+    unreachable), said in one line on stderr; 3 ``status``: not everything is healthy
+    (``projections rebuild``: the projection diverged); 130 interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env()
+        return _dispatch(argv, settings)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if os.environ.get("PANTHEON_TRACEBACK"):
+            raise
+        what = describe(exc, settings) if settings is not None else str(exc)
+        print(f"pantheon: error: {what}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(argv: list[str], settings: Settings) -> int:
     if argv[:1] == ["projector"]:  # processes with their own argument parsers
         return projector.main(argv[1:])
     if argv[:1] == ["gateway"]:
         return gateway_server.main(argv[1:])
-    delegated = {
+    if argv[:1] == ["batcher"]:
+        return batcher.main(argv[1:])
+    if argv[:1] == ["simulate"]:
+        return simulate.main(argv[1:])
+    local = Local(settings)
+    tools: dict[str, Callable[..., int]] = {
         "audit": audit.main,
-        "batcher": batcher.main,
         "proof": proofs.proof_main,
         "verify": proofs.verify_main,
         "verify-object": object_verify.object_verify_main,
-        "simulate": simulate.main,
     }
-    if argv[:1] and argv[0] in delegated:
-        return delegated[argv[0]](argv[1:])
+    if argv[:1] and argv[0] in tools:
+        defaults = local.prepare(argv[0], argv[1:])
+        return tools[argv[0]](argv[1:], defaults=defaults)
     if argv[:2] == ["projections", "rebuild"]:
-        return rebuild.main(argv[2:])
+        defaults = local.prepare("projections rebuild", argv[2:])
+        institution = option(argv, "--institution") or "<institution>"
+        stop = pantheon("stop", "projector", "--institution", institution, settings=settings)
+        return rebuild.main(argv[2:], defaults=defaults, stop_projector=f"`{stop}`")
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     handler: Handler = args.handler
-    try:
-        return handler(args)
-    except (StackError, IamError, ValueError, TimeoutError, OSError) as exc:
-        print(f"pantheon: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ class Stack:
 
         With broker access control (D26) this process acts as the Kafka super user, creates
         every principal and ACL, and starts each process as its own principal."""
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.record()  # later commands, in any shell, find this stack (D36)
         with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
             return self._up(consortium)
 

@@ -57,6 +57,7 @@ from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.snapshot import decode_snapshot
 from streams import audit_metrics, logs
+from streams.cli_args import Defaults, Parser, apply_defaults
 from streams.kafka_config import consumer_config
 from streams.metrics_server import serve_metrics
 from streams.signature_pipeline import SignaturePipeline, default_workers
@@ -610,12 +611,19 @@ def publish(report: AuditReport, institution: str | None, outcome: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``pantheon audit``."""
-    p = argparse.ArgumentParser(prog="pantheon audit", description=__doc__.splitlines()[0])
+    p = Parser(
+        prog="pantheon audit",
+        description=__doc__.splitlines()[0] + " (exit 0 clean, 1 discrepancies, 2 could not run)",
+    )
     p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     p.add_argument("--prefix", default="pantheon.", help="topic prefix")
     p.add_argument("--institution", help="also audit this institution's Postgres projection")
-    p.add_argument("--dsn", help="PostgreSQL server connection string (with --institution)")
+    p.add_argument(
+        "--dsn",
+        help="PostgreSQL server connection string, with --institution; password from "
+        "PGPASSWORD (the local stack's is in <state>/postgres/password)",
+    )
     p.add_argument("--dbname", help="projection database (default pantheon_<institution>)")
     p.add_argument("--json", metavar="PATH", help="write the JSON report here ('-': stdout)")
     p.add_argument("--at-height", type=int, metavar="H", help="replay to H and show the state")
@@ -633,13 +641,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no human report")
     p.add_argument("--every", type=float, metavar="SECONDS", help="repeat the audit forever")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="list every notice, and log progress"
+    )
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
     """Entry point of ``pantheon audit`` / ``python -m streams.audit``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    apply_defaults(parser, defaults)
+    args = parser.parse_args(argv)
     logs.configure(verbose=args.verbose)
     if args.at_height is not None and args.at_height < 0:
         print("pantheon audit: error: --at-height must be >= 0", file=sys.stderr)
@@ -676,9 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_once(config: AuditConfig, args: argparse.Namespace) -> int:
     try:
         report = run_audit(config)
-    except AuditError as exc:
-        log.error("audit could not run", extra={"error": str(exc)})
-        print(f"pantheon audit: error: {exc}", file=sys.stderr)
+    except AuditError as exc:  # one line on stderr (a log line too would say it twice)
+        print(f"pantheon audit: error: {exc}", file=sys.stderr, flush=True)
         audit_metrics.RUNS.labels("failed").inc()
         return EXIT_ERROR
     publish(report, config.institution, "clean" if report.clean else "discrepancies")
