@@ -5,6 +5,9 @@ Stack commands::
     pantheon up                 start the local stack (idempotent) and print where to look
     pantheon down               stop it
     pantheon status [--json]    which services run, where, healthy or not
+    pantheon stop|start|restart SERVICE [--institution X]   one kind of process (kafka,
+                                postgres, prometheus, validator, projector, gateway, batcher,
+                                auditor), of one institution or all
     pantheon stack start|stop|status|fetch   the same, by their nouns
     pantheon keys generate|show FILE         Ed25519 key files (0600)
     pantheon genesis create|show             a consortium's genesis and its keystore
@@ -34,16 +37,17 @@ from gateway.iam.bootstrap import create_admin
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, chain_key_height, load_iam_key
 from infra import kafka_acl, kafka_dist, keystore, simulate
+from infra.consortium import SERVICES
 from infra.errors import StackError
 from infra.invocation import pantheon
 from infra.local import Local, describe, option
 from infra.settings import Settings
-from infra.stack import Stack
+from infra.stack import STACK_SERVICES, Stack
 from projections import projector, rebuild
 from projections.projector import database_name
 from streams import audit, batcher, logs, object_verify, proofs, validator
 from streams.cli_args import EXIT_ERROR, Parser
-from streams.kafka_config import use_credentials
+from streams.kafka_config import quiet_clients, use_credentials
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -80,8 +84,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
             print(
                 '\nOne-time setup credentials, for the explorer\'s "First time?" form that '
-                "creates an institution's first administrator (each `up` replaces the unused "
-                f"ones; on this machine `{create}` does the same without one):"
+                "creates an institution's first administrator (each "
+                f"`{pantheon('up', settings=stack.settings)}` replaces the unused ones; on this "
+                f"machine `{create}` does the same without one):"
             )
             gateways = stack.consortium.gateways()
             for inst, credential in pending.items():
@@ -119,6 +124,8 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                     "services": [s.as_dict() for s in statuses],
                     "validators": [v.as_dict() for v in validators],
                     "projectors": [p.as_dict() for p in stack.projectors()],
+                    "batchers": stack.consortium.running("batcher"),
+                    "auditors": stack.consortium.running("auditor"),
                     "gateways": [
                         {"name": inst, "running": run, "healthy": ok, "url": url}
                         for inst, (run, ok, url) in stack.consortium.gateways().items()
@@ -142,11 +149,15 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for inst, (running, ok, url) in gateways.items():
             state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
             print(f"  {inst:<11} {state:<10} {url}/")
-        batchers = stack.consortium.batchers_running()
-        if batchers:
-            print("\n  batcher     state      Layer 2 (device records -> CommitBatch)")
-        for inst, alive in batchers.items():
-            print(f"  {inst:<11} {'running' if alive else 'stopped':<10}")
+        for service, what in (
+            ("batcher", "Layer 2 (device records -> CommitBatch)"),
+            ("auditor", "pantheon audit --every N, its metrics scraped by Prometheus"),
+        ):
+            alive = stack.consortium.running(service)
+            if alive:
+                print(f"\n  {service:<11} state      {what}")
+            for inst, running in alive.items():
+                print(f"  {inst:<11} {'running' if running else 'stopped':<10}")
         projectors = stack.projectors()
         if projectors:
             print("\n  projector   state      height  database")
@@ -161,6 +172,46 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
     return 0 if healthy else 3
 
 
+def _service_targets(args: argparse.Namespace, stack: Stack) -> list[str]:
+    """The institutions ``--institution`` names (all of them when left out)."""
+    if args.service in STACK_SERVICES:
+        if args.institution is not None:
+            raise ValueError(f"{args.service} is one for the whole stack: leave out --institution")
+        return []
+    known = stack.consortium.institutions()
+    if args.institution is None:
+        if not known:
+            raise ValueError(_unknown_institution("(any)", known))
+        return known
+    if args.institution not in known:
+        raise ValueError(_unknown_institution(args.institution, known))
+    return [args.institution]
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    for line in stack.stop_service(args.service, _service_targets(args, stack)):
+        print(line)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    for line in stack.start_service(args.service, _service_targets(args, stack)):
+        print(line)
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    targets = _service_targets(args, stack)
+    for line in stack.stop_service(args.service, targets):
+        print(line)
+    for line in stack.start_service(args.service, targets):
+        print(line)
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = kafka_dist.fetch(settings.kafka_dist_dir, settings.kafka_version)
@@ -169,8 +220,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    pair = keystore.generate_key(Path(args.file))
-    print(json.dumps({**pair.describe(), "file": args.file}, indent=2))
+    if args.file is not None:
+        path = Path(args.file)
+        pair = keystore.generate_key(path)
+    else:  # not in the working directory: under the state directory, named by its key id
+        keys = _settings(args).state_dir / "keys"
+        fresh = keys / f".new-{os.getpid()}-{time.monotonic_ns()}.json"
+        pair = keystore.generate_key(fresh)
+        path = keys / f"{pair.key_id.hex()[:16]}.json"
+        fresh.rename(path)
+    print(json.dumps({**pair.describe(), "file": str(path)}, indent=2))
     return 0
 
 
@@ -185,7 +244,7 @@ def cmd_genesis_create(args: argparse.Namespace) -> int:
         institutions = [f"inst-{i + 1}" for i in range(args.count)]
     if not institutions:
         raise ValueError("name the founding institutions with --institutions a,b,c or --count N")
-    out = Path(args.out)
+    out = Path(args.out or _settings(args).state_dir / "networks" / args.chain_id)
     genesis = keystore.create_genesis(
         out, args.chain_id, institutions, operators_per_institution=args.operators
     )
@@ -386,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     add(sub, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
     )
+    for verb, handler, text in (
+        ("stop", cmd_stop, "stop one kind of process of the local stack"),
+        ("start", cmd_start, "start one kind of process (unless it runs), wait until healthy"),
+        ("restart", cmd_restart, "stop, then start one kind of process"),
+    ):
+        one = add(sub, verb, handler, text)
+        one.add_argument("service", choices=(*STACK_SERVICES, *SERVICES), help="which process")
+        one.add_argument(
+            "--institution", help="only this institution's (default: every institution's)"
+        )
     stack = sub.add_parser("stack", help="the local Kafka/PostgreSQL/Prometheus stack")
     verbs = stack.add_subparsers(dest="verb", required=True, metavar="<verb>")
     start = add(verbs, "start", cmd_up, "start the stack (same as `pantheon up`)")
@@ -435,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
     add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
-        "file", help="path of the new key file (must not exist)"
+        "file",
+        nargs="?",
+        help="path of the new key file (must not exist; default: <state>/keys/<key id>.json)",
     )
     add(key_verbs, "show", cmd_keys_show, "print a key file's public facts").add_argument(
         "file", help="path of the key file"
@@ -444,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     genesis = sub.add_parser("genesis", help="genesis documents of a consortium")
     gen_verbs = genesis.add_subparsers(dest="verb", required=True, metavar="<verb>")
     create = add(gen_verbs, "create", cmd_genesis_create, "create a genesis and its keys")
-    create.add_argument("--out", required=True, help="directory for genesis and keys")
+    create.add_argument(
+        "--out", help="directory for genesis and keys (default: <state>/networks/<chain id>)"
+    )
     create.add_argument("--chain-id", default="pantheon-local", help="chain id")
     create.add_argument("--institutions", default="", help="comma-separated institution ids")
     create.add_argument("--count", type=int, default=0, help="or: N institutions inst-1..N")
@@ -485,6 +558,8 @@ def _dispatch(argv: list[str], settings: Settings) -> int:
         return gateway_server.main(argv[1:])
     if argv[:1] == ["batcher"]:
         return batcher.main(argv[1:])
+    if not {"-v", "--verbose"} & set(argv):
+        quiet_clients()  # one line when the broker is unreachable, not one per attempt
     if argv[:1] == ["simulate"]:
         return simulate.main(argv[1:])
     local = Local(settings)

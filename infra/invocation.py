@@ -11,6 +11,7 @@ place (its ports and node count are recorded there: :mod:`infra.settings`).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -48,4 +49,11 @@ def pantheon(*words: str, settings: Settings | None = None) -> str:
     prefix = ""
     if settings is not None and settings.state_dir.resolve() != default_state_dir().resolve():
         prefix = f"PANTHEON_STATE_DIR={shlex.quote(str(settings.state_dir))} "
-    return prefix + " ".join([program(), *words])
+    return prefix + " ".join([program(), *map(_quoted, words)])
+
+
+def _quoted(word: str) -> str:
+    """``word`` as the shell reads it (placeholders such as ``<institution>`` stay bare)."""
+    if re.fullmatch(r"[\w@%+=:,./<>-]+", word):
+        return word
+    return shlex.quote(word)

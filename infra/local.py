@@ -109,6 +109,8 @@ class Local:
         dsn = option(argv, "--dsn")
         institution = option(argv, "--institution")
         uses_db = "dsn" in needs and (command != "audit" or institution is not None)
+        if not uses_db:
+            defaults = {k: v for k, v in defaults.items() if k != "dsn"}
         if uses_db and (dsn is None or self.is_local_server(dsn)):
             if institution is not None and self.consortium.genesis_file.exists():
                 known = self.consortium.institutions()

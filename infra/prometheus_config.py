@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 * Scrape targets are discovered from files (``infra/prometheus_server.py``: every process the
   stack starts writes ``<state>/prometheus/targets/<name>.json`` with a ``service`` label:
-  ``validator``, ``projector``, ``audit``, later ``gateway`` and ``batcher``).
+  ``validator``, ``projector``, ``gateway``, ``batcher``, ``auditor``).
 * Alert rules are defined here, as data: each :class:`AlertRule` has one or more *signals*
   (PromQL that returns series whenever the watched processes run, healthy or not) and a
   condition built on them. ``infra/alerts/pantheon.rules.yml`` is generated from

@@ -114,6 +114,7 @@ def _bar(out: TextIO, done: int, total: int, height: int, rate: float) -> None:
 def rebuild(config: ProjectorConfig, *, out: TextIO | None = None) -> RebuildResult:
     """Drop and re-project the chain tables of ``config``'s database; see module docstring."""
     began = time.monotonic()
+    _ends(config.bootstrap, [f"{config.prefix}tx"])  # the broker answers before data is dropped
     drop_chain(ensure_database(config.dsn, config.database()))
     projection, runner = prepare(config)
     try:
@@ -240,6 +241,10 @@ def main(
         return EXIT_CONFIG
     except (ConfigError, GenesisMismatch, psycopg.Error) as exc:
         print(f"pantheon projections rebuild: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KafkaException as exc:
+        what = f"cannot reach Kafka at {args.bootstrap}: {one_line(exc)}"
+        print(f"pantheon projections rebuild: error: {what}", file=sys.stderr)
         return EXIT_CONFIG
     except Diverged as exc:
         print(f"pantheon projections rebuild: DIVERGED: {exc}", file=sys.stderr)

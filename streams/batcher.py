@@ -725,6 +725,15 @@ def config_from_args(args: argparse.Namespace) -> BatcherConfig:
     )
 
 
+def export_at_zero(institution: str) -> None:
+    """Every series of the batcher's counters, at 0 until its first event: a dashboard panel
+    shows 0, not nothing, and a rate over them is defined from the start."""
+    for counter in (RECORDS, BATCHES, COMMITTED):
+        counter.labels(institution)
+    for reason in Reason:
+        REJECTED.labels(institution, reason.value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m streams.batcher`` (wire as ``pantheon batcher``)."""
     args = build_parser().parse_args(argv)
@@ -736,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.metrics_port:
         serve_metrics(args.metrics_port)
+    export_at_zero(config.institution)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
