@@ -3,7 +3,8 @@
 The tools that reach a stack (``audit``, ``proof``, ``verify``, ``verify-object``,
 ``projections rebuild``) need a genesis, a Kafka bootstrap address and a PostgreSQL server.
 Against the local stack none of them has to be typed: :func:`prepare` fills each option left
-out with the stack's value (its help then says so), gives the database password from the
+out with the stack's value (its help then says so; without a local consortium ``--genesis`` stays
+required), gives the database password from the
 stack's password file when ``PGPASSWORD`` is not set and the server is the stack's, and refuses
 an institution the local genesis does not have, naming the ones it has. When something is
 missing (no stack yet, no password file) the error says what to pass instead.
@@ -100,12 +101,12 @@ class Local:
     def prepare(self, command: str, argv: Sequence[str]) -> Defaults:
         """Check ``argv`` against the local stack and give ``command`` its defaults; sets
         ``PGPASSWORD`` from the stack's password file when the server is the stack's."""
-        defaults = self.defaults(command)
+        defaults = dict(self.defaults(command))
         needs = NEEDS.get(command, ())
+        if "genesis" in defaults and not self.consortium.genesis_file.exists():
+            del defaults["genesis"]  # no local consortium: --genesis stays required
         if "--help" in argv or "-h" in argv:
             return defaults
-        if "genesis" in needs and option(argv, "--genesis") is None:
-            self._need_genesis()
         dsn = option(argv, "--dsn")
         institution = option(argv, "--institution")
         uses_db = "dsn" in needs and (command != "audit" or institution is not None)
@@ -122,13 +123,6 @@ class Local:
             if "PGPASSWORD" not in os.environ and "password=" not in (dsn or ""):
                 os.environ["PGPASSWORD"] = self._password()
         return defaults
-
-    def _need_genesis(self) -> None:
-        if not self.consortium.genesis_file.exists():
-            raise LocalError(
-                f"no local consortium in {self.settings.state_dir} (start it with "
-                f"`{pantheon('up')}`), or pass --genesis FILE"
-            )
 
     def _password(self) -> str:
         path = self.postgres.password_file

@@ -68,6 +68,7 @@ from projections import l2 as store
 from projections import read
 from schemas.codec import encode
 from streams import logs
+from streams.cli_args import Parser
 from streams.kafka_config import admin_config, consumer_config, producer_config
 from streams.metrics_server import serve_metrics
 from streams.receipts import ReceiptTimeout
@@ -680,7 +681,7 @@ def load_signing_key(keystore: Path | None, key_file: Path | None) -> KeyPair:
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``pantheon batcher``."""
-    p = argparse.ArgumentParser(prog="pantheon batcher", description=__doc__.split("\n")[0])
+    p = Parser(prog="pantheon batcher", description=__doc__.split("\n")[0])
     p.add_argument("--institution", required=True)
     p.add_argument("--genesis", type=Path, required=True, help="genesis.avro (chain id)")
     p.add_argument("--keystore", type=Path, help="institution keystore (governance key)")
