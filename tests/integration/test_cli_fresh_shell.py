@@ -152,13 +152,18 @@ def test_a_tampered_row_fires_the_alert(stack: tuple[Settings, str]) -> None:
         timeout=90,
         what="the four auditors' series in Prometheus",
     )
-    for series in (
+    at_zero = (
         'pantheon_gateway_limited_total{code="QUERY_TOO_DEEP"}',
         'pantheon_l2_rejected_total{reason="BAD_SIGNATURE"}',
         "pantheon_validator_divergences_total",
-    ):
-        found = _metric(settings, series)
-        assert len(found) == 4 and {r["value"][1] for r in found} == {"0"}, (series, found)
+    )
+    procs.wait_until(  # one series per institution, each scraped once at least
+        lambda: all(len(_metric(settings, series)) == 4 for series in at_zero),
+        timeout=60,
+        what="the gateways', batchers' and validators' counters in Prometheus",
+    )
+    for series in at_zero:
+        assert {r["value"][1] for r in _metric(settings, series)} == {"0"}, series
     assert "AuditDiscrepancy" not in _alerts(settings)
     dsn = (
         f"host=127.0.0.1 port={settings.pg_port} user=pantheon dbname=pantheon_alpha "
