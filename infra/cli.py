@@ -46,7 +46,7 @@ from infra.stack import STACK_SERVICES, Stack
 from projections import projector, rebuild
 from projections.projector import database_name
 from streams import audit, batcher, logs, object_verify, proofs, validator
-from streams.cli_args import EXIT_ERROR, Parser
+from streams.cli_args import EXIT_ERROR, Defaults, Parser
 from streams.kafka_config import quiet_clients, use_credentials
 
 Handler = Callable[[argparse.Namespace], int]
@@ -563,17 +563,17 @@ def _dispatch(argv: list[str], settings: Settings) -> int:
     if argv[:1] == ["simulate"]:
         return simulate.main(argv[1:])
     local = Local(settings)
-    tools: dict[str, Callable[..., int]] = {
-        "audit": audit.main,
-        "proof": proofs.proof_main,
-        "verify": proofs.verify_main,
-        "verify-object": object_verify.object_verify_main,
+    tools: dict[str, tuple[Callable[..., int], Callable[[Defaults], argparse.ArgumentParser]]] = {
+        "audit": (audit.main, audit.build_parser),
+        "proof": (proofs.proof_main, proofs.proof_parser),
+        "verify": (proofs.verify_main, proofs.verify_parser),
+        "verify-object": (object_verify.object_verify_main, object_verify.object_verify_parser),
     }
     if argv[:1] and argv[0] in tools:
-        defaults = local.prepare(argv[0], argv[1:])
-        return tools[argv[0]](argv[1:], defaults=defaults)
+        run, parser = tools[argv[0]]
+        return run(argv[1:], defaults=local.prepare(argv[0], argv[1:], parser))
     if argv[:2] == ["projections", "rebuild"]:
-        defaults = local.prepare("projections rebuild", argv[2:])
+        defaults = local.prepare("projections rebuild", argv[2:], rebuild.rebuild_parser)
         institution = option(argv, "--institution") or "<institution>"
         stop = pantheon("stop", "projector", "--institution", institution, settings=settings)
         return rebuild.main(argv[2:], defaults=defaults, stop_projector=f"`{stop}`")

@@ -14,8 +14,9 @@ missing (no stack yet, no password file) the error says what to pass instead.
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -98,20 +99,26 @@ class Local:
             self.settings.pg_port
         )
 
-    def prepare(self, command: str, argv: Sequence[str]) -> Defaults:
-        """Check ``argv`` against the local stack and give ``command`` its defaults; sets
-        ``PGPASSWORD`` from the stack's password file when the server is the stack's."""
+    def prepare(
+        self,
+        command: str,
+        argv: Sequence[str],
+        parser: Callable[[Defaults], argparse.ArgumentParser],
+    ) -> Defaults:
+        """Give ``command`` its defaults and check ``argv`` against the local stack: first
+        with the command's ``parser`` (usage errors come first, in its one line), then the
+        institution; sets ``PGPASSWORD`` from the stack's password file when the server is
+        the stack's."""
         defaults = dict(self.defaults(command))
         needs = NEEDS.get(command, ())
         if "genesis" in defaults and not self.consortium.genesis_file.exists():
             del defaults["genesis"]  # no local consortium: --genesis stays required
-        if "--help" in argv or "-h" in argv:
-            return defaults
         dsn = option(argv, "--dsn")
         institution = option(argv, "--institution")
         uses_db = "dsn" in needs and (command != "audit" or institution is not None)
         if not uses_db:
             defaults = {k: v for k, v in defaults.items() if k != "dsn"}
+        parser(defaults).parse_args(argv)  # exits on a usage error (or after --help)
         if uses_db and (dsn is None or self.is_local_server(dsn)):
             if institution is not None and self.consortium.genesis_file.exists():
                 known = self.consortium.institutions()

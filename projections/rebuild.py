@@ -207,6 +207,16 @@ DESCRIPTION = (
 )
 
 
+def rebuild_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``pantheon projections rebuild`` (the projector's, described anew)."""
+    parser = build_parser(prog="pantheon projections rebuild", description=DESCRIPTION)
+    for action in parser._actions:  # --metrics-port: a projector-process option
+        if action.dest == "metrics_port":
+            action.help = argparse.SUPPRESS
+    apply_defaults(parser, defaults)
+    return parser
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -215,12 +225,7 @@ def main(
 ) -> int:
     """Entry point of ``python -m projections.rebuild`` (``pantheon projections rebuild``);
     ``stop_projector``: the command that stops the projector, for the error that asks to."""
-    parser = build_parser(prog="pantheon projections rebuild", description=DESCRIPTION)
-    for action in parser._actions:
-        if action.dest == "metrics_port":
-            action.help = argparse.SUPPRESS
-    apply_defaults(parser, defaults)
-    args = parser.parse_args(argv)
+    args = rebuild_parser(defaults).parse_args(argv)
     logs.configure(verbose=args.verbose)
     try:
         config = config_from_args(args)

@@ -662,8 +662,8 @@ def publish(report: AuditReport, institution: str | None, outcome: str) -> None:
                           projection=projection)  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``pantheon audit``."""
+def build_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``pantheon audit`` (``defaults``: options the caller fills)."""
     p = Parser(
         prog="pantheon audit",
         description=__doc__.splitlines()[0] + " (exit 0 clean, 1 discrepancies, 2 could not run)",
@@ -697,14 +697,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-v", "--verbose", action="store_true", help="list every notice, and log progress"
     )
+    apply_defaults(p, defaults)
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
     """Entry point of ``pantheon audit`` / ``python -m streams.audit``."""
-    parser = build_parser()
-    apply_defaults(parser, defaults)
-    args = parser.parse_args(argv)
+    args = build_parser(defaults).parse_args(argv)
     logs.configure(verbose=args.verbose)
     if args.at_height is not None and args.at_height < 0:
         print("pantheon audit: error: --at-height must be >= 0", file=sys.stderr)

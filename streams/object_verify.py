@@ -112,16 +112,22 @@ def verify_object_details(
 # -- command line ---------------------------------------------------------------------------------
 
 
-def object_verify_main(
-    argv: Sequence[str] | None = None, *, defaults: Defaults | None = None
-) -> int:
-    """``pantheon verify-object``: check a downloaded object offline against its proof and the
-    genesis (exit 0 valid, 1 invalid, 2 when it could not run: bad usage, a file unreadable)."""
+def object_verify_parser(defaults: Defaults | None = None) -> Parser:
+    """Arguments of ``pantheon verify-object``."""
     p = Parser(prog="pantheon verify-object", description=__doc__.splitlines()[0])
     p.add_argument("--genesis", type=Path, required=True, help="genesis.avro of the chain")
     p.add_argument("--proof", type=Path, required=True, help="proof JSON (GET /objects/ID/proof)")
     p.add_argument("file", type=Path, help="the downloaded object ('-' for stdin)")
     apply_defaults(p, defaults)
+    return p
+
+
+def object_verify_main(
+    argv: Sequence[str] | None = None, *, defaults: Defaults | None = None
+) -> int:
+    """``pantheon verify-object``: check a downloaded object offline against its proof and the
+    genesis (exit 0 valid, 1 invalid, 2 when it could not run: bad usage, a file unreadable)."""
+    p = object_verify_parser(defaults)
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:

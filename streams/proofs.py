@@ -97,9 +97,8 @@ def record_proof_json(conn: Conn, device_key_id: bytes, sequence: int) -> dict[s
 # -- command line ---------------------------------------------------------------------------------
 
 
-def proof_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
-    """``pantheon proof``: the proof of a device reading as JSON, on stdout or in ``--out``
-    (exit 0; 1 when the reading has no final proof yet; 2 when it could not run)."""
+def proof_parser(defaults: Defaults | None = None) -> Parser:
+    """Arguments of ``pantheon proof``."""
     p = Parser(prog="pantheon proof", description=proof_main.__doc__)
     p.add_argument(
         "--dsn", required=True, help="PostgreSQL server connection string (password: PGPASSWORD)"
@@ -110,7 +109,13 @@ def proof_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None =
     p.add_argument("--sequence", type=int, required=True, help="the reading's sequence number")
     p.add_argument("--out", type=Path, help="write the proof to this file (default: stdout)")
     apply_defaults(p, defaults)
-    args = p.parse_args(argv)
+    return p
+
+
+def proof_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
+    """``pantheon proof``: the proof of a device reading as JSON, on stdout or in ``--out``
+    (exit 0; 1 when the reading has no final proof yet; 2 when it could not run)."""
+    args = proof_parser(defaults).parse_args(argv)
     dbname = args.dbname or "pantheon_" + args.institution.replace("-", "_")
     with psycopg.connect(make_conninfo(args.dsn, dbname=dbname), connect_timeout=10) as conn:
         doc = record_proof_json(conn, args.device, args.sequence)
@@ -125,14 +130,19 @@ def proof_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None =
     return EXIT_OK
 
 
-def verify_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
-    """``pantheon verify``: check a proof offline against the genesis (exit 0 valid, 1
-    invalid, 2 when it could not run: the genesis or the proof file cannot be read)."""
+def verify_parser(defaults: Defaults | None = None) -> Parser:
+    """Arguments of ``pantheon verify``."""
     p = Parser(prog="pantheon verify", description=verify_main.__doc__)
     p.add_argument("--genesis", type=Path, required=True, help="genesis.avro of the chain")
     p.add_argument("proof", type=Path, help="proof JSON ('-' for stdin)")
     apply_defaults(p, defaults)
-    args = p.parse_args(argv)
+    return p
+
+
+def verify_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
+    """``pantheon verify``: check a proof offline against the genesis (exit 0 valid, 1
+    invalid, 2 when it could not run: the genesis or the proof file cannot be read)."""
+    args = verify_parser(defaults).parse_args(argv)
     try:
         genesis = Genesis.decode(args.genesis.read_bytes())
     except (OSError, DecodeError, ValueError) as exc:
