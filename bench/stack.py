@@ -25,7 +25,7 @@ from pathlib import Path
 
 from infra import procs
 from infra.cli import main as pantheon
-from tests.stack_fixtures import private_settings, removed_afterwards
+from tests.stack_fixtures import private_settings, removed_afterwards, stack_variables
 
 
 def _quiet(*argv: str) -> str:
@@ -40,14 +40,7 @@ def _quiet(*argv: str) -> str:
 def run(audit_every: float, wait: float) -> None:
     """Start, measure, print, stop."""
     settings = private_settings()
-    os.environ.update(
-        PANTHEON_STATE_DIR=str(settings.state_dir),
-        PANTHEON_KAFKA_PORT=str(settings.kafka_port),
-        PANTHEON_PG_PORT=str(settings.pg_port),
-        PANTHEON_PROM_PORT=str(settings.prom_port),
-        PANTHEON_GATEWAY_PORT=str(settings.gateway_port),
-        PANTHEON_AUDIT_EVERY=str(audit_every),
-    )
+    os.environ.update(stack_variables(settings), PANTHEON_AUDIT_EVERY=str(audit_every))
     with removed_afterwards(settings.state_dir):
         try:
             began = time.monotonic()

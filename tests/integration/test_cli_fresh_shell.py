@@ -29,7 +29,12 @@ from infra import procs
 from infra.cli import main
 from infra.invocation import DEFAULT_PATH, pantheon
 from infra.settings import Settings
-from tests.stack_fixtures import private_settings, removed_afterwards, temp_state_dir
+from tests.stack_fixtures import (
+    private_settings,
+    removed_afterwards,
+    stack_variables,
+    temp_state_dir,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +71,7 @@ def stack() -> Iterator[tuple[Settings, str]]:
     """A private consortium started by ``pantheon up``, and what ``up`` printed."""
     settings = private_settings()
     saved = {name: os.environ.get(name) for name in VARIABLES}
-    os.environ.update(
-        PANTHEON_STATE_DIR=str(settings.state_dir),
-        PANTHEON_KAFKA_PORT=str(settings.kafka_port),
-        PANTHEON_PG_PORT=str(settings.pg_port),
-        PANTHEON_PROM_PORT=str(settings.prom_port),
-        PANTHEON_GATEWAY_PORT=str(settings.gateway_port),
-        PANTHEON_AUDIT_EVERY="5",
-    )
+    os.environ.update(stack_variables(settings), PANTHEON_AUDIT_EVERY="5")
     with removed_afterwards(settings.state_dir):
         try:
             out = io.StringIO()

@@ -22,7 +22,7 @@ import pytest
 from infra.cli import main
 from infra.invocation import DEFAULT_PATH
 from infra.settings import Settings
-from tests.stack_fixtures import private_settings, removed_afterwards
+from tests.stack_fixtures import private_settings, removed_afterwards, stack_variables
 
 pytestmark = pytest.mark.integration
 
@@ -62,13 +62,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
 
 def test_the_readme_tour_works_as_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = private_settings()
-    for key, value in {
-        "PANTHEON_STATE_DIR": str(settings.state_dir),
-        "PANTHEON_KAFKA_PORT": str(settings.kafka_port),
-        "PANTHEON_PG_PORT": str(settings.pg_port),
-        "PANTHEON_PROM_PORT": str(settings.prom_port),
-        "PANTHEON_GATEWAY_PORT": str(settings.gateway_port),
-    }.items():
+    for key, value in stack_variables(settings).items():
         monkeypatch.setenv(key, value)  # for `up` alone: it records them in the state dir
     env = {
         "PATH": DEFAULT_PATH,
