@@ -6,6 +6,8 @@ Four validators of a 4-institution chain each take the same stream of pre-signed
 voting, finality, final block and receipt encoding. Prints CPU microseconds per transaction
 per validator beside one Ed25519 verification, so the share of the work that is not
 signature verification is visible (the consensus benchmark's ceiling assumes it is zero).
+Blocks verify their signatures as one batch (decisions D34): the single and the batch cost
+of the verifier in use are both printed.
 
     python -m bench.validator_core [--txs 5000]
 """
@@ -16,9 +18,10 @@ import argparse
 import hashlib
 import time
 
+from ledger import signatures
 from ledger.execution import LedgerMachine
 from ledger.genesis import genesis_state, plan_consortium
-from ledger.keys import TX_DOMAIN, verify
+from ledger.keys import TX_DOMAIN, verify, verify_batch
 from ledger.tx import sign_tx
 from ledger.validator_core import PublishFinal, SendVote, ValidatorCore
 
@@ -36,6 +39,22 @@ def verify_cost(n: int = 3000) -> float:
     for _ in range(n):
         verify(plan_key.public_key, signature, TX_DOMAIN, message)
     return (time.process_time() - began) / n
+
+
+def batch_verify_cost(batch: int = 500, rounds: int = 6) -> float:
+    """CPU seconds per signature of :func:`ledger.keys.verify_batch` on a block-sized batch
+    from four senders (as in the bench's blocks)."""
+    plan = plan_consortium("x", ["a", "b", "c", "d"], [seed(f"{i}") for i in range(8)])
+    senders = [plan.keys[i][0] for i in ("a", "b", "c", "d")]
+    items = []
+    for n in range(batch):
+        message = n.to_bytes(4, "big") * 50
+        key = senders[n % 4]
+        items.append((key.public_key, key.sign(TX_DOMAIN, message), message))
+    began = time.process_time()
+    for _ in range(rounds):
+        assert all(verify_batch(items, domain=TX_DOMAIN))
+    return (time.process_time() - began) / (rounds * batch)
 
 
 def main() -> None:
@@ -80,10 +99,14 @@ def main() -> None:
     final = min(core.final_height for core in cores)
     per_tx = sum(spent) / len(cores) / (final * 500)
     one_verify = verify_cost()
+    batched = batch_verify_cost()
     print(f"validator core, CPU per tx per validator   {per_tx * 1e6:8.1f} us "
           f"({final} blocks of 500 final on 4 validators, {receipts:,} receipts)")  # fmt: skip
-    print(f"Ed25519 verify, CPU per signature          {one_verify * 1e6:8.1f} us")
-    print(f"share of the core's work that is verify    {100 * one_verify / per_tx:8.0f} %")
+    backend = signatures.BACKEND
+    print(f"Ed25519 verify, CPU per signature          {one_verify * 1e6:8.1f} us ({backend})")
+    print(f"Ed25519 batch verify (500), CPU per sig    {batched * 1e6:8.1f} us")
+    print(f"core per tx / one single verify            {per_tx / one_verify:8.2f} x")
+    print(f"share of the core's work that is verify    {100 * batched / per_tx:8.0f} % (batched)")
 
 
 if __name__ == "__main__":

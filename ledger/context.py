@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ledger.ed25519_zip215 import is_strong_public_key
 from ledger.keys import PUBLIC_KEY_BYTES
 from ledger.state import Record
 
@@ -56,8 +57,8 @@ def is_id(value: str) -> bool:
 
 
 def is_public_key(value: bytes) -> bool:
-    """A raw Ed25519 public key has 32 bytes (point validity is checked when verifying)."""
-    return len(value) == PUBLIC_KEY_BYTES
+    """A registrable Ed25519 public key: 32 bytes, canonical, not of small order (D34)."""
+    return len(value) == PUBLIC_KEY_BYTES and is_strong_public_key(value)
 
 
 def fits_metadata(value: str) -> bool:

@@ -9,17 +9,19 @@ Theory of operation
   64 hex characters). Senders, operators and owners are named by key id on chain.
 * Every signature is over ``domain tag || canonical bytes``; the tags below keep a transaction
   signature from being valid as a vote or a device record, and vice versa.
+* Verification follows the ZIP-215 rules everywhere (:mod:`ledger.signatures`, decisions
+  D34); :func:`verify_batch` checks many signatures at once with the same answers.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ledger import signatures
 from ledger.errors import InvalidEvent
 from ledger.hashing import sha256
 
@@ -67,18 +69,16 @@ class KeyPair:
         return {"key_id": self.key_id.hex(), "public_key": self.public_key.hex()}
 
 
-@functools.lru_cache(maxsize=4096)
-def _public(public_key: bytes) -> Ed25519PublicKey:
-    """Parsed public keys, by their bytes (a chain has few senders; parsing costs 5%)."""
-    return Ed25519PublicKey.from_public_bytes(public_key)
-
-
 def verify(public_key: bytes, signature: bytes, domain: bytes, message: bytes) -> bool:
-    """True iff ``signature`` is a valid Ed25519 signature of ``domain || message``."""
+    """True iff ``signature`` is a valid Ed25519 signature of ``domain || message`` (ZIP-215)."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
-    try:
-        _public(bytes(public_key)).verify(signature, domain + message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return signatures.verify(public_key, signature, domain + message)
+
+
+def verify_batch(items: Sequence[tuple[bytes, bytes, bytes]], *, domain: bytes) -> list[bool]:
+    """:func:`verify` of each ``(public key, signature, message)`` under one ``domain``, in
+    order, checked together (one batch equation with the extension; same answers)."""
+    return signatures.verify_batch(
+        [(public, signature, domain + message) for public, signature, message in items]
+    )

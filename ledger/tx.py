@@ -20,7 +20,7 @@ Theory of operation
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from ledger.keys import (
     TX_DOMAIN,
     KeyPair,
     verify,
+    verify_batch,
 )
 from ledger.results import ResultCode
 from schemas.codec import HEADER_BYTES, MAGIC, decode, encode, registry
@@ -156,16 +157,33 @@ def signature_verifies(raw: bytes) -> bool:
     so the two agree; for any other input the answer does not matter (``parse_tx`` rejects it
     first) and is usually False. Cheap enough to run in bulk in worker processes.
     """
+    item = signature_item(raw)
+    return item is not None and verify(*item[:2], TX_DOMAIN, item[2])
+
+
+def signature_item(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """``(public key, signature, signed body)`` sliced from an envelope's wire bytes (the
+    message signed is ``TX_DOMAIN`` and the body), or None if ``raw`` is not shaped like one:
+    what :func:`signature_verifies` checks."""
     if not raw.startswith(_ENVELOPE_HEADER) or not _has_envelope_tail(raw):
-        return False
+        return None
     end = len(raw)
     key_at = end - _ENVELOPE_TAIL + 1
-    return verify(
+    return (
         raw[key_at : key_at + PUBLIC_KEY_BYTES],
         raw[end - SIGNATURE_BYTES :],
-        TX_DOMAIN,
         raw[HEADER_BYTES : end - _ENVELOPE_TAIL],
     )
+
+
+def signatures_verify(raws: Sequence[bytes]) -> list[bool]:
+    """:func:`signature_verifies` of each of ``raws``, in order, checked as one batch
+    (:func:`ledger.keys.verify_batch`: the same answers, several times faster with the
+    compiled extension)."""
+    items = [signature_item(raw) for raw in raws]
+    shaped = [item for item in items if item is not None]
+    answers = iter(verify_batch(shaped, domain=TX_DOMAIN))
+    return [item is not None and next(answers) for item in items]
 
 
 def parse_tx(

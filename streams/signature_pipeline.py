@@ -9,9 +9,9 @@ Theory of operation
   ordered, serial computation. :class:`SignaturePipeline` takes the ``tx`` messages as they
   are read, in chunks (small at first so the replay starts at once, then ``chunk`` messages),
   and sends each chunk's raw bytes to a :class:`~concurrent.futures.ProcessPoolExecutor`.
-  A worker runs :func:`ledger.tx.signature_verifies` on every message (slices, no decoding)
-  and returns a bitmap: bit ``i`` set iff message ``i``'s signature verified. Nothing per
-  transaction is pickled back.
+  A worker runs :func:`ledger.tx.signature_verifies` on every message (slices, no decoding;
+  the chunk as one batch, :func:`ledger.tx.signatures_verify`) and returns a bitmap: bit
+  ``i`` set iff message ``i``'s signature verified. Nothing per transaction is pickled back.
 * Chunks are fed to the sink (:meth:`ledger.audit.ChainAudit.feed_tx`) strictly in log
   order, each message with its bit as ``signature_verified``. While a chunk is executed the
   workers verify the next ones; at most ``depth`` chunks are in flight (memory stays bounded),
@@ -44,7 +44,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
 
-from ledger.tx import signature_verifies
+from ledger.tx import signatures_verify
 
 log = logging.getLogger("pantheon.signatures")
 
@@ -62,10 +62,11 @@ def default_workers() -> int:
 
 def verify_chunk(raws: list[bytes]) -> bytes:
     """A bitmap of ``raws`` (bit ``i % 8`` of byte ``i // 8``): set iff the signature of
-    ``raws[i]`` verifies (:func:`ledger.tx.signature_verifies`). Runs in a worker."""
+    ``raws[i]`` verifies (:func:`ledger.tx.signature_verifies`; the chunk is checked as one
+    batch, :func:`ledger.tx.signatures_verify`). Runs in a worker."""
     bits = bytearray((len(raws) + 7) // 8)
-    for i, raw in enumerate(raws):
-        if signature_verifies(raw):
+    for i, ok in enumerate(signatures_verify(raws)):
+        if ok:
             bits[i >> 3] |= 1 << (i & 7)
     return bytes(bits)
 

@@ -17,7 +17,7 @@ from ledger.finality import (
 )
 from ledger.keys import KeyPair
 from ledger.members import ValidatorSet, quorum
-from ledger.votes import Vote, decode_vote, sign_vote
+from ledger.votes import Vote, decode_vote, sign_vote, votes_valid
 from tests.unit.chain_helpers import key
 
 H1, H2 = b"\x01" * 32, b"\x02" * 32
@@ -138,3 +138,29 @@ def test_quorum_never_reached_with_fewer_than_q_institutions(n: int, data: st.Da
         }
         assert len(final.certificate.votes) == q == len(institutions)
         verify_certificate(final.certificate, validators, H1)
+
+
+def test_votes_valid_is_is_valid_of_each_vote_in_one_batch() -> None:
+    """The batch check of a certificate's votes answers as ``Vote.is_valid`` one by one: a
+    good vote, one with a flipped signature, one whose key is not the named operator's."""
+    a, b = key("op-a"), key("op-b")
+    good = sign_vote(a, height=3, block_hash=b"\x01" * 32)
+    other = sign_vote(b, height=3, block_hash=b"\x02" * 32)
+    bad_signature = good.signature[:-1] + bytes([good.signature[-1] ^ 1])
+    flipped = Vote(
+        height=3,
+        block_hash=b"\x01" * 32,
+        operator_key_id=a.key_id,
+        public_key=a.public_key,
+        signature=bad_signature,
+    )
+    impostor = Vote(
+        height=3,
+        block_hash=b"\x02" * 32,
+        operator_key_id=a.key_id,
+        public_key=b.public_key,
+        signature=other.signature,
+    )
+    votes = [good, flipped, other, impostor, good]
+    assert votes_valid(votes) == [v.is_valid() for v in votes] == [True, False, True, False, True]
+    assert votes_valid([]) == []

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from ledger.cutter import TimeToCut
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.results import ResultCode
-from ledger.tx import Transaction, TxRejected, parse_tx, sign_tx, signature_verifies
+from ledger.tx import (
+    Transaction,
+    TxRejected,
+    parse_tx,
+    sign_tx,
+    signature_verifies,
+    signatures_verify,
+)
 from schemas.codec import decode, encode
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
@@ -96,6 +103,16 @@ def test_the_flag_is_trusted_not_checked() -> None:
     assert outcome(forged)[0] == "BAD_SIGNATURE"  # type: ignore[index]
     tx = parse_tx(forged, signature_verified=True)
     assert tx.nonce == 1
+
+
+def test_the_batch_gives_each_envelope_its_own_answer() -> None:
+    """``signatures_verify`` (one batch) answers as ``signature_verifies`` one by one, in
+    order, with good, forged and non-envelope entries mixed (and repeated)."""
+    v = variants()
+    raws = [v[name] for name in sorted(v)] + [v["good"], v["flipped_signature"], v["good"]]
+    assert signatures_verify(raws) == [signature_verifies(raw) for raw in raws]
+    assert signatures_verify([v["good"]] * 3) == [True] * 3
+    assert signatures_verify([]) == []
 
 
 @settings(max_examples=200, deadline=None)
