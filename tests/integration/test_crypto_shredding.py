@@ -470,13 +470,13 @@ def test_forget_user_cli(
 
         forget = ("forget-user", "--institution", institution, "--user", user)
         code, _, err = run(*forget)  # no terminal, no --yes: refused, nothing changed
-        assert code == 1 and "--yes" in err and svc.data_key(user) is not None
+        assert code == 2 and "--yes" in err and svc.data_key(user) is not None
         code, _, err = run("forget-user", "--institution", "nowhere", "--user", user, "--yes")
-        assert code == 1 and "unknown institution" in err
+        assert code == 2 and "unknown institution" in err
         code, _, err = run("forget-user", "--institution", institution, "--user", "u-x", "--yes")
-        assert code == 1 and "unknown_user" in err
+        assert code == 2 and "unknown_user" in err
         code, _, err = run("forget-user", "--institution", institution, "--user", root, "--yes")
-        assert code == 1 and "not_authorized" in err and svc.data_key(root) is not None
+        assert code == 2 and "not_authorized" in err and svc.data_key(root) is not None
 
         code, out, _ = run(*forget, "--yes")
         assert code == 0 and "forgotten" in out

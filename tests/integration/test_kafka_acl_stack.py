@@ -50,7 +50,7 @@ def test_a_consortium_finalizes_with_and_without_broker_acls(
             expected: dict[Path, str] = {}
             for inst in ("alpha", "beta"):
                 expected[home / "validators" / f"{inst}-0" / "pid"] = f"operator.{inst}"
-                for role in ("projectors", "gateways", "batchers"):
+                for role in ("projectors", "gateways", "batchers", "auditors"):
                     expected[home / role / inst / "pid"] = f"institution.{inst}"
             secrets = (
                 [f.read_text().strip() for f in kafka_acl.auth_dir(settings).iterdir()]

@@ -168,6 +168,6 @@ def test_cli_reports_errors_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PANTHEON_PG_PORT", "not-a-port")
-    assert main(["status"]) == 1
+    assert main(["status"]) == 2  # could not run (D36)
     err = capsys.readouterr().err
     assert "PANTHEON_PG_PORT='not-a-port' is not a port number" in err
