@@ -35,16 +35,16 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from infra.procs import descendants, read_pid
 from infra.settings import Settings
 from ledger.keys import TX_DOMAIN, KeyPair, verify
 from ledger.tx import parse_tx, sign_tx
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import decode
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings
 
 
 def verify_rate(seconds: float = 1.0) -> float:

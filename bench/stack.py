@@ -23,9 +23,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from harness.stack_fixtures import private_settings, removed_afterwards, stack_variables
 from infra import procs
 from infra.cli import main as pantheon
-from tests.stack_fixtures import private_settings, removed_afterwards, stack_variables
 
 
 def _quiet(*argv: str) -> str:

@@ -58,9 +58,9 @@ from ledger.keys import KeyPair
 from projections import read
 from projections.iam import ChainSigners, IamProjection, SignerPolicy
 from projections.projector import ConfigError, database_dsn, database_name
-from streams import logs
-from streams.cli_args import Parser
-from streams.topics import DEFAULT_PREFIX
+from runtime import logs
+from runtime.cli_args import Parser
+from runtime.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.gateway")
 DEFAULT_PORT = 4004

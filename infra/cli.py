@@ -45,9 +45,11 @@ from infra.settings import Settings
 from infra.stack import STACK_SERVICES, Stack
 from projections import projector, rebuild
 from projections.projector import database_name
-from streams import audit, batcher, logs, object_verify, proofs, validator
-from streams.cli_args import EXIT_ERROR, Defaults, Parser
-from streams.kafka_config import quiet_clients, use_credentials
+from readers import audit, batcher, object_verify, proofs
+from runtime import logs
+from runtime.cli_args import EXIT_ERROR, Defaults, Parser
+from runtime.kafka_config import quiet_clients, use_credentials
+from streams import validator
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -36,7 +36,7 @@ from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections import read
 from projections.projector import ConfigError, database_name
-from streams.kafka_config import use_credentials
+from runtime.kafka_config import use_credentials
 from streams.sdk import LedgerClient
 
 DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
@@ -380,7 +380,7 @@ class Consortium:
         args += ["--instance-id", f"{institution}-0"]
         self._spawn(
             "batcher",
-            "streams.batcher",
+            "readers.batcher",
             institution,
             args,
             prometheus=prometheus,
@@ -402,7 +402,7 @@ class Consortium:
         args += ["--workers", "0"]  # one core: this machine runs the whole consortium
         self._spawn(
             "auditor",
-            "streams.audit",
+            "readers.audit",
             institution,
             args,
             prometheus=prometheus,

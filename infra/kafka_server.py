@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient
 from infra import kafka_acl, kafka_dist, procs
 from infra.errors import PortTakenError, PrerequisiteError, StackError
 from infra.settings import Settings
-from streams.kafka_config import admin_config, use_credentials
+from runtime.kafka_config import admin_config, use_credentials
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from infra.invocation import pantheon
 from infra.keystore import KeystoreError
 from infra.postgres_server import Postgres
 from infra.settings import Settings
-from streams.cli_args import Defaults, one_line
+from runtime.cli_args import Defaults, one_line
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "audit": ("genesis", "bootstrap", "prefix", "dsn"),

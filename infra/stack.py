@@ -21,8 +21,8 @@ from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from projections.projector import database_name
-from streams.kafka_config import admin_config, use_credentials
-from streams.topics import ensure_topics
+from runtime.kafka_config import admin_config, use_credentials
+from runtime.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

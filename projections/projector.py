@@ -41,9 +41,9 @@ from projections.iam import ChainSigners, IamProjection
 from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
-from streams import logs
-from streams.cli_args import Parser
-from streams.metrics_server import serve_metrics
+from runtime import logs
+from runtime.cli_args import Parser
+from runtime.metrics_server import serve_metrics
 
 log = logging.getLogger("pantheon.projector")
 

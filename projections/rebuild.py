@@ -46,9 +46,9 @@ from projections.projector import (
     prepare,
 )
 from projections.runner import ProjectionRunner
-from streams import logs
-from streams.cli_args import Defaults, apply_defaults, one_line
-from streams.kafka_config import consumer_config
+from runtime import logs
+from runtime.cli_args import Defaults, apply_defaults, one_line
+from runtime.kafka_config import consumer_config
 
 _LOCK_SALT = "pantheon.projection:"
 

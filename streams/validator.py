@@ -52,11 +52,11 @@ from ledger.validator_core import (
     SubmitTx,
     ValidatorCore,
 )
-from streams import logs
+from runtime import logs
+from runtime.heap import HeapSettler
+from runtime.kafka_config import consumer_config, producer_config
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
-from streams.heap import HeapSettler
-from streams.kafka_config import consumer_config, producer_config
 from streams.signature_pipeline import SignaturePipeline
 
 log = logging.getLogger("pantheon.validator")
@@ -156,7 +156,7 @@ class Validator:
         # Signatures verified ahead in worker processes (D18), started through a fork server
         # (never a fork of this process, which already runs librdkafka's threads).
         self.pipeline: SignaturePipeline | None = None
-        self._heap = HeapSettler()  # no full collection over the world state (streams.heap)
+        self._heap = HeapSettler()  # no full collection over the world state (runtime.heap)
         if config.verify_workers > 0:
             self.pipeline = SignaturePipeline(self._on_tx, config.verify_workers, chunk=1000)
         self.producer = Producer(

@@ -25,16 +25,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import procs
-from infra.cli import main
-from infra.invocation import DEFAULT_PATH, pantheon
-from infra.settings import Settings
-from tests.stack_fixtures import (
+from harness.stack_fixtures import (
     private_settings,
     removed_afterwards,
     stack_variables,
     temp_state_dir,
 )
+from infra import procs
+from infra.cli import main
+from infra.invocation import DEFAULT_PATH, pantheon
+from infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -53,6 +53,7 @@ from gateway.iam import store
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.kek import KekStore
 from gateway.iam.service import IamService
+from harness.stack_fixtures import private_settings, removed_afterwards
 from infra import cli, keystore
 from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster
@@ -60,10 +61,9 @@ from infra.postgres_server import Postgres, find_bindir
 from projections.iam import IamProjection
 from projections.projector import database_name
 from projections.runner import ProjectionRunner
-from streams.kafka_config import admin_config
-from streams.topics import ensure_topics
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from tests.iam_keys import iam_key, pinned_signer, pinned_signers
-from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
 

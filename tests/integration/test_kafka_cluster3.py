@@ -11,12 +11,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from harness.stack_fixtures import private_settings, removed_afterwards
 from infra.invocation import DEFAULT_PATH, script
 from infra.kafka_server import KafkaCluster
 from infra.stack import Stack
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings, removed_afterwards
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.stack_fixtures import private_settings, removed_afterwards, stack_variables
 from infra.cli import main
 from infra.invocation import DEFAULT_PATH
 from infra.settings import Settings
-from tests.stack_fixtures import private_settings, removed_afterwards, stack_variables
 
 pytestmark = pytest.mark.integration
 

@@ -15,18 +15,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness.stack_fixtures import (
+    command_lines_carrying,
+    private_settings,
+    removed_afterwards,
+    stack_secrets,
+)
 from infra import procs
 from infra.cli import main
 from infra.errors import PortTakenError
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from infra.stack import Stack
-from tests.stack_fixtures import (
-    command_lines_carrying,
-    private_settings,
-    removed_afterwards,
-    stack_secrets,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from ledger.merkle import root
 from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.votes import sign_vote
-from streams.audit import AuditReport, render
+from readers.audit import AuditReport, render
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 

@@ -3,7 +3,7 @@
 Every command must parse with the real argument parser of its module, every mounted path must
 exist (or be a declared volume, secret or config), ports must be unique and agree with the
 flags and with Prometheus' targets, the Kafka cluster must replicate 3 times with
-``min.insync.replicas=2``, and the topic script must create what ``streams/topics.py`` defines.
+``min.insync.replicas=2``, and the topic script must create what ``runtime/topics.py`` defines.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from gateway import server as gateway_server
 from gateway.auth.crypto import ENV_VAR as MASTER_KEY_ENV
 from infra.settings import KAFKA_VERSION
 from projections import projector
-from streams import audit, batcher, validator
-from streams.topics import L2_PARTITIONS, LEDGER_TOPICS, ledger_config
+from readers import audit, batcher
+from runtime.topics import L2_PARTITIONS, LEDGER_TOPICS, ledger_config
+from streams import validator
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "infra" / "compose"
@@ -33,12 +34,12 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "streams.validator": validator.build_parser,
     "projections.projector": projector.build_parser,
     "gateway.server": gateway_server.build_parser,
-    "streams.batcher": batcher.build_parser,
-    "streams.audit": audit.build_parser,
+    "readers.batcher": batcher.build_parser,
+    "readers.audit": audit.build_parser,
 }
 ROLES = {"streams.validator": "validator", "projections.projector": "projector",
-         "gateway.server": "gateway", "streams.batcher": "batcher",
-         "streams.audit": "auditor"}  # fmt: skip
+         "gateway.server": "gateway", "readers.batcher": "batcher",
+         "readers.audit": "auditor"}  # fmt: skip
 ENTRYPOINT_VARS = {"PGPASSWORD", MASTER_KEY_ENV}
 """Variables the image's entry point fills from ``<VAR>_FILE`` (the project reads them)."""
 

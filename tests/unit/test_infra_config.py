@@ -11,8 +11,8 @@ import pytest
 from infra import invocation, procs
 from infra.kafka_server import KafkaCluster
 from infra.settings import Settings, default_state_dir
-from streams.kafka_config import consumer_config, producer_config
-from streams.topics import LEDGER_TOPICS, ledger_config, topic_specs
+from runtime.kafka_config import consumer_config, producer_config
+from runtime.topics import LEDGER_TOPICS, ledger_config, topic_specs
 
 
 def _settings(tmp_path: Path, brokers: int) -> Settings:

@@ -20,7 +20,7 @@ from ledger.proofs import (
     verify_object_proof,
 )
 from ledger.votes import sign_vote
-from streams.object_verify import object_verify_main, verify_object
+from readers.object_verify import object_verify_main, verify_object
 from tests.unit.chain_helpers import CHAIN, Driver, consortium
 
 DATA = b"the quarterly report\n" * 100

@@ -1,6 +1,6 @@
 """``pantheon audit``: replay every ledger log into a fresh state and check everything.
 
-``python -m streams.audit --genesis G --bootstrap B [--prefix P] [--institution X --dsn DSN]
+``python -m readers.audit --genesis G --bootstrap B [--prefix P] [--institution X --dsn DSN]
 [--json PATH] [--at-height H] [--checkpoint SNAPSHOT] [--workers N]``
 
 Theory of operation
@@ -20,9 +20,9 @@ Theory of operation
 * With ``--institution`` (and ``--dsn`` reaching its PostgreSQL server), the institution's
   ``chain`` tables are read first, in one snapshot at projected height ``P``, and compared
   with the rows the projector's own row builder makes from the replay up to ``P``
-  (:mod:`streams.audit_projection`); Layer-2 leaves are checked when that store exists, and
+  (:mod:`readers.audit_projection`); Layer-2 leaves are checked when that store exists, and
   the stored objects' rows, grants and chunks against the IAM topic and the anchors
-  (:mod:`streams.audit_objects`, D23).
+  (:mod:`readers.audit_objects`, D23).
 * Output: a human report on stdout, a JSON report with ``--json PATH`` (``-`` for stdout), a
   progress bar on stderr when it is a terminal (``--progress`` forces it). Exit code 0 when
   clean, 1 on any discrepancy (a finding of severity ``error``), 2 when the audit could not
@@ -30,7 +30,7 @@ Theory of operation
 * ``--at-height H`` replays up to block ``H`` only and shows the state there (time travel):
   the header, the validator set, record counts per kind, and every record in the JSON.
 * ``--every SECONDS`` repeats the audit, and ``--metrics-port`` serves the audit's metrics
-  (:mod:`streams.audit_metrics`) for Prometheus.
+  (:mod:`readers.audit_metrics`) for Prometheus.
 """
 
 from __future__ import annotations
@@ -56,14 +56,15 @@ from ledger.audit import ERROR, INFO, WARNING, ChainAudit, Finding, show, state_
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.snapshot import decode_snapshot
-from streams import audit_metrics, logs
-from streams.cli_args import Defaults, Parser, apply_defaults, one_line
-from streams.kafka_config import consumer_config
-from streams.metrics_server import serve_metrics
+from readers import audit_metrics
+from runtime import logs
+from runtime.cli_args import Defaults, Parser, apply_defaults, one_line
+from runtime.kafka_config import consumer_config
+from runtime.metrics_server import serve_metrics
 from streams.signature_pipeline import SignaturePipeline, default_workers
 
 if TYPE_CHECKING:
-    from streams.audit_projection import ProjectionSnapshot
+    from readers.audit_projection import ProjectionSnapshot
 
 log = logging.getLogger("pantheon.audit")
 
@@ -307,7 +308,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
                     "gone (ledger topics keep data forever)", topic=topics[name],
                     offset=low))  # fmt: skip
         if snapshot is not None and config.institution is not None:
-            from streams import audit_projection as ap  # noqa: PLC0415
+            from readers import audit_projection as ap  # noqa: PLC0415
 
             expected = ap.ExpectedRows(genesis, audit.machine, snapshot.height)
             audit.on_block = expected
@@ -367,7 +368,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
     # 3. the projection, Layer 2 and stored objects
     if snapshot is not None and expected is not None and db_dsn is not None:
-        from streams import audit_projection as ap  # noqa: PLC0415
+        from readers import audit_projection as ap  # noqa: PLC0415
 
         assert config.institution is not None
         result = ap.compare(config.institution, snapshot, expected, block_messages)
@@ -401,10 +402,10 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
 
 def _start_iam(config: AuditConfig, pipeline: SignaturePipeline | None) -> Any:
-    """The IAM check (:mod:`streams.audit_iam`) of ``--institution``, its tables read now."""
+    """The IAM check (:mod:`readers.audit_iam`) of ``--institution``, its tables read now."""
     if config.institution is None:
         return None
-    from streams import audit_iam  # noqa: PLC0415 (only for this check)
+    from readers import audit_iam  # noqa: PLC0415 (only for this check)
 
     try:
         return audit_iam.start(
@@ -433,7 +434,7 @@ def _signature_pipeline(audit: ChainAudit, workers: int) -> SignaturePipeline | 
 
 def _read_projection(config: AuditConfig) -> tuple[str, ProjectionSnapshot]:
     """The institution's database and its projection, read in one snapshot."""
-    from streams import audit_projection as ap  # noqa: PLC0415 (only for this check)
+    from readers import audit_projection as ap  # noqa: PLC0415 (only for this check)
 
     db_dsn = _institution_dsn(config)
     try:
@@ -460,7 +461,7 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
     """Batches of ``institution`` against its Layer-2 leaves (other institutions keep theirs
     in their own databases); its anchors and stored objects: :func:`_check_objects`."""
     from ledger.audit import check_l2_batch  # noqa: PLC0415
-    from streams import audit_projection as ap  # noqa: PLC0415
+    from readers import audit_projection as ap  # noqa: PLC0415
 
     state = audit.machine.state
     leaves = ap.stored_leaves(dsn)
@@ -471,7 +472,7 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
             if key.startswith("batch/") and record["institution_id"] == institution:
                 for finding in check_l2_batch(record, leaves.get(record["batch_id"])):
                     audit.findings.add(finding)
-    # stored objects: streams.audit_objects, called from run_audit (it reads the IAM topic)
+    # stored objects: readers.audit_objects, called from run_audit (it reads the IAM topic)
 
 
 def _check_objects(
@@ -480,10 +481,10 @@ def _check_objects(
     config: AuditConfig,
     accepted: tuple[tuple[int, str, dict[str, Any]], ...],
 ) -> None:
-    """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23), from
+    """The stored objects' rows, grants and chunks (:mod:`readers.audit_objects`, D23), from
     the object events among the IAM topic's ``accepted`` events (D21), read once by the IAM
     check."""
-    from streams import audit_objects  # noqa: PLC0415
+    from readers import audit_objects  # noqa: PLC0415
 
     institution = config.institution
     assert institution is not None
@@ -702,7 +703,7 @@ def build_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
-    """Entry point of ``pantheon audit`` / ``python -m streams.audit``."""
+    """Entry point of ``pantheon audit`` / ``python -m readers.audit``."""
     args = build_parser(defaults).parse_args(argv)
     logs.configure(verbose=args.verbose)
     if args.at_height is not None and args.at_height < 0:

@@ -1,6 +1,6 @@
 """The Layer-2 batcher of one institution (``pantheon batcher``): device records to CommitBatch.
 
-``python -m streams.batcher --institution X --keystore K --genesis G --bootstrap B --dsn DSN``
+``python -m readers.batcher --institution X --keystore K --genesis G --bootstrap B --dsn DSN``
 
 Theory of operation
 -------------------
@@ -66,15 +66,15 @@ from ledger.merkle import root
 from ledger.results import ResultCode
 from projections import l2 as store
 from projections import read
+from runtime import logs
+from runtime.cli_args import Parser
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.metrics_server import serve_metrics
+from runtime.topics import DEFAULT_PREFIX, L2_PARTITIONS, ledger_config, wait_visible
 from schemas.codec import encode
-from streams import logs
-from streams.cli_args import Parser
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.metrics_server import serve_metrics
 from streams.receipts import ReceiptTimeout
 from streams.sdk import LedgerClient, SubmitError
 from streams.signature_pipeline import worker_pool
-from streams.topics import DEFAULT_PREFIX, L2_PARTITIONS, ledger_config, wait_visible
 
 log = logging.getLogger("pantheon.batcher")
 
@@ -736,7 +736,7 @@ def export_at_zero(institution: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m streams.batcher`` (wire as ``pantheon batcher``)."""
+    """Entry point of ``python -m readers.batcher`` (wire as ``pantheon batcher``)."""
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     try:

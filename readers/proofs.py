@@ -29,7 +29,7 @@ from ledger.merkle import inclusion_proof, root
 from ledger.proofs import RecordProof, verify_record_proof
 from projections import l2 as store
 from projections.read import accepted_tx, certified_block
-from streams.cli_args import (
+from runtime.cli_args import (
     EXIT_ERROR,
     EXIT_NO,
     EXIT_OK,

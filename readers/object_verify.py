@@ -39,7 +39,7 @@ from ledger.proofs import (
     verify_object_proof,
 )
 from projections.read import accepted_tx, certified_block
-from streams.cli_args import Defaults, Parser, apply_defaults
+from runtime.cli_args import Defaults, Parser, apply_defaults
 
 Conn = psycopg.Connection[Any]
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
