@@ -12,7 +12,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ledger.audit import ERROR, ChainAudit, Finding
+from ledger.audit import ChainAudit
+from ledger.audit_findings import ERROR, Finding
 from ledger.genesis import Genesis
 from readers.audit_config import AuditConfig, AuditError
 from readers.audit_report import AuditReport

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.audit import ERROR, INFO, WARNING, Finding, show
+from ledger.audit_findings import ERROR, INFO, WARNING, Finding, show
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ledger.audit import ChainAudit, show, state_summary
+from ledger.audit import ChainAudit
+from ledger.audit_findings import show
+from ledger.audit_stores import state_summary
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.snapshot import SnapshotMeta, decode_snapshot
@@ -191,7 +193,7 @@ def _institution_dsn(config: AuditConfig) -> str:
 def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
     """Batches of ``institution`` against its Layer-2 leaves (other institutions keep theirs
     in their own databases); its anchors and stored objects: :func:`_check_objects`."""
-    from ledger.audit import check_l2_batch  # noqa: PLC0415
+    from ledger.audit_stores import check_l2_batch  # noqa: PLC0415
     from readers import audit_projection as ap  # noqa: PLC0415
 
     state = audit.machine.state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ledger.audit import Finding
+from ledger.audit_findings import Finding
 from readers.audit_report import AuditReport, render
 
 
