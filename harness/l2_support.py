@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from harness.consortium import REPO, Consortium, new_key
 from infra.keystore import write_secret
@@ -388,3 +389,30 @@ class L2Stack:
         self._stop.set()
         self._projector.join(10)
         self.consortium.close()
+
+
+def advisory_offsets_match(stack: L2Stack, timeout: float = 30.0) -> bool:
+    """Whether the batcher group's Kafka offsets (advisory) equal the positions
+    stored in PostgreSQL for every partition, within ``timeout``."""
+    with stack.connect() as conn:
+        rows = conn.execute(
+            "SELECT consumer, topic, partition, next_offset FROM l2.positions"
+        ).fetchall()
+    stored = {(str(t), int(p)): int(o) for _, t, p, o in rows if int(o) > 0}
+    groups = {str(c) for c, _, _, _ in rows}
+    if len(groups) != 1 or not stored:
+        return False
+    (group,) = groups
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in stored])
+    deadline = time.monotonic() + timeout
+    while True:
+        result = admin.list_consumer_group_offsets([request])[group].result(10)
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0
+        }
+        if committed == stored:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)

@@ -125,7 +125,13 @@ def prepare(config: ProjectorConfig) -> tuple[ChainProjection, ProjectionRunner]
     dsn = ensure_database(config.dsn, config.database())
     migrate(dsn)
     projection = ChainProjection(genesis, config.prefix)
-    runner = ProjectionRunner(dsn, config.bootstrap, projection, batch_size=config.batch_size)
+    runner = ProjectionRunner(
+        dsn,
+        config.bootstrap,
+        projection,
+        batch_size=config.batch_size,
+        group=f"projection-{config.institution}-{projection.name}",
+    )
     return projection, runner
 
 

@@ -8,9 +8,10 @@ Theory of operation
   commit together or not at all, so a crash at any point (SIGKILL included) neither loses
   nor duplicates a message's effect.
 * Positions come from Postgres, never from Kafka's committed offsets: the consumer is
-  *assigned* its partitions at the stored offsets (a partition never seen starts at 0) and
-  nothing is ever committed to Kafka. Messages below a stored position (a redelivery after a
-  seek) are dropped before the projection sees them.
+  *assigned* its partitions at the stored offsets (a partition never seen starts at 0).
+  Messages below a stored position (a redelivery after a seek) are dropped before the
+  projection sees them. The stored positions are mirrored to Kafka as the runner's group
+  offsets every few seconds, for Kafka's own lag tools only: nothing reads them back.
 * One runner per projection and database at a time: the runner holds a session advisory
   lock on the projection's name for as long as its connection lives (a second runner waits),
   and each position update is conditional on the previous value (a stale writer fails and
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from projections.migrate import apply_migrations
 from runtime.heap import HeapSettler
@@ -66,6 +67,8 @@ log = logging.getLogger("pantheon.projections.runner")
 RUNNER_MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "runner"
 CHANNEL = "pantheon_positions"
 MAX_HOLD_SECONDS = 1.0
+#: How often the stored positions are mirrored as Kafka consumer-group offsets (advisory).
+ADVISE_SECONDS = 2.0
 _LOCK_SALT = "pantheon.projection:"
 # Every partition's position moves from the value this runner read to the new one, or the
 # count shows another writer; the notification goes out in the same round trip.
@@ -139,7 +142,13 @@ class ProjectionRunner:
     """Consumes a projection's topics and applies them exactly once (see module docstring)."""
 
     def __init__(
-        self, dsn: str, bootstrap: str, projection: Projection, *, batch_size: int = 1000
+        self,
+        dsn: str,
+        bootstrap: str,
+        projection: Projection,
+        *,
+        batch_size: int = 1000,
+        group: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -147,6 +156,9 @@ class ProjectionRunner:
         self.bootstrap = bootstrap
         self.projection = projection
         self.batch_size = batch_size
+        #: Kafka consumer group whose offsets mirror the stored positions (advisory only).
+        self.group = group or f"projection-{projection.name}"
+        self._advised_at = 0.0
         self._conn: psycopg.Connection[Any] | None = None
         self._consumer: Consumer | None = None
         self._positions: dict[tuple[str, int], int] = {}
@@ -185,9 +197,7 @@ class ProjectionRunner:
 
     def _kafka(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(
-                consumer_config(self.bootstrap, f"projection-{self.projection.name}")
-            )
+            self._consumer = Consumer(consumer_config(self.bootstrap, self.group))
         return self._consumer
 
     def _partitions(self) -> list[tuple[str, int]]:
@@ -235,6 +245,7 @@ class ProjectionRunner:
     def close(self) -> None:
         """Close the consumer and the connection (releases the runner lock)."""
         if self._consumer is not None:
+            self._advise(force=True)
             self._consumer.close()
             self._consumer = None
         if self._conn is not None:
@@ -291,8 +302,25 @@ class ProjectionRunner:
         self._positions.update(advanced)
         self.messages += applied
         self.batches += 1
+        self._advise()
         self._heap.settle()
         return applied
+
+    def _advise(self, *, force: bool = False) -> None:
+        """Mirror the stored positions as the group's Kafka offsets, at most every
+        ``ADVISE_SECONDS``, so that Kafka's own lag tools show progress. Advisory only: the
+        positions of truth stay in PostgreSQL and a failed commit changes nothing."""
+        now = time.monotonic()
+        if self._consumer is None or not self._positions:
+            return
+        if not force and now - self._advised_at < ADVISE_SECONDS:
+            return
+        self._advised_at = now
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.debug("advisory offsets not committed", extra={"error": str(exc)})
 
     def _hold(self, fresh: list[Message]) -> bool:
         """Keep ``fresh`` in memory instead of committing now (see :class:`Deferring`)?"""

@@ -7,7 +7,8 @@ Theory of operation
 * A consumer group (``pantheon-batcher-<institution>``) shares the partitions of
   ``<prefix>l2.records``; each process batches the partitions it is assigned. Kafka's group is
   used for assignment only: positions live in Postgres (``l2.positions``) and are loaded on
-  every assignment; nothing is ever committed to Kafka.
+  every assignment; each sealed position is also committed to Kafka as the group's offset,
+  for Kafka's own lag tools only (nothing reads it back).
 * Each message is parsed (:func:`ledger.l2.parse_l2`), its device looked up in the chain
   projection (``chain.keys``), its Ed25519 signature verified in parallel
   (:class:`Verifier`: a thread pool, since the verifier releases the GIL while verifying;

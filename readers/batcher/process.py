@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from ledger.errors import DecodeError
 from ledger.l2 import DeviceInfo, Parsed, Reason, admit, parse_l2
@@ -232,6 +232,7 @@ class Batcher:
             sequences=window.sequences,
             rejected=window.rejected,
         )
+        self._advise(window.partition, window.next)
         self._sequences.update(window.sequences)
         self.records += window.records
         RECORDS.labels(cfg.institution).inc(window.records)
@@ -244,6 +245,18 @@ class Batcher:
             BATCH_SIZE.labels(cfg.institution).set(batch.leaf_count)
         self._windows[window.partition] = window.following()
         self._sealed.set()
+
+    def _advise(self, partition: int, next_offset: int) -> None:
+        """Mirror a sealed position as the group's Kafka offset, for Kafka's lag tools only
+        (positions of truth stay in PostgreSQL; a failed commit changes nothing)."""
+        if self._consumer is None:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self.topic, partition, next_offset)], asynchronous=True
+            )
+        except KafkaException as exc:
+            log.debug("advisory offset not committed", extra={"error": str(exc)})
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

@@ -4,6 +4,7 @@ log through the core, bad input, rebuild, migrations, read-your-writes."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from harness.projections_support import (
     SimChain,
@@ -245,3 +248,38 @@ def test_transactions_without_a_block_are_held_not_committed(
     assert projection.height == height >= 1
     with psycopg.connect(runner.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM chain.transactions").fetchone() == (5,)
+
+
+def test_positions_are_mirrored_as_advisory_kafka_offsets(
+    sim: SimChain, postgres: Postgres
+) -> None:
+    """Kafka's own lag tools see the projector's progress: the stored positions are committed
+    as the group's offsets (advisory; nothing reads them back)."""
+    raws, service = governance_workload(sim)
+    sim.send(raws + [anchor(sim, service, f"k-{i}") for i in range(50)])
+    height = sim.finalize()
+    cfg = config(sim, postgres, f"t_{uuid.uuid4().hex[:10]}")
+    projection, runner = prepare(cfg)
+    assert runner.group == "projection-inst-1-chain"
+    admin = AdminClient({"bootstrap.servers": sim.bootstrap})
+    try:
+        drain(runner, projection, height)
+        positions = runner.positions()
+        assert positions[(sim.topic("blocks"), 0)] > 0
+        committed: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + 30
+        while committed != positions and time.monotonic() < deadline:
+            runner.step(0.2)
+            runner._advise(force=True)
+            request = ConsumerGroupTopicPartitions(
+                runner.group, [TopicPartition(t, p) for t, p in positions]
+            )
+            result = admin.list_consumer_group_offsets([request])[runner.group].result(10)
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in result.topic_partitions
+                if tp.offset >= 0
+            }
+        assert committed == positions
+    finally:
+        runner.close()
