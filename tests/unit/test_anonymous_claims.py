@@ -1,0 +1,38 @@
+"""Anonymous claims (public chain data, decisions D39) satisfy only ``chain:read``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from gateway.authn import anonymous, is_anonymous, require
+from gateway.errors import Forbidden, Unauthenticated
+from gateway.schema import required_permission
+
+
+def test_anonymous_claims_read_the_chain_and_nothing_else() -> None:
+    claims = anonymous("inst-1")
+    assert is_anonymous(claims) and is_anonymous(None)
+    require(claims, required_permission("query", "blocks"))
+    require(claims, required_permission("subscription", "newBlock"))
+    for operation, field in [
+        ("query", "me"),
+        ("mutation", "createUser"),
+        ("mutation", "submitTransaction"),
+        ("mutation", "castVote"),
+    ]:
+        with pytest.raises(Unauthenticated):
+            require(claims, required_permission(operation, field))
+    with pytest.raises(Unauthenticated):
+        require(claims, None)  # "any valid token": never an anonymous caller
+
+
+def test_no_claims_are_refused_and_real_ones_are_judged_by_permission() -> None:
+    with pytest.raises(Unauthenticated):
+        require(None, "chain:read")
+    real = replace(anonymous("inst-1"), sub="u-1", kid="k1", jti="j", exp=2**40)
+    assert not is_anonymous(real)
+    require(real, None)
+    with pytest.raises(Forbidden):
+        require(real, "admin")
