@@ -3,8 +3,8 @@
 // the gateway's graphql-transport-ws socket, and a `login` mutation run here becomes the token.
 "use strict";
 (() => {
-  const EXAMPLE = `# Chain data is public on this gateway unless it runs with --private-chain;
-# log in with the explorer (or run the login mutation here) for the rest.
+  const EXAMPLE = `# Chain data needs no token unless the gateway runs
+# with --private-chain; log in with the explorer for more.
 query Latest {
   summary { chainId height txCount recentTps }
   blocks(first: 5) {
