@@ -360,8 +360,30 @@
     render("Anchor " + a.dataId,
       details([["Data id", a.dataId], ["SHA-256", h("code", {}, a.sha256)], ["Metadata", a.metadata || "—"], ["Institution", a.institutionId],
         ["Anchored by", addrLink(a.anchoredBy)], ["Block", blockLink(a.height)]]),
-      h("p", {}, "The object and its proof to this block: ", h("a", { href: "/objects/" + encodeURIComponent(a.dataId) + "/proof", download: a.dataId + "-proof.json" }, "download the proof"),
-        " (the data access proxy answers only readers its policy allows)."));
+      h("h2", {}, "Proof"), proofPanel(a.dataId));
+  }
+
+  // The object's proof comes from the data access proxy, which answers only readers its
+  // policy allows: fetched with the login's token, offered as a file.
+  function proofPanel(dataId) {
+    const out = h("p", { id: "anchor-proof-result", "aria-live": "polite" });
+    const button = h("button", { type: "button" }, "Get the proof");
+    button.addEventListener("click", async () => {
+      out.replaceChildren("…");
+      const headers = Api.token() ? { Authorization: "Bearer " + Api.token() } : {};
+      try {
+        const r = await fetch("/objects/" + encodeURIComponent(dataId) + "/proof", { headers });
+        const body = await r.json().catch(() => ({}));
+        if (!r.ok) {
+          const why = body.errors && body.errors[0] ? body.errors[0].message : "HTTP " + r.status;
+          out.replaceChildren(h("span", { class: "error" }, "No proof: " + why + (r.status === 401 ? " (log in first)" : "")));
+          return;
+        }
+        out.replaceChildren("The proof from the object to this block; check it offline with ", h("code", {}, "pantheon verify"), ": ",
+          download(dataId + "-proof.json", JSON.stringify(body, null, 2)));
+      } catch (e) { out.replaceChildren(h("span", { class: "error" }, e.message)); }
+    });
+    return h("div", {}, h("p", {}, "The proof that the stored object hashes to this anchor in a final block; the data access proxy gives it to readers its policy allows. "), button, out);
   }
 
   async function batchesPage() {

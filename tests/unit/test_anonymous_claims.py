@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from gateway import server
 from gateway.authn import anonymous, is_anonymous, require
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.schema import required_permission
@@ -36,3 +37,18 @@ def test_no_claims_are_refused_and_real_ones_are_judged_by_permission() -> None:
     require(real, None)
     with pytest.raises(Forbidden):
         require(real, "admin")
+
+
+REQUIRED = ["--institution", "inst-1", "--dsn", "postgresql:///x", "--bootstrap", "k:9092"]
+
+
+def test_pantheon_gateway_serves_public_chain_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(server.PRIVATE_CHAIN_ENV, raising=False)
+    assert not server.build_parser().parse_args(REQUIRED).private_chain
+    assert server.build_parser().parse_args([*REQUIRED, "--private-chain"]).private_chain
+    monkeypatch.setenv(server.PRIVATE_CHAIN_ENV, "1")
+    assert server.build_parser().parse_args(REQUIRED).private_chain
+    monkeypatch.setenv(server.PRIVATE_CHAIN_ENV, "0")
+    assert not server.build_parser().parse_args(REQUIRED).private_chain
