@@ -178,11 +178,16 @@
       { a: from ? cursor("t", from[0], from[1]) : null, n: PAGE });
     const rows = d.transactions.edges.map((e) => e.node);
     const last = rows[rows.length - 1];
+    const here = from ? "#/txs/" + from.join("/") : "#/txs";
     const older = d.transactions.pageInfo.hasNextPage && last ? "#/txs/" + last.height + "/" + last.position : null;
-    render("Transactions" + (rows.length ? ` in blocks #${rows[0].height} – #${last.height}` : ""), pager("Transaction pages", "#/txs", null, older),
+    // the API pages only towards older entries: "Newer" is the page this one was reached from
+    const back = JSON.parse(sessionStorage.getItem("pantheon.txpages") || "{}");
+    if (older) { back[older] = here; sessionStorage.setItem("pantheon.txpages", JSON.stringify(back)); }
+    const newer = from ? back[here] || null : null;
+    render("Transactions" + (rows.length ? ` in blocks #${rows[0].height} – #${last.height}` : ""), pager("Transaction pages", "#/txs", newer, older),
       table("Transactions", ["Transaction", "Block", "Position", "Sender", "Operation", "Result"],
         rows.map((t) => { const r = txRow(t); r.splice(2, 0, t.position); return r; }), "transactions"),
-      pager("Transaction pages", "#/txs", null, older));
+      pager("Transaction pages", "#/txs", newer, older));
   }
 
   // ---- quorum certificate, verified here (WebCrypto Ed25519) ----------------------------
