@@ -10,7 +10,11 @@ ceiling ``verify rate x cores / validators`` (every validator verifies every sig
 verify rate is measured before and after each case and the best is used), and the CPU
 seconds each kind of process used during the burst.
 
-    python -m bench.consensus [--txs 20000]
+With ``--operators 1,2`` every consortium size runs once per operator count (each operator
+its own validator process, D38) and the ratio of each throughput to the one-operator figure
+is printed.
+
+    python -m bench.consensus [--txs 20000] [--institutions 1,4] [--operators 1,2]
 """
 
 from __future__ import annotations
@@ -31,15 +35,16 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from infra.procs import descendants, read_pid
+from infra.settings import Settings
 from ledger.keys import TX_DOMAIN, KeyPair, verify
 from ledger.tx import parse_tx, sign_tx
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import decode
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings
 
 
 def verify_rate(seconds: float = 1.0) -> float:
@@ -106,12 +111,20 @@ def spawn_validators(
     *,
     verify_workers: int = 0,
     niceness: int = 0,
+    operators: int = 1,
+    standby_niceness: int = 0,
 ) -> list[subprocess.Popen[bytes]]:
-    """One validator process per institution, quiet (each with ``verify_workers``)."""
+    """``operators`` validator processes per institution, quiet (each with
+    ``verify_workers``); standbys (operators not ranked first, D38) get ``standby_niceness``
+    more."""
     return [
         subprocess.Popen(
             [
-                *(["nice", "-n", str(niceness)] if niceness else []),
+                *(
+                    ["nice", "-n", str(nice)]
+                    if (nice := niceness + (standby_niceness if rank(net, n, k) else 0))
+                    else []
+                ),
                 sys.executable,
                 "-m",
                 "streams.validator",
@@ -121,12 +134,14 @@ def spawn_validators(
                 str(net / "keys" / f"{n}.json"),
                 "--institution",
                 n,
+                "--operator",
+                str(k),
                 "--bootstrap",
                 bootstrap,
                 "--prefix",
                 prefix,
                 "--state-dir",
-                str(work / prefix / n),
+                str(work / prefix / f"{n}-{k}"),
                 "--verify-workers",
                 str(verify_workers),
             ],
@@ -134,7 +149,15 @@ def spawn_validators(
             stderr=subprocess.DEVNULL,
         )
         for n in names
+        for k in range(operators)
     ]
+
+
+def rank(net: Path, institution: str, operator: int) -> int:
+    """The rank of ``institution``'s operator number ``operator`` (its key id's position)."""
+    doc = json.loads((net / "keys" / f"{institution}.json").read_text())
+    ids = [op["key_id"] for op in doc["operators"]]
+    return sorted(ids).index(ids[operator])
 
 
 def presigned(
@@ -189,15 +212,48 @@ def sent_at(ids: list[bytes], sent: dict[bytes, float]) -> Callable[[int], None]
     return record
 
 
+def wait_ready(state_root: Path, count: int, timeout: float = 120.0) -> None:
+    """Wait until ``count`` validators under ``state_root`` wrote their first status (their
+    consumers are assigned), then a little more."""
+    deadline = time.monotonic() + timeout
+    while len(list(state_root.glob("*/status.json"))) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+
+
 def run_case(
-    bootstrap: str, work: Path, institutions: int, txs: int, *, brokers: list[int], workers: int
+    bootstrap: str,
+    work: Path,
+    institutions: int,
+    txs: int,
+    *,
+    brokers: list[int],
+    workers: int,
+    operators: int = 1,
+    standby_niceness: int = 0,
 ) -> dict[str, float]:
     names = [f"inst-{i + 1}" for i in range(institutions)]
-    prefix = f"bench{institutions}-{time.time_ns()}."
+    prefix = f"bench{institutions}x{operators}-{time.time_ns()}."
     net = work / f"net-{prefix}"
-    create_genesis(net, "bench", names, block_interval_ms=100, max_block_txs=500)
+    create_genesis(
+        net,
+        "bench",
+        names,
+        operators_per_institution=operators,
+        block_interval_ms=100,
+        max_block_txs=500,
+    )
     ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix)
-    procs = spawn_validators(bootstrap, work, net, prefix, names, verify_workers=workers)
+    procs = spawn_validators(
+        bootstrap,
+        work,
+        net,
+        prefix,
+        names,
+        verify_workers=workers,
+        operators=operators,
+        standby_niceness=standby_niceness,
+    )
     try:
         burst_n, paced_n = txs, txs // 4
         keys, signed, ids = presigned(net, names, burst_n + paced_n)
@@ -212,7 +268,7 @@ def run_case(
                                                           for i in range(lo, hi)):  # fmt: skip
                 time.sleep(0.1)
 
-        time.sleep(2)  # validators up
+        wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
         pids = [p.pid for p in procs]
         cpu_before = cpu_snapshot(pids, brokers)
         began = time.monotonic()
@@ -256,11 +312,23 @@ def main() -> None:
         "--institutions", default="1,4", help="comma-separated consortium sizes to run"
     )
     parser.add_argument(
+        "--operators",
+        default="1",
+        help="comma-separated operators per institution to run (validator processes each)",
+    )
+    parser.add_argument(
+        "--standby-nice",
+        type=int,
+        default=0,
+        help="run standby operators (not ranked first) at this niceness: on one shared host "
+        "they then use spare CPU and vote late, as if each operator had a host (default 0)",
+    )
+    parser.add_argument(
         "--verify-workers",
         type=int,
         default=None,
         help="signature workers per validator (default: the cores each validator has to "
-        "itself, cores // institutions, when that is at least 2; else 0)",
+        "itself, cores // validators, when that is at least 2; else 0)",
     )
     parser.add_argument(
         "--warmup",
@@ -275,49 +343,81 @@ def main() -> None:
     cluster.start()
     try:
         brokers = [pid for node in cluster.nodes if (pid := read_pid(node.pid_file)) is not None]
-        cores = os.cpu_count() or 1
         # This machine's speed drifts (shared host): the verify rate is measured before and
         # after every case, and the ceiling uses the best figure, so the ratio errs low.
         if args.warmup > 0:
             run_case(settings.bootstrap_servers, settings.state_dir, 1, args.warmup,
                      brokers=brokers, workers=0)  # fmt: skip
         rates = [verify_rate(2.0)]
+        per_inst = [int(x) for x in args.operators.split(",")]
         for n in [int(x) for x in args.institutions.split(",")]:
-            workers = args.verify_workers
-            if workers is None:
-                workers = cores // n if cores // n >= 2 else 0
-            r = run_case(
-                settings.bootstrap_servers,
-                settings.state_dir,
-                n,
-                args.txs,
-                brokers=brokers,
-                workers=workers,
-            )
-            rates.append(verify_rate(2.0))
-            rate = max(rates[-2:])
-            ceiling = rate * cores / n
-            print(
-                f"{n} institution(s): finalized {r['throughput']:9,.0f} tx/s "
-                f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f} = "
-                f"{rate:,.0f} verifies/s x {cores} cores / {n}; verify rate before and after "
-                f"{rates[-2]:,.0f} / {rates[-1]:,.0f}; {workers} signature worker(s) per "
-                "validator)"
-            )
-            print(
-                f"  latency at {r['paced_rate']:,.0f} tx/s p50 {r['p50'] * 1000:.0f} ms, "
-                f"p99 {r['p99'] * 1000:.0f} ms"
-            )
-            verify_cpu = n * args.txs / rate
-            print(
-                f"  CPU during the burst ({r['wall']:.1f} s wall, {cores * r['wall']:.1f} core-s): "
-                f"validators {r['cpu validators']:.1f} s (of which Ed25519 verify ~{verify_cpu:.1f}"
-                f" s), broker {r['cpu broker']:.1f} s, load generator "
-                f"{r['cpu load generator']:.1f} s"
-            )
+            by_ops: dict[int, float] = {}
+            for ops in per_inst:
+                by_ops[ops] = report_case(args, settings, brokers, rates, n=n, ops=ops)
+            if len(by_ops) > 1:
+                base = by_ops[per_inst[0]]
+                print(
+                    f"{n} institution(s), throughput by operators per institution: "
+                    + ", ".join(
+                        f"{ops}: {tput:,.0f} tx/s ({100 * tput / base:.0f}% of {per_inst[0]})"
+                        for ops, tput in by_ops.items()
+                    )
+                )
     finally:
         cluster.stop()
         shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def report_case(
+    args: argparse.Namespace,
+    settings: Settings,
+    brokers: list[int],
+    rates: list[float],
+    *,
+    n: int,
+    ops: int,
+) -> float:
+    """Run ``n`` institutions with ``ops`` operators each, print its figures, return its
+    throughput."""
+    cores = os.cpu_count() or 1
+    validators = n * ops
+    workers = args.verify_workers
+    if workers is None:
+        workers = cores // validators if cores // validators >= 2 else 0
+    r = run_case(
+        settings.bootstrap_servers,
+        settings.state_dir,
+        n,
+        args.txs,
+        brokers=brokers,
+        workers=workers,
+        operators=ops,
+        standby_niceness=args.standby_nice,
+    )
+    rates.append(verify_rate(2.0))
+    rate = max(rates[-2:])
+    ceiling = rate * cores / validators
+    print(
+        f"{n} institution(s) x {ops} operator(s)"
+        f"{f' (standbys at nice {args.standby_nice})' if ops > 1 and args.standby_nice else ''}: "
+        f"finalized {r['throughput']:9,.0f} tx/s "
+        f"({100 * r['throughput'] / ceiling:.0f}% of ceiling {ceiling:,.0f} = "
+        f"{rate:,.0f} verifies/s x {cores} cores / {validators} validators; verify rate "
+        f"before and after {rates[-2]:,.0f} / {rates[-1]:,.0f}; {workers} signature "
+        "worker(s) per validator)"
+    )
+    print(
+        f"  latency at {r['paced_rate']:,.0f} tx/s p50 {r['p50'] * 1000:.0f} ms, "
+        f"p99 {r['p99'] * 1000:.0f} ms"
+    )
+    verify_cpu = validators * args.txs / rate
+    print(
+        f"  CPU during the burst ({r['wall']:.1f} s wall, {cores * r['wall']:.1f} core-s): "
+        f"validators {r['cpu validators']:.1f} s (of which Ed25519 verify ~{verify_cpu:.1f}"
+        f" s), broker {r['cpu broker']:.1f} s, load generator "
+        f"{r['cpu load generator']:.1f} s"
+    )
+    return r["throughput"]
 
 
 if __name__ == "__main__":

@@ -1,14 +1,23 @@
-"""Gateway throughput: the explorer's latest-blocks page query with a valid JWT.
+"""Gateway throughput: the explorer's queries with a valid JWT, one query or a varied mix.
 
 Starts a private Kafka and PostgreSQL, fills an institution database through the real
 pipeline (SimChain finalizes, the chain projection writes), then runs the gateway under
 uvicorn in its own process (real ``TokenVerifier`` over the JWKS of the key that signed the
 token) and hammers ``POST /graphql`` from this process with ``--connections`` keep-alive
 HTTP/1.1 connections (a small asyncio client, so the client is not the bottleneck).
-Prints requests/s and p50/p99 latency; with ``--live`` a new block is finalized every
-``--live`` seconds during the run (each new height invalidates the response cache).
+Prints requests/s, p50/p99 latency and the gateway process's CPU time per request; with
+``--live`` a new block is finalized every ``--live`` seconds during the run (each new height
+invalidates the response cache).
 
-    python -m bench.gateway [--seconds 10] [--connections 32] [--live 1.0] [--no-cache]
+``--mode dashboard`` (default) repeats the explorer's dashboard query; ``--mode mix`` cycles
+through the explorer's pages with varied arguments: the dashboard, a block by random height,
+a transaction by random id, an address page, an institution's device records (mix: a new
+block every 0.5 s unless ``--live`` says otherwise). ``--profile FILE`` samples the gateway
+with py-spy (``pip install py-spy``) during the measured run, writes its collapsed stacks to
+FILE and prints where the CPU went.
+
+    python -m bench.gateway [--mode dashboard|mix] [--seconds 10] [--connections 32]
+                            [--live 1.0] [--no-cache] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -25,17 +34,75 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.consensus import cpu_seconds
+from harness.gateway_support import AUDIENCE, INSTITUTION, ISSUER, ChainFixture
+from harness.projections_support import anchor
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
-from tests.integration.test_gateway_support import AUDIENCE, INSTITUTION, ISSUER, ChainFixture
-from tests.integration.test_projections_support import anchor
-from tests.stack_fixtures import private_settings
 
+TX_FIELDS = "txId height position result sender operation"
 QUERY = """query Dashboard {
   summary { chainId height txCount okCount institutionCount recentTps }
   blocks(first: 15) { edges { node { height hash txCount okCount timestamp } } }
   transactions(first: 15) { edges { node { txId height position result sender operation } } }
 }"""
+# The explorer's other pages (gateway/static/explorer.js), with their variables.
+BLOCK = (
+    "query($h: Int, $x: String) { block(height: $h, hash: $x) { height hash prevHash "
+    "stateRoot txRoot validatorSetHash timestamp txCount okCount firstOffset lastOffset "
+    "certificate { votes { institutionId operatorKeyId signature } } "
+    f"transactions(first: 100) {{ edges {{ node {{ {TX_FIELDS} nonce }} }} "
+    "pageInfo { hasNextPage } } } }"
+)
+TX = (
+    "query($i: String!) { transaction(id: $i) { txId height position offset result sender "
+    "nonce operation receipt { code blockHash } senderIdentity { role institutionId label } } }"
+)
+ADDRESS = (
+    "query($k: String!) { identity(keyId: $k) { keyId publicKey role institutionId label "
+    f"active nextNonce assets transactions(first: 50) {{ edges {{ node {{ {TX_FIELDS} }} }} }} }} "
+    f"transactions(first: 50, sender: $k) {{ edges {{ node {{ {TX_FIELDS} }} }} }} }}"
+)
+DEVICES = (
+    "query($i: String!) { devices(institution: $i, first: 20) { keyId label active "
+    "nextNonce institutionId } }"
+)
+
+
+def mix_bodies(dsn: str, height: int, count: int = 400, seed: int = 7) -> list[bytes]:
+    """Request bodies of the explorer's pages with arguments drawn from the database."""
+    import random  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    rnd = random.Random(seed)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tx_ids = [
+            bytes(r[0]).hex()
+            for r in conn.execute(
+                "SELECT tx_id FROM chain.transactions ORDER BY random() LIMIT 500"
+            ).fetchall()
+        ]
+        keys = [bytes(r[0]).hex() for r in conn.execute("SELECT key_id FROM chain.keys").fetchall()]
+        institutions = [
+            r[0] for r in conn.execute("SELECT institution_id FROM chain.institutions").fetchall()
+        ]
+    bodies = []
+    for i in range(count):
+        page = i % 5
+        if page == 0:
+            payload: dict[str, Any] = {"query": QUERY}
+        elif page == 1:
+            payload = {"query": BLOCK, "variables": {"h": rnd.randint(1, height)}}
+        elif page == 2:
+            payload = {"query": TX, "variables": {"i": rnd.choice(tx_ids)}}
+        elif page == 3:
+            payload = {"query": ADDRESS, "variables": {"k": rnd.choice(keys)}}
+        else:
+            payload = {"query": DEVICES, "variables": {"i": rnd.choice(institutions)}}
+        bodies.append(json.dumps(payload).encode())
+    return bodies
 
 
 def serve(argv: list[str]) -> None:
@@ -74,13 +141,21 @@ def serve(argv: list[str]) -> None:
 
 
 async def _one_connection(
-    port: int, request: bytes, stop_at: float, lat: list[float], errors: list[str]
+    port: int,
+    requests: list[bytes],
+    start: int,
+    *,
+    stop_at: float,
+    lat: list[float],
+    errors: list[str],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = start
     try:
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            writer.write(request)
+            writer.write(requests[i % len(requests)])
+            i += 1
             head = await reader.readuntil(b"\r\n\r\n")
             status = head[9:12]
             length = 0
@@ -96,21 +171,82 @@ async def _one_connection(
 
 
 async def hammer(
-    port: int, token: str, seconds: float, connections: int
+    port: int, token: str, seconds: float, connections: int, bodies: list[bytes]
 ) -> tuple[list[float], list[str]]:
-    body = json.dumps({"query": QUERY}).encode()
-    request = (
-        f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    requests = [
+        (
+            f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for body in bodies
+    ]
     lat: list[float] = []
     errors: list[str] = []
     stop_at = time.perf_counter() + seconds
+    step = max(1, len(requests) // max(connections, 1))
     await asyncio.gather(
-        *(_one_connection(port, request, stop_at, lat, errors) for _ in range(connections))
+        *(
+            _one_connection(port, requests, c * step, stop_at=stop_at, lat=lat, errors=errors)
+            for c in range(connections)
+        )
     )
     return lat, errors
+
+
+BUCKETS = (
+    ("JSON encode/decode", ("json/", "orjson", "encode (gateway/engine")),
+    ("parse + validate + limits", ("graphql/language", "graphql/validation", "gateway/limits")),
+    ("SQL (psycopg, pool)", ("psycopg",)),
+    (
+        "resolvers (gateway code)",
+        (
+            "gateway/schema",
+            "gateway/types",
+            "gateway/queries",
+            "projections/read",
+            "gateway/compiled",
+        ),
+    ),
+    ("graphql execution machinery", ("graphql/execution", "graphql/type", "graphene/")),
+    ("auth (JWT)", ("gateway/auth", "gateway/authn", "jwt/", "cryptography")),
+    (
+        "HTTP server (uvicorn, starlette, asyncio)",
+        ("uvicorn", "starlette", "asyncio", "anyio", "httptools", "uvloop"),
+    ),
+)
+
+
+def profile_summary(collapsed: Path, top: int = 12) -> None:
+    """Where the sampled CPU went: by bucket (innermost matching frame) and by function."""
+    buckets: dict[str, int] = {}
+    functions: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        functions[frames[-1]] = functions.get(frames[-1], 0) + count
+        label = "other"
+        for frame in reversed(frames):
+            hit = next((b for b, keys in BUCKETS if any(k in frame for k in keys)), None)
+            if hit is not None:
+                label = hit
+                break
+        buckets[label] = buckets.get(label, 0) + count
+    if not total:
+        print("  profile: no samples")
+        return
+    print(f"  profile ({total} samples of the gateway process, innermost known frame):")
+    for label, count in sorted(buckets.items(), key=lambda kv: -kv[1]):
+        print(f"    {100 * count / total:5.1f}%  {label}")
+    print("  top functions (self time):")
+    for name, count in sorted(functions.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * count / total:5.1f}%  {name[:110]}")
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -137,7 +273,10 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     parser.add_argument("--blocks-of", type=int, default=2000, help="anchors to project first")
     parser.add_argument("--live", type=float, default=0.0, help="a new block every N s (0: off)")
     parser.add_argument("--no-cache", action="store_true", help="disable the response cache")
+    parser.add_argument("--mode", choices=("dashboard", "mix"), default="dashboard")
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
     args = parser.parse_args()
+    live = args.live if args.live > 0 or args.mode == "dashboard" else 0.5
     settings = private_settings()
     kafka, postgres = KafkaCluster(settings), Postgres(settings)
     work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
@@ -153,6 +292,10 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
         token = chain.tokens.token(("chain:read",))
         jwks_file = work / "jwks.json"
         jwks_file.write_text(json.dumps(chain.tokens.ring.jwks()))
+        if args.mode == "mix":
+            bodies = mix_bodies(chain.dsn, chain.height)
+        else:
+            bodies = [json.dumps({"query": QUERY}).encode()]
         import socket  # noqa: PLC0415
 
         with socket.socket() as s:
@@ -174,29 +317,59 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             cmd.append("--no-cache")
         proc = subprocess.Popen(cmd)
         _wait_ready(port, proc)
-        if args.live > 0:
-            chain.start_live(args.live)
-        asyncio.run(hammer(port, token, 2.0, args.connections))  # warm up
-        lat, errors = asyncio.run(hammer(port, token, args.seconds, args.connections))
+        if live > 0:
+            chain.start_live(live)
+        asyncio.run(hammer(port, token, 2.0, args.connections, bodies))  # warm up
+        spy = None
+        if args.profile is not None:
+            spy = subprocess.Popen(
+                [
+                    shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(args.profile),
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--rate",
+                    "200",
+                    "--gil",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        cpu_before = cpu_seconds(proc.pid)
+        lat, errors = asyncio.run(hammer(port, token, args.seconds, args.connections, bodies))
+        cpu = cpu_seconds(proc.pid) - cpu_before
         lat.sort()
         n = len(lat)
 
         def p(q: float) -> float:
             return lat[min(n - 1, int(q * n))] * 1000
 
+        what = (
+            "explorer dashboard (summary + 15 latest blocks + 15 latest transactions)"
+            if args.mode == "dashboard"
+            else "explorer mix (dashboard, block by height, transaction, address, devices)"
+        )
         print(
-            f"gateway bench: {chain.height} blocks projected, query = explorer dashboard "
-            f"(summary + 15 latest blocks + 15 latest transactions), valid JWT, "
+            f"gateway bench: {chain.height} blocks projected, query = {what}, valid JWT, "
             f"{args.connections} keep-alive connections, {args.seconds:g}s, "
             f"cache {'off' if args.no_cache else 'on'}, "
-            + (f"a new block every {args.live:g}s" if args.live else "no new blocks")
+            + (f"a new block every {live:g}s" if live else "no new blocks")
         )
         print(f"  requests/s {n / args.seconds:8.0f}   (target >= 1500)")
         print(
             f"  latency ms p50 {p(0.50):6.2f}  p99 {p(0.99):6.2f}  max {lat[-1] * 1000:6.2f}"
             f"   (target p99 <= 50)  mean {statistics.fmean(lat) * 1000:.2f}"
         )
+        print(f"  gateway CPU ms/request {1000 * cpu / max(n, 1):6.3f}")
         print(f"  errors     {len(errors)}" + (f"  first: {errors[0]}" if errors else ""))
+        if spy is not None and args.profile is not None:
+            spy.wait(30)
+            profile_summary(args.profile)
     finally:
         if proc is not None:
             proc.terminate()

@@ -28,12 +28,15 @@ closed), a refused query (syntax, validation, limits, bad input) 400 -- each wit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,7 @@ from gateway.authn import (
 )
 from gateway.context import Services
 from gateway.deadlines import DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_TIMEOUT_S, BodyDeadline
-from gateway.engine import Engine
+from gateway.engine import Engine, encode
 from gateway.errors import (
     BadInput,
     BodyTooLarge,
@@ -92,6 +95,9 @@ class GatewayConfig:
     #: chain queries and subscriptions without a token (decisions D39); IAM, ``me`` and the
     #: data proxy stay private either way
     public_chain: bool = False
+    #: threads executing queries at once (more than the database pool's size does not help:
+    #: they only queue for a connection while contending for the GIL)
+    execution_threads: int = 8
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,10 +113,14 @@ class Gateway:
     jwks: Callable[[], dict[str, Any]] | None
     governance: Governance | None = None  # the root value of mutations
     objects: DataProxy | None = None  # the data access proxy
+    #: the threads that execute queries (a plain executor: cheaper to hand work to than
+    #: anyio's worker threads, and bounded so threads do not queue for connections);
+    #: mutations (logins hash passwords) keep Starlette's thread pool
+    executor: ThreadPoolExecutor = field(default_factory=ThreadPoolExecutor)
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, media_type=JSON_TYPE)
+    return Response(encode(body), status, media_type=JSON_TYPE)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -131,6 +141,7 @@ class GraphQLEndpoint:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.executor = gw.executor
 
     async def claims(self, request: Request) -> Claims | None:
         token = bearer_token(request.headers.get("authorization"))
@@ -173,8 +184,13 @@ class GraphQLEndpoint:
             else:
                 source = request.client.host if request.client else ""
                 root = self.gw.governance if prepared.kind == "mutation" else None
-                result = await run_in_threadpool(self.gw.engine.run, prepared, claims, source, root)
-                raw = json.dumps(result, separators=(",", ":")).encode()
+                run = partial(self.gw.engine.run, prepared, claims, source, root)
+                if prepared.kind == "query":
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self.executor, run)
+                else:
+                    result = await run_in_threadpool(run)
+                raw = encode(result)
                 if "errors" not in result:
                     self.gw.engine.remember(prepared, version, raw)
                 outcome = "error" if "errors" in result else "ok"
@@ -216,6 +232,7 @@ def create_app(
         jwks=jwks or (services.accounts.jwks if services.accounts is not None else None),
         governance=governance,
         objects=objects,
+        executor=ThreadPoolExecutor(config.execution_threads, thread_name_prefix="graphql"),
     )
     static = config.static_dir
 

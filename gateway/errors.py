@@ -126,6 +126,13 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
         error = GraphQLError(
             original.message, path=error.path, nodes=error.nodes, extensions=original.extensions()
         )
+    elif isinstance(original, GraphQLError):  # e.g. a variable of the wrong type
+        error = GraphQLError(
+            original.message,
+            path=error.path,
+            nodes=error.nodes,
+            extensions={"code": BadInput.code, **(original.extensions or {})},
+        )
     elif original is not None:
         replaced = internal_error(original)
         error = GraphQLError(

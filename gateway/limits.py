@@ -11,8 +11,9 @@ Theory of operation
     the page sizes of the list fields above it. A field with ``first``/``last``/``limit``
     multiplies by that value (or the argument's default); a plain list field multiplies by
     ``default_list_size``; the ``edges`` list of a connection is already counted by its page;
-  - **page size**: every ``first``/``last``/``limit`` (literal or variable) is at most
-    ``max_page_size``;
+  - **page size**: every ``first``/``last``/``limit`` is at most ``max_page_size``, whether
+    it is a literal, a variable's value (an integral float such as ``1e9`` counts: GraphQL
+    coerces it to an Int) or a variable's default;
   - **aliases**: at most ``max_aliases`` in the document.
 * Introspection fields (``__schema``, ``__type``, ``__typename``) are bounded by the schema
   and exempt from depth and cost, so GraphiQL-style playgrounds work. The walk stops at the
@@ -22,7 +23,8 @@ Theory of operation
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,7 @@ class _Walk:
     schema: GraphQLSchema
     variables: Mapping[str, Any]
     fragments: dict[str, FragmentDefinitionNode]
+    defaults: dict[str, Any] = field(default_factory=dict)
     cost: int = 0
     depth: int = 0
     nodes: int = 0
@@ -98,9 +101,8 @@ def parse_query(text: str, limits: Limits) -> DocumentNode:
         raise ParseFailed(f"syntax error: {exc.message}") from None
 
 
-def count_aliases(document: DocumentNode) -> int:
-    """Aliased fields anywhere in the document."""
-    total = 0
+def fields_of(document: DocumentNode) -> Iterator[FieldNode]:
+    """Every field node anywhere in the document (operations and fragments)."""
     stack: list[SelectionSetNode] = []
     for definition in document.definitions:
         selection_set = getattr(definition, "selection_set", None)
@@ -108,12 +110,31 @@ def count_aliases(document: DocumentNode) -> int:
             stack.append(selection_set)
     while stack:
         for sel in stack.pop().selections:
-            if isinstance(sel, FieldNode) and sel.alias is not None:
-                total += 1
+            if isinstance(sel, FieldNode):
+                yield sel
             sub = getattr(sel, "selection_set", None)
             if sub is not None:
                 stack.append(sub)
-    return total
+
+
+def count_aliases(document: DocumentNode) -> int:
+    """Aliased fields anywhere in the document."""
+    return sum(1 for node in fields_of(document) if node.alias is not None)
+
+
+def page_variables(document: DocumentNode) -> tuple[str, ...]:
+    """Names of the variables given to a page-size argument anywhere in the document: with
+    the text, their values are all the limits' verdict depends on."""
+    return tuple(
+        sorted(
+            {
+                arg.value.name.value
+                for node in fields_of(document)
+                for arg in node.arguments
+                if arg.name.value in PAGE_ARGS and isinstance(arg.value, VariableNode)
+            }
+        )
+    )
 
 
 def check_document(
@@ -137,7 +158,12 @@ def check_document(
     root = schema.get_root_type(operation.operation)
     if root is None:
         return 0
-    walk = _Walk(limits, schema, variables, fragments)
+    defaults = {
+        d.variable.name.value: int(d.default_value.value)
+        for d in operation.variable_definitions or ()
+        if isinstance(d.default_value, IntValueNode)
+    }
+    walk = _Walk(limits, schema, variables, fragments, defaults)
     _selections(walk, operation.selection_set, root, 0, 1)
     return walk.cost
 
@@ -151,7 +177,11 @@ def _page_size(walk: _Walk, node: FieldNode, definition: Any) -> int | None:
         if isinstance(arg.value, IntValueNode):
             value = int(arg.value.value)
         elif isinstance(arg.value, VariableNode):
-            value = walk.variables.get(arg.value.name.value)
+            variable = arg.value.name.value
+            value = walk.variables.get(variable, walk.defaults.get(variable))
+        if isinstance(value, float):
+            # GraphQL coerces an integral float to an Int; check what would run
+            value = int(value) if math.isfinite(value) else walk.limits.max_page_size + 1
         if isinstance(value, int) and not isinstance(value, bool):
             if value > walk.limits.max_page_size:
                 raise PageTooLarge(

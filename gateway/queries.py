@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from projections.read import Conn, Key, Transaction
+from projections.read import ChainSummary, Conn, Key, Transaction
 
 _KEY = "SELECT key_id, public_key, role, institution_id, label, active, next_nonce FROM chain.keys "
 _TX = (
@@ -49,34 +49,120 @@ def _b(value: Any) -> Any:
 
 def key_by_id(conn: Conn, key_id: bytes) -> Key | None:
     """The identity (any role) with this key id."""
-    row = conn.execute((_KEY + "WHERE key_id = %s").encode(), (key_id,)).fetchone()
-    if row is None:
-        return None
-    k, pub, role, inst, label, active, nonce = row
-    return Key(
-        key_id=_b(k),
-        public_key=_b(pub),
-        role=role,
-        institution_id=inst,
-        label=label,
-        active=active,
-        next_nonce=nonce,
-    )
+    return keys_by_ids(conn, [key_id]).get(key_id)
+
+
+def keys_by_ids(conn: Conn, key_ids: list[bytes]) -> dict[bytes, Key]:
+    """The identities with these key ids (absent ones are missing), in one statement."""
+    rows = conn.execute((_KEY + "WHERE key_id = ANY(%s)").encode(), (key_ids,)).fetchall()
+    keys = [
+        Key(
+            key_id=_b(k),
+            public_key=_b(pub),
+            role=role,
+            institution_id=inst,
+            label=label,
+            active=active,
+            next_nonce=nonce,
+        )
+        for k, pub, role, inst, label, active, nonce in rows
+    ]
+    return {key.key_id: key for key in keys}
 
 
 def certificate_votes(conn: Conn, height: int) -> list[CertificateVote]:
     """The signatures of block ``height``'s quorum certificate, in certificate order."""
+    return certificate_votes_of(conn, [height]).get(height, [])
+
+
+def certificate_votes_of(conn: Conn, heights: list[int]) -> dict[int, list[CertificateVote]]:
+    """The certificate votes of several blocks (one statement), each in certificate order."""
     rows = conn.execute(
-        b"SELECT position, operator_key_id, institution_id, public_key, signature "
-        b"FROM chain.block_votes WHERE height = %s ORDER BY position",
-        (height,),
+        b"SELECT height, position, operator_key_id, institution_id, public_key, signature "
+        b"FROM chain.block_votes WHERE height = ANY(%s) ORDER BY height, position",
+        (heights,),
     ).fetchall()
-    return [
-        CertificateVote(
-            position=p, operator_key_id=_b(o), institution_id=i, public_key=_b(k), signature=_b(s)
+    out: dict[int, list[CertificateVote]] = {h: [] for h in heights}
+    for h, p, o, i, k, s in rows:
+        out[h].append(
+            CertificateVote(
+                position=p,
+                operator_key_id=_b(o),
+                institution_id=i,
+                public_key=_b(k),
+                signature=_b(s),
+            )
         )
-        for p, o, i, k, s in rows
-    ]
+    return out
+
+
+def transactions_of_blocks(
+    conn: Conn, heights: list[int], limit: int, after_position: int
+) -> dict[int, list[Transaction]]:
+    """The same page (entries after ``after_position``, at most ``limit``) of several
+    blocks in one statement; each block's page is served by the transactions primary key."""
+    rows = _pages(
+        conn,
+        "bigint",
+        heights,
+        where="height = k.k AND position > %s ORDER BY position",
+        order="t.height, t.position",
+        params=(after_position, limit),
+    )
+    out: dict[int, list[Transaction]] = {h: [] for h in heights}
+    for row in rows:
+        tx = _tx(row)
+        out[tx.height].append(tx)
+    return out
+
+
+def transactions_of_senders(
+    conn: Conn, senders: list[bytes], limit: int, before: tuple[int, int] | None = None
+) -> dict[bytes, list[Transaction]]:
+    """:func:`projections.read.transactions_by_sender` of several senders, one statement."""
+    h, p = before if before is not None else (_BIG, 0)
+    rows = _pages(
+        conn,
+        "bytea",
+        senders,
+        where="sender = k.k AND (height, position) < (%s, %s) ORDER BY height DESC, position DESC",
+        order="t.sender, t.height DESC, t.position DESC",
+        params=(h, p, limit),
+    )
+    out: dict[bytes, list[Transaction]] = {s: [] for s in senders}
+    for row in rows:
+        tx = _tx(row)
+        assert tx.sender is not None
+        out[tx.sender].append(tx)
+    return out
+
+
+def _pages(
+    conn: Conn, key_type: str, keys: list[Any], *, where: str, order: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """A page of ``chain.transactions`` per key: ``where`` (ending in its ORDER BY) is
+    evaluated for each key ``k.k``; ``params`` fill its placeholders, then the LIMIT."""
+    query = (
+        "SELECT t.height, t.position, t.tx_id, t.tx_offset, t.result_code, t.sender, t.nonce, "
+        f"t.operation FROM unnest(%s::{key_type}[]) AS k(k) CROSS JOIN LATERAL ("
+        f"{_TX}WHERE {where} LIMIT %s) t ORDER BY {order}"
+    )
+    return conn.execute(query.encode(), (keys, *params)).fetchall()
+
+
+def assets_of_owners(conn: Conn, owners: list[bytes], limit: int) -> dict[bytes, list[str]]:
+    """:func:`projections.read.assets_of` (first page) of several owners, one statement."""
+    rows = conn.execute(
+        b"SELECT o.k, a.asset_id FROM unnest(%s::bytea[]) AS o(k) CROSS JOIN LATERAL ("
+        b"SELECT asset_id FROM chain.assets WHERE owner_key_id = o.k AND asset_id > '' "
+        b"ORDER BY asset_id "
+        b"LIMIT %s) a ORDER BY o.k, a.asset_id",
+        (owners, limit),
+    ).fetchall()
+    out: dict[bytes, list[str]] = {o: [] for o in owners}
+    for owner, asset_id in rows:
+        out[_b(owner)].append(asset_id)
+    return out
 
 
 def latest_transactions(
@@ -115,9 +201,41 @@ def throughput(conn: Conn, blocks: int = 20) -> Throughput:
         b"LIMIT %s) newest",
         (blocks,),
     ).fetchone()
-    if row is None or not row[0]:
+    if row is None:
+        return _rate(None, 0, None, None)
+    return _rate(*row)
+
+
+def summary_with_counts(
+    conn: Conn, blocks: int = 20
+) -> tuple[ChainSummary, int, Throughput] | None:
+    """:func:`projections.read.summary`, :func:`institution_count` and :func:`throughput`
+    in one statement (the dashboard's summary); None before the genesis is projected."""
+    row = conn.execute(
+        b"SELECT m.chain_id, m.height, m.last_hash, m.tx_count, m.ok_count, "
+        b"(SELECT count(*) FROM chain.institutions WHERE status = 'ACTIVE'), "
+        b"t.n, t.txs, t.first, t.last FROM chain.meta m, ("
+        b"SELECT count(*) AS n, coalesce(sum(tx_count), 0) AS txs, min(timestamp_ms) AS first, "
+        b"max(timestamp_ms) AS last FROM (SELECT tx_count, timestamp_ms FROM chain.blocks "
+        b"ORDER BY height DESC LIMIT %s) newest) t",
+        (blocks,),
+    ).fetchone()
+    if row is None:
+        return None
+    chain_id, height, last_hash, tx_count, ok_count, institutions, n, txs, first, last = row
+    summary = ChainSummary(
+        chain_id=chain_id,
+        height=height,
+        last_hash=_b(last_hash),
+        tx_count=tx_count,
+        ok_count=ok_count,
+    )
+    return summary, int(institutions), _rate(n, txs, first, last)
+
+
+def _rate(n: int | None, txs: int, first: int | None, last: int | None) -> Throughput:
+    if not n or first is None or last is None:
         return Throughput(blocks=0, transactions=0, seconds=0.0)
-    n, txs, first, last = row
     return Throughput(blocks=int(n), transactions=int(txs), seconds=(last - first) / 1000.0)
 
 

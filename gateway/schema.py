@@ -52,12 +52,13 @@ from gateway.types import (
     connection,
     ctx,
     encode_cursor,
+    listed,
     sender_page,
     tx_cursor,
 )
 from ledger.tx import TxRejected, parse_tx
 from projections import read
-from streams.proofs import record_proof_json
+from readers.proofs import record_proof_json
 
 log = logging.getLogger("pantheon.gateway")
 
@@ -152,10 +153,10 @@ class Query(graphene.ObjectType):
 
     @staticmethod
     def resolve_summary(_root: Any, info: Info) -> dict[str, Any] | None:
-        conn = ctx(info).conn()
-        s = read.summary(conn)
-        if s is None:
+        found = queries.summary_with_counts(ctx(info).conn())
+        if found is None:
             return None
+        s, institutions, rate = found
         return {
             "chain_id": s.chain_id,
             "height": s.height,
@@ -163,17 +164,16 @@ class Query(graphene.ObjectType):
             "last_hash": s.last_hash.hex(),
             "tx_count": s.tx_count,
             "ok_count": s.ok_count,
-            "institution_count": queries.institution_count(conn),
-            "recent_tps": round(queries.throughput(conn).tps, 3),
+            "institution_count": institutions,
+            "recent_tps": round(rate.tps, 3),
         }
 
     @staticmethod
     def resolve_blocks(_root: Any, info: Info, first: int, after: str | None = None) -> Any:
         before = decode_cursor(after, "b", 1)
-        rows = read.latest_blocks(
-            ctx(info).conn(), first + 1, None if before is None else before[0]
-        )
-        return connection(rows, first, lambda b: encode_cursor("b", b.height))
+        context = ctx(info)
+        rows = read.latest_blocks(context.conn(), first + 1, None if before is None else before[0])
+        return connection(listed(context, rows), first, lambda b: encode_cursor("b", b.height))
 
     @staticmethod
     def resolve_block(
@@ -196,7 +196,7 @@ class Query(graphene.ObjectType):
         rows = queries.latest_transactions(
             context.conn(), first + 1, None if before is None else (before[0], before[1])
         )
-        return connection(rows, first, tx_cursor)
+        return connection(listed(context, rows), first, tx_cursor)
 
     @staticmethod
     def resolve_transaction(_root: Any, info: Info, id: str) -> read.Transaction | None:
@@ -207,7 +207,10 @@ class Query(graphene.ObjectType):
 
     @staticmethod
     def resolve_institutions(_root: Any, info: Info) -> list[read.Institution]:
-        return read.institutions(ctx(info).conn())
+        context = ctx(info)
+        found = read.institutions(context.conn())
+        context.listed["Key"] = [k for i in found for k in i.operators]
+        return found
 
     @staticmethod
     def resolve_proposals(_root: Any, info: Info, first: int) -> list[read.Proposal]:
@@ -221,11 +224,13 @@ class Query(graphene.ObjectType):
     def resolve_identities(
         _root: Any, info: Info, institution: str, first: int, role: str | None = None
     ) -> list[read.Key]:
-        return read.identities(ctx(info).conn(), institution, role, limit=first)
+        context = ctx(info)
+        return listed(context, read.identities(context.conn(), institution, role, limit=first))
 
     @staticmethod
     def resolve_devices(_root: Any, info: Info, institution: str, first: int) -> list[read.Key]:
-        return read.devices(ctx(info).conn(), institution, limit=first)
+        context = ctx(info)
+        return listed(context, read.devices(context.conn(), institution, limit=first))
 
     @staticmethod
     def resolve_anchor(_root: Any, info: Info, data_id: str) -> read.Anchor | None:

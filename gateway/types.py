@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache, partial
 from typing import Any
 
 import graphene
@@ -19,8 +20,9 @@ from graphql import GraphQLResolveInfo as Info
 
 from gateway import queries
 from gateway.context import RequestContext, decode_cursor, encode_cursor, hexs
+from projections.read import Conn
 
-__all__ = ["Info", "connection", "ctx", "encode_cursor", "sender_page", "tx_cursor"]
+__all__ = ["Info", "connection", "ctx", "encode_cursor", "listed", "sender_page", "tx_cursor"]
 from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
 from projections import read
@@ -63,7 +65,10 @@ class QuorumCertificate(graphene.ObjectType):
 
     @staticmethod
     def resolve_votes(root: read.Block, info: Info) -> list[queries.CertificateVote]:
-        return queries.certificate_votes(ctx(info).conn(), root.height)
+        context = ctx(info)
+        siblings = (b.height for b in context.listed.get("Block", ()))
+        batch = context.batch("votes", queries.certificate_votes_of)
+        return batch.get(context.conn(), root.height, siblings) or []
 
     @staticmethod
     def resolve_block_hash(root: read.Block, _info: Info) -> str:
@@ -74,6 +79,7 @@ class QuorumCertificate(graphene.ObjectType):
         return root.certificate.hex()
 
 
+@lru_cache(maxsize=4096)  # the same recent blocks are formatted request after request
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
@@ -97,7 +103,7 @@ class Receipt(graphene.ObjectType):
 
     @staticmethod
     def resolve_block_hash(root: read.Transaction, info: Info) -> str | None:
-        block = read.block_by_height(ctx(info).conn(), root.height)
+        block = block_of(ctx(info), root.height)
         return None if block is None else block.hash.hex()
 
 
@@ -132,11 +138,23 @@ class Identity(graphene.ObjectType):
     def resolve_transactions(
         root: read.Key, info: Info, first: int, after: str | None = None
     ) -> dict[str, Any]:
-        return sender_page(ctx(info), root.key_id, first, after)
+        context = ctx(info)
+        before = decode_cursor(after, "t", 2)
+        cut = None if before is None else (before[0], before[1])
+        fetch = partial(_sender_pages, limit=first + 1, before=cut)
+        pages = context.batch(("sender-transactions", first, cut), fetch)
+        siblings = (k.key_id for k in context.listed.get("Key", ()))
+        rows = pages.get(context.conn(), root.key_id, siblings) or []
+        context.listed["Transaction"] = [t for page in pages.values() for t in page]
+        return connection(rows, first, tx_cursor)
 
     @staticmethod
     def resolve_assets(root: read.Key, info: Info, first: int) -> list[str]:
-        return read.assets_of(ctx(info).conn(), root.key_id, limit=first)
+        context = ctx(info)
+        fetch = partial(_assets, limit=first)
+        siblings = (k.key_id for k in context.listed.get("Key", ()))
+        assets = context.batch(("assets", first), fetch).get(context.conn(), root.key_id, siblings)
+        return assets or []
 
 
 class Transaction(graphene.ObjectType):
@@ -177,11 +195,18 @@ class Transaction(graphene.ObjectType):
 
     @staticmethod
     def resolve_block(root: read.Transaction, info: Info) -> read.Block | None:
-        return read.block_by_height(ctx(info).conn(), root.height)
+        return block_of(ctx(info), root.height)
 
     @staticmethod
     def resolve_sender_identity(root: read.Transaction, info: Info) -> read.Key | None:
-        return None if root.sender is None else queries.key_by_id(ctx(info).conn(), root.sender)
+        if root.sender is None:
+            return None
+        context = ctx(info)
+        siblings = (t.sender for t in context.listed.get("Transaction", ()) if t.sender)
+        keys = context.batch("keys", queries.keys_by_ids)
+        key: read.Key | None = keys.get(context.conn(), root.sender, siblings)
+        context.listed["Key"] = keys.values()  # the next level's siblings
+        return key
 
     @staticmethod
     def resolve_arguments(root: read.Transaction, info: Info) -> dict[str, Any] | None:
@@ -251,7 +276,13 @@ class Block(graphene.ObjectType):
     ) -> dict[str, Any]:
         start = decode_cursor(after, "p", 2)
         pos = -1 if start is None else start[1]
-        rows = read.transactions_by_block(ctx(info).conn(), root.height, first + 1, pos)
+        context = ctx(info)
+        fetch = partial(_block_pages, limit=first + 1, after_position=pos)
+        pages = context.batch(("block-transactions", first, pos), fetch)
+        siblings = (b.height for b in context.listed.get("Block", ()))
+        rows = pages.get(context.conn(), root.height, siblings) or []
+        # the entries of every listed block are the siblings of the next level
+        context.listed["Transaction"] = [t for page in pages.values() for t in page]
         return connection(rows, first, lambda t: encode_cursor("p", t.height, t.position))
 
 
@@ -274,6 +305,38 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def _block_pages(
+    conn: Conn, heights: list[int], *, limit: int, after_position: int
+) -> dict[int, list[read.Transaction]]:
+    return queries.transactions_of_blocks(conn, heights, limit, after_position)
+
+
+def _sender_pages(
+    conn: Conn, senders: list[bytes], *, limit: int, before: tuple[int, int] | None
+) -> dict[bytes, list[read.Transaction]]:
+    return queries.transactions_of_senders(conn, senders, limit, before)
+
+
+def _assets(conn: Conn, owners: list[bytes], *, limit: int) -> dict[bytes, list[str]]:
+    return queries.assets_of_owners(conn, owners, limit)
+
+
+def block_of(context: RequestContext, height: int) -> read.Block | None:
+    """The block at ``height``, batched with the blocks of the listed entries."""
+    siblings = (t.height for t in context.listed.get("Transaction", ()))
+    block: read.Block | None = context.batch("blocks", read.blocks_by_heights).get(
+        context.conn(), height, siblings
+    )
+    return block
+
+
+def listed(context: RequestContext, rows: list[Any]) -> list[Any]:
+    """Record a list of rows whose nested lookups should be batched (see ``Batch``)."""
+    if rows:
+        context.listed[type(rows[0]).__name__] = rows
+    return rows
 
 
 def connection(rows: Sequence[Any], first: int, cursor: Callable[[Any], str]) -> dict[str, Any]:
@@ -301,7 +364,7 @@ def sender_page(
     rows = read.transactions_by_sender(
         context.conn(), sender, first + 1, None if before is None else (before[0], before[1])
     )
-    return connection(rows, first, tx_cursor)
+    return connection(listed(context, rows), first, tx_cursor)
 
 
 class Institution(graphene.ObjectType):

@@ -1,10 +1,12 @@
-"""The local consortium: a genesis, and one validator process per institution.
+"""The local consortium: a genesis, and one validator process per operator.
 
 ``pantheon up`` calls :meth:`Consortium.up` after the stack: on first use it creates a genesis
 for ``PANTHEON_INSTITUTIONS`` (default four) under ``<state>/consortium/`` with their keys
-(0600), then starts every validator that is not running, in the background, each with its
-own state directory (snapshots, vote journal, status file, log) and a metrics port that is
-registered with the local Prometheus. ``status`` reads each validator's status file.
+(0600) and :attr:`Consortium.operators` operator keys each (``pantheon up --operators N``,
+default 1), then starts every validator that is not running, in the background, one per
+operator (``validators/<institution>-<k>``), each with its own state directory (snapshots,
+vote journal, status file, log) and a metrics port that is registered with the local
+Prometheus. ``status`` reads each validator's status file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,24 @@ from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections import read
 from projections.projector import ConfigError, database_name
-from streams.kafka_config import use_credentials
+from runtime.kafka_config import use_credentials
 from streams.sdk import LedgerClient
 
 DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
+SERVICES = ("validator", "projector", "gateway", "batcher", "auditor")
+"""The processes ``up`` starts for each institution."""
+
+
+def audit_every() -> float:
+    """Seconds between two runs of an institution's continuous auditor
+    (``PANTHEON_AUDIT_EVERY``, default 60)."""
+    raw = os.environ.get("PANTHEON_AUDIT_EVERY", "")
+    try:
+        return max(1.0, float(raw)) if raw else 60.0
+    except ValueError as exc:
+        raise ValueError(f"PANTHEON_AUDIT_EVERY={raw!r} is not a number of seconds") from exc
+
+
 CHAIN_ID = "pantheon-local"
 STALE_AFTER_MS = 5000
 
@@ -70,6 +87,9 @@ class Consortium:
         self.settings = settings
         self.home = settings.state_dir / "consortium"
         self.genesis_file = self.home / "genesis.avro"
+        #: Operators to run per institution (``--operators``); None: every operator key of
+        #: the keystores (a new genesis then gets one per institution).
+        self.operators: int | None = None
 
     def institutions(self) -> list[str]:
         """Institutions of the genesis (empty before the first ``up``)."""
@@ -80,8 +100,39 @@ class Consortium:
     def ensure_genesis(self) -> list[str]:
         """Create the genesis on first use; return the institutions."""
         if not self.genesis_file.exists():
-            create_genesis(self.home, CHAIN_ID, institutions_from_env(), block_interval_ms=500)
+            create_genesis(
+                self.home,
+                CHAIN_ID,
+                institutions_from_env(),
+                operators_per_institution=self.operators or 1,
+                block_interval_ms=500,
+            )
         return self.institutions()
+
+    def operator_keys(self, institution: str) -> int:
+        """How many operator keys ``institution``'s keystore holds."""
+        doc = json.loads((self.home / "keys" / f"{institution}.json").read_text())
+        return len(doc["operators"])
+
+    def _operators_to_run(self, institution: str) -> int:
+        held = self.operator_keys(institution)
+        if self.operators is not None and self.operators > held:
+            raise StackError(
+                f"--operators {self.operators}: the genesis of this state directory gave "
+                f"{institution} {held} operator key(s); run with --operators {held} or fewer, "
+                "or start a new state directory (PANTHEON_STATE_DIR)"
+            )
+        return self.operators if self.operators is not None else held
+
+    def _nodes(self) -> list[tuple[str, int]]:
+        """(institution, operator) of every validator that was ever started (operator 0
+        always)."""
+        return [
+            (inst, k)
+            for inst in self.institutions()
+            for k in range(self.operator_keys(inst))
+            if k == 0 or self._dir(inst, k).exists()
+        ]
 
     def _env(self, principal: str, postgres: Postgres | None = None) -> dict[str, str]:
         """A spawned process's environment: its own Kafka principal (D26) and, for those
@@ -89,20 +140,21 @@ class Consortium:
         env = kafka_acl.child_env(self.settings, principal, dict(os.environ))
         return env if postgres is None else {**env, "PGPASSWORD": postgres.password()}
 
-    def _dir(self, institution: str) -> Path:
-        return self.home / "validators" / f"{institution}-0"
+    def _dir(self, institution: str, operator: int = 0) -> Path:
+        return self.home / "validators" / f"{institution}-{operator}"
 
     def up(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start every validator, projector and gateway that does not run (each checked on
         its own: a running validator says nothing about its institution's gateway)."""
         for index, institution in enumerate(self.ensure_genesis()):
-            self._start_validator(institution, prometheus)
+            for operator in range(self._operators_to_run(institution)):
+                self._start_validator(institution, operator, prometheus)
             self._start_projector(index, institution, prometheus, postgres)
             self._start_gateway(index, institution, prometheus, postgres)
         self.wait_healthy()
 
-    def _start_validator(self, institution: str, prometheus: Prometheus) -> None:
-        home = self._dir(institution)
+    def _start_validator(self, institution: str, operator: int, prometheus: Prometheus) -> None:
+        home = self._dir(institution, operator)
         home.mkdir(parents=True, exist_ok=True)
         if procs.read_pid(home / "pid") is None:
             port = procs.free_port(self.settings.host)
@@ -117,6 +169,8 @@ class Consortium:
                     str(self.home / "keys" / f"{institution}.json"),
                     "--institution",
                     institution,
+                    "--operator",
+                    str(operator),
                     "--bootstrap",
                     self.settings.bootstrap_servers,
                     "--prefix",
@@ -131,7 +185,7 @@ class Consortium:
                 env=self._env(kafka_acl.operator_principal(institution)),
             )
             prometheus.register_target(
-                f"validator-{institution}-0",
+                f"validator-{institution}-{operator}",
                 port,
                 {"service": "validator"},  # institution/operator come with the metrics
             )
@@ -142,35 +196,47 @@ class Consortium:
     def _start_projector(
         self, index: int, institution: str, prometheus: Prometheus, postgres: Postgres
     ) -> None:
-        home = self._projector_dir(institution)
+        self._spawn(
+            "projector",
+            "projections.projector",
+            institution,
+            ["--institution", institution, "--dsn", self._server_dsn()],
+            prometheus=prometheus,
+            postgres=postgres,
+        )
+
+    def _spawn(
+        self,
+        service: str,
+        module: str,
+        institution: str,
+        args: list[str],
+        *,
+        prometheus: Prometheus,
+        postgres: Postgres,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        """Start ``python -m module`` for ``institution`` unless its pid file names a live
+        process: the stack's genesis, brokers and prefix, ``args``, a metrics port that
+        Prometheus is told of (label ``service``, and ``labels`` for metrics that do not
+        carry their institution), the institution's Kafka principal and the database
+        password in the environment."""
+        home = self.service_pid_file(service, institution).parent
         home.mkdir(parents=True, exist_ok=True)
         if procs.read_pid(home / "pid") is not None:
             return
         port = procs.free_port(self.settings.host)
-        server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
+        s = self.settings
+        common = ["--genesis", str(self.genesis_file), "--bootstrap", s.bootstrap_servers]
+        common += ["--prefix", s.topic_prefix]
         procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "projections.projector",
-                "--institution",
-                institution,
-                "--genesis",
-                str(self.genesis_file),
-                "--bootstrap",
-                self.settings.bootstrap_servers,
-                "--prefix",
-                self.settings.topic_prefix,
-                "--dsn",
-                server,
-                "--metrics-port",
-                str(port),
-            ],
-            log_file=home / "projector.log",
+            [sys.executable, "-m", module, *common, *args, "--metrics-port", str(port)],
+            log_file=home / f"{service}.log",
             pid_file=home / "pid",
             env=self._env(kafka_acl.institution_principal(institution), postgres),
         )
-        prometheus.register_target(f"projector-{institution}", port, {"service": "projector"})
+        target = {"service": service, **(labels or {})}
+        prometheus.register_target(f"{service}-{institution}", port, target)
 
     def _gateway_dir(self, institution: str) -> Path:
         return self.home / "gateways" / institution
@@ -304,43 +370,124 @@ class Consortium:
     def start_batchers(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start each institution's Layer-2 batcher (after its projector runs)."""
         for institution in self.institutions():
-            home = self._batcher_dir(institution)
-            if procs.read_pid(home / "pid") is not None:
-                continue
-            key = self.batcher_key(institution, postgres)
-            port = procs.free_port(self.settings.host)
-            procs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.batcher",
-                    "--institution",
-                    institution,
-                    "--genesis",
-                    str(self.genesis_file),
-                    "--key",
-                    str(key),
-                    "--bootstrap",
-                    self.settings.bootstrap_servers,
-                    "--prefix",
-                    self.settings.topic_prefix,
-                    "--dsn",
-                    f"host={self.settings.host} port={self.settings.pg_port} user=pantheon",
-                    "--instance-id",
-                    f"{institution}-0",
-                    "--metrics-port",
-                    str(port),
-                ],
-                log_file=home / "batcher.log",
-                pid_file=home / "pid",
-                env=self._env(kafka_acl.institution_principal(institution), postgres),
-            )
-            prometheus.register_target(f"batcher-{institution}", port, {"service": "batcher"})
+            self._start_batcher(institution, prometheus, postgres)
+
+    def _start_batcher(self, institution: str, prometheus: Prometheus, postgres: Postgres) -> None:
+        if procs.read_pid(self.service_pid_file("batcher", institution)) is not None:
+            return  # (before the key: registering one costs a transaction)
+        key = self.batcher_key(institution, postgres)
+        args = ["--institution", institution, "--key", str(key), "--dsn", self._server_dsn()]
+        args += ["--instance-id", f"{institution}-0"]
+        self._spawn(
+            "batcher",
+            "readers.batcher",
+            institution,
+            args,
+            prometheus=prometheus,
+            postgres=postgres,
+        )
+
+    def _auditor_dir(self, institution: str) -> Path:
+        return self.home / "auditors" / institution
+
+    def start_auditors(self, prometheus: Prometheus, postgres: Postgres) -> None:
+        """Start each institution's continuous auditor (``pantheon audit --every``), whose
+        ``pantheon_audit_*`` metrics Prometheus scrapes: the AuditDiscrepancy alert's data."""
+        for institution in self.institutions():
+            self._start_auditor(institution, prometheus, postgres)
+
+    def _start_auditor(self, institution: str, prometheus: Prometheus, postgres: Postgres) -> None:
+        args = ["--institution", institution, "--dsn", self._server_dsn()]
+        args += ["--every", str(audit_every()), "--quiet", "--no-progress"]
+        args += ["--workers", "0"]  # one core: this machine runs the whole consortium
+        self._spawn(
+            "auditor",
+            "readers.audit",
+            institution,
+            args,
+            prometheus=prometheus,
+            postgres=postgres,
+            labels={"institution": institution},  # the audit's metrics do not name it
+        )
+
+    def _server_dsn(self) -> str:
+        return f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
+
+    # -- one service at a time: pantheon stop|start|restart SERVICE [--institution X] -------
+    def service_pid_file(self, service: str, institution: str) -> Path:
+        """The pid file of ``service`` (one of :data:`SERVICES`) of ``institution``."""
+        homes = {
+            "validator": self._dir,
+            "projector": self._projector_dir,
+            "gateway": self._gateway_dir,
+            "batcher": self._batcher_dir,
+            "auditor": self._auditor_dir,
+        }
+        return homes[service](institution) / "pid"
+
+    def stop_service(self, service: str, institution: str) -> int | None:
+        """Stop one service (SIGTERM, then SIGKILL after 20 s; a validator: every operator of
+        the institution); a pid it stopped, or None if none ran."""
+        if service == "validator":  # every operator of the institution that was started
+            pids = [
+                procs.read_pid(self._dir(inst, k) / "pid")
+                for inst, k in self._nodes()
+                if inst == institution
+            ]
+        else:
+            pids = [procs.read_pid(self.service_pid_file(service, institution))]
+        for pid in pids:
+            if pid is not None:
+                procs.stop_pid(pid, timeout=20)
+        return next((pid for pid in pids if pid is not None), None)
+
+    def start_service(
+        self, service: str, institution: str, prometheus: Prometheus, postgres: Postgres
+    ) -> int:
+        """Start one process unless it runs, wait until it is healthy; its pid."""
+        index = self.institutions().index(institution)
+        if service == "validator":
+            for inst, operator in self._nodes():
+                if inst == institution:
+                    self._start_validator(institution, operator, prometheus)
+        elif service == "projector":
+            self._start_projector(index, institution, prometheus, postgres)
+        elif service == "gateway":
+            self._start_gateway(index, institution, prometheus, postgres)
+        elif service == "batcher":
+            self._start_batcher(institution, prometheus, postgres)
+        else:
+            self._start_auditor(institution, prometheus, postgres)
+        pid_file = self.service_pid_file(service, institution)
+        checks: dict[str, Callable[[], bool]] = {
+            "validator": lambda: any(
+                v.healthy for v in self.status() if v.name == f"{institution}-0"
+            ),
+            "projector": lambda: self.projector_heights(postgres).get(institution) is not None,
+            "gateway": lambda: self.gateways()[institution][1],
+        }
+        check = checks.get(service, lambda: procs.read_pid(pid_file) is not None)
+        procs.wait_until(
+            lambda: procs.read_pid(pid_file) is not None and check(),
+            timeout=60,
+            what=f"the {service} of {institution} to be healthy",
+        )
+        if service not in checks:  # no health to ask: give a crash at start a moment
+            time.sleep(1.0)
+        pid = procs.read_pid(pid_file)
+        if pid is None:
+            log = next(pid_file.parent.glob("*.log"), pid_file.parent / "missing.log")
+            raise StackError(f"the {service} of {institution} exited:\n{procs.tail(log)}")
+        return pid
 
     def batchers_running(self) -> dict[str, bool]:
         """Whether each institution's batcher process is alive."""
+        return self.running("batcher")
+
+    def running(self, service: str) -> dict[str, bool]:
+        """Whether each institution's ``service`` process is alive."""
         return {
-            inst: procs.read_pid(self._batcher_dir(inst) / "pid") is not None
+            inst: procs.read_pid(self.service_pid_file(service, inst)) is not None
             for inst in self.institutions()
         }
 
@@ -404,23 +551,24 @@ class Consortium:
             )
         except TimeoutError as exc:
             bad = [v for v in self.status() if not v.healthy]
-            logs = [self._dir(v.name.rsplit("-", 1)[0]) / "validator.log" for v in bad]
+            logs = [self.home / "validators" / v.name / "validator.log" for v in bad]
             detail = "".join(f"\n--- {log} ---\n{procs.tail(log)}" for log in logs)
             raise StackError(f"{exc}{detail}") from exc
 
     def down(self) -> None:
         """Stop every gateway, projector and validator (SIGTERM: they flush and exit)."""
-        pids = [
-            pid
+        homes = [
+            home
             for inst in self.institutions()
             for home in (
+                self._auditor_dir(inst),
                 self._batcher_dir(inst),
                 self._gateway_dir(inst),
                 self._projector_dir(inst),
-                self._dir(inst),
             )
-            if (pid := procs.read_pid(home / "pid")) is not None
         ]
+        homes += [self._dir(inst, k) for inst, k in self._nodes()]
+        pids = [pid for home in homes if (pid := procs.read_pid(home / "pid")) is not None]
         for pid in pids:
             procs.stop_pid(pid, timeout=20)
 
@@ -428,8 +576,8 @@ class Consortium:
         """Each validator's heights and health."""
         out = []
         now_ms = time.time_ns() // 1_000_000
-        for inst in self.institutions():
-            home = self._dir(inst)
+        for inst, k in self._nodes():
+            home = self._dir(inst, k)
             running = procs.read_pid(home / "pid") is not None
             try:
                 doc = json.loads((home / "status.json").read_text())
@@ -445,7 +593,7 @@ class Consortium:
             )
             out.append(
                 ValidatorStatus(
-                    name=f"{inst}-0",
+                    name=f"{inst}-{k}",
                     running=running,
                     healthy=healthy,
                     cut_height=int(doc.get("cut_height", 0)),

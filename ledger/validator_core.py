@@ -21,6 +21,25 @@ Theory of operation
 * A marker ``TimeToCut(h)`` is due when the pending block's oldest entry has waited longer
   than the block interval (:func:`ledger.cutter.time_to_cut_due`), the validator has read the
   whole tx log (it is not replaying), and it has not emitted one for ``h`` already.
+* Ranked operators (D38). An institution may run several operators; all of them execute and
+  vote, but per-height outputs (final blocks with receipts, markers) come from one of them.
+  Its operators are ranked by key id in the validator set; rank 0 publishes at once. An
+  operator of rank ``r > 0`` is a standby: it holds each final block until a lower-ranked
+  operator of its institution is seen publishing that height or a later one
+  (:meth:`ValidatorCore.on_published`, from the blocks topic), and takes over, releasing
+  everything it holds and publishing at once from then on, when a held block has waited
+  ``r`` times :func:`takeover_delay_ms`. It steps back when a lower-ranked operator publishes
+  a height at or beyond its own final height. A standby's markers are due
+  ``r * takeover_delay_ms`` later than a publisher's (any live publisher of any institution
+  cuts first). Publication is a liveness matter only: every copy is certified and identical.
+* A standby also follows its primary's votes instead of verifying every signature itself:
+  it executes a cut block once a reference hash is known (a lower-ranked operator's valid
+  vote, or the final hash), first with all signatures vouched for; the hash binds every
+  entry's result code, so a match means the results are those of a verifying execution, and
+  a miss makes it execute the block again with verification. It then votes (also after
+  finality, so that every operator votes). If no reference comes for ``r`` times the
+  takeover delay it turns *eager*: verifies and votes on its own, until its primary votes
+  again as far as it got.
 * Equivocation evidence found in the vote log becomes a ``ReportEquivocation`` transaction
   signed by this operator's key. Votes for heights that are already final are still compared
   with the first vote of the same operator there, for the last :data:`EVIDENCE_WINDOW`
@@ -29,15 +48,16 @@ Theory of operation
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from ledger.blocks import block_receipts, encode_finalized
-from ledger.cutter import Cutter, TimeToCut, time_to_cut_due
+from ledger.cutter import CutBlock, Cutter, TimeToCut, time_to_cut_due
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import Divergence, Equivocation, Event, FinalityTracker, Finalized
 from ledger.keys import KeyPair
-from ledger.members import key_key
+from ledger.members import ValidatorSet, key_key
 from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
@@ -95,6 +115,16 @@ Action = SendVote | PublishFinal | EmitMarker | SubmitTx | Diverged
 EVIDENCE_WINDOW = 1000
 """Final heights whose first votes are kept to catch late equivocation."""
 
+TAKEOVER_MIN_MS = 5000
+TAKEOVER_INTERVALS = 10
+MAX_HELD = 1000
+"""A standby holding more final blocks than this publishes the oldest (memory bound)."""
+
+
+def takeover_delay_ms(block_interval_ms: int) -> int:
+    """How long a standby of rank 1 waits for its primary: ``max(5 s, 10 marker intervals)``."""
+    return max(TAKEOVER_MIN_MS, TAKEOVER_INTERVALS * block_interval_ms)
+
 
 @dataclass(slots=True)
 class Counters:
@@ -103,6 +133,8 @@ class Counters:
     malformed_votes: int = 0
     equivocations: int = 0
     votes_seen: int = 0
+    optimistic: int = 0  # blocks executed with vouched signatures that matched (D38)
+    optimistic_misses: int = 0  # ... that did not, and were executed again
 
 
 @dataclass(slots=True)
@@ -154,6 +186,17 @@ class ValidatorCore:
         self._reported: set[tuple[int, bytes]] = set()
         self._evidence_nonce = -1
         self._vouched: set[bytes] = set()  # pending envelopes whose signature the shell vouched for
+        # ranked publication (D38): this institution's operator key ids, sorted
+        self.takeover_ms = takeover_delay_ms(params.block_interval_ms)
+        self._own_ops: tuple[bytes, ...] = ()
+        self._set_own_ops(machine.validator_set())
+        self.took_over = False
+        self._held: dict[int, tuple[ExecutedBlock, Finalized]] = {}
+        self._held_since: int | None = None  # when the oldest held block was first seen held
+        self._peer_height = 0  # highest height a lower-ranked operator was seen publishing
+        self._queue: deque[CutBlock] = deque()  # cut, not executed yet (a standby follows)
+        self._queue_since: int | None = None  # when the queue's head was first seen waiting
+        self.eager = False  # a standby whose primary stopped voting executes without it
 
     # -- inputs --------------------------------------------------------------------------
     def on_tx(
@@ -170,21 +213,72 @@ class ValidatorCore:
         block = self.cutter.feed(offset, timestamp_ms, raw)
         if block is None:
             return []
-        executed = self.machine.execute(block, verified_signatures=self._vouched)
+        self._queue.append(block)
+        return self._drain()
+
+    def _drain(self) -> list[Action]:
+        """Execute the cut blocks in order. A standby that follows its primary (D38) runs a
+        block only once a reference hash for it is known (its primary's valid vote, or the
+        final hash), first with every signature vouched for: if that gives the reference
+        hash, the results are the ones a verifying execution gives (the hash binds every
+        entry's result code), else the block is executed again with verification."""
+        actions: list[Action] = []
+        while self._queue and self.diverged is None:
+            block = self._queue[0]
+            actions += self._handle(self.tracker.set_validators(self.machine.validator_set()))
+            ref = self._reference_hash(block.height)
+            if ref is None and self.following:
+                break
+            self._queue.popleft()
+            self._queue_since = None
+            executed = None
+            behind_primary = ref is not None and self.tracker.final(block.height) is None
+            if ref is not None:
+                guess = self.machine.execute(
+                    block, verified_signatures=frozenset(e.raw for e in block.entries)
+                )
+                if guess.block_hash == ref:
+                    executed = guess
+                    self.counters.optimistic += 1
+                else:
+                    self.counters.optimistic_misses += 1
+            if executed is None:
+                executed = self.machine.execute(block, verified_signatures=self._vouched)
+            actions += self._run(block, executed, vote_late=behind_primary or self.following)
+        return actions
+
+    def _reference_hash(self, height: int) -> bytes | None:
+        final = self.tracker.final(height)
+        if final is not None:
+            return final.block_hash
+        if self.rank == 0:
+            return None
+        votes = self.tracker.first_votes(height)
+        for kid in self._own_ops[: self.rank]:
+            if kid in votes:
+                return votes[kid].block_hash
+        return None
+
+    def _run(self, block: CutBlock, executed: ExecutedBlock, *, vote_late: bool) -> list[Action]:
+        """Commit ``executed`` and vote on it: unless it is final already (a replaying
+        validator does not vote on history), or ``vote_late`` (a standby that follows its
+        primary votes on every height it runs live, so that every operator votes)."""
         for entry in block.entries:
             self._vouched.discard(entry.raw)
-        if len(self._vouched) > 2 * self.machine.params.max_block_txs:  # never unbounded (it only
-            self._vouched.clear()  # saves verify calls)
+        limit = (len(self._queue) + 2) * self.machine.params.max_block_txs
+        if len(self._vouched) > limit:  # never unbounded (it only saves verify calls)
+            self._vouched.clear()
         self.machine.commit(executed)
         height = block.height
         self.executed[height] = executed
+        self._set_own_ops(executed.validator_set)
         events = self.tracker.set_validators(executed.validator_set)
         events += self.tracker.set_own_hash(height, executed.block_hash)
         actions: list[Action] = []
         if (
             self.diverged is None
             and executed.validator_set.institution_of(self.operator.key_id) is not None
-            and self.tracker.final(height) is None
+            and (vote_late or self.tracker.final(height) is None)
         ):
             vote = sign_vote(self.operator, height=height, block_hash=executed.block_hash)
             actions.append(SendVote(height, executed.block_hash, vote.encode()))
@@ -202,27 +296,75 @@ class ValidatorCore:
         if vote.height <= self.final.final_height:
             return self._late_vote(vote)
         self.final.vote_offsets.setdefault(vote.height, offset)
-        return self._handle(self.tracker.add_vote(vote))
+        if (
+            self.eager
+            and vote.operator_key_id in self._own_ops[: self.rank]
+            and vote.height >= self.machine.height
+            and vote.is_valid()
+        ):
+            self.eager = False  # the primary votes as far as this standby got: follow it
+        actions = self._handle(self.tracker.add_vote(vote))
+        return actions + self._drain() if self._queue else actions
 
     def on_tick(self, now_ms: int, *, caught_up: bool) -> list[Action]:
-        """Time passes: emit a marker if the pending block has waited long enough."""
+        """Time passes: a standby takes over if its primary is silent; emit a marker if the
+        pending block has waited long enough."""
+        actions = self._check_takeover(now_ms) + self._check_eager(now_ms)
         height = self.cutter.pending_height
+        wait = self.block_interval_ms + (0 if self.publishing else self.rank * self.takeover_ms)
         if (
             not caught_up
             or self.diverged is not None
             or self._marker_for == height
-            or not time_to_cut_due(now_ms, self.cutter.oldest_pending_ms, self.block_interval_ms)
+            or not time_to_cut_due(now_ms, self.cutter.oldest_pending_ms, wait)
         ):
-            return []
+            return actions
         self._marker_for = height
         marker = TimeToCut(chain_id=self.chain_id, height=height, producer=self.operator.key_id)
-        return [EmitMarker(height, marker.encode())]
+        return [*actions, EmitMarker(height, marker.encode())]
+
+    def on_published(self, height: int, publisher_key_id: bytes) -> list[Action]:
+        """A copy of the final block ``height`` was read from the blocks topic, published by
+        ``publisher_key_id`` (as its producer labelled it: a liveness hint, never trusted for
+        safety). A copy from a lower-ranked operator of this institution releases the held
+        blocks up to ``height``; if it reaches this validator's final height, a standby that
+        took over steps back."""
+        if publisher_key_id not in self._own_ops[: self.rank]:
+            return []
+        self._peer_height = max(self._peer_height, height)
+        for h in [h for h in self._held if h <= height]:
+            del self._held[h]
+        self._held_since = None
+        if height >= self.final_height:
+            self.took_over = False
+        return []
 
     # -- outputs -------------------------------------------------------------------------
     @property
     def final_height(self) -> int:
         """Highest height published (final, and matching this validator's execution)."""
         return self.final.final_height
+
+    @property
+    def rank(self) -> int:
+        """This operator's rank in its institution (0 when it is none of its operators)."""
+        kid = self.operator.key_id
+        return self._own_ops.index(kid) if kid in self._own_ops else 0
+
+    @property
+    def publishing(self) -> bool:
+        """Whether final blocks and markers are published at once (rank 0, or took over)."""
+        return self.took_over or self.rank == 0
+
+    @property
+    def has_peers(self) -> bool:
+        """Whether the institution runs other operators (the shell then reads copies)."""
+        return len(self._own_ops) > 1
+
+    @property
+    def held_heights(self) -> list[int]:
+        """Final heights a standby holds back (published by its primary, it hopes)."""
+        return list(self._held)
 
     @property
     def cut_height(self) -> int:
@@ -266,7 +408,13 @@ class ValidatorCore:
             executed = self.executed.get(height)
             if final is None or executed is None or final.block_hash != executed.block_hash:
                 break
-            actions.append(self._publish(executed, final))
+            if self.publishing:
+                actions.append(self._publish(executed, final))
+            elif height > self._peer_height:
+                self._held[height] = (executed, final)
+                if len(self._held) > MAX_HELD:
+                    oldest = min(self._held)
+                    actions.append(self._publish(*self._held.pop(oldest)))
             self.final.final_state.commit(executed.writes, height=height)
             self.final.final_height = height
             self.final.final_hash = executed.block_hash
@@ -279,6 +427,42 @@ class ValidatorCore:
                 h: o for h, o in self.final.vote_offsets.items() if h > height
             }
         return actions
+
+    @property
+    def following(self) -> bool:
+        """Whether this standby waits for its primary's vote before executing a block."""
+        return self.rank > 0 and not self.eager
+
+    def _check_eager(self, now_ms: int) -> list[Action]:
+        if not self._queue or not self.following:
+            return []
+        if self._queue_since is None:
+            self._queue_since = now_ms
+        if now_ms - self._queue_since < self.rank * self.takeover_ms:
+            return []
+        self.eager = True  # the primary is silent: verify and vote without it
+        return self._drain()
+
+    def _set_own_ops(self, validators: ValidatorSet) -> None:
+        inst = validators.institution_of(self.operator.key_id)
+        self._own_ops = tuple(sorted(validators.members[inst])) if inst is not None else ()
+
+    def _check_takeover(self, now_ms: int) -> list[Action]:
+        if not self._held or self.publishing:
+            if self.publishing and self._held:  # became rank 0 (a peer was removed)
+                return self._release()
+            return []
+        if self._held_since is None:
+            self._held_since = now_ms
+        if now_ms - self._held_since < self.rank * self.takeover_ms:
+            return []
+        self.took_over = True
+        return self._release()
+
+    def _release(self) -> list[Action]:
+        held, self._held = self._held, {}
+        self._held_since = None
+        return [self._publish(*held[h]) for h in sorted(held)]
 
     @staticmethod
     def _publish(executed: ExecutedBlock, final: Finalized) -> PublishFinal:

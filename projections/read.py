@@ -191,6 +191,11 @@ def block_by_height(conn: Conn, height: int) -> Block | None:
     return rows[0] if rows else None
 
 
+def blocks_by_heights(conn: Conn, heights: list[int]) -> dict[int, Block]:
+    """The blocks at these heights (absent ones are missing), in one statement."""
+    return {b.height: b for b in _all(conn, Block, _BLOCK + "WHERE height = ANY(%s)", (heights,))}
+
+
 def block_by_hash(conn: Conn, block_hash: bytes) -> Block | None:
     """The block with this hash."""
     rows = _all(conn, Block, _BLOCK + "WHERE hash = %s", (block_hash,))

@@ -8,7 +8,10 @@ core and carries out the actions the core returns:
 * votes are first journaled (fsync) and then produced: a restarted validator never signs
   two different hashes for one height (``streams.durable.VoteJournal``);
 * final blocks and receipts are produced to ``pantheon.blocks`` and ``pantheon.receipts``;
-* markers and evidence transactions go to ``pantheon.tx``.
+* markers and evidence transactions go to ``pantheon.tx``;
+* when its institution runs several operators, it also reads ``pantheon.blocks`` (from the
+  end, headers only) to see whether a lower-ranked operator of its institution publishes,
+  and labels its own copies with its operator key id (header ``pantheon-operator``; D38).
 
 Every few final blocks (or seconds) the producer is flushed and the final state is
 snapshotted, then the journal is pruned. On restart the newest valid snapshot is loaded and
@@ -34,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from ledger.errors import LedgerError
 from ledger.execution import LedgerMachine
@@ -49,16 +52,18 @@ from ledger.validator_core import (
     SubmitTx,
     ValidatorCore,
 )
-from streams import logs
+from runtime import logs
+from runtime.heap import HeapSettler
+from runtime.kafka_config import consumer_config, producer_config
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
-from streams.heap import HeapSettler
-from streams.kafka_config import consumer_config, producer_config
 from streams.signature_pipeline import SignaturePipeline
 
 log = logging.getLogger("pantheon.validator")
 
 EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED, EXIT_UNDELIVERED = 0, 2, 3, 4
+PUBLISHER_HEADER = "pantheon-operator"
+"""Kafka header naming the operator key id that produced a FinalizedBlock copy (D38)."""
 SNAPSHOT_EVERY_BLOCKS = 200
 SNAPSHOT_EVERY_SECONDS = 15.0
 
@@ -124,6 +129,7 @@ class Validator:
         self._tx_position = self.core.final.next_tx_offset
         self._last_watermark = 0.0
         self._last_status = 0.0
+        self._watching_blocks = False  # reading pantheon.blocks for peers' copies (D38)
         self.consumer = Consumer(
             consumer_config(
                 config.bootstrap,
@@ -150,7 +156,7 @@ class Validator:
         # Signatures verified ahead in worker processes (D18), started through a fork server
         # (never a fork of this process, which already runs librdkafka's threads).
         self.pipeline: SignaturePipeline | None = None
-        self._heap = HeapSettler()  # no full collection over the world state (streams.heap)
+        self._heap = HeapSettler()  # no full collection over the world state (runtime.heap)
         if config.verify_workers > 0:
             self.pipeline = SignaturePipeline(self._on_tx, config.verify_workers, chunk=1000)
         self.producer = Producer(
@@ -209,6 +215,8 @@ class Validator:
                 if self.pipeline is not None:
                     self.pipeline.poll(0.0 if batch else 0.01)
                 self._perform(self.core.on_tick(_now_ms(), caught_up=self._caught_up()))
+                if self.core.has_peers and not self._watching_blocks:
+                    self._watch_blocks()
                 self.producer.poll(0)
                 if self.core.diverged is not None:
                     self._write_status()
@@ -246,15 +254,34 @@ class Validator:
         offset = msg.offset()
         value = msg.value() or b""
         assert offset is not None
-        if msg.topic() == self.topics["tx"]:
+        topic = msg.topic()
+        if topic == self.topics["tx"]:
             _, ts = msg.timestamp()
             if self.pipeline is not None:
                 self.pipeline.add(offset, ts, value)
             else:
                 self._on_tx(offset, ts, value, False)
-        else:
+        elif topic == self.topics["votes"]:
             self._votes_position = offset + 1
             self._perform(self.core.on_vote(offset, value))
+        else:
+            self._on_copy(msg)
+
+    def _watch_blocks(self) -> None:
+        """Start reading the blocks topic from its end: copies published from now on tell
+        this operator whether a lower-ranked operator of its institution is alive."""
+        self._watching_blocks = True
+        self.consumer.incremental_assign([TopicPartition(self.topics["blocks"], 0, OFFSET_END)])
+        log.info("reading block copies of peer operators", extra={"rank": self.core.rank})
+
+    def _on_copy(self, msg: Message) -> None:
+        publisher = dict(msg.headers() or []).get(PUBLISHER_HEADER)
+        try:
+            height = int(msg.key() or b"")
+        except ValueError:
+            return
+        if isinstance(publisher, bytes):
+            self._perform(self.core.on_published(height, publisher))
 
     def _on_tx(self, offset: int, timestamp_ms: int, raw: bytes, verified: bool) -> None:
         if self.core.diverged is not None:  # the loop stops; what is in flight is dropped
@@ -299,7 +326,12 @@ class Validator:
 
     def _publish(self, final: PublishFinal) -> None:
         key = str(final.height).encode()
-        self.producer.produce(self.topics["blocks"], key=key, value=final.block)
+        self.producer.produce(
+            self.topics["blocks"],
+            key=key,
+            value=final.block,
+            headers=[(PUBLISHER_HEADER, self.operator.key_id)],
+        )
         for n, (tx_id, raw) in enumerate(final.receipts):
             self.producer.produce(self.topics["receipts"], key=tx_id, value=raw)
             if n % 256 == 255:  # serve delivery reports now and then, not per message
@@ -383,6 +415,9 @@ class Validator:
             "voted_height": self.core.voted_height,
             "final_height": self.core.final_height,
             "diverged": self.core.diverged is not None,
+            "rank": self.core.rank,
+            "publishing": self.core.publishing,
+            "following": self.core.following,
             "caught_up": self._reading_live(),
             "pid": os.getpid(),
             "updated_ms": _now_ms(),

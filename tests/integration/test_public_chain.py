@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from harness.gateway_support import ChainFixture
 from infra.postgres_server import Postgres
-from tests.integration.test_gateway_support import ChainFixture
 
 pytestmark = pytest.mark.integration
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from graphql.utilities import get_operation_ast
 
-from gateway.auth.tokens import ExpiredToken, KeyRing, SigningKey, TokenIssuer, TokenVerifier
+from gateway.auth.tokens import (
+    Claims,
+    ExpiredToken,
+    KeyRing,
+    SigningKey,
+    TokenIssuer,
+    TokenVerifier,
+)
 from gateway.authn import CachingAuthenticator, authenticate, bearer_token, require
+from gateway.context import Services
+from gateway.engine import Engine
 from gateway.errors import (
     Forbidden,
     PageTooLarge,
@@ -63,6 +72,20 @@ def test_limits_raise_typed_errors() -> None:
         cost("{" + "summary{height}" * 2000 + "}")
     with pytest.raises((QueryTooDeep, ParseFailed)):
         cost("{ summary " + "{ height " * 5000 + "}" * 5001, Limits(max_tokens=100_000))
+
+
+def test_page_size_holes_in_variables_are_closed() -> None:
+    query = "query($n: Int) { blocks(first: $n) { edges { cursor } } }"
+    # an integral float is coerced to an Int by GraphQL: it must be checked as one
+    for value in (101.0, 1e9, float("inf"), float("nan")):
+        with pytest.raises(PageTooLarge):
+            cost(query, n=value)
+    assert cost(query, n=10.0) == cost(query, n=10) == 1 + 10 + 10
+    # a variable's default is the page size when the variable is not sent
+    with pytest.raises(PageTooLarge):
+        cost("query($n: Int = 100000) { blocks(first: $n) { edges { cursor } } }")
+    assert cost("query($n: Int = 7) { blocks(first: $n) { edges { cursor } } }") == 1 + 7 + 7
+    assert cost("query($n: Int = 100000) { blocks(first: $n) { edges { cursor } } }", n=5) == 11
 
 
 def test_introspection_is_exempt_and_fragment_cycles_stop() -> None:
@@ -119,3 +142,47 @@ def test_bearer_and_require() -> None:
     with pytest.raises(Forbidden):
         require(claims, "chain:read")
     require(claims, None)
+
+
+def _claims(*perms: str) -> Claims:
+    return Claims(
+        iss="i",
+        aud="a",
+        sub="u",
+        inst="inst-1",
+        groups=(),
+        perms=frozenset(perms),
+        iat=0,
+        nbf=0,
+        exp=2**40,
+        jti="j",
+        kid="k",
+    )
+
+
+def test_cached_documents_still_check_limits_and_permissions_per_request() -> None:
+    engine = Engine(Services(institution="inst-1", pool=cast(Any, None)), LIMITS)
+    query = "query($n: Int) { blocks(first: $n) { edges { node { height } } } }"
+    reader = _claims("chain:read")
+    assert engine.prepare(query, {"n": 5}, None, reader).cost == 1 + 5 + 5 + 5
+    for hostile in (500, 500.0, 1e12):  # the same text, with a page size too large
+        with pytest.raises(PageTooLarge):
+            engine.prepare(query, {"n": hostile}, None, reader)
+    assert engine.prepare(query, {"n": 7}, None, reader).cost == 1 + 7 + 7 + 7
+    assert engine.prepare(query, {"n": 5}, None, reader).plan is not None
+    with pytest.raises(Forbidden):  # the document is cached; the caller is checked again
+        engine.prepare(query, {"n": 5}, None, _claims("chain:write"))
+    with pytest.raises(Unauthenticated):
+        engine.prepare(query, {"n": 5}, None, None)
+    with pytest.raises(QueryTooDeep):
+        for _ in range(2):  # refused again when the document comes from the cache
+            engine.prepare(
+                '{ transaction(id: "00") { block { transactions(first: 1) { edges { node { '
+                "block { transactions(first: 1) { edges { node { block { height } } } } } } } } "
+                "} } }",
+                {},
+                None,
+                reader,
+            )
+    fragment = "{ ...F } fragment F on Query { summary { height } }"
+    assert engine.prepare(fragment, {}, None, reader).plan is None  # runs on graphene

@@ -6,8 +6,10 @@ Theory of operation
   (institutions ``inst-1`` .. ``inst-n``), creates the ledger topics under its own prefix and
   runs one ``python -m streams.validator`` OS process per institution, each with its own state
   directory and log files in the work directory. Processes are started, killed (SIGKILL),
-  stopped (SIGTERM) and restarted by institution id; :meth:`Consortium.close` kills whatever
-  still runs and prints the tail of every log (pytest shows it when a test fails).
+  stopped (SIGTERM) and restarted by institution id (or, for an institution's further
+  operators, by a node name such as ``inst-1.op1``: :meth:`Consortium.start_operator`);
+  :meth:`Consortium.close` kills whatever still runs and prints the tail of every log
+  (pytest shows it when a test fails).
 * Observation goes through what the validators publish: ``status.json`` in their state
   directories, and the ``blocks`` and ``receipts`` topics read from offset 0.
 * The oracle (:func:`replay_log`, :meth:`Consortium.replay`) re-reads ``<prefix>tx`` from
@@ -36,7 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from infra.keystore import create_genesis, write_secret
@@ -47,9 +56,9 @@ from ledger.genesis import Genesis
 from ledger.keys import SEED_BYTES, KeyPair
 from ledger.members import ValidatorSet
 from ledger.tx import sign_tx
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import decode
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 CHAIN_ID = "consensus-test"
@@ -67,6 +76,7 @@ class LogMessage:
     timestamp_ms: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 Decoded = tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]]
@@ -118,6 +128,16 @@ def replay_log(genesis: Genesis, messages: Iterable[LogMessage]) -> Replay:
     return replay
 
 
+def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
+    """A message's Kafka headers with byte values."""
+    out = []
+    for header in msg.headers() or []:
+        name, value = header[0], header[1]
+        if isinstance(name, str):
+            out.append((name, value.encode() if isinstance(value, str) else bytes(value or b"")))
+    return tuple(out)
+
+
 def read_partition(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[LogMessage]:
     """Every message of partition 0 of ``topic``, from offset 0 to the current end."""
     consumer = Consumer(consumer_config(bootstrap, f"harness-{uuid.uuid4().hex}"))
@@ -145,6 +165,7 @@ def read_partition(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list
                         timestamp_ms=msg.timestamp()[1],
                         key=msg.key(),
                         value=value if value is not None else b"",
+                        headers=_headers(msg),
                     )
                 )
         if not out or out[-1].offset < high - 1:
@@ -215,6 +236,8 @@ class Consortium:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, list[IO[bytes]]] = {}
         self._operator: dict[str, int] = {}
+        self._node_inst: dict[str, str] = {}
+        self._node_keystore: dict[str, Path] = {}
         self._starts: dict[str, int] = {}
         self.exit_codes: dict[str, list[int]] = {}
         self._nonces: dict[bytes, int] = {}
@@ -312,8 +335,17 @@ class Consortium:
         """Where the validator's stdout/stderr go (appended across restarts)."""
         return self.workdir / "logs" / f"{inst}.{stream}.log"
 
+    def add_operator_keystore(self, node: str, inst: str, operators: Sequence[KeyPair]) -> Path:
+        """A keystore of ``inst`` holding only ``operators`` (added after genesis), used by the
+        process named ``node`` (0600, never replaced)."""
+        path = self.net / "keys" / f"{node}.json"
+        write_secret(path, keystore_record(inst, self.genesis, self.gov_key(inst), operators))
+        self._node_keystore[node] = path
+        return path
+
     def argv(self, inst: str, operator: int = 0) -> list[str]:
-        """The validator command line."""
+        """The validator command line (``inst`` may be a node name given to :meth:`start`)."""
+        name, inst = inst, self._node_inst.get(inst, inst)
         return [
             sys.executable,
             "-m",
@@ -321,7 +353,7 @@ class Consortium:
             "--genesis",
             str(self.genesis_path),
             "--keystore",
-            str(self.keystore_path(inst)),
+            str(self._node_keystore.get(name, self.keystore_path(inst))),
             "--institution",
             inst,
             "--operator",
@@ -331,12 +363,23 @@ class Consortium:
             "--prefix",
             self.prefix,
             "--state-dir",
-            str(self.state_dir(inst)),
+            str(self.state_dir(name)),
             *self.extra_args.get(inst, []),
         ]
 
-    def start(self, inst: str, operator: int = 0) -> None:
-        """Start ``inst``'s validator (its state dir is kept across restarts)."""
+    def start_operator(self, inst: str, operator: int) -> str:
+        """Start ``inst``'s operator ``operator`` as a process of its own; returns its node
+        name (``inst`` for operator 0, else ``inst.opN``) for the other methods."""
+        node = inst if operator == 0 else f"{inst}.op{operator}"
+        self.start(inst, operator, node=node)
+        return node
+
+    def start(self, inst: str, operator: int = 0, *, node: str | None = None) -> None:
+        """Start ``inst``'s validator (its state dir is kept across restarts); ``node`` names
+        the process when an institution runs several (default ``inst``)."""
+        real_inst = inst
+        inst = node if node is not None else inst
+        self._node_inst[inst] = real_inst
         if self.running(inst):
             raise HarnessError(f"{inst} is already running")
         self._reap(inst)
@@ -422,7 +465,7 @@ class Consortium:
         if self.running(inst):
             self.stop(inst)
         self._reap(inst)
-        self.start(inst, self._operator.get(inst, 0))
+        self.start(self._node_inst.get(inst, inst), self._operator.get(inst, 0), node=inst)
 
     def check_alive(self, insts: Iterable[str] | None = None) -> None:
         """Raise (with log tails) if a validator that should run has exited."""

@@ -1,0 +1,249 @@
+"""A compiled execution path for the common shapes of query operations.
+
+Theory of operation
+-------------------
+graphql-core's executor pays, for every field of every object, for a ``ResolveInfo``, a
+response path, awaitable checks, error bookkeeping and a walk over the field's type
+wrappers. The explorer's queries are plain trees of fields over object types, so
+:func:`compile_operation` turns such an operation once (per query text and operation name)
+into a tree of closures that call **the same resolvers** with the same coerced arguments
+(graphql-core's own ``get_argument_values`` and ``get_variable_values``) and the same
+scalar ``serialize`` functions, and so produce the same ``data``.
+
+* What is compiled: query operations whose selections are fields (with aliases and
+  arguments) and ``__typename`` over object, list, non-null, scalar and enum types. Anything
+  else -- fragments, directives, a response key selected twice, introspection, abstract
+  types, mutations and subscriptions -- gets no plan (:class:`Unsupported`) and runs on
+  graphene, as before.
+* What falls back at run time: the compiled path never formats errors. Any exception
+  (a resolver refusing its input, a null in a non-null position, a value a scalar cannot
+  serialize, invalid variables) makes :meth:`Plan.run` raise :class:`Fallback`; the engine
+  then executes the whole operation with graphene, which reports the errors exactly as it
+  always did (queries only read, so running them again is harmless).
+* Nothing here decides who may read what: limits and permissions are checked by
+  :mod:`gateway.engine` before either path runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphene.types.resolver import dict_or_attr_resolver
+from graphql import (
+    FieldNode,
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.pyutils import Undefined
+
+Completer = Callable[[Any, Any], Any]  # (value, info) -> JSON-ready value
+Resolver = Callable[..., Any]
+
+
+class Unsupported(Exception):
+    """The operation has a shape the compiled path does not handle: run it on graphene."""
+
+
+class Fallback(Exception):
+    """The compiled run failed (an error to report): run the operation on graphene."""
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """The ``info`` of a compiled run: the context, and the coerced variables."""
+
+    context: Any
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    key: str
+    resolve: Resolver
+    args: dict[str, Any] | None  # None: depend on variables, computed per request
+    definition: GraphQLField | None
+    node: FieldNode
+    complete: Completer
+
+
+def _fast_resolver(definition: GraphQLField) -> Resolver:
+    """The field's resolver; graphene's default (dict key or attribute) without the partial."""
+    resolve = definition.resolve
+    if (
+        isinstance(resolve, functools.partial)
+        and resolve.func is dict_or_attr_resolver
+        and len(resolve.args) == 2
+        and not resolve.keywords
+    ):
+        name, default = resolve.args
+
+        def attr(root: Any, _info: Any, **_args: Any) -> Any:
+            if isinstance(root, dict):
+                return root.get(name, default)
+            return getattr(root, name, default)
+
+        return attr
+    if resolve is None:
+        raise Unsupported("field without a resolver")
+    return resolve
+
+
+def _depends_on_variables(node: FieldNode) -> bool:
+    return any(_has_variable(arg.value) for arg in node.arguments)
+
+
+def _has_variable(value: Any) -> bool:
+    if value.kind == "variable":
+        return True
+    children = [*(getattr(value, "values", ()) or ())]
+    children += [f.value for f in getattr(value, "fields", ()) or ()]
+    return any(_has_variable(child) for child in children)
+
+
+class _Compiler:
+    def __init__(self, schema: GraphQLSchema) -> None:
+        self.schema = schema
+
+    def selection(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> Completer:
+        fields: list[_Field] = []
+        keys: set[str] = set()
+        for sel in selection_set.selections:
+            if not isinstance(sel, FieldNode):
+                raise Unsupported("fragments run on graphene")
+            if sel.directives:
+                raise Unsupported("directives run on graphene")
+            key = sel.alias.value if sel.alias is not None else sel.name.value
+            if key in keys:
+                raise Unsupported("a response key selected twice is merged by graphene")
+            keys.add(key)
+            name = sel.name.value
+            if name == "__typename":
+                type_name = parent.name
+                fields.append(
+                    _Field(
+                        key,
+                        lambda _root, _info, _n=type_name: _n,
+                        {},
+                        None,
+                        sel,
+                        lambda value, _info: value,
+                    )
+                )
+                continue
+            if name.startswith("__"):
+                raise Unsupported("introspection runs on graphene")
+            definition = parent.fields.get(name)
+            if definition is None:
+                raise Unsupported(f"unknown field {name}")
+            args = None if _depends_on_variables(sel) else get_argument_values(definition, sel)
+            complete = self.complete(definition.type, sel)
+            fields.append(_Field(key, _fast_resolver(definition), args, definition, sel, complete))
+        plan = tuple(fields)
+
+        def run_object(root: Any, info: RunInfo) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for f in plan:
+                args = f.args
+                if args is None:
+                    assert f.definition is not None
+                    args = get_argument_values(f.definition, f.node, info.variables)
+                out[f.key] = f.complete(f.resolve(root, info, **args), info)
+            return out
+
+        return run_object
+
+    def complete(self, type_: GraphQLOutputType, node: FieldNode) -> Completer:
+        if isinstance(type_, GraphQLNonNull):
+            inner = self.complete(type_.of_type, node)
+
+            def non_null(value: Any, info: Any) -> Any:
+                if value is None:
+                    raise Fallback("null in a non-null position")
+                out = inner(value, info)
+                if out is None:
+                    raise Fallback("null in a non-null position")
+                return out
+
+            return non_null
+        if isinstance(type_, GraphQLList):
+            item = self.complete(type_.of_type, node)
+
+            def list_of(value: Any, info: Any) -> Any:
+                if value is None:
+                    return None
+                if isinstance(value, str | bytes | Mapping):
+                    raise Fallback("a list field resolved to a non-list")
+                return [item(v, info) for v in value]
+
+            return list_of
+        if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
+            if node.selection_set is not None:
+                raise Unsupported("selection on a leaf")
+            serialize = type_.serialize
+
+            def leaf(value: Any, _info: Any) -> Any:
+                if value is None:
+                    return None
+                out = serialize(value)
+                if out is None or out is Undefined:
+                    raise Fallback("a value the scalar cannot serialize")
+                return out
+
+            return leaf
+        if isinstance(type_, GraphQLObjectType):
+            if node.selection_set is None or type_.is_type_of is not None:
+                raise Unsupported("object without selection or with is_type_of")
+            run_object = self.selection(type_, node.selection_set)
+
+            def obj(value: Any, info: Any) -> Any:
+                return None if value is None else run_object(value, info)
+
+            return obj
+        raise Unsupported(f"type {type_} runs on graphene")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A compiled query operation."""
+
+    operation: OperationDefinitionNode
+    schema: GraphQLSchema
+    root: Completer
+
+    def run(self, context: Any, raw_variables: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``data`` of the operation; :class:`Fallback` for anything graphene must report."""
+        coerced = get_variable_values(
+            self.schema, self.operation.variable_definitions or (), dict(raw_variables)
+        )
+        if isinstance(coerced, list):
+            raise Fallback("invalid variables")
+        info = RunInfo(context, coerced)
+        try:
+            data: dict[str, Any] = self.root(None, info)
+        except Fallback:
+            raise
+        except Exception as exc:
+            raise Fallback(type(exc).__name__) from exc
+        return data
+
+
+def compile_operation(schema: GraphQLSchema, operation: OperationDefinitionNode) -> Plan:
+    """Compile a validated query operation; :class:`Unsupported` if graphene must run it."""
+    if operation.operation.value != "query" or operation.directives:
+        raise Unsupported("only queries are compiled")
+    root = schema.query_type
+    if root is None:
+        raise Unsupported("no query type")
+    return Plan(operation, schema, _Compiler(schema).selection(root, operation.selection_set))

@@ -1,0 +1,209 @@
+"""Institutions with several block operators, on the real broker (D38).
+
+Every operator of an institution runs its own validator process with its own key; all of
+them vote, an institution counts once in the quorum, and only its first-ranked live operator
+publishes final blocks (the copies carry their publisher in the ``pantheon-operator`` header).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.consortium import Consortium, Load, new_key
+from ledger.finality import verify_finalized
+from ledger.results import ResultCode
+from ledger.votes import decode_vote, sign_vote
+from streams.validator import PUBLISHER_HEADER
+from tests.integration.test_consensus import (
+    blocks_max_height,
+    check_chain,
+    check_votes,
+    settled_height,
+    tx_id,
+    wait_included,
+)
+
+pytestmark = pytest.mark.integration
+
+
+MakeConsortium = Callable[..., Consortium]
+
+
+@pytest.fixture
+def make(bootstrap: str, unique: str, tmp_path: Path) -> Iterator[MakeConsortium]:
+    """Consortia of ``n`` institutions with 200 ms markers; every process is killed at the
+    end, pass or fail."""
+    made: list[Consortium] = []
+
+    def build(n: int, *, operators: int = 1, max_block_txs: int = 100) -> Consortium:
+        c = Consortium(
+            bootstrap,
+            tmp_path / f"c{len(made)}",
+            n,
+            prefix=f"ops{unique}{len(made)}.",
+            operators_per_institution=operators,
+            block_interval_ms=200,
+            max_block_txs=max_block_txs,
+        )
+        made.append(c)
+        return c
+
+    try:
+        yield build
+    finally:
+        for c in made:
+            c.close()
+
+
+def publishers(c: Consortium) -> dict[int, list[bytes]]:
+    """Height -> the operator key ids named by its FinalizedBlock copies, in log order."""
+    out: dict[int, list[bytes]] = defaultdict(list)
+    for msg in c.read_topic("blocks"):
+        out[int(msg.key or b"0")].append(dict(msg.headers).get(PUBLISHER_HEADER, b""))
+    return out
+
+
+def certified_by(c: Consortium, height_above: int) -> dict[int, set[bytes]]:
+    """Height -> operator key ids in its certificate, for heights above ``height_above``,
+    each certificate verified against the oracle's validator set."""
+    blocks = c.read_blocks()
+    replay = c.replay()  # read after the blocks: it holds every height they hold
+    out: dict[int, set[bytes]] = {}
+    for _, raw, (header, _, _) in blocks:
+        if header.height > height_above and header.height not in out:
+            _, cert, _ = verify_finalized(raw, replay.validator_set(header.height))
+            out[header.height] = {v.operator_key_id for v in cert.votes}
+    return out
+
+
+def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
+    make: MakeConsortium,
+) -> None:
+    c = make(4, operators=2)
+    nodes = {inst: [c.start_operator(inst, op) for op in (0, 1)] for inst in c.institutions}
+    everyone = [n for pair in nodes.values() for n in pair]
+    c.wait_ready(everyone)
+    key_of = {n: bytes.fromhex((c.status(n) or {})["operator_key_id"]) for n in everyone}
+    primary = {i: min(pair, key=lambda n: key_of[n]) for i, pair in nodes.items()}
+    standby = {i: max(pair, key=lambda n: key_of[n]) for i, pair in nodes.items()}
+    assert all((c.status(primary[i]) or {})["rank"] == 0 for i in c.institutions)
+    assert all((c.status(standby[i]) or {})["rank"] == 1 for i in c.institutions)
+    inst_of = {key_of[n]: i for i, pair in nodes.items() for n in pair}
+
+    load = Load(c, c.gov_key("inst-1"), rate=40.0, tag="ops").start()
+    try:
+        c.wait_final(6, everyone, timeout=120)
+        # All eight vote; each institution's primary alone publishes (its standby holds).
+        voters = {decode_vote(m.value).operator_key_id for m in c.read_topic("votes")}
+        assert voters == set(key_of.values())
+        before = publishers(c)
+        standby_keys = {key_of[n] for n in standby.values()}
+        dupes = [h for h, pubs in before.items() if standby_keys & set(pubs)]
+        assert len(dupes) < len(before) / 2, (dupes, before)
+
+        for inst in c.institutions:  # SIGKILL the first-ranked operator of every institution
+            c.kill(primary[inst])
+        killed_at = blocks_max_height(c)
+        survivors = list(standby.values())
+        c.wait_final(killed_at + 5, survivors, timeout=120)
+        c.wait_until(
+            lambda: blocks_max_height(c) >= killed_at + 5,
+            timeout=60,
+            what="blocks published by the standbys",
+            alive=survivors,
+        )
+        c.wait_until(
+            lambda: all((c.status(n) or {}).get("publishing") for n in survivors),
+            timeout=10,
+            what="every standby to report that it publishes",
+            alive=survivors,
+        )
+    finally:
+        sent = load.stop()
+    wait_included(c, Counter(tx_id(r) for r in sent), timeout=120)
+    top = settled_height(c)
+    c.wait_final(top, survivors, timeout=60)
+    top, _replay = check_chain(c, min_copies=1)
+    # Every institution published every height (no gap at the takeover) ...
+    after = publishers(c)
+    for height in range(1, top + 1):
+        assert {inst_of.get(k) for k in after[height]} == set(c.institutions), (height, after)
+    # ... and the blocks after the primaries' last votes were certified by the standbys'
+    # votes, one per institution.
+    primary_keys = {key_of[n] for n in primary.values()}
+    last_primary_vote = max(
+        v.height
+        for m in c.read_topic("votes")
+        if (v := decode_vote(m.value)).operator_key_id in primary_keys
+    )
+    certs = certified_by(c, last_primary_vote)
+    assert certs and all(keys <= standby_keys and len(keys) == 3 for keys in certs.values())
+    check_votes(c, set(key_of.values()))
+    assert all(code == ResultCode.OK for got in c.final_entries().values() for _, code in got)
+
+
+def test_an_added_operator_counts_until_it_is_removed(make: MakeConsortium) -> None:
+    c = make(2, max_block_txs=50)  # quorum 2 of 2: nothing is final without inst-2's vote
+    c.start_all()
+    c.wait_ready(c.institutions)
+    gov2, added = c.gov_key("inst-2"), new_key()
+    add = c.tx(gov2, "AddOperator", {"operator_public_key": added.public_key})
+    c.send([add])
+    wait_included(c, Counter([tx_id(add)]))
+    assert c.final_entries()[tx_id(add)][0][1] == ResultCode.OK
+    c.add_operator_keystore("inst-2.new", "inst-2", [added])
+    c.start("inst-2", 0, node="inst-2.new")
+    c.wait_ready(["inst-2.new"])
+
+    load = Load(c, c.gov_key("inst-1"), rate=30.0, tag="opsadd").start()
+    try:
+        c.wait_final(c.final_height("inst-1") + 2, ["inst-1", "inst-2", "inst-2.new"])
+        assert c.stop("inst-2") == 0  # from now on inst-2 votes only with the added key
+        stopped_at = max(blocks_max_height(c), (c.status("inst-2") or {})["voted_height"])
+        c.wait_final(stopped_at + 3, ["inst-1", "inst-2.new"], timeout=90)
+        counted = certified_by(c, stopped_at)
+        assert counted and all(added.key_id in keys for keys in counted.values())
+
+        remove = c.tx(gov2, "RemoveOperator", {"operator_key_id": added.key_id})
+        c.send([remove])
+        wait_included(c, Counter([tx_id(remove)]))
+        ((removed_at, code),) = c.final_entries()[tx_id(remove)]
+        assert code == ResultCode.OK
+        # From removed_at + 1 on, the added key is no operator: nothing is final while
+        # inst-2's remaining operator is down, even with a valid vote of the removed key.
+        stalled = settled_height(c)
+        assert stalled == removed_at
+        replay = c.replay()
+        assert replay.height > removed_at, "no block was cut after the removal"
+        late = sign_vote(
+            added, height=removed_at + 1, block_hash=replay.block(removed_at + 1).block_hash
+        )
+        producer = c.producer()
+        producer.produce(c.topic("votes"), key=str(removed_at + 1).encode(), value=late.encode())
+        producer.flush(10)
+        time.sleep(3)
+        assert blocks_max_height(c) == removed_at
+        c.check_alive(["inst-1", "inst-2.new"])
+        assert not (c.status("inst-2.new") or {})["diverged"]
+
+        c.restart("inst-2")
+        c.wait_final(removed_at + 3, ["inst-1", "inst-2"], timeout=90)
+    finally:
+        sent = load.stop()
+    wait_included(c, Counter(tx_id(r) for r in sent), timeout=120)
+    top, _ = check_chain(c)
+    after = certified_by(c, removed_at)
+    inst2_op = c.operator_key("inst-2").key_id
+    assert after and all(added.key_id not in k and inst2_op in k for k in after.values())
+    # The added operator's own process stopped voting once it was removed.
+    own = {
+        v.height
+        for m in c.read_topic("votes")
+        if (v := decode_vote(m.value)).operator_key_id == added.key_id and v != late
+    }
+    assert own and max(own) <= removed_at < top
