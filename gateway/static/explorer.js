@@ -26,6 +26,18 @@
   const cursor = (...parts) => btoa(parts.join(":")).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   const HEX64 = /^[0-9a-f]{64}$/;
 
+  // Each route is a generation; an answer arriving after the user moved on is dropped (else a
+  // slow page could render over the one the user opened next).
+  let generation = 0;
+  const STALE = new Error("stale");
+  async function current(promise) {
+    const mine = generation;
+    const value = await promise;
+    if (mine !== generation) throw STALE;
+    return value;
+  }
+  const gql = (query, variables) => current(Api.gql(query, variables));
+
   // ---- names of known keys (institutions' governance keys and operators; senders' identities)
   const names = new Map();
   let namesLoaded = null;
@@ -138,8 +150,8 @@
   }
 
   async function dashboard(flash) {
-    await loadNames();
-    const d = await Api.gql(`{ summary { chainId height txCount okCount institutionCount recentTps }
+    await current(loadNames());
+    const d = await gql(`{ summary { chainId height txCount okCount institutionCount recentTps }
       blocks(first: 60) { edges { node { height hash txCount okCount timestamp timestampMs } } }
       transactions(first: 15) { edges { node { ${TX_FIELDS} } } } }`);
     const s = d.summary || { chainId: "—", height: 0, txCount: 0, okCount: 0, institutionCount: 0, recentTps: 0 };
@@ -160,7 +172,7 @@
 
   async function blocksPage(below) {
     const top = below ? parseInt(below, 10) : null;
-    const d = await Api.gql(`query($a: String, $n: Int) { summary { height } blocks(first: $n, after: $a) { edges { node { height hash txCount okCount timestamp } } pageInfo { hasNextPage } } }`,
+    const d = await gql(`query($a: String, $n: Int) { summary { height } blocks(first: $n, after: $a) { edges { node { height hash txCount okCount timestamp } } pageInfo { hasNextPage } } }`,
       { a: top ? cursor("b", top + 1) : null, n: PAGE });
     const rows = d.blocks.edges.map((e) => e.node);
     const height = d.summary ? d.summary.height : 0;
@@ -172,9 +184,9 @@
   }
 
   async function txsPage(h0, p0) {
-    await loadNames();
+    await current(loadNames());
     const from = h0 ? [parseInt(h0, 10), parseInt(p0 || "0", 10)] : null;
-    const d = await Api.gql(`query($a: String, $n: Int) { transactions(first: $n, after: $a) { edges { node { ${TX_FIELDS} } } pageInfo { hasNextPage } } }`,
+    const d = await gql(`query($a: String, $n: Int) { transactions(first: $n, after: $a) { edges { node { ${TX_FIELDS} } } pageInfo { hasNextPage } } }`,
       { a: from ? cursor("t", from[0], from[1]) : null, n: PAGE });
     const rows = d.transactions.edges.map((e) => e.node);
     const last = rows[rows.length - 1];
@@ -239,9 +251,9 @@
   }
 
   async function blockPage(key) {
-    const institutions = await loadNames();
+    const institutions = await current(loadNames());
     const byHash = HEX64.test(key);
-    const d = await Api.gql(`query($h: Int, $x: String) { block(height: $h, hash: $x) { height hash prevHash stateRoot txRoot
+    const d = await gql(`query($h: Int, $x: String) { block(height: $h, hash: $x) { height hash prevHash stateRoot txRoot
       validatorSetHash timestamp timestampMs txCount okCount firstOffset lastOffset
       certificate { votes { institutionId operatorKeyId publicKey signature } }
       transactions(first: 100) { edges { node { ${TX_FIELDS} nonce } } pageInfo { hasNextPage } } } }`,
@@ -272,8 +284,8 @@
   }
 
   async function txPage(id) {
-    await loadNames();
-    const d = await Api.gql(`query($i: String!) { transaction(id: $i) { txId height position offset result sender nonce operation arguments
+    await current(loadNames());
+    const d = await gql(`query($i: String!) { transaction(id: $i) { txId height position offset result sender nonce operation arguments
       receipt { code blockHash } senderIdentity { role institutionId label } } }`, { i: id });
     const t = d.transaction;
     if (!t) return render("Transaction not found", h("p", {}, "No final transaction " + id + "."));
@@ -289,8 +301,8 @@
   }
 
   async function addressPage(id) {
-    await loadNames();
-    const d = await Api.gql(`query($k: String!) { identity(keyId: $k) { keyId publicKey role institutionId label active nextNonce assets
+    await current(loadNames());
+    const d = await gql(`query($k: String!) { identity(keyId: $k) { keyId publicKey role institutionId label active nextNonce assets
       transactions(first: 50) { edges { node { ${TX_FIELDS} } } } }
       transactions(first: 50, sender: $k) { edges { node { ${TX_FIELDS} } } } }`, { k: id });
     const i = d.identity;
@@ -334,10 +346,10 @@
   }
 
   async function perInstitution(field, selection, extraArgs) {
-    const institutions = await loadNames();
+    const institutions = await current(loadNames());
     if (!institutions.length) return [];
     const q = "query { " + institutions.map((i, n) => `i${n}: ${field}(institution: ${JSON.stringify(i.id)}${extraArgs || ""}) { ${selection} }`).join(" ") + " }";
-    const d = await Api.gql(q);
+    const d = await gql(q);
     return institutions.flatMap((i, n) => d["i" + n]);
   }
 
@@ -358,8 +370,8 @@
   }
 
   async function anchorPage(dataId) {
-    await loadNames();
-    const d = await Api.gql("query($d: String!) { anchor(dataId: $d) { dataId sha256 metadata institutionId anchoredBy height } }", { d: dataId });
+    await current(loadNames());
+    const d = await gql("query($d: String!) { anchor(dataId: $d) { dataId sha256 metadata institutionId anchoredBy height } }", { d: dataId });
     const a = d.anchor;
     if (!a) return render("Anchor not found", h("p", {}, "No data object " + dataId + " is anchored."));
     render("Anchor " + a.dataId,
@@ -392,8 +404,8 @@
   }
 
   async function batchesPage() {
-    await loadNames();
-    const d = await Api.gql("{ l2Batches(first: 100) { batchId merkleRoot leafCount windowStartMs windowEndMs institutionId committedBy height } }");
+    await current(loadNames());
+    const d = await gql("{ l2Batches(first: 100) { batchId merkleRoot leafCount windowStartMs windowEndMs institutionId committedBy height } }");
     render("Layer-2 batches", h("p", {}, "Batches of device records whose Merkle roots are committed on chain; a record's proof leads to its batch's root and block."),
       table("Layer-2 batches", ["Batch", "Records", "Window", "Merkle root", "Institution", "Committed by", "Block"],
         d.l2Batches.map((b) => [b.batchId, b.leafCount, new Date(b.windowStartMs).toISOString().slice(11, 19) + " – " + new Date(b.windowEndMs).toISOString().slice(11, 19),
@@ -401,7 +413,7 @@
   }
 
   async function institutionsPage() {
-    const institutions = await loadNames();
+    const institutions = await current(loadNames());
     render("Institutions and operators",
       table("Institutions", ["Institution", "Status", "Since block", "Governance key", "Block operators"],
         institutions.map((i) => [i.id, i.status, blockLink(i.effectiveHeight), addrLink(i.governanceKeyId),
@@ -409,7 +421,7 @@
   }
 
   async function proposalsPage() {
-    const d = await Api.gql("{ proposals(first: 50) { id kind institutionId proposer status createdHeight expiresHeight votes { institutionId approve height } } }");
+    const d = await gql("{ proposals(first: 50) { id kind institutionId proposer status createdHeight expiresHeight votes { institutionId approve height } } }");
     render("Proposals",
       table("Governance proposals", ["Proposal", "Kind", "Institution", "Proposer", "Status", "Blocks", "Votes"],
         d.proposals.map((p) => [txLink(p.id), p.kind, p.institutionId, p.proposer, p.status,
@@ -434,6 +446,7 @@
   }
 
   async function route(flash) {
+    generation += 1;
     const [, page, ...args] = (location.hash || "#/").split("/").map(decodeURIComponent);
     signedIn();
     if (page === "login") return showLogin();
@@ -453,6 +466,7 @@
       else await dashboard(flash);
       startLive();
     } catch (e) {
+      if (e === STALE) return;
       if (e.status === 401) {
         return showLogin(Api.token() ? "Your session has ended; please log in again."
           : "This gateway shows its chain only to logged-in users.");
