@@ -34,6 +34,11 @@ query Latest {
   }
 
   async function fetcher(params, opts) {
+    // GraphiQL may still name the operation of the text before an edit: drop a stale name
+    const name = params.operationName;
+    if (name && !new RegExp("\\b(query|mutation|subscription)\\s+" + name + "\\b").test(params.query || "")) {
+      params = { ...params, operationName: undefined };
+    }
     if (/^\s*(#[^\n]*\n\s*)*subscription\b/.test(params.query || "")) return subscription(params);
     const headers = { "Content-Type": "application/json", Accept: "application/json", ...((opts && opts.headers) || {}) };
     if (!hasAuth(headers) && Api.token()) headers.Authorization = "Bearer " + Api.token();
