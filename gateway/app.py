@@ -3,15 +3,21 @@
 Routes
 ------
 ``POST /graphql``             GraphQL (JSON ``{query, variables, operationName}``)
-``GET  /graphql``             the playground (HTML) for browsers; 405 JSON for other clients
+``GET  /graphql``             GraphiQL for browsers (the minimal playground if it is not
+                              installed); 405 JSON for other clients
 ``WS   /graphql``             subscriptions (``graphql-transport-ws``)
 ``GET  /``                    the block explorer (static files of ``gateway/static``)
+``GET  /favicon.ico``         the explorer's icon (SVG)
 ``GET  /healthz``             ``{"status": "ok", "height": N}`` (503 without the database)
 ``GET  /metrics``             Prometheus text format
 ``GET  /.well-known/jwks.json`` the public keys that verify this institution's tokens
 ``PUT  /objects/{id}``        the data access proxy (:mod:`gateway.objects`), when configured:
 ``GET  /objects/{id}``        store/read off-chain objects anchored on chain, and their
 ``GET  /objects/{id}/proof``  proofs (503 ``DATA_PROXY_DISABLED`` without it)
+
+Chain data is public when ``GatewayConfig.public_chain`` is set (``pantheon gateway`` sets it
+unless ``--private-chain``): a request without a token then reads the chain as
+:func:`gateway.authn.anonymous`; ``me``, mutations and ``/objects`` still need a token.
 
 Status codes: a refused token is 401, a missing permission 403, a body above the limit 413,
 a body that does not arrive in time 408 (:mod:`gateway.deadlines`; the connection is then
@@ -45,7 +51,13 @@ from starlette.websockets import WebSocket
 
 from gateway import queries
 from gateway.auth.tokens import Claims
-from gateway.authn import Authenticator, CachingAuthenticator, authenticate, bearer_token
+from gateway.authn import (
+    Authenticator,
+    CachingAuthenticator,
+    anonymous,
+    authenticate,
+    bearer_token,
+)
 from gateway.context import Services
 from gateway.deadlines import DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_TIMEOUT_S, BodyDeadline
 from gateway.engine import Engine, encode
@@ -80,6 +92,9 @@ class GatewayConfig:
     static_dir: Path = STATIC
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # then 408, see gateway.deadlines
     body_min_rate: int = DEFAULT_BODY_MIN_RATE  # bytes/s that extend the body's budget
+    #: chain queries and subscriptions without a token (decisions D39); IAM, ``me`` and the
+    #: data proxy stay private either way
+    public_chain: bool = False
     #: threads executing queries at once (more than the database pool's size does not help:
     #: they only queue for a connection while contending for the GIL)
     execution_threads: int = 8
@@ -152,6 +167,8 @@ class GraphQLEndpoint:
             if not isinstance(payload, dict):
                 raise BadInput("the body must be a JSON object")
             claims = await self.claims(request)
+            if claims is None and self.gw.config.public_chain:
+                claims = anonymous(inst)
             prepared = self.gw.engine.prepare(
                 payload.get("query"),
                 payload.get("variables"),
@@ -221,7 +238,9 @@ def create_app(
 
     async def graphql_get(request: Request) -> Response:
         if "text/html" in request.headers.get("accept", ""):
-            return FileResponse(static / "playground.html", media_type="text/html")
+            installed = (static / "vendor" / "graphiql.min.js").is_file()  # by ./dev install
+            page = "graphiql.html" if installed else "playground.html"
+            return FileResponse(static / page, media_type="text/html")
         return _json(
             error_body(
                 [
@@ -235,6 +254,9 @@ def create_app(
 
     async def index(_request: Request) -> Response:
         return FileResponse(static / "index.html", media_type="text/html")
+
+    async def favicon(_request: Request) -> Response:
+        return FileResponse(static / "favicon.svg", media_type="image/svg+xml")
 
     async def healthz(_request: Request) -> Response:
         def height() -> int | None:
@@ -260,7 +282,10 @@ def create_app(
         return JSONResponse(await run_in_threadpool(gw.jwks))
 
     async def websocket(ws: WebSocket) -> None:
-        await serve_websocket(ws, gw.engine, gw.watcher, gw.metrics, gw.authenticator)
+        default = anonymous(config.institution) if config.public_chain else None
+        await serve_websocket(
+            ws, gw.engine, gw.watcher, gw.metrics, gw.authenticator, default=default
+        )
 
     async def objects_disabled(_request: Request) -> Response:
         exc = Unavailable("this gateway has no data access proxy")
@@ -290,6 +315,7 @@ def create_app(
             Route("/graphql", graphql_get, methods=["GET"]),
             WebSocketRoute("/graphql", websocket),
             Route("/", index, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),

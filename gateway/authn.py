@@ -161,9 +161,43 @@ def authenticate(verifier: Authenticator, token: str, institution: str) -> Claim
     return claims
 
 
+#: The chain-reading permission an anonymous caller gets where chain data is public.
+PUBLIC_READ = "chain:read"
+
+
+def anonymous(institution: str) -> Claims:
+    """The claims of a caller without a token where chain data is public (decisions D39).
+
+    They carry only ``chain:read``, name no user (empty ``sub`` and ``kid``: every issued
+    token has a key id) and never expire; :func:`require` treats them as no token for
+    anything else, so ``me``, mutations and the data proxy still answer 401."""
+    return Claims(
+        iss="",
+        aud="",
+        sub="",
+        inst=institution,
+        groups=(),
+        perms=frozenset({PUBLIC_READ}),
+        iat=0,
+        nbf=0,
+        exp=2**62,
+        jti="",
+        kid="",
+    )
+
+
+def is_anonymous(claims: Claims | None) -> bool:
+    """True for no claims or the claims of :func:`anonymous`."""
+    return claims is None or (claims.kid == "" and claims.sub == "")
+
+
 def require(claims: Claims | None, permission: str | None) -> None:
-    """Raise unless ``claims`` exist and (if given) carry ``permission``."""
-    if claims is None:
+    """Raise unless ``claims`` exist and (if given) carry ``permission``.
+
+    Anonymous claims satisfy only the permission they carry, never "any valid token"."""
+    public = claims is not None and permission is not None and claims.has(permission)
+    if is_anonymous(claims) and not public:
         raise Unauthenticated("a token is required: log in first", reason="missing")
+    assert claims is not None
     if permission is not None and not claims.has(permission):
         raise Forbidden(f"the token lacks the {permission!r} permission", required=permission)

@@ -110,10 +110,12 @@ class Session:
         watcher: HeightWatcher,
         metrics: GatewayMetrics,
         verify: Callable[[str], Claims],
+        *,
+        default: Claims | None = None,
     ) -> None:
         self.ws, self.engine, self.watcher, self.metrics = ws, engine, watcher, metrics
         self.verify = verify
-        self.claims: Claims | None = None
+        self.claims: Claims | None = default  # without a token (anonymous where chain is public)
         self.token: str | None = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -242,8 +244,11 @@ async def serve_websocket(
     watcher: HeightWatcher,
     metrics: GatewayMetrics,
     authenticator: Authenticator,
+    *,
+    default: Claims | None = None,
 ) -> None:
-    """Serve one graphql-transport-ws connection until it closes."""
+    """Serve one graphql-transport-ws connection until it closes (``default``: the claims of
+    a connection without a token)."""
     if PROTOCOL not in ws.scope.get("subprotocols", []):
         await ws.close(4406, f"subprotocol {PROTOCOL} required")
         return
@@ -253,7 +258,7 @@ async def serve_websocket(
     def verify(token: str) -> Claims:
         return authenticate(authenticator, token, institution)
 
-    session = Session(ws, engine, watcher, metrics, verify)
+    session = Session(ws, engine, watcher, metrics, verify, default=default)
     if not await session.init():
         return
     try:

@@ -67,6 +67,10 @@ DEFAULT_PORT = 4004
 EXIT_OK, EXIT_CONFIG = 0, 2
 
 
+#: set to 1: the gateway serves chain data only with a token (as ``--private-chain``)
+PRIVATE_CHAIN_ENV = "PANTHEON_PRIVATE_CHAIN"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="pantheon gateway", description=__doc__.splitlines()[0])
     p.add_argument("--institution", required=True, help="institution id")
@@ -113,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated addresses of reverse proxies whose X-Forwarded-For is believed "
         "(default: none; the peer address is the client's)",
+    )
+    p.add_argument(
+        "--private-chain",
+        action="store_true",
+        default=os.environ.get(PRIVATE_CHAIN_ENV, "") not in ("", "0"),
+        help="chain data only with a token (default: blocks, transactions and governance are "
+        f"readable without a login; IAM and objects never are); or set ${PRIVATE_CHAIN_ENV}=1",
     )
     p.add_argument("--pool-size", type=int, default=10, help="database connections")
     defaults = Limits()
@@ -282,6 +293,7 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
         cache_responses=not args.no_cache,
         body_timeout_s=args.body_timeout,
         body_min_rate=args.body_min_rate,
+        public_chain=not args.private_chain,
     )
     try:
         proxy = data_proxy.from_args(

@@ -10,7 +10,7 @@ know whether there is a next page.
 # mypy: disallow-subclassing-any=False
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -24,6 +24,7 @@ from projections.read import Conn
 
 __all__ = ["Info", "connection", "ctx", "encode_cursor", "listed", "sender_page", "tx_cursor"]
 from ledger.results import ResultCode
+from ledger.tx import TxRejected, parse_tx
 from projections import read
 
 
@@ -171,6 +172,10 @@ class Transaction(graphene.ObjectType):
     receipt = graphene.Field(Receipt, required=True)
     block = graphene.Field(lambda: Block)
     sender_identity = graphene.Field(Identity)
+    arguments = graphene.JSONString(
+        description="the operation's decoded arguments (bytes as hex); null if the entry "
+        "did not decode"
+    )
 
     @staticmethod
     def resolve_offset(root: read.Transaction, _info: Info) -> int:
@@ -202,6 +207,26 @@ class Transaction(graphene.ObjectType):
         key: read.Key | None = keys.get(context.conn(), root.sender, siblings)
         context.listed["Key"] = keys.values()  # the next level's siblings
         return key
+
+    @staticmethod
+    def resolve_arguments(root: read.Transaction, info: Info) -> dict[str, Any] | None:
+        row = (
+            ctx(info)
+            .conn()
+            .execute(
+                b"SELECT envelope FROM chain.transactions WHERE height = %s AND position = %s",
+                (root.height, root.position),
+            )
+            .fetchone()
+        )
+        if row is None or row[0] is None:
+            return None
+        try:  # the signature was checked when the block was made (the sender is set)
+            tx = parse_tx(bytes(row[0]), signature_verified=True)
+        except TxRejected:
+            return None
+        decoded: dict[str, Any] = plain(tx.args)
+        return decoded
 
 
 class TransactionEdge(graphene.ObjectType):
@@ -269,6 +294,17 @@ class BlockEdge(graphene.ObjectType):
 class BlockConnection(graphene.ObjectType):
     edges = graphene.List(graphene.NonNull(BlockEdge), required=True)
     page_info = graphene.Field(PageInfo, required=True)
+
+
+def plain(value: Any) -> Any:
+    """A decoded Avro value as JSON: bytes as lowercase hex, containers recursively."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def _block_pages(

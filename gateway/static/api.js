@@ -1,10 +1,16 @@
-// Shared by the explorer and the playground: the token in sessionStorage, GraphQL over HTTP
-// and graphql-transport-ws subscriptions. No build step, no dependencies.
+// Shared by the explorer and the playgrounds: the token in localStorage (so GraphiQL in another
+// tab sends it too), GraphQL over HTTP and graphql-transport-ws subscriptions. No build step.
 "use strict";
 const Api = (() => {
   const KEY = "pantheon.token";
-  const token = () => sessionStorage.getItem(KEY);
-  const setToken = (t) => (t ? sessionStorage.setItem(KEY, t) : sessionStorage.removeItem(KEY));
+  const LOGIN = "pantheon.login";
+  const token = () => localStorage.getItem(KEY);
+  const setToken = (t, name) => {
+    if (t) localStorage.setItem(KEY, t); else localStorage.removeItem(KEY);
+    if (t && name) localStorage.setItem(LOGIN, name); else localStorage.removeItem(LOGIN);
+  };
+  // the login name of the token's user, as typed at login (the token names only the user id)
+  const loginName = () => (token() ? localStorage.getItem(LOGIN) : null);
 
   class GraphQLError extends Error {
     constructor(errors, status) {
@@ -41,7 +47,7 @@ const Api = (() => {
     const res = data.login;
     if (res.error) throw new Error(res.error.code === "LOGIN_FAILED" ? "Wrong username or password." : res.error.message);
     if (res.deviceToken) localStorage.setItem(deviceKey(username), res.deviceToken);
-    setToken(res.token);
+    setToken(res.token, username);
     return res.me;
   }
 
@@ -62,7 +68,7 @@ const Api = (() => {
   }
 
   // One graphql-transport-ws subscription; reconnects with backoff. Returns a stop function.
-  function subscribe(query, onData, onState) {
+  function subscribe(query, onData, onState, variables) {
     let ws, stopped = false, delay = 500;
     const open = () => {
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -72,7 +78,7 @@ const Api = (() => {
         const m = JSON.parse(ev.data);
         if (m.type === "connection_ack") {
           delay = 500; onState && onState("live");
-          ws.send(JSON.stringify({ id: "1", type: "subscribe", payload: { query } }));
+          ws.send(JSON.stringify({ id: "1", type: "subscribe", payload: { query, variables: variables || {} } }));
         } else if (m.type === "next") { onData(m.payload); }
         else if (m.type === "ping") { ws.send(JSON.stringify({ type: "pong" })); }
         else if (m.type === "error") { onState && onState("error"); }
@@ -86,5 +92,5 @@ const Api = (() => {
     return () => { stopped = true; if (ws) ws.close(); };
   }
 
-  return { token, setToken, raw, gql, login, bootstrapAdmin, subscribe, GraphQLError };
+  return { token, setToken, loginName, raw, gql, login, bootstrapAdmin, subscribe, GraphQLError };
 })();

@@ -1,6 +1,6 @@
-// A minimal, self-contained GraphQL playground: query + variables + token, pretty JSON result,
-// and a schema listing from introspection. (GraphiQL would need assets from a CDN or an npm
-// build; the gateway serves only files of its own package.)
+// The fallback playground, served when GraphiQL's files are not installed (``./dev install``
+// fetches them, decisions D39): query + variables + token, pretty JSON result, and a schema
+// listing from introspection.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
