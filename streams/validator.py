@@ -44,8 +44,7 @@ from ledger.errors import LedgerError
 from ledger.execution import LedgerMachine
 from ledger.genesis import Genesis, genesis_state
 from ledger.keys import KeyPair
-from ledger.snapshot import SnapshotMeta
-from ledger.state import WorldState
+from ledger.snapshot import SnapshotEncoder
 from ledger.validator_core import (
     Action,
     Diverged,
@@ -59,7 +58,7 @@ from streams import logs
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
 from streams.heap import GcPauses, HeapSettler
-from streams.kafka_config import consumer_config, producer_config
+from streams.kafka_config import consume_ready, consumer_config, producer_config
 from streams.signature_pipeline import SignaturePipeline
 
 log = logging.getLogger("pantheon.validator")
@@ -69,6 +68,8 @@ PUBLISHER_HEADER = "pantheon-operator"
 """Kafka header naming the operator key id that produced a FinalizedBlock copy (D38)."""
 SNAPSHOT_EVERY_BLOCKS = 200
 SNAPSHOT_EVERY_SECONDS = 15.0
+SNAPSHOT_SLICE_SECONDS = 0.002
+"""Loop time per turn spent encoding a snapshot (D40)."""
 
 
 class ConfigError(ValueError):
@@ -161,13 +162,16 @@ class Validator:
         self.pipeline: SignaturePipeline | None = None
         self._heap = HeapSettler()  # no full collection over the world state (streams.heap)
         self._gc = GcPauses()
-        # Snapshots are encoded and fsynced in a thread of their own: on the loop, a 10,000
-        # record state took 1.1 to 1.2 s and stalled every validator at about the same
-        # moment (same heights), the p99 finality latency's largest swing (D40).
+        # Snapshots are encoded a slice per loop turn and fsynced in a thread of their own:
+        # at once, a 10,000 record state took 1.1 to 1.2 s of the loop and stalled every
+        # validator at about the same moment (same heights): the largest swing of the p99
+        # finality latency (D40).
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._snapshot_job: tuple[Future[float], int] | None = None
+        self._encoding: SnapshotEncoder | None = None
+        self._snapshot_began = 0.0
         self._snapshot_stall_ms = 0.0  # the longest the loop spent on a snapshot
-        self._snapshot_write_ms = 0.0  # the longest a snapshot took in its thread
+        self._snapshot_write_ms = 0.0  # the longest a snapshot took from begun to stored
         if config.verify_workers > 0:
             self.pipeline = SignaturePipeline(self._on_tx, config.verify_workers, chunk=1000)
         self.producer = Producer(
@@ -218,7 +222,9 @@ class Validator:
         try:
             while self.running:
                 busy = self.pipeline is not None and self.pipeline.pending > 0
-                batch = self.consumer.consume(num_messages=1000, timeout=0.005 if busy else 0.05)
+                # what is fetched at once, else the first message to come (consume_ready):
+                # consume(1000, t) waited all of t under a trickle, on every turn (D40)
+                batch = consume_ready(self.consumer, 1000, 0.005 if busy else 0.05)
                 for msg in batch:
                     self._on_message(msg)
                     if self.core.diverged is not None:
@@ -402,6 +408,9 @@ class Validator:
             if not self._snapshot_job[0].done():
                 return
             self._finish_snapshot()
+        if self._encoding is not None:
+            self._encode_some()
+            return
         height, when = self._last_snapshot
         final = self.core.final_height
         due = final - height >= SNAPSHOT_EVERY_BLOCKS or (
@@ -415,18 +424,32 @@ class Validator:
             log.warning("producer did not drain; snapshot postponed")
             return
         meta = self.core.snapshot_meta(self._votes_position)
-        state = self.core.final.final_state.copy()
+        self._encoding = SnapshotEncoder(self.core.final.final_state.copy(), meta)
         self._last_snapshot = (final, time.monotonic())
-        job = self._snapshot_thread.submit(self._write_snapshot, state, meta)
-        self._snapshot_job = (job, final)
+        self._snapshot_began = time.perf_counter()
         stall_ms = (time.perf_counter() - began) * 1000
         self._snapshot_stall_ms = max(self._snapshot_stall_ms, stall_ms)
 
-    def _write_snapshot(self, state: WorldState, meta: SnapshotMeta) -> float:
-        """Encode and store a snapshot (in the snapshot thread); returns the milliseconds."""
+    def _encode_some(self) -> None:
+        """Encode the snapshot for about :data:`SNAPSHOT_SLICE_SECONDS` of this turn (in a
+        thread, the encoding held the GIL for hundreds of milliseconds and every blocking
+        call of the loop waited for it); once encoded, a thread writes and fsyncs it."""
+        assert self._encoding is not None
         began = time.perf_counter()
-        self.snapshots.save(state, meta)
-        return (time.perf_counter() - began) * 1000
+        while time.perf_counter() - began < SNAPSHOT_SLICE_SECONDS:
+            raw = self._encoding.step(32)
+            if raw is not None:
+                height = self._encoding.meta.height
+                self._encoding = None
+                job = self._snapshot_thread.submit(self._write_snapshot, height, raw)
+                self._snapshot_job = (job, height)
+                return
+
+    def _write_snapshot(self, height: int, raw: bytes) -> float:
+        """Store a snapshot (in the snapshot thread); returns the milliseconds since the
+        snapshot was begun."""
+        self.snapshots.save_encoded(height, raw)
+        return (time.perf_counter() - self._snapshot_began) * 1000
 
     def _finish_snapshot(self) -> None:
         """After a snapshot was written: prune the journal below it (on the loop's thread,
