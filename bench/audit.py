@@ -1,14 +1,14 @@
 """Audit throughput beside the transaction-verification ceiling, against a real broker.
 
 Starts a private single-node Kafka. ``--txs`` AnchorData transactions are finalized by
-``tests.integration.test_projections_support.SimChain`` (blocks and receipts published
+``harness.projections_support.SimChain`` (blocks and receipts published
 ``--copies`` times, as that many validators would; the certificates' votes are put on the
 votes topic), then:
 
 1. verify ceiling: ``parse_tx`` (decode + Ed25519 verify) of every envelope of the same run,
    in this process: the work an audit cannot avoid per transaction (measured before and
    after each audit run; the best figure is the ceiling);
-2. ``pantheon audit`` (``streams.audit.run_audit``, no projection): the replay rate (reading
+2. ``pantheon audit`` (``readers.audit.run_audit``, no projection): the replay rate (reading
    blocks, votes and tx, cutting, executing, checking every copy) and the end-to-end rate
    (receipts included), with the default signature workers (one process per core verifying
    signatures ahead of the replay) and in process (``--workers 0``) for comparison.
@@ -28,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.consortium import read_partition
+from harness.projections_support import SimChain, anchor
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from ledger.blocks import decode_finalized
 from ledger.finality import QuorumCertificate
 from ledger.tx import parse_tx
-from streams.audit import AuditConfig, AuditReport, run_audit
-from tests.consortium import read_partition
-from tests.integration.test_projections_support import SimChain, anchor
-from tests.stack_fixtures import private_settings
+from readers.audit import AuditConfig, AuditReport, run_audit
 
 
 def main() -> None:

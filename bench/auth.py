@@ -92,8 +92,8 @@ def _verify(stored: str) -> None:
 
 
 def with_database(n: int) -> None:
+    from harness.stack_fixtures import private_settings  # noqa: PLC0415
     from infra.postgres_server import Postgres  # noqa: PLC0415
-    from tests.stack_fixtures import private_settings  # noqa: PLC0415
 
     settings = private_settings()
     server = Postgres(settings)

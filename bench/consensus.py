@@ -37,21 +37,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.stages import STAGES, institutions_of, stages
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from infra.procs import descendants, read_pid
 from infra.settings import Settings
 from ledger.keys import TX_DOMAIN, KeyPair, verify
 from ledger.tx import parse_tx, sign_tx
+from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import decode
-from streams.kafka_config import (
-    admin_config,
-    consume_ready,
-    consumer_config,
-    producer_config,
-)
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings
 
 
 def verify_rate(seconds: float = 1.0) -> float:

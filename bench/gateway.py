@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.consensus import cpu_seconds
+from harness.gateway_support import AUDIENCE, INSTITUTION, ISSUER, ChainFixture
+from harness.projections_support import anchor
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
-from tests.integration.test_gateway_support import AUDIENCE, INSTITUTION, ISSUER, ChainFixture
-from tests.integration.test_projections_support import anchor
-from tests.stack_fixtures import private_settings
 
 TX_FIELDS = "txId height position result sender operation"
 QUERY = """query Dashboard {

@@ -34,6 +34,8 @@ import psycopg
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
+from harness.projections_support import SimChain
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from ledger.iam_events import IamGate, KeyHistory, Opened, open_message, sign_event
@@ -42,11 +44,9 @@ from projections import iam as iam_projection
 from projections.iam import ChainSigners, IamProjection
 from projections.projector import ProjectorConfig, prepare
 from projections.runner import ProjectionRunner
+from runtime.kafka_config import admin_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import encode
-from streams.kafka_config import admin_config, producer_config
-from streams.topics import ensure_topics
-from tests.integration.test_projections_support import SimChain
-from tests.stack_fixtures import private_settings
 
 INST = "inst-1"
 PREFIX = "benchiam."

@@ -3,12 +3,12 @@
 ``python -m bench.l2 [--records 100000] [--bundle-readings 1000000] [--workers N]``
 
 Starts a private Kafka and PostgreSQL (free ports, temporary state directory), a one-validator
-chain and its projection (``tests.integration.test_l2_support.L2Stack``), pre-produces the
+chain and its projection (``harness.l2_support.L2Stack``), pre-produces the
 device messages, then runs the batcher in this process and times it from its start until every
 batch is committed in a final block and projected ("anchored"). Printed beside it:
 
 * the Ed25519 verify ceiling on these very messages: one thread, N threads and N processes
-  (the batcher's :class:`~streams.batcher.Verifier`), so the ratio anchored / ceiling is read
+  (the batcher's :class:`~readers.batcher.Verifier`), so the ratio anchored / ceiling is read
   off the same machine at the same time;
 * the same for signed bundles of 100 readings (one signature per bundle).
 
@@ -25,13 +25,13 @@ import threading
 import time
 from pathlib import Path
 
+from harness.l2_support import INSTITUTION, L2Stack
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from ledger.l2 import parse_l2
-from streams.batcher import Batcher, BatcherConfig, Job, Verifier
+from readers.batcher import Batcher, BatcherConfig, Job, Verifier
 from streams.devices import Device
-from tests.integration.test_l2_support import INSTITUTION, L2Stack
-from tests.stack_fixtures import private_settings
 
 
 def make_messages(devices: list[Device], readings: int, bundle: int) -> list[tuple[bytes, bytes]]:

@@ -44,13 +44,13 @@ from bench.consensus import (
     sent_at,
     spawn_validators,
 )
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from ledger.outcomes import CertifiedBlock
-from streams.kafka_config import admin_config, consume_ready, consumer_config, producer_config
+from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from streams.receipts import Receipt, ReceiptWatcher
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings
 
 
 class ReceiptReader(threading.Thread):

@@ -3,7 +3,7 @@
 Starts a private single-node Kafka and PostgreSQL, then:
 
 1. catch-up: ``--txs`` AnchorData transactions are finalized by
-   ``tests.integration.test_projections_support.SimChain`` (the pure core, in this process),
+   ``harness.projections_support.SimChain`` (the pure core, in this process),
    then one projector projects them from offset 0; prints rows/s and transactions/s;
 2. live, at the consensus benchmark's load: a consortium of ``--institutions`` real
    validator processes (as ``bench.consensus`` runs them, but at ``nice`` 5: here four
@@ -39,16 +39,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.consensus import cpu_seconds, percentile, presigned, send, spawn_validators
+from harness.projections_support import SimChain, anchor
+from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
 from infra.postgres_server import Postgres
 from infra.procs import descendants
 from ledger.blocks import decode_finalized
 from projections.projector import ProjectorConfig, database_name, prepare
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
-from tests.integration.test_projections_support import SimChain, anchor
-from tests.stack_fixtures import private_settings
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 
 
 def catch_up(bootstrap: str, dsn: str, work: Path, txs: int, block_txs: int) -> None:

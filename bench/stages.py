@@ -31,7 +31,7 @@ from ledger.blocks import decode_finalized
 from ledger.errors import DecodeError
 from ledger.members import quorum
 from ledger.votes import decode_vote
-from streams.kafka_config import consumer_config
+from runtime.kafka_config import consumer_config
 
 STAGES = ("append", "cut", "first vote", "quorum vote", "final", "receipt")
 

@@ -41,8 +41,8 @@ from ledger.outcomes import SetSource
 from ledger.results import ResultCode
 from projections import read
 from projections.read import Conn
+from runtime.topics import DEFAULT_PREFIX
 from streams.sdk import LedgerClient, Receipt, ReceiptTimeout, SdkError
-from streams.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.gateway")
 

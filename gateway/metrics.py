@@ -7,6 +7,20 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
+LIMIT_CODES = (
+    "QUERY_TOO_DEEP",
+    "QUERY_TOO_COSTLY",
+    "PAGE_SIZE_EXCEEDED",
+    "TOO_MANY_ALIASES",
+    "BODY_TOO_LARGE",
+    "REQUEST_TIMEOUT",
+)
+"""The refusals ``pantheon_gateway_limited_total`` counts by code (gateway/errors.py)."""
+
+AUTH_REASONS = ("malformed", "bad_signature", "expired", "revoked")
+"""Token refusals (gateway/auth/tokens.py) whose ``pantheon_gateway_auth_failures_total``
+series exist from the start."""
+
 
 class GatewayMetrics:
     """Request latency, outcomes, auth failures, limit refusals, live subscribers."""
@@ -65,6 +79,10 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.institution = institution
+        for code in LIMIT_CODES:  # exported at 0 from the start: panels show 0, not nothing
+            self.limited.labels(institution, code)
+        for reason in AUTH_REASONS:
+            self.auth_failures.labels(institution, reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

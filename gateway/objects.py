@@ -53,11 +53,11 @@ Theory of operation
   (``X-Pantheon-SHA256``, ``-Anchor-Tx``, ``-Anchor-Height``, ``-Block-Hash``,
   ``-Certificate``), the proof (``X-Pantheon-Proof``: base64url of the compact proof JSON,
   when under 12 KiB) and ``Link: <.../proof>; rel="proof"``.
-* **Proof.** :func:`streams.object_verify.object_proof` over the projected chain tables;
-  clients check it offline with :func:`streams.object_verify.verify_object` or ``pantheon
+* **Proof.** :func:`readers.object_verify.object_proof` over the projected chain tables;
+  clients check it offline with :func:`readers.object_verify.verify_object` or ``pantheon
   verify-object``. Anchored objects are never changed by the gateway; ``pantheon audit``
   compares the projected rows with the IAM topic and every object's stored chunks with the
-  chunk root of its ``ObjectStored`` event (:mod:`streams.audit_objects`).
+  chunk root of its ``ObjectStored`` event (:mod:`readers.audit_objects`).
 * Data ids are the ledger's (1 to 128 printable characters) without ``/``.
 """
 
@@ -114,7 +114,7 @@ from projections import read
 from projections.migrate import apply_migrations
 from projections.objects import GRANT_COLUMNS, OBJECT_COLUMNS, projection_name
 from projections.read import Conn
-from streams.object_verify import object_proof
+from readers.object_verify import object_proof
 
 log = logging.getLogger("pantheon.gateway")
 

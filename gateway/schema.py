@@ -58,7 +58,7 @@ from gateway.types import (
 )
 from ledger.tx import TxRejected, parse_tx
 from projections import read
-from streams.proofs import record_proof_json
+from readers.proofs import record_proof_json
 
 log = logging.getLogger("pantheon.gateway")
 

@@ -58,8 +58,9 @@ from ledger.keys import KeyPair
 from projections import read
 from projections.iam import ChainSigners, IamProjection, SignerPolicy
 from projections.projector import ConfigError, database_dsn, database_name
-from streams import logs
-from streams.topics import DEFAULT_PREFIX
+from runtime import logs
+from runtime.cli_args import Parser
+from runtime.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.gateway")
 DEFAULT_PORT = 4004
@@ -67,7 +68,7 @@ EXIT_OK, EXIT_CONFIG = 0, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pantheon gateway", description=__doc__.splitlines()[0])
+    p = Parser(prog="pantheon gateway", description=__doc__.splitlines()[0])
     p.add_argument("--institution", required=True, help="institution id")
     p.add_argument("--dsn", required=True, help="PostgreSQL server connection string")
     p.add_argument("--dbname", default=None, help="database (default pantheon_<institution>)")

@@ -8,8 +8,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from gateway.errors import Unavailable
-from streams.kafka_config import producer_config
-from streams.topics import DEFAULT_PREFIX
+from runtime.kafka_config import producer_config
+from runtime.topics import DEFAULT_PREFIX
 
 
 class KafkaSubmitter:

@@ -5,13 +5,17 @@ Stack commands::
     pantheon up                 start the local stack (idempotent) and print where to look
     pantheon down               stop it
     pantheon status [--json]    which services run, where, healthy or not
+    pantheon stop|start|restart SERVICE [--institution X]   one kind of process (kafka,
+                                postgres, prometheus, validator, projector, gateway, batcher,
+                                auditor), of one institution or all
     pantheon stack start|stop|status|fetch   the same, by their nouns
     pantheon keys generate|show FILE         Ed25519 key files (0600)
     pantheon genesis create|show             a consortium's genesis and its keystore
     pantheon validator --institution X ...   one operator's validator (foreground)
     pantheon iam create-admin|forget-user|shred-forgotten   an institution's users (off-chain)
 
-Errors are printed as one clear line (and the tail of a log when useful) with exit code 1.
+Errors are printed as one clear line (and the tail of a log when useful); exit codes: see
+:func:`main`.
 """
 
 from __future__ import annotations
@@ -30,17 +34,22 @@ import psycopg
 from gateway import server as gateway_server
 from gateway.auth.crypto import load_master_key
 from gateway.iam.bootstrap import create_admin
-from gateway.iam.errors import IamError
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, chain_key_height, load_iam_key
 from infra import kafka_acl, kafka_dist, keystore, simulate
+from infra.consortium import SERVICES
 from infra.errors import StackError
+from infra.invocation import pantheon
+from infra.local import Local, describe, option
 from infra.settings import Settings
-from infra.stack import Stack
+from infra.stack import STACK_SERVICES, Stack
 from projections import projector, rebuild
 from projections.projector import database_name
-from streams import audit, batcher, logs, object_verify, proofs, validator
-from streams.kafka_config import use_credentials
+from readers import audit, batcher, object_verify, proofs
+from runtime import logs
+from runtime.cli_args import EXIT_ERROR, Defaults, Parser
+from runtime.kafka_config import quiet_clients, use_credentials
+from streams import validator
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -67,17 +76,33 @@ def cmd_up(args: argparse.Namespace) -> int:
         credentials = stack.consortium.iam_setup(stack.postgres)
         pending = {inst: c for inst, c in credentials.items() if c}
         if pending:
-            print("\nOne-time setup credentials (create each institution's first administrator;")
-            print("each `pantheon up` replaces the unused ones):")
+            create = pantheon(
+                "iam",
+                "create-admin",
+                "--institution",
+                "<institution>",
+                "--login",
+                "<login>",
+                settings=stack.settings,
+            )
+            print(
+                '\nOne-time setup credentials, for the explorer\'s "First time?" form that '
+                "creates an institution's first administrator (each "
+                f"`{pantheon('up', settings=stack.settings)}` replaces the unused ones; on this "
+                f"machine `{create}` does the same without one):"
+            )
+            gateways = stack.consortium.gateways()
             for inst, credential in pending.items():
-                print(f"  {inst:<10} {credential}")
+                print(f"  {inst:<10} {credential}  at {gateways[inst][2]}/")
     if stack.kafka.secure:
         print(
             f"\nKafka requires SASL/SCRAM with ACLs (D26); each principal's password is in "
             f"{kafka_acl.auth_dir(stack.settings)}/<principal>.password (0600); a client uses "
             "PANTHEON_KAFKA_USER and PANTHEON_KAFKA_PASSWORD_FILE"
         )
-    print(f"\nState: {stack.settings.state_dir}    stop with: pantheon down")
+    print(f"\nState: {stack.settings.state_dir}")
+    print(f"Status: `{pantheon('status', settings=stack.settings)}`")
+    print(f"Stop:   `{pantheon('down', settings=stack.settings)}`")
     return 0
 
 
@@ -102,6 +127,8 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                     "services": [s.as_dict() for s in statuses],
                     "validators": [v.as_dict() for v in validators],
                     "projectors": [p.as_dict() for p in stack.projectors()],
+                    "batchers": stack.consortium.running("batcher"),
+                    "auditors": stack.consortium.running("auditor"),
                     "gateways": [
                         {"name": inst, "running": run, "healthy": ok, "url": url}
                         for inst, (run, ok, url) in stack.consortium.gateways().items()
@@ -125,11 +152,15 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for inst, (running, ok, url) in gateways.items():
             state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
             print(f"  {inst:<11} {state:<10} {url}/")
-        batchers = stack.consortium.batchers_running()
-        if batchers:
-            print("\n  batcher     state      Layer 2 (device records -> CommitBatch)")
-        for inst, alive in batchers.items():
-            print(f"  {inst:<11} {'running' if alive else 'stopped':<10}")
+        for service, what in (
+            ("batcher", "Layer 2 (device records -> CommitBatch)"),
+            ("auditor", "pantheon audit --every N, its metrics scraped by Prometheus"),
+        ):
+            alive = stack.consortium.running(service)
+            if alive:
+                print(f"\n  {service:<11} state      {what}")
+            for inst, running in alive.items():
+                print(f"  {inst:<11} {'running' if running else 'stopped':<10}")
         projectors = stack.projectors()
         if projectors:
             print("\n  projector   state      height  database")
@@ -144,6 +175,46 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
     return 0 if healthy else 3
 
 
+def _service_targets(args: argparse.Namespace, stack: Stack) -> list[str]:
+    """The institutions ``--institution`` names (all of them when left out)."""
+    if args.service in STACK_SERVICES:
+        if args.institution is not None:
+            raise ValueError(f"{args.service} is one for the whole stack: leave out --institution")
+        return []
+    known = stack.consortium.institutions()
+    if args.institution is None:
+        if not known:
+            raise ValueError(_unknown_institution("(any)", known))
+        return known
+    if args.institution not in known:
+        raise ValueError(_unknown_institution(args.institution, known))
+    return [args.institution]
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    for line in stack.stop_service(args.service, _service_targets(args, stack)):
+        print(line)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    for line in stack.start_service(args.service, _service_targets(args, stack)):
+        print(line)
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    stack = Stack(_settings(args))
+    targets = _service_targets(args, stack)
+    for line in stack.stop_service(args.service, targets):
+        print(line)
+    for line in stack.start_service(args.service, targets):
+        print(line)
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = kafka_dist.fetch(settings.kafka_dist_dir, settings.kafka_version)
@@ -152,8 +223,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    pair = keystore.generate_key(Path(args.file))
-    print(json.dumps({**pair.describe(), "file": args.file}, indent=2))
+    if args.file is not None:
+        path = Path(args.file)
+        pair = keystore.generate_key(path)
+    else:  # not in the working directory: under the state directory, named by its key id
+        keys = _settings(args).state_dir / "keys"
+        fresh = keys / f".new-{os.getpid()}-{time.monotonic_ns()}.json"
+        pair = keystore.generate_key(fresh)
+        path = keys / f"{pair.key_id.hex()[:16]}.json"
+        fresh.rename(path)
+    print(json.dumps({**pair.describe(), "file": str(path)}, indent=2))
     return 0
 
 
@@ -168,7 +247,7 @@ def cmd_genesis_create(args: argparse.Namespace) -> int:
         institutions = [f"inst-{i + 1}" for i in range(args.count)]
     if not institutions:
         raise ValueError("name the founding institutions with --institutions a,b,c or --count N")
-    out = Path(args.out)
+    out = Path(args.out or _settings(args).state_dir / "networks" / args.chain_id)
     genesis = keystore.create_genesis(
         out, args.chain_id, institutions, operators_per_institution=args.operators
     )
@@ -197,7 +276,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     stack = Stack(_settings(args))
     consortium = stack.consortium
     if args.institution not in consortium.institutions():
-        raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
+        raise ValueError(_unknown_institution(args.institution, consortium.institutions()))
     password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
     dsn = stack.postgres.dsn(database_name(args.institution))
     key = load_iam_key(consortium.iam_key_file(args.institution))
@@ -218,12 +297,19 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown_institution(name: str, known: Sequence[str]) -> str:
+    if not known:
+        up = pantheon("up")
+        return f"unknown institution {name!r}: no local consortium yet; start it with `{up}`"
+    return f"unknown institution {name!r}: the local consortium has {', '.join(known)}"
+
+
 def _iam_service(args: argparse.Namespace) -> IamService:
     """The IAM service of ``--institution`` of the local stack (the projector must run)."""
     stack = Stack(_settings(args))
     consortium = stack.consortium
     if args.institution not in consortium.institutions():
-        raise ValueError(f"unknown institution {args.institution!r}; start it with pantheon up")
+        raise ValueError(_unknown_institution(args.institution, consortium.institutions()))
     master_file = consortium.master_key_file(args.institution)
     dsn = stack.postgres.dsn(database_name(args.institution))
     key = load_iam_key(consortium.iam_key_file(args.institution))
@@ -248,7 +334,8 @@ def _owner(service: IamService) -> str:
         row = conn.execute("SELECT user_id FROM iam_users WHERE is_owner").fetchone()
     if row is None:
         raise ValueError(
-            f"{service.institution} has no administrator yet (pantheon iam create-admin)"
+            f"{service.institution} has no administrator yet "
+            f"({pantheon('iam', 'create-admin', '--help')})"
         )
     return str(row[0])
 
@@ -341,8 +428,11 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="pantheon", description="Pantheon consortium ledger: local stack and tools"
+    parser: argparse.ArgumentParser = Parser(
+        prog="pantheon",
+        description="Pantheon consortium ledger: local stack and tools. Exit codes: 0 done, "
+        "1 the answer is no (e.g. audit discrepancies, an invalid proof), 2 could not run "
+        "(the reason in one line on stderr), 3 status: not all healthy.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -372,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     add(sub, "status", cmd_status, "show which services run").add_argument(
         "--json", action="store_true", help="machine-readable output"
     )
+    for verb, handler, text in (
+        ("stop", cmd_stop, "stop one kind of process of the local stack"),
+        ("start", cmd_start, "start one kind of process (unless it runs), wait until healthy"),
+        ("restart", cmd_restart, "stop, then start one kind of process"),
+    ):
+        one = add(sub, verb, handler, text)
+        one.add_argument("service", choices=(*STACK_SERVICES, *SERVICES), help="which process")
+        one.add_argument(
+            "--institution", help="only this institution's (default: every institution's)"
+        )
     stack = sub.add_parser("stack", help="the local Kafka/PostgreSQL/Prometheus stack")
     verbs = stack.add_subparsers(dest="verb", required=True, metavar="<verb>")
     start = add(verbs, "start", cmd_up, "start the stack (same as `pantheon up`)")
@@ -422,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
     add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
-        "file", help="path of the new key file (must not exist)"
+        "file",
+        nargs="?",
+        help="path of the new key file (must not exist; default: <state>/keys/<key id>.json)",
     )
     add(key_verbs, "show", cmd_keys_show, "print a key file's public facts").add_argument(
         "file", help="path of the key file"
@@ -431,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     genesis = sub.add_parser("genesis", help="genesis documents of a consortium")
     gen_verbs = genesis.add_subparsers(dest="verb", required=True, metavar="<verb>")
     create = add(gen_verbs, "create", cmd_genesis_create, "create a genesis and its keys")
-    create.add_argument("--out", required=True, help="directory for genesis and keys")
+    create.add_argument(
+        "--out", help="directory for genesis and keys (default: <state>/networks/<chain id>)"
+    )
     create.add_argument("--chain-id", default="pantheon-local", help="chain id")
     create.add_argument("--institutions", default="", help="comma-separated institution ids")
     create.add_argument("--count", type=int, default=0, help="or: N institutions inst-1..N")
@@ -443,34 +547,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pantheon`` console script."""
+    """Entry point of the ``pantheon`` console script. Exit codes: 0 done; 1 the answer is
+    no (audit discrepancies, an invalid proof, no final proof yet, not confirmed); 2 could not
+    run (bad usage or input, a missing file or password, an unknown institution, a service
+    unreachable), said in one line on stderr; 3 ``status``: not everything is healthy
+    (``projections rebuild``: the projection diverged); 130 interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env()
+        return _dispatch(argv, settings)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if os.environ.get("PANTHEON_TRACEBACK"):
+            raise
+        what = describe(exc, settings) if settings is not None else str(exc)
+        print(f"pantheon: error: {what}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(argv: list[str], settings: Settings) -> int:
     if argv[:1] == ["projector"]:  # processes with their own argument parsers
         return projector.main(argv[1:])
     if argv[:1] == ["gateway"]:
         return gateway_server.main(argv[1:])
-    delegated = {
-        "audit": audit.main,
-        "batcher": batcher.main,
-        "proof": proofs.proof_main,
-        "verify": proofs.verify_main,
-        "verify-object": object_verify.object_verify_main,
-        "simulate": simulate.main,
+    if argv[:1] == ["batcher"]:
+        return batcher.main(argv[1:])
+    if not {"-v", "--verbose"} & set(argv):
+        quiet_clients()  # one line when the broker is unreachable, not one per attempt
+    if argv[:1] == ["simulate"]:
+        return simulate.main(argv[1:])
+    local = Local(settings)
+    tools: dict[str, tuple[Callable[..., int], Callable[[Defaults], argparse.ArgumentParser]]] = {
+        "audit": (audit.main, audit.build_parser),
+        "proof": (proofs.proof_main, proofs.proof_parser),
+        "verify": (proofs.verify_main, proofs.verify_parser),
+        "verify-object": (object_verify.object_verify_main, object_verify.object_verify_parser),
     }
-    if argv[:1] and argv[0] in delegated:
-        return delegated[argv[0]](argv[1:])
+    if argv[:1] and argv[0] in tools:
+        run, parser = tools[argv[0]]
+        return run(argv[1:], defaults=local.prepare(argv[0], argv[1:], parser))
     if argv[:2] == ["projections", "rebuild"]:
-        return rebuild.main(argv[2:])
+        defaults = local.prepare("projections rebuild", argv[2:], rebuild.rebuild_parser)
+        institution = option(argv, "--institution") or "<institution>"
+        stop = pantheon("stop", "projector", "--institution", institution, settings=settings)
+        return rebuild.main(argv[2:], defaults=defaults, stop_projector=f"`{stop}`")
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     handler: Handler = args.handler
-    try:
-        return handler(args)
-    except (StackError, IamError, ValueError, TimeoutError, OSError) as exc:
-        print(f"pantheon: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return handler(args)
 
 
 if __name__ == "__main__":

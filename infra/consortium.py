@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,24 @@ from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections import read
 from projections.projector import ConfigError, database_name
-from streams.kafka_config import use_credentials
+from runtime.kafka_config import use_credentials
 from streams.sdk import LedgerClient
 
 DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
+SERVICES = ("validator", "projector", "gateway", "batcher", "auditor")
+"""The processes ``up`` starts for each institution."""
+
+
+def audit_every() -> float:
+    """Seconds between two runs of an institution's continuous auditor
+    (``PANTHEON_AUDIT_EVERY``, default 60)."""
+    raw = os.environ.get("PANTHEON_AUDIT_EVERY", "")
+    try:
+        return max(1.0, float(raw)) if raw else 60.0
+    except ValueError as exc:
+        raise ValueError(f"PANTHEON_AUDIT_EVERY={raw!r} is not a number of seconds") from exc
+
+
 CHAIN_ID = "pantheon-local"
 STALE_AFTER_MS = 5000
 
@@ -181,35 +196,47 @@ class Consortium:
     def _start_projector(
         self, index: int, institution: str, prometheus: Prometheus, postgres: Postgres
     ) -> None:
-        home = self._projector_dir(institution)
+        self._spawn(
+            "projector",
+            "projections.projector",
+            institution,
+            ["--institution", institution, "--dsn", self._server_dsn()],
+            prometheus=prometheus,
+            postgres=postgres,
+        )
+
+    def _spawn(
+        self,
+        service: str,
+        module: str,
+        institution: str,
+        args: list[str],
+        *,
+        prometheus: Prometheus,
+        postgres: Postgres,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        """Start ``python -m module`` for ``institution`` unless its pid file names a live
+        process: the stack's genesis, brokers and prefix, ``args``, a metrics port that
+        Prometheus is told of (label ``service``, and ``labels`` for metrics that do not
+        carry their institution), the institution's Kafka principal and the database
+        password in the environment."""
+        home = self.service_pid_file(service, institution).parent
         home.mkdir(parents=True, exist_ok=True)
         if procs.read_pid(home / "pid") is not None:
             return
         port = procs.free_port(self.settings.host)
-        server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
+        s = self.settings
+        common = ["--genesis", str(self.genesis_file), "--bootstrap", s.bootstrap_servers]
+        common += ["--prefix", s.topic_prefix]
         procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "projections.projector",
-                "--institution",
-                institution,
-                "--genesis",
-                str(self.genesis_file),
-                "--bootstrap",
-                self.settings.bootstrap_servers,
-                "--prefix",
-                self.settings.topic_prefix,
-                "--dsn",
-                server,
-                "--metrics-port",
-                str(port),
-            ],
-            log_file=home / "projector.log",
+            [sys.executable, "-m", module, *common, *args, "--metrics-port", str(port)],
+            log_file=home / f"{service}.log",
             pid_file=home / "pid",
             env=self._env(kafka_acl.institution_principal(institution), postgres),
         )
-        prometheus.register_target(f"projector-{institution}", port, {"service": "projector"})
+        target = {"service": service, **(labels or {})}
+        prometheus.register_target(f"{service}-{institution}", port, target)
 
     def _gateway_dir(self, institution: str) -> Path:
         return self.home / "gateways" / institution
@@ -343,43 +370,124 @@ class Consortium:
     def start_batchers(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start each institution's Layer-2 batcher (after its projector runs)."""
         for institution in self.institutions():
-            home = self._batcher_dir(institution)
-            if procs.read_pid(home / "pid") is not None:
-                continue
-            key = self.batcher_key(institution, postgres)
-            port = procs.free_port(self.settings.host)
-            procs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.batcher",
-                    "--institution",
-                    institution,
-                    "--genesis",
-                    str(self.genesis_file),
-                    "--key",
-                    str(key),
-                    "--bootstrap",
-                    self.settings.bootstrap_servers,
-                    "--prefix",
-                    self.settings.topic_prefix,
-                    "--dsn",
-                    f"host={self.settings.host} port={self.settings.pg_port} user=pantheon",
-                    "--instance-id",
-                    f"{institution}-0",
-                    "--metrics-port",
-                    str(port),
-                ],
-                log_file=home / "batcher.log",
-                pid_file=home / "pid",
-                env=self._env(kafka_acl.institution_principal(institution), postgres),
-            )
-            prometheus.register_target(f"batcher-{institution}", port, {"service": "batcher"})
+            self._start_batcher(institution, prometheus, postgres)
+
+    def _start_batcher(self, institution: str, prometheus: Prometheus, postgres: Postgres) -> None:
+        if procs.read_pid(self.service_pid_file("batcher", institution)) is not None:
+            return  # (before the key: registering one costs a transaction)
+        key = self.batcher_key(institution, postgres)
+        args = ["--institution", institution, "--key", str(key), "--dsn", self._server_dsn()]
+        args += ["--instance-id", f"{institution}-0"]
+        self._spawn(
+            "batcher",
+            "readers.batcher",
+            institution,
+            args,
+            prometheus=prometheus,
+            postgres=postgres,
+        )
+
+    def _auditor_dir(self, institution: str) -> Path:
+        return self.home / "auditors" / institution
+
+    def start_auditors(self, prometheus: Prometheus, postgres: Postgres) -> None:
+        """Start each institution's continuous auditor (``pantheon audit --every``), whose
+        ``pantheon_audit_*`` metrics Prometheus scrapes: the AuditDiscrepancy alert's data."""
+        for institution in self.institutions():
+            self._start_auditor(institution, prometheus, postgres)
+
+    def _start_auditor(self, institution: str, prometheus: Prometheus, postgres: Postgres) -> None:
+        args = ["--institution", institution, "--dsn", self._server_dsn()]
+        args += ["--every", str(audit_every()), "--quiet", "--no-progress"]
+        args += ["--workers", "0"]  # one core: this machine runs the whole consortium
+        self._spawn(
+            "auditor",
+            "readers.audit",
+            institution,
+            args,
+            prometheus=prometheus,
+            postgres=postgres,
+            labels={"institution": institution},  # the audit's metrics do not name it
+        )
+
+    def _server_dsn(self) -> str:
+        return f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
+
+    # -- one service at a time: pantheon stop|start|restart SERVICE [--institution X] -------
+    def service_pid_file(self, service: str, institution: str) -> Path:
+        """The pid file of ``service`` (one of :data:`SERVICES`) of ``institution``."""
+        homes = {
+            "validator": self._dir,
+            "projector": self._projector_dir,
+            "gateway": self._gateway_dir,
+            "batcher": self._batcher_dir,
+            "auditor": self._auditor_dir,
+        }
+        return homes[service](institution) / "pid"
+
+    def stop_service(self, service: str, institution: str) -> int | None:
+        """Stop one service (SIGTERM, then SIGKILL after 20 s; a validator: every operator of
+        the institution); a pid it stopped, or None if none ran."""
+        if service == "validator":  # every operator of the institution that was started
+            pids = [
+                procs.read_pid(self._dir(inst, k) / "pid")
+                for inst, k in self._nodes()
+                if inst == institution
+            ]
+        else:
+            pids = [procs.read_pid(self.service_pid_file(service, institution))]
+        for pid in pids:
+            if pid is not None:
+                procs.stop_pid(pid, timeout=20)
+        return next((pid for pid in pids if pid is not None), None)
+
+    def start_service(
+        self, service: str, institution: str, prometheus: Prometheus, postgres: Postgres
+    ) -> int:
+        """Start one process unless it runs, wait until it is healthy; its pid."""
+        index = self.institutions().index(institution)
+        if service == "validator":
+            for inst, operator in self._nodes():
+                if inst == institution:
+                    self._start_validator(institution, operator, prometheus)
+        elif service == "projector":
+            self._start_projector(index, institution, prometheus, postgres)
+        elif service == "gateway":
+            self._start_gateway(index, institution, prometheus, postgres)
+        elif service == "batcher":
+            self._start_batcher(institution, prometheus, postgres)
+        else:
+            self._start_auditor(institution, prometheus, postgres)
+        pid_file = self.service_pid_file(service, institution)
+        checks: dict[str, Callable[[], bool]] = {
+            "validator": lambda: any(
+                v.healthy for v in self.status() if v.name == f"{institution}-0"
+            ),
+            "projector": lambda: self.projector_heights(postgres).get(institution) is not None,
+            "gateway": lambda: self.gateways()[institution][1],
+        }
+        check = checks.get(service, lambda: procs.read_pid(pid_file) is not None)
+        procs.wait_until(
+            lambda: procs.read_pid(pid_file) is not None and check(),
+            timeout=60,
+            what=f"the {service} of {institution} to be healthy",
+        )
+        if service not in checks:  # no health to ask: give a crash at start a moment
+            time.sleep(1.0)
+        pid = procs.read_pid(pid_file)
+        if pid is None:
+            log = next(pid_file.parent.glob("*.log"), pid_file.parent / "missing.log")
+            raise StackError(f"the {service} of {institution} exited:\n{procs.tail(log)}")
+        return pid
 
     def batchers_running(self) -> dict[str, bool]:
         """Whether each institution's batcher process is alive."""
+        return self.running("batcher")
+
+    def running(self, service: str) -> dict[str, bool]:
+        """Whether each institution's ``service`` process is alive."""
         return {
-            inst: procs.read_pid(self._batcher_dir(inst) / "pid") is not None
+            inst: procs.read_pid(self.service_pid_file(service, inst)) is not None
             for inst in self.institutions()
         }
 
@@ -453,6 +561,7 @@ class Consortium:
             home
             for inst in self.institutions()
             for home in (
+                self._auditor_dir(inst),
                 self._batcher_dir(inst),
                 self._gateway_dir(inst),
                 self._projector_dir(inst),

@@ -12,7 +12,7 @@ state was formatted with it, it stays on for that state directory. Then:
 * every password is generated once into ``<state>/kafka/auth/<principal>.password`` (0600)
   and reaches a client through ``PANTHEON_KAFKA_PASSWORD_FILE``, never a command line.
 
-Institution ids cannot contain ``.`` (:func:`streams.topics.iam_topic`), so ``operator.X``
+Institution ids cannot contain ``.`` (:func:`runtime.topics.iam_topic`), so ``operator.X``
 and ``institution.X`` never collide with each other or with ``admin`` and ``iot``.
 """
 
@@ -41,14 +41,14 @@ from confluent_kafka.admin import (
 
 from infra.errors import StackError
 from infra.settings import Settings
-from streams.kafka_config import (
+from runtime.kafka_config import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     USER_ENV,
     Credentials,
     admin_config,
 )
-from streams.topics import iam_topic
+from runtime.topics import iam_topic
 
 ADMIN = "admin"
 IOT = "iot"

@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient
 from infra import kafka_acl, kafka_dist, procs
 from infra.errors import PortTakenError, PrerequisiteError, StackError
 from infra.settings import Settings
-from streams.kafka_config import admin_config, use_credentials
+from runtime.kafka_config import admin_config, use_credentials
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +298,12 @@ class KafkaCluster:
         procs.stop_pid(pid, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=30.0)
 
     def stop(self) -> None:
-        """Stop every node; signals go out together so no node waits for a lost quorum."""
-        pids = [p for n in self.nodes if (p := procs.read_pid(n.pid_file)) is not None]
+        """Stop every node; signals go out together so no node waits for a lost quorum.
+
+        Every node directory on disk counts, not only the nodes ``settings`` names: a cluster
+        started with ``--brokers 3`` is stopped whole whatever the environment says now."""
+        pid_files = {n.pid_file for n in self.nodes} | set(self.root.glob("node-*/pid"))
+        pids = [p for f in sorted(pid_files) if (p := procs.read_pid(f)) is not None]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -16,21 +16,43 @@ variable                    default                         what
 ``PANTHEON_TOPIC_PREFIX``   ``pantheon.``                   prefix of every topic
 ``PANTHEON_KAFKA_AUTH``     (empty: plaintext)              ``scram``: SASL + ACLs (D26)
 ==========================  ==============================  ===========================
+
+``pantheon up`` records the settings it used in ``<state>/stack.json`` (:data:`RECORD`), and
+every later command reads them from there, so that a new shell needs no variable but
+``PANTHEON_STATE_DIR`` (and not even that for the checkout's own ``.pantheon``). A variable set
+in the environment still wins, except the number of Kafka nodes: that is a property of the
+cluster on disk, so ``down`` and ``status`` see every node ``up`` started (D36).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 KAFKA_VERSION = "4.4.0"
 """The Apache Kafka release we run; see docs/decisions.md (D1) for why this one."""
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
+RECORD = "stack.json"
+"""The file in the state directory where ``up`` records the stack's settings."""
 
-def _default_state_dir() -> Path:
+_RECORDED = {
+    "PANTHEON_KAFKA_PORT": "kafka_port",
+    "PANTHEON_KAFKA_BROKERS": "kafka_brokers",
+    "PANTHEON_PG_PORT": "pg_port",
+    "PANTHEON_PROM_PORT": "prom_port",
+    "PANTHEON_GATEWAY_PORT": "gateway_port",
+    "PANTHEON_TOPIC_PREFIX": "topic_prefix",
+    "PANTHEON_KAFKA_AUTH": "kafka_auth",
+}
+
+
+def default_state_dir() -> Path:
+    """The state directory when ``PANTHEON_STATE_DIR`` is not set."""
     # A source checkout keeps its state beside the code (ignored by git); an installed
     # distribution keeps it in the user's state directory.
     if (_PACKAGE_ROOT / "pyproject.toml").exists():
@@ -42,6 +64,15 @@ def _default_state_dir() -> Path:
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pantheon"
+
+
+def _recorded(state_dir: Path) -> dict[str, Any]:
+    """What ``up`` recorded in ``state_dir`` (empty before the first ``up``)."""
+    try:
+        doc = json.loads((state_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -85,19 +116,41 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Defaults overridden by the ``PANTHEON_*`` environment variables."""
+        """Defaults, then what ``up`` recorded in the state directory, overridden by the
+        ``PANTHEON_*`` environment variables (the node count excepted: see the module)."""
+        state_dir = Path(os.environ.get("PANTHEON_STATE_DIR") or default_state_dir())
+        recorded = _recorded(state_dir)
+
+        def rec(name: str, default: Any) -> Any:
+            value = recorded.get(_RECORDED[name], default)
+            return value if isinstance(value, type(default)) else default
+
+        brokers = recorded.get("kafka_brokers")
         return cls(
-            state_dir=Path(os.environ.get("PANTHEON_STATE_DIR") or _default_state_dir()),
+            state_dir=state_dir,
             cache_dir=Path(os.environ.get("PANTHEON_CACHE_DIR") or _default_cache_dir()),
             kafka_version=os.environ.get("PANTHEON_KAFKA_VERSION") or KAFKA_VERSION,
-            kafka_port=_env_int("PANTHEON_KAFKA_PORT", 19092),
-            kafka_brokers=_env_int("PANTHEON_KAFKA_BROKERS", 1),
-            pg_port=_env_int("PANTHEON_PG_PORT", 15432),
-            prom_port=_env_int("PANTHEON_PROM_PORT", 19090),
-            gateway_port=_env_int("PANTHEON_GATEWAY_PORT", 4004),
-            topic_prefix=os.environ.get("PANTHEON_TOPIC_PREFIX", "pantheon."),
-            kafka_auth=_env_auth("PANTHEON_KAFKA_AUTH"),
+            kafka_port=_env_int("PANTHEON_KAFKA_PORT", rec("PANTHEON_KAFKA_PORT", 19092)),
+            kafka_brokers=brokers
+            if isinstance(brokers, int) and brokers > 0
+            else _env_int("PANTHEON_KAFKA_BROKERS", 1),
+            pg_port=_env_int("PANTHEON_PG_PORT", rec("PANTHEON_PG_PORT", 15432)),
+            prom_port=_env_int("PANTHEON_PROM_PORT", rec("PANTHEON_PROM_PORT", 19090)),
+            gateway_port=_env_int("PANTHEON_GATEWAY_PORT", rec("PANTHEON_GATEWAY_PORT", 4004)),
+            topic_prefix=os.environ.get(
+                "PANTHEON_TOPIC_PREFIX", rec("PANTHEON_TOPIC_PREFIX", "pantheon.")
+            ),
+            kafka_auth=_env_auth("PANTHEON_KAFKA_AUTH") or rec("PANTHEON_KAFKA_AUTH", ""),
         )
+
+    def record(self) -> None:
+        """Write these settings to ``<state>/stack.json`` (``up`` does, every time)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {field: getattr(self, field) for field in _RECORDED.values()}
+        path = self.state_dir / RECORD
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
 
     def with_changes(self, **changes: object) -> Settings:
         """A copy with some fields replaced (used by tests for private stacks)."""

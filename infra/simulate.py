@@ -60,6 +60,7 @@ from typing import Any, TextIO
 import psycopg
 
 from infra.consortium import Consortium
+from infra.invocation import pantheon
 from infra.keystore import generate_key, load_genesis, load_key
 from infra.postgres_server import Postgres
 from infra.settings import Settings
@@ -763,7 +764,7 @@ def _config_from_local(args: argparse.Namespace) -> tuple[SimConfig, NonceLookup
     consortium = Consortium(settings)
     members = consortium.institutions()
     if not members:
-        raise ValueError(f"no consortium in {consortium.home}; start it with `pantheon up`")
+        raise ValueError(f"no consortium in {consortium.home}; start it with `{pantheon('up')}`")
     wanted = [i.strip() for i in args.institutions.split(",") if i.strip()] or members
     unknown = sorted(set(wanted) - set(members))
     if unknown:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from confluent_kafka.admin import AdminClient
@@ -20,10 +21,13 @@ from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from projections.projector import database_name
-from streams.kafka_config import admin_config, use_credentials
-from streams.topics import ensure_topics
+from runtime.kafka_config import admin_config, use_credentials
+from runtime.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+STACK_SERVICES = ("kafka", "postgres", "prometheus")
+"""The servers of the stack itself (the consortium's processes: ``consortium.SERVICES``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,7 @@ class Stack:
 
         With broker access control (D26) this process acts as the Kafka super user, creates
         every principal and ACL, and starts each process as its own principal."""
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.record()  # later commands, in any shell, find this stack (D36)
         with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
             return self._up(consortium)
 
@@ -109,6 +113,7 @@ class Stack:
             )
             self.consortium.register_iam_keys(self.postgres)  # their gateways sign with them
             self.consortium.start_batchers(self.prometheus, self.postgres)
+            self.consortium.start_auditors(self.prometheus, self.postgres)
             timings["validators"] = time.monotonic() - began
         return timings
 
@@ -118,6 +123,42 @@ class Stack:
         self.prometheus.stop()
         self.postgres.stop()
         self.kafka.stop()
+
+    def stop_service(self, service: str, institutions: Sequence[str]) -> list[str]:
+        """Stop one kind of process (of ``institutions``, for a per-institution service);
+        what was done, one line each."""
+        if service in STACK_SERVICES:
+            stops: dict[str, Callable[[], None]] = {
+                "kafka": self.kafka.stop,
+                "postgres": self.postgres.stop,
+                "prometheus": self.prometheus.stop,
+            }
+            stops[service]()
+            return [f"{service} stopped"]
+        done = []
+        for inst in institutions:
+            pid = self.consortium.stop_service(service, inst)
+            state = f"stopped (pid {pid})" if pid is not None else "was not running"
+            done.append(f"{service} of {inst} {state}")
+        return done
+
+    def start_service(self, service: str, institutions: Sequence[str]) -> list[str]:
+        """Start one kind of process unless it runs and wait until it is healthy; what was
+        done, one line each."""
+        with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
+            if service in STACK_SERVICES:
+                starts = {
+                    "kafka": self.kafka.start,
+                    "postgres": self.postgres.start,
+                    "prometheus": self.prometheus.start,
+                }
+                starts[service]()
+                return [f"{service} running"]
+            return [
+                f"{service} of {inst} running (pid "
+                f"{self.consortium.start_service(service, inst, self.prometheus, self.postgres)})"
+                for inst in institutions
+            ]
 
     def projectors(self) -> list[ProjectorStatus]:
         """Each institution's projector: running, and the height its database reached."""

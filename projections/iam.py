@@ -59,7 +59,7 @@ from ledger.iam_events import (
 )
 from ledger.keys import key_id
 from projections.migrate import apply_migrations
-from streams.topics import DEFAULT_PREFIX, iam_topic
+from runtime.topics import DEFAULT_PREFIX, iam_topic
 
 log = logging.getLogger("pantheon.projections.iam")
 

@@ -11,7 +11,7 @@ Theory of operation
   row's current upload). Every other event of the topic is the IAM projection's business
   and is skipped.
 * :func:`fold` is the same projection as a pure function over decoded records: the audit
-  (:mod:`streams.audit_objects`) compares the tables with it.
+  (:mod:`readers.audit_objects`) compares the tables with it.
 * :func:`reset` empties the two tables and the runner's positions; :func:`rebuild` then
   projects the topic again from offset 0. The chunks (``objects.chunks``) and the upload state
   (``objects.uploads``) exist only in PostgreSQL: they are never touched; a rebuilt row points
@@ -34,8 +34,8 @@ from ledger.iam_events import Opened, open_message
 from projections.iam import projection_name as iam_projection_name
 from projections.migrate import apply_migrations
 from projections.runner import ProjectionRunner
-from streams.kafka_config import consumer_config
-from streams.topics import DEFAULT_PREFIX, iam_topic
+from runtime.kafka_config import consumer_config
+from runtime.topics import DEFAULT_PREFIX, iam_topic
 
 log = logging.getLogger("pantheon.projections.objects")
 

@@ -41,8 +41,9 @@ from projections.iam import ChainSigners, IamProjection
 from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
-from streams import logs
-from streams.metrics_server import serve_metrics
+from runtime import logs
+from runtime.cli_args import Parser
+from runtime.metrics_server import serve_metrics
 
 log = logging.getLogger("pantheon.projector")
 
@@ -197,15 +198,17 @@ def run(
 
 
 def build_parser(
-    *, add_help: bool = True, prog: str = "pantheon projector"
+    *, add_help: bool = True, prog: str = "pantheon projector", description: str | None = None
 ) -> argparse.ArgumentParser:
     """Arguments shared by ``pantheon projector`` and ``pantheon projections rebuild``."""
-    p = argparse.ArgumentParser(prog=prog, add_help=add_help, description=__doc__.splitlines()[0])
+    p = Parser(prog=prog, add_help=add_help, description=description or __doc__.splitlines()[0])
     p.add_argument("--institution", required=True, help="institution id (its database)")
     p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     p.add_argument("--prefix", default="pantheon.", help="topic prefix")
-    p.add_argument("--dsn", required=True, help="PostgreSQL server connection string")
+    p.add_argument(
+        "--dsn", required=True, help="PostgreSQL server connection string (password: PGPASSWORD)"
+    )
     p.add_argument("--dbname", default=None, help="database (default pantheon_<institution>)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
     p.add_argument("--batch-size", type=int, default=2000, help="messages per transaction")

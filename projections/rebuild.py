@@ -19,6 +19,7 @@ PostgreSQL and are kept.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -45,8 +46,9 @@ from projections.projector import (
     prepare,
 )
 from projections.runner import ProjectionRunner
-from streams import logs
-from streams.kafka_config import consumer_config
+from runtime import logs
+from runtime.cli_args import Defaults, apply_defaults, one_line
+from runtime.kafka_config import consumer_config
 
 _LOCK_SALT = "pantheon.projection:"
 
@@ -112,6 +114,7 @@ def _bar(out: TextIO, done: int, total: int, height: int, rate: float) -> None:
 def rebuild(config: ProjectorConfig, *, out: TextIO | None = None) -> RebuildResult:
     """Drop and re-project the chain tables of ``config``'s database; see module docstring."""
     began = time.monotonic()
+    _ends(config.bootstrap, [f"{config.prefix}tx"])  # the broker answers before data is dropped
     drop_chain(ensure_database(config.dsn, config.database()))
     projection, runner = prepare(config)
     try:
@@ -195,9 +198,34 @@ def rebuild_iam(
         runner.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m projections.rebuild`` (``pantheon projections rebuild``)."""
-    args = build_parser(prog="pantheon projections rebuild").parse_args(argv)
+DESCRIPTION = (
+    "DROP an institution's chain projection (the chain schema of its database) and project it "
+    "again from offset 0 of the ledger topics, then its IAM projection and its stored objects' "
+    "rows; the result equals what the incremental projector wrote. Its projector must be "
+    "stopped first (pantheon stop projector --institution X) and started after. Exit 0 done, "
+    "2 could not run, 3 diverged."
+)
+
+
+def rebuild_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``pantheon projections rebuild`` (the projector's, described anew)."""
+    parser = build_parser(prog="pantheon projections rebuild", description=DESCRIPTION)
+    for action in parser._actions:  # --metrics-port: a projector-process option
+        if action.dest == "metrics_port":
+            action.help = argparse.SUPPRESS
+    apply_defaults(parser, defaults)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    defaults: Defaults | None = None,
+    stop_projector: str | None = None,
+) -> int:
+    """Entry point of ``python -m projections.rebuild`` (``pantheon projections rebuild``);
+    ``stop_projector``: the command that stops the projector, for the error that asks to."""
+    args = rebuild_parser(defaults).parse_args(argv)
     logs.configure(verbose=args.verbose)
     try:
         config = config_from_args(args)
@@ -212,8 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.prefix,
             end=iam.applied_to,
         )
-    except (ConfigError, RebuildError, GenesisMismatch, psycopg.Error) as exc:
-        print(f"pantheon projections rebuild: error: {exc}", file=sys.stderr)
+    except RebuildError as exc:
+        hint = f": {stop_projector}" if stop_projector else ""
+        print(f"pantheon projections rebuild: error: {exc}{hint}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ConfigError, GenesisMismatch, psycopg.Error) as exc:
+        print(f"pantheon projections rebuild: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KafkaException as exc:
+        what = f"cannot reach Kafka at {args.bootstrap}: {one_line(exc)}"
+        print(f"pantheon projections rebuild: error: {what}", file=sys.stderr)
         return EXIT_CONFIG
     except Diverged as exc:
         print(f"pantheon projections rebuild: DIVERGED: {exc}", file=sys.stderr)

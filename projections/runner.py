@@ -58,8 +58,8 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from projections.migrate import apply_migrations
-from streams.heap import HeapSettler
-from streams.kafka_config import consume_ready, consumer_config
+from runtime.heap import HeapSettler
+from runtime.kafka_config import consume_ready, consumer_config
 
 log = logging.getLogger("pantheon.projections.runner")
 

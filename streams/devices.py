@@ -38,9 +38,9 @@ from ledger.devices import sign_device_record
 from ledger.keys import KeyPair
 from ledger.l2 import sign_device_bundle
 from ledger.results import ResultCode
-from streams.kafka_config import producer_config
+from runtime.kafka_config import producer_config
+from runtime.topics import DEFAULT_PREFIX
 from streams.sdk import LedgerClient, SdkError
-from streams.topics import DEFAULT_PREFIX
 
 __all__ = ["Device", "DeviceProducer", "DeviceSendError", "register_devices"]
 

@@ -28,7 +28,7 @@ Theory of operation
   raises :class:`ReceiptTimeout` -- :class:`OutcomeUnverifiable`, a subclass, when the tx was
   seen only in copies whose validator set could not be established. If the reading thread
   dies, waiters get :class:`SdkError`.
-* Reading uses :func:`~streams.kafka_config.consume_ready`: an outcome is handled as soon as
+* Reading uses :func:`~runtime.kafka_config.consume_ready`: an outcome is handled as soon as
   its block arrives (``Consumer.consume(500, 0.1)``, what the receipt watcher used, waited up
   to 100 ms for a batch to fill under a trickle).
 * Memory is bounded: at most ``max_entries`` (default 100,000) outcomes are kept; beyond
@@ -56,10 +56,10 @@ from ledger.genesis import Genesis
 from ledger.hashing import HASH_BYTES
 from ledger.outcomes import CannotVerify, CertifiedBlock, OutcomeVerifier, SetSource
 from ledger.results import ResultCode
+from runtime.kafka_config import consume_ready, consumer_config
+from runtime.topics import DEFAULT_PREFIX
 from schemas.codec import decode
 from schemas.errors import CodecError
-from streams.kafka_config import consume_ready, consumer_config
-from streams.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.sdk")
 

@@ -53,7 +53,8 @@ from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from ledger.outcomes import SetSource
 from ledger.tx import DEFAULT_MAX_TX_BYTES, parse_tx, sign_tx
-from streams.kafka_config import producer_config
+from runtime.kafka_config import producer_config
+from runtime.topics import DEFAULT_PREFIX
 from streams.receipts import (
     OutcomeUnverifiable,
     Receipt,
@@ -61,7 +62,6 @@ from streams.receipts import (
     ReceiptWatcher,
     SdkError,
 )
-from streams.topics import DEFAULT_PREFIX
 
 __all__ = [
     "DeliveryFailure",

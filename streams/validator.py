@@ -54,11 +54,11 @@ from ledger.validator_core import (
     SubmitTx,
     ValidatorCore,
 )
-from streams import logs
+from runtime import logs
+from runtime.heap import GcPauses, HeapSettler
+from runtime.kafka_config import consume_ready, consumer_config, producer_config
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
-from streams.heap import GcPauses, HeapSettler
-from streams.kafka_config import consume_ready, consumer_config, producer_config
 from streams.signature_pipeline import SignaturePipeline
 
 log = logging.getLogger("pantheon.validator")
@@ -160,7 +160,7 @@ class Validator:
         # Signatures verified ahead in worker processes (D18), started through a fork server
         # (never a fork of this process, which already runs librdkafka's threads).
         self.pipeline: SignaturePipeline | None = None
-        self._heap = HeapSettler()  # no full collection over the world state (streams.heap)
+        self._heap = HeapSettler()  # no full collection over the world state (runtime.heap)
         self._gc = GcPauses()
         # Snapshots are encoded a slice per loop turn and fsynced in a thread of their own:
         # at once, a 10,000 record state took 1.1 to 1.2 s of the loop and stalled every

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from streams.metrics_server import serve_metrics
+from runtime.metrics_server import serve_metrics
 
 _LABELS = ("institution", "operator")
 

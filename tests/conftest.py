@@ -13,13 +13,13 @@ from typing import TypeVar
 
 import pytest
 
+from harness.stack_fixtures import private_settings
 from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.procs import free_port, free_port_block
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
-from tests.stack_fixtures import private_settings
 
 T = TypeVar("T")
 

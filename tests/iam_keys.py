@@ -12,9 +12,9 @@ import hashlib
 import time
 
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height
+from harness.consortium import Consortium
 from ledger.keys import KeyPair
 from projections.iam import PinnedSigners
-from tests.consortium import Consortium
 
 
 def iam_key(institution: str) -> KeyPair:

@@ -21,7 +21,7 @@ from ledger.members import ValidatorSet, validator_set
 from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
 from ledger.votes import sign_vote
-from streams.kafka_config import consumer_config, producer_config
+from runtime.kafka_config import consumer_config, producer_config
 
 
 def genesis_set(plan: ConsortiumPlan | Genesis, height: int) -> ValidatorSet:

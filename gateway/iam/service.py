@@ -89,9 +89,9 @@ from gateway.iam.kek import KekStore
 from gateway.iam.signing import IamSigner
 from projections import iam as iam_projection
 from projections.runner import wait_for_offset
+from runtime.kafka_config import producer_config
+from runtime.topics import DEFAULT_PREFIX, iam_topic
 from schemas.codec import encode
-from streams.kafka_config import producer_config
-from streams.topics import DEFAULT_PREFIX, iam_topic
 
 PASSWORD_FIELD = "password_hash"
 log = logging.getLogger("pantheon.iam")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot topic creation for compose.yaml (service kafka-init, image apache/kafka): the
-# topics of streams/topics.py with replication 3 and the ledger settings of
-# streams.topics.ledger_config(3). tests/unit/test_compose.py keeps this file in sync.
+# topics of runtime/topics.py with replication 3 and the ledger settings of
+# runtime.topics.ledger_config(3). tests/unit/test_compose.py keeps this file in sync.
 # Environment: BOOTSTRAP (brokers), PREFIX (default pantheon.), INSTITUTIONS (space-separated).
 set -euo pipefail
 : "${BOOTSTRAP:?set BOOTSTRAP}"

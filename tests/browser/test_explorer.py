@@ -26,13 +26,13 @@ from gateway.auth.passwords import FAST
 from gateway.context import Services
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
+from harness.gateway_support import INSTITUTION, ChainFixture
 from infra.postgres_server import Postgres
 from projections.iam import IamProjection
 from projections.runner import ProjectionRunner
-from streams.kafka_config import admin_config
-from streams.topics import ensure_topics
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from tests.iam_keys import pinned_signer, pinned_signers
-from tests.integration.test_gateway_support import INSTITUTION, ChainFixture
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -343,7 +343,7 @@ def proof_target() -> Target:
 
 
 def jwt_target() -> Target:
-    from tests.integration.test_gateway_support import Tokens  # noqa: PLC0415 - heavy import
+    from harness.gateway_support import Tokens  # noqa: PLC0415 - heavy import
 
     tokens = Tokens()
     verifier: TokenVerifier = tokens.verifier

@@ -9,10 +9,10 @@ from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from harness.consortium import Consortium, anchor_args
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx
-from streams.kafka_config import producer_config
-from tests.consortium import Consortium, anchor_args
+from runtime.kafka_config import producer_config
 
 
 class LoadThread:

@@ -28,15 +28,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 
+from harness.consortium import Consortium, HarnessError, read_partition
+from harness.stack_fixtures import private_settings
 from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster, KafkaNode
 from ledger.blocks import decode_finalized
 from ledger.results import ResultCode
 from ledger.votes import decode_vote
-from tests.consortium import Consortium, HarnessError, read_partition
 from tests.faults.load_threads import Producing
 from tests.integration.test_consensus import check_chain, check_votes, operators
-from tests.stack_fixtures import private_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from harness.consortium import Consortium, HarnessError, Load, new_key
 from ledger.blocks import decode_finalized
 from ledger.cutter import TimeToCut
 from ledger.errors import DecodeError, LedgerError
@@ -26,9 +27,8 @@ from ledger.finality import verify_finalized
 from ledger.hashing import sha256
 from ledger.results import ResultCode
 from ledger.votes import sign_vote
+from runtime.kafka_config import producer_config
 from schemas.codec import encode
-from streams.kafka_config import producer_config
-from tests.consortium import Consortium, HarnessError, Load, new_key
 from tests.integration.test_consensus import check_votes, operators, tx_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -29,15 +29,15 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from gateway.auth.tokens import TokenError
+from harness.gateway_support import ALL, ChainFixture, Tokens
 from ledger.errors import ProofError
 from ledger.keys import KeyPair
 from ledger.l2 import RECORD_KIND
 from ledger.proofs import RecordProof, verify_record_proof
 from ledger.tx import TxRejected, parse_tx, sign_tx
+from runtime.kafka_config import consumer_config
 from schemas.codec import decode, encode
 from schemas.errors import CodecError
-from streams.kafka_config import consumer_config
-from tests.integration.test_gateway_support import ALL, ChainFixture, Tokens
 from tests.unit.test_proofs import _chain_proof
 
 pytestmark = pytest.mark.faults

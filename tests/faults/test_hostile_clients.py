@@ -38,14 +38,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from gateway.auth.crypto import create_master_key_file
 from gateway.iam.bootstrap import ensure_setup_credential
+from harness.gateway_support import ChainFixture
 from infra.postgres_server import Postgres
 from infra.procs import free_port, tail
 from projections import read
 from projections.projector import ProjectorConfig, prepare
-from streams.kafka_config import admin_config
-from streams.topics import ensure_topics
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from tests.faults.pinned_gateway import write_iam_key_file
-from tests.integration.test_gateway_support import ChainFixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.crypto import CryptoError, create_master_key_file, load_master_key
+from harness.consortium import Consortium, Load, new_key
 from infra.keystore import KeystoreError, load_key, write_secret
 from infra.postgres_server import Postgres
-from tests.consortium import Consortium, Load, new_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -66,6 +66,9 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from harness.consortium import REPO, Consortium, Replay, anchor_args, new_key
+from harness.l2_support import INSTITUTION, L2Stack, workload
+from harness.projections_support import expected_rows, projected_rows
 from infra.postgres_server import Postgres
 from infra.procs import free_port, tail
 from ledger.keys import KeyPair
@@ -73,11 +76,10 @@ from ledger.members import key_key
 from ledger.proofs import verify_record_proof
 from ledger.results import ResultCode
 from ledger.tx import parse_tx, sign_tx
-from streams.kafka_config import admin_config
-from streams.proofs import record_proof
+from readers.proofs import record_proof
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from streams.sdk import LedgerClient
-from streams.topics import ensure_topics
-from tests.consortium import REPO, Consortium, Replay, anchor_args, new_key
 from tests.faults.load_threads import LoadThread, Producing
 from tests.faults.test_hostile_clients import (
     GRANT,
@@ -88,8 +90,6 @@ from tests.faults.test_hostile_clients import (
 )
 from tests.iam_keys import iam_key
 from tests.integration.test_consensus import check_chain, check_votes, operators
-from tests.integration.test_l2_support import INSTITUTION, L2Stack, workload
-from tests.integration.test_projections_support import expected_rows, projected_rows
 
 KILLS = int(os.environ.get("PANTHEON_KILLS", "20"))
 # the session's 300 s covers the CI size; a long run by hand gets about 4 s more per kill

@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from harness.consortium import read_partition
+from harness.projections_support import SimChain, anchor, governance_workload
 from infra.postgres_server import Postgres
 from ledger.blocks import decode_finalized, encode_finalized
 from ledger.cutter import CutBlock
@@ -23,9 +25,7 @@ from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.merkle import root
 from projections.migrate import apply_migrations
 from projections.projector import ProjectorConfig, prepare
-from streams import audit
-from tests.consortium import read_partition
-from tests.integration.test_projections_support import SimChain, anchor, governance_workload
+from readers import audit
 
 pytestmark = pytest.mark.integration
 L2_MIGRATIONS = Path(__file__).resolve().parents[2] / "projections" / "migrations" / "l2"

@@ -1,7 +1,7 @@
 """Consensus of real validator processes on the real broker (DESIGN.md section 4).
 
 Each test runs its own chain (genesis, keystores, topic prefix) with validators as OS processes
-(``tests/consortium.py``), and checks what they publish against an oracle that re-cuts and
+(``harness/consortium.py``), and checks what they publish against an oracle that re-cuts and
 re-executes the tx log with the pure core in the test process.
 """
 
@@ -19,6 +19,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from harness.consortium import (
+    Consortium,
+    HarnessError,
+    Load,
+    LogMessage,
+    Replay,
+    anchor_args,
+    new_key,
+    replay_log,
+)
 from infra.procs import descendants, pid_alive
 from ledger.cutter import CutBlock, Entry, TimeToCut
 from ledger.errors import DecodeError
@@ -30,17 +40,7 @@ from ledger.members import inst_key
 from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
 from ledger.votes import decode_vote, sign_vote
-from streams.kafka_config import consumer_config, producer_config
-from tests.consortium import (
-    Consortium,
-    HarnessError,
-    Load,
-    LogMessage,
-    Replay,
-    anchor_args,
-    new_key,
-    replay_log,
-)
+from runtime.kafka_config import consumer_config, producer_config
 from tests.unit.chain_helpers import Driver
 from tests.unit.chain_helpers import consortium as plan_of
 

@@ -53,6 +53,7 @@ from gateway.iam import store
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.kek import KekStore
 from gateway.iam.service import IamService
+from harness.stack_fixtures import private_settings, removed_afterwards
 from infra import cli, keystore
 from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster
@@ -60,10 +61,9 @@ from infra.postgres_server import Postgres, find_bindir
 from projections.iam import IamProjection
 from projections.projector import database_name
 from projections.runner import ProjectionRunner
-from streams.kafka_config import admin_config
-from streams.topics import ensure_topics
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from tests.iam_keys import iam_key, pinned_signer, pinned_signers
-from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
 
@@ -470,13 +470,13 @@ def test_forget_user_cli(
 
         forget = ("forget-user", "--institution", institution, "--user", user)
         code, _, err = run(*forget)  # no terminal, no --yes: refused, nothing changed
-        assert code == 1 and "--yes" in err and svc.data_key(user) is not None
+        assert code == 2 and "--yes" in err and svc.data_key(user) is not None
         code, _, err = run("forget-user", "--institution", "nowhere", "--user", user, "--yes")
-        assert code == 1 and "unknown institution" in err
+        assert code == 2 and "unknown institution" in err
         code, _, err = run("forget-user", "--institution", institution, "--user", "u-x", "--yes")
-        assert code == 1 and "unknown_user" in err
+        assert code == 2 and "unknown_user" in err
         code, _, err = run("forget-user", "--institution", institution, "--user", root, "--yes")
-        assert code == 1 and "not_authorized" in err and svc.data_key(root) is not None
+        assert code == 2 and "not_authorized" in err and svc.data_key(root) is not None
 
         code, out, _ = run(*forget, "--yes")
         assert code == 0 and "forgotten" in out

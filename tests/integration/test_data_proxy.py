@@ -1,6 +1,6 @@
 """The data access proxy end to end: store, anchor, read under a policy, verify offline, audit.
 
-Real validator processes (:class:`tests.consortium.Consortium`, three institutions) finalize the
+Real validator processes (:class:`harness.consortium.Consortium`, three institutions) finalize the
 tx log on the real broker; the real chain projection of ``inst-1`` fills PostgreSQL; the
 gateway is the real ASGI app whose proxy streams objects into the institution's database and
 signs ``AnchorData`` with ``inst-1``'s governance key from the consortium's keystore file. The
@@ -38,6 +38,8 @@ from gateway.governance import Governance
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from gateway.objects import DataProxy, ProxyConfig
+from harness.consortium import Consortium
+from harness.gateway_support import Tokens
 from infra.postgres_server import Postgres
 from infra.procs import free_port
 from ledger.genesis import Genesis
@@ -50,13 +52,11 @@ from projections.objects import rebuild as objects_rebuild
 from projections.projector import ProjectorConfig, prepare
 from projections.rebuild import main as rebuild_main
 from projections.runner import ProjectionRunner
-from streams import audit
-from streams.kafka_config import admin_config
-from streams.object_verify import object_verify_main, verify_object
-from streams.topics import ensure_topics
-from tests.consortium import Consortium
+from readers import audit
+from readers.object_verify import object_verify_main, verify_object
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from tests.iam_keys import register_on_chain
-from tests.integration.test_gateway_support import Tokens
 
 pytestmark = pytest.mark.integration
 

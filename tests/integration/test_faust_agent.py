@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import wait_visible
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import wait_visible
 
 pytestmark = pytest.mark.integration
 

@@ -28,15 +28,15 @@ from gateway.app import GatewayConfig, create_app
 from gateway.context import Services
 from gateway.governance import Governance
 from gateway.objects import DataProxy, ProxyConfig
+from harness.consortium import Consortium
+from harness.gateway_support import Tokens
 from infra.postgres_server import Postgres
 from ledger.hashing import sha256
 from ledger.results import ResultCode
 from projections.projector import ProjectorConfig, prepare
-from streams import audit
+from readers import audit
 from streams.sdk import LedgerClient
-from tests.consortium import Consortium
 from tests.integration.test_data_proxy import ObjectServices
-from tests.integration.test_gateway_support import Tokens
 from tests.outcome_helpers import Forger
 
 pytestmark = pytest.mark.integration

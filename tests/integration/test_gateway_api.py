@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from harness.gateway_support import ALL, INSTITUTION, ChainFixture
 from infra.postgres_server import Postgres
 from ledger.tx import parse_tx
-from tests.integration.test_gateway_support import ALL, INSTITUTION, ChainFixture
 
 pytestmark = pytest.mark.integration
 

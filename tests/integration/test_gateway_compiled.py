@@ -22,9 +22,9 @@ from gateway.context import Services
 from gateway.engine import Engine, encode
 from gateway.errors import PageTooLarge
 from gateway.limits import Limits
+from harness.gateway_support import INSTITUTION, ChainFixture
 from infra.postgres_server import Postgres
 from projections import read
-from tests.integration.test_gateway_support import INSTITUTION, ChainFixture
 
 pytestmark = pytest.mark.integration
 

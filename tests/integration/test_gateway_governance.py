@@ -1,6 +1,6 @@
 """Governance from the gateway and the first administrator, end to end.
 
-Real validator processes (:class:`tests.consortium.Consortium`, four institutions) finalize
+Real validator processes (:class:`harness.consortium.Consortium`, four institutions) finalize
 the tx log on the real broker; the real chain projection of ``inst-1`` and its IAM
 projection fill PostgreSQL; the gateways are the real ASGI apps signing with the governance
 keys of the consortium's keystore files and waiting for the validators' receipts.
@@ -29,16 +29,16 @@ from gateway.context import Services
 from gateway.governance import Governance, KeystoreRefused, load_governance_key
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
+from harness.consortium import Consortium, new_key
+from harness.gateway_support import ALL, Tokens
 from infra.postgres_server import Postgres
 from projections import read
 from projections.iam import IamProjection
 from projections.projector import ProjectorConfig, prepare
 from projections.runner import ProjectionRunner
-from streams.kafka_config import admin_config
-from streams.topics import ensure_topics
-from tests.consortium import Consortium, new_key
+from runtime.kafka_config import admin_config
+from runtime.topics import ensure_topics
 from tests.iam_keys import pinned_signer, pinned_signers
-from tests.integration.test_gateway_support import ALL, Tokens
 
 pytestmark = pytest.mark.integration
 

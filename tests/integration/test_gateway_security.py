@@ -12,8 +12,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.auth.tokens import SigningKey
 from gateway.limits import Limits
+from harness.gateway_support import ChainFixture
 from infra.postgres_server import Postgres
-from tests.integration.test_gateway_support import ChainFixture
 
 pytestmark = pytest.mark.integration
 

@@ -42,9 +42,9 @@ from ledger.keys import KeyPair
 from projections import iam as iam_projection
 from projections.iam import PROJECTION_TABLES, IamProjection
 from projections.runner import ProjectionRunner
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import encode
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
 from tests.iam_keys import iam_key, pinned_signer, pinned_signers
 
 pytestmark = pytest.mark.integration

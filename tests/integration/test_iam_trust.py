@@ -40,6 +40,8 @@ from gateway.auth.passwords import FAST
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height
+from harness.consortium import read_partition
+from harness.projections_support import SimChain
 from infra.postgres_server import Postgres
 from ledger.iam_events import open_message, sign_event
 from ledger.keys import KeyPair
@@ -47,12 +49,10 @@ from projections import rebuild
 from projections.iam import ChainSigners, IamProjection
 from projections.projector import ProjectorConfig, prepare
 from projections.runner import ProjectionRunner
+from readers import audit
+from runtime.kafka_config import admin_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import encode
-from streams import audit
-from streams.kafka_config import admin_config, producer_config
-from streams.topics import ensure_topics
-from tests.consortium import read_partition
-from tests.integration.test_projections_support import SimChain
 
 pytestmark = pytest.mark.integration
 INST = "inst-1"

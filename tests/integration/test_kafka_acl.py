@@ -21,10 +21,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from harness.stack_fixtures import private_settings
 from infra import kafka_acl
 from infra.kafka_server import KafkaCluster
 from infra.settings import Settings
-from streams.kafka_config import (
+from runtime.kafka_config import (
     PASSWORD_FILE_ENV,
     USER_ENV,
     Credentials,
@@ -33,8 +34,7 @@ from streams.kafka_config import (
     producer_config,
     use_credentials,
 )
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings
+from runtime.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness.stack_fixtures import private_settings, removed_afterwards
 from infra import kafka_acl, procs
 from infra.cli import main
 from infra.stack import Stack
@@ -18,10 +19,9 @@ from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections.projector import database_name
+from runtime.kafka_config import PASSWORD_FILE_ENV, USER_ENV, use_credentials
 from streams.devices import Device, DeviceProducer, register_devices
-from streams.kafka_config import PASSWORD_FILE_ENV, USER_ENV, use_credentials
 from streams.sdk import LedgerClient
-from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def test_a_consortium_finalizes_with_and_without_broker_acls(
             expected: dict[Path, str] = {}
             for inst in ("alpha", "beta"):
                 expected[home / "validators" / f"{inst}-0" / "pid"] = f"operator.{inst}"
-                for role in ("projectors", "gateways", "batchers"):
+                for role in ("projectors", "gateways", "batchers", "auditors"):
                     expected[home / role / inst / "pid"] = f"institution.{inst}"
             secrets = (
                 [f.read_text().strip() for f in kafka_acl.auth_dir(settings).iterdir()]

@@ -9,8 +9,8 @@ from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from infra.kafka_server import KafkaCluster
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import LEDGER_TOPICS, TopicError, ensure_topics, iam_topic
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import LEDGER_TOPICS, TopicError, ensure_topics, iam_topic
 
 pytestmark = pytest.mark.integration
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from harness.stack_fixtures import private_settings, removed_afterwards
+from infra.invocation import DEFAULT_PATH, script
 from infra.kafka_server import KafkaCluster
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
-from tests.stack_fixtures import private_settings, removed_afterwards
+from infra.stack import Stack
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +64,47 @@ def test_three_node_cluster_replicates_and_keeps_acknowledged_messages() -> None
             assert got == list(range(200))
         finally:
             cluster.stop()
+
+
+def test_down_stops_every_node_of_up_brokers_3_whatever_the_environment() -> None:
+    """`up --brokers 3`, then `status` and `down` in a new shell whose environment says one
+    broker: the node count recorded in the state directory wins (D36)."""
+    settings = private_settings(brokers=3)
+    root = Path(__file__).resolve().parents[2]
+    base = {
+        "PATH": DEFAULT_PATH,
+        "HOME": os.environ["HOME"],
+        "PYTHONPATH": str(root),
+        "PANTHEON_STATE_DIR": str(settings.state_dir),
+    }
+    ports = {
+        "PANTHEON_KAFKA_PORT": str(settings.kafka_port),
+        "PANTHEON_PG_PORT": str(settings.pg_port),
+        "PANTHEON_PROM_PORT": str(settings.prom_port),
+    }
+
+    def run(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script()), *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    cluster = KafkaCluster(settings)
+    with removed_afterwards(settings.state_dir):
+        try:
+            up = run("up", "--brokers", "3", "--no-consortium", env={**base, **ports})
+            assert up.returncode == 0, up.stdout + up.stderr
+            assert len(cluster.running()) == 3
+            one = {**base, "PANTHEON_KAFKA_BROKERS": "1"}
+            status = run("status", env=one)
+            assert "3/3 nodes running, 3 brokers answering" in status.stdout, status.stdout
+            down = run("down", env=one)
+            assert down.returncode == 0, down.stdout + down.stderr
+            assert cluster.running() == []
+        finally:
+            cluster.stop()
+            Stack(settings).down()

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.consortium import new_key
+from harness.l2_support import L2Stack, Workload, workload
 from infra.postgres_server import Postgres
 from ledger.proofs import verify_record_proof
-from streams.proofs import proof_main, record_proof, verify_main
-from tests.consortium import new_key
-from tests.integration.test_l2_support import L2Stack, Workload, workload
+from readers.proofs import proof_main, record_proof, verify_main
 
 pytestmark = pytest.mark.integration
 

@@ -23,14 +23,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from harness.consortium import REPO, Consortium, Load
 from infra.grafana import dashboards
 from infra.postgres_server import Postgres
 from infra.procs import free_port
 from infra.prometheus_config import NOT_YET_EXPORTED, RULES_FILE, alert_rules, rules_yaml
 from infra.prometheus_server import Prometheus
-from streams.kafka_config import admin_config, producer_config
-from streams.topics import ensure_topics
-from tests.consortium import REPO, Consortium, Load
+from runtime.kafka_config import admin_config, producer_config
+from runtime.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def running(
         procs = {
             "projector": [sys.executable, "-m", "projections.projector", "--institution",
                           "inst-1", *common, "--dsn", server, "--dbname", dbname],
-            "audit": [sys.executable, "-m", "streams.audit", *common, "--every", "3",
+            "audit": [sys.executable, "-m", "readers.audit", *common, "--every", "3",
                       "--quiet", "--no-progress", "--institution", "inst-1", "--dsn", server,
                       "--dbname", dbname],
         }  # fmt: skip

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.consortium import Consortium, Load, new_key
 from ledger.finality import verify_finalized
 from ledger.results import ResultCode
 from ledger.votes import decode_vote, sign_vote
 from streams.validator import PUBLISHER_HEADER
-from tests.consortium import Consortium, Load, new_key
 from tests.integration.test_consensus import (
     blocks_max_height,
     check_chain,

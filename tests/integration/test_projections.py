@@ -12,6 +12,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from harness.projections_support import (
+    SimChain,
+    anchor,
+    dump_all,
+    expected_rows,
+    governance_workload,
+    projected_rows,
+)
 from infra.postgres_server import Postgres
 from ledger.blocks import EntryResult, receipt
 from ledger.results import ResultCode
@@ -22,14 +30,6 @@ from projections.migrate import MigrationError, apply_migrations
 from projections.projector import CHAIN_MIGRATIONS, ProjectorConfig, ensure_database, prepare
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import PositionConflict, ProjectionRunner, wait_for_offset
-from tests.integration.test_projections_support import (
-    SimChain,
-    anchor,
-    dump_all,
-    expected_rows,
-    governance_workload,
-    projected_rows,
-)
 
 pytestmark = pytest.mark.integration
 

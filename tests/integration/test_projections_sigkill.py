@@ -16,9 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra.postgres_server import Postgres
-from projections.projector import ProjectorConfig, prepare
-from tests.integration.test_projections_support import (
+from harness.projections_support import (
     SimChain,
     anchor,
     dump_all,
@@ -26,6 +24,8 @@ from tests.integration.test_projections_support import (
     governance_workload,
     projected_rows,
 )
+from infra.postgres_server import Postgres
+from projections.projector import ProjectorConfig, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 REPO = Path(__file__).resolve().parents[2]

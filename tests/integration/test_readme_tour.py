@@ -1,8 +1,11 @@
-"""The README's tour, run as written against a private local consortium.
+"""The README's tour, run as written against a private local consortium, in a new shell.
 
 The commands and Python snippets are extracted from README.md itself, so the README cannot
-rot: only the default ports, the state directory and the virtualenv path are substituted for
-the private stack's.
+rot: only the default ports of the Python snippets, the state directory and the virtualenv
+path are substituted for the private stack's. Each runs in a fresh environment (as `env -i`
+gives, D36): Debian's default PATH without the virtualenv, HOME, no exported variable but
+PANTHEON_STATE_DIR (which stands for the README's `.pantheon/`), and PYTHONPATH naming this
+checkout (the development machines' shared virtualenv may be installed from another one).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.stack_fixtures import private_settings, removed_afterwards, stack_variables
 from infra.cli import main
+from infra.invocation import DEFAULT_PATH
 from infra.settings import Settings
-from tests.stack_fixtures import private_settings, removed_afterwards
 
 pytestmark = pytest.mark.integration
 
@@ -58,22 +62,17 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
 
 def test_the_readme_tour_works_as_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = private_settings()
+    for key, value in stack_variables(settings).items():
+        monkeypatch.setenv(key, value)  # for `up` alone: it records them in the state dir
     env = {
-        **os.environ,
-        "PANTHEON_STATE_DIR": str(settings.state_dir),
-        "PANTHEON_KAFKA_PORT": str(settings.kafka_port),
-        "PANTHEON_PG_PORT": str(settings.pg_port),
-        "PANTHEON_PROM_PORT": str(settings.prom_port),
-        "PANTHEON_GATEWAY_PORT": str(settings.gateway_port),
+        "PATH": DEFAULT_PATH,
+        "HOME": os.environ["HOME"],
         "PYTHONPATH": str(ROOT),
+        "PANTHEON_STATE_DIR": str(settings.state_dir),
     }
-    for key, value in env.items():
-        if key.startswith("PANTHEON_"):
-            monkeypatch.setenv(key, value)
     with removed_afterwards(settings.state_dir):
         try:
             assert main(["up"]) == 0
-            env["PGPASSWORD"] = (settings.state_dir / "postgres" / "password").read_text().strip()
 
             # 1. the first administrator, with the command of the README
             admin = _localize(_inline("PANTHEON_ADMIN_PASSWORD="), settings)
@@ -102,10 +101,22 @@ def test_the_readme_tour_works_as_written(monkeypatch: pytest.MonkeyPatch, tmp_p
                 assert attempt < 59, done.stdout + done.stderr
                 time.sleep(1)
             assert '"valid": true' in done.stdout
+            assert list(tmp_path.iterdir()) == []  # nothing left in the working directory
 
-            # 5. the audit comes back clean
+            # 5. the audit comes back clean, its verdict first
             audit = _localize(_inline(".venv/bin/pantheon audit"), settings)
             out = _run(["bash", "-c", audit], env, tmp_path)
-            assert "RESULT: CLEAN" in out
+            assert out.startswith("RESULT: CLEAN"), out
+
+            # 6. status: everything healthy, the auditors included
+            status = _localize(_inline(".venv/bin/pantheon status"), settings)
+            out = _run(["bash", "-c", status], env, tmp_path)
+            assert re.search(r"^  alpha +running", out.split("auditor", 1)[1], re.M), out
+
+            # 7. stop alpha's projector, rebuild its projections, start it again
+            (rebuild,) = [b for b in _blocks("bash") if "projections rebuild" in b]
+            out = _run(["bash", "-ec", _localize(rebuild, settings)], env, tmp_path)
+            assert "projector of alpha stopped" in out and "rebuilt pantheon_alpha" in out
+            assert "projector of alpha running" in out
         finally:
             assert main(["down"]) == 0

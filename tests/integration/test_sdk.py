@@ -18,7 +18,8 @@ from ledger.keys import KeyPair
 from ledger.members import ValidatorSet
 from ledger.results import ResultCode
 from ledger.tx import parse_tx, sign_tx
-from streams.kafka_config import admin_config, consumer_config, producer_config
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from streams.sdk import (
     LedgerClient,
     OutcomeUnverifiable,
@@ -28,7 +29,6 @@ from streams.sdk import (
     SdkError,
     SubmitError,
 )
-from streams.topics import ensure_topics
 from tests.outcome_helpers import certified, genesis_set, operators, results
 
 pytestmark = pytest.mark.integration

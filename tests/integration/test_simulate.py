@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.consortium import Consortium
 from infra.simulate import SimConfig, Simulator
 from ledger.keys import KeyPair
 from ledger.members import key_key, member_ids
-from tests.consortium import Consortium
 
 pytestmark = pytest.mark.integration
 

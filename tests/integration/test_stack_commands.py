@@ -15,18 +15,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness.stack_fixtures import (
+    command_lines_carrying,
+    private_settings,
+    removed_afterwards,
+    stack_secrets,
+)
 from infra import procs
 from infra.cli import main
 from infra.errors import PortTakenError
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 from infra.stack import Stack
-from tests.stack_fixtures import (
-    command_lines_carrying,
-    private_settings,
-    removed_afterwards,
-    stack_secrets,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,6 @@ def test_cli_reports_errors_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PANTHEON_PG_PORT", "not-a-port")
-    assert main(["status"]) == 1
+    assert main(["status"]) == 2  # could not run (D36)
     err = capsys.readouterr().err
     assert "PANTHEON_PG_PORT='not-a-port' is not a port number" in err

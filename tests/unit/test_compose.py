@@ -3,7 +3,7 @@
 Every command must parse with the real argument parser of its module, every mounted path must
 exist (or be a declared volume, secret or config), ports must be unique and agree with the
 flags and with Prometheus' targets, the Kafka cluster must replicate 3 times with
-``min.insync.replicas=2``, and the topic script must create what ``streams/topics.py`` defines.
+``min.insync.replicas=2``, and the topic script must create what ``runtime/topics.py`` defines.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from gateway import server as gateway_server
 from gateway.auth.crypto import ENV_VAR as MASTER_KEY_ENV
 from infra.settings import KAFKA_VERSION
 from projections import projector
+from readers import audit, batcher
+from runtime.topics import L2_PARTITIONS, LEDGER_TOPICS, ledger_config
 from streams import validator
-from streams.topics import L2_PARTITIONS, LEDGER_TOPICS, ledger_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "infra" / "compose"
@@ -33,9 +34,12 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "streams.validator": validator.build_parser,
     "projections.projector": projector.build_parser,
     "gateway.server": gateway_server.build_parser,
+    "readers.batcher": batcher.build_parser,
+    "readers.audit": audit.build_parser,
 }
 ROLES = {"streams.validator": "validator", "projections.projector": "projector",
-         "gateway.server": "gateway"}  # fmt: skip
+         "gateway.server": "gateway", "readers.batcher": "batcher",
+         "readers.audit": "auditor"}  # fmt: skip
 ENTRYPOINT_VARS = {"PGPASSWORD", MASTER_KEY_ENV}
 """Variables the image's entry point fills from ``<VAR>_FILE`` (the project reads them)."""
 
@@ -138,12 +142,12 @@ def test_every_service_has_an_image_or_a_build(compose: dict[str, Any]) -> None:
             assert (context / build["dockerfile"]).is_file(), name
 
 
-def test_at_least_two_institutions_each_with_all_four_services(compose: dict[str, Any]) -> None:
+def test_at_least_two_institutions_each_with_all_six_services(compose: dict[str, Any]) -> None:
     services = _services(compose)
     institutions = _institutions(compose)
     assert len(institutions) >= 2
     for inst in institutions:
-        for role in ("validator", "projector", "gateway", "postgres"):
+        for role in ("validator", "projector", "gateway", "batcher", "auditor", "postgres"):
             assert f"{role}-{inst}" in services, f"{role}-{inst} missing"
     roles = {
         (ROLES[module], args.institution): name for name, _, module, args in _pantheon(compose)
@@ -195,7 +199,7 @@ def test_command_paths_are_mounted_secrets_configs_or_volumes(compose: dict[str,
         genesis = getattr(args, "genesis", None)
         if genesis is not None:
             assert str(genesis) in configs, f"{name}: --genesis {genesis} is not a config"
-        for attr in ("keystore", "master_key_file"):
+        for attr in ("keystore", "master_key_file", "key"):
             value = getattr(args, attr, None)
             if value is not None:
                 path = str(value)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from streams.heap import HeapSettler
+from runtime.heap import HeapSettler
 
 
 class _Node:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from infra import invocation, procs
 from infra.kafka_server import KafkaCluster
-from infra.settings import Settings
-from streams.kafka_config import consumer_config, producer_config
-from streams.topics import LEDGER_TOPICS, ledger_config, topic_specs
+from infra.settings import Settings, default_state_dir
+from runtime.kafka_config import consumer_config, producer_config
+from runtime.topics import LEDGER_TOPICS, ledger_config, topic_specs
 
 
 def _settings(tmp_path: Path, brokers: int) -> Settings:
@@ -76,3 +79,68 @@ def test_ledger_topics_keep_data_forever_with_broker_time() -> None:
     assert config["message.timestamp.type"] == "LogAppendTime"
     assert config["min.insync.replicas"] == "2"
     assert ledger_config(1)["min.insync.replicas"] == "1"
+
+
+_VARS = (
+    "PANTHEON_KAFKA_PORT",
+    "PANTHEON_KAFKA_BROKERS",
+    "PANTHEON_PG_PORT",
+    "PANTHEON_PROM_PORT",
+    "PANTHEON_GATEWAY_PORT",
+    "PANTHEON_TOPIC_PREFIX",
+    "PANTHEON_KAFKA_AUTH",
+)
+
+
+def test_settings_recorded_by_up_are_found_by_a_new_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in _VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PANTHEON_STATE_DIR", str(tmp_path))
+    started = Settings.from_env().with_changes(
+        kafka_port=21000, kafka_brokers=3, pg_port=21010, prom_port=21011, gateway_port=21020
+    )
+    started.record()  # what `up` does
+    found = Settings.from_env()
+    ports = (found.kafka_port, found.pg_port, found.prom_port, found.gateway_port)
+    assert ports == (21000, 21010, 21011, 21020) and found.kafka_brokers == 3
+    monkeypatch.setenv("PANTHEON_PG_PORT", "21099")  # a variable set still wins ...
+    monkeypatch.setenv("PANTHEON_KAFKA_BROKERS", "1")  # ... but not over the nodes on disk
+    found = Settings.from_env()
+    assert found.pg_port == 21099 and found.kafka_brokers == 3
+
+
+def test_down_stops_every_kafka_node_on_disk_whatever_the_settings(tmp_path: Path) -> None:
+    sleepers = []
+    for node in (1, 2, 3):  # three "nodes" of a cluster started with --brokers 3
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        sleepers.append(proc)
+        home = tmp_path / "kafka" / f"node-{node}"
+        home.mkdir(parents=True)
+        (home / "pid").write_text(f"{proc.pid}\n")
+    try:
+        KafkaCluster(_settings(tmp_path, 1)).stop()  # settings that name one node
+        assert not any(procs.pid_alive(p.pid) for p in sleepers)  # stopped (and reaped)
+    finally:
+        for proc in sleepers:
+            proc.kill()
+
+
+def test_printed_commands_name_the_script_and_a_state_dir_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = invocation.script()
+    home = script.parents[2]  # the checkout holding .venv/bin/pantheon
+    rel = script.relative_to(home)
+    monkeypatch.setattr("infra.invocation.shutil.which", lambda *_a, **_k: None)  # not on PATH
+    monkeypatch.setenv(invocation.CALLER_DIR, str(home))
+    default = Settings.from_env().with_changes(state_dir=default_state_dir())
+    assert invocation.pantheon("status", settings=default) == f"{rel} status"
+    elsewhere = default.with_changes(state_dir=tmp_path / "my state")
+    assert invocation.pantheon("down", settings=elsewhere) == (
+        f"PANTHEON_STATE_DIR='{tmp_path}/my state' {rel} down"
+    )
+    assert invocation.pantheon("proof", "--dsn", "host=h port=1").endswith("--dsn 'host=h port=1'")
+    monkeypatch.setenv(invocation.CALLER_DIR, str(tmp_path))  # called from elsewhere: absolute
+    assert invocation.pantheon("status") == f"{script} status"

@@ -11,7 +11,7 @@ from infra.errors import StackError
 from infra.kafka_acl import acl_table
 from infra.kafka_server import KafkaCluster
 from infra.settings import Settings
-from streams.kafka_config import (
+from runtime.kafka_config import (
     PASSWORD_FILE_ENV,
     USER_ENV,
     CredentialError,

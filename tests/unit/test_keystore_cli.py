@@ -38,7 +38,7 @@ def test_keys_generate_refuses_to_overwrite(
     path = tmp_path / "k.json"
     assert main(["keys", "generate", str(path)]) == 0
     before = path.read_text()
-    assert main(["keys", "generate", str(path)]) == 1
+    assert main(["keys", "generate", str(path)]) == 2  # could not run
     assert "refusing to overwrite" in capsys.readouterr().err
     assert path.read_text() == before
 
@@ -88,7 +88,7 @@ def test_genesis_create_writes_document_summary_and_private_keystores(
         assert store["genesis_hash"] == genesis.hash().hex()
         assert store["governance"]["key_id"] == summary["institutions"][inst]["governance_key_id"]
     capsys.readouterr()
-    assert main(["genesis", "create", "--out", str(out), "--count", "4"]) == 1
+    assert main(["genesis", "create", "--out", str(out), "--count", "4"]) == 2  # could not run
     assert "refusing to replace" in capsys.readouterr().err
     assert load_genesis(out / "genesis.avro").hash() == genesis.hash()
 
@@ -96,5 +96,5 @@ def test_genesis_create_writes_document_summary_and_private_keystores(
 def test_genesis_create_needs_institutions(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["genesis", "create", "--out", str(tmp_path)]) == 1
+    assert main(["genesis", "create", "--out", str(tmp_path)]) == 2  # could not run
     assert "--institutions" in capsys.readouterr().err

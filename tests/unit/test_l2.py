@@ -22,8 +22,8 @@ from ledger.l2 import (
     sign_device_bundle,
 )
 from ledger.merkle import root
+from readers.batcher import Verifier
 from schemas.codec import encode
-from streams.batcher import Verifier
 from tests.unit.chain_helpers import key
 
 DEVICE = key("device-l2")

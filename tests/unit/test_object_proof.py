@@ -20,7 +20,7 @@ from ledger.proofs import (
     verify_object_proof,
 )
 from ledger.votes import sign_vote
-from streams.object_verify import object_verify_main, verify_object
+from readers.object_verify import object_verify_main, verify_object
 from tests.unit.chain_helpers import CHAIN, Driver, consortium
 
 DATA = b"the quarterly report\n" * 100
@@ -152,5 +152,5 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (tmp_path / "doc").write_bytes(_flip(DATA, 3))
     assert object_verify_main([*argv, str(tmp_path / "doc")]) == 1
     assert "object hash vs anchored hash" in capsys.readouterr().err
-    assert object_verify_main([*argv, str(tmp_path / "missing")]) == 1
+    assert object_verify_main([*argv, str(tmp_path / "missing")]) == 2  # could not run
     assert object_verify_main([]) == 2

@@ -18,7 +18,7 @@ from ledger.l2 import BUNDLE_KIND, RECORD_KIND, sign_device_bundle
 from ledger.merkle import inclusion_proof, root
 from ledger.proofs import RecordProof, genesis_validators, verify_record_proof
 from ledger.votes import sign_vote
-from streams.proofs import verify_main
+from readers.proofs import verify_main
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 DEVICE = key("proof-device")

@@ -13,7 +13,7 @@ import pytest
 from ledger.audit import ChainAudit
 from ledger.cutter import TimeToCut
 from ledger.tx import signature_verifies
-from streams.audit import AuditConfig, build_parser
+from readers.audit import AuditConfig, build_parser
 from streams.signature_pipeline import SignaturePipeline, verify_chunk
 from tests.unit.chain_helpers import CHAIN
 from tests.unit.test_audit import Logs

@@ -56,9 +56,9 @@ from ledger.genesis import Genesis
 from ledger.keys import SEED_BYTES, KeyPair
 from ledger.members import ValidatorSet
 from ledger.tx import sign_tx
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 from schemas.codec import decode
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 CHAIN_ID = "consensus-test"

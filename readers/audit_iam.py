@@ -22,7 +22,7 @@ Theory of operation
   every table is compared row by row: each missing, extra or changed row is an ERROR naming
   table, key, column, expected and actual (bytes as hex).
 
-Like :mod:`streams.audit_projection`, this module imports ``projections`` (the IAM handlers)
+Like :mod:`readers.audit_projection`, this module imports ``projections`` (the IAM handlers)
 so the audit cannot drift from the projection; it is only imported for ``--institution``.
 """
 
@@ -42,8 +42,8 @@ from ledger.execution import ExecutedBlock
 from ledger.genesis import Genesis, genesis_writes
 from ledger.iam_events import IamGate, KeyHistory, Opened, Refusal, key_activity, needed_height
 from projections import iam as iam_projection
-from streams.kafka_config import consumer_config
-from streams.topics import iam_topic
+from runtime.kafka_config import consumer_config
+from runtime.topics import iam_topic
 
 Row = tuple[Any, ...]
 

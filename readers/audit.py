@@ -1,6 +1,6 @@
 """``pantheon audit``: replay every ledger log into a fresh state and check everything.
 
-``python -m streams.audit --genesis G --bootstrap B [--prefix P] [--institution X --dsn DSN]
+``python -m readers.audit --genesis G --bootstrap B [--prefix P] [--institution X --dsn DSN]
 [--json PATH] [--at-height H] [--checkpoint SNAPSHOT] [--workers N]``
 
 Theory of operation
@@ -20,9 +20,9 @@ Theory of operation
 * With ``--institution`` (and ``--dsn`` reaching its PostgreSQL server), the institution's
   ``chain`` tables are read first, in one snapshot at projected height ``P``, and compared
   with the rows the projector's own row builder makes from the replay up to ``P``
-  (:mod:`streams.audit_projection`); Layer-2 leaves are checked when that store exists, and
+  (:mod:`readers.audit_projection`); Layer-2 leaves are checked when that store exists, and
   the stored objects' rows, grants and chunks against the IAM topic and the anchors
-  (:mod:`streams.audit_objects`, D23).
+  (:mod:`readers.audit_objects`, D23).
 * Output: a human report on stdout, a JSON report with ``--json PATH`` (``-`` for stdout), a
   progress bar on stderr when it is a terminal (``--progress`` forces it). Exit code 0 when
   clean, 1 on any discrepancy (a finding of severity ``error``), 2 when the audit could not
@@ -30,7 +30,7 @@ Theory of operation
 * ``--at-height H`` replays up to block ``H`` only and shows the state there (time travel):
   the header, the validator set, record counts per kind, and every record in the JSON.
 * ``--every SECONDS`` repeats the audit, and ``--metrics-port`` serves the audit's metrics
-  (:mod:`streams.audit_metrics`) for Prometheus.
+  (:mod:`readers.audit_metrics`) for Prometheus.
 """
 
 from __future__ import annotations
@@ -56,13 +56,15 @@ from ledger.audit import ERROR, INFO, WARNING, ChainAudit, Finding, show, state_
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.snapshot import decode_snapshot
-from streams import audit_metrics, logs
-from streams.kafka_config import consumer_config
-from streams.metrics_server import serve_metrics
+from readers import audit_metrics
+from runtime import logs
+from runtime.cli_args import Defaults, Parser, apply_defaults, one_line
+from runtime.kafka_config import consumer_config
+from runtime.metrics_server import serve_metrics
 from streams.signature_pipeline import SignaturePipeline, default_workers
 
 if TYPE_CHECKING:
-    from streams.audit_projection import ProjectionSnapshot
+    from readers.audit_projection import ProjectionSnapshot
 
 log = logging.getLogger("pantheon.audit")
 
@@ -289,7 +291,11 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
                     TopicPartition(topics[name], 0), timeout=config.timeout, cached=False
                 )
             except KafkaException as exc:
-                raise AuditError(f"cannot reach the broker for {topics[name]}: {exc}") from exc
+                why = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc
+                raise AuditError(
+                    f"cannot reach the broker at {config.bootstrap} ({topics[name]}): {why}; is "
+                    "Kafka up, and is --bootstrap right?"
+                ) from exc
         starts = {"tx": audit.tx_offset, "votes": audit.votes_offset, "blocks": 0, "receipts": 0}
         for name, consumer in consumers.items():  # every log prefetches from now on
             if starts[name] < ends[name][1]:
@@ -302,7 +308,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
                     "gone (ledger topics keep data forever)", topic=topics[name],
                     offset=low))  # fmt: skip
         if snapshot is not None and config.institution is not None:
-            from streams import audit_projection as ap  # noqa: PLC0415
+            from readers import audit_projection as ap  # noqa: PLC0415
 
             expected = ap.ExpectedRows(genesis, audit.machine, snapshot.height)
             audit.on_block = expected
@@ -362,7 +368,7 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
     # 3. the projection, Layer 2 and stored objects
     if snapshot is not None and expected is not None and db_dsn is not None:
-        from streams import audit_projection as ap  # noqa: PLC0415
+        from readers import audit_projection as ap  # noqa: PLC0415
 
         assert config.institution is not None
         result = ap.compare(config.institution, snapshot, expected, block_messages)
@@ -396,10 +402,10 @@ def run_audit(config: AuditConfig) -> AuditReport:  # noqa: PLR0915 (one linear 
 
 
 def _start_iam(config: AuditConfig, pipeline: SignaturePipeline | None) -> Any:
-    """The IAM check (:mod:`streams.audit_iam`) of ``--institution``, its tables read now."""
+    """The IAM check (:mod:`readers.audit_iam`) of ``--institution``, its tables read now."""
     if config.institution is None:
         return None
-    from streams import audit_iam  # noqa: PLC0415 (only for this check)
+    from readers import audit_iam  # noqa: PLC0415 (only for this check)
 
     try:
         return audit_iam.start(
@@ -428,7 +434,7 @@ def _signature_pipeline(audit: ChainAudit, workers: int) -> SignaturePipeline | 
 
 def _read_projection(config: AuditConfig) -> tuple[str, ProjectionSnapshot]:
     """The institution's database and its projection, read in one snapshot."""
-    from streams import audit_projection as ap  # noqa: PLC0415 (only for this check)
+    from readers import audit_projection as ap  # noqa: PLC0415 (only for this check)
 
     db_dsn = _institution_dsn(config)
     try:
@@ -455,7 +461,7 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
     """Batches of ``institution`` against its Layer-2 leaves (other institutions keep theirs
     in their own databases); its anchors and stored objects: :func:`_check_objects`."""
     from ledger.audit import check_l2_batch  # noqa: PLC0415
-    from streams import audit_projection as ap  # noqa: PLC0415
+    from readers import audit_projection as ap  # noqa: PLC0415
 
     state = audit.machine.state
     leaves = ap.stored_leaves(dsn)
@@ -466,7 +472,7 @@ def _check_stores(audit: ChainAudit, dsn: str, institution: str) -> None:
             if key.startswith("batch/") and record["institution_id"] == institution:
                 for finding in check_l2_batch(record, leaves.get(record["batch_id"])):
                     audit.findings.add(finding)
-    # stored objects: streams.audit_objects, called from run_audit (it reads the IAM topic)
+    # stored objects: readers.audit_objects, called from run_audit (it reads the IAM topic)
 
 
 def _check_objects(
@@ -475,10 +481,10 @@ def _check_objects(
     config: AuditConfig,
     accepted: tuple[tuple[int, str, dict[str, Any]], ...],
 ) -> None:
-    """The stored objects' rows, grants and chunks (:mod:`streams.audit_objects`, D23), from
+    """The stored objects' rows, grants and chunks (:mod:`readers.audit_objects`, D23), from
     the object events among the IAM topic's ``accepted`` events (D21), read once by the IAM
     check."""
-    from streams import audit_objects  # noqa: PLC0415
+    from readers import audit_objects  # noqa: PLC0415
 
     institution = config.institution
     assert institution is not None
@@ -522,10 +528,36 @@ def _time_travel(audit: ChainAudit, height: int) -> dict[str, Any]:
 
 
 # -- output -------------------------------------------------------------------------------
-def render(report: AuditReport) -> str:
-    """The human report."""
-    lines = [f"Pantheon audit of chain {report.chain_id!r} (genesis "
-             f"{report.genesis_hash.hex()[:16]}..., topics {report.prefix}*)"]  # fmt: skip
+def render(report: AuditReport, *, verbose: bool = False) -> str:
+    """The human report: the verdict and counts first, then each error and warning once,
+    the notices grouped by kind with counts (``verbose``: each listed), then the details."""
+    counts = report.severity_counts()
+    verdict = "RESULT: CLEAN" if report.clean else f"RESULT: {counts[ERROR]} DISCREPANCIES"
+    lines = [
+        f"{verdict} ({counts[ERROR]} error(s), {counts[WARNING]} warning(s), "
+        f"{counts[INFO]} notice(s); chain {report.chain_id!r} certified and verified up to "
+        f"height {report.audited_height})"
+    ]
+    for severity, title in ((ERROR, "errors"), (WARNING, "warnings")):
+        found = [f for f in report.findings if f.severity == severity]
+        if found:
+            lines.append(f"  {title}:")
+            lines += _finding_lines(found)
+    notices = [f for f in report.findings if f.severity == INFO]
+    if notices and verbose:
+        lines.append("  notices:")
+        lines += _finding_lines(notices)
+    elif notices:
+        lines.append("  notices, by kind (--verbose lists them):")
+        lines += _notice_counts(notices, report.dropped)
+    listed = {f.kind for f in notices} if not verbose else set()
+    for kind, extra in report.dropped.items():
+        if kind not in listed:
+            lines.append(f"    ... and {extra} more {kind} finding(s) (see the counts)")
+    lines.append(
+        f"Pantheon audit of chain {report.chain_id!r} (genesis "
+        f"{report.genesis_hash.hex()[:16]}..., topics {report.prefix}*)"
+    )
     ranges = ", ".join(f"{t.removeprefix(report.prefix)} {a}..{b}"
                        for t, (a, b) in report.log_ranges.items())  # fmt: skip
     lines.append(f"  logs read: {ranges}")
@@ -565,24 +597,47 @@ def render(report: AuditReport) -> str:
         if "validators" in a:
             v = a["validators"]
             lines.append(f"    validators: {', '.join(v['members'])} (quorum {v['quorum']})")
-    counts = report.severity_counts()
-    lines.append(f"  findings: {counts[ERROR]} error(s), {counts[WARNING]} warning(s), "
-                 f"{counts[INFO]} notice(s)")  # fmt: skip
-    for f in report.findings:
-        where = " ".join(
-            f"{k}={v}"
-            for k, v in (("topic", f.topic), ("offset", f.offset), ("height", f.height))
-            if v is not None
-        )
-        lines.append(f"    {f.severity.upper():<7} [{f.check}] {f.kind}: {f.message}"
-                     + (f"  ({where})" if where else ""))  # fmt: skip
-        for key, value in f.details.items():
-            lines.append(f"             {key}: {json.dumps(show(value), default=str)}")
-    for kind, extra in report.dropped.items():
-        lines.append(f"    ... and {extra} more {kind} finding(s) (see the counts)")
-    lines.append("RESULT: CLEAN" if report.clean
-                 else f"RESULT: {counts[ERROR]} DISCREPANCIES")  # fmt: skip
     return "\n".join(lines)
+
+
+def _where(f: Finding) -> str:
+    pairs = (("topic", f.topic), ("offset", f.offset), ("height", f.height))
+    return " ".join(f"{k}={v}" for k, v in pairs if v is not None)
+
+
+def _finding_lines(findings: Sequence[Finding]) -> list[str]:
+    """Findings, each distinct one once (a repeat is counted, not printed again)."""
+    times: Counter[tuple[str, str, str, str]] = Counter()
+    distinct: list[Finding] = []
+    for f in findings:
+        same = (f.check, f.kind, f.message, _where(f))
+        if not times[same]:
+            distinct.append(f)
+        times[same] += 1
+    lines = []
+    for f in distinct:
+        where = _where(f)
+        n = times[(f.check, f.kind, f.message, where)]
+        text = f"    {f.severity.upper():<7} [{f.check}] {f.kind}: {f.message}"
+        lines.append(text + (f"  ({where})" if where else "") + (f"  (x{n})" if n > 1 else ""))
+        for name, value in f.details.items():
+            lines.append(f"             {name}: {json.dumps(show(value), default=str)}")
+    return lines
+
+
+def _notice_counts(notices: Sequence[Finding], dropped: dict[str, int]) -> list[str]:
+    """One line per kind of notice: how many (those not listed included), and the first."""
+    by_kind = Counter(f.kind for f in notices)
+    for kind in by_kind:
+        by_kind[kind] += dropped.get(kind, 0)
+    first: dict[str, Finding] = {}
+    for f in notices:
+        first.setdefault(f.kind, f)
+    return [
+        f"    {n:>6}  [{first[kind].check}] {kind}: {first[kind].message}"
+        + (" (and the like)" if n > 1 else "")
+        for kind, n in by_kind.most_common()
+    ]
 
 
 def write_json(report: AuditReport, path: str) -> None:
@@ -608,14 +663,21 @@ def publish(report: AuditReport, institution: str | None, outcome: str) -> None:
                           projection=projection)  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``pantheon audit``."""
-    p = argparse.ArgumentParser(prog="pantheon audit", description=__doc__.splitlines()[0])
+def build_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``pantheon audit`` (``defaults``: options the caller fills)."""
+    p = Parser(
+        prog="pantheon audit",
+        description=__doc__.splitlines()[0] + " (exit 0 clean, 1 discrepancies, 2 could not run)",
+    )
     p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     p.add_argument("--prefix", default="pantheon.", help="topic prefix")
     p.add_argument("--institution", help="also audit this institution's Postgres projection")
-    p.add_argument("--dsn", help="PostgreSQL server connection string (with --institution)")
+    p.add_argument(
+        "--dsn",
+        help="PostgreSQL server connection string, with --institution; password from "
+        "PGPASSWORD (the local stack's is in <state>/postgres/password)",
+    )
     p.add_argument("--dbname", help="projection database (default pantheon_<institution>)")
     p.add_argument("--json", metavar="PATH", help="write the JSON report here ('-': stdout)")
     p.add_argument("--at-height", type=int, metavar="H", help="replay to H and show the state")
@@ -633,13 +695,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no human report")
     p.add_argument("--every", type=float, metavar="SECONDS", help="repeat the audit forever")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="list every notice, and log progress"
+    )
+    apply_defaults(p, defaults)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pantheon audit`` / ``python -m streams.audit``."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
+    """Entry point of ``pantheon audit`` / ``python -m readers.audit``."""
+    args = build_parser(defaults).parse_args(argv)
     logs.configure(verbose=args.verbose)
     if args.at_height is not None and args.at_height < 0:
         print("pantheon audit: error: --at-height must be >= 0", file=sys.stderr)
@@ -676,14 +741,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_once(config: AuditConfig, args: argparse.Namespace) -> int:
     try:
         report = run_audit(config)
-    except AuditError as exc:
-        log.error("audit could not run", extra={"error": str(exc)})
-        print(f"pantheon audit: error: {exc}", file=sys.stderr)
+    except AuditError as exc:  # one line on stderr (a log line too would say it twice)
+        print(f"pantheon audit: error: {one_line(exc)}", file=sys.stderr, flush=True)
         audit_metrics.RUNS.labels("failed").inc()
         return EXIT_ERROR
     publish(report, config.institution, "clean" if report.clean else "discrepancies")
+    if args.quiet and not report.clean:  # a continuous auditor's log says when it finds some
+        found = {"errors": report.errors_by_check(), "height": report.audited_height}
+        log.warning("discrepancies", extra=found)
     if not args.quiet:  # beside a JSON report on stdout, the human one goes to stderr
-        print(render(report), flush=True, file=sys.stderr if args.json == "-" else sys.stdout)
+        text = render(report, verbose=args.verbose)
+        print(text, flush=True, file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         write_json(report, args.json)
     return EXIT_CLEAN if report.clean else EXIT_DISCREPANCIES

@@ -22,10 +22,10 @@ from gateway.app import GatewayConfig, create_app
 from gateway.auth.tokens import ALGORITHM, KeyRing, SigningKey, TokenIssuer, TokenVerifier
 from gateway.context import Services
 from gateway.submit import KafkaSubmitter
+from harness.projections_support import SimChain, anchor, governance_workload
 from ledger.keys import KeyPair
 from projections import read
 from projections.projector import ProjectorConfig, prepare
-from tests.integration.test_projections_support import SimChain, anchor, governance_workload
 
 INSTITUTION = "inst-1"
 ISSUER = f"pantheon:iam:{INSTITUTION}"

@@ -6,7 +6,7 @@ Theory of operation
   position on the IAM topic, the SHA-256 of every stored chunk (computed by PostgreSQL, so no
   content crosses the wire), and the content of legacy plaintext uploads (before D23).
 * The events of the IAM topic below that position whose signatures the audit's IAM check
-  accepted (:mod:`streams.audit_iam`, which read the topic once, D21) are folded with
+  accepted (:mod:`readers.audit_iam`, which read the topic once, D21) are folded with
   :func:`projections.objects.fold` (the projection as a pure function): every missing,
   unexpected or changed metadata or grant row is an ERROR finding naming the table, key,
   column, expected and actual value (bytes as hex).
@@ -39,9 +39,9 @@ from projections.objects import (
     fold,
     projection_name,
 )
-from streams.audit_projection import skipped
-from streams.kafka_config import consumer_config
-from streams.topics import iam_topic
+from readers.audit_projection import skipped
+from runtime.kafka_config import consumer_config
+from runtime.topics import iam_topic
 
 CHECK = "objects"
 

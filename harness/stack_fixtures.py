@@ -40,6 +40,18 @@ def private_settings(*, brokers: int = 1, state_dir: Path | None = None) -> Sett
     )
 
 
+def stack_variables(settings: Settings) -> dict[str, str]:
+    """The ``PANTHEON_*`` variables that make ``pantheon up`` start the stack of ``settings``
+    (later commands find it from ``PANTHEON_STATE_DIR`` alone: D36)."""
+    return {
+        "PANTHEON_STATE_DIR": str(settings.state_dir),
+        "PANTHEON_KAFKA_PORT": str(settings.kafka_port),
+        "PANTHEON_PG_PORT": str(settings.pg_port),
+        "PANTHEON_PROM_PORT": str(settings.prom_port),
+        "PANTHEON_GATEWAY_PORT": str(settings.gateway_port),
+    }
+
+
 @contextmanager
 def removed_afterwards(path: Path) -> Iterator[Path]:
     """Delete ``path`` when the block ends (servers must be stopped before)."""

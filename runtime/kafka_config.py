@@ -127,6 +127,16 @@ def use_credentials(creds: Credentials | None) -> Iterator[None]:
         _ACTIVE.pop()
 
 
+_LOG_LEVEL = [3]
+"""librdkafka's log level (syslog's: 3 errors, such as each failed connection attempt)."""
+
+
+def quiet_clients() -> None:
+    """Clients made from now on log only critical conditions: a command-line tool says in
+    one line that the broker is unreachable, not in one line per connection attempt (D36)."""
+    _LOG_LEVEL[0] = 2
+
+
 def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
     """An idempotent, ``acks=all`` producer that keeps per-partition order on retries."""
     config: dict[str, Any] = {
@@ -138,7 +148,7 @@ def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
         "message.max.bytes": MAX_MESSAGE_BYTES + 64 * 1024,
         "linger.ms": 5,
         "compression.type": "lz4",
-        "log_level": 3,
+        "log_level": _LOG_LEVEL[0],
     }
     config.update(overrides)
     return config
@@ -160,7 +170,7 @@ def consumer_config(bootstrap_servers: str, group_id: str, **overrides: Any) -> 
         # kept it at 45% of a core, measured with bench.consensus's CPU accounting).
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 500,
-        "log_level": 3,
+        "log_level": _LOG_LEVEL[0],
     }
     config.update(overrides)
     return config
@@ -189,6 +199,6 @@ def admin_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
     return {
         **security_config(),
         "bootstrap.servers": bootstrap_servers,
-        "log_level": 3,
+        "log_level": _LOG_LEVEL[0],
         **overrides,
     }

@@ -1,9 +1,9 @@
 """Support for the Layer-2 tests and bench: a real chain, its projection and the batcher.
 
-:class:`L2Stack` runs a real validator process per institution (``tests.consortium``), the
+:class:`L2Stack` runs a real validator process per institution (``harness.consortium``), the
 chain projection of ``inst-1`` in a thread of this process (``ProjectionRunner``), registers a
 SERVICE identity for the batcher and the devices on chain, and starts/kills the batcher as an
-OS process (``python -m streams.batcher``) so that SIGKILL is real. :func:`workload` builds
+OS process (``python -m readers.batcher``) so that SIGKILL is real. :func:`workload` builds
 valid, forged, replayed, unknown-device and malformed messages with the expected outcome of
 each, and :meth:`L2Stack.check` compares the database, the chain and the rejected topic with
 it.
@@ -26,6 +26,7 @@ from typing import IO, Any
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from harness.consortium import REPO, Consortium, new_key
 from infra.keystore import write_secret
 from infra.postgres_server import without_password
 from ledger.keys import KeyPair
@@ -33,12 +34,11 @@ from ledger.l2 import Reason
 from ledger.merkle import root
 from projections import l2 as store
 from projections.projector import ProjectorConfig, prepare
+from readers.batcher import rejected_topic
+from runtime.kafka_config import consumer_config
 from schemas.codec import decode
-from streams.batcher import rejected_topic
 from streams.devices import Device, DeviceProducer, register_devices
-from streams.kafka_config import consumer_config
 from streams.sdk import LedgerClient
-from tests.consortium import REPO, Consortium, new_key
 
 INSTITUTION = "inst-1"
 
@@ -221,7 +221,7 @@ class L2Stack:
 
     # -- the batcher process -------------------------------------------------------------------
     def start_batcher(self, *extra: str) -> None:
-        """Start ``python -m streams.batcher`` (logs appended to batcher.log)."""
+        """Start ``python -m readers.batcher`` (logs appended to batcher.log)."""
         self.starts += 1
         self._log = (self.workdir / "batcher.log").open("ab")
         self._log.write(f"\n===== start #{self.starts} =====\n".encode())
@@ -231,7 +231,7 @@ class L2Stack:
         argv = [
             sys.executable,
             "-m",
-            "streams.batcher",
+            "readers.batcher",
             "--institution",
             INSTITUTION,
             "--genesis",

@@ -16,7 +16,7 @@ Theory of operation
   stored: the projector re-reads them from the log, D20).
 * Layer-2 leaves (``l2.leaves`` of ``projections/migrations/l2``, written by the batcher) are
   checked when their store exists in the database (:data:`L2_LEAVES_QUERY`); otherwise the
-  check says it was skipped. Stored objects: :mod:`streams.audit_objects` (D23).
+  check says it was skipped. Stored objects: :mod:`readers.audit_objects` (D23).
 
 This module imports ``projections`` (the row builder), a departure from DESIGN.md section 1
 (``streams`` may import ``ledger`` and ``schemas``) accepted so the audit cannot drift from the

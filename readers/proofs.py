@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -30,6 +29,15 @@ from ledger.merkle import inclusion_proof, root
 from ledger.proofs import RecordProof, verify_record_proof
 from projections import l2 as store
 from projections.read import accepted_tx, certified_block
+from runtime.cli_args import (
+    EXIT_ERROR,
+    EXIT_NO,
+    EXIT_OK,
+    Defaults,
+    Parser,
+    apply_defaults,
+    hex_bytes,
+)
 
 Conn = psycopg.Connection[Any]
 
@@ -89,46 +97,75 @@ def record_proof_json(conn: Conn, device_key_id: bytes, sequence: int) -> dict[s
 # -- command line ---------------------------------------------------------------------------------
 
 
-def proof_main(argv: Sequence[str] | None = None) -> int:
-    """``pantheon proof``: print the proof of a device reading as JSON (exit 1 if none)."""
-    p = argparse.ArgumentParser(prog="pantheon proof", description=proof_main.__doc__)
-    p.add_argument("--dsn", required=True, help="PostgreSQL server (password via PGPASSWORD)")
-    p.add_argument("--institution", required=True)
+def proof_parser(defaults: Defaults | None = None) -> Parser:
+    """Arguments of ``pantheon proof``."""
+    p = Parser(prog="pantheon proof", description=proof_main.__doc__)
+    p.add_argument(
+        "--dsn", required=True, help="PostgreSQL server connection string (password: PGPASSWORD)"
+    )
+    p.add_argument("--institution", required=True, help="institution id (its database)")
     p.add_argument("--dbname", help="database (default pantheon_<institution>)")
-    p.add_argument("--device", required=True, help="device key id (hex)")
-    p.add_argument("--sequence", type=int, required=True)
-    p.add_argument("--out", type=Path, help="write the proof here instead of stdout")
-    args = p.parse_args(argv)
+    p.add_argument("--device", required=True, type=hex_bytes, help="device key id (hex)")
+    p.add_argument("--sequence", type=int, required=True, help="the reading's sequence number")
+    p.add_argument("--out", type=Path, help="write the proof to this file (default: stdout)")
+    apply_defaults(p, defaults)
+    return p
+
+
+def proof_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
+    """``pantheon proof``: the proof of a device reading as JSON, on stdout or in ``--out``
+    (exit 0; 1 when the reading has no final proof yet; 2 when it could not run)."""
+    args = proof_parser(defaults).parse_args(argv)
     dbname = args.dbname or "pantheon_" + args.institution.replace("-", "_")
     with psycopg.connect(make_conninfo(args.dsn, dbname=dbname), connect_timeout=10) as conn:
-        doc = record_proof_json(conn, bytes.fromhex(args.device), args.sequence)
+        doc = record_proof_json(conn, args.device, args.sequence)
     if doc is None:
         print("pantheon proof: no final proof for this reading (yet)", file=sys.stderr)
-        return 1
+        return EXIT_NO
     text = json.dumps(doc, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")
     else:
         print(text)
-    return 0
+    return EXIT_OK
 
 
-def verify_main(argv: Sequence[str] | None = None) -> int:
-    """``pantheon verify``: check a proof offline against the genesis (exit 0 valid, 1 not)."""
-    p = argparse.ArgumentParser(prog="pantheon verify", description=verify_main.__doc__)
+def verify_parser(defaults: Defaults | None = None) -> Parser:
+    """Arguments of ``pantheon verify``."""
+    p = Parser(prog="pantheon verify", description=verify_main.__doc__)
     p.add_argument("--genesis", type=Path, required=True, help="genesis.avro of the chain")
     p.add_argument("proof", type=Path, help="proof JSON ('-' for stdin)")
-    args = p.parse_args(argv)
+    apply_defaults(p, defaults)
+    return p
+
+
+def verify_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None) -> int:
+    """``pantheon verify``: check a proof offline against the genesis (exit 0 valid, 1
+    invalid, 2 when it could not run: the genesis or the proof file cannot be read)."""
+    args = verify_parser(defaults).parse_args(argv)
     try:
         genesis = Genesis.decode(args.genesis.read_bytes())
+    except (OSError, DecodeError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        print(
+            f"pantheon verify: error: cannot read the genesis {args.genesis}: {why}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
         text = sys.stdin.read() if str(args.proof) == "-" else args.proof.read_text()
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        print(f"pantheon verify: error: cannot read {args.proof}: {why}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
         proof = RecordProof.from_json(json.loads(text))
         ok = verify_record_proof(proof, genesis)
-    except (OSError, ValueError, RecursionError, DecodeError, ProofError) as exc:
+    except (ValueError, RecursionError, DecodeError, ProofError) as exc:
         # RecursionError: JSON nested deeper than the interpreter's stack (a hostile file)
         print(f"INVALID: {type(exc).__name__ if isinstance(exc, RecursionError) else exc}",
               file=sys.stderr)  # fmt: skip
-        return 1
+        return EXIT_NO
     print(
         json.dumps(
             {
@@ -146,7 +183,7 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
             indent=2,
         )
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

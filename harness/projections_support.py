@@ -5,7 +5,7 @@ cuts and executes blocks with the pure core, signs a quorum of votes with the op
 keys and publishes every FinalizedBlock and its receipts ``copies`` times, as the validators
 do. It is much faster to start than validator processes and lets tests inject bad messages.
 The projected tables are compared with :func:`expected_rows`, computed from an independent
-replay of the tx log through the core (``tests.consortium.replay_log``).
+replay of the tx log through the core (``harness.consortium.replay_log``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from harness.consortium import Replay, read_partition, replay_log
 from ledger.blocks import encode_finalized, receipt
 from ledger.cutter import Cutter, TimeToCut
 from ledger.execution import LedgerMachine
@@ -28,9 +29,8 @@ from ledger.genesis import ConsortiumPlan, plan_consortium
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
 from ledger.votes import sign_vote
-from streams.kafka_config import admin_config, consumer_config, producer_config
-from streams.topics import ensure_topics
-from tests.consortium import Replay, read_partition, replay_log
+from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.topics import ensure_topics
 
 CHAIN_ID = "proj-test"
 TABLES = {

@@ -18,7 +18,6 @@ a message saying so unless the caller passes the validator set it trusts (``vali
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ from ledger.proofs import (
     verify_object_proof,
 )
 from projections.read import accepted_tx, certified_block
+from runtime.cli_args import Defaults, Parser, apply_defaults
 
 Conn = psycopg.Connection[Any]
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -112,26 +112,43 @@ def verify_object_details(
 # -- command line ---------------------------------------------------------------------------------
 
 
-def object_verify_main(argv: Sequence[str] | None = None) -> int:
-    """``pantheon verify-object``: check a downloaded object offline against its proof and the
-    genesis (exit 0 valid, 1 invalid, 2 bad usage)."""
-    p = argparse.ArgumentParser(prog="pantheon verify-object", description=__doc__.splitlines()[0])
+def object_verify_parser(defaults: Defaults | None = None) -> Parser:
+    """Arguments of ``pantheon verify-object``."""
+    p = Parser(prog="pantheon verify-object", description=__doc__.splitlines()[0])
     p.add_argument("--genesis", type=Path, required=True, help="genesis.avro of the chain")
     p.add_argument("--proof", type=Path, required=True, help="proof JSON (GET /objects/ID/proof)")
     p.add_argument("file", type=Path, help="the downloaded object ('-' for stdin)")
+    apply_defaults(p, defaults)
+    return p
+
+
+def object_verify_main(
+    argv: Sequence[str] | None = None, *, defaults: Defaults | None = None
+) -> int:
+    """``pantheon verify-object``: check a downloaded object offline against its proof and the
+    genesis (exit 0 valid, 1 invalid, 2 when it could not run: bad usage, a file unreadable)."""
+    p = object_verify_parser(defaults)
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_VALID
     try:
         genesis = Genesis.decode(args.genesis.read_bytes())
-    except (OSError, DecodeError, ValueError) as exc:
-        print(f"INVALID: cannot read the genesis {args.genesis}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    try:
         data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
-        doc = json.loads(args.proof.read_text())
-    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
+        text = args.proof.read_text()
+    except OSError as exc:
+        where = exc.filename or args.file
+        print(
+            f"pantheon verify-object: error: cannot read {where}: {exc.strerror}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    except (DecodeError, ValueError) as exc:
+        what = f"cannot read the genesis {args.genesis}: {exc}"
+        print(f"pantheon verify-object: error: {what}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
         print(f"INVALID: {ProofLink.FORMAT.value}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if not isinstance(doc, dict):

@@ -1,0 +1,1 @@
+"""Pantheon: stacks and simulated chains shared by tests/ and bench/."""

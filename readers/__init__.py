@@ -1,0 +1,1 @@
+"""Pantheon: modules that read both the chain topics and PostgreSQL."""

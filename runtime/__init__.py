@@ -1,0 +1,1 @@
+"""Pantheon: process helpers (logging, heap, /metrics, Kafka client config, topics)."""

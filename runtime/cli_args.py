@@ -1,0 +1,60 @@
+"""Argument parsing shared by the ``pantheon`` commands (D36).
+
+* :class:`Parser` reports a usage error in one line (``prog: error: ... (see prog --help)``,
+  exit 2) instead of argparse's usage block followed by the error.
+* :func:`apply_defaults` lets the ``pantheon`` front end (``infra/cli.py``) fill options
+  such as ``--genesis``, ``--bootstrap`` and ``--dsn`` from the local stack: they become
+  optional, take the stack's value, and their help says where it comes from.
+* :func:`hex_bytes` is the argument type of a hex option (``--device``): a malformed value
+  is a usage error that names the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from typing import NoReturn
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+"""0: done; 1: the answer is no (discrepancies, an invalid proof); 2: could not run."""
+
+Defaults = Mapping[str, tuple[object, str]]
+"""``dest -> (value, where the value comes from)``."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, and whose help shows no
+    reStructuredText double backquotes (descriptions are taken from docstrings)."""
+
+    def format_help(self) -> str:
+        return super().format_help().replace("``", "")
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(EXIT_ERROR)
+
+
+def apply_defaults(parser: argparse.ArgumentParser, defaults: Defaults | None) -> None:
+    """Make the options named in ``defaults`` optional, with those values and a help that
+    says where they come from."""
+    for action in parser._actions:
+        if defaults and action.dest in defaults:
+            value, origin = defaults[action.dest]
+            action.required = False
+            action.default = value
+            action.help = f"{action.help or ''} (default: {origin})".strip()
+
+
+def hex_bytes(text: str) -> bytes:
+    """An argument given in hex; argparse reports the ValueError as a usage error."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hexadecimal") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (libpq's span several, with hints and carets)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) if lines else type(exc).__name__
