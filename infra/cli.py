@@ -21,7 +21,6 @@ Errors are printed as one clear line (and the tail of a log when useful); exit c
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -29,197 +28,32 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import psycopg
-
 from gateway import server as gateway_server
-from gateway.auth.crypto import load_master_key
-from gateway.iam.bootstrap import create_admin
-from gateway.iam.service import IamService
-from gateway.iam.signing import IamSigner, chain_key_height, load_iam_key
-from infra import kafka_acl, kafka_dist, keystore, simulate
+from infra import keystore, simulate
+from infra.cli_iam import add_iam
+from infra.cli_stack import (
+    cmd_down,
+    cmd_fetch,
+    cmd_restart,
+    cmd_start,
+    cmd_status,
+    cmd_stop,
+    cmd_up,
+    settings_of,
+)
 from infra.consortium import SERVICES
-from infra.errors import StackError
 from infra.invocation import pantheon
 from infra.local import Local, describe, option
 from infra.settings import Settings
-from infra.stack import STACK_SERVICES, Stack
+from infra.stack import STACK_SERVICES
 from projections import projector, rebuild
-from projections.projector import database_name
 from readers import audit, batcher, object_verify, proofs
 from runtime import logs
 from runtime.cli_args import EXIT_ERROR, Defaults, Parser
-from runtime.kafka_config import quiet_clients, use_credentials
+from runtime.kafka_config import quiet_clients
 from streams import validator
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    if getattr(args, "brokers", None):
-        settings = settings.with_changes(kafka_brokers=args.brokers)
-    if getattr(args, "kafka_auth", False):
-        settings = settings.with_changes(kafka_auth="scram")
-    return settings
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    began = time.monotonic()
-    stack = Stack(_settings(args))
-    stack.consortium.operators = getattr(args, "operators", None)
-    timings = stack.up(consortium=not getattr(args, "no_consortium", False))
-    total = time.monotonic() - began
-    steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-    print(f"Pantheon local stack is up in {total:.1f}s ({steps})")
-    _print_status(stack, as_json=False)
-    if stack.consortium.institutions():
-        credentials = stack.consortium.iam_setup(stack.postgres)
-        pending = {inst: c for inst, c in credentials.items() if c}
-        if pending:
-            create = pantheon(
-                "iam",
-                "create-admin",
-                "--institution",
-                "<institution>",
-                "--login",
-                "<login>",
-                settings=stack.settings,
-            )
-            print(
-                '\nOne-time setup credentials, for the explorer\'s "First time?" form that '
-                "creates an institution's first administrator (each "
-                f"`{pantheon('up', settings=stack.settings)}` replaces the unused ones; on this "
-                f"machine `{create}` does the same without one):"
-            )
-            gateways = stack.consortium.gateways()
-            for inst, credential in pending.items():
-                print(f"  {inst:<10} {credential}  at {gateways[inst][2]}/")
-    if stack.kafka.secure:
-        print(
-            f"\nKafka requires SASL/SCRAM with ACLs (D26); each principal's password is in "
-            f"{kafka_acl.auth_dir(stack.settings)}/<principal>.password (0600); a client uses "
-            "PANTHEON_KAFKA_USER and PANTHEON_KAFKA_PASSWORD_FILE"
-        )
-    print(f"\nState: {stack.settings.state_dir}")
-    print(f"Status: `{pantheon('status', settings=stack.settings)}`")
-    print(f"Stop:   `{pantheon('down', settings=stack.settings)}`")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    Stack(_settings(args)).down()
-    print("Pantheon local stack stopped")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    stack = Stack(_settings(args))
-    return _print_status(stack, as_json=args.json)
-
-
-def _print_status(stack: Stack, *, as_json: bool) -> int:
-    statuses = stack.status()
-    validators = stack.validators()
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "services": [s.as_dict() for s in statuses],
-                    "validators": [v.as_dict() for v in validators],
-                    "projectors": [p.as_dict() for p in stack.projectors()],
-                    "batchers": stack.consortium.running("batcher"),
-                    "auditors": stack.consortium.running("auditor"),
-                    "gateways": [
-                        {"name": inst, "running": run, "healthy": ok, "url": url}
-                        for inst, (run, ok, url) in stack.consortium.gateways().items()
-                    ],
-                },
-                indent=2,
-            )
-        )
-    else:
-        for s in statuses:
-            state = "healthy" if s.healthy else ("UNHEALTHY" if s.running else "stopped")
-            print(f"  {s.name:<11} {state:<10} {s.address:<45} {s.detail}")
-        if validators:
-            print("\n  validator   state      cut    final  log")
-        for v in validators:
-            state = "healthy" if v.healthy else ("UNHEALTHY" if v.running else "stopped")
-            print(f"  {v.name:<11} {state:<10} {v.cut_height:<6} {v.final_height:<6} {v.detail}")
-        gateways = stack.consortium.gateways()
-        if gateways:
-            print("\n  gateway     state      explorer and GraphQL (POST /graphql, playground GET)")
-        for inst, (running, ok, url) in gateways.items():
-            state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
-            print(f"  {inst:<11} {state:<10} {url}/")
-        for service, what in (
-            ("batcher", "Layer 2 (device records -> CommitBatch)"),
-            ("auditor", "pantheon audit --every N, its metrics scraped by Prometheus"),
-        ):
-            alive = stack.consortium.running(service)
-            if alive:
-                print(f"\n  {service:<11} state      {what}")
-            for inst, running in alive.items():
-                print(f"  {inst:<11} {'running' if running else 'stopped':<10}")
-        projectors = stack.projectors()
-        if projectors:
-            print("\n  projector   state      height  database")
-        for p in projectors:
-            state = "healthy" if p.healthy else ("UNHEALTHY" if p.running else "stopped")
-            print(f"  {p.name:<11} {state:<10} {p.height!s:<7} {p.database}")
-    healthy = (
-        all(s.healthy for s in statuses)
-        and all(v.healthy for v in validators)
-        and all(ok for _, ok, _ in stack.consortium.gateways().values())
-    )
-    return 0 if healthy else 3
-
-
-def _service_targets(args: argparse.Namespace, stack: Stack) -> list[str]:
-    """The institutions ``--institution`` names (all of them when left out)."""
-    if args.service in STACK_SERVICES:
-        if args.institution is not None:
-            raise ValueError(f"{args.service} is one for the whole stack: leave out --institution")
-        return []
-    known = stack.consortium.institutions()
-    if args.institution is None:
-        if not known:
-            raise ValueError(_unknown_institution("(any)", known))
-        return known
-    if args.institution not in known:
-        raise ValueError(_unknown_institution(args.institution, known))
-    return [args.institution]
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    stack = Stack(_settings(args))
-    for line in stack.stop_service(args.service, _service_targets(args, stack)):
-        print(line)
-    return 0
-
-
-def cmd_start(args: argparse.Namespace) -> int:
-    stack = Stack(_settings(args))
-    for line in stack.start_service(args.service, _service_targets(args, stack)):
-        print(line)
-    return 0
-
-
-def cmd_restart(args: argparse.Namespace) -> int:
-    stack = Stack(_settings(args))
-    targets = _service_targets(args, stack)
-    for line in stack.stop_service(args.service, targets):
-        print(line)
-    for line in stack.start_service(args.service, targets):
-        print(line)
-    return 0
-
-
-def cmd_fetch(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    path = kafka_dist.fetch(settings.kafka_dist_dir, settings.kafka_version)
-    print(f"Kafka {settings.kafka_version} jars in {path}")
-    return 0
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -227,7 +61,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
         path = Path(args.file)
         pair = keystore.generate_key(path)
     else:  # not in the working directory: under the state directory, named by its key id
-        keys = _settings(args).state_dir / "keys"
+        keys = settings_of(args).state_dir / "keys"
         fresh = keys / f".new-{os.getpid()}-{time.monotonic_ns()}.json"
         pair = keystore.generate_key(fresh)
         path = keys / f"{pair.key_id.hex()[:16]}.json"
@@ -247,7 +81,7 @@ def cmd_genesis_create(args: argparse.Namespace) -> int:
         institutions = [f"inst-{i + 1}" for i in range(args.count)]
     if not institutions:
         raise ValueError("name the founding institutions with --institutions a,b,c or --count N")
-    out = Path(args.out or _settings(args).state_dir / "networks" / args.chain_id)
+    out = Path(args.out or settings_of(args).state_dir / "networks" / args.chain_id)
     genesis = keystore.create_genesis(
         out, args.chain_id, institutions, operators_per_institution=args.operators
     )
@@ -270,147 +104,6 @@ def _hex(value: object) -> str:
 
 def cmd_validator(args: argparse.Namespace) -> int:
     return validator.run(validator.config_from_args(args))
-
-
-def cmd_create_admin(args: argparse.Namespace) -> int:
-    stack = Stack(_settings(args))
-    consortium = stack.consortium
-    if args.institution not in consortium.institutions():
-        raise ValueError(_unknown_institution(args.institution, consortium.institutions()))
-    password = os.environ.get("PANTHEON_ADMIN_PASSWORD") or getpass.getpass("password: ")
-    dsn = stack.postgres.dsn(database_name(args.institution))
-    key = load_iam_key(consortium.iam_key_file(args.institution))
-    principal = kafka_acl.institution_principal(args.institution)
-    with use_credentials(kafka_acl.credentials(stack.settings, principal)):
-        user_id = create_admin(
-            bootstrap=stack.settings.bootstrap_servers,
-            dsn=dsn,
-            institution=args.institution,
-            master_key=load_master_key(consortium.master_key_file(args.institution)),
-            login=args.login,
-            password=password,
-            prefix=stack.settings.topic_prefix,
-            kek_dir=consortium.master_key_file(args.institution).parent,
-            signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
-        )
-    print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
-    return 0
-
-
-def _unknown_institution(name: str, known: Sequence[str]) -> str:
-    if not known:
-        up = pantheon("up")
-        return f"unknown institution {name!r}: no local consortium yet; start it with `{up}`"
-    return f"unknown institution {name!r}: the local consortium has {', '.join(known)}"
-
-
-def _iam_service(args: argparse.Namespace) -> IamService:
-    """The IAM service of ``--institution`` of the local stack (the projector must run)."""
-    stack = Stack(_settings(args))
-    consortium = stack.consortium
-    if args.institution not in consortium.institutions():
-        raise ValueError(_unknown_institution(args.institution, consortium.institutions()))
-    master_file = consortium.master_key_file(args.institution)
-    dsn = stack.postgres.dsn(database_name(args.institution))
-    key = load_iam_key(consortium.iam_key_file(args.institution))
-    principal = kafka_acl.institution_principal(args.institution)
-    try:
-        with use_credentials(kafka_acl.credentials(stack.settings, principal)):
-            return IamService(
-                bootstrap=stack.settings.bootstrap_servers,
-                dsn=dsn,
-                institution=args.institution,
-                master_key=load_master_key(master_file),
-                prefix=stack.settings.topic_prefix,
-                kek_dir=master_file.parent,
-                signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
-            )
-    except psycopg.Error as exc:
-        raise StackError(f"cannot reach {args.institution}'s database: {exc}".strip()) from None
-
-
-def _owner(service: IamService) -> str:
-    with psycopg.connect(service.dsn, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute("SELECT user_id FROM iam_users WHERE is_owner").fetchone()
-    if row is None:
-        raise ValueError(
-            f"{service.institution} has no administrator yet "
-            f"({pantheon('iam', 'create-admin', '--help')})"
-        )
-    return str(row[0])
-
-
-def cmd_forget_user(args: argparse.Namespace) -> int:
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ValueError("forgetting is irreversible: confirm on a terminal or pass --yes")
-        answer = input(
-            f"Forget user {args.user} of {args.institution}? Their personal data becomes "
-            "unreadable for ever. Type the user id to confirm: "
-        )
-        if answer.strip() != args.user:
-            print("not confirmed; nothing changed", file=sys.stderr)
-            return 1
-    service = _iam_service(args)
-    try:
-        service.forget_user(_owner(service), args.user)  # with the administrator's authority
-    except psycopg.Error as exc:
-        raise StackError(f"database error: {exc}".strip()) from None
-    finally:
-        service.close()
-    print(
-        f"user {args.user} of {args.institution} forgotten: data key destroyed, "
-        "key-encryption key rotated; take a new key backup now (docs/deployment.md)"
-    )
-    return 0
-
-
-def cmd_shred_forgotten(args: argparse.Namespace) -> int:
-    service = _iam_service(args)
-    try:
-        gone = service.shred_forgotten()
-    except psycopg.Error as exc:
-        raise StackError(f"database error: {exc}".strip()) from None
-    finally:
-        service.close()
-    print(f"{len(gone)} forgotten user(s) still had a data key; destroyed: {' '.join(gone)}")
-    return 0
-
-
-def _add_iam(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add: Callable[..., argparse.ArgumentParser],
-) -> None:
-    """``pantheon iam``: an institution's users (off-chain)."""
-    iam = sub.add_parser("iam", help="institutions' users (off-chain)")
-    iam_verbs = iam.add_subparsers(dest="verb", required=True, metavar="<verb>")
-    admin = add(
-        iam_verbs,
-        "create-admin",
-        cmd_create_admin,
-        "create an institution's first administrator (password from PANTHEON_ADMIN_PASSWORD "
-        "or a prompt)",
-    )
-    admin.add_argument("--institution", required=True, help="institution id")
-    admin.add_argument("--login", required=True, help="the administrator's login")
-    forget = add(
-        iam_verbs,
-        "forget-user",
-        cmd_forget_user,
-        "crypto-shred a user (irreversible): destroy their data key and rotate the "
-        "key-encryption key, then record UserForgotten",
-    )
-    forget.add_argument("--institution", required=True, help="institution id")
-    forget.add_argument("--user", required=True, help="the user id to forget")
-    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    shred = add(
-        iam_verbs,
-        "shred-forgotten",
-        cmd_shred_forgotten,
-        "after restoring a database dump: destroy the data keys of users the IAM topic says "
-        "are forgotten (run once the projector has caught up)",
-    )
-    shred.add_argument("--institution", required=True, help="institution id")
 
 
 OPERATORS_HELP = (
@@ -517,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop and rebuild an institution's projection from offset 0",
     )
 
-    _add_iam(sub, add)
+    add_iam(sub, add)
 
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")

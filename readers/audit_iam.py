@@ -36,7 +36,9 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from psycopg import sql
 
-from ledger.audit import ERROR, INFO, WARNING, Canonical, ChainAudit, Finding, diff_table
+from ledger.audit import Canonical, ChainAudit
+from ledger.audit_findings import ERROR, INFO, WARNING, Finding
+from ledger.audit_stores import diff_table
 from ledger.cutter import CutBlock
 from ledger.execution import ExecutedBlock
 from ledger.genesis import Genesis, genesis_writes

@@ -29,7 +29,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from ledger.audit import ERROR, INFO, Finding, check_anchor, diff_table
+from ledger.audit_findings import ERROR, INFO, Finding
+from ledger.audit_stores import check_anchor, diff_table
 from projections.objects import (
     GRANT_COLUMNS,
     MISSING_TOPIC,

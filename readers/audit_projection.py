@@ -32,7 +32,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ledger.audit import ERROR, INFO, Canonical, Finding, TableDiff, diff_table, normalize
+from ledger.audit import Canonical
+from ledger.audit_findings import ERROR, INFO, Finding
+from ledger.audit_stores import TableDiff, diff_table, normalize
 from ledger.cutter import CutBlock
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.genesis import Genesis, genesis_state, genesis_writes

@@ -30,8 +30,6 @@ Theory of operation
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -41,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 from psycopg_pool import ConnectionPool
 
 from gateway.auth import passwords
@@ -54,10 +52,9 @@ from gateway.auth.crypto import (
     seal_profile,
     seal_text,
 )
-from gateway.auth.devices import DeviceTokens
 from gateway.auth.permissions import Permission
-from gateway.auth.throttle import LoginThrottle, Throttled
-from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
+from gateway.auth.throttle import LoginThrottle
+from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
 from gateway.iam import store
 from gateway.iam.commands import (
     BootstrapAdmin,
@@ -79,21 +76,18 @@ from gateway.iam.errors import (
     BadSetupCredential,
     IamError,
     KeysUnavailable,
-    LoginFailed,
-    LoginThrottled,
     NotApplied,
     NotAuthorized,
     UnknownUser,
 )
 from gateway.iam.kek import KekStore
+from gateway.iam.publisher import IamPublisher
+from gateway.iam.sessions import PASSWORD_FIELD, Sessions
 from gateway.iam.signing import IamSigner
 from projections import iam as iam_projection
-from projections.runner import wait_for_offset
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX, iam_topic
-from schemas.codec import encode
 
-PASSWORD_FIELD = "password_hash"
 log = logging.getLogger("pantheon.iam")
 
 
@@ -127,8 +121,6 @@ class IamService:
         # Where the key-encryption keys live (D25); None only in tests (no real shredding).
         self._keys = KekStore(kek_dir, master_key, institution)
         self._params = password_params
-        self._throttle = throttle or LoginThrottle()
-        self._devices = DeviceTokens(master_key, institution, clock=clock)
         self._clock = clock
         self._apply_timeout_s = apply_timeout_s
         self._producer = producer or Producer(producer_config(bootstrap))
@@ -136,24 +128,36 @@ class IamService:
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
         )
+        self._publisher = IamPublisher(
+            institution=institution,
+            topic=self.topic,
+            dsn=dsn,
+            pool=self._pool,
+            producer=self._producer,
+            apply_timeout_s=apply_timeout_s,
+        )
         with self._pool.connection() as conn:
             iam_projection.migrate(conn)
             try:  # finishes a KEK rotation a crash interrupted
                 store.ensure_kek(conn, self._keys)
             except CryptoError as exc:  # data keys unusable; tokens and the chain still work
                 log.error("IAM data keys unavailable: %s", exc)
-        self.issuer_name = f"pantheon:iam:{institution}"
-        self.audience = audience
-        self.token_ttl_s = token_ttl_s
-        self._ring = self._load_ring()
-        self._ring_loaded = time.monotonic()
-        self.issuer = TokenIssuer(
-            lambda: self._ring,
-            issuer=self.issuer_name,
+        self.sessions = Sessions(
+            pool=self._pool,
+            institution=institution,
+            master_key=master_key,
+            keys=self._keys,
+            execute=self.execute,
             audience=audience,
-            ttl_s=token_ttl_s,
+            token_ttl_s=token_ttl_s,
+            password_params=password_params,
+            throttle=throttle or LoginThrottle(),
             clock=clock,
         )
+        self.issuer_name = self.sessions.issuer_name
+        self.audience = audience
+        self.token_ttl_s = token_ttl_s
+        self.issuer = self.sessions.issuer
 
     def close(self) -> None:
         """Flush the producer and close the connection pool."""
@@ -169,44 +173,9 @@ class IamService:
             self._produce(list(events), projection=projection)
 
     def _produce(self, events: list[Any], *, projection: str | None = None) -> None:
-        """The one way onto the IAM topic: each event is signed with the institution's IAM
-        key (D21), produced, and projected (by ``projection``, else the IAM projection)
-        before this returns."""
-        if not events:
-            return
-        sign = self.signer.signing()  # KeyNotActive (a NotApplied) before anything is sent
-        results: list[Message] = []
-        errors: list[KafkaError] = []
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            (errors.append(err) if err is not None else results.append(msg))
-
-        for event in events:
-            self._producer.produce(
-                self.topic,
-                key=event.key.encode(),
-                value=sign(self.institution, encode(event.schema, event.record)),
-                on_delivery=delivered,
-            )
-        self._producer.flush(self._apply_timeout_s)
-        if errors or len(results) != len(events):
-            raise NotApplied(f"producing to {self.topic} failed: {errors or 'timeout'}")
-        last = max(m.offset() or 0 for m in results)
-        if not wait_for_offset(
-            self.dsn, projection or self.projection, self.topic, 0, last, self._apply_timeout_s
-        ):
-            raise NotApplied(f"offset {last} of {self.topic} not projected in time")
-        # Projected is not applied: the readers' rule (D21) may have refused an event.
-        ids = [str(event.record["event_id"]) for event in events]
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)", (ids,)
-            ).fetchall()
-        refused = sorted(set(ids) - {str(r[0]) for r in rows})
-        if refused:
-            raise NotApplied(
-                f"{len(refused)} of {len(ids)} events refused by the IAM projection: {refused}"
-            )
+        """The one way onto the IAM topic (:meth:`IamPublisher.produce`), with the current
+        :attr:`signer`."""
+        self._publisher.produce(events, self.signer, projection=projection or self.projection)
 
     def _decide(self, command: Command) -> list[Any]:
         with self._pool.connection() as conn:
@@ -369,15 +338,11 @@ class IamService:
 
     def _user_secret(self, user_id: str) -> tuple[Any, str]:
         with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT password_hash FROM iam_users WHERE user_id = %s AND kind = 'user' "
-                "AND NOT forgotten",
-                (user_id,),
-            ).fetchone()
+            sealed = store.password_hash(conn, user_id)
             dk = store.get_data_key(conn, self._keys, self.institution, user_id)
-        if row is None or row[0] is None or dk is None:
+        if sealed is None or dk is None:
             raise UnknownUser(user_id)
-        return dk, str(row[0])
+        return dk, sealed
 
     def update_profile(self, actor: str, user_id: str, profile: Mapping[str, str]) -> None:
         """Replace a user's personal fields (sealed under their data key)."""
@@ -393,9 +358,7 @@ class IamService:
         if actor != user_id:
             self._precheck_admin(actor)
         with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (user_id,)
-            ).fetchone()
+            row = store.profile_row(conn, user_id)
             dk = store.get_data_key(conn, self._keys, self.institution, user_id)
         if row is None:
             raise UnknownUser(user_id)
@@ -458,145 +421,36 @@ class IamService:
         expires = int(self._clock() * 1000) + self.token_ttl_s * 1000
         self.execute(RevokeTokens(actor=actor, user_id=user_id, jti="", expires_at_ms=expires))
 
-    # -- login and tokens -----------------------------------------------------------------
+    # -- login and tokens (gateway.iam.sessions) ----------------------------------------------
     def login(
         self, username: str, password: str, source: str, device_token: str | None = None
     ) -> Token:
-        """A token for a user's correct password; :class:`LoginFailed` otherwise.
-
-        ``device_token``: the one a previous successful login of this client returned (the
-        throttle then counts this client on its own); the token returned carries a new one."""
-        now = self._clock()
-        device = self._devices.verify(username, device_token)
-        try:
-            self._throttle.check(username, source, now, device)
-        except Throttled as exc:
-            raise LoginThrottled(exc.retry_after) from None
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT user_id, password_hash, disabled FROM iam_users "
-                "WHERE login = %s AND kind = 'user'",
-                (username,),
-            ).fetchone()
-            dk = (
-                None
-                if row is None
-                else store.get_data_key(conn, self._keys, self.institution, row[0])
-            )
-        if row is None or row[1] is None or dk is None:
-            passwords.dummy_verify(password, self._params)
-            return self._login_failed(username, source, now, device)
-        stored = open_text(dk, self.institution, row[0], PASSWORD_FIELD, row[1])
-        if not passwords.verify_password(password, stored) or row[2]:
-            return self._login_failed(username, source, now, device)
-        self._throttle.success(username, source, now, device)
-        if passwords.needs_rehash(stored, self._params):
-            self._rehash(row[0], password, dk)
-        token = self._issue(row[0])
-        return dataclasses.replace(token, device_token=self._devices.issue(username, device))
-
-    def _rehash(self, user_id: str, password: str, dk: Any) -> None:
-        # Parameters were raised since this hash was made: upgrade it now that we know the
-        # password. A failure only postpones the upgrade to the next login.
-        hashed = passwords.hash_password(password, self._params)
-        sealed = seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed)
-        with contextlib.suppress(IamError):
-            self.execute(ChangePassword(actor=user_id, user_id=user_id, password_hash=sealed))
+        """:meth:`Sessions.login`."""
+        return self.sessions.login(username, password, source, device_token)
 
     def login_service(self, credential: str, source: str) -> Token:
-        """A token for a service account's API credential ``<account id>.<secret>``."""
-        account_id, _, secret = credential.partition(".")
-        now = self._clock()
-        try:
-            self._throttle.check(account_id, source, now)
-        except Throttled as exc:
-            raise LoginThrottled(exc.retry_after) from None
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT s.credential_hash, u.disabled FROM iam_service_accounts s "
-                "JOIN iam_users u ON u.user_id = s.account_id WHERE s.account_id = %s",
-                (account_id,),
-            ).fetchone()
-        if row is None or not passwords.verify_password(secret, row[0]) or row[1]:
-            return self._login_failed(account_id, source, now)
-        self._throttle.success(account_id, source, now)
-        return self._issue(account_id)
-
-    def _login_failed(
-        self, login: str, source: str, now: float, device: str | None = None
-    ) -> Token:
-        self._throttle.failure(login, source, now, device)
-        raise LoginFailed("wrong login or password, or account disabled")
-
-    def _issue(self, principal_id: str) -> Token:
-        with self._pool.connection() as conn:
-            groups, perms = store.principal_access(conn, principal_id)
-            row = conn.execute(
-                "SELECT tokens_not_before_ms FROM iam_users WHERE user_id = %s", (principal_id,)
-            ).fetchone()
-        # A token's iat has whole seconds: never issue in the second of a revoke-all.
-        not_before_s = (int(row[0]) + 999) // 1000 if row else 0
-        deadline = time.monotonic() + 1.1
-        while self._clock() < not_before_s and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.issuer.issue(
-            sub=principal_id, inst=self.institution, groups=groups, perms=perms
-        )
+        """:meth:`Sessions.login_service`."""
+        return self.sessions.login_service(credential, source)
 
     def is_revoked(self, claims: Claims) -> bool:
-        """True if the token was revoked, or its principal is disabled, forgotten or unknown."""
-        if claims.inst != self.institution:
-            return True
-        with self._pool.connection() as conn:
-            return store.is_revoked(conn, claims)
+        """:meth:`Sessions.is_revoked`."""
+        return self.sessions.is_revoked(claims)
 
     def current_access(self, claims: Claims) -> Access | None:
-        """The principal's current groups and permissions; None if the token is revoked."""
-        if claims.inst != self.institution:
-            return None
-        with self._pool.connection() as conn:
-            return store.current_access(conn, claims)
-
-    def _load_ring(self) -> KeyRing:
-        with self._pool.connection() as conn, conn.transaction():
-            return store.load_key_ring(
-                conn, self._master, self.institution, int(self._clock()), self.token_ttl_s
-            )
-
-    def _public_key(self, kid: str) -> Any:
-        key = self._ring.public_key(kid)
-        if key is None and time.monotonic() - self._ring_loaded > 1.0:
-            # Another replica may have rotated: reload at most once a second.
-            self._ring = self._load_ring()
-            self._ring_loaded = time.monotonic()
-            key = self._ring.public_key(kid)
-        return key
+        """:meth:`Sessions.current_access`."""
+        return self.sessions.current_access(claims)
 
     def rotate_signing_key(self) -> str:
-        """Make a new signing key current; old tokens stay valid until they expire."""
-        with self._pool.connection() as conn, conn.transaction():
-            key = store.add_signing_key(conn, self._master, self.institution, int(self._clock()))
-        self._ring = self._load_ring()
-        self._ring_loaded = time.monotonic()
-        return key.kid
+        """:meth:`Sessions.rotate_signing_key`."""
+        return self.sessions.rotate_signing_key()
 
     def verifier(self, *, check_revocation: bool = True) -> TokenVerifier:
-        """A verifier of this institution's tokens (revocation checked in the database, and
-        the token's permissions narrowed to the principal's current ones)."""
-        return TokenVerifier(
-            self._public_key,
-            issuer=self.issuer_name,
-            audience=self.audience,
-            clock=self._clock,
-            current_access=self.current_access if check_revocation else None,
-        )
+        """:meth:`Sessions.verifier`."""
+        return self.sessions.verifier(check_revocation=check_revocation)
 
     def jwks(self) -> dict[str, Any]:
-        """The JWKS document of the institution's current and still-valid retired keys."""
-        if time.monotonic() - self._ring_loaded > 30.0:  # pick up other replicas' rotations
-            self._ring = self._load_ring()
-            self._ring_loaded = time.monotonic()
-        return self._ring.jwks()
+        """:meth:`Sessions.jwks`."""
+        return self.sessions.jwks()
 
 
 def _new_id(kind: str) -> str:

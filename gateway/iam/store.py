@@ -143,6 +143,60 @@ def current_access(conn: Conn, claims: Claims) -> Access | None:
     return Access(groups=frozenset(row[1]), perms=frozenset(row[2]))
 
 
+# -- the service's reads of users and events ---------------------------------------------------
+def applied_event_ids(conn: Conn, event_ids: list[str]) -> set[str]:
+    """Which of ``event_ids`` the IAM projection applied (the readers' rule may refuse some)."""
+    rows = conn.execute(
+        "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)", (event_ids,)
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def password_hash(conn: Conn, user_id: str) -> str | None:
+    """The sealed password hash of a user not forgotten (None: no such user or no hash)."""
+    row = conn.execute(
+        "SELECT password_hash FROM iam_users WHERE user_id = %s AND kind = 'user' "
+        "AND NOT forgotten",
+        (user_id,),
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def profile_row(conn: Conn, user_id: str) -> tuple[Any, ...] | None:
+    """``(encrypted_profile,)`` of a principal (None: unknown)."""
+    row: tuple[Any, ...] | None = conn.execute(
+        "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    return row
+
+
+def user_login(conn: Conn, login: str) -> tuple[Any, ...] | None:
+    """``(user_id, password_hash, disabled)`` of the user with ``login`` (None: unknown)."""
+    row: tuple[Any, ...] | None = conn.execute(
+        "SELECT user_id, password_hash, disabled FROM iam_users WHERE login = %s AND kind = 'user'",
+        (login,),
+    ).fetchone()
+    return row
+
+
+def service_credential(conn: Conn, account_id: str) -> tuple[Any, ...] | None:
+    """``(credential_hash, disabled)`` of a service account (None: unknown)."""
+    row: tuple[Any, ...] | None = conn.execute(
+        "SELECT s.credential_hash, u.disabled FROM iam_service_accounts s "
+        "JOIN iam_users u ON u.user_id = s.account_id WHERE s.account_id = %s",
+        (account_id,),
+    ).fetchone()
+    return row
+
+
+def tokens_not_before_ms(conn: Conn, principal_id: str) -> int | None:
+    """When the principal's last revoke-all took effect (None: unknown principal)."""
+    row = conn.execute(
+        "SELECT tokens_not_before_ms FROM iam_users WHERE user_id = %s", (principal_id,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 # -- data keys --------------------------------------------------------------------------------
 def current_kek_id(conn: Conn) -> str | None:
     """The id of the institution's current KEK (None before the first one)."""

@@ -54,7 +54,7 @@ from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.kek import KekStore
 from gateway.iam.service import IamService
 from harness.stack_fixtures import private_settings, removed_afterwards
-from infra import cli, keystore
+from infra import cli, cli_iam, keystore
 from infra.errors import PortTakenError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres, find_bindir
@@ -425,7 +425,7 @@ def test_forget_user_cli(
     # The CLI signs with the institution's IAM key file (D21); this layout has no chain, so
     # the key is the pinned test key and its height is 0 (the projection pins it too).
     keystore.write_secret(iam_dir / "iam-key.json", {"seed": iam_key(institution).seed.hex()})
-    monkeypatch.setattr(cli, "chain_key_height", lambda *_: lambda: 0)
+    monkeypatch.setattr(cli_iam, "chain_key_height", lambda *_: lambda: 0)
     for name, value in (
         ("PANTHEON_STATE_DIR", str(state)),
         ("PANTHEON_KAFKA_PORT", str(kafka.settings.kafka_port)),

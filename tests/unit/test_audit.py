@@ -3,7 +3,6 @@ with the logs is reported precisely; table, Layer-2 and anchor checks."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -11,17 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.audit import (
-    ERROR,
-    INFO,
-    WARNING,
-    ChainAudit,
-    Finding,
-    check_anchor,
-    check_l2_batch,
-    diff_table,
-    show,
-)
+from ledger.audit import ChainAudit
+from ledger.audit_findings import ERROR, INFO, WARNING, Finding
 from ledger.blocks import (
     EntryResult,
     block_receipts,
@@ -33,11 +23,9 @@ from ledger.blocks import (
 from ledger.cutter import TimeToCut
 from ledger.execution import LedgerMachine
 from ledger.finality import QuorumCertificate
-from ledger.merkle import root
 from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.votes import sign_vote
-from readers.audit import AuditReport, render
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 
@@ -253,54 +241,6 @@ def test_at_height_stops_the_replay_there() -> None:
     assert a.machine.last_hash == logs.executed[1].block_hash
 
 
-def test_diff_table_names_rows_and_bytes() -> None:
-    cols, keys = ("id", "blob", "n"), ("id",)
-    expected = [(1, b"\x00\x01\x02", 5), (2, b"ab", 6), (3, b"x", 7)]
-    actual = [(1, b"\x00\x09\x02", 5), (3, b"x", 7), (4, b"y", 8)]
-    diff = diff_table("t", cols, keys, expected, actual)
-    assert not diff.equal and diff.expected_rows == 3 and diff.actual_rows == 3
-    by_kind = {f.kind: f for f in diff.findings}
-    assert by_kind["row.missing"].details["key"] == {"id": 2}
-    assert by_kind["row.unexpected"].details["key"] == {"id": 4}
-    # a missing or unexpected row's bytes read as hex, never as Python b'\\x..' reprs
-    assert by_kind["row.missing"].details["expected"] == {"id": 2, "blob": "6162", "n": 6}
-    assert by_kind["row.unexpected"].details["got"] == {"id": 4, "blob": "79", "n": 8}
-    assert show({"row": {"blob": b"\x00\xff"}, "list": [b"\x01"]}) == {
-        "row": {"blob": "00ff"},
-        "list": ["01"],
-    }
-    changed = by_kind["row.differs"].details["columns"]
-    assert list(changed) == ["blob"] and changed["blob"]["first_differing_byte"] == 1
-    same = diff_table("t", cols, keys, expected, list(reversed(expected)))
-    assert same.equal and same.findings == ()
-
-
-def test_l2_batch_and_anchor_checks() -> None:
-    leaves = [f"leaf-{i}".encode() for i in range(5)]
-    batch = {"batch_id": "b", "merkle_root": root(leaves), "leaf_count": 5, "height": 3}
-    assert check_l2_batch(batch, leaves) == []
-    tampered = [*leaves[:2], b"leaf-X", *leaves[3:]]
-    assert [f.kind for f in check_l2_batch(batch, tampered)] == ["l2.root_mismatch"]
-    assert {f.kind for f in check_l2_batch(batch, leaves[:4])} == {
-        "l2.leaf_count",
-        "l2.root_mismatch",
-    }
-    assert [f.kind for f in check_l2_batch(batch, None)] == ["l2.leaves_missing"]
-    anchor = {
-        "data_id": "d",
-        "sha256": hashlib.sha256(b"obj").digest(),
-        "height": 2,
-        "metadata": '{"content_type":"text/plain","size":3}',  # made by the data proxy
-    }
-    assert check_anchor(anchor, b"obj") == []
-    assert [f.kind for f in check_anchor(anchor, b"obk")] == ["anchor.object_mismatch"]
-    assert [f.kind for f in check_anchor(anchor, None)] == ["anchor.object_missing"]
-    direct = {**anchor, "metadata": "{}"}  # anchored with the SDK: nothing was stored here
-    assert [(f.kind, f.severity) for f in check_anchor(direct, None)] == [
-        ("anchor.no_object", "info")
-    ]
-
-
 def test_trusted_checkpoint_replays_only_what_follows() -> None:
     logs = chain(3)
     machine = LedgerMachine(logs.plan.genesis)
@@ -347,34 +287,3 @@ def test_peek_height_reads_the_header_height_and_nothing_else(height: int, junk:
     assert peek_height(junk) is None
     assert peek_height(raw[:11]) is None or raw[10] < 0x80
     assert peek_height(raw[:10]) is None
-
-
-def test_report_gives_the_verdict_first_and_groups_notices() -> None:
-    def finding(kind: str, severity: str, message: str, offset: int) -> Finding:
-        return Finding(
-            check="chk", kind=kind, severity=severity, message=message, topic="t", offset=offset
-        )
-
-    report = AuditReport(chain_id="c", genesis_hash=bytes(32), prefix="pantheon.", started_at=0.0)
-    report.findings = [
-        finding("row.differs", "error", "one row differs", 7),
-        finding("row.differs", "error", "one row differs", 7),  # the same error twice
-        finding("log.gap", "warning", "a gap", 9),
-        *(finding("anchor.no_object", "info", f"anchor {i} has no object", i) for i in range(50)),
-        finding("l2.not_checked", "info", "no Layer-2 store", 1),
-    ]
-    report.dropped = {"anchor.no_object": 150}
-    text = render(report)
-    lines = text.splitlines()
-    assert lines[0].startswith("RESULT: 2 DISCREPANCIES (2 error(s), 1 warning(s), 201 notice(s)")
-    assert text.count("one row differs") == 1 and "(x2)" in text
-    assert "a gap" in text
-    assert "anchor 3 has no object" not in text  # grouped: only the first of the kind
-    stripped = [line.strip() for line in lines]
-    assert "200  [chk] anchor.no_object: anchor 0 has no object (and the like)" in stripped
-    assert "1  [chk] l2.not_checked: no Layer-2 store" in stripped
-    verbose = render(report, verbose=True)
-    assert "anchor 3 has no object" in verbose
-    assert "... and 150 more anchor.no_object finding(s)" in verbose
-    report.findings = report.findings[3:]
-    assert render(report).startswith("RESULT: CLEAN (0 error(s), 0 warning(s), 201 notice(s)")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli import _settings, build_parser
+from infra.cli import build_parser
+from infra.cli_stack import settings_of
 from infra.errors import StackError
 from infra.kafka_acl import acl_table
 from infra.kafka_server import KafkaCluster
@@ -75,8 +76,8 @@ def test_a_scope_overrides_the_environment_and_ends(
 
 def test_the_cli_flag_and_the_variable_turn_the_mode_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PANTHEON_KAFKA_AUTH", raising=False)
-    assert _settings(build_parser().parse_args(["up"])).kafka_auth == ""
-    assert _settings(build_parser().parse_args(["up", "--kafka-auth"])).kafka_auth == "scram"
+    assert settings_of(build_parser().parse_args(["up"])).kafka_auth == ""
+    assert settings_of(build_parser().parse_args(["up", "--kafka-auth"])).kafka_auth == "scram"
     monkeypatch.setenv("PANTHEON_KAFKA_AUTH", "SCRAM")
     assert Settings.from_env().kafka_auth == "scram"
     monkeypatch.setenv("PANTHEON_KAFKA_AUTH", "kerberos")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra import simulate
-from infra.simulate import GOVERNANCE, SERVICE, PlannedTx, Planner, SenderId, Stats
+from infra.simulate import planner as simulate
+from infra.simulate.planner import GOVERNANCE, SERVICE, PlannedTx, Planner, SenderId
 from ledger.governance import prop_key
 from ledger.keys import KeyPair
 from ledger.members import member_ids
@@ -107,23 +107,6 @@ def test_transfers_only_confirmed_assets_and_get_them_back_on_bad_nonce() -> Non
 def test_proposals_are_skipped_when_the_proposer_alone_would_pass_them() -> None:
     p = _planner(["a"], members=1, weights={"propose": 1.0})
     assert p.plan(_all_ready(["a"]), 0) is None
-
-
-def test_stats_summary_and_line() -> None:
-    stats = Stats(started=100.0)
-    stats.sent, stats.accepted = 10, 8
-    stats.rejected["BAD_NONCE"] = 2
-    stats.by_kind["anchor"] = 10
-    summary = stats.summary(105.0)
-    assert summary["sent_per_second"] == 2.0 and summary["rejected"] == 2
-    assert "BAD_NONCE 2" in simulate.format_summary(summary)
-    assert "sent 10" in stats.line(105.0)
-    json.dumps(summary)
-
-
-def test_parser_defaults_run_until_interrupted() -> None:
-    args = simulate.build_parser().parse_args([])
-    assert args.seconds is None and args.rate > 0 and not args.json
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

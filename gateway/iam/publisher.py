@@ -1,0 +1,63 @@
+"""The one way onto an institution's IAM topic: signed events, produced, then waited for
+until their projection applied them (read-your-writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from psycopg_pool import ConnectionPool
+
+from gateway.iam import store
+from gateway.iam.errors import NotApplied
+from gateway.iam.signing import IamSigner
+from projections.runner import wait_for_offset
+from schemas.codec import encode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IamPublisher:
+    """Produces events to ``topic`` and waits for the projection that applies them."""
+
+    institution: str
+    topic: str
+    dsn: str
+    pool: ConnectionPool[Any]
+    producer: Producer
+    apply_timeout_s: float
+
+    def produce(self, events: list[Any], signer: IamSigner, *, projection: str) -> None:
+        """Sign each event with the institution's IAM key (D21), produce it, and return once
+        ``projection`` projected and applied them all (:class:`NotApplied` otherwise)."""
+        if not events:
+            return
+        sign = signer.signing()  # KeyNotActive (a NotApplied) before anything is sent
+        results: list[Message] = []
+        errors: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            (errors.append(err) if err is not None else results.append(msg))
+
+        for event in events:
+            self.producer.produce(
+                self.topic,
+                key=event.key.encode(),
+                value=sign(self.institution, encode(event.schema, event.record)),
+                on_delivery=delivered,
+            )
+        self.producer.flush(self.apply_timeout_s)
+        if errors or len(results) != len(events):
+            raise NotApplied(f"producing to {self.topic} failed: {errors or 'timeout'}")
+        last = max(m.offset() or 0 for m in results)
+        if not wait_for_offset(self.dsn, projection, self.topic, 0, last, self.apply_timeout_s):
+            raise NotApplied(f"offset {last} of {self.topic} not projected in time")
+        # Projected is not applied: the readers' rule (D21) may have refused an event.
+        ids = [str(event.record["event_id"]) for event in events]
+        with self.pool.connection() as conn:
+            applied = store.applied_event_ids(conn, ids)
+        refused = sorted(set(ids) - applied)
+        if refused:
+            raise NotApplied(
+                f"{len(refused)} of {len(ids)} events refused by the IAM projection: {refused}"
+            )

@@ -1,0 +1,195 @@
+"""Login and tokens of one institution: throttled password and API-credential logins, the
+signing key ring, and the verifier that narrows a token to its principal's current access
+(module docstring of :mod:`gateway.iam.service`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from gateway.auth import passwords
+from gateway.auth.crypto import MasterKey, open_text, seal_text
+from gateway.auth.devices import DeviceTokens
+from gateway.auth.throttle import LoginThrottle, Throttled
+from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
+from gateway.iam import store
+from gateway.iam.commands import ChangePassword, Command
+from gateway.iam.errors import IamError, LoginFailed, LoginThrottled
+from gateway.iam.kek import KekStore
+
+PASSWORD_FIELD = "password_hash"
+
+
+class Sessions:
+    """Logins, token issuing and verification; ``execute`` runs a command (the service's),
+    used to upgrade a password hash at login."""
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool[Any],
+        institution: str,
+        master_key: MasterKey,
+        keys: KekStore,
+        execute: Callable[[Command], int],
+        audience: str,
+        token_ttl_s: int,
+        password_params: passwords.ScryptParams,
+        throttle: LoginThrottle,
+        clock: Callable[[], float],
+    ) -> None:
+        self._pool = pool
+        self.institution = institution
+        self._master = master_key
+        self._keys = keys
+        self._execute = execute
+        self._params = password_params
+        self._throttle = throttle
+        self._devices = DeviceTokens(master_key, institution, clock=clock)
+        self._clock = clock
+        self.issuer_name = f"pantheon:iam:{institution}"
+        self.audience = audience
+        self.token_ttl_s = token_ttl_s
+        self._ring = self._load_ring()
+        self._ring_loaded = time.monotonic()
+        self.issuer = TokenIssuer(
+            lambda: self._ring,
+            issuer=self.issuer_name,
+            audience=audience,
+            ttl_s=token_ttl_s,
+            clock=clock,
+        )
+
+    def login(
+        self, username: str, password: str, source: str, device_token: str | None = None
+    ) -> Token:
+        """A token for a user's correct password; :class:`LoginFailed` otherwise.
+
+        ``device_token``: the one a previous successful login of this client returned (the
+        throttle then counts this client on its own); the token returned carries a new one."""
+        now = self._clock()
+        device = self._devices.verify(username, device_token)
+        try:
+            self._throttle.check(username, source, now, device)
+        except Throttled as exc:
+            raise LoginThrottled(exc.retry_after) from None
+        with self._pool.connection() as conn:
+            row = store.user_login(conn, username)
+            dk = (
+                None
+                if row is None
+                else store.get_data_key(conn, self._keys, self.institution, row[0])
+            )
+        if row is None or row[1] is None or dk is None:
+            passwords.dummy_verify(password, self._params)
+            return self._login_failed(username, source, now, device)
+        stored = open_text(dk, self.institution, row[0], PASSWORD_FIELD, row[1])
+        if not passwords.verify_password(password, stored) or row[2]:
+            return self._login_failed(username, source, now, device)
+        self._throttle.success(username, source, now, device)
+        if passwords.needs_rehash(stored, self._params):
+            self._rehash(row[0], password, dk)
+        token = self._issue(row[0])
+        return dataclasses.replace(token, device_token=self._devices.issue(username, device))
+
+    def _rehash(self, user_id: str, password: str, dk: Any) -> None:
+        # Parameters were raised since this hash was made: upgrade it now that we know the
+        # password. A failure only postpones the upgrade to the next login.
+        hashed = passwords.hash_password(password, self._params)
+        sealed = seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed)
+        with contextlib.suppress(IamError):
+            self._execute(ChangePassword(actor=user_id, user_id=user_id, password_hash=sealed))
+
+    def login_service(self, credential: str, source: str) -> Token:
+        """A token for a service account's API credential ``<account id>.<secret>``."""
+        account_id, _, secret = credential.partition(".")
+        now = self._clock()
+        try:
+            self._throttle.check(account_id, source, now)
+        except Throttled as exc:
+            raise LoginThrottled(exc.retry_after) from None
+        with self._pool.connection() as conn:
+            row = store.service_credential(conn, account_id)
+        if row is None or not passwords.verify_password(secret, row[0]) or row[1]:
+            return self._login_failed(account_id, source, now)
+        self._throttle.success(account_id, source, now)
+        return self._issue(account_id)
+
+    def _login_failed(
+        self, login: str, source: str, now: float, device: str | None = None
+    ) -> Token:
+        self._throttle.failure(login, source, now, device)
+        raise LoginFailed("wrong login or password, or account disabled")
+
+    def _issue(self, principal_id: str) -> Token:
+        with self._pool.connection() as conn:
+            groups, perms = store.principal_access(conn, principal_id)
+            not_before_ms = store.tokens_not_before_ms(conn, principal_id)
+        # A token's iat has whole seconds: never issue in the second of a revoke-all.
+        not_before_s = (not_before_ms + 999) // 1000 if not_before_ms is not None else 0
+        deadline = time.monotonic() + 1.1
+        while self._clock() < not_before_s and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.issuer.issue(
+            sub=principal_id, inst=self.institution, groups=groups, perms=perms
+        )
+
+    def is_revoked(self, claims: Claims) -> bool:
+        """True if the token was revoked, or its principal is disabled, forgotten or unknown."""
+        if claims.inst != self.institution:
+            return True
+        with self._pool.connection() as conn:
+            return store.is_revoked(conn, claims)
+
+    def current_access(self, claims: Claims) -> Access | None:
+        """The principal's current groups and permissions; None if the token is revoked."""
+        if claims.inst != self.institution:
+            return None
+        with self._pool.connection() as conn:
+            return store.current_access(conn, claims)
+
+    def _load_ring(self) -> KeyRing:
+        with self._pool.connection() as conn, conn.transaction():
+            return store.load_key_ring(
+                conn, self._master, self.institution, int(self._clock()), self.token_ttl_s
+            )
+
+    def _public_key(self, kid: str) -> Any:
+        key = self._ring.public_key(kid)
+        if key is None and time.monotonic() - self._ring_loaded > 1.0:
+            # Another replica may have rotated: reload at most once a second.
+            self._ring = self._load_ring()
+            self._ring_loaded = time.monotonic()
+            key = self._ring.public_key(kid)
+        return key
+
+    def rotate_signing_key(self) -> str:
+        """Make a new signing key current; old tokens stay valid until they expire."""
+        with self._pool.connection() as conn, conn.transaction():
+            key = store.add_signing_key(conn, self._master, self.institution, int(self._clock()))
+        self._ring = self._load_ring()
+        self._ring_loaded = time.monotonic()
+        return key.kid
+
+    def verifier(self, *, check_revocation: bool = True) -> TokenVerifier:
+        """A verifier of this institution's tokens (revocation checked in the database, and
+        the token's permissions narrowed to the principal's current ones)."""
+        return TokenVerifier(
+            self._public_key,
+            issuer=self.issuer_name,
+            audience=self.audience,
+            clock=self._clock,
+            current_access=self.current_access if check_revocation else None,
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document of the institution's current and still-valid retired keys."""
+        if time.monotonic() - self._ring_loaded > 30.0:  # pick up other replicas' rotations
+            self._ring = self._load_ring()
+            self._ring_loaded = time.monotonic()
+        return self._ring.jwks()
