@@ -31,10 +31,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.stages import STAGES, institutions_of, stages
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
@@ -42,7 +44,7 @@ from infra.procs import descendants, read_pid
 from infra.settings import Settings
 from ledger.keys import TX_DOMAIN, KeyPair, verify
 from ledger.tx import parse_tx, sign_tx
-from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
 from schemas.codec import decode
 
@@ -72,10 +74,10 @@ class Receipts(threading.Thread):
 
     def run(self) -> None:
         while not self.stop:
-            for msg in self.consumer.consume(1000, 0.05):
+            for msg in consume_ready(self.consumer, 1000, 0.05):  # as the SDK reads (D22)
                 if msg.error() is None:
                     _, rec = decode(msg.value() or b"", "Receipt")
-                    self.seen.setdefault(rec["tx_id"], time.monotonic())
+                    self.seen.setdefault(rec["tx_id"], time.time())
         self.consumer.close()
 
 
@@ -207,7 +209,7 @@ def sent_at(ids: list[bytes], sent: dict[bytes, float]) -> Callable[[int], None]
     """An ``on_send`` that records when each transaction id was sent."""
 
     def record(i: int) -> None:
-        sent[ids[i]] = time.monotonic()
+        sent[ids[i]] = time.time()  # wall clock: compared with broker append times
 
     return record
 
@@ -231,7 +233,10 @@ def run_case(
     workers: int,
     operators: int = 1,
     standby_niceness: int = 0,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, float]:
+    """One case; with ``details``, also fill it with the paced transactions' stages
+    (``bench.stages``) and each validator's status file (GC pauses, snapshot time)."""
     names = [f"inst-{i + 1}" for i in range(institutions)]
     prefix = f"bench{institutions}x{operators}-{time.time_ns()}."
     net = work / f"net-{prefix}"
@@ -271,7 +276,7 @@ def run_case(
         wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
         pids = [p.pid for p in procs]
         cpu_before = cpu_snapshot(pids, brokers)
-        began = time.monotonic()
+        began = time.time()
         record = sent_at(ids, sent)
         send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None,
              on_send=record)  # fmt: skip
@@ -286,6 +291,16 @@ def run_case(
         lat = [watcher.seen[t] - sent[t] for t in ids[burst_n:] if t in watcher.seen]
         watcher.stop = True
         watcher.join(5)
+        if details is not None:
+            owners = institutions_of(net, names)
+            details["stages"] = stages(
+                bootstrap, prefix, owners=owners, sent=sent, seen=watcher.seen, ids=ids[burst_n:]
+            )
+            time.sleep(0.6)  # one more status write
+            details["status"] = [
+                json.loads(path.read_text())
+                for path in sorted((work / prefix).glob("*/status.json"))
+            ]
         return {
             "throughput": throughput,
             "p50": percentile(lat, 50),
@@ -329,6 +344,13 @@ def main() -> None:
         default=None,
         help="signature workers per validator (default: the cores each validator has to "
         "itself, cores // validators, when that is at least 2; else 0)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print where the paced transactions' latency went (produce -> appended -> "
+        "cut -> first vote -> quorum vote -> final block -> receipt, p50/p99 each, from the "
+        "logs' broker append times) and the validators' GC pauses and snapshot times",
     )
     parser.add_argument(
         "--warmup",
@@ -384,6 +406,7 @@ def report_case(
     workers = args.verify_workers
     if workers is None:
         workers = cores // validators if cores // validators >= 2 else 0
+    details: dict[str, Any] | None = {} if args.breakdown else None
     r = run_case(
         settings.bootstrap_servers,
         settings.state_dir,
@@ -393,6 +416,7 @@ def report_case(
         workers=workers,
         operators=ops,
         standby_niceness=args.standby_nice,
+        details=details,
     )
     rates.append(verify_rate(2.0))
     rate = max(rates[-2:])
@@ -417,7 +441,39 @@ def report_case(
         f" s), broker {r['cpu broker']:.1f} s, load generator "
         f"{r['cpu load generator']:.1f} s"
     )
+    finalized = validators * args.txs
+    print(
+        f"  validator CPU per finalized tx per validator "
+        f"{1e6 * r['cpu validators'] / finalized:.0f} us = "
+        f"{rate * r['cpu validators'] / finalized:.2f} x one verify ({1e6 / rate:.0f} us); "
+        f"broker {1e6 * r['cpu broker'] / args.txs:.0f} us per tx"
+    )
+    if details is not None:
+        print_details(details)
     return r["throughput"]
+
+
+def print_details(details: dict[str, Any]) -> None:
+    """The stage breakdown and the validators' pauses (``--breakdown``)."""
+    found: dict[str, list[float]] = details["stages"]
+    counted = len(found[STAGES[0]])
+    print(f"  where the paced latency went ({counted} txs; ms, p50 / p99 / max):")
+    for name in STAGES:
+        values = found[name]
+        if values:
+            print(
+                f"    {name:12} {1000 * percentile(values, 50):7.1f} "
+                f"{1000 * percentile(values, 99):7.1f} {1000 * max(values):7.1f}"
+            )
+    for status in details["status"]:
+        gc_stats = status.get("gc", {})
+        print(
+            f"  {status['institution']}/{status['operator']}: GC pauses by generation "
+            f"{gc_stats.get('count')} (total ms {gc_stats.get('total_ms')}, max ms "
+            f"{gc_stats.get('max_ms')}); snapshots: longest stall of the loop "
+            f"{status.get('snapshot_stall_ms_max')} ms, longest from begun to stored "
+            f"{status.get('snapshot_write_ms_max')} ms"
+        )
 
 
 if __name__ == "__main__":

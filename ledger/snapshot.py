@@ -73,16 +73,39 @@ class SnapshotMeta:
 
 def encode_snapshot(state: WorldState, meta: SnapshotMeta) -> bytes:
     """The snapshot bytes of ``state`` (which must be at ``meta.height`` with its root)."""
-    if state.height != meta.height or state.root != meta.state_root:
-        raise DecodeError("snapshot metadata does not describe this state")
-    header = meta.to_json()
-    parts = [MAGIC, _U64.pack(len(header)), header]
-    for key, record in state.items():
-        key_bytes = key.encode()
-        value = canonical_bytes(schema_for(key), record)
-        parts += [_U32.pack(len(key_bytes)), key_bytes, _U32.pack(len(value)), value]
-    body = b"".join(parts)
-    return body + sha256(body)
+    encoder = SnapshotEncoder(state, meta)
+    while (raw := encoder.step(1 << 30)) is None:
+        pass
+    return raw
+
+
+class SnapshotEncoder:
+    """:func:`encode_snapshot` a few records at a time, for a caller that must not stall
+    (a validator's loop, D40). ``state`` must not change until the bytes are out: pass a
+    :meth:`~ledger.state.WorldState.copy`."""
+
+    def __init__(self, state: WorldState, meta: SnapshotMeta) -> None:
+        if state.height != meta.height or state.root != meta.state_root:
+            raise DecodeError("snapshot metadata does not describe this state")
+        header = meta.to_json()
+        self.meta = meta
+        self._parts = [MAGIC, _U64.pack(len(header)), header]
+        self._items = state.items()
+
+    def step(self, records: int) -> bytes | None:
+        """Encode up to ``records`` more records; the snapshot's bytes once all are done."""
+        parts = self._parts
+        for _ in range(records):
+            item = next(self._items, None)
+            if item is None:
+                body = b"".join(parts)
+                self._parts = []
+                return body + sha256(body)
+            key, record = item
+            key_bytes = key.encode()
+            value = canonical_bytes(schema_for(key), record)
+            parts += [_U32.pack(len(key_bytes)), key_bytes, _U32.pack(len(value)), value]
+        return None
 
 
 def decode_snapshot(raw: bytes) -> tuple[WorldState, SnapshotMeta]:

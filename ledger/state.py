@@ -129,6 +129,17 @@ class WorldState:
     def __len__(self) -> int:
         return len(self._data)
 
+    def copy(self) -> WorldState:
+        """A copy that later commits leave unchanged (for a snapshot written meanwhile).
+        Records are never changed in place (writes replace them), so they are shared and
+        the copy costs one dict copy."""
+        other = WorldState()
+        other._data = dict(self._data)
+        other._institutions = set(self._institutions)
+        other.root = self.root
+        other.height = self.height
+        return other
+
     @classmethod
     def restore(
         cls, items: Iterator[tuple[str, Record]], *, height: int, root: bytes

@@ -51,3 +51,39 @@ class HeapSettler:
         gc.freeze()
         FROZEN.set(gc.get_freeze_count())
         return True
+
+
+class GcPauses:
+    """Times the garbage collector's pauses in this process (``gc.callbacks``), per
+    generation: how many, their total and the longest, in milliseconds (status files and
+    ``bench.consensus --breakdown`` show them)."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.total_ms = [0.0, 0.0, 0.0]
+        self.max_ms = [0.0, 0.0, 0.0]
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        generation = min(2, max(0, info.get("generation", 0)))
+        pause = (time.perf_counter() - self._began) * 1000
+        self.count[generation] += 1
+        self.total_ms[generation] += pause
+        self.max_ms[generation] = max(self.max_ms[generation], pause)
+
+    def close(self) -> None:
+        """Stop timing."""
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, list[float]]:
+        """``{"count": [...], "total_ms": [...], "max_ms": [...]}`` by generation 0, 1, 2."""
+        return {
+            "count": [float(c) for c in self.count],
+            "total_ms": [round(t, 2) for t in self.total_ms],
+            "max_ms": [round(m, 2) for m in self.max_ms],
+        }

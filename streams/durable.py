@@ -98,8 +98,12 @@ class SnapshotStore:
 
     def save(self, state: WorldState, meta: SnapshotMeta) -> Path:
         """Write a snapshot of ``state`` at ``meta.height``; prune older ones."""
-        path = self.directory / f"snapshot-{meta.height:012d}.bin"
-        atomic_write(path, encode_snapshot(state, meta))
+        return self.save_encoded(meta.height, encode_snapshot(state, meta))
+
+    def save_encoded(self, height: int, raw: bytes) -> Path:
+        """Write the snapshot bytes ``raw`` of ``height``; prune older ones."""
+        path = self.directory / f"snapshot-{height:012d}.bin"
+        atomic_write(path, raw)
         for old in sorted(self.directory.glob("snapshot-*.bin"))[: -self.KEEP]:
             old.unlink(missing_ok=True)
         return path

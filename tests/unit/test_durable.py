@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ledger.genesis import genesis_state
-from ledger.snapshot import SnapshotMeta
-from ledger.state import WorldState
+from ledger.snapshot import SnapshotEncoder, SnapshotMeta, decode_snapshot, encode_snapshot
+from ledger.state import WorldState, WriteSet
 from streams.durable import SnapshotStore, VoteJournal
 from tests.unit.chain_helpers import CHAIN, consortium
 
@@ -64,3 +64,34 @@ def test_snapshot_store_keeps_two_and_falls_back_when_the_newest_is_corrupt(
     loaded = store.load_latest(CHAIN)
     assert loaded is not None and loaded[1].tx_offset == 2
     assert store.load_latest("other-chain") is None
+
+
+def test_a_snapshot_encoded_in_slices_of_a_copy_is_the_snapshot_of_the_state_copied(
+    tmp_path: Path,
+) -> None:
+    plan = consortium(4)
+    state = genesis_state(plan.genesis)
+    meta = SnapshotMeta(
+        chain_id=CHAIN,
+        height=state.height,
+        block_hash=plan.genesis.hash(),
+        state_root=state.root,
+        tx_offset=0,
+        votes_offset=0,
+    )
+    whole = encode_snapshot(state, meta)
+    copy = state.copy()
+    encoder = SnapshotEncoder(copy, meta)
+    # the original moves on while the copy is encoded: the copy must not
+    first_key, first_record = next(state.items())
+    state.commit(WriteSet(entries=((first_key, None),)), height=state.height + 1)
+    slices = 0
+    while (raw := encoder.step(1)) is None:
+        slices += 1
+    assert slices == len(copy) and len(state) == len(copy) - 1
+    assert raw == whole
+    restored, _ = decode_snapshot(raw)
+    assert restored.get(first_key) == first_record and state.get(first_key) is None
+    SnapshotStore(tmp_path).save_encoded(meta.height, raw)
+    loaded = SnapshotStore(tmp_path).load_latest(CHAIN)
+    assert loaded is not None and loaded[0].root == copy.root and len(loaded[0]) == len(copy)

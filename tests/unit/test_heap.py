@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from runtime.heap import HeapSettler
+from runtime.heap import GcPauses, HeapSettler
 
 
 class _Node:
@@ -44,3 +44,17 @@ def test_settle_waits_for_its_interval() -> None:
     before = gc.get_freeze_count()
     assert not settler.settle()
     assert gc.get_freeze_count() == before
+
+
+def test_gc_pauses_count_and_time_the_collections_by_generation() -> None:
+    pauses = GcPauses()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+        summary = pauses.summary()
+    finally:
+        pauses.close()
+    assert summary["count"][2] >= 1 and summary["count"][0] >= 1
+    assert summary["max_ms"][2] > 0 and summary["total_ms"][2] >= summary["max_ms"][2]
+    gc.collect(2)
+    assert pauses.summary() == summary  # closed: no longer counting
