@@ -261,10 +261,17 @@ def test_paging_through_blocks_and_transactions(site: Site, page: Any) -> None:
 def test_governance_devices_anchors_batches(site: Site, page: Any) -> None:
     page.goto(site.url + "/")
     page.get_by_role("link", name="Institutions").click()
+    # the dashboard's two tables stay until the page renders: wait for its heading first
+    sync_api.expect(
+        page.get_by_role("heading", level=1, name="Institutions and operators", exact=True)
+    ).to_be_visible()
     sync_api.expect(page.locator("main table")).to_contain_text("inst-4")
     sync_api.expect(page.locator("main table")).to_contain_text("inst-4 operator")
     shot(page, "08-institutions")
     page.get_by_role("link", name="Proposals").click()
+    sync_api.expect(
+        page.get_by_role("heading", level=1, name="Proposals", exact=True)
+    ).to_be_visible()
     sync_api.expect(page.locator("main table")).to_contain_text("newco")
     shot(page, "09-proposals")
     page.get_by_role("link", name="Devices").click()
