@@ -63,6 +63,7 @@ from ledger.results import ResultCode
 from ledger.state import WorldState, schema_for
 from ledger.tx import parse_tx
 from projections.rows import BatchRows, TableRows, check_owners, column_types, insert_rows
+from projections.runner import Projection
 from schemas.codec import decode, decode_canonical
 from schemas.errors import CodecError
 
@@ -102,7 +103,7 @@ class GenesisMismatch(LedgerError):
     """The database was projected from another genesis."""
 
 
-class ChainProjection:
+class ChainProjection(Projection):
     """Projection of the public chain tables (see module docstring)."""
 
     #: ``apply`` never uses COPY: the runner sends each transaction in pipeline mode.
@@ -164,7 +165,7 @@ class ChainProjection:
         complete the cut of a block whose copy is held (read ahead, so already cut), can
         complete a block: other transactions, receipts and the other validators' copies of
         projected blocks wait (in the runner's memory) to be committed with it
-        (``projections.runner.Deferring``)."""
+        (``Projection.commit_due``)."""
         height = self.machine.height
         if height + 1 in self._cuts and self._copies.get(height + 1):
             return True
@@ -219,13 +220,13 @@ class ChainProjection:
 
     def restart_offsets(self) -> dict[tuple[str, int], int]:
         """After ``resume``: transactions are re-read from the first one not yet in a
-        projected block (``projections.runner.Rewinding``)."""
+        projected block (``Projection.restart_offsets``)."""
         return {(self.topic_tx, 0): self.last_tx_offset + 1}
 
     # -- ahead of the certificate ---------------------------------------------------------
     def read_ahead(self, fresh: Sequence[Message]) -> None:
         """Cut the transactions of ``fresh`` and execute the next block if it is cut
-        (``projections.runner.ReadingAhead``); nothing is stored."""
+        (``Projection.read_ahead``); nothing is stored."""
         for msg in fresh:
             if msg.topic() == self.topic_tx:
                 offset = msg.offset()
