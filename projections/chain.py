@@ -394,11 +394,22 @@ class ChainProjection(Projection):
         header, height = executed.header, executed.header.height
         ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
         certificate = canonical_bytes("QuorumCertificate", cert.record())
-        rows.add("blocks", [(
-            height, executed.block_hash, header.prev_hash, header.first_offset,
-            header.last_offset, header.tx_root, header.state_root, header.validator_set_hash,
-            header.timestamp_ms, len(executed.results), ok, certificate, source_offset,
-        )])  # fmt: skip
+        block = {
+            "height": height,
+            "hash": executed.block_hash,
+            "prev_hash": header.prev_hash,
+            "first_offset": header.first_offset,
+            "last_offset": header.last_offset,
+            "tx_root": header.tx_root,
+            "state_root": header.state_root,
+            "validator_set_hash": header.validator_set_hash,
+            "timestamp_ms": header.timestamp_ms,
+            "tx_count": len(executed.results),
+            "ok_count": ok,
+            "certificate": certificate,
+            "source_offset": source_offset,
+        }
+        rows.add_named("blocks", [block])
         rows.add("block_votes", [
             (height, i, v.operator_key_id, executed.validator_set.institution_of(
                 v.operator_key_id), v.public_key, v.signature)
@@ -420,10 +431,21 @@ class ChainProjection(Projection):
                     owners[args["asset_id"]] = owner
                     owner_rows.append((args["asset_id"], height, position, result.tx_id, owner))
             envelope = None if result.code is ResultCode.TOO_LARGE else entry.raw
-            entries.append((height, position, result.tx_id, result.offset, int(result.code),
-                            sender, nonce, operation, envelope))  # fmt: skip
+            entries.append(
+                {
+                    "height": height,
+                    "position": position,
+                    "tx_id": result.tx_id,
+                    "tx_offset": result.offset,
+                    "result_code": int(result.code),
+                    "sender": sender,
+                    "nonce": nonce,
+                    "operation": operation,
+                    "envelope": envelope,
+                }
+            )
         check_owners(executed.writes, owners)
-        rows.add("transactions", entries)
+        rows.add_named("transactions", entries)
         rows.add("asset_owners", owner_rows)
         rows.add_writes(executed.writes, height, self.machine.state.get)
 
