@@ -204,7 +204,6 @@ BUCKETS = (
         (
             "gateway/schema",
             "gateway/types",
-            "gateway/queries",
             "projections/read",
             "gateway/compiled",
         ),

@@ -49,7 +49,6 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from gateway import queries
 from gateway.auth.tokens import Claims
 from gateway.authn import (
     Authenticator,
@@ -74,6 +73,7 @@ from gateway.limits import Limits
 from gateway.live import HeightWatcher, serve_websocket
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.objects import DataProxy
+from projections.read import queries
 
 log = logging.getLogger("pantheon.gateway")
 STATIC = Path(__file__).resolve().parent / "static"

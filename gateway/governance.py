@@ -33,14 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import queries
 from gateway.errors import GatewayError, Unavailable
 from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from ledger.outcomes import SetSource
 from ledger.results import ResultCode
 from projections import read
-from projections.read import Conn
+from projections.read import Conn, queries
 from runtime.topics import DEFAULT_PREFIX
 from streams.sdk import LedgerClient, Receipt, ReceiptTimeout, SdkError
 

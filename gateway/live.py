@@ -32,13 +32,13 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import queries
 from gateway.auth.tokens import Claims
 from gateway.authn import Authenticator, authenticate, bearer_token
 from gateway.engine import Engine, Prepared
 from gateway.errors import GatewayError, Unauthenticated, error_body
 from gateway.metrics import GatewayMetrics
 from projections import read
+from projections.read import queries
 
 log = logging.getLogger("pantheon.gateway.live")
 PROTOCOL = "graphql-transport-ws"

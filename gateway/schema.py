@@ -28,7 +28,6 @@ from typing import Any
 import graphene
 import psycopg
 
-from gateway import queries
 from gateway.auth.tokens import Claims
 from gateway.authn import require
 from gateway.context import RequestContext, decode_cursor, hex_bytes
@@ -58,6 +57,7 @@ from gateway.types import (
 )
 from ledger.tx import TxRejected, parse_tx
 from projections import read
+from projections.read import queries
 from readers.proofs import record_proof_json
 
 log = logging.getLogger("pantheon.gateway")

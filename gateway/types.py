@@ -18,9 +18,8 @@ from typing import Any
 import graphene
 from graphql import GraphQLResolveInfo as Info
 
-from gateway import queries
 from gateway.context import RequestContext, decode_cursor, encode_cursor, hexs
-from projections.read import Conn
+from projections.read import Conn, queries
 
 __all__ = ["Info", "connection", "ctx", "encode_cursor", "listed", "sender_page", "tx_cursor"]
 from ledger.results import ResultCode

@@ -63,6 +63,7 @@ from ledger.results import ResultCode
 from ledger.state import WorldState, schema_for
 from ledger.tx import parse_tx
 from projections.rows import BatchRows, TableRows, check_owners, column_types, insert_rows
+from projections.runner import Projection
 from schemas.codec import decode, decode_canonical
 from schemas.errors import CodecError
 
@@ -102,7 +103,7 @@ class GenesisMismatch(LedgerError):
     """The database was projected from another genesis."""
 
 
-class ChainProjection:
+class ChainProjection(Projection):
     """Projection of the public chain tables (see module docstring)."""
 
     #: ``apply`` never uses COPY: the runner sends each transaction in pipeline mode.
@@ -164,7 +165,7 @@ class ChainProjection:
         complete the cut of a block whose copy is held (read ahead, so already cut), can
         complete a block: other transactions, receipts and the other validators' copies of
         projected blocks wait (in the runner's memory) to be committed with it
-        (``projections.runner.Deferring``)."""
+        (``Projection.commit_due``)."""
         height = self.machine.height
         if height + 1 in self._cuts and self._copies.get(height + 1):
             return True
@@ -219,13 +220,13 @@ class ChainProjection:
 
     def restart_offsets(self) -> dict[tuple[str, int], int]:
         """After ``resume``: transactions are re-read from the first one not yet in a
-        projected block (``projections.runner.Rewinding``)."""
+        projected block (``Projection.restart_offsets``)."""
         return {(self.topic_tx, 0): self.last_tx_offset + 1}
 
     # -- ahead of the certificate ---------------------------------------------------------
     def read_ahead(self, fresh: Sequence[Message]) -> None:
         """Cut the transactions of ``fresh`` and execute the next block if it is cut
-        (``projections.runner.ReadingAhead``); nothing is stored."""
+        (``Projection.read_ahead``); nothing is stored."""
         for msg in fresh:
             if msg.topic() == self.topic_tx:
                 offset = msg.offset()
@@ -393,11 +394,22 @@ class ChainProjection:
         header, height = executed.header, executed.header.height
         ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
         certificate = canonical_bytes("QuorumCertificate", cert.record())
-        rows.add("blocks", [(
-            height, executed.block_hash, header.prev_hash, header.first_offset,
-            header.last_offset, header.tx_root, header.state_root, header.validator_set_hash,
-            header.timestamp_ms, len(executed.results), ok, certificate, source_offset,
-        )])  # fmt: skip
+        block = {
+            "height": height,
+            "hash": executed.block_hash,
+            "prev_hash": header.prev_hash,
+            "first_offset": header.first_offset,
+            "last_offset": header.last_offset,
+            "tx_root": header.tx_root,
+            "state_root": header.state_root,
+            "validator_set_hash": header.validator_set_hash,
+            "timestamp_ms": header.timestamp_ms,
+            "tx_count": len(executed.results),
+            "ok_count": ok,
+            "certificate": certificate,
+            "source_offset": source_offset,
+        }
+        rows.add_named("blocks", [block])
         rows.add("block_votes", [
             (height, i, v.operator_key_id, executed.validator_set.institution_of(
                 v.operator_key_id), v.public_key, v.signature)
@@ -419,10 +431,21 @@ class ChainProjection:
                     owners[args["asset_id"]] = owner
                     owner_rows.append((args["asset_id"], height, position, result.tx_id, owner))
             envelope = None if result.code is ResultCode.TOO_LARGE else entry.raw
-            entries.append((height, position, result.tx_id, result.offset, int(result.code),
-                            sender, nonce, operation, envelope))  # fmt: skip
+            entries.append(
+                {
+                    "height": height,
+                    "position": position,
+                    "tx_id": result.tx_id,
+                    "tx_offset": result.offset,
+                    "result_code": int(result.code),
+                    "sender": sender,
+                    "nonce": nonce,
+                    "operation": operation,
+                    "envelope": envelope,
+                }
+            )
         check_owners(executed.writes, owners)
-        rows.add("transactions", entries)
+        rows.add_named("transactions", entries)
         rows.add("asset_owners", owner_rows)
         rows.add_writes(executed.writes, height, self.machine.state.get)
 

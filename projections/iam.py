@@ -59,6 +59,7 @@ from ledger.iam_events import (
 )
 from ledger.keys import key_id
 from projections.migrate import apply_migrations
+from projections.runner import Projection
 from runtime.topics import DEFAULT_PREFIX, iam_topic
 
 log = logging.getLogger("pantheon.projections.iam")
@@ -319,7 +320,7 @@ class PinnedSigners:
         return KeyHistory.from_rows(self._rows)
 
 
-class IamProjection:
+class IamProjection(Projection):
     """Projection of one institution's IAM topic (see the module docstring)."""
 
     def __init__(

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from ledger.iam_events import Opened, open_message
 from projections.iam import projection_name as iam_projection_name
 from projections.migrate import apply_migrations
-from projections.runner import ProjectionRunner
+from projections.runner import Projection, ProjectionRunner
 from runtime.kafka_config import consumer_config
 from runtime.topics import DEFAULT_PREFIX, iam_topic
 
@@ -182,7 +182,7 @@ def open_event(value: bytes | None, institution: str) -> tuple[str, Record] | No
     return opened.schema, opened.record
 
 
-class ObjectsProjection:
+class ObjectsProjection(Projection):
     """Projection of the object events of one institution's IAM topic (module docstring)."""
 
     def __init__(self, institution: str, *, prefix: str = DEFAULT_PREFIX) -> None:

@@ -23,7 +23,7 @@ Theory of operation
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,8 +173,18 @@ class BatchRows:
         self.state.update(later.state)
 
     def add(self, table: str, rows: Sequence[Row]) -> None:
-        """Rows of an append-only table."""
+        """Rows of an append-only table (tuples in ``APPEND_TABLES`` column order)."""
         self.append[table].extend(rows)
+
+    def add_named(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Rows of an append-only table by column name: each must name exactly the columns
+        of ``APPEND_TABLES[table]`` (a missing one raises KeyError, an extra ValueError)."""
+        names = APPEND_TABLES[table]
+        out = self.append[table]
+        for row in rows:
+            if len(row) != len(names):
+                raise ValueError(f"{table}: columns {sorted(row)} are not {list(names)}")
+            out.append(tuple(row[name] for name in names))
 
     @property
     def empty(self) -> bool:

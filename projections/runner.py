@@ -16,21 +16,23 @@ Theory of operation
   lock on the projection's name for as long as its connection lives (a second runner waits),
   and each position update is conditional on the previous value (a stale writer fails and
   rolls back instead of overwriting).
-* A projection that keeps state in memory implements :class:`Resumable`; ``resume`` is called
+* Every hook below is a method of :class:`Projection` with a no-op default, overridden by
+  the projections that need it (only the chain does today) and called unconditionally.
+* A projection that keeps state in memory overrides ``resume``; it is called
   in a transaction whenever the runner (re)starts from the stored positions: at start, and
   after any failed batch (the in-memory state may be ahead of the rolled-back database).
-* A projection may hold messages back (:class:`Deferring`): a batch that cannot change
+* A projection may hold messages back (``commit_due``): a batch that cannot change
   what readers see (for the chain: transactions and receipts without a block to complete)
   is kept in memory and committed with the next one, at most :data:`MAX_HOLD_SECONDS` later
   or once ``batch_size`` messages are held. Nothing is acknowledged before it commits, so a
   crash only re-reads them; this saves a transaction per trickle of transactions.
-* A projection may keep some consumed messages in memory only (:class:`Rewinding`): at
+* A projection may keep some consumed messages in memory only (``restart_offsets``): at
   each (re)start it names, per partition, the first offset it needs to see again, and the
   consumer is assigned there when that is below the stored position (for the chain: the
   transactions after the last projected block, re-read from the log instead of written to
   and deleted from a table; D20). Stored positions never move backwards; messages below
   them change nothing stored, so replaying them is safe.
-* A projection may look at messages as they arrive (:class:`ReadingAhead`), before they are
+* A projection may look at messages as they arrive (``read_ahead``), before they are
   held or applied, to prepare work in memory (for the chain: cut and execute the next block
   while its certificate is still being voted). Nothing it does there is stored; any failure
   resets it through ``resume``.
@@ -51,9 +53,10 @@ import contextlib
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -85,57 +88,48 @@ class PositionConflict(RuntimeError):
     """Another writer moved this projection's positions: this runner must not continue."""
 
 
-@runtime_checkable
-class Projection(Protocol):
-    """What the runner drives: a name, its topics, and a batch writer."""
+class Projection(ABC):
+    """What the runner drives: a name, its topics, a batch writer, and its policy.
+
+    ``topics`` and ``apply`` are required; every other hook has a no-op default that
+    every projection inherits, and the runner calls them all unconditionally (D42): a
+    projection states its policy by overriding a hook, never by the runner discovering it.
+    """
 
     name: str
+    #: ``apply`` never uses ``COPY``: the runner sends each transaction in pipeline mode.
+    pipelined: bool = False
 
+    @abstractmethod
     def topics(self) -> list[str]:
         """Full topic names to consume (every partition of each)."""
-        ...
 
+    @abstractmethod
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Message]) -> int | None:
         """Write the rows of ``batch`` (log order per partition) with ``cur``; no commit.
         Returns None when all of it was applied, else how many leading messages were (the
         rest waits in memory and comes first in the next batch; see the module docstring)."""
-        ...
-
-
-@runtime_checkable
-class Deferring(Protocol):
-    """A projection that may hold back batches that change nothing readers see."""
-
-    def commit_due(self, fresh: Sequence[Message]) -> bool:
-        """Whether the messages just read (``fresh``) are worth a transaction now."""
-        ...
-
-
-@runtime_checkable
-class ReadingAhead(Protocol):
-    """A projection that prepares in memory as messages arrive (see the module docstring)."""
-
-    def read_ahead(self, fresh: Sequence[Message]) -> None:
-        """See ``fresh`` (messages just consumed, before they are held or applied)."""
-        ...
-
-
-@runtime_checkable
-class Rewinding(Protocol):
-    """A projection that keeps some consumed messages in memory only (module docstring)."""
-
-    def restart_offsets(self) -> Mapping[tuple[str, int], int]:
-        """Per (topic, partition), the first offset to deliver again after ``resume``."""
-        ...
-
-
-@runtime_checkable
-class Resumable(Protocol):
-    """A projection with in-memory state, reloaded from its tables at each (re)start."""
 
     def resume(self, cur: psycopg.Cursor[Any]) -> None:
-        """Rebuild the in-memory state from the committed tables (inside a transaction)."""
-        ...
+        """Rebuild any in-memory state from the committed tables (inside a transaction);
+        called at every (re)start. Default: no state, nothing to do."""
+        del cur
+
+    def restart_offsets(self) -> Mapping[tuple[str, int], int]:
+        """After ``resume``: per (topic, partition), the first offset to deliver again when
+        it is below the stored position. Default: none (start at the stored positions)."""
+        return {}
+
+    def read_ahead(self, fresh: Sequence[Message]) -> None:
+        """See ``fresh`` (messages just consumed, before they are held or applied) to
+        prepare in memory; nothing is stored. Default: nothing."""
+        del fresh
+
+    def commit_due(self, fresh: Sequence[Message]) -> bool:
+        """Whether the messages just read (``fresh``) are worth a transaction now (False:
+        hold them, see the module docstring). Default: always."""
+        del fresh
+        return True
 
 
 class ProjectionRunner:
@@ -229,11 +223,8 @@ class ProjectionRunner:
                 (name,),
             )
             stored = {(str(t), int(p)): int(o) for t, p, o in cur.fetchall()}
-            if isinstance(self.projection, Resumable):
-                self.projection.resume(cur)
-            rewind: Mapping[tuple[str, int], int] = {}
-            if isinstance(self.projection, Rewinding):
-                rewind = self.projection.restart_offsets()
+            self.projection.resume(cur)
+            rewind = self.projection.restart_offsets()
         self._positions = {tp: stored[tp] for tp in partitions}
         self._delivered = {tp: min(o, rewind.get(tp, o)) for tp, o in self._positions.items()}
         self._held = []
@@ -281,7 +272,7 @@ class ProjectionRunner:
             if offset is not None and offset >= self._delivered.get(key, 0):
                 batch.append(msg)
                 self._delivered[key] = offset + 1
-        if batch and isinstance(self.projection, ReadingAhead):
+        if batch:
             try:
                 self.projection.read_ahead(batch)
             except BaseException:
@@ -323,9 +314,7 @@ class ProjectionRunner:
             log.debug("advisory offsets not committed", extra={"error": str(exc)})
 
     def _hold(self, fresh: list[Message]) -> bool:
-        """Keep ``fresh`` in memory instead of committing now (see :class:`Deferring`)?"""
-        if not isinstance(self.projection, Deferring):
-            return False
+        """Keep ``fresh`` in memory instead of committing now (``Projection.commit_due``)?"""
         now = time.monotonic()
         if not self._held:
             if not fresh or self.projection.commit_due(fresh):
@@ -354,7 +343,7 @@ class ProjectionRunner:
         it in one transaction; returns (messages applied, new positions)."""
         conn = self._connection()
         name = self.projection.name
-        pipeline = conn.pipeline() if getattr(self.projection, "pipelined", False) else None
+        pipeline = conn.pipeline() if self.projection.pipelined else None
         with pipeline or contextlib.nullcontext(), conn.transaction(), conn.cursor() as cur:
             taken = self.projection.apply(cur, batch)
             applied = len(batch) if taken is None else max(0, min(taken, len(batch)))

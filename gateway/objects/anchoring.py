@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import queries
 from gateway.auth.crypto import DataKey
 from gateway.errors import Unavailable
 from gateway.governance import Outcome
@@ -22,7 +21,7 @@ from gateway.objects.store import ObjectStore, ProxyConfig, StoredObject
 from ledger.results import ResultCode
 from projections import read
 from projections.objects import projection_name
-from projections.read import Conn
+from projections.read import Conn, queries
 from readers.object_verify import object_proof
 
 log = logging.getLogger("pantheon.gateway")

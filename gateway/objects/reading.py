@@ -7,7 +7,6 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from gateway import queries
 from gateway.auth.crypto import CryptoError, DataKey, open_text
 from gateway.auth.permissions import Permission
 from gateway.auth.tokens import Claims
@@ -34,6 +33,7 @@ from gateway.objects.policy import Policy
 from gateway.objects.store import ObjectKeys, ObjectRow, ObjectStore, metadata_field
 from ledger.proofs import ObjectProof
 from projections import read
+from projections.read import queries
 from readers.object_verify import object_proof
 
 

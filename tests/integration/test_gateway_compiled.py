@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from gateway import queries
 from gateway.context import Services
 from gateway.engine import Engine, encode
 from gateway.errors import PageTooLarge
@@ -25,6 +24,7 @@ from gateway.limits import Limits
 from harness.gateway_support import INSTITUTION, ChainFixture
 from infra.postgres_server import Postgres
 from projections import read
+from projections.read import queries
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
-"""Reads the gateway needs beyond :mod:`projections.read` (static SQL, ``%s`` parameters).
+"""Batched reads of the gateway's GraphQL resolvers and live view: many keys or heights in
+one statement, certificate votes, throughput (static SQL, ``%s`` parameters).
 
-Each query is served by an index of ``001_chain.sql``; they belong in ``projections.read``
-and can move there unchanged.
+Each query is served by an index of ``001_chain.sql``.
 """
 
 from __future__ import annotations
@@ -9,14 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from projections.read import ChainSummary, Conn, Key, Transaction
-
-_KEY = "SELECT key_id, public_key, role, institution_id, label, active, next_nonce FROM chain.keys "
-_TX = (
-    "SELECT height, position, tx_id, tx_offset, result_code, sender, nonce, operation "
-    "FROM chain.transactions "
-)
-_BIG = 2**62
+from projections.read.model import BIG, KEY, TX, ChainSummary, Conn, Key, Transaction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +47,7 @@ def key_by_id(conn: Conn, key_id: bytes) -> Key | None:
 
 def keys_by_ids(conn: Conn, key_ids: list[bytes]) -> dict[bytes, Key]:
     """The identities with these key ids (absent ones are missing), in one statement."""
-    rows = conn.execute((_KEY + "WHERE key_id = ANY(%s)").encode(), (key_ids,)).fetchall()
+    rows = conn.execute((KEY + "WHERE key_id = ANY(%s)").encode(), (key_ids,)).fetchall()
     keys = [
         Key(
             key_id=_b(k),
@@ -120,7 +113,7 @@ def transactions_of_senders(
     conn: Conn, senders: list[bytes], limit: int, before: tuple[int, int] | None = None
 ) -> dict[bytes, list[Transaction]]:
     """:func:`projections.read.transactions_by_sender` of several senders, one statement."""
-    h, p = before if before is not None else (_BIG, 0)
+    h, p = before if before is not None else (BIG, 0)
     rows = _pages(
         conn,
         "bytea",
@@ -145,7 +138,7 @@ def _pages(
     query = (
         "SELECT t.height, t.position, t.tx_id, t.tx_offset, t.result_code, t.sender, t.nonce, "
         f"t.operation FROM unnest(%s::{key_type}[]) AS k(k) CROSS JOIN LATERAL ("
-        f"{_TX}WHERE {where} LIMIT %s) t ORDER BY {order}"
+        f"{TX}WHERE {where} LIMIT %s) t ORDER BY {order}"
     )
     return conn.execute(query.encode(), (keys, *params)).fetchall()
 
@@ -169,10 +162,10 @@ def latest_transactions(
     conn: Conn, limit: int, before: tuple[int, int] | None = None
 ) -> list[Transaction]:
     """Entries of final blocks, newest first; ``before`` is the last (height, position)."""
-    h, p = before if before is not None else (_BIG, 0)
+    h, p = before if before is not None else (BIG, 0)
     rows = conn.execute(
         (
-            _TX + "WHERE (height, position) < (%s, %s) ORDER BY height DESC, position DESC LIMIT %s"
+            TX + "WHERE (height, position) < (%s, %s) ORDER BY height DESC, position DESC LIMIT %s"
         ).encode(),
         (h, p, limit),
     ).fetchall()

@@ -1,0 +1,158 @@
+"""The read model of the chain tables: one frozen dataclass per row kind (D42).
+
+Each dataclass's fields are the columns its queries select (:func:`select`), so a column is
+named once on the read side; the writer's columns (``projections.rows.APPEND_TABLES``) and
+the GraphQL types are checked against these fields by ``tests/unit/test_read_model.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Block:
+    height: int
+    hash: bytes
+    prev_hash: bytes
+    first_offset: int
+    last_offset: int
+    tx_root: bytes
+    state_root: bytes
+    validator_set_hash: bytes
+    timestamp_ms: int
+    tx_count: int
+    ok_count: int
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transaction:
+    height: int
+    position: int
+    tx_id: bytes
+    tx_offset: int
+    result_code: int
+    sender: bytes | None
+    nonce: int | None
+    operation: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Key:
+    key_id: bytes
+    public_key: bytes
+    role: str
+    institution_id: str
+    label: str
+    active: bool
+    next_nonce: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Institution:
+    institution_id: str
+    governance_key_id: bytes
+    status: str
+    effective_height: int
+    operators: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProposalVote:
+    institution_id: str
+    approve: bool
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Proposal:
+    proposal_id: bytes
+    kind: str
+    institution_id: str
+    proposer: str
+    created_height: int
+    expires_height: int
+    status: str
+    votes: tuple[ProposalVote, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Anchor:
+    data_id: str
+    sha256: bytes
+    metadata: str
+    institution_id: str
+    anchored_by: bytes
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ownership:
+    height: int
+    position: int
+    tx_id: bytes
+    owner_key_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Asset:
+    asset_id: str
+    owner_key_id: bytes
+    metadata: str
+    registered_height: int
+    history: tuple[Ownership, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L2Batch:
+    batch_id: str
+    merkle_root: bytes
+    leaf_count: int
+    window_start_ms: int
+    window_end_ms: int
+    institution_id: str
+    committed_by: bytes
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainSummary:
+    chain_id: str
+    height: int
+    last_hash: bytes
+    tx_count: int
+    ok_count: int
+
+
+Conn = psycopg.Connection[Any]
+
+
+def columns(cls: type[Any]) -> str:
+    """The column list of a read model dataclass: its fields, in order (one definition)."""
+    return ", ".join(f.name for f in fields(cls))
+
+
+def select(cls: type[Any], table: str) -> str:
+    """``SELECT <the fields of cls> FROM table `` (a WHERE clause follows)."""
+    return f"SELECT {columns(cls)} FROM {table} "
+
+
+BLOCK = select(Block, "chain.blocks")
+TX = select(Transaction, "chain.transactions")
+KEY = select(Key, "chain.keys")
+ANCHOR = select(Anchor, "chain.anchors")
+BIG = 2**62  #: above every height: the first page of a newest-first list
+
+
+def fix(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: bytes(v) if isinstance(v, memoryview) else v for k, v in row.items()}
+
+
+def fetch_all(conn: Conn, cls: type[Any], query: str, params: tuple[Any, ...]) -> list[Any]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(query.encode(), params)
+        return [cls(**fix(r)) for r in cur.fetchall()]
