@@ -2,7 +2,8 @@
 
 One process per operator (``pantheon validator --institution X --operator N``). It reads
 ``pantheon.tx`` and ``pantheon.votes`` with a manually assigned consumer (positions come
-from its own snapshot, never from Kafka's committed offsets), hands every message to the
+from its own snapshot, never from Kafka's committed offsets, which only mirror them for
+Kafka's lag tools), hands every message to the
 core and carries out the actions the core returns:
 
 * votes are first journaled (fsync) and then produced: a restarted validator never signs
@@ -38,7 +39,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from ledger.errors import LedgerError
 from ledger.execution import LedgerMachine
@@ -70,6 +79,8 @@ SNAPSHOT_EVERY_BLOCKS = 200
 SNAPSHOT_EVERY_SECONDS = 15.0
 SNAPSHOT_SLICE_SECONDS = 0.002
 """Loop time per turn spent encoding a snapshot (D40)."""
+ADVISE_SECONDS = 5.0
+"""How often positions are mirrored as Kafka group offsets (advisory, D36)."""
 
 
 class ConfigError(ValueError):
@@ -133,6 +144,7 @@ class Validator:
         self._tx_position = self.core.final.next_tx_offset
         self._last_watermark = 0.0
         self._last_status = 0.0
+        self._last_advice = 0.0
         self._watching_blocks = False  # reading pantheon.blocks for peers' copies (D38)
         self.consumer = Consumer(
             consumer_config(
@@ -470,6 +482,22 @@ class Validator:
     def _maybe_write_status(self) -> None:
         if time.monotonic() - self._last_status >= 0.5:
             self._write_status()
+        if time.monotonic() - self._last_advice >= ADVISE_SECONDS:
+            self._advise()
+
+    def _advise(self) -> None:
+        """Mirror the finalized tx position and the votes position as the group's Kafka
+        offsets, for Kafka's own lag tools only: positions come from snapshots, nothing reads
+        these back, and a failed commit changes nothing."""
+        self._last_advice = time.monotonic()
+        offsets = [
+            TopicPartition(self.topics["tx"], 0, self.core.final.next_tx_offset),
+            TopicPartition(self.topics["votes"], 0, self._votes_position),
+        ]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.debug("advisory offsets not committed", extra={"error": str(exc)})
 
     def _write_status(self) -> None:
         self._last_status = time.monotonic()
