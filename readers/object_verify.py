@@ -27,7 +27,6 @@ from typing import Any
 
 import psycopg
 
-from ledger.blocks import tx_proof
 from ledger.errors import DecodeError
 from ledger.genesis import Genesis
 from ledger.members import ValidatorSet
@@ -35,6 +34,7 @@ from ledger.proofs import (
     ObjectProof,
     ObjectProofError,
     ProofLink,
+    TxInclusion,
     VerifiedObject,
     verify_object_proof,
 )
@@ -63,23 +63,24 @@ def object_proof(
     certified = certified_block(conn, height)
     if found is None or certified is None:
         return None
-    entries, header = certified.entries, certified.header
     position, offset, envelope = found
+    part = TxInclusion.assemble(
+        certified.entries,
+        position,
+        offset=offset,
+        envelope=envelope,
+        header=certified.header,
+        certificate=certified.certificate,
+    )
     return ObjectProof(
         chain_id=str(meta[0]),
         data_id=data_id,
         sha256=bytes(anchor[0]),
         size=size,
         content_type=content_type,
-        tx_id=entries[position].tx_id,
-        envelope=envelope,
-        tx_offset=offset,
-        tx_index=position,
-        tx_count=len(entries),
-        tx_path=tuple(tx_proof(entries, position)),
-        header=header,
+        tx_id=certified.entries[position].tx_id,
         block_hash=certified.block_hash,
-        certificate=certified.certificate,
+        **part.fields(),
     )
 
 

@@ -21,12 +21,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from ledger.blocks import tx_proof
 from ledger.errors import DecodeError, ProofError
 from ledger.genesis import Genesis
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND
 from ledger.merkle import inclusion_proof, root
-from ledger.proofs import RecordProof, verify_record_proof
+from ledger.proofs import RecordProof, TxInclusion, verify_record_proof
 from projections import l2 as store
 from projections.read import accepted_tx, certified_block
 from runtime.cli_args import (
@@ -65,8 +64,15 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
     certified = certified_block(conn, height)
     if tx is None or certified is None:
         return None
-    entries, header = certified.entries, certified.header
     position, offset, envelope = tx
+    part = TxInclusion.assemble(
+        certified.entries,
+        position,
+        offset=offset,
+        envelope=envelope,
+        header=certified.header,
+        certificate=certified.certificate,
+    )
     return RecordProof(
         chain_id=str(meta[0]),
         device_public_key=bytes(key[0]),
@@ -78,13 +84,7 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
         leaf_count=len(leaves),
         audit_path=tuple(inclusion_proof(leaves, leaf_index)),
         merkle_root=root(leaves),
-        envelope=envelope,
-        tx_offset=offset,
-        tx_index=position,
-        tx_count=len(entries),
-        tx_path=tuple(tx_proof(entries, position)),
-        header=header,
-        certificate=certified.certificate,
+        **part.fields(),
     )
 
 
