@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 from typing import Any
 
@@ -118,17 +119,14 @@ class TxInclusion:
             certificate=certificate,
         )
 
+    @classmethod
+    def of(cls, proof: object) -> TxInclusion:
+        """The part held (as flat fields of the same names) by a proof kind."""
+        return cls(**{name: getattr(proof, name) for name in _PART_FIELDS})
+
     def fields(self) -> dict[str, Any]:
         """The part as keyword arguments of a proof kind's constructor (shallow, by name)."""
-        return {
-            "envelope": self.envelope,
-            "tx_offset": self.tx_offset,
-            "tx_index": self.tx_index,
-            "tx_count": self.tx_count,
-            "tx_path": self.tx_path,
-            "header": self.header,
-            "certificate": self.certificate,
-        }
+        return {name: getattr(self, name) for name in _PART_FIELDS}
 
     def transaction_json(self) -> dict[str, Any]:
         """The ``transaction`` section of a proof document."""
@@ -197,6 +195,9 @@ class TxInclusion:
         return self.check_certified(genesis, validators)
 
 
+_PART_FIELDS = tuple(f.name for f in dataclass_fields(TxInclusion))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordProof:
     """A reading, its leaf and the path from it to a final block."""
@@ -222,15 +223,7 @@ class RecordProof:
     @property
     def inclusion(self) -> TxInclusion:
         """The transaction-inclusion part (the ``CommitBatch`` in a certified block)."""
-        return TxInclusion(
-            envelope=self.envelope,
-            tx_offset=self.tx_offset,
-            tx_index=self.tx_index,
-            tx_count=self.tx_count,
-            tx_path=self.tx_path,
-            header=self.header,
-            certificate=self.certificate,
-        )
+        return TxInclusion.of(self)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document (bytes as hex)."""
@@ -450,15 +443,7 @@ class ObjectProof:
     @property
     def inclusion(self) -> TxInclusion:
         """The transaction-inclusion part (the ``AnchorData`` in a certified block)."""
-        return TxInclusion(
-            envelope=self.envelope,
-            tx_offset=self.tx_offset,
-            tx_index=self.tx_index,
-            tx_count=self.tx_count,
-            tx_path=self.tx_path,
-            header=self.header,
-            certificate=self.certificate,
-        )
+        return TxInclusion.of(self)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document (bytes as hex)."""

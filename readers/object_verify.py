@@ -34,11 +34,10 @@ from ledger.proofs import (
     ObjectProof,
     ObjectProofError,
     ProofLink,
-    TxInclusion,
     VerifiedObject,
     verify_object_proof,
 )
-from projections.read import accepted_tx, certified_block
+from readers.proofs import certified_inclusion
 from runtime.cli_args import Defaults, Parser, apply_defaults
 
 Conn = psycopg.Connection[Any]
@@ -59,26 +58,17 @@ def object_proof(
     if meta is None or anchor is None:
         return None
     height = int(anchor[1])
-    found = accepted_tx(conn, height, "AnchorData", "data_id", data_id)
-    certified = certified_block(conn, height)
-    if found is None or certified is None:
+    found = certified_inclusion(conn, height, "AnchorData", "data_id", data_id)
+    if found is None:
         return None
-    position, offset, envelope = found
-    part = TxInclusion.assemble(
-        certified.entries,
-        position,
-        offset=offset,
-        envelope=envelope,
-        header=certified.header,
-        certificate=certified.certificate,
-    )
+    part, certified = found
     return ObjectProof(
         chain_id=str(meta[0]),
         data_id=data_id,
         sha256=bytes(anchor[0]),
         size=size,
         content_type=content_type,
-        tx_id=certified.entries[position].tx_id,
+        tx_id=certified.entries[part.tx_index].tx_id,
         block_hash=certified.block_hash,
         **part.fields(),
     )
