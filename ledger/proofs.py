@@ -78,6 +78,22 @@ def _header(block: Mapping[str, Any]) -> BlockHeader:
     )
 
 
+def header_json(header: BlockHeader, certificate: bytes) -> dict[str, Any]:
+    """The ``block`` section of a proof document (bytes as hex)."""
+    return {
+        "height": header.height,
+        "hash": header.hash().hex(),
+        "prev_hash": header.prev_hash.hex(),
+        "first_offset": header.first_offset,
+        "last_offset": header.last_offset,
+        "tx_root": header.tx_root.hex(),
+        "state_root": header.state_root.hex(),
+        "validator_set_hash": header.validator_set_hash.hex(),
+        "timestamp_ms": header.timestamp_ms,
+        "certificate": certificate.hex(),
+    }
+
+
 # -- the shared part: a transaction's inclusion in a certified block ------------------------------
 #
 # Every proof kind is its own leaf part (what the transaction commits: a batch root, an object
@@ -394,27 +410,6 @@ class ObjectProofError(ProofError):
         super().__init__(f"{link.value}: {detail}")
         self.link = link
         self.detail = detail
-
-
-def header_json(header: BlockHeader, certificate: bytes) -> dict[str, Any]:
-    """The ``block`` section of a proof document (bytes as hex)."""
-    return {
-        "height": header.height,
-        "hash": header.hash().hex(),
-        "prev_hash": header.prev_hash.hex(),
-        "first_offset": header.first_offset,
-        "last_offset": header.last_offset,
-        "tx_root": header.tx_root.hex(),
-        "state_root": header.state_root.hex(),
-        "validator_set_hash": header.validator_set_hash.hex(),
-        "timestamp_ms": header.timestamp_ms,
-        "certificate": certificate.hex(),
-    }
-
-
-def header_from_json(block: Mapping[str, Any]) -> tuple[BlockHeader, bytes, bytes]:
-    """(header, declared block hash, certificate) of a ``block`` section."""
-    return _header(block), bytes.fromhex(block["hash"]), bytes.fromhex(block["certificate"])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
