@@ -25,12 +25,13 @@ per-key proofs): the verifier trusts ``device_public_key`` as the key whose id t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 from typing import Any
 
-from ledger.blocks import BlockHeader, EntryResult, verify_tx_proof
+from ledger.blocks import BlockHeader, EntryResult, tx_proof, verify_tx_proof
 from ledger.devices import DeviceRecord
 from ledger.errors import InvalidEvent, ProofError
 from ledger.finality import QuorumCertificate, verify_certificate
@@ -62,6 +63,157 @@ def _str(value: Any) -> str:
     return value
 
 
+def _header(block: Mapping[str, Any]) -> BlockHeader:
+    """The header of a ``block`` section (its ``hash`` and ``certificate`` are read apart)."""
+    x = bytes.fromhex
+    return BlockHeader(
+        height=_int(block["height"]),
+        prev_hash=x(block["prev_hash"]),
+        first_offset=_int(block["first_offset"]),
+        last_offset=_int(block["last_offset"]),
+        tx_root=x(block["tx_root"]),
+        state_root=x(block["state_root"]),
+        validator_set_hash=x(block["validator_set_hash"]),
+        timestamp_ms=_int(block["timestamp_ms"]),
+    )
+
+
+def header_json(header: BlockHeader, certificate: bytes) -> dict[str, Any]:
+    """The ``block`` section of a proof document (bytes as hex)."""
+    return {
+        "height": header.height,
+        "hash": header.hash().hex(),
+        "prev_hash": header.prev_hash.hex(),
+        "first_offset": header.first_offset,
+        "last_offset": header.last_offset,
+        "tx_root": header.tx_root.hex(),
+        "state_root": header.state_root.hex(),
+        "validator_set_hash": header.validator_set_hash.hex(),
+        "timestamp_ms": header.timestamp_ms,
+        "certificate": certificate.hex(),
+    }
+
+
+# -- the shared part: a transaction's inclusion in a certified block ------------------------------
+#
+# Every proof kind is its own leaf part (what the transaction commits: a batch root, an object
+# hash) plus this part: the signed envelope, its audit path in the block's ``tx_root``, the block
+# header and its quorum certificate (the transparency-dev/merkle habit: recompute, then match).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxInclusion:
+    """A transaction envelope, its entry in a block's ``tx_root`` and the certified header."""
+
+    envelope: bytes
+    tx_offset: int
+    tx_index: int
+    tx_count: int
+    tx_path: tuple[bytes, ...]
+    header: BlockHeader
+    certificate: bytes
+
+    @classmethod
+    def assemble(
+        cls,
+        entries: Sequence[EntryResult],
+        position: int,
+        *,
+        offset: int,
+        envelope: bytes,
+        header: BlockHeader,
+        certificate: bytes,
+    ) -> TxInclusion:
+        """The part for entry ``position`` of a block's ``entries`` (the provers' one assembler)."""
+        return cls(
+            envelope=envelope,
+            tx_offset=offset,
+            tx_index=position,
+            tx_count=len(entries),
+            tx_path=tuple(tx_proof(entries, position)),
+            header=header,
+            certificate=certificate,
+        )
+
+    @classmethod
+    def of(cls, proof: object) -> TxInclusion:
+        """The part held (as flat fields of the same names) by a proof kind."""
+        return cls(**{name: getattr(proof, name) for name in _PART_FIELDS})
+
+    def fields(self) -> dict[str, Any]:
+        """The part as keyword arguments of a proof kind's constructor (shallow, by name)."""
+        return {name: getattr(self, name) for name in _PART_FIELDS}
+
+    def transaction_json(self) -> dict[str, Any]:
+        """The ``transaction`` section of a proof document."""
+        return {
+            "envelope": self.envelope.hex(),
+            "offset": self.tx_offset,
+            "index": self.tx_index,
+            "count": self.tx_count,
+            "path": [p.hex() for p in self.tx_path],
+        }
+
+    def block_json(self) -> dict[str, Any]:
+        """The ``block`` section of a proof document."""
+        return header_json(self.header, self.certificate)
+
+    @classmethod
+    def from_json(cls, transaction: Mapping[str, Any], block: Mapping[str, Any]) -> TxInclusion:
+        """Parse the two sections (KeyError, TypeError, ValueError... if malformed)."""
+        return cls(
+            envelope=bytes.fromhex(transaction["envelope"]),
+            tx_offset=_int(transaction["offset"]),
+            tx_index=_int(transaction["index"]),
+            tx_count=_int(transaction["count"]),
+            tx_path=tuple(bytes.fromhex(p) for p in transaction["path"]),
+            header=_header(block),
+            certificate=bytes.fromhex(block["certificate"]),
+        )
+
+    def check_in_block(self, tx_id: bytes) -> None:
+        """:class:`ProofError` unless ``tx_id``, accepted (``OK``) at ``tx_offset``, is entry
+        ``tx_index`` of the header's ``tx_root``."""
+        header = self.header
+        if not header.first_offset <= self.tx_offset <= header.last_offset:
+            raise ProofError("transaction offset outside the block")
+        try:
+            entry = EntryResult(tx_id=tx_id, offset=self.tx_offset, code=ResultCode.OK)
+        except InvalidEvent as exc:
+            raise ProofError(str(exc)) from exc
+        verify_tx_proof(entry, self.tx_index, self.tx_count, self.tx_path, header)
+
+    def check_certified(self, genesis: Genesis, validators: ValidatorSet | None = None) -> bytes:
+        """The header's hash, after checking a quorum of the validator set of its height
+        (``validators``, default the genesis members) certifies it; :class:`ProofError` if not."""
+        header = self.header
+        vs = validators if validators is not None else genesis_validators(genesis, header.height)
+        if header.validator_set_hash != vs.hash():
+            raise ProofError(
+                f"block {header.height} names a validator set other than the genesis members: "
+                "membership changed, and this verifier does not replay membership history"
+            )
+        try:
+            cert = QuorumCertificate.from_record(
+                decode_canonical("QuorumCertificate", self.certificate)
+            )
+        except (CodecError, InvalidEvent, KeyError) as exc:
+            raise ProofError(f"certificate does not decode: {exc}") from exc
+        block_hash = header.hash()
+        verify_certificate(cert, vs, block_hash)
+        return block_hash
+
+    def verify(
+        self, tx_id: bytes, genesis: Genesis, validators: ValidatorSet | None = None
+    ) -> bytes:
+        """Both checks; the certified block's hash."""
+        self.check_in_block(tx_id)
+        return self.check_certified(genesis, validators)
+
+
+_PART_FIELDS = tuple(f.name for f in dataclass_fields(TxInclusion))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordProof:
     """A reading, its leaf and the path from it to a final block."""
@@ -84,9 +236,14 @@ class RecordProof:
     header: BlockHeader
     certificate: bytes
 
+    @property
+    def inclusion(self) -> TxInclusion:
+        """The transaction-inclusion part (the ``CommitBatch`` in a certified block)."""
+        return TxInclusion.of(self)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document (bytes as hex)."""
-        h = self.header
+        part = self.inclusion
         return {
             "version": PROOF_VERSION,
             "chain_id": self.chain_id,
@@ -101,25 +258,8 @@ class RecordProof:
                 "audit_path": [p.hex() for p in self.audit_path],
                 "merkle_root": self.merkle_root.hex(),
             },
-            "transaction": {
-                "envelope": self.envelope.hex(),
-                "offset": self.tx_offset,
-                "index": self.tx_index,
-                "count": self.tx_count,
-                "path": [p.hex() for p in self.tx_path],
-            },
-            "block": {
-                "height": h.height,
-                "hash": h.hash().hex(),
-                "prev_hash": h.prev_hash.hex(),
-                "first_offset": h.first_offset,
-                "last_offset": h.last_offset,
-                "tx_root": h.tx_root.hex(),
-                "state_root": h.state_root.hex(),
-                "validator_set_hash": h.validator_set_hash.hex(),
-                "timestamp_ms": h.timestamp_ms,
-                "certificate": self.certificate.hex(),
-            },
+            "transaction": part.transaction_json(),
+            "block": part.block_json(),
         }
 
     @classmethod
@@ -128,18 +268,9 @@ class RecordProof:
         try:
             if doc["version"] != PROOF_VERSION:
                 raise ProofError(f"unknown proof version {doc['version']!r}")
-            b, t, k = doc["batch"], doc["transaction"], doc["block"]
+            b = doc["batch"]
             x = bytes.fromhex
-            header = BlockHeader(
-                height=_int(k["height"]),
-                prev_hash=x(k["prev_hash"]),
-                first_offset=_int(k["first_offset"]),
-                last_offset=_int(k["last_offset"]),
-                tx_root=x(k["tx_root"]),
-                state_root=x(k["state_root"]),
-                validator_set_hash=x(k["validator_set_hash"]),
-                timestamp_ms=_int(k["timestamp_ms"]),
-            )
+            part = TxInclusion.from_json(doc["transaction"], doc["block"])
             return cls(
                 chain_id=_str(doc["chain_id"]),
                 device_public_key=x(doc["device_public_key"]),
@@ -151,13 +282,7 @@ class RecordProof:
                 leaf_count=_int(b["leaf_count"]),
                 audit_path=tuple(x(p) for p in b["audit_path"]),
                 merkle_root=x(b["merkle_root"]),
-                envelope=x(t["envelope"]),
-                tx_offset=_int(t["offset"]),
-                tx_index=_int(t["index"]),
-                tx_count=_int(t["count"]),
-                tx_path=tuple(x(p) for p in t["path"]),
-                header=header,
-                certificate=x(k["certificate"]),
+                **part.fields(),
             )
         except (KeyError, TypeError, ValueError, OverflowError, InvalidEvent) as exc:
             # OverflowError: _int() of a JSON Infinity or 1e400 (Python's json reads floats)
@@ -238,27 +363,7 @@ def verify_record_proof(
         or args["leaf_count"] != proof.leaf_count
     ):
         raise ProofError("the transaction does not commit this batch root")
-    header = proof.header
-    try:
-        entry = EntryResult(tx_id=tx.tx_id, offset=proof.tx_offset, code=ResultCode.OK)
-    except InvalidEvent as exc:
-        raise ProofError(str(exc)) from exc
-    verify_tx_proof(entry, proof.tx_index, proof.tx_count, proof.tx_path, header)
-    if not header.first_offset <= proof.tx_offset <= header.last_offset:
-        raise ProofError("transaction offset outside the block")
-    vs = validators if validators is not None else genesis_validators(genesis, header.height)
-    if header.validator_set_hash != vs.hash():
-        raise ProofError(
-            f"block {header.height} names a validator set other than the genesis members: "
-            "membership changed, and this verifier does not replay membership history"
-        )
-    try:
-        cert = QuorumCertificate.from_record(
-            decode_canonical("QuorumCertificate", proof.certificate)
-        )
-    except (CodecError, InvalidEvent, KeyError) as exc:
-        raise ProofError(f"certificate does not decode: {exc}") from exc
-    verify_certificate(cert, vs, header.hash())
+    block_hash = proof.inclusion.verify(tx.tx_id, genesis, validators)
     return VerifiedReading(
         device_key_id=device_key_id,
         sequence=proof.sequence,
@@ -266,8 +371,8 @@ def verify_record_proof(
         content_type=content_type,
         payload=payload,
         batch_id=proof.batch_id,
-        height=header.height,
-        block_hash=header.hash(),
+        height=proof.header.height,
+        block_hash=block_hash,
         tx_id=tx.tx_id,
     )
 
@@ -307,38 +412,6 @@ class ObjectProofError(ProofError):
         self.detail = detail
 
 
-def header_json(header: BlockHeader, certificate: bytes) -> dict[str, Any]:
-    """The ``block`` section of a proof document (bytes as hex)."""
-    return {
-        "height": header.height,
-        "hash": header.hash().hex(),
-        "prev_hash": header.prev_hash.hex(),
-        "first_offset": header.first_offset,
-        "last_offset": header.last_offset,
-        "tx_root": header.tx_root.hex(),
-        "state_root": header.state_root.hex(),
-        "validator_set_hash": header.validator_set_hash.hex(),
-        "timestamp_ms": header.timestamp_ms,
-        "certificate": certificate.hex(),
-    }
-
-
-def header_from_json(block: Mapping[str, Any]) -> tuple[BlockHeader, bytes, bytes]:
-    """(header, declared block hash, certificate) of a ``block`` section."""
-    x = bytes.fromhex
-    header = BlockHeader(
-        height=_int(block["height"]),
-        prev_hash=x(block["prev_hash"]),
-        first_offset=_int(block["first_offset"]),
-        last_offset=_int(block["last_offset"]),
-        tx_root=x(block["tx_root"]),
-        state_root=x(block["state_root"]),
-        validator_set_hash=x(block["validator_set_hash"]),
-        timestamp_ms=_int(block["timestamp_ms"]),
-    )
-    return header, x(block["hash"]), x(block["certificate"])
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectProof:
     """An off-chain object's anchor and the path from it to a final block."""
@@ -362,6 +435,11 @@ class ObjectProof:
     def height(self) -> int:
         return self.header.height
 
+    @property
+    def inclusion(self) -> TxInclusion:
+        """The transaction-inclusion part (the ``AnchorData`` in a certified block)."""
+        return TxInclusion.of(self)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document (bytes as hex)."""
         return {
@@ -377,14 +455,8 @@ class ObjectProof:
                 "height": self.header.height,
                 "block_hash": self.block_hash.hex(),
             },
-            "transaction": {
-                "envelope": self.envelope.hex(),
-                "offset": self.tx_offset,
-                "index": self.tx_index,
-                "count": self.tx_count,
-                "path": [p.hex() for p in self.tx_path],
-            },
-            "block": header_json(self.header, self.certificate),
+            "transaction": self.inclusion.transaction_json(),
+            "block": self.inclusion.block_json(),
         }
 
     @classmethod
@@ -393,9 +465,13 @@ class ObjectProof:
         try:
             if doc.get("kind") != OBJECT_PROOF_KIND or doc["version"] != OBJECT_PROOF_VERSION:
                 raise ValueError(f"not a version {OBJECT_PROOF_VERSION} {OBJECT_PROOF_KIND}")
-            a, t = doc["anchor"], doc["transaction"]
-            header, declared, certificate = header_from_json(doc["block"])
-            if _int(a["height"]) != header.height or bytes.fromhex(a["block_hash"]) != declared:
+            a = doc["anchor"]
+            part = TxInclusion.from_json(doc["transaction"], doc["block"])
+            declared = bytes.fromhex(doc["block"]["hash"])
+            if (
+                _int(a["height"]) != part.header.height
+                or bytes.fromhex(a["block_hash"]) != declared
+            ):
                 raise ValueError("the anchor names another block than the proof's block")
             return cls(
                 chain_id=_str(doc["chain_id"]),
@@ -404,14 +480,8 @@ class ObjectProof:
                 size=_int(doc["size"]),
                 content_type=_str(doc["content_type"]),
                 tx_id=bytes.fromhex(a["tx_id"]),
-                envelope=bytes.fromhex(t["envelope"]),
-                tx_offset=_int(t["offset"]),
-                tx_index=_int(t["index"]),
-                tx_count=_int(t["count"]),
-                tx_path=tuple(bytes.fromhex(p) for p in t["path"]),
-                header=header,
                 block_hash=declared,
-                certificate=certificate,
+                **part.fields(),
             )
         except (
             KeyError,
@@ -497,29 +567,17 @@ def verify_object_proof(
             f"block {header.height}'s header hashes to {computed.hex()}, "
             f"the proof declares {proof.block_hash.hex()}",
         )
-    if not header.first_offset <= proof.tx_offset <= header.last_offset:
-        raise ObjectProofError(ProofLink.TX_INCLUSION, "transaction offset outside the block")
+    part = proof.inclusion
     try:
-        entry = EntryResult(tx_id=tx.tx_id, offset=proof.tx_offset, code=ResultCode.OK)
-        verify_tx_proof(entry, proof.tx_index, proof.tx_count, proof.tx_path, header)
-    except (ProofError, InvalidEvent) as exc:
+        part.check_in_block(tx.tx_id)
+    except ProofError as exc:
         raise ObjectProofError(
             ProofLink.TX_INCLUSION,
             f"the accepted AnchorData is not entry {proof.tx_index} "
             f"of block {header.height}: {exc}",
         ) from exc
-    vs = validators if validators is not None else genesis_validators(genesis, header.height)
-    if header.validator_set_hash != vs.hash():
-        raise ObjectProofError(
-            ProofLink.CERTIFICATE,
-            f"block {header.height} names a validator set other than the genesis members: "
-            "membership changed, and this verifier does not replay membership history",
-        )
     try:
-        cert = QuorumCertificate.from_record(
-            decode_canonical("QuorumCertificate", proof.certificate)
-        )
-        verify_certificate(cert, vs, computed)
+        part.check_certified(genesis, validators)
     except (CodecError, InvalidEvent, KeyError, ProofError) as exc:
         raise ObjectProofError(ProofLink.CERTIFICATE, str(exc)) from exc
     return VerifiedObject(

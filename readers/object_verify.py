@@ -27,7 +27,6 @@ from typing import Any
 
 import psycopg
 
-from ledger.blocks import tx_proof
 from ledger.errors import DecodeError
 from ledger.genesis import Genesis
 from ledger.members import ValidatorSet
@@ -38,7 +37,7 @@ from ledger.proofs import (
     VerifiedObject,
     verify_object_proof,
 )
-from projections.read import accepted_tx, certified_block
+from readers.proofs import certified_inclusion
 from runtime.cli_args import Defaults, Parser, apply_defaults
 
 Conn = psycopg.Connection[Any]
@@ -59,27 +58,19 @@ def object_proof(
     if meta is None or anchor is None:
         return None
     height = int(anchor[1])
-    found = accepted_tx(conn, height, "AnchorData", "data_id", data_id)
-    certified = certified_block(conn, height)
-    if found is None or certified is None:
+    found = certified_inclusion(conn, height, "AnchorData", "data_id", data_id)
+    if found is None:
         return None
-    entries, header = certified.entries, certified.header
-    position, offset, envelope = found
+    part, certified = found
     return ObjectProof(
         chain_id=str(meta[0]),
         data_id=data_id,
         sha256=bytes(anchor[0]),
         size=size,
         content_type=content_type,
-        tx_id=entries[position].tx_id,
-        envelope=envelope,
-        tx_offset=offset,
-        tx_index=position,
-        tx_count=len(entries),
-        tx_path=tuple(tx_proof(entries, position)),
-        header=header,
+        tx_id=certified.entries[part.tx_index].tx_id,
         block_hash=certified.block_hash,
-        certificate=certified.certificate,
+        **part.fields(),
     )
 
 

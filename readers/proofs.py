@@ -21,14 +21,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from ledger.blocks import tx_proof
 from ledger.errors import DecodeError, ProofError
 from ledger.genesis import Genesis
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND
 from ledger.merkle import inclusion_proof, root
-from ledger.proofs import RecordProof, verify_record_proof
+from ledger.proofs import RecordProof, TxInclusion, verify_record_proof
 from projections import l2 as store
-from projections.read import accepted_tx, certified_block
+from projections.read import CertifiedBlock, accepted_tx, certified_block
 from runtime.cli_args import (
     EXIT_ERROR,
     EXIT_NO,
@@ -61,12 +60,10 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
     height = int(on_chain[0])
     if bytes(on_chain[1]) != root(leaves):
         raise ProofError(f"batch {batch_id}: stored leaves do not give the root on chain")
-    tx = accepted_tx(conn, height, "CommitBatch", "batch_id", batch_id)
-    certified = certified_block(conn, height)
-    if tx is None or certified is None:
+    included = certified_inclusion(conn, height, "CommitBatch", "batch_id", batch_id)
+    if included is None:
         return None
-    entries, header = certified.entries, certified.header
-    position, offset, envelope = tx
+    part = included[0]
     return RecordProof(
         chain_id=str(meta[0]),
         device_public_key=bytes(key[0]),
@@ -78,14 +75,29 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
         leaf_count=len(leaves),
         audit_path=tuple(inclusion_proof(leaves, leaf_index)),
         merkle_root=root(leaves),
+        **part.fields(),
+    )
+
+
+def certified_inclusion(
+    conn: Conn, height: int, operation: str, arg: str, value: object
+) -> tuple[TxInclusion, CertifiedBlock] | None:
+    """The inclusion part of the accepted ``operation`` at ``height`` whose ``arg`` is ``value``
+    (and its final block), or None if that block is not projected and certified yet."""
+    found = accepted_tx(conn, height, operation, arg, value)
+    certified = certified_block(conn, height)
+    if found is None or certified is None:
+        return None
+    position, offset, envelope = found
+    part = TxInclusion.assemble(
+        certified.entries,
+        position,
+        offset=offset,
         envelope=envelope,
-        tx_offset=offset,
-        tx_index=position,
-        tx_count=len(entries),
-        tx_path=tuple(tx_proof(entries, position)),
-        header=header,
+        header=certified.header,
         certificate=certified.certificate,
     )
+    return part, certified
 
 
 def record_proof_json(conn: Conn, device_key_id: bytes, sequence: int) -> dict[str, Any] | None:

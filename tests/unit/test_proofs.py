@@ -16,7 +16,8 @@ from ledger.genesis import Genesis
 from ledger.hashing import canonical_bytes
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND, sign_device_bundle
 from ledger.merkle import inclusion_proof, root
-from ledger.proofs import RecordProof, genesis_validators, verify_record_proof
+from ledger.proofs import RecordProof, TxInclusion, genesis_validators, verify_record_proof
+from ledger.tx import parse_tx
 from ledger.votes import sign_vote
 from readers.proofs import verify_main
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
@@ -142,6 +143,24 @@ def test_every_tampered_link_is_refused() -> None:
         verify_record_proof(proof, consortium(3).genesis)
     with pytest.raises(ProofError):
         RecordProof.from_json({"version": 99})
+
+
+def test_the_inclusion_part_stands_alone() -> None:
+    """The part a record proof shares with object proofs: parsed from the proof's own sections,
+    it certifies the CommitBatch's block, and refuses another tx id or a tampered path."""
+    proof, genesis = _chain_proof(RECORD_KIND)
+    doc = json.loads(json.dumps(proof.to_json()))
+    part = TxInclusion.from_json(doc["transaction"], doc["block"])
+    assert part == proof.inclusion
+    assert part.transaction_json() == doc["transaction"] and part.block_json() == doc["block"]
+    tx_id = parse_tx(proof.envelope).tx_id
+    assert part.verify(tx_id, genesis) == proof.header.hash()
+    with pytest.raises(ProofError):
+        part.check_in_block(bytes(32))
+    with pytest.raises(ProofError):
+        dataclasses.replace(part, tx_path=part.tx_path[:-1]).check_in_block(tx_id)
+    with pytest.raises(ProofError):
+        part.check_certified(consortium(3).genesis)
 
 
 def test_membership_change_is_reported_not_trusted() -> None:
