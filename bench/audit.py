@@ -52,8 +52,7 @@ def main() -> None:
     try:
         kafka.start()
         bootstrap = settings.bootstrap_servers
-        sim = SimChain(bootstrap, "bench.", work, max_block_txs=args.block_txs,
-                       copies=args.copies)  # fmt: skip
+        sim = SimChain(bootstrap, "bench.", work, max_block_txs=args.block_txs, copies=args.copies)
         signer = sim.gov("inst-1")
         envelopes: list[bytes] = []
         for start in range(0, args.txs, 2000):
@@ -72,8 +71,10 @@ def main() -> None:
                 votes += [v.encode() for v in QuorumCertificate.from_record(cert).votes]
         sim.send(votes, topic="votes")
         sim.close()
-        print(f"chain: {len(envelopes):,} transactions in {height} blocks, {args.copies} copies "
-              f"of each block and receipt, {len(votes):,} votes")  # fmt: skip
+        print(
+            f"chain: {len(envelopes):,} transactions in {height} blocks, {args.copies} copies "
+            f"of each block and receipt, {len(votes):,} votes"
+        )
 
         def verify_rate() -> float:
             began = time.perf_counter()
@@ -82,11 +83,13 @@ def main() -> None:
             return len(envelopes) / (time.perf_counter() - began)
 
         configs = {
-            "parallel": AuditConfig(genesis=sim.genesis_path, bootstrap=bootstrap,
-                                    prefix="bench.", workers=args.workers),
-            "in process": AuditConfig(genesis=sim.genesis_path, bootstrap=bootstrap,
-                                      prefix="bench.", workers=0),
-        }  # fmt: skip
+            "parallel": AuditConfig(
+                genesis=sim.genesis_path, bootstrap=bootstrap, prefix="bench.", workers=args.workers
+            ),
+            "in process": AuditConfig(
+                genesis=sim.genesis_path, bootstrap=bootstrap, prefix="bench.", workers=0
+            ),
+        }
         load = os.getloadavg()[0]
         verify = verify_rate()
         best: dict[str, AuditReport] = {}
@@ -98,8 +101,10 @@ def main() -> None:
                 if name not in best or report.tx_rate > best[name].tx_rate:
                     best[name] = report
                 verify = max(verify, verify_rate())
-        print(f"load average (1 min): {load:.2f} before, {os.getloadavg()[0]:.2f} after, "
-              f"{os.cpu_count()} cores")  # fmt: skip
+        print(
+            f"load average (1 min): {load:.2f} before, {os.getloadavg()[0]:.2f} after, "
+            f"{os.cpu_count()} cores"
+        )
         show(verify, list(best.values()))
     finally:
         kafka.stop()
@@ -111,16 +116,26 @@ def show(verify: float, reports: list[AuditReport]) -> None:
     """The figures, each audit rate as a share of the verify ceiling."""
     print(f"{'verify ceiling (decode + Ed25519 verify)':<48} {verify:>10,.0f} tx/s")
     for report in reports:
-        how = (f"{report.signature_workers} signature workers" if report.signature_workers
-               else "in process, --workers 0")  # fmt: skip
+        how = (
+            f"{report.signature_workers} signature workers"
+            if report.signature_workers
+            else "in process, --workers 0"
+        )
         end_to_end = report.transactions / report.duration
-        waited = (f"; waited {report.signature_wait:.2f} s for workers"
-                  if report.signature_workers else "")  # fmt: skip
-        print(f"{f'audit replay ({how})':<48} {report.tx_rate:>10,.0f} tx/s   "
-              f"({100 * report.tx_rate / verify:.0f}% of the verify ceiling{waited})")  # fmt: skip
-        print(f"{'  end to end (receipts included)':<48} {end_to_end:>10,.0f} tx/s   "
-              f"({100 * end_to_end / verify:.0f}%; {report.duration:.2f} s, audited height "
-              f"{report.audited_height})")  # fmt: skip
+        waited = (
+            f"; waited {report.signature_wait:.2f} s for workers"
+            if report.signature_workers
+            else ""
+        )
+        print(
+            f"{f'audit replay ({how})':<48} {report.tx_rate:>10,.0f} tx/s   "
+            f"({100 * report.tx_rate / verify:.0f}% of the verify ceiling{waited})"
+        )
+        print(
+            f"{'  end to end (receipts included)':<48} {end_to_end:>10,.0f} tx/s   "
+            f"({100 * end_to_end / verify:.0f}%; {report.duration:.2f} s, audited height "
+            f"{report.audited_height})"
+        )
 
 
 if __name__ == "__main__":

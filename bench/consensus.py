@@ -167,16 +167,23 @@ def presigned(
 ) -> tuple[list[KeyPair], list[bytes], list[bytes]]:
     """The institutions' keys, ``count`` signed AnchorData transactions and their ids."""
     keys = [
-        KeyPair.from_seed(bytes.fromhex(json.loads((net / "keys" / f"{n}.json").read_text())
-                                        ["governance"]["seed"]))
+        KeyPair.from_seed(
+            bytes.fromhex(
+                json.loads((net / "keys" / f"{n}.json").read_text())["governance"]["seed"]
+            )
+        )
         for n in names
-    ]  # fmt: skip
+    ]
     signed = [
-        sign_tx(keys[i % len(keys)], chain_id="bench", nonce=i // len(keys),
-                operation="AnchorData",
-                args={"data_id": f"d{i}", "sha256": bytes(32), "metadata": "bench"})
+        sign_tx(
+            keys[i % len(keys)],
+            chain_id="bench",
+            nonce=i // len(keys),
+            operation="AnchorData",
+            args={"data_id": f"d{i}", "sha256": bytes(32), "metadata": "bench"},
+        )
         for i in range(count)
-    ]  # fmt: skip
+    ]
     return keys, signed, [parse_tx(raw).tx_id for raw in signed]
 
 
@@ -269,8 +276,9 @@ def run_case(
 
         def wait_for(lo: int, hi: int, timeout: float) -> None:
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not all(ids[i] in watcher.seen
-                                                          for i in range(lo, hi)):  # fmt: skip
+            while time.monotonic() < deadline and not all(
+                ids[i] in watcher.seen for i in range(lo, hi)
+            ):
                 time.sleep(0.1)
 
         wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
@@ -278,15 +286,21 @@ def run_case(
         cpu_before = cpu_snapshot(pids, brokers)
         began = time.time()
         record = sent_at(ids, sent)
-        send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None,
-             on_send=record)  # fmt: skip
+        send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None, on_send=record)
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
         cpu_after = cpu_snapshot(pids, brokers)
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
-        send(producer, prefix + "tx", keys, signed, which=range(burst_n, burst_n + paced_n),
-             rate=throughput / 2, on_send=record)  # fmt: skip
+        send(
+            producer,
+            prefix + "tx",
+            keys,
+            signed,
+            which=range(burst_n, burst_n + paced_n),
+            rate=throughput / 2,
+            on_send=record,
+        )
         wait_for(burst_n, burst_n + paced_n, 300)
         lat = [watcher.seen[t] - sent[t] for t in ids[burst_n:] if t in watcher.seen]
         watcher.stop = True
@@ -368,8 +382,14 @@ def main() -> None:
         # This machine's speed drifts (shared host): the verify rate is measured before and
         # after every case, and the ceiling uses the best figure, so the ratio errs low.
         if args.warmup > 0:
-            run_case(settings.bootstrap_servers, settings.state_dir, 1, args.warmup,
-                     brokers=brokers, workers=0)  # fmt: skip
+            run_case(
+                settings.bootstrap_servers,
+                settings.state_dir,
+                1,
+                args.warmup,
+                brokers=brokers,
+                workers=0,
+            )
         rates = [verify_rate(2.0)]
         per_inst = [int(x) for x in args.operators.split(",")]
         for n in [int(x) for x in args.institutions.split(",")]:

@@ -59,16 +59,23 @@ def catch_up(bootstrap: str, dsn: str, work: Path, txs: int, block_txs: int) -> 
         sim.send([anchor(sim, signer, f"a-{i}") for i in range(start, min(txs, start + 2000))])
     height = sim.finalize()
     sim.close()
-    config = ProjectorConfig(institution="catchup", genesis=sim.genesis_path,
-                             bootstrap=bootstrap, prefix="catchup.", dsn=dsn)  # fmt: skip
+    config = ProjectorConfig(
+        institution="catchup",
+        genesis=sim.genesis_path,
+        bootstrap=bootstrap,
+        prefix="catchup.",
+        dsn=dsn,
+    )
     projection, runner = prepare(config)
     began = time.perf_counter()
     while projection.height < height:
         runner.step(0.2)
     took = time.perf_counter() - began
-    print(f"catch-up: {txs:,} txs, {height} blocks, {projection.rows_written:,} rows in "
-          f"{took:.2f} s = {projection.rows_written / took:,.0f} rows/s, "
-          f"{txs / took:,.0f} tx/s")  # fmt: skip
+    print(
+        f"catch-up: {txs:,} txs, {height} blocks, {projection.rows_written:,} rows in "
+        f"{took:.2f} s = {projection.rows_written / took:,.0f} rows/s, "
+        f"{txs / took:,.0f} tx/s"
+    )
 
 
 class Heights(threading.Thread):
@@ -144,12 +151,18 @@ class Heights(threading.Thread):
         projected before the next height became final (so the projector was never more than
         one block behind) out of how many could be judged; and, for those that were not,
         the sorted seconds between their finality and the next height's."""
-        out = sorted(self.projected_at[h] - self.final_at[h] for h in heights
-                     if h in self.final_at and h in self.projected_at)  # fmt: skip
+        out = sorted(
+            self.projected_at[h] - self.final_at[h]
+            for h in heights
+            if h in self.final_at and h in self.projected_at
+        )
         judged = [h for h in heights if h in self.projected_at and h + 1 in self.final_at]
         within = sum(1 for h in judged if self.projected_at[h] <= self.final_at[h + 1])
-        gaps = sorted(self.final_at[h + 1] - self.final_at[h] for h in judged
-                      if self.projected_at[h] > self.final_at[h + 1])  # fmt: skip
+        gaps = sorted(
+            self.final_at[h + 1] - self.final_at[h]
+            for h in judged
+            if self.projected_at[h] > self.final_at[h + 1]
+        )
         return out, within, len(judged), gaps
 
     def settle(self, txs: int, timeout: float) -> None:
@@ -157,8 +170,9 @@ class Heights(threading.Thread):
         end = time.monotonic() + timeout
         while self.final_txs < txs or self.projected < self.final:
             if time.monotonic() > end:
-                raise TimeoutError(f"{self.final_txs} of {txs} final, projected "
-                                   f"{self.projected} of {self.final}")  # fmt: skip
+                raise TimeoutError(
+                    f"{self.final_txs} of {txs} final, projected {self.projected} of {self.final}"
+                )
             time.sleep(0.05)
 
 
@@ -167,11 +181,24 @@ def spawn_projector(
 ) -> subprocess.Popen[bytes]:
     """A real projector process for ``institution``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "projections.projector", "--institution", institution,
-         "--genesis", str(net / "genesis.avro"), "--bootstrap", bootstrap,
-         "--prefix", prefix, "--dsn", postgres.dsn("postgres")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "projections.projector",
+            "--institution",
+            institution,
+            "--genesis",
+            str(net / "genesis.avro"),
+            "--bootstrap",
+            bootstrap,
+            "--prefix",
+            prefix,
+            "--dsn",
+            postgres.dsn("postgres"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_database(dsn: str, timeout: float = 60) -> None:
@@ -192,22 +219,28 @@ def describe_lag(spent: dict[int, float]) -> str:
     total = sum(spent.values()) or 1.0
     within = sum(t for lag, t in spent.items() if lag <= 1)
     shares = ", ".join(f"{lag}: {100 * t / total:.1f}%" for lag, t in sorted(spent.items()))
-    return (f"at most one block behind {100 * within / total:.2f}% of the time, max "
-            f"{max(spent)} (time at each lag: {shares})")  # fmt: skip
+    return (
+        f"at most one block behind {100 * within / total:.2f}% of the time, max "
+        f"{max(spent)} (time at each lag: {shares})"
+    )
 
 
 def print_per_block(heights: Heights, paced: range) -> None:
     """The per-block lag figures of the paced run."""
     delays, within, judged, gaps = heights.delays(paced)
-    print(f"  per block, final to projected (commit time): p50 "
-          f"{1000 * percentile(delays, 50):.0f} ms, p99 {1000 * percentile(delays, 99):.0f}"
-          f" ms, max {1000 * delays[-1]:.0f} ms over {len(delays)} blocks; {within} of "
-          f"{judged} projected before the next block was final (never more than one block "
-          "behind)")  # fmt: skip
+    print(
+        f"  per block, final to projected (commit time): p50 "
+        f"{1000 * percentile(delays, 50):.0f} ms, p99 {1000 * percentile(delays, 99):.0f}"
+        f" ms, max {1000 * delays[-1]:.0f} ms over {len(delays)} blocks; {within} of "
+        f"{judged} projected before the next block was final (never more than one block "
+        "behind)"
+    )
     if gaps:
-        print(f"  for the {len(gaps)} others, the next block became final "
-              f"{1000 * percentile(gaps, 50):.0f} ms after them (median; max "
-              f"{1000 * gaps[-1]:.0f} ms)")  # fmt: skip
+        print(
+            f"  for the {len(gaps)} others, the next block became final "
+            f"{1000 * percentile(gaps, 50):.0f} ms after them (median; max "
+            f"{1000 * gaps[-1]:.0f} ms)"
+        )
 
 
 def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse.Namespace) -> None:
@@ -238,8 +271,11 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
         burst_ended_wall = heights.final_at[heights.final]
         rate = burst_rate / 2
         count = min(paced_n, int(rate * args.seconds))
-        watched = {"validators": [p.pid for p in procs[:-1]], "projector": [procs[-1].pid],
-                   "postgres": [postgres.pid() or 0]}  # fmt: skip
+        watched = {
+            "validators": [p.pid for p in procs[:-1]],
+            "projector": [procs[-1].pid],
+            "postgres": [postgres.pid() or 0],
+        }
 
         def cpu() -> dict[str, float]:
             return {
@@ -249,8 +285,14 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
         cpu_before = cpu()
         first_paced = heights.final + 1
         paced_began, paced_began_wall = time.monotonic(), time.time()
-        send(producer, prefix + "tx", keys, signed, which=range(args.burst, args.burst + count),
-             rate=rate)  # fmt: skip
+        send(
+            producer,
+            prefix + "tx",
+            keys,
+            signed,
+            which=range(args.burst, args.burst + count),
+            rate=rate,
+        )
         paced_ended, paced_ended_wall = time.monotonic(), time.time()
         last_paced = heights.final
         used = {k: v - cpu_before[k] for k, v in cpu().items()}
@@ -259,17 +301,23 @@ def live(settings_bootstrap: str, postgres: Postgres, work: Path, args: argparse
         heights.join(10)
         heights.load_commit_times()
         burst_lag = heights.lag_time(began_wall, burst_ended_wall)
-        print(f"live: {args.institutions} validators (nice 5) + projector; burst of {args.burst:,} "
-              f"finalized at {burst_rate:,.0f} tx/s ({heights.final - start_height} blocks "
-              f"in all); lag during the burst: max {max(burst_lag)} blocks")  # fmt: skip
-        print(f"lag behind finality at {rate:,.0f} tx/s (half the burst rate, blocks of up "
-              f"to {args.block_txs} tx), {paced_ended - paced_began:.0f} s: "
-              + describe_lag(heights.lag_time(paced_began_wall, paced_ended_wall)))  # fmt: skip
+        print(
+            f"live: {args.institutions} validators (nice 5) + projector; burst of {args.burst:,} "
+            f"finalized at {burst_rate:,.0f} tx/s ({heights.final - start_height} blocks "
+            f"in all); lag during the burst: max {max(burst_lag)} blocks"
+        )
+        print(
+            f"lag behind finality at {rate:,.0f} tx/s (half the burst rate, blocks of up "
+            f"to {args.block_txs} tx), {paced_ended - paced_began:.0f} s: "
+            + describe_lag(heights.lag_time(paced_began_wall, paced_ended_wall))
+        )
         print_per_block(heights, range(first_paced, last_paced + 1))
         wall = paced_ended - paced_began
-        print(f"  CPU while paced ({wall:.1f} s wall, {2 * wall:.1f} core-s on 2 cores): "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in used.items())
-              + f"; projector {1e6 * used['projector'] / max(1, count):.0f} us per tx")  # fmt: skip
+        print(
+            f"  CPU while paced ({wall:.1f} s wall, {2 * wall:.1f} core-s on 2 cores): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in used.items())
+            + f"; projector {1e6 * used['projector'] / max(1, count):.0f} us per tx"
+        )
     finally:
         for proc in procs:
             proc.terminate()
@@ -295,8 +343,9 @@ def main() -> None:
     try:
         kafka.start()
         postgres.start()
-        catch_up(settings.bootstrap_servers, postgres.dsn("postgres"), work, args.txs,
-                 args.block_txs)  # fmt: skip
+        catch_up(
+            settings.bootstrap_servers, postgres.dsn("postgres"), work, args.txs, args.block_txs
+        )
         live(settings.bootstrap_servers, postgres, work, args)
     finally:
         postgres.stop()

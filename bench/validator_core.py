@@ -84,10 +84,15 @@ def main() -> None:
         for op in plan.keys[i][1]
     ]
     txs = [
-        sign_tx(plan.keys[ids[i % 4]][0], chain_id="bench", nonce=i // 4, operation="AnchorData",
-                args={"data_id": f"d-{i}", "sha256": bytes(32), "metadata": "bench"})
+        sign_tx(
+            plan.keys[ids[i % 4]][0],
+            chain_id="bench",
+            nonce=i // 4,
+            operation="AnchorData",
+            args={"data_id": f"d-{i}", "sha256": bytes(32), "metadata": "bench"},
+        )
         for i in range(args.txs)
-    ]  # fmt: skip
+    ]
     votes: list[bytes] = []
     spent = [0.0] * len(cores)
     receipts = 0

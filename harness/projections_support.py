@@ -56,9 +56,15 @@ class SimChain:
     """Validators in one object: finalize the tx log and publish blocks and receipts."""
 
     def __init__(
-        self, bootstrap: str, prefix: str, workdir: Path, *, n: int = 4, copies: int = 2,
+        self,
+        bootstrap: str,
+        prefix: str,
+        workdir: Path,
+        *,
+        n: int = 4,
+        copies: int = 2,
         **params: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.bootstrap, self.prefix, self.copies = bootstrap, prefix, copies
         institutions = [f"inst-{i}" for i in range(1, n + 1)]
         seeds = [os.urandom(32) for _ in range(2 * n)]
@@ -72,9 +78,12 @@ class SimChain:
         self.consumer = Consumer(consumer_config(bootstrap, f"sim-{os.urandom(4).hex()}"))
         self.consumer.assign([TopicPartition(self.topic("tx"), 0, 0)])
         params_ = self.genesis.params
-        self.cutter = Cutter(chain_id=params_.chain_id, next_height=1,
-                             max_block_txs=params_.max_block_txs,
-                             max_block_bytes=params_.max_block_bytes)  # fmt: skip
+        self.cutter = Cutter(
+            chain_id=params_.chain_id,
+            next_height=1,
+            max_block_txs=params_.max_block_txs,
+            max_block_bytes=params_.max_block_bytes,
+        )
         self.machine = LedgerMachine(self.genesis)
         self.read_upto = -1
         self.nonces: dict[bytes, int] = {}
@@ -88,8 +97,9 @@ class SimChain:
         """An institution's governance key."""
         return self.plan.keys[inst][0]
 
-    def tx(self, signer: KeyPair, operation: str, args: Mapping[str, Any],
-           nonce: int | None = None) -> bytes:  # fmt: skip
+    def tx(
+        self, signer: KeyPair, operation: str, args: Mapping[str, Any], nonce: int | None = None
+    ) -> bytes:
         """A signed envelope with the signer's next nonce."""
         if nonce is None:
             nonce = self.nonces.get(signer.key_id, 0)
@@ -126,8 +136,9 @@ class SimChain:
                         self._publish(self.machine.apply(block))
             if not self.cutter.pending_count:
                 break
-            marker = TimeToCut(chain_id=CHAIN_ID, height=self.cutter.pending_height,
-                               producer=bytes(32))  # fmt: skip
+            marker = TimeToCut(
+                chain_id=CHAIN_ID, height=self.cutter.pending_height, producer=bytes(32)
+            )
             self.send([marker.encode()])
         assert self.producer.flush(30) == 0
         return self.machine.height
@@ -135,20 +146,26 @@ class SimChain:
     def _publish(self, executed: Any) -> None:
         validators = executed.validator_set
         ops = {op.key_id: op for _, (_, o) in self.plan.keys.items() for op in o}
-        voters = [ops[next(k for k in sorted(validators.members[i]) if k in ops)]
-                  for i in sorted(validators.members)][: validators.quorum]  # fmt: skip
-        votes = tuple(sign_vote(k, height=executed.header.height, block_hash=executed.block_hash)
-                      for k in voters)  # fmt: skip
-        cert = QuorumCertificate(height=executed.header.height, block_hash=executed.block_hash,
-                                 votes=votes)  # fmt: skip
+        voters = [
+            ops[next(k for k in sorted(validators.members[i]) if k in ops)]
+            for i in sorted(validators.members)
+        ][: validators.quorum]
+        votes = tuple(
+            sign_vote(k, height=executed.header.height, block_hash=executed.block_hash)
+            for k in voters
+        )
+        cert = QuorumCertificate(
+            height=executed.header.height, block_hash=executed.block_hash, votes=votes
+        )
         raw = encode_finalized(executed.header, cert.record(), executed.results)
         if self.forge_every and executed.header.height % self.forge_every == 0:
             at = raw.find(votes[0].signature)
             forged = raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1 :]
             self.producer.produce(self.topic("blocks"), value=forged)
         for _ in range(self.copies):
-            self.producer.produce(self.topic("blocks"), key=str(executed.header.height).encode(),
-                                  value=raw)  # fmt: skip
+            self.producer.produce(
+                self.topic("blocks"), key=str(executed.header.height).encode(), value=raw
+            )
             for r in executed.results:
                 value = receipt(r, height=executed.header.height, block_hash=executed.block_hash)
                 self.producer.produce(self.topic("receipts"), key=r.tx_id, value=value)
@@ -190,12 +207,14 @@ def expected_rows(replay: Replay) -> dict[str, set[tuple[Any, ...]]]:
         out["blocks"].add((h.height, b.block_hash, h.prev_hash, h.state_root, len(b.results)))
         for i, r in enumerate(b.results):
             out["transactions"].add((h.height, i, r.tx_id, r.offset, int(r.code)))
-    fields = {"inst": ("institutions", ("institution_id", "status", "effective_height")),
-              "key": ("keys", ("key_id", "role", "institution_id", "active", "next_nonce")),
-              "prop": ("proposals", ("proposal_id", "status", "yes", "no")),
-              "anchor": ("anchors", ("data_id", "sha256", "institution_id", "height")),
-              "asset": ("assets", ("asset_id", "owner_key_id")),
-              "batch": ("l2_batches", ("batch_id", "merkle_root", "leaf_count"))}  # fmt: skip
+    fields = {
+        "inst": ("institutions", ("institution_id", "status", "effective_height")),
+        "key": ("keys", ("key_id", "role", "institution_id", "active", "next_nonce")),
+        "prop": ("proposals", ("proposal_id", "status", "yes", "no")),
+        "anchor": ("anchors", ("data_id", "sha256", "institution_id", "height")),
+        "asset": ("assets", ("asset_id", "owner_key_id")),
+        "batch": ("l2_batches", ("batch_id", "merkle_root", "leaf_count")),
+    }
     for table, _ in fields.values():
         out[table] = set()
     for key, record in replay.machine.state.items():
@@ -241,22 +260,46 @@ def governance_workload(sim: SimChain) -> tuple[list[bytes], KeyPair]:
         KeyPair.from_seed(os.urandom(32)) for _ in range(6)
     )
     raws = [
-        sim.tx(g1, "RegisterIdentity",
-               {"public_key": service.public_key, "kind": "SERVICE", "label": "svc"}),
-        sim.tx(g1, "RegisterIdentity",
-               {"public_key": device.public_key, "kind": "DEVICE", "label": "sensor-1"}),
-        sim.tx(g2, "RegisterIdentity",
-               {"public_key": user.public_key, "kind": "USER", "label": "alice"}),
+        sim.tx(
+            g1,
+            "RegisterIdentity",
+            {"public_key": service.public_key, "kind": "SERVICE", "label": "svc"},
+        ),
+        sim.tx(
+            g1,
+            "RegisterIdentity",
+            {"public_key": device.public_key, "kind": "DEVICE", "label": "sensor-1"},
+        ),
+        sim.tx(
+            g2,
+            "RegisterIdentity",
+            {"public_key": user.public_key, "kind": "USER", "label": "alice"},
+        ),
         sim.tx(g2, "AddOperator", {"operator_public_key": extra_op.public_key}),
         sim.tx(g1, "RegisterAsset", {"asset_id": "asset-1", "metadata": '{"k": 1}'}),
         sim.tx(g1, "TransferAsset", {"asset_id": "asset-1", "new_owner_key_id": g2.key_id}),
         sim.tx(g2, "TransferAsset", {"asset_id": "asset-1", "new_owner_key_id": device.key_id}),
-        sim.tx(g1, "CommitBatch", {"batch_id": "b-1", "merkle_root": bytes(32), "leaf_count": 3,
-                                   "window_start_ms": 1, "window_end_ms": 2}),
-        sim.tx(g1, "ProposeMember", {"institution_id": "newco",
-                                     "governance_public_key": newcomer.public_key,
-                                     "operator_public_keys": [newop.public_key]}),
-    ]  # fmt: skip
+        sim.tx(
+            g1,
+            "CommitBatch",
+            {
+                "batch_id": "b-1",
+                "merkle_root": bytes(32),
+                "leaf_count": 3,
+                "window_start_ms": 1,
+                "window_end_ms": 2,
+            },
+        ),
+        sim.tx(
+            g1,
+            "ProposeMember",
+            {
+                "institution_id": "newco",
+                "governance_public_key": newcomer.public_key,
+                "operator_public_keys": [newop.public_key],
+            },
+        ),
+    ]
     proposal_id = parse_tx(raws[-1]).tx_id
     raws += [
         sim.tx(g2, "CastVote", {"proposal_id": proposal_id, "approve": True}),

@@ -160,8 +160,9 @@ class ChainAudit:
         return self.stop_height is not None and self.machine.height >= self.stop_height
 
     def _add(self, check: str, kind: str, severity: str, message: str, **where: Any) -> None:
-        self.findings.add(Finding(check=check, kind=kind, severity=severity, message=message,
-                                  **where))  # fmt: skip
+        self.findings.add(
+            Finding(check=check, kind=kind, severity=severity, message=message, **where)
+        )
 
     # -- blocks and votes (fed before tx) -------------------------------------------------
     def add_block_copy(self, offset: int, raw: bytes) -> None:
@@ -172,10 +173,15 @@ class ChainAudit:
             try:
                 decoded = decode_finalized(raw)
             except DecodeError as exc:
-                self._add("blocks", "block.malformed", ERROR,
-                          f"blocks message at offset {offset} is not a valid FinalizedBlock: "
-                          f"{exc}", topic=self.topics["blocks"], offset=offset,
-                          details={"bytes": len(raw), "sha256": sha256(raw)})  # fmt: skip
+                self._add(
+                    "blocks",
+                    "block.malformed",
+                    ERROR,
+                    f"blocks message at offset {offset} is not a valid FinalizedBlock: {exc}",
+                    topic=self.topics["blocks"],
+                    offset=offset,
+                    details={"bytes": len(raw), "sha256": sha256(raw)},
+                )
                 return
             if len(self._recent) >= RECENT_COPIES:
                 del self._recent[next(iter(self._recent))]
@@ -192,9 +198,14 @@ class ChainAudit:
         try:
             vote = decode_vote(raw)
         except DecodeError as exc:
-            self._add("votes", "vote.malformed", WARNING,
-                      f"votes message at offset {offset} is not a BlockVote: {exc}",
-                      topic=self.topics["votes"], offset=offset)  # fmt: skip
+            self._add(
+                "votes",
+                "vote.malformed",
+                WARNING,
+                f"votes message at offset {offset} is not a BlockVote: {exc}",
+                topic=self.topics["votes"],
+                offset=offset,
+            )
             return
         if vote.height <= self.start_height:
             return
@@ -235,18 +246,28 @@ class ChainAudit:
             if isinstance(event, Finalized):
                 self._vote_final[event.height] = event
             elif isinstance(event, Equivocation):
-                self._add("votes", "vote.equivocation", WARNING,
-                          f"operator {event.first.operator_key_id.hex()[:16]} signed two hashes "
-                          f"at height {event.first.height}", height=event.first.height,
-                          details={"operator_key_id": event.first.operator_key_id,
-                                   "hash_a": event.first.block_hash,
-                                   "hash_b": event.second.block_hash})  # fmt: skip
+                self._add(
+                    "votes",
+                    "vote.equivocation",
+                    WARNING,
+                    f"operator {event.first.operator_key_id.hex()[:16]} signed two hashes "
+                    f"at height {event.first.height}",
+                    height=event.first.height,
+                    details={
+                        "operator_key_id": event.first.operator_key_id,
+                        "hash_a": event.first.block_hash,
+                        "hash_b": event.second.block_hash,
+                    },
+                )
             elif isinstance(event, Divergence):
-                self._add("votes", "votes.quorum_on_other_hash", ERROR,
-                          f"a quorum voted for a block {event.height} that the replay does not "
-                          "compute", height=event.height,
-                          details={"replayed_hash": event.own_hash,
-                                   "voted_hash": event.final_hash})  # fmt: skip
+                self._add(
+                    "votes",
+                    "votes.quorum_on_other_hash",
+                    ERROR,
+                    f"a quorum voted for a block {event.height} that the replay does not compute",
+                    height=event.height,
+                    details={"replayed_hash": event.own_hash, "voted_hash": event.final_hash},
+                )
 
     # -- tx -------------------------------------------------------------------------------
     def feed_tx(
@@ -289,10 +310,15 @@ class ChainAudit:
         operators = tuple(sorted((i, tuple(sorted(ops))) for i, ops in validators.members.items()))
         if self.membership and self.membership[-1].operators == operators:
             return
-        self.membership.append(MembershipChange(
-            height=validators.height, members=tuple(sorted(validators.members)),
-            quorum=validators.quorum, validator_set_hash=validators.hash(),
-            operators=operators))  # fmt: skip
+        self.membership.append(
+            MembershipChange(
+                height=validators.height,
+                members=tuple(sorted(validators.members)),
+                quorum=validators.quorum,
+                validator_set_hash=validators.hash(),
+                operators=operators,
+            )
+        )
 
     def _check_copies(self, executed: ExecutedBlock, block_hash: bytes) -> Canonical | None:
         height = executed.header.height
@@ -317,10 +343,16 @@ class ChainAudit:
         self.canonical_hashes[height] = block_hash
         voted = self._vote_final.get(height)
         if voted is not None and voted.certificate.record() != canonical.certificate.record():
-            self._add("votes", "certificate.not_first_quorum", WARNING,
-                      f"block {height}: the published certificate is not the first quorum of "
-                      "the vote log", height=height, topic=self.topics["blocks"],
-                      offset=canonical.offset)  # fmt: skip
+            self._add(
+                "votes",
+                "certificate.not_first_quorum",
+                WARNING,
+                f"block {height}: the published certificate is not the first quorum of "
+                "the vote log",
+                height=height,
+                topic=self.topics["blocks"],
+                offset=canonical.offset,
+            )
         return canonical
 
     def _copy_finding(
@@ -388,9 +420,14 @@ class ChainAudit:
         try:
             _, record = decode(raw, "Receipt")
         except CodecError as exc:
-            self._add("receipts", "receipt.malformed", ERROR,
-                      f"receipts message at offset {offset} is not a Receipt: {exc}",
-                      topic=topic, offset=offset)  # fmt: skip
+            self._add(
+                "receipts",
+                "receipt.malformed",
+                ERROR,
+                f"receipts message at offset {offset} is not a Receipt: {exc}",
+                topic=topic,
+                offset=offset,
+            )
             return
         height = record["height"]
         if height <= self.start_height:
@@ -438,22 +475,38 @@ class ChainAudit:
         if not self.done:
             for height, copies in sorted(self._copies.items()):
                 for offset, _, (header, _, _) in copies:
-                    self._add("blocks", "block.beyond_log", ERROR,
-                              f"block copy for height {height} at offset {offset}: the tx log "
-                              f"ends at height {self.machine.height}", height=height,
-                              topic=blocks, offset=offset,
-                              details={"hash": header.hash()})  # fmt: skip
+                    self._add(
+                        "blocks",
+                        "block.beyond_log",
+                        ERROR,
+                        f"block copy for height {height} at offset {offset}: the tx log "
+                        f"ends at height {self.machine.height}",
+                        height=height,
+                        topic=blocks,
+                        offset=offset,
+                        details={"hash": header.hash()},
+                    )
         for height in self._uncertified:
             if height < self.audited_height:
-                self._add("blocks", "block.missing", ERROR,
-                          f"block {height} has no valid FinalizedBlock although block "
-                          f"{self.audited_height} has one", height=height,
-                          topic=blocks)  # fmt: skip
+                self._add(
+                    "blocks",
+                    "block.missing",
+                    ERROR,
+                    f"block {height} has no valid FinalizedBlock although block "
+                    f"{self.audited_height} has one",
+                    height=height,
+                    topic=blocks,
+                )
         pending = [h for h in self._uncertified if h > self.audited_height]
         if pending:
-            self._add("blocks", "block.not_final_yet", INFO,
-                      f"{len(pending)} block(s) cut from the tx log are not final yet "
-                      f"(heights {pending[0]}..{pending[-1]})", height=pending[0])  # fmt: skip
+            self._add(
+                "blocks",
+                "block.not_final_yet",
+                INFO,
+                f"{len(pending)} block(s) cut from the tx log are not final yet "
+                f"(heights {pending[0]}..{pending[-1]})",
+                height=pending[0],
+            )
         if self.follower.pending_entries and not self.done:
             self._add(
                 "tx",
@@ -464,10 +517,15 @@ class ChainAudit:
         top = min(self._receipt_top - 1, self.audited_height)
         for offset, (height, result, _) in self._entries.items():
             if height <= top and offset not in self._receipted:
-                self._add("receipts", "receipt.missing", ERROR,
-                          f"entry at tx offset {offset} of block {height} has no receipt",
-                          height=height, topic=self.topics["receipts"],
-                          details={"tx_id": result.tx_id, "tx_offset": offset})  # fmt: skip
+                self._add(
+                    "receipts",
+                    "receipt.missing",
+                    ERROR,
+                    f"entry at tx offset {offset} of block {height} has no receipt",
+                    height=height,
+                    topic=self.topics["receipts"],
+                    details={"tx_id": result.tx_id, "tx_offset": offset},
+                )
         if self._receipts_pending:
             self._add(
                 "receipts",

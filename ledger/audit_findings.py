@@ -39,8 +39,12 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
-        out: dict[str, Any] = {"check": self.check, "kind": self.kind,
-                               "severity": self.severity, "message": self.message}  # fmt: skip
+        out: dict[str, Any] = {
+            "check": self.check,
+            "kind": self.kind,
+            "severity": self.severity,
+            "message": self.message,
+        }
         for name in ("height", "topic", "offset"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)

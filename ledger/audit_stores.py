@@ -21,20 +21,40 @@ def check_l2_batch(batch: Mapping[str, Any], leaves: Sequence[bytes] | None) -> 
     batch_id = batch["batch_id"]
     where: dict[str, Any] = {"height": batch["height"]}
     if leaves is None:
-        return [Finding(check="l2", kind="l2.leaves_missing", severity=ERROR,
-                        message=f"batch {batch_id!r}: no stored leaves", **where)]  # fmt: skip
+        return [
+            Finding(
+                check="l2",
+                kind="l2.leaves_missing",
+                severity=ERROR,
+                message=f"batch {batch_id!r}: no stored leaves",
+                **where,
+            )
+        ]
     out = []
     if len(leaves) != batch["leaf_count"]:
-        out.append(Finding(check="l2", kind="l2.leaf_count", severity=ERROR,
-                           message=f"batch {batch_id!r}: {len(leaves)} stored leaves, the chain "
-                           f"committed {batch['leaf_count']}", **where))  # fmt: skip
+        out.append(
+            Finding(
+                check="l2",
+                kind="l2.leaf_count",
+                severity=ERROR,
+                message=f"batch {batch_id!r}: {len(leaves)} stored leaves, the chain "
+                f"committed {batch['leaf_count']}",
+                **where,
+            )
+        )
     computed = root(list(leaves))
     if computed != batch["merkle_root"]:
-        out.append(Finding(check="l2", kind="l2.root_mismatch", severity=ERROR,
-                           message=f"batch {batch_id!r}: the stored leaves hash to another "
-                           "root than the committed one", **where,
-                           details={"committed": batch["merkle_root"],
-                                    "computed": computed}))  # fmt: skip
+        out.append(
+            Finding(
+                check="l2",
+                kind="l2.root_mismatch",
+                severity=ERROR,
+                message=f"batch {batch_id!r}: the stored leaves hash to another "
+                "root than the committed one",
+                **where,
+                details={"committed": batch["merkle_root"], "computed": computed},
+            )
+        )
     return out
 
 
@@ -53,20 +73,38 @@ def check_anchor(anchor: Mapping[str, Any], content: bytes | None) -> list[Findi
     if content is None:
         if not _from_data_proxy(anchor.get("metadata", "")):
             # anchored directly (SDK, simulator): there never was an object in this store
-            return [Finding(check="anchors", kind="anchor.no_object", severity=INFO,
-                            message=f"anchor {data_id!r} was not made through the data "
-                            "proxy: no stored object to compare",
-                            height=anchor["height"])]  # fmt: skip
-        return [Finding(check="anchors", kind="anchor.object_missing", severity=ERROR,
-                        message=f"anchor {data_id!r}: no stored object",
-                        height=anchor["height"])]  # fmt: skip
+            return [
+                Finding(
+                    check="anchors",
+                    kind="anchor.no_object",
+                    severity=INFO,
+                    message=f"anchor {data_id!r} was not made through the data "
+                    "proxy: no stored object to compare",
+                    height=anchor["height"],
+                )
+            ]
+        return [
+            Finding(
+                check="anchors",
+                kind="anchor.object_missing",
+                severity=ERROR,
+                message=f"anchor {data_id!r}: no stored object",
+                height=anchor["height"],
+            )
+        ]
     digest = sha256(content)
     if digest != anchor["sha256"]:
-        return [Finding(check="anchors", kind="anchor.object_mismatch", severity=ERROR,
-                        message=f"anchor {data_id!r}: the stored object does not hash to the "
-                        "anchored SHA-256", height=anchor["height"],
-                        details={"anchored": anchor["sha256"], "stored": digest,
-                                 "bytes": len(content)})]  # fmt: skip
+        return [
+            Finding(
+                check="anchors",
+                kind="anchor.object_mismatch",
+                severity=ERROR,
+                message=f"anchor {data_id!r}: the stored object does not hash to the "
+                "anchored SHA-256",
+                height=anchor["height"],
+                details={"anchored": anchor["sha256"], "stored": digest, "bytes": len(content)},
+            )
+        ]
     return []
 
 
@@ -105,16 +143,23 @@ class TableDiff:
         return self.expected_digest == self.actual_digest
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "expected_rows": self.expected_rows,
-                "actual_rows": self.actual_rows, "expected_digest": self.expected_digest.hex(),
-                "actual_digest": self.actual_digest.hex(), "equal": self.equal}  # fmt: skip
+        return {
+            "table": self.table,
+            "expected_rows": self.expected_rows,
+            "actual_rows": self.actual_rows,
+            "expected_digest": self.expected_digest.hex(),
+            "actual_digest": self.actual_digest.hex(),
+            "equal": self.equal,
+        }
 
 
 def _value_diff(expected: Any, got: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"expected": show(expected), "got": show(got)}
     if isinstance(expected, bytes) and isinstance(got, bytes):
-        first = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
-                     min(len(expected), len(got)))  # fmt: skip
+        first = next(
+            (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+            min(len(expected), len(got)),
+        )
         out["first_differing_byte"] = first
         if len(expected) != len(got):
             out["lengths"] = [len(expected), len(got)]
@@ -188,9 +233,14 @@ def diff_table(
                 details={"table": table, "key": key_of(key), "columns": cols},
             )
         )
-    return TableDiff(table=table, expected_rows=len(exp), actual_rows=len(act),
-                     expected_digest=row_digest(exp.values()),
-                     actual_digest=row_digest(act.values()), findings=tuple(findings))  # fmt: skip
+    return TableDiff(
+        table=table,
+        expected_rows=len(exp),
+        actual_rows=len(act),
+        expected_digest=row_digest(exp.values()),
+        actual_digest=row_digest(act.values()),
+        findings=tuple(findings),
+    )
 
 
 def state_summary(state: WorldState) -> dict[str, int]:

@@ -158,8 +158,11 @@ def block_receipts(
     out = []
     for r in results:
         if len(r.tx_id) == HASH_BYTES and 0 <= r.offset < _SMALL and 0 <= r.code < 64:
-            out.append(b"".join((_RECEIPT_HEAD, r.tx_id, middle, _varint(r.offset),
-                                 bytes((2 * r.code,)), tail)))  # fmt: skip
+            out.append(
+                b"".join(
+                    (_RECEIPT_HEAD, r.tx_id, middle, _varint(r.offset), bytes((2 * r.code,)), tail)
+                )
+            )
         else:
             out.append(receipt(r, height=height, block_hash=block_hash))
     return out

@@ -128,9 +128,12 @@ def execute_block(
     results, transactions = [], []
     for entry in block.entries:
         tx_id, code, tx = execute_entry(
-            view, params, block.height, entry.raw,
+            view,
+            params,
+            block.height,
+            entry.raw,
             signature_verified=entry.raw in batch_verified or entry.raw in verified_signatures,
-        )  # fmt: skip
+        )
         results.append(EntryResult(tx_id=tx_id, offset=entry.offset, code=code))
         transactions.append(tx)
     writes = view.write_set()

@@ -410,11 +410,20 @@ class ChainProjection(Projection):
             "source_offset": source_offset,
         }
         rows.add_named("blocks", [block])
-        rows.add("block_votes", [
-            (height, i, v.operator_key_id, executed.validator_set.institution_of(
-                v.operator_key_id), v.public_key, v.signature)
-            for i, v in enumerate(cert.votes)
-        ])  # fmt: skip
+        rows.add(
+            "block_votes",
+            [
+                (
+                    height,
+                    i,
+                    v.operator_key_id,
+                    executed.validator_set.institution_of(v.operator_key_id),
+                    v.public_key,
+                    v.signature,
+                )
+                for i, v in enumerate(cert.votes)
+            ],
+        )
 
     def _entry_rows(self, rows: BatchRows, executed: ExecutedBlock, cut: CutBlock) -> None:
         """The block's entries, asset owners and write set (before ``machine.commit``)."""
@@ -461,8 +470,11 @@ class ChainProjection(Projection):
                 del self._stored_copies[offset]
         fresh = [c for c in self._new_copies if c[1] > height and c[0] not in dropped]
         self._new_copies, self._dropped_copies = [], []
-        insert_rows(cur, column_types(cur), TableRows(
-            "pending_blocks", ("source_offset", "height", "raw"), (), fresh))  # fmt: skip
+        insert_rows(
+            cur,
+            column_types(cur),
+            TableRows("pending_blocks", ("source_offset", "height", "raw"), (), fresh),
+        )
         self._stored_copies.update((offset, h) for offset, h, _ in fresh)
 
     # -- receipts -------------------------------------------------------------------------
@@ -518,8 +530,12 @@ class ChainProjection(Projection):
         for offset in due:
             for record in self._held_receipts.pop(offset):
                 self._held_count -= 1
-                got = (record["tx_id"], record["height"], record["result_code"],
-                       record["block_hash"])  # fmt: skip
+                got = (
+                    record["tx_id"],
+                    record["height"],
+                    record["result_code"],
+                    record["block_hash"],
+                )
                 if expected.get(offset) == got:
                     self.counters["receipts_verified"] += 1
                 else:

@@ -77,8 +77,10 @@ def drop_chain(dsn: str) -> None:
             raise RebuildError("a projector is running on this database; stop it first")
         with conn.transaction():
             conn.execute("DROP SCHEMA IF EXISTS chain CASCADE")
-            for table, column in (("projection_positions", "projection"),
-                                  ("schema_migrations", "namespace")):  # fmt: skip
+            for table, column in (
+                ("projection_positions", "projection"),
+                ("schema_migrations", "namespace"),
+            ):
                 exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
                 if exists and exists[0] is not None:
                     conn.execute(

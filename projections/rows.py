@@ -58,6 +58,7 @@ def _evidence_key(rest: str) -> Row:
     return (bytes.fromhex(operator), int(height))
 
 
+# A table (one entry per state prefix), kept as laid out by hand: `# fmt: skip` at its end.
 STATE_TABLES: Mapping[str, StateTable] = {
     "inst": StateTable(
         "institutions",
@@ -123,6 +124,7 @@ STATE_TABLES: Mapping[str, StateTable] = {
     ),
 }  # fmt: skip
 
+# A table (one line per append-only table's columns): `# fmt: skip` at its end.
 APPEND_TABLES: Mapping[str, tuple[str, ...]] = {
     "blocks": ("height", "hash", "prev_hash", "first_offset", "last_offset", "tx_root",
                "state_root", "validator_set_hash", "timestamp_ms", "tx_count", "ok_count",
@@ -230,11 +232,19 @@ class BatchRows:
             records.append((key, raw, height))
             if spec is not None:
                 upserts[prefix].append(spec.row(record, height))
-        return [
-            TableRows("state_records", ("key", "record", "updated_height"), ("key",), records),
-            *(TableRows(spec.table, tuple(spec.columns), tuple(spec.key_columns), upserts[prefix])
-              for prefix, spec in STATE_TABLES.items()),
-        ], deletes, removed  # fmt: skip
+        return (
+            [
+                TableRows("state_records", ("key", "record", "updated_height"), ("key",), records),
+                *(
+                    TableRows(
+                        spec.table, tuple(spec.columns), tuple(spec.key_columns), upserts[prefix]
+                    )
+                    for prefix, spec in STATE_TABLES.items()
+                ),
+            ],
+            deletes,
+            removed,
+        )
 
     @staticmethod
     def _delete_state(

@@ -351,10 +351,18 @@ class ProjectionRunner:
             keys = list(advanced)
             if not keys:
                 return applied, advanced
-            cur.execute(_MOVE, (
-                [t for t, _ in keys], [p for _, p in keys], [advanced[k] for k in keys],
-                [self._positions[k] for k in keys], name, CHANNEL, name,
-            ))  # fmt: skip
+            cur.execute(
+                _MOVE,
+                (
+                    [t for t, _ in keys],
+                    [p for _, p in keys],
+                    [advanced[k] for k in keys],
+                    [self._positions[k] for k in keys],
+                    name,
+                    CHANNEL,
+                    name,
+                ),
+            )
             row = cur.fetchone()
             if row is None or row[0] != len(keys):
                 raise PositionConflict(f"{name}: positions moved under this runner")

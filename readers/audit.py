@@ -78,13 +78,18 @@ def publish(report: AuditReport, institution: str | None, outcome: str) -> None:
     projection = None
     if report.projection is not None and institution is not None:
         projection = (institution, int(report.projection["projected_height"]))
-    audit_metrics.publish(errors_by_check=report.errors_by_check(),
-                          by_severity=report.severity_counts(),
-                          audited_height=report.audited_height, duration=report.duration,
-                          rate=report.tx_rate, codes=report.codes,
-                          log_ends={t: b for t, (_, b) in report.log_ranges.items()},
-                          finished_at=time.time(), outcome=outcome,
-                          projection=projection)  # fmt: skip
+    audit_metrics.publish(
+        errors_by_check=report.errors_by_check(),
+        by_severity=report.severity_counts(),
+        audited_height=report.audited_height,
+        duration=report.duration,
+        rate=report.tx_rate,
+        codes=report.codes,
+        log_ends={t: b for t, (_, b) in report.log_ranges.items()},
+        finished_at=time.time(),
+        outcome=outcome,
+        projection=projection,
+    )
 
 
 def build_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
@@ -139,12 +144,19 @@ def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None)
     if args.dsn is not None and args.institution is None:
         print("pantheon audit: error: --dsn needs --institution", file=sys.stderr)
         return EXIT_ERROR
-    config = AuditConfig(genesis=args.genesis, bootstrap=args.bootstrap, prefix=args.prefix,
-                         institution=args.institution, dsn=args.dsn, dbname=args.dbname,
-                         at_height=args.at_height, checkpoint=args.checkpoint,
-                         timeout=args.timeout, workers=args.workers,
-                         progress=sys.stderr.isatty() if args.progress is None
-                         else args.progress)  # fmt: skip
+    config = AuditConfig(
+        genesis=args.genesis,
+        bootstrap=args.bootstrap,
+        prefix=args.prefix,
+        institution=args.institution,
+        dsn=args.dsn,
+        dbname=args.dbname,
+        at_height=args.at_height,
+        checkpoint=args.checkpoint,
+        timeout=args.timeout,
+        workers=args.workers,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+    )
     if args.metrics_port is not None:
         serve_metrics(args.metrics_port)
     stop = threading.Event()

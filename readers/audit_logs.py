@@ -51,10 +51,18 @@ class Progress:
 
 
 def _consumer(config: AuditConfig) -> Consumer:
-    return Consumer(consumer_config(
-        config.bootstrap, f"audit-{uuid.uuid4().hex[:12]}",
-        **{"fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20,
-           "fetch.wait.max.ms": 10, "queued.min.messages": 500_000}))  # fmt: skip
+    return Consumer(
+        consumer_config(
+            config.bootstrap,
+            f"audit-{uuid.uuid4().hex[:12]}",
+            **{
+                "fetch.max.bytes": 64 << 20,
+                "max.partition.fetch.bytes": 16 << 20,
+                "fetch.wait.max.ms": 10,
+                "queued.min.messages": 500_000,
+            },
+        )
+    )
 
 
 def _read(
@@ -136,8 +144,14 @@ def replay_logs(  # noqa: PLR0917 (the run's parts, in the order run_audit has t
             def show_progress(done: int, name: str = name, end: int = end) -> None:
                 progress.update(name, done, end)
 
-            last = _read(consumers[name], topics[name], (start, end), handlers[name],
-                         progress=show_progress, timeout=config.timeout)  # fmt: skip
+            last = _read(
+                consumers[name],
+                topics[name],
+                (start, end),
+                handlers[name],
+                progress=show_progress,
+                timeout=config.timeout,
+            )
             if name == "tx" and pipeline is not None:
                 pipeline.flush()
                 last = audit.last_tx_offset  # below ``last`` if the replay stopped at a height
@@ -185,11 +199,17 @@ def _check_truncation(
     """A log whose first offset is past where the replay starts lost messages."""
     for name, (low, _) in ends.items():
         if low > starts[name]:
-            audit.findings.add(Finding(
-                check="log", kind="log.truncated", severity=ERROR,
-                message=f"{topics[name]} starts at offset {low}: messages before it are "
-                "gone (ledger topics keep data forever)", topic=topics[name],
-                offset=low))  # fmt: skip
+            audit.findings.add(
+                Finding(
+                    check="log",
+                    kind="log.truncated",
+                    severity=ERROR,
+                    message=f"{topics[name]} starts at offset {low}: messages before it are "
+                    "gone (ledger topics keep data forever)",
+                    topic=topics[name],
+                    offset=low,
+                )
+            )
 
 
 def _handlers(

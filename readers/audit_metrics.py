@@ -17,8 +17,9 @@ OUTCOMES = ("clean", "discrepancies", "failed")
 DISCREPANCIES = Gauge(
     "pantheon_audit_discrepancies", "Errors found by the last audit run, by check", ["check"]
 )
-FINDINGS = Gauge("pantheon_audit_findings", "Findings of the last audit run, by severity",
-                 ["severity"])  # fmt: skip
+FINDINGS = Gauge(
+    "pantheon_audit_findings", "Findings of the last audit run, by severity", ["severity"]
+)
 AUDITED_HEIGHT = Gauge("pantheon_audit_height", "Highest certified height the last run checked")
 PROJECTED_HEIGHT = Gauge(
     "pantheon_audit_projection_height", "Projected height the last run compared", ["institution"]
@@ -26,10 +27,12 @@ PROJECTED_HEIGHT = Gauge(
 LAST_RUN = Gauge("pantheon_audit_last_run_timestamp_seconds", "When the last audit run ended")
 DURATION = Gauge("pantheon_audit_run_duration_seconds", "Wall time of the last audit run")
 RATE = Gauge("pantheon_audit_transactions_per_second", "Replay rate of the last audit run")
-TRANSACTIONS = Gauge("pantheon_audit_transactions", "Entries replayed by the last run, by result",
-                     ["result"])  # fmt: skip
-LOG_END = Gauge("pantheon_audit_log_end_offset", "End offset of each ledger log at the last run",
-                ["topic"])  # fmt: skip
+TRANSACTIONS = Gauge(
+    "pantheon_audit_transactions", "Entries replayed by the last run, by result", ["result"]
+)
+LOG_END = Gauge(
+    "pantheon_audit_log_end_offset", "End offset of each ledger log at the last run", ["topic"]
+)
 RUNS = Counter("pantheon_audit_runs", "Audit runs by outcome", ["outcome"])
 
 for _check in CHECKS:

@@ -50,8 +50,16 @@ APPEND_KEYS: Mapping[str, tuple[str, ...]] = {
     "asset_owners": ("asset_id", "height", "position"),
     "key_activity": ("key_id", "height"),
 }
-META_COLUMNS = ("chain_id", "genesis_hash", "height", "last_hash", "state_root",
-                "last_tx_offset", "tx_count", "ok_count")  # fmt: skip
+META_COLUMNS = (
+    "chain_id",
+    "genesis_hash",
+    "height",
+    "last_hash",
+    "state_root",
+    "last_tx_offset",
+    "tx_count",
+    "ok_count",
+)
 STATE_RECORD_COLUMNS = ("key", "record", "updated_height")
 
 
@@ -110,8 +118,16 @@ class ExpectedRows:
         self.rows.add_writes(genesis_writes(genesis), 0, lambda _key: None)
         self._builder = ChainProjection(genesis)  # only its row builder is used
         self._builder.machine = machine  # the audit's machine: state *before* each block
-        self.meta: Row = (genesis.params.chain_id, genesis.hash(), 0, genesis.hash(),
-                          genesis_state(genesis).root, -1, 0, 0)  # fmt: skip
+        self.meta: Row = (
+            genesis.params.chain_id,
+            genesis.hash(),
+            0,
+            genesis.hash(),
+            genesis_state(genesis).root,
+            -1,
+            0,
+            0,
+        )
         self.reached = 0
         self.uncertified: list[int] = []
 
@@ -127,9 +143,16 @@ class ExpectedRows:
         )
         ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
         chain_id, genesis_hash, _, _, _, _, tx_count, ok_count = self.meta
-        self.meta = (chain_id, genesis_hash, height, executed.block_hash,
-                     executed.header.state_root, cut.last_offset,
-                     tx_count + len(executed.results), ok_count + ok)  # fmt: skip
+        self.meta = (
+            chain_id,
+            genesis_hash,
+            height,
+            executed.block_hash,
+            executed.header.state_root,
+            cut.last_offset,
+            tx_count + len(executed.results),
+            ok_count + ok,
+        )
         self.reached = height
 
     def tables(self) -> dict[str, list[Row]]:
@@ -160,8 +183,11 @@ class ProjectionResult:
     findings: list[Finding] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"institution": self.institution, "projected_height": self.projected_height,
-                "tables": [t.as_dict() for t in self.tables]}  # fmt: skip
+        return {
+            "institution": self.institution,
+            "projected_height": self.projected_height,
+            "tables": [t.as_dict() for t in self.tables],
+        }
 
 
 def compare(
@@ -174,11 +200,16 @@ def compare(
     ``pending_blocks`` names."""
     result = ProjectionResult(institution=institution, projected_height=snapshot.height)
     if expected.reached < snapshot.height:
-        result.findings.append(Finding(
-            check="projection", kind="projection.ahead_of_log", severity=ERROR,
-            message=f"pantheon_{institution} is projected to height {snapshot.height} but the "
-            f"log has certified blocks only up to {expected.reached}",
-            height=expected.reached + 1))  # fmt: skip
+        result.findings.append(
+            Finding(
+                check="projection",
+                kind="projection.ahead_of_log",
+                severity=ERROR,
+                message=f"pantheon_{institution} is projected to height {snapshot.height} but the "
+                f"log has certified blocks only up to {expected.reached}",
+                height=expected.reached + 1,
+            )
+        )
     got_tables = expected.tables()
     for table, (columns, keys) in table_specs().items():
         diff = diff_table(table, columns, keys, got_tables[table], snapshot.tables[table])
@@ -186,10 +217,16 @@ def compare(
         result.findings.extend(diff.findings)
     for offset, (_, raw) in sorted(snapshot.pending_blocks.items()):
         if block_messages.get(offset) != raw:
-            result.findings.append(Finding(
-                check="projection", kind="pending.differs", severity=ERROR,
-                message=f"chain.pending_blocks at offset {offset} differs from the blocks log",
-                offset=offset, details={"table": "pending_blocks"}))  # fmt: skip
+            result.findings.append(
+                Finding(
+                    check="projection",
+                    kind="pending.differs",
+                    severity=ERROR,
+                    message=f"chain.pending_blocks at offset {offset} differs from the blocks log",
+                    offset=offset,
+                    details={"table": "pending_blocks"},
+                )
+            )
     return result
 
 
@@ -215,8 +252,12 @@ def stored_leaves(dsn: str) -> dict[str, list[bytes]] | None:
 
 def skipped(check: str, what: str) -> Finding:
     """The notice that a store does not exist (yet), so its check did not run."""
-    return Finding(check=check, kind=f"{check}.not_checked", severity=INFO,
-                   message=f"{what}: no store in this database, not checked")  # fmt: skip
+    return Finding(
+        check=check,
+        kind=f"{check}.not_checked",
+        severity=INFO,
+        message=f"{what}: no store in this database, not checked",
+    )
 
 
 def rows_of(rows: Sequence[Row]) -> list[Row]:

@@ -114,27 +114,37 @@ def render(report: AuditReport, *, verbose: bool = False) -> str:
         f"Pantheon audit of chain {report.chain_id!r} (genesis "
         f"{report.genesis_hash.hex()[:16]}..., topics {report.prefix}*)"
     )
-    ranges = ", ".join(f"{t.removeprefix(report.prefix)} {a}..{b}"
-                       for t, (a, b) in report.log_ranges.items())  # fmt: skip
+    ranges = ", ".join(
+        f"{t.removeprefix(report.prefix)} {a}..{b}" for t, (a, b) in report.log_ranges.items()
+    )
     lines.append(f"  logs read: {ranges}")
     codes = ", ".join(f"{c} {n:,}" for c, n in sorted(report.codes.items())) or "none"
-    workers = (f", signatures verified by {report.signature_workers} worker processes"
-               if report.signature_workers else "")  # fmt: skip
-    lines.append(f"  replayed {report.replayed_height} block(s) from height "
-                 f"{report.checkpoint_height}, {report.transactions:,} entries ({codes}) in "
-                 f"{report.replay_seconds:.2f}s ({report.tx_rate:,.0f} tx/s{workers})")  # fmt: skip
+    workers = (
+        f", signatures verified by {report.signature_workers} worker processes"
+        if report.signature_workers
+        else ""
+    )
+    lines.append(
+        f"  replayed {report.replayed_height} block(s) from height "
+        f"{report.checkpoint_height}, {report.transactions:,} entries ({codes}) in "
+        f"{report.replay_seconds:.2f}s ({report.tx_rate:,.0f} tx/s{workers})"
+    )
     lines.append(f"  certified and verified up to height {report.audited_height}")
     for m in report.membership:
-        lines.append(f"  validators from height {m['height']}: {', '.join(m['members'])} "
-                     f"(quorum {m['quorum']})")  # fmt: skip
+        lines.append(
+            f"  validators from height {m['height']}: {', '.join(m['members'])} "
+            f"(quorum {m['quorum']})"
+        )
     if report.projection is not None:
         p = report.projection
         lines.append(f"  projection of {p['institution']} at height {p['projected_height']}:")
         lines.append(f"    {'table':<16}{'expected':>10}{'actual':>10}  digest")
         for t in p["tables"]:
             status = "ok" if t["equal"] else f"DIFFERS (expected {t['expected_digest'][:12]})"
-            lines.append(f"    {t['table']:<16}{t['expected_rows']:>10,}{t['actual_rows']:>10,}"
-                         f"  {t['actual_digest'][:12]} {status}")  # fmt: skip
+            lines.append(
+                f"    {t['table']:<16}{t['expected_rows']:>10,}{t['actual_rows']:>10,}"
+                f"  {t['actual_digest'][:12]} {status}"
+            )
         if "iam" in p and not p["iam"].get("skipped"):
             i = p["iam"]
             lines.append(

@@ -29,11 +29,14 @@ def run_audit(config: AuditConfig) -> AuditReport:
     genesis = _load_genesis(config)
     checkpoint = _load_checkpoint(config, genesis)
     topics = {t: f"{config.prefix}{t}" for t in TOPICS}
-    report = AuditReport(chain_id=genesis.params.chain_id, genesis_hash=genesis.hash(),
-                         prefix=config.prefix, started_at=started)  # fmt: skip
+    report = AuditReport(
+        chain_id=genesis.params.chain_id,
+        genesis_hash=genesis.hash(),
+        prefix=config.prefix,
+        started_at=started,
+    )
 
-    audit = ChainAudit(genesis, topics=topics, checkpoint=checkpoint,
-                       stop_height=config.at_height)  # fmt: skip
+    audit = ChainAudit(genesis, topics=topics, checkpoint=checkpoint, stop_height=config.at_height)
     report.checkpoint_height = audit.start_height
     report.signature_workers = config.signature_workers
     pipeline = _signature_pipeline(audit, report.signature_workers)  # they start meanwhile
@@ -125,9 +128,15 @@ def _summarize(report: AuditReport, audit: ChainAudit, config: AuditConfig) -> N
     report.codes = dict(audit.codes)
     report.transactions = sum(audit.codes.values())
     report.counts = dict(audit.counts)
-    report.membership = [{"height": m.height, "members": list(m.members), "quorum": m.quorum,
-                          "validator_set_hash": m.validator_set_hash.hex()}
-                         for m in audit.membership]  # fmt: skip
+    report.membership = [
+        {
+            "height": m.height,
+            "members": list(m.members),
+            "quorum": m.quorum,
+            "validator_set_hash": m.validator_set_hash.hex(),
+        }
+        for m in audit.membership
+    ]
     report.findings = list(audit.findings.items)
     report.dropped = audit.findings.dropped()
     if config.at_height is not None:
@@ -244,17 +253,24 @@ def _check_objects(
 
 def _time_travel(audit: ChainAudit, height: int) -> dict[str, Any]:
     state = audit.machine.state
-    out: dict[str, Any] = {"requested": height, "height": state.height,
-                           "state_root": state.root.hex(),
-                           "block_hash": audit.machine.last_hash.hex(),
-                           "certified": height in audit.canonical_hashes,
-                           "records_by_kind": state_summary(state)}  # fmt: skip
+    out: dict[str, Any] = {
+        "requested": height,
+        "height": state.height,
+        "state_root": state.root.hex(),
+        "block_hash": audit.machine.last_hash.hex(),
+        "certified": height in audit.canonical_hashes,
+        "records_by_kind": state_summary(state),
+    }
     if state.height < height:
         out["note"] = f"the log reaches only height {state.height}"
     members = audit.membership[-1] if audit.membership else None
     if members is not None:
-        out["validators"] = {"since": members.height, "members": list(members.members),
-                             "quorum": members.quorum}  # fmt: skip
-    out["records"] = {key: {k: show(v, 200) for k, v in record.items()}
-                      for key, record in state.items()}  # fmt: skip
+        out["validators"] = {
+            "since": members.height,
+            "members": list(members.members),
+            "quorum": members.quorum,
+        }
+    out["records"] = {
+        key: {k: show(v, 200) for k, v in record.items()} for key, record in state.items()
+    }
     return out

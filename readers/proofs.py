@@ -175,8 +175,10 @@ def verify_main(argv: Sequence[str] | None = None, *, defaults: Defaults | None 
         ok = verify_record_proof(proof, genesis)
     except (ValueError, RecursionError, DecodeError, ProofError) as exc:
         # RecursionError: JSON nested deeper than the interpreter's stack (a hostile file)
-        print(f"INVALID: {type(exc).__name__ if isinstance(exc, RecursionError) else exc}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"INVALID: {type(exc).__name__ if isinstance(exc, RecursionError) else exc}",
+            file=sys.stderr,
+        )
         return EXIT_NO
     print(
         json.dumps(

@@ -219,9 +219,12 @@ class Validator:
         )
         log.info(
             "resuming from snapshot",
-            extra={"height": meta.height, "tx_offset": meta.tx_offset,
-                   "votes_offset": meta.votes_offset},
-        )  # fmt: skip
+            extra={
+                "height": meta.height,
+                "tx_offset": meta.tx_offset,
+                "votes_offset": meta.votes_offset,
+            },
+        )
         return core, meta.votes_offset
 
     # -- the loop ------------------------------------------------------------------------
@@ -251,8 +254,10 @@ class Validator:
                     self._write_status()
                     return EXIT_DIVERGED
                 if self.undelivered is not None:
-                    log.critical("a message could not be delivered; exiting so that a restart "
-                                 "re-sends it", extra={"error": self.undelivered})  # fmt: skip
+                    log.critical(
+                        "a message could not be delivered; exiting so that a restart re-sends it",
+                        extra={"error": self.undelivered},
+                    )
                     return EXIT_UNDELIVERED
                 self._maybe_snapshot()
                 self._maybe_write_status()
@@ -380,9 +385,12 @@ class Validator:
         log.critical(
             "DIVERGED: this validator's block hash differs from the final one; it stops "
             "voting and exits (its state or code is wrong: compare with `pantheon audit`)",
-            extra={"height": event.height, "own_hash": event.own_hash.hex(),
-                   "final_hash": event.final_hash.hex()},
-        )  # fmt: skip
+            extra={
+                "height": event.height,
+                "own_hash": event.own_hash.hex(),
+                "final_hash": event.final_hash.hex(),
+            },
+        )
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _caught_up(self) -> bool:

@@ -28,9 +28,10 @@ EQUIVOCATIONS = Counter(
     "pantheon_validator_equivocations", "Equivocations detected and reported", _LABELS
 )
 DIVERGENCES = Counter(
-    "pantheon_validator_divergences", "Times this validator's hash differed from the final one",
+    "pantheon_validator_divergences",
+    "Times this validator's hash differed from the final one",
     _LABELS,
-)  # fmt: skip
+)
 
 
 def serve(port: int) -> bool:

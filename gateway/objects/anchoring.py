@@ -161,8 +161,10 @@ class Anchoring:
             if existing is None:
                 outcome = self.signer.submit(conn, "AnchorData", args)
                 if outcome.code is ResultCode.OK:
-                    log.info("object anchored", extra={"data_id": stored.data_id,
-                                                       "height": outcome.height})  # fmt: skip
+                    log.info(
+                        "object anchored",
+                        extra={"data_id": stored.data_id, "height": outcome.height},
+                    )
                     return outcome.tx_id, outcome.height
                 if outcome.code is not ResultCode.ALREADY_EXISTS:
                     self.store.discard(stored.data_id)

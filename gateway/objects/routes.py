@@ -181,11 +181,17 @@ class DataProxy:
 
         def write() -> StoredObject:
             return self.store.write(
-                data_id=data_id, content_type=content_type, metadata=sealed_metadata,
-                owner=claims.sub, policy=policy, pull=pull, limit=limit,
-                may_replace=lambda old: old.status == "pending", key=key,
+                data_id=data_id,
+                content_type=content_type,
+                metadata=sealed_metadata,
+                owner=claims.sub,
+                policy=policy,
+                pull=pull,
+                limit=limit,
+                may_replace=lambda old: old.status == "pending",
+                key=key,
                 institution=self.institution,
-            )  # fmt: skip
+            )
 
         stored = await run_in_threadpool(write)
         tx_id, height = await run_in_threadpool(self.anchoring.anchor, stored)

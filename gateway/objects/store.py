@@ -154,8 +154,9 @@ class ObjectStore:
     def get(self, data_id: str) -> StoredObject | None:
         """The upload of ``data_id`` (committed ones only)."""
         with self.pool.connection() as conn:
-            row = conn.execute(_ROW + "WHERE data_id = %s AND status <> 'uploading'",
-                               (data_id,)).fetchone()  # fmt: skip
+            row = conn.execute(
+                _ROW + "WHERE data_id = %s AND status <> 'uploading'", (data_id,)
+            ).fetchone()
         return None if row is None else _row(row)
 
     def projected(self, data_id: str) -> ObjectRow | None:
@@ -233,8 +234,9 @@ class ObjectStore:
         with self.pool.connection() as conn:
             try:
                 with conn.transaction():
-                    row = conn.execute(_ROW + "WHERE data_id = %s FOR UPDATE",
-                                       (data_id,)).fetchone()  # fmt: skip
+                    row = conn.execute(
+                        _ROW + "WHERE data_id = %s FOR UPDATE", (data_id,)
+                    ).fetchone()
                     if row is not None:
                         existing = _row(row)
                         if existing.status == "anchored" or not may_replace(existing):
@@ -244,9 +246,17 @@ class ObjectStore:
                         "INSERT INTO objects.uploads (data_id, content_type, metadata, owner, "
                         "groups, grants, status, data_key_id, upload_id) "
                         "VALUES (%s, %s, %s, %s, %s, %s, 'uploading', %s, %s)",
-                        (data_id, content_type, metadata, owner, list(policy.groups),
-                         list(policy.users), key.key_id, upload_id),
-                    )  # fmt: skip
+                        (
+                            data_id,
+                            content_type,
+                            metadata,
+                            owner,
+                            list(policy.groups),
+                            list(policy.users),
+                            key.key_id,
+                            upload_id,
+                        ),
+                    )
 
                     def flush(data: bytes) -> None:
                         nonlocal seq
@@ -281,11 +291,21 @@ class ObjectStore:
                     f"object {data_id!r} is being uploaded by another request", dataId=data_id
                 ) from None
         return StoredObject(
-            data_id=data_id, sha256=digest.digest(), size=size, content_type=content_type,
-            metadata=metadata, owner=owner, policy=policy, status="pending", tx_id=None,
-            height=None, data_key_id=key.key_id, upload_id=upload_id, chunk_count=seq,
+            data_id=data_id,
+            sha256=digest.digest(),
+            size=size,
+            content_type=content_type,
+            metadata=metadata,
+            owner=owner,
+            policy=policy,
+            status="pending",
+            tx_id=None,
+            height=None,
+            data_key_id=key.key_id,
+            upload_id=upload_id,
+            chunk_count=seq,
             chunk_root=chunk_root(digests),
-        )  # fmt: skip
+        )
 
     def mark_anchored(self, data_id: str, tx_id: bytes, height: int) -> None:
         with self.pool.connection() as conn:

@@ -58,6 +58,9 @@ _VAL = "{{institution}}/{{operator}}"
 _LATENCY = "pantheon_validator_finality_latency_seconds"
 _GW_LATENCY = "pantheon_gateway_request_seconds"
 
+# The dashboards below are tables of panels, one panel a line or two, kept as laid out by hand
+# (`# fmt: skip` at the end of each): the formatter would spread each over six lines.
+
 OVERVIEW = Dashboard(uid="pantheon-overview", title="Pantheon: consortium overview", panels=(
     _p("Final height", "max(pantheon_validator_final_height)", "final", kind="stat"),
     _p("Validators up", 'sum(up{service="validator"})', "up", kind="stat"),
@@ -164,21 +167,27 @@ def dashboard_json(dashboard: Dashboard) -> dict[str, Any]:
             description = (description + " " if description else "") + (
                 f"Needs a {panel.requires} metric not exported yet."
             )
-        panels.append({
-            "id": i + 1,
-            "type": panel.kind,
-            "title": panel.title,
-            "description": description,
-            "datasource": DATASOURCE,
-            "gridPos": {"h": 8, "w": width, "x": (i * 12) % 24, "y": 8 * (i // 2)},
-            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-            "options": {},
-            "targets": [
-                {"refId": chr(ord("A") + j), "datasource": DATASOURCE, "expr": expr,
-                 "legendFormat": legend}
-                for j, (expr, legend) in enumerate(panel.queries)
-            ],
-        })  # fmt: skip
+        panels.append(
+            {
+                "id": i + 1,
+                "type": panel.kind,
+                "title": panel.title,
+                "description": description,
+                "datasource": DATASOURCE,
+                "gridPos": {"h": 8, "w": width, "x": (i * 12) % 24, "y": 8 * (i // 2)},
+                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                "options": {},
+                "targets": [
+                    {
+                        "refId": chr(ord("A") + j),
+                        "datasource": DATASOURCE,
+                        "expr": expr,
+                        "legendFormat": legend,
+                    }
+                    for j, (expr, legend) in enumerate(panel.queries)
+                ],
+            }
+        )
     return {
         "uid": dashboard.uid,
         "title": dashboard.title,

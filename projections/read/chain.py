@@ -43,16 +43,21 @@ from projections.runner import CHANNEL
 
 def summary(conn: Conn) -> ChainSummary | None:
     """Chain id, projected height, last hash and transaction counts."""
-    rows = fetch_all(conn, ChainSummary, "SELECT chain_id, height, last_hash, tx_count, ok_count "
-                "FROM chain.meta", ())  # fmt: skip
+    rows = fetch_all(
+        conn,
+        ChainSummary,
+        "SELECT chain_id, height, last_hash, tx_count, ok_count FROM chain.meta",
+        (),
+    )
     return rows[0] if rows else None
 
 
 def latest_blocks(conn: Conn, limit: int = 20, before_height: int | None = None) -> list[Block]:
     """Newest blocks first; the next page starts below ``before_height``."""
     before = BIG if before_height is None else before_height
-    return fetch_all(conn, Block, BLOCK + "WHERE height < %s ORDER BY height DESC LIMIT %s",
-                (before, limit))  # fmt: skip
+    return fetch_all(
+        conn, Block, BLOCK + "WHERE height < %s ORDER BY height DESC LIMIT %s", (before, limit)
+    )
 
 
 def block_by_height(conn: Conn, height: int) -> Block | None:
@@ -78,8 +83,12 @@ def transactions_by_block(
     conn: Conn, height: int, limit: int = 100, after_position: int = -1
 ) -> list[Transaction]:
     """A block's entries in order, from ``after_position + 1``."""
-    return fetch_all(conn, Transaction, TX + "WHERE height = %s AND position > %s "
-                "ORDER BY position LIMIT %s", (height, after_position, limit))  # fmt: skip
+    return fetch_all(
+        conn,
+        Transaction,
+        TX + "WHERE height = %s AND position > %s ORDER BY position LIMIT %s",
+        (height, after_position, limit),
+    )
 
 
 def transactions_by_sender(
@@ -87,8 +96,13 @@ def transactions_by_sender(
 ) -> list[Transaction]:
     """A sender's transactions, newest first; ``before`` is the last (height, position) seen."""
     h, p = before if before is not None else (BIG, 0)
-    return fetch_all(conn, Transaction, TX + "WHERE sender = %s AND (height, position) < (%s, %s) "
-                "ORDER BY height DESC, position DESC LIMIT %s", (sender, h, p, limit))  # fmt: skip
+    return fetch_all(
+        conn,
+        Transaction,
+        TX + "WHERE sender = %s AND (height, position) < (%s, %s) "
+        "ORDER BY height DESC, position DESC LIMIT %s",
+        (sender, h, p, limit),
+    )
 
 
 def transactions_by_id(conn: Conn, tx_id: bytes) -> list[Transaction]:
@@ -99,17 +113,25 @@ def transactions_by_id(conn: Conn, tx_id: bytes) -> list[Transaction]:
 def institutions(conn: Conn) -> list[Institution]:
     """Every institution with its active operator keys."""
     operators: dict[str, list[Key]] = {}
-    for key in fetch_all(conn, Key, KEY + "WHERE role = 'OPERATOR' AND active "
-                    "ORDER BY institution_id, key_id", ()):  # fmt: skip
+    for key in fetch_all(
+        conn, Key, KEY + "WHERE role = 'OPERATOR' AND active ORDER BY institution_id, key_id", ()
+    ):
         operators.setdefault(key.institution_id, []).append(key)
     with conn.cursor() as cur:
-        cur.execute("SELECT institution_id, governance_key_id, status, effective_height "
-                    "FROM chain.institutions ORDER BY institution_id")  # fmt: skip
+        cur.execute(
+            "SELECT institution_id, governance_key_id, status, effective_height "
+            "FROM chain.institutions ORDER BY institution_id"
+        )
         return [
-            Institution(institution_id=i, governance_key_id=bytes(g), status=s,
-                        effective_height=e, operators=tuple(operators.get(i, ())))
+            Institution(
+                institution_id=i,
+                governance_key_id=bytes(g),
+                status=s,
+                effective_height=e,
+                operators=tuple(operators.get(i, ())),
+            )
             for i, g, s, e in cur.fetchall()
-        ]  # fmt: skip
+        ]
 
 
 def proposals(conn: Conn, limit: int = 50, before_height: int | None = None) -> list[Proposal]:
@@ -135,23 +157,41 @@ def proposals(conn: Conn, limit: int = 50, before_height: int | None = None) -> 
                 ProposalVote(institution_id=inst, approve=approve, height=height)
             )
     return [
-        Proposal(proposal_id=bytes(p[0]), kind=p[1], institution_id=p[2], proposer=p[3],
-                 created_height=p[4], expires_height=p[5], status=p[6],
-                 votes=tuple(votes.get(bytes(p[0]), ())))
+        Proposal(
+            proposal_id=bytes(p[0]),
+            kind=p[1],
+            institution_id=p[2],
+            proposer=p[3],
+            created_height=p[4],
+            expires_height=p[5],
+            status=p[6],
+            votes=tuple(votes.get(bytes(p[0]), ())),
+        )
         for p in props
-    ]  # fmt: skip
+    ]
 
 
 def identities(
-    conn: Conn, institution_id: str, role: str | None = None, limit: int = 100,
+    conn: Conn,
+    institution_id: str,
+    role: str | None = None,
+    limit: int = 100,
     after: bytes = b"",
-) -> list[Key]:  # fmt: skip
+) -> list[Key]:
     """An institution's keys (``role``: SERVICE, USER, DEVICE, OPERATOR, GOVERNANCE)."""
     if role is None:
-        return fetch_all(conn, Key, KEY + "WHERE institution_id = %s AND key_id > %s "
-                    "ORDER BY role, key_id LIMIT %s", (institution_id, after, limit))  # fmt: skip
-    return fetch_all(conn, Key, KEY + "WHERE institution_id = %s AND role = %s AND key_id > %s "
-                "ORDER BY key_id LIMIT %s", (institution_id, role, after, limit))  # fmt: skip
+        return fetch_all(
+            conn,
+            Key,
+            KEY + "WHERE institution_id = %s AND key_id > %s ORDER BY role, key_id LIMIT %s",
+            (institution_id, after, limit),
+        )
+    return fetch_all(
+        conn,
+        Key,
+        KEY + "WHERE institution_id = %s AND role = %s AND key_id > %s ORDER BY key_id LIMIT %s",
+        (institution_id, role, after, limit),
+    )
 
 
 def devices(conn: Conn, institution_id: str, limit: int = 100, after: bytes = b"") -> list[Key]:
@@ -170,40 +210,63 @@ def anchors(
 ) -> list[Anchor]:
     """An institution's anchors, newest first; ``before`` is the last (height, data_id)."""
     h, d = before if before is not None else (BIG, "")
-    return fetch_all(conn, Anchor, ANCHOR + "WHERE institution_id = %s AND (height < %s OR "
-                "(height = %s AND data_id > %s)) ORDER BY height DESC, data_id LIMIT %s",
-                (institution_id, h, h, d, limit))  # fmt: skip
+    return fetch_all(
+        conn,
+        Anchor,
+        ANCHOR + "WHERE institution_id = %s AND (height < %s OR "
+        "(height = %s AND data_id > %s)) ORDER BY height DESC, data_id LIMIT %s",
+        (institution_id, h, h, d, limit),
+    )
 
 
 def asset(conn: Conn, asset_id: str) -> Asset | None:
     """An asset with its ownership history (oldest first)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT asset_id, owner_key_id, metadata, registered_height FROM chain.assets "
-                    "WHERE asset_id = %s", (asset_id,))  # fmt: skip
+        cur.execute(
+            "SELECT asset_id, owner_key_id, metadata, registered_height FROM chain.assets "
+            "WHERE asset_id = %s",
+            (asset_id,),
+        )
         row = cur.fetchone()
         if row is None:
             return None
-        cur.execute("SELECT height, position, tx_id, owner_key_id FROM chain.asset_owners "
-                    "WHERE asset_id = %s ORDER BY height, position", (asset_id,))  # fmt: skip
-        history = tuple(Ownership(height=h, position=p, tx_id=bytes(t), owner_key_id=bytes(o))
-                        for h, p, t, o in cur.fetchall())  # fmt: skip
-    return Asset(asset_id=row[0], owner_key_id=bytes(row[1]), metadata=row[2],
-                 registered_height=row[3], history=history)  # fmt: skip
+        cur.execute(
+            "SELECT height, position, tx_id, owner_key_id FROM chain.asset_owners "
+            "WHERE asset_id = %s ORDER BY height, position",
+            (asset_id,),
+        )
+        history = tuple(
+            Ownership(height=h, position=p, tx_id=bytes(t), owner_key_id=bytes(o))
+            for h, p, t, o in cur.fetchall()
+        )
+    return Asset(
+        asset_id=row[0],
+        owner_key_id=bytes(row[1]),
+        metadata=row[2],
+        registered_height=row[3],
+        history=history,
+    )
 
 
 def assets_of(conn: Conn, owner_key_id: bytes, limit: int = 100, after: str = "") -> list[str]:
     """Ids of the assets a key owns."""
-    rows = conn.execute("SELECT asset_id FROM chain.assets WHERE owner_key_id = %s AND "
-                        "asset_id > %s ORDER BY asset_id LIMIT %s",
-                        (owner_key_id, after, limit)).fetchall()  # fmt: skip
+    rows = conn.execute(
+        "SELECT asset_id FROM chain.assets WHERE owner_key_id = %s AND "
+        "asset_id > %s ORDER BY asset_id LIMIT %s",
+        (owner_key_id, after, limit),
+    ).fetchall()
     return [r[0] for r in rows]
 
 
 def l2_batches(conn: Conn, limit: int = 50, before_height: int | None = None) -> list[L2Batch]:
     """Layer-2 batches, newest first."""
     before = BIG if before_height is None else before_height
-    return fetch_all(conn, L2Batch, "SELECT * FROM chain.l2_batches WHERE height < %s "
-                "ORDER BY height DESC, batch_id LIMIT %s", (before, limit))  # fmt: skip
+    return fetch_all(
+        conn,
+        L2Batch,
+        "SELECT * FROM chain.l2_batches WHERE height < %s ORDER BY height DESC, batch_id LIMIT %s",
+        (before, limit),
+    )
 
 
 def wait_for_height(conn: Conn, height: int, timeout: float) -> bool:

@@ -93,8 +93,9 @@ class Producing(LoadThread):
                 else:
                     self.failed[tid] = str(err)
 
-            producer.produce(self.c.topic("tx"), key=self.signer.key_id, value=raw,
-                             on_delivery=done)  # fmt: skip
+            producer.produce(
+                self.c.topic("tx"), key=self.signer.key_id, value=raw, on_delivery=done
+            )
             producer.poll(0)
             i += 1
             self.stop_event.wait(self.interval)

@@ -264,8 +264,9 @@ def test_broker_loss_loses_and_duplicates_nothing(
         mark("phase 1 in sync")
 
         # -- phase 2: SIGKILL two brokers; delivery fails or waits, finality pauses ---------
-        short = Producing(c, c.gov_key("inst-3"), "short", rate=20,
-                          **{"message.timeout.ms": SHORT_TIMEOUT_MS}).start()  # fmt: skip
+        short = Producing(
+            c, c.gov_key("inst-3"), "short", rate=20, **{"message.timeout.ms": SHORT_TIMEOUT_MS}
+        ).start()
         short.flush_timeout = 30.0
         c.wait_until(
             lambda: short is not None and len(short.acked) >= 10,

@@ -39,9 +39,13 @@ HONEST = ["inst-1", "inst-2", "inst-3"]
 @pytest.fixture
 def consortium(bootstrap: str, unique: str, tmp_path: Path) -> Iterator[Consortium]:
     c = Consortium(
-        bootstrap, tmp_path / "c", 4, prefix=f"byz{unique}.", block_interval_ms=200,
+        bootstrap,
+        tmp_path / "c",
+        4,
+        prefix=f"byz{unique}.",
+        block_interval_ms=200,
         max_block_txs=50,
-    )  # fmt: skip
+    )
     try:
         yield c
     finally:
@@ -174,8 +178,10 @@ def test_hostile_votes_markers_and_junk_on_every_topic_change_nothing(
         (raw,) = raws
         _, cert, _ = verify_finalized(raw, replay.validator_set(_height_of(raw)))
         assert all(v.operator_key_id != impostor.key_id for v in cert.votes)
-    print(f"byzantine: {dict(sent_junk)}; final height {top}; refused block msgs {refused}; "
-          f"results {dict(codes)}")  # fmt: skip
+    print(
+        f"byzantine: {dict(sent_junk)}; final height {top}; refused block msgs {refused}; "
+        f"results {dict(codes)}"
+    )
     if top < 5:
         raise HarnessError("the chain barely moved")
 

@@ -228,8 +228,13 @@ def hostile_tokens(draw: st.DrawFn) -> str:
     )
     if choice == 1:
         header = {"alg": draw(st.sampled_from(["EdDSA", "none", "HS256", "RS256", ""]))}
-        header.update(draw(st.dictionaries(st.sampled_from(["kid", "typ", "crit", "jku"]),
-                                           json_values, max_size=3)))  # fmt: skip
+        header.update(
+            draw(
+                st.dictionaries(
+                    st.sampled_from(["kid", "typ", "crit", "jku"]), json_values, max_size=3
+                )
+            )
+        )
         return f"{_b64(json.dumps(header).encode())}.{payload}.{sig}"
     if choice == 2:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -254,10 +259,16 @@ def test_jwt_verification_refuses_only_with_token_error(token: str) -> None:
 
 # -- the GraphQL endpoint, in process ------------------------------------------------------------
 
-FIELDS = ["summary { height }", "blocks(first: 2) { edges { node { height hash } } }",
-          "me { sub }", "transaction(id: $s) { txId }", "block(height: $i) { hash }",
-          "transactions(first: $i, sender: $s) { edges { cursor } }",
-          "identity(keyId: $s) { label }", "dataObject(id: $s) { id }"]  # fmt: skip
+FIELDS = [
+    "summary { height }",
+    "blocks(first: 2) { edges { node { height hash } } }",
+    "me { sub }",
+    "transaction(id: $s) { txId }",
+    "block(height: $i) { hash }",
+    "transactions(first: $i, sender: $s) { edges { cursor } }",
+    "identity(keyId: $s) { label }",
+    "dataObject(id: $s) { id }",
+]
 INJECTIONS = [
     "' OR 1=1 --",
     "'; DROP TABLE chain.blocks; --",
@@ -339,8 +350,9 @@ def test_graphql_endpoint_answers_hostile_requests_without_errors_or_writes(
         def run(request: tuple[str, dict[str, Any]]) -> None:
             query, variables = request
             SEEN["graphql:inputs"] += 1
-            r = client.post("/graphql", json={"query": query, "variables": variables},
-                            headers=headers)  # fmt: skip
+            r = client.post(
+                "/graphql", json={"query": query, "variables": variables}, headers=headers
+            )
             SEEN[f"graphql:{r.status_code}"] += 1
             assert r.status_code in (200, 400, 413), (r.status_code, r.text[:500], request)
             body = r.json()

@@ -112,13 +112,31 @@ class GatewayProcess:
         )
         settings = postgres.settings
         self.argv_base = [
-            sys.executable, "-m", "tests.faults.pinned_gateway", "--institution", institution,
-            "--dsn", f"host={settings.host} port={settings.pg_port} user=pantheon",
-            "--dbname", dbname, "--bootstrap", bootstrap, "--prefix", prefix,
-            "--host", HOST, "--master-key-file", str(master), "--iam-projection",
-            "--iam-key-file", str(iam_key_file),
-            "--head-timeout", str(HEAD_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "tests.faults.pinned_gateway",
+            "--institution",
+            institution,
+            "--dsn",
+            f"host={settings.host} port={settings.pg_port} user=pantheon",
+            "--dbname",
+            dbname,
+            "--bootstrap",
+            bootstrap,
+            "--prefix",
+            prefix,
+            "--host",
+            HOST,
+            "--master-key-file",
+            str(master),
+            "--iam-projection",
+            "--iam-key-file",
+            str(iam_key_file),
+            "--head-timeout",
+            str(HEAD_TIMEOUT_S),
+            "--body-timeout",
+            str(BODY_TIMEOUT_S),
+        ]
         self.env = {**os.environ, "PGPASSWORD": postgres.password()}  # not in `ps` output
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,9 +146,12 @@ class GatewayProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*self.argv_base, "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=self.env,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -332,8 +353,10 @@ def pair(
         for gw in gateways:
             gw.wait_healthy()
         with ThreadPoolExecutor(2) as pool:
-            done = [pool.submit(set_up_accounts, insts[A], "ada"),
-                    pool.submit(set_up_accounts, insts[B], "bob")]  # fmt: skip
+            done = [
+                pool.submit(set_up_accounts, insts[A], "ada"),
+                pool.submit(set_up_accounts, insts[B], "bob"),
+            ]
             for future in done:
                 future.result()
         yield Pair(insts[A], insts[B], chain.height)

@@ -111,17 +111,33 @@ class Projector:
         self.log = workdir / "projector.log"
         c = stack.consortium
         server, self.secret_env = postgres.child_dsn("postgres")  # no password in argv
-        self.argv = [sys.executable, "-m", "projections.projector", "--institution", "inst-1",
-                     "--genesis", str(c.genesis_path), "--bootstrap", c.bootstrap, "--prefix",
-                     c.prefix, "--dsn", server, "--dbname", self.dbname,
-                     "--batch-size", "200"]  # fmt: skip
+        self.argv = [
+            sys.executable,
+            "-m",
+            "projections.projector",
+            "--institution",
+            "inst-1",
+            "--genesis",
+            str(c.genesis_path),
+            "--bootstrap",
+            c.bootstrap,
+            "--prefix",
+            c.prefix,
+            "--dsn",
+            server,
+            "--dbname",
+            self.dbname,
+            "--batch-size",
+            "200",
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.secret_env}
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=out, cwd=REPO, env=env,
-                                         start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=out, cwd=REPO, env=env, start_new_session=True
+            )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -157,8 +173,14 @@ class Gateway(GatewayProcess):
 
     def __init__(self, stack: L2Stack, projector: Projector, postgres: Postgres, workdir: Path):
         c = stack.consortium
-        super().__init__(INSTITUTION, dbname=projector.dbname, bootstrap=c.bootstrap,
-                         prefix=c.prefix, postgres=postgres, workdir=workdir)  # fmt: skip
+        super().__init__(
+            INSTITUTION,
+            dbname=projector.dbname,
+            bootstrap=c.bootstrap,
+            prefix=c.prefix,
+            postgres=postgres,
+            workdir=workdir,
+        )
         self.dsn = projector.dsn
         self.argv_base.remove("--iam-projection")
         # production wiring: the IAM key is registered on chain (register_iam_key)
@@ -173,9 +195,12 @@ class Gateway(GatewayProcess):
             out.flush()
             self.proc = subprocess.Popen(
                 [*self.argv_base, "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=self.env,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -197,8 +222,14 @@ def register_user_key(c: Consortium, user: KeyPair | None = None, kind: str = "U
     record = c.replay().state_get(key_key(gov.key_id))
     assert record is not None
     user = user or new_key()
-    with LedgerClient(c.bootstrap, gov, c.chain_id, prefix=c.prefix, genesis=c.genesis,
-                      next_nonce=int(record["next_nonce"])) as client:  # fmt: skip
+    with LedgerClient(
+        c.bootstrap,
+        gov,
+        c.chain_id,
+        prefix=c.prefix,
+        genesis=c.genesis,
+        next_nonce=int(record["next_nonce"]),
+    ) as client:
         receipt = client.submit_and_wait(
             "RegisterIdentity",
             {"public_key": user.public_key, "kind": kind, "label": "gateway client"},
@@ -259,8 +290,13 @@ class GatewayClient(LoadThread):
     def work(self) -> None:
         nonce = i = 0
         while not self.stop_event.is_set():
-            raw = sign_tx(self.signer, chain_id=self.chain_id, nonce=nonce,
-                          operation="AnchorData", args=anchor_args(f"gw-{i}"))  # fmt: skip
+            raw = sign_tx(
+                self.signer,
+                chain_id=self.chain_id,
+                nonce=nonce,
+                operation="AnchorData",
+                args=anchor_args(f"gw-{i}"),
+            )
             tx_id = parse_tx(raw).tx_id
             self.nonce_of[tx_id] = nonce
             outcome = self._submit(raw, tx_id)
@@ -325,8 +361,9 @@ def test_kill_loop_loses_and_duplicates_nothing(
 ) -> None:
     c = stack.consortium
     c.wait_ready(c.institutions)
-    ensure_topics(AdminClient(admin_config(c.bootstrap)), prefix=c.prefix,
-                  institutions=[INSTITUTION])  # fmt: skip
+    ensure_topics(
+        AdminClient(admin_config(c.bootstrap)), prefix=c.prefix, institutions=[INSTITUTION]
+    )
     projector = Projector(stack, postgres, tmp_path)
     gateway = Gateway(stack, projector, postgres, tmp_path)
     try:

@@ -26,10 +26,22 @@ app = faust.App(
     topic_partitions=1,
     producer_acks=-1,
 )
-source = app.topic(topic_in, key_type=bytes, value_type=bytes, value_serializer="raw",
-                   key_serializer="raw", partitions=1)  # fmt: skip
-sink = app.topic(topic_out, key_type=bytes, value_type=bytes, value_serializer="raw",
-                 key_serializer="raw", partitions=1)  # fmt: skip
+source = app.topic(
+    topic_in,
+    key_type=bytes,
+    value_type=bytes,
+    value_serializer="raw",
+    key_serializer="raw",
+    partitions=1,
+)
+sink = app.topic(
+    topic_out,
+    key_type=bytes,
+    value_type=bytes,
+    value_serializer="raw",
+    key_serializer="raw",
+    partitions=1,
+)
 counts = app.Table("counts", default=int, partitions=1)
 
 

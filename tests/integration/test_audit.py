@@ -45,8 +45,9 @@ class Projected:
 def projected(
     bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Projected]:
-    sim = SimChain(bootstrap, f"a{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("audit"),
-                   max_block_txs=40)  # fmt: skip
+    sim = SimChain(
+        bootstrap, f"a{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("audit"), max_block_txs=40
+    )
     raws, service = governance_workload(sim)
     sim.send(raws)
     sim.finalize()
@@ -58,9 +59,14 @@ def projected(
 
 def _project(sim: SimChain, postgres: Postgres, institution: str, height: int) -> Projected:
     dbname = f"audit_{uuid.uuid4().hex[:10]}"
-    config = ProjectorConfig(institution=institution, genesis=sim.genesis_path,
-                             bootstrap=sim.bootstrap, prefix=sim.prefix,
-                             dsn=postgres.dsn("postgres"), dbname=dbname)  # fmt: skip
+    config = ProjectorConfig(
+        institution=institution,
+        genesis=sim.genesis_path,
+        bootstrap=sim.bootstrap,
+        prefix=sim.prefix,
+        dsn=postgres.dsn("postgres"),
+        dbname=dbname,
+    )
     projection, runner = prepare(config)
     try:
         for _ in range(600):
@@ -75,8 +81,18 @@ def _project(sim: SimChain, postgres: Postgres, institution: str, height: int) -
 
 def run(p: Projected, tmp_path: Path, *extra: str, projection: bool = True) -> tuple[int, Any]:
     out = tmp_path / f"report-{uuid.uuid4().hex[:6]}.json"
-    argv = ["--genesis", str(p.sim.genesis_path), "--bootstrap", p.sim.bootstrap,
-            "--prefix", p.sim.prefix, "--json", str(out), "--no-progress", *extra]  # fmt: skip
+    argv = [
+        "--genesis",
+        str(p.sim.genesis_path),
+        "--bootstrap",
+        p.sim.bootstrap,
+        "--prefix",
+        p.sim.prefix,
+        "--json",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     if projection:
         argv += ["--institution", p.institution, "--dsn", p.server_dsn, "--dbname", p.dbname]
     code = audit.main(argv)
@@ -98,7 +114,13 @@ def test_clean_then_tampered(
     assert report["audited_height"] == p.height == report["projection"]["projected_height"]
     assert all(t["equal"] for t in report["projection"]["tables"])
     assert {t["table"] for t in report["projection"]["tables"]} >= {
-        "blocks", "transactions", "anchors", "keys", "state_records", "meta"}  # fmt: skip
+        "blocks",
+        "transactions",
+        "anchors",
+        "keys",
+        "state_records",
+        "meta",
+    }
     assert report["result_codes"]["OK"] > 400
     assert "RESULT: CLEAN" in text
     skipped = {f["kind"] for f in report["findings"] if f["severity"] == "info"}
@@ -106,8 +128,10 @@ def test_clean_then_tampered(
 
     # 1. one byte of one projected row, 2. one deleted row, 3. a forged block on the topic
     with psycopg.connect(p.dsn, autocommit=True) as conn:
-        conn.execute("UPDATE chain.transactions SET envelope = set_byte(envelope, 20, "
-                     "get_byte(envelope, 20) # 1) WHERE height = 2 AND position = 0")  # fmt: skip
+        conn.execute(
+            "UPDATE chain.transactions SET envelope = set_byte(envelope, 20, "
+            "get_byte(envelope, 20) # 1) WHERE height = 2 AND position = 0"
+        )
         conn.execute("DELETE FROM chain.anchors WHERE data_id = 'd-7'")
     blocks = read_partition(p.sim.bootstrap, p.sim.topic("blocks"))
     header, cert, results = decode_finalized(blocks[-1].value)
@@ -148,9 +172,21 @@ def test_time_travel(projected: Projected, tmp_path: Path) -> None:
 
 
 def test_unreachable_projection_is_a_usage_error(projected: Projected, tmp_path: Path) -> None:
-    argv = ["--genesis", str(projected.sim.genesis_path), "--bootstrap", projected.sim.bootstrap,
-            "--prefix", projected.sim.prefix, "--institution", "inst-1",
-            "--dsn", projected.server_dsn, "--dbname", "no_such_db", "--no-progress"]  # fmt: skip
+    argv = [
+        "--genesis",
+        str(projected.sim.genesis_path),
+        "--bootstrap",
+        projected.sim.bootstrap,
+        "--prefix",
+        projected.sim.prefix,
+        "--institution",
+        "inst-1",
+        "--dsn",
+        projected.server_dsn,
+        "--dbname",
+        "no_such_db",
+        "--no-progress",
+    ]
     assert audit.main(argv) == 2
 
 
@@ -163,22 +199,39 @@ def with_l2(
     gov = sim.gov("inst-2")
     leaves = [f"reading-{i}".encode() for i in range(7)]
     merkle_root = root(leaves)
-    sim.send([sim.tx(gov, "CommitBatch", {"batch_id": "L-1", "merkle_root": merkle_root,
-                                          "leaf_count": 7, "window_start_ms": 1,
-                                          "window_end_ms": 2}),
-              anchor(sim, gov, "x-1")])  # fmt: skip
+    sim.send(
+        [
+            sim.tx(
+                gov,
+                "CommitBatch",
+                {
+                    "batch_id": "L-1",
+                    "merkle_root": merkle_root,
+                    "leaf_count": 7,
+                    "window_start_ms": 1,
+                    "window_end_ms": 2,
+                },
+            ),
+            anchor(sim, gov, "x-1"),
+        ]
+    )
     p = _project(sim, postgres, "inst-2", sim.finalize())
     with psycopg.connect(p.dsn, autocommit=True) as conn:
         apply_migrations(conn, "l2", L2_MIGRATIONS)
-        conn.execute("INSERT INTO l2.batches (batch_id, consumer, topic, partition, first_offset, "
-                     "last_offset, merkle_root, leaf_count, record_count, window_start_ms, "
-                     "window_end_ms, state) VALUES ('L-1', 'c', 't', 0, 0, 6, %s, 7, 7, 1, 2, "
-                     "'committed')", (merkle_root,))  # fmt: skip
+        conn.execute(
+            "INSERT INTO l2.batches (batch_id, consumer, topic, partition, first_offset, "
+            "last_offset, merkle_root, leaf_count, record_count, window_start_ms, "
+            "window_end_ms, state) VALUES ('L-1', 'c', 't', 0, 0, 6, %s, 7, 7, 1, 2, "
+            "'committed')",
+            (merkle_root,),
+        )
         for i, leaf in enumerate(leaves):
-            conn.execute("INSERT INTO l2.leaves (batch_id, leaf_index, device_key_id, "
-                         "first_sequence, last_sequence, kind, leaf) "
-                         "VALUES ('L-1', %s, %s, %s, %s, 0, %s)",
-                         (i, bytes(32), i, i, leaf))  # fmt: skip
+            conn.execute(
+                "INSERT INTO l2.leaves (batch_id, leaf_index, device_key_id, "
+                "first_sequence, last_sequence, kind, leaf) "
+                "VALUES ('L-1', %s, %s, %s, %s, 0, %s)",
+                (i, bytes(32), i, i, leaf),
+            )
     yield p
     sim.close()
 
@@ -189,8 +242,10 @@ def test_tampered_l2_leaf_is_reported(with_l2: Projected, tmp_path: Path) -> Non
     notices = {f["kind"] for f in report["findings"]}
     assert "l2.not_checked" not in notices and "anchors.not_checked" in notices
     with psycopg.connect(with_l2.dsn, autocommit=True) as conn:
-        conn.execute("UPDATE l2.leaves SET leaf = set_byte(leaf, 3, get_byte(leaf, 3) # 1) "
-                     "WHERE batch_id = 'L-1' AND leaf_index = 4")  # fmt: skip
+        conn.execute(
+            "UPDATE l2.leaves SET leaf = set_byte(leaf, 3, get_byte(leaf, 3) # 1) "
+            "WHERE batch_id = 'L-1' AND leaf_index = 4"
+        )
     code, report = run(with_l2, tmp_path)
     assert code == 1
     [finding] = errors(report)
@@ -212,8 +267,9 @@ def _broken(raw: bytes) -> bytes:
 def lenient(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimChain]:
     """A chain whose validators rejected a bad signature once (BAD_SIGNATURE in a certified
     block: clean), then, in the last block, certified one as accepted (a discrepancy)."""
-    sim = SimChain(bootstrap, f"w{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("workers"),
-                   max_block_txs=40)  # fmt: skip
+    sim = SimChain(
+        bootstrap, f"w{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("workers"), max_block_txs=40
+    )
     raws, service = governance_workload(sim)
     sim.send(raws)
     sim.finalize()
@@ -241,17 +297,36 @@ def test_workers_report_what_the_in_process_audit_reports(
     reports: dict[str, Any] = {}
     for workers in ("0", "2"):
         out = tmp_path / f"report-{workers}.json"
-        argv = ["--genesis", str(lenient.genesis_path), "--bootstrap", lenient.bootstrap,
-                "--prefix", lenient.prefix, "--json", str(out), "--no-progress",
-                "--workers", workers]  # fmt: skip
+        argv = [
+            "--genesis",
+            str(lenient.genesis_path),
+            "--bootstrap",
+            lenient.bootstrap,
+            "--prefix",
+            lenient.prefix,
+            "--json",
+            str(out),
+            "--no-progress",
+            "--workers",
+            workers,
+        ]
         assert audit.main(argv) == 1
         reports[workers] = json.loads(out.read_text())
     text = capsys.readouterr().out
     assert "signatures verified by 2 worker processes" in text
     alone, parallel = reports["0"], reports["2"]
     assert (alone["signature_workers"], parallel["signature_workers"]) == (0, 2)
-    for key in ("findings", "findings_not_listed", "summary", "result_codes", "counts", "logs",
-                "replayed_height", "audited_height", "membership"):  # fmt: skip
+    for key in (
+        "findings",
+        "findings_not_listed",
+        "summary",
+        "result_codes",
+        "counts",
+        "logs",
+        "replayed_height",
+        "audited_height",
+        "membership",
+    ):
         assert parallel[key] == alone[key], key
     codes = parallel["result_codes"]
     assert codes["BAD_SIGNATURE"] == 2 and codes["MALFORMED"] >= 2 and codes["OK"] > 300
@@ -264,6 +339,15 @@ def test_workers_report_what_the_in_process_audit_reports(
 
 
 def test_workers_option_is_checked(lenient: SimChain) -> None:
-    argv = ["--genesis", str(lenient.genesis_path), "--bootstrap", lenient.bootstrap,
-            "--prefix", lenient.prefix, "--no-progress", "--workers", "-1"]  # fmt: skip
+    argv = [
+        "--genesis",
+        str(lenient.genesis_path),
+        "--bootstrap",
+        lenient.bootstrap,
+        "--prefix",
+        lenient.prefix,
+        "--no-progress",
+        "--workers",
+        "-1",
+    ]
     assert audit.main(argv) == 2

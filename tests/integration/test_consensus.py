@@ -403,8 +403,11 @@ def test_finality_survives_one_crash_and_the_victim_catches_up(
         assert helpers, "the victim runs a fork server and a signature worker"
         assert c.kill(victim) == -9
         # Its fork server and worker go with it (their pipes to it close).
-        c.wait_until(lambda: not any(pid_alive(p) for p in helpers), timeout=30,
-                     what="the killed validator's worker processes to exit")  # fmt: skip
+        c.wait_until(
+            lambda: not any(pid_alive(p) for p in helpers),
+            timeout=30,
+            what="the killed validator's worker processes to exit",
+        )
         published_before = blocks_max_height(c)
         base = c.max_final(others)
         c.wait_final(base + 5, others, timeout=60)

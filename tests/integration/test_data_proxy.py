@@ -387,12 +387,25 @@ def test_audit_checks_the_object_store(net: Net, tmp_path: Path) -> None:
 
     def run() -> tuple[int, Any]:
         out = tmp_path / f"report-{uuid.uuid4().hex[:6]}.json"
-        code = audit.main([
-            "--genesis", str(net.consortium.genesis_path), "--bootstrap",
-            net.consortium.bootstrap, "--prefix", net.consortium.prefix, "--json", str(out),
-            "--no-progress", "--institution", INST, "--dsn", net.server_dsn,
-            "--dbname", net.dbname,
-        ])  # fmt: skip
+        code = audit.main(
+            [
+                "--genesis",
+                str(net.consortium.genesis_path),
+                "--bootstrap",
+                net.consortium.bootstrap,
+                "--prefix",
+                net.consortium.prefix,
+                "--json",
+                str(out),
+                "--no-progress",
+                "--institution",
+                INST,
+                "--dsn",
+                net.server_dsn,
+                "--dbname",
+                net.dbname,
+            ]
+        )
         return code, json.loads(out.read_text())
 
     code, report = run()

@@ -32,9 +32,15 @@ def test_faust_agent_consumes_counts_and_produces(
     admin = AdminClient(admin_config(bootstrap))
     for future in admin.create_topics(
         [NewTopic(t, num_partitions=1, replication_factor=1) for t in (topic_in, topic_out)]
-        + [NewTopic(changelog, num_partitions=1, replication_factor=1,
-                    config={"cleanup.policy": "compact"})]
-    ).values():  # fmt: skip
+        + [
+            NewTopic(
+                changelog,
+                num_partitions=1,
+                replication_factor=1,
+                config={"cleanup.policy": "compact"},
+            )
+        ]
+    ).values():
         future.result()
     wait_visible(admin, [topic_in, topic_out, changelog])
 
@@ -42,10 +48,20 @@ def test_faust_agent_consumes_counts_and_produces(
     log_path = tmp_path / "worker.log"
     log = log_path.open("wb")
     worker = subprocess.Popen(
-        [sys.executable, str(PROBE), bootstrap, topic_in, topic_out, f"probe-{unique}",
-         str(tmp_path / "faust")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(PROBE),
+            bootstrap,
+            topic_in,
+            topic_out,
+            f"probe-{unique}",
+            str(tmp_path / "faust"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         producer = Producer(producer_config(bootstrap))
         sent = [(b"dev-a", b"x1"), (b"dev-b", b"y1"), (b"dev-a", b"x2"), (b"dev-a", b"x3")]

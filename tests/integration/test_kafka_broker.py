@@ -60,9 +60,15 @@ def test_ensure_topics_refuses_a_topic_with_finite_retention(bootstrap: str, uni
     admin = AdminClient(admin_config(bootstrap))
     prefix = f"bad{unique}."
     futures = admin.create_topics(
-        [NewTopic(f"{prefix}tx", num_partitions=1, replication_factor=1,
-                  config={"retention.ms": "60000"})]
-    )  # fmt: skip
+        [
+            NewTopic(
+                f"{prefix}tx",
+                num_partitions=1,
+                replication_factor=1,
+                config={"retention.ms": "60000"},
+            )
+        ]
+    )
     for future in futures.values():
         future.result()
     with pytest.raises(TopicError, match=r"retention\.ms=60000"):
@@ -92,8 +98,9 @@ def test_idempotent_producer_round_trips_every_message_in_order(
 
     count = 2000
     for i in range(count):
-        producer.produce(topic, key=f"sender-{i % 7}".encode(), value=str(i).encode(),
-                         on_delivery=on_delivery)  # fmt: skip
+        producer.produce(
+            topic, key=f"sender-{i % 7}".encode(), value=str(i).encode(), on_delivery=on_delivery
+        )
         if i % 500 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0

@@ -47,8 +47,12 @@ def test_committed_files_are_generated() -> None:
 def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
     short = tmp_path / "short.rules.yml"
     short.write_text(rules_yaml(alert_rules(stall_window="20s", stall_for="5s")))
-    done = subprocess.run(["promtool", "check", "rules", str(RULES_FILE), str(short)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["promtool", "check", "rules", str(RULES_FILE), str(short)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -80,9 +84,14 @@ def firing(prom: Prometheus) -> set[str]:
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, **(env or {})},
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
@@ -92,8 +101,9 @@ def running(
     with ExitStack() as stack:
         cons = MetricsConsortium(bootstrap, tmp_path / "c", 4, block_interval_ms=300)
         stack.callback(cons.close)
-        ensure_topics(AdminClient(admin_config(bootstrap)), prefix=cons.prefix,
-                      institutions=cons.institutions)  # fmt: skip
+        ensure_topics(
+            AdminClient(admin_config(bootstrap)), prefix=cons.prefix, institutions=cons.institutions
+        )
         cons.start_all()
         for inst, port in cons.ports.items():
             target = f"mon-{cons.prefix}{inst}"
@@ -102,16 +112,45 @@ def running(
         settings = postgres.settings
         server = f"host={settings.host} port={settings.pg_port} user=pantheon"
         dbname = f"mon_{uuid.uuid4().hex[:8]}"
-        common = ["--genesis", str(cons.genesis_path), "--bootstrap", bootstrap,
-                  "--prefix", cons.prefix]  # fmt: skip
+        common = [
+            "--genesis",
+            str(cons.genesis_path),
+            "--bootstrap",
+            bootstrap,
+            "--prefix",
+            cons.prefix,
+        ]
         env = {"PGPASSWORD": postgres.password()}
         procs = {
-            "projector": [sys.executable, "-m", "projections.projector", "--institution",
-                          "inst-1", *common, "--dsn", server, "--dbname", dbname],
-            "audit": [sys.executable, "-m", "readers.audit", *common, "--every", "3",
-                      "--quiet", "--no-progress", "--institution", "inst-1", "--dsn", server,
-                      "--dbname", dbname],
-        }  # fmt: skip
+            "projector": [
+                sys.executable,
+                "-m",
+                "projections.projector",
+                "--institution",
+                "inst-1",
+                *common,
+                "--dsn",
+                server,
+                "--dbname",
+                dbname,
+            ],
+            "audit": [
+                sys.executable,
+                "-m",
+                "readers.audit",
+                *common,
+                "--every",
+                "3",
+                "--quiet",
+                "--no-progress",
+                "--institution",
+                "inst-1",
+                "--dsn",
+                server,
+                "--dbname",
+                dbname,
+            ],
+        }
         for name, argv in procs.items():
             port = free_port()
             proc = spawn([*argv, "--metrics-port", str(port)], tmp_path / f"{name}.log", env)

@@ -45,9 +45,14 @@ def sim(bootstrap: str, tmp_path: Path) -> Iterator[SimChain]:
 
 
 def config(sim: SimChain, postgres: Postgres, dbname: str) -> ProjectorConfig:
-    return ProjectorConfig(institution="inst-1", genesis=sim.genesis_path,
-                           bootstrap=sim.bootstrap, prefix=sim.prefix,
-                           dsn=postgres.dsn("postgres"), dbname=dbname)  # fmt: skip
+    return ProjectorConfig(
+        institution="inst-1",
+        genesis=sim.genesis_path,
+        bootstrap=sim.bootstrap,
+        prefix=sim.prefix,
+        dsn=postgres.dsn("postgres"),
+        dbname=dbname,
+    )
 
 
 def drain(runner: ProjectionRunner, projection: ChainProjection, height: int) -> None:
@@ -67,8 +72,9 @@ def test_projection_equals_replay_and_rebuild(sim: SimChain, postgres: Postgres)
     height = sim.finalize()
     # bad input on every topic: garbage, a forged block copy, a lying receipt
     sim.send([b"garbage", b"\xc3\x01" + bytes(40)], topic="blocks")
-    lying = receipt(EntryResult(tx_id=bytes(32), offset=0, code=ResultCode.OK), height=1,
-                    block_hash=bytes(32))  # fmt: skip
+    lying = receipt(
+        EntryResult(tx_id=bytes(32), offset=0, code=ResultCode.OK), height=1, block_hash=bytes(32)
+    )
     sim.send([b"garbage", lying], topic="receipts")
 
     cfg = config(sim, postgres, f"t_{uuid.uuid4().hex[:10]}")
@@ -89,8 +95,9 @@ def test_projection_equals_replay_and_rebuild(sim: SimChain, postgres: Postgres)
             "SELECT owner_key_id FROM chain.asset_owners ORDER BY height, position"
         ).fetchall()
         assert len(owners) == 3
-        votes = conn.execute("SELECT institution_id, approve FROM chain.proposal_votes "
-                             "ORDER BY institution_id").fetchall()  # fmt: skip
+        votes = conn.execute(
+            "SELECT institution_id, approve FROM chain.proposal_votes ORDER BY institution_id"
+        ).fetchall()
         assert votes == [("inst-1", True), ("inst-2", True), ("inst-3", False)]
         assert conn.execute("SELECT count(*) FROM chain.pending_blocks").fetchone() == (0,)
 

@@ -34,8 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 def _start(argv: list[str], log: Path, secret_env: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), **secret_env}
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO, env=env,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            argv, stdout=out, stderr=out, cwd=REPO, env=env, start_new_session=True
+        )
 
 
 def _height(dsn: str) -> int:
@@ -80,10 +81,25 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
     dbname = f"t_{uuid.uuid4().hex[:10]}"
     dsn = postgres.dsn(dbname)
     server, secret_env = postgres.child_dsn("postgres")  # no password in argv
-    argv = [sys.executable, "-m", "projections.projector", "--institution", "inst-1",
-            "--genesis", str(sim.genesis_path), "--bootstrap", bootstrap, "--prefix",
-            sim.prefix, "--dsn", server, "--dbname", dbname,
-            "--batch-size", "300"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "projections.projector",
+        "--institution",
+        "inst-1",
+        "--genesis",
+        str(sim.genesis_path),
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        sim.prefix,
+        "--dsn",
+        server,
+        "--dbname",
+        dbname,
+        "--batch-size",
+        "300",
+    ]
     log = tmp_path / "projector.log"
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
@@ -120,9 +136,14 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
     assert kills >= 5 and len(set(heights)) > 2, heights  # killed at many different points
     assert projected_rows(dsn) == expected_rows(sim.replay())
 
-    clean = ProjectorConfig(institution="inst-1", genesis=sim.genesis_path, bootstrap=bootstrap,
-                            prefix=sim.prefix, dsn=postgres.dsn("postgres"),
-                            dbname=f"t_{uuid.uuid4().hex[:10]}")  # fmt: skip
+    clean = ProjectorConfig(
+        institution="inst-1",
+        genesis=sim.genesis_path,
+        bootstrap=bootstrap,
+        prefix=sim.prefix,
+        dsn=postgres.dsn("postgres"),
+        dbname=f"t_{uuid.uuid4().hex[:10]}",
+    )
     projection, runner = prepare(clean)
     try:
         while projection.height < height or any(runner.lag().values()):

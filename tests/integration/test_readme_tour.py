@@ -93,9 +93,14 @@ def test_the_readme_tour_works_as_written(monkeypatch: pytest.MonkeyPatch, tmp_p
             script = _localize(proof_and_verify, settings).replace("<the printed key id>", key_id)
             for attempt in range(60):  # until the batcher's batch is final and projected
                 done = subprocess.run(
-                    ["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True,
-                    text=True, timeout=60, check=False,
-                )  # fmt: skip
+                    ["bash", "-c", script],
+                    env=env,
+                    cwd=tmp_path,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
                 if done.returncode == 0:
                     break
                 assert attempt < 59, done.stdout + done.stderr

@@ -46,16 +46,24 @@ class Logs:
         gov = d.gov("inst-0")
         start = d.offset
         h = d.cutter.pending_height
-        raws = [d.tx(gov, "AnchorData", {"data_id": f"{tag}-{h}-{i}", "sha256": bytes(32),
-                                         "metadata": "{}"}) for i in range(count)]  # fmt: skip
+        raws = [
+            d.tx(
+                gov,
+                "AnchorData",
+                {"data_id": f"{tag}-{h}-{i}", "sha256": bytes(32), "metadata": "{}"},
+            )
+            for i in range(count)
+        ]
         executed = d.block(raws)
         self.executed.append(executed)
         for i, raw in enumerate(raws):
             self.tx.append((start + i, 1000 + start + i, raw))
         marker = TimeToCut(chain_id=CHAIN, height=h, producer=b"x").encode()
         self.tx.append((start + len(raws), 1000 + start + len(raws), marker))
-        votes = [sign_vote(ops[0], height=h, block_hash=executed.block_hash)
-                 for _, (_, ops) in sorted(self.plan.keys.items())]  # fmt: skip
+        votes = [
+            sign_vote(ops[0], height=h, block_hash=executed.block_hash)
+            for _, (_, ops) in sorted(self.plan.keys.items())
+        ]
         self.votes += [v.encode() for v in votes]
         quorum = executed.validator_set.quorum
         cert = QuorumCertificate(
@@ -64,8 +72,9 @@ class Logs:
         raw = encode_finalized(executed.header, cert.record(), executed.results)
         self.blocks += [raw, raw]
         for _ in range(2):
-            self.receipts += [receipt(r, height=h, block_hash=executed.block_hash)
-                              for r in executed.results]  # fmt: skip
+            self.receipts += [
+                receipt(r, height=h, block_hash=executed.block_hash) for r in executed.results
+            ]
 
     def audit(
         self, *, feed_tx: Callable[[ChainAudit], None] | None = None, **kw: Any
@@ -162,10 +171,14 @@ def test_rewritten_tx_log_contradicts_the_certified_blocks() -> None:
 def test_receipts_mismatch_and_missing() -> None:
     logs = chain()
     ex = logs.executed[0]
-    lying = receipt(replace(ex.results[0], code=ResultCode.BAD_NONCE), height=1,
-                    block_hash=ex.block_hash)  # fmt: skip
-    logs.receipts = [r for r in logs.receipts if b"" == b"" and r not in (
-        receipt(ex.results[1], height=1, block_hash=ex.block_hash),)] + [lying]  # fmt: skip
+    lying = receipt(
+        replace(ex.results[0], code=ResultCode.BAD_NONCE), height=1, block_hash=ex.block_hash
+    )
+    logs.receipts = [
+        r
+        for r in logs.receipts
+        if b"" == b"" and r not in (receipt(ex.results[1], height=1, block_hash=ex.block_hash),)
+    ] + [lying]
     a = logs.audit()
     assert sorted(kinds(a)) == ["receipt.mismatch", "receipt.missing"]
     missing = next(f for f in a.findings.items if f.kind == "receipt.missing")
@@ -245,9 +258,14 @@ def test_trusted_checkpoint_replays_only_what_follows() -> None:
     logs = chain(3)
     machine = LedgerMachine(logs.plan.genesis)
     machine.commit(logs.executed[0])
-    meta = SnapshotMeta(chain_id=CHAIN, height=1, block_hash=machine.last_hash,
-                        state_root=machine.state.root,
-                        tx_offset=logs.executed[1].header.first_offset, votes_offset=0)  # fmt: skip
+    meta = SnapshotMeta(
+        chain_id=CHAIN,
+        height=1,
+        block_hash=machine.last_hash,
+        state_root=machine.state.root,
+        tx_offset=logs.executed[1].header.first_offset,
+        votes_offset=0,
+    )
     a = logs.audit(checkpoint=(machine.state, meta))
     assert errors(a) == [] and a.audited_height == 3
     assert a.counts["blocks"] == 2 and sum(a.codes.values()) == 10

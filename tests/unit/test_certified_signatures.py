@@ -22,12 +22,17 @@ def test_only_entries_that_passed_the_signature_check_are_vouched_for() -> None:
     plan = plan_consortium("c", IDS, [_seed(f"{i}/{r}") for i in IDS for r in ("g", "o")])
     key = plan.keys["org-a"][0]
     args = {"sha256": bytes(32), "metadata": "m"}
-    good = sign_tx(key, chain_id="c", nonce=0, operation="AnchorData",
-                   args={**args, "data_id": "ok"})  # fmt: skip
-    replay = sign_tx(key, chain_id="c", nonce=0, operation="AnchorData",
-                     args={**args, "data_id": "again"})  # fmt: skip
-    forged = bytearray(sign_tx(key, chain_id="c", nonce=1, operation="AnchorData",
-                               args={**args, "data_id": "forged"}))  # fmt: skip
+    good = sign_tx(
+        key, chain_id="c", nonce=0, operation="AnchorData", args={**args, "data_id": "ok"}
+    )
+    replay = sign_tx(
+        key, chain_id="c", nonce=0, operation="AnchorData", args={**args, "data_id": "again"}
+    )
+    forged = bytearray(
+        sign_tx(
+            key, chain_id="c", nonce=1, operation="AnchorData", args={**args, "data_id": "forged"}
+        )
+    )
     forged[-1] ^= 1
     malformed = b"\xc3\x01garbage"
     cutter = Cutter(chain_id="c", next_height=1, max_block_txs=100, max_block_bytes=1 << 20)
@@ -37,8 +42,12 @@ def test_only_entries_that_passed_the_signature_check_are_vouched_for() -> None:
     assert block is not None
     honest = LedgerMachine(plan.genesis).execute(block)
     codes = [r.code for r in honest.results]
-    assert codes == [ResultCode.OK, ResultCode.BAD_NONCE, ResultCode.BAD_SIGNATURE,
-                     ResultCode.MALFORMED]  # fmt: skip
+    assert codes == [
+        ResultCode.OK,
+        ResultCode.BAD_NONCE,
+        ResultCode.BAD_SIGNATURE,
+        ResultCode.MALFORMED,
+    ]
 
     raws = [e.raw for e in block.entries]
     vouched = certified_signatures(raws, honest.results)

@@ -50,15 +50,20 @@ def _messages(topic: str, raws: Sequence[bytes]) -> list[Message]:
     return [cast(Message, _Msg(topic, offset, raw)) for offset, raw in enumerate(raws)]
 
 
-PLAN = plan_consortium("c", IDS, [hashlib.sha256(f"{i}/{r}".encode()).digest()
-                                  for i in IDS for r in ("g", "o")])  # fmt: skip
+PLAN = plan_consortium(
+    "c", IDS, [hashlib.sha256(f"{i}/{r}".encode()).digest() for i in IDS for r in ("g", "o")]
+)
 
 
 def _setup(forge: bool) -> tuple[ChainProjection, LedgerMachine, list[bytes]]:
     plan = PLAN
     key = plan.keys["org-a"][0]
-    raws = [sign_tx(key, chain_id="c", nonce=n, operation="AnchorData",
-                    args={**ARGS, "data_id": f"d-{n}"}) for n in range(3)]  # fmt: skip
+    raws = [
+        sign_tx(
+            key, chain_id="c", nonce=n, operation="AnchorData", args={**ARGS, "data_id": f"d-{n}"}
+        )
+        for n in range(3)
+    ]
     if forge:
         last = bytearray(raws[-1])
         last[-1] ^= 1

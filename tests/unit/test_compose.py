@@ -37,9 +37,13 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "readers.batcher": batcher.build_parser,
     "readers.audit": audit.build_parser,
 }
-ROLES = {"streams.validator": "validator", "projections.projector": "projector",
-         "gateway.server": "gateway", "readers.batcher": "batcher",
-         "readers.audit": "auditor"}  # fmt: skip
+ROLES = {
+    "streams.validator": "validator",
+    "projections.projector": "projector",
+    "gateway.server": "gateway",
+    "readers.batcher": "batcher",
+    "readers.audit": "auditor",
+}
 ENTRYPOINT_VARS = {"PGPASSWORD", MASTER_KEY_ENV}
 """Variables the image's entry point fills from ``<VAR>_FILE`` (the project reads them)."""
 

@@ -41,8 +41,10 @@ def test_three_node_cluster_is_configured_for_durability(tmp_path: Path) -> None
 
 
 def test_single_node_cluster_uses_replication_one(tmp_path: Path) -> None:
-    (props,) = [_props(KafkaCluster(_settings(tmp_path, 1)).server_properties(n))
-                for n in KafkaCluster(_settings(tmp_path, 1)).nodes]  # fmt: skip
+    (props,) = [
+        _props(KafkaCluster(_settings(tmp_path, 1)).server_properties(n))
+        for n in KafkaCluster(_settings(tmp_path, 1)).nodes
+    ]
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["min.insync.replicas"] == "1"
 

@@ -202,5 +202,7 @@ def test_verify_command_refuses_deeply_nested_json(tmp_path: Path) -> None:
     _, genesis = _chain_proof(RECORD_KIND)
     (tmp_path / "genesis.avro").write_bytes(genesis.encode())
     (tmp_path / "proof.json").write_text("[" * 100_000)
-    assert verify_main(["--genesis", str(tmp_path / "genesis.avro"),
-                        str(tmp_path / "proof.json")]) == 1  # fmt: skip
+    assert (
+        verify_main(["--genesis", str(tmp_path / "genesis.avro"), str(tmp_path / "proof.json")])
+        == 1
+    )

@@ -15,13 +15,15 @@ BLOCK = b"\x02" * 32
 
 
 def test_receipt_decodes_what_validators_publish() -> None:
-    raw = receipt(EntryResult(tx_id=TX, offset=4, code=ResultCode.FORBIDDEN), height=9,
-                  block_hash=BLOCK)  # fmt: skip
+    raw = receipt(
+        EntryResult(tx_id=TX, offset=4, code=ResultCode.FORBIDDEN), height=9, block_hash=BLOCK
+    )
     got = Receipt.decode(raw)
     assert got == Receipt(tx_id=TX, height=9, offset=4, code=ResultCode.FORBIDDEN, block_hash=BLOCK)
     assert not got.accepted
-    assert Receipt.decode(receipt(EntryResult(tx_id=TX, offset=0, code=ResultCode.OK), height=1,
-                                  block_hash=BLOCK)).accepted  # fmt: skip
+    assert Receipt.decode(
+        receipt(EntryResult(tx_id=TX, offset=0, code=ResultCode.OK), height=1, block_hash=BLOCK)
+    ).accepted
 
 
 def _raw_receipt(**fields: object) -> bytes:

@@ -129,10 +129,13 @@ def test_quorum_needs_three_of_four_and_a_replaying_core_does_not_vote_on_histor
 
 def make_votes(core: ValidatorCore, plan: ConsortiumPlan, inst: str) -> list[SendVote]:
     return [
-        SendVote(h, ex.block_hash, sign_vote(plan.keys[inst][1][0], height=h,
-                                             block_hash=ex.block_hash).encode())
+        SendVote(
+            h,
+            ex.block_hash,
+            sign_vote(plan.keys[inst][1][0], height=h, block_hash=ex.block_hash).encode(),
+        )
         for h, ex in sorted(core.executed.items())
-    ]  # fmt: skip
+    ]
 
 
 def test_divergence_stops_voting() -> None:

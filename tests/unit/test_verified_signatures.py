@@ -87,10 +87,17 @@ def test_signature_verifies_agrees_with_parse_tx(name: str) -> None:
 
 def test_every_other_check_still_runs_when_vouched() -> None:
     v = variants()
-    expected = {"other_key": "BAD_SIGNATURE", "short_signature": "MALFORMED",
-                "long_key": "MALFORMED", "truncated": "MALFORMED", "extended": "MALFORMED",
-                "garbage": "MALFORMED", "empty": "MALFORMED", "marker": "MALFORMED",
-                "oversize": "TOO_LARGE"}  # fmt: skip
+    expected = {
+        "other_key": "BAD_SIGNATURE",
+        "short_signature": "MALFORMED",
+        "long_key": "MALFORMED",
+        "truncated": "MALFORMED",
+        "extended": "MALFORMED",
+        "garbage": "MALFORMED",
+        "empty": "MALFORMED",
+        "marker": "MALFORMED",
+        "oversize": "TOO_LARGE",
+    }
     for name, code in expected.items():
         result = outcome(v[name], signature_verified=True)
         assert isinstance(result, tuple) and result[0] == code, name
@@ -146,20 +153,38 @@ def block_entries(d: Driver) -> list[bytes]:
     bad_sig = bad_sig[:-1] + bytes([bad_sig[-1] ^ 1])
     d.nonces[gov1.key_id] -= 1
     after = d.tx(gov1, "AnchorData", {**anchor, "data_id": "after"})  # the same nonce, valid
-    wrong_chain = sign_tx(gov0, chain_id="other", nonce=9, operation="AnchorData",
-                          args={**anchor, "data_id": "w"})  # fmt: skip
-    stranger = sign_tx(key("stranger"), chain_id=CHAIN, nonce=0, operation="AnchorData",
-                       args={**anchor, "data_id": "s"})  # fmt: skip
+    wrong_chain = sign_tx(
+        gov0, chain_id="other", nonce=9, operation="AnchorData", args={**anchor, "data_id": "w"}
+    )
+    stranger = sign_tx(
+        key("stranger"),
+        chain_id=CHAIN,
+        nonce=0,
+        operation="AnchorData",
+        args={**anchor, "data_id": "s"},
+    )
     stale = d.tx(gov0, "AnchorData", {**anchor, "data_id": "stale"}, nonce=0)
     other_key = resign(good[0], public_key=gov1.public_key)
-    return [*good[:2], bad_sig, good[2], after, wrong_chain, stranger, stale, other_key,
-            b"garbage", good[3], good[1]]  # fmt: skip
+    return [
+        *good[:2],
+        bad_sig,
+        good[2],
+        after,
+        wrong_chain,
+        stranger,
+        stale,
+        other_key,
+        b"garbage",
+        good[3],
+        good[1],
+    ]
 
 
 def run_block(vouch: str) -> tuple[ExecutedBlock, list[bytes]]:
     d = Driver(consortium(3))
-    d.block([d.tx(d.gov("inst-2"), "AnchorData", {"data_id": "x", "sha256": bytes(32),
-                                                  "metadata": ""})])  # fmt: skip
+    d.block(
+        [d.tx(d.gov("inst-2"), "AnchorData", {"data_id": "x", "sha256": bytes(32), "metadata": ""})]
+    )
     raws = block_entries(d)
     verified = {raw for raw in raws if signature_verifies(raw)}
     chosen: set[bytes] = {
@@ -179,8 +204,19 @@ def run_block(vouch: str) -> tuple[ExecutedBlock, list[bytes]]:
 def test_block_codes_cover_every_rejection() -> None:
     executed, _ = run_block("none")
     assert [r.code.name for r in executed.results] == [
-        "OK", "OK", "BAD_SIGNATURE", "OK", "OK", "WRONG_CHAIN", "UNKNOWN_SENDER", "BAD_NONCE",
-        "BAD_SIGNATURE", "MALFORMED", "OK", "BAD_NONCE"]  # fmt: skip
+        "OK",
+        "OK",
+        "BAD_SIGNATURE",
+        "OK",
+        "OK",
+        "WRONG_CHAIN",
+        "UNKNOWN_SENDER",
+        "BAD_NONCE",
+        "BAD_SIGNATURE",
+        "MALFORMED",
+        "OK",
+        "BAD_NONCE",
+    ]
 
 
 @pytest.mark.parametrize("vouch", ["exact", "some"])
