@@ -57,9 +57,9 @@ from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from projections import read
 from projections.iam import ChainSigners, IamProjection, SignerPolicy
-from projections.projector import ConfigError, database_dsn, database_name
+from projections.projector import database_dsn, database_name
 from runtime import logs
-from runtime.cli_args import Parser
+from runtime.cli_args import ConfigError, Parser
 from runtime.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.gateway")

@@ -35,7 +35,8 @@ from infra.settings import Settings
 from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections import read
-from projections.projector import ConfigError, database_name
+from projections.projector import database_name
+from runtime.cli_args import ConfigError
 from runtime.kafka_config import use_credentials
 from streams.sdk import LedgerClient
 

@@ -23,14 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from ledger.l2 import DeviceInfo
 from projections.migrate import apply_migrations
+from runtime.pg import Conn
 
 L2_MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "l2"
-
-Conn = psycopg.Connection[Any]
 
 
 class PositionConflict(RuntimeError):

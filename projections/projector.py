@@ -42,7 +42,7 @@ from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
 from runtime import logs
-from runtime.cli_args import Parser
+from runtime.cli_args import ConfigError, Parser
 from runtime.metrics_server import serve_metrics
 
 log = logging.getLogger("pantheon.projector")
@@ -62,10 +62,6 @@ SKIPPED = Gauge(
     "Messages skipped or checked, by reason",
     ["institution", "reason"],
 )
-
-
-class ConfigError(ValueError):
-    """The projector cannot start with this configuration."""
 
 
 def database_name(institution: str) -> str:

@@ -38,7 +38,6 @@ from projections.projector import (
     EXIT_CONFIG,
     EXIT_DIVERGED,
     EXIT_OK,
-    ConfigError,
     ProjectorConfig,
     build_parser,
     config_from_args,
@@ -47,7 +46,7 @@ from projections.projector import (
 )
 from projections.runner import ProjectionRunner
 from runtime import logs
-from runtime.cli_args import Defaults, apply_defaults, one_line
+from runtime.cli_args import ConfigError, Defaults, apply_defaults, one_line
 from runtime.kafka_config import consumer_config
 
 _LOCK_SALT = "pantheon.projection:"

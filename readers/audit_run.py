@@ -188,7 +188,8 @@ def _read_projection(config: AuditConfig) -> tuple[str, ProjectionSnapshot]:
 
 
 def _institution_dsn(config: AuditConfig) -> str:
-    from projections.projector import ConfigError, database_dsn, database_name  # noqa: PLC0415
+    from projections.projector import database_dsn, database_name  # noqa: PLC0415
+    from runtime.cli_args import ConfigError  # noqa: PLC0415
 
     assert config.institution is not None
     if config.dsn is None:

@@ -25,8 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from ledger.errors import DecodeError
 from ledger.genesis import Genesis
 from ledger.members import ValidatorSet
@@ -39,8 +37,8 @@ from ledger.proofs import (
 )
 from readers.proofs import certified_inclusion
 from runtime.cli_args import Defaults, Parser, apply_defaults
+from runtime.pg import Conn
 
-Conn = psycopg.Connection[Any]
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 

@@ -37,8 +37,7 @@ from runtime.cli_args import (
     apply_defaults,
     hex_bytes,
 )
-
-Conn = psycopg.Connection[Any]
+from runtime.pg import Conn
 
 
 def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof | None:

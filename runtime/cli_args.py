@@ -5,6 +5,8 @@
 * :func:`apply_defaults` lets the ``pantheon`` front end (``infra/cli.py``) fill options
   such as ``--genesis``, ``--bootstrap`` and ``--dsn`` from the local stack: they become
   optional, take the stack's value, and their help says where it comes from.
+* :class:`ConfigError` is what a process (validator, projector, gateway) raises when it
+  cannot start with its configuration; its entry point reports it in one line, exit 2.
 * :func:`hex_bytes` is the argument type of a hex option (``--device``): a malformed value
   is a usage error that names the option.
 """
@@ -21,6 +23,10 @@ EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 Defaults = Mapping[str, tuple[object, str]]
 """``dest -> (value, where the value comes from)``."""
+
+
+class ConfigError(ValueError):
+    """The process cannot start with this configuration."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -64,6 +64,7 @@ from ledger.validator_core import (
     ValidatorCore,
 )
 from runtime import logs
+from runtime.cli_args import ConfigError
 from runtime.heap import GcPauses, HeapSettler
 from runtime.kafka_config import consume_ready, consumer_config, producer_config
 from streams import validator_metrics as metrics
@@ -81,10 +82,6 @@ SNAPSHOT_SLICE_SECONDS = 0.002
 """Loop time per turn spent encoding a snapshot (D40)."""
 ADVISE_SECONDS = 5.0
 """How often positions are mirrored as Kafka group offsets (advisory, D36)."""
-
-
-class ConfigError(ValueError):
-    """The validator cannot start with this configuration."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

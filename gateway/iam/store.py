@@ -25,7 +25,6 @@ import hmac
 import secrets
 from typing import Any
 
-import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -48,8 +47,8 @@ from gateway.auth.crypto import (
 from gateway.auth.tokens import Access, Claims, KeyRing, PublishedKey, SigningKey
 from gateway.iam.kek import KekMissing, KekStore
 from gateway.iam.state import IamState, Principal, PrincipalKind
+from runtime.pg import Conn
 
-Conn = psycopg.Connection[Any]
 SETUP_PREFIX = "pantheon-setup-"
 
 

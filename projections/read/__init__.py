@@ -38,7 +38,6 @@ from projections.read.model import (
     Asset,
     Block,
     ChainSummary,
-    Conn,
     Institution,
     Key,
     L2Batch,
@@ -51,6 +50,7 @@ from projections.read.model import (
     fix,
     select,
 )
+from runtime.pg import Conn
 
 __all__ = [
     "Anchor",

@@ -12,7 +12,7 @@ from ledger.blocks import BlockHeader, EntryResult
 from ledger.members import ValidatorSet, is_member
 from ledger.results import ResultCode
 from ledger.tx import TxRejected, parse_tx
-from projections.read.model import Conn
+from runtime.pg import Conn
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ from projections.read.model import (
     Asset,
     Block,
     ChainSummary,
-    Conn,
     Institution,
     Key,
     L2Batch,
@@ -39,6 +38,7 @@ from projections.read.model import (
     fetch_all,
 )
 from projections.runner import CHANNEL
+from runtime.pg import Conn
 
 
 def summary(conn: Conn) -> ChainSummary | None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from runtime.pg import Conn
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Block:
@@ -126,9 +128,6 @@ class ChainSummary:
     last_hash: bytes
     tx_count: int
     ok_count: int
-
-
-Conn = psycopg.Connection[Any]
 
 
 def columns(cls: type[Any]) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from projections.read.model import BIG, KEY, TX, ChainSummary, Conn, Key, Transaction
+from projections.read.model import BIG, KEY, TX, ChainSummary, Key, Transaction
+from runtime.pg import Conn
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
