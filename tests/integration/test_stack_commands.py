@@ -117,7 +117,13 @@ def _no_secrets_on_command_lines(settings: Settings) -> None:
         [sys.executable, "-c", "import time; time.sleep(30)", f"password={password}"]
     )
     try:
-        assert list(command_lines_carrying(secrets)) == [leak.pid]
+        # the kernel fills in a new command line a moment after execve has closed the
+        # pipe Popen waits on, so an early read of /proc/<pid>/cmdline can be empty
+        procs.wait_until(
+            lambda: list(command_lines_carrying(secrets)) == [leak.pid],
+            timeout=10,
+            what="the scan to find the leaking command line",
+        )
     finally:
         leak.kill()
         leak.wait()
