@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra import kafka_acl, procs
 from infra.consortium import Consortium, ValidatorStatus
+from infra.errors import StackError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
@@ -25,6 +26,10 @@ from runtime.kafka_config import admin_config, use_credentials
 from runtime.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+# How long `up` waits for started processes to answer: minutes on a loaded machine (a CI
+# runner next to other work), seconds on a quiet one.
+STARTUP_TIMEOUT = 180.0
 
 STACK_SERVICES = ("kafka", "postgres", "prometheus")
 """The servers of the stack itself (the consortium's processes: ``consortium.SERVICES``)."""
@@ -101,21 +106,37 @@ class Stack:
         if consortium:
             began = time.monotonic()
             self.consortium.up(self.prometheus, self.postgres)
-            procs.wait_until(
+            self._wait_started(
                 lambda: all(p.healthy for p in self.projectors()),
-                timeout=60,
-                what="the projectors to create and migrate their databases",
+                "the projectors to create and migrate their databases",
+                service="projector",
             )
-            procs.wait_until(
+            self._wait_started(
                 lambda: all(ok for _, ok, _ in self.consortium.gateways().values()),
-                timeout=60,
-                what="the gateways to answer /healthz",
+                "the gateways to answer /healthz",
+                service="gateway",
             )
             self.consortium.register_iam_keys(self.postgres)  # their gateways sign with them
             self.consortium.start_batchers(self.prometheus, self.postgres)
             self.consortium.start_auditors(self.prometheus, self.postgres)
             timings["validators"] = time.monotonic() - began
         return timings
+
+    def _wait_started(self, ready: Callable[[], bool], what: str, *, service: str) -> None:
+        """Wait until ``ready``, up to STARTUP_TIMEOUT; a process of ``service`` that dies
+        meanwhile ends the wait at once with a StackError naming its log."""
+
+        def check() -> bool:
+            for inst in self.consortium.institutions():
+                pid_file = self.consortium.service_pid_file(service, inst)
+                if procs.read_pid(pid_file) is None:
+                    log_file = pid_file.parent / f"{service}.log"
+                    raise StackError(
+                        f"the {service} of {inst} exited while starting; see {log_file}"
+                    )
+            return ready()
+
+        procs.wait_until(check, timeout=STARTUP_TIMEOUT, what=what)
 
     def down(self) -> None:
         """Stop everything that runs (reverse order of start)."""
