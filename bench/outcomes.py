@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -47,6 +45,7 @@ from bench.consensus import (
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
+from infra.procs import stop_all
 from ledger.outcomes import CertifiedBlock
 from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
@@ -213,13 +212,7 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
             f"this process's CPU during the paced run {cpu:.1f} s (all readers)"
         )
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def main() -> None:

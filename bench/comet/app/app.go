@@ -1,0 +1,151 @@
+// Package app is the ABCI application of the CometBFT side-by-side bench: it verifies each
+// transaction's Ed25519 signature (ZIP-215 rules, batched per block as Pantheon's
+// validators do) and keeps per-key nonces (each key's nonces run 0, 1, 2, ... without gaps).
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
+
+	"pantheon/bench/comet/txs"
+)
+
+// Result codes of a transaction.
+const (
+	CodeOK uint32 = iota
+	CodeMalformed
+	CodeBadSignature
+	CodeBadNonce
+)
+
+// App holds the committed nonces and the nonces of the block being finalized.
+type App struct {
+	abci.BaseApplication
+	// CheckTxVerifies makes CheckTx verify the signature too (then every validator verifies
+	// each transaction twice: on entering its mempool and in FinalizeBlock).
+	CheckTxVerifies bool
+
+	mu        sync.Mutex
+	committed map[string]uint64 // key -> next nonce
+	pending   map[string]uint64
+	height    int64
+	appHash   []byte
+	txCount   uint64
+}
+
+func New(checkTxVerifies bool) *App {
+	return &App{
+		CheckTxVerifies: checkTxVerifies,
+		committed:       map[string]uint64{},
+		appHash:         make([]byte, 32),
+	}
+}
+
+func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return &abci.ResponseInfo{LastBlockHeight: a.height, LastBlockAppHash: a.appHash}, nil
+}
+
+// CheckTx admits well-formed transactions whose nonce is not already used (and, with
+// CheckTxVerifies, whose signature is valid).
+func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
+	tx, err := txs.Parse(req.Tx)
+	if err != nil {
+		return &abci.ResponseCheckTx{Code: CodeMalformed}, nil
+	}
+	a.mu.Lock()
+	next := a.committed[string(tx.PubKey)]
+	a.mu.Unlock()
+	if tx.Nonce < next {
+		return &abci.ResponseCheckTx{Code: CodeBadNonce}, nil
+	}
+	if a.CheckTxVerifies && !cmted25519.PubKey(tx.PubKey).VerifySignature(tx.Signed, tx.Signature) {
+		return &abci.ResponseCheckTx{Code: CodeBadSignature}, nil
+	}
+	return &abci.ResponseCheckTx{Code: CodeOK}, nil
+}
+
+// FinalizeBlock verifies the block's signatures as one batch (each alone if the batch
+// fails) and applies the nonces in order.
+func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	valid := verifyAll(req.Txs)
+	a.pending = map[string]uint64{}
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	for i, raw := range req.Txs {
+		results[i] = &abci.ExecTxResult{Code: a.apply(raw, valid[i])}
+	}
+	a.height = req.Height
+	a.txCount += uint64(len(req.Txs))
+	h := sha256.New()
+	h.Write(a.appHash)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], a.txCount)
+	h.Write(n[:])
+	for _, r := range results {
+		h.Write([]byte{byte(r.Code)})
+	}
+	a.appHash = h.Sum(nil)
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: a.appHash}, nil
+}
+
+func (a *App) apply(raw []byte, valid bool) uint32 {
+	tx, err := txs.Parse(raw)
+	if err != nil {
+		return CodeMalformed
+	}
+	if !valid {
+		return CodeBadSignature
+	}
+	key := string(tx.PubKey)
+	next, ok := a.pending[key]
+	if !ok {
+		next = a.committed[key]
+	}
+	if tx.Nonce != next {
+		return CodeBadNonce
+	}
+	a.pending[key] = next + 1
+	return CodeOK
+}
+
+func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, v := range a.pending {
+		a.committed[k] = v
+	}
+	a.pending = nil
+	return &abci.ResponseCommit{}, nil
+}
+
+// verifyAll says which transactions carry a valid signature.
+func verifyAll(raws [][]byte) []bool {
+	valid := make([]bool, len(raws))
+	batch := cmted25519.NewBatchVerifier()
+	var idx []int
+	for i, raw := range raws {
+		tx, err := txs.Parse(raw)
+		if err != nil {
+			continue
+		}
+		if batch.Add(cmted25519.PubKey(tx.PubKey), tx.Signed, tx.Signature) == nil {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return valid
+	}
+	ok, each := batch.Verify()
+	for j, i := range idx {
+		valid[i] = ok || each[j]
+	}
+	return valid
+}
