@@ -184,6 +184,7 @@ class CometResult:
     verify_rate: float
     throughput: float
     wall: float
+    send_wall: float
     paced_rate: float
     p50: float
     p99: float
@@ -230,8 +231,9 @@ def report(r: CometResult, *, label: str, txs: int, cores: int, load: tuple[str,
         f"  latency at {r.paced_rate:,.0f} tx/s p50 {r.p50 * 1000:.0f} ms, "
         f"p99 {r.p99 * 1000:.0f} ms",
         f"  CPU during the burst ({r.wall:.1f} s wall, {cores * r.wall:.1f} core-s): "
-        f"validators {r.cpu_validators:.1f} s (of which Ed25519 verify "
-        f"~{finalized / r.verify_rate:.1f} s), load generator {r.cpu_loadgen:.1f} s",
+        f"all sent after {r.send_wall:.1f} s; validators {r.cpu_validators:.1f} s (of which "
+        f"Ed25519 verify ~{finalized / r.verify_rate:.1f} s), load generator "
+        f"{r.cpu_loadgen:.1f} s",
         f"  validator CPU per finalized tx per validator "
         f"{1e6 * r.cpu_validators / finalized:.0f} us = "
         f"{r.verify_rate * r.cpu_validators / finalized:.2f} x one verify "
@@ -247,8 +249,8 @@ def load_average() -> str:
 @contextmanager
 def localnet(
     bins: Path, *, timeout_commit: str, mempool_size: int, checktx_verify: bool
-) -> Iterator[tuple[list[str], list[int]]]:
-    """A running 4-node localnet: yields its RPC addresses and node pids; stops the nodes
+) -> Iterator[tuple[list[str], list[int], Path]]:
+    """A running 4-node localnet: yields its RPC addresses, node pids and directory; stops the nodes
     and removes their files on the way out, whatever happened."""
     work = Path(tempfile.mkdtemp(prefix="pantheon-comet-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -290,7 +292,7 @@ def localnet(
             )
         rpcs = [f"http://127.0.0.1:{p.rpc}" for p in ports]
         wait_ready(rpcs, procs, homes)
-        yield rpcs, [p.pid for p in procs]
+        yield rpcs, [p.pid for p in procs], work
     finally:
         stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
@@ -324,7 +326,7 @@ def run_once(bins: Path, args: argparse.Namespace, timeout_commit: str) -> Comet
         timeout_commit=timeout_commit,
         mempool_size=mempool,
         checktx_verify=args.checktx_verify,
-    ) as (rpcs, pids):
+    ) as (rpcs, pids, work):
         load = subprocess.run(
             [
                 str(bins / "cometload"),
@@ -344,7 +346,11 @@ def run_once(bins: Path, args: argparse.Namespace, timeout_commit: str) -> Comet
             check=False,
         )
         if load.returncode != 0:
-            raise CometBenchError(f"cometload failed: {load.stderr.strip()[-2000:]}")
+            logs = "".join(
+                f"\n{log.parent.name}: " + log.read_text(errors="replace")[-600:]
+                for log in sorted(work.glob("node*/node.log"))
+            )
+            raise CometBenchError(f"cometload failed: {load.stderr.strip()[-2000:]}{logs}")
         return parse_result(load.stdout)
 
 

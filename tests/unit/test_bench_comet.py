@@ -65,6 +65,7 @@ RESULT = {
     "verify_rate": 20000.0,
     "throughput": 2000.0,
     "wall": 4.0,
+    "send_wall": 1.5,
     "paced_rate": 1000.0,
     "p50": 0.6,
     "p99": 1.2,

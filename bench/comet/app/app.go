@@ -1,6 +1,10 @@
 // Package app is the ABCI application of the CometBFT side-by-side bench: it verifies each
 // transaction's Ed25519 signature (ZIP-215 rules, batched per block as Pantheon's
-// validators do) and keeps per-key nonces (each key's nonces run 0, 1, 2, ... without gaps).
+// validators do) and keeps per-key nonces (each key's nonces run 0, 1, 2, ... without gaps,
+// as Pantheon's). Like the Cosmos SDK's check state, CheckTx admits a key's transactions
+// into the mempool only in nonce order, so that a proposer's block holds them in order
+// although gossip may deliver them out of order (a transaction refused for that reason is
+// accepted when another peer sends it again after its predecessor).
 package app
 
 import (
@@ -32,7 +36,8 @@ type App struct {
 
 	mu        sync.Mutex
 	committed map[string]uint64 // key -> next nonce
-	pending   map[string]uint64
+	pending   map[string]uint64 // the block being finalized
+	checked   map[string]uint64 // key -> next nonce after the mempool's (if above committed)
 	height    int64
 	appHash   []byte
 	txCount   uint64
@@ -42,6 +47,7 @@ func New(checkTxVerifies bool) *App {
 	return &App{
 		CheckTxVerifies: checkTxVerifies,
 		committed:       map[string]uint64{},
+		checked:         map[string]uint64{},
 		appHash:         make([]byte, 32),
 	}
 }
@@ -52,22 +58,32 @@ func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, erro
 	return &abci.ResponseInfo{LastBlockHeight: a.height, LastBlockAppHash: a.appHash}, nil
 }
 
-// CheckTx admits well-formed transactions whose nonce is not already used (and, with
-// CheckTxVerifies, whose signature is valid).
+// CheckTx admits a well-formed transaction whose nonce is its key's next one after the
+// committed state and the mempool (and, with CheckTxVerifies, whose signature is valid).
+// A recheck keeps what the mempool holds above the committed nonce: the mempool's nonces
+// of a key stay one unbroken run even if a recheck times out half way.
 func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
 	tx, err := txs.Parse(req.Tx)
 	if err != nil {
 		return &abci.ResponseCheckTx{Code: CodeMalformed}, nil
 	}
+	key := string(tx.PubKey)
 	a.mu.Lock()
-	next := a.committed[string(tx.PubKey)]
-	a.mu.Unlock()
-	if tx.Nonce < next {
+	defer a.mu.Unlock()
+	committed := a.committed[key]
+	next := max(a.checked[key], committed)
+	switch {
+	case tx.Nonce < committed:
+		return &abci.ResponseCheckTx{Code: CodeBadNonce}, nil
+	case tx.Nonce < next && req.Type == abci.CheckTxType_Recheck:
+		return &abci.ResponseCheckTx{Code: CodeOK}, nil
+	case tx.Nonce != next:
 		return &abci.ResponseCheckTx{Code: CodeBadNonce}, nil
 	}
 	if a.CheckTxVerifies && !cmted25519.PubKey(tx.PubKey).VerifySignature(tx.Signed, tx.Signature) {
 		return &abci.ResponseCheckTx{Code: CodeBadSignature}, nil
 	}
+	a.checked[key] = next + 1
 	return &abci.ResponseCheckTx{Code: CodeOK}, nil
 }
 

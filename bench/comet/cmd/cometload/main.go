@@ -60,6 +60,19 @@ func (w *watcher) record(ev cmttypes.EventDataNewBlock) {
 	}
 }
 
+// firstMissing names up to n transactions of batch not yet seen, as key index : nonce.
+func (w *watcher) firstMissing(batch [][]byte, n int) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, raw := range batch {
+		if _, ok := w.seen[txs.ID(raw)]; !ok && len(out) < n {
+			out = append(out, fmt.Sprintf("%x:%d", raw[:2], binary.BigEndian.Uint64(raw[32:40])))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
 // waitFor waits until every tx of ids has been seen or the timeout passes; it returns the
 // latest time one of them was seen.
 func (w *watcher) waitFor(ids []string, timeout time.Duration) (time.Time, int) {
@@ -269,9 +282,11 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 	if err := send(clients, burstTxs, nodeOf, 0, sent[warmup:warmup+burst]); err != nil {
 		return err
 	}
+	sendWall := time.Since(began).Seconds()
 	last, missing := w.waitFor(ids(burstTxs), timeout)
 	if missing > 0 {
-		return fmt.Errorf("burst: %d of %d transactions not finalized in %s", missing, burst, timeout)
+		return fmt.Errorf("burst: %d of %d transactions not finalized in %s; first missing (key, nonce): %s",
+			missing, burst, timeout, w.firstMissing(burstTxs, 8))
 	}
 	vAfter, sAfter := cpu(pids)
 	w.mu.Lock()
@@ -305,6 +320,7 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 		"verify_rate":    rate,
 		"throughput":     throughput,
 		"wall":           wall,
+		"send_wall":      sendWall,
 		"paced_rate":     throughput / 2,
 		"p50":            percentile(lat, 50),
 		"p99":            percentile(lat, 99),
