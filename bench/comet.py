@@ -377,8 +377,9 @@ def main() -> None:
     parser.add_argument(
         "--keys",
         type=int,
-        default=VALIDATORS,
-        help="signing keys (bench.consensus: one per institution)",
+        default=16,
+        help="signing keys, each sent in nonce order by its own connection to one node "
+        "(default 16: four senders per node; bench.consensus signs with 4 keys)",
     )
     args = parser.parse_args()
     if args.txs < 4 or args.warmup < 0 or args.keys < 1:

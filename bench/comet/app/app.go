@@ -4,13 +4,18 @@
 // as Pantheon's). Like the Cosmos SDK's check state, CheckTx admits a key's transactions
 // into the mempool only in nonce order, so that a proposer's block holds them in order
 // although gossip may deliver them out of order (a transaction refused for that reason is
-// accepted when another peer sends it again after its predecessor).
+// accepted when another peer sends it again after its predecessor). CometBFT runs CheckTx
+// for several peers at once and appends to the mempool after the app answers, so the
+// mempool's order can still differ from the app's: PrepareProposal puts each key's
+// transactions back in nonce order and leaves out any that would open a gap (they stay in
+// the mempool for a later block).
 package app
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"sort"
 	"sync"
 
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -85,6 +90,43 @@ func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.Respon
 	}
 	a.checked[key] = next + 1
 	return &abci.ResponseCheckTx{Code: CodeOK}, nil
+}
+
+// PrepareProposal orders each key's transactions by nonce and keeps, per key, the unbroken
+// run that starts at the committed nonce; the others stay in the mempool.
+func (a *App) PrepareProposal(_ context.Context, req *abci.RequestPrepareProposal) (*abci.ResponsePrepareProposal, error) {
+	type entry struct {
+		nonce uint64
+		raw   []byte
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	byKey := map[string][]entry{}
+	var order []string
+	for _, raw := range req.Txs {
+		tx, err := txs.Parse(raw)
+		if err != nil {
+			continue
+		}
+		key := string(tx.PubKey)
+		if _, ok := byKey[key]; !ok {
+			order = append(order, key)
+		}
+		byKey[key] = append(byKey[key], entry{tx.Nonce, raw})
+	}
+	out := make([][]byte, 0, len(req.Txs))
+	for _, key := range order {
+		run := byKey[key]
+		sort.SliceStable(run, func(i, j int) bool { return run[i].nonce < run[j].nonce })
+		next := a.committed[key]
+		for _, e := range run {
+			if e.nonce == next {
+				out = append(out, e.raw)
+				next++
+			}
+		}
+	}
+	return &abci.ResponsePrepareProposal{Txs: out}, nil
 }
 
 // FinalizeBlock verifies the block's signatures as one batch (each alone if the batch

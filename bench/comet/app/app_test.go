@@ -116,3 +116,28 @@ func TestFinalizeBlockVerifiesAndAppliesNoncesInOrder(t *testing.T) {
 		t.Fatalf("next block: %v", codes)
 	}
 }
+
+func TestPrepareProposalOrdersEachKeyAndLeavesGapsOut(t *testing.T) {
+	a, k, other := New(false), key(1), key(2)
+	finalize(t, a, 1, txs.Sign(k, 0, 0))
+	in := [][]byte{
+		txs.Sign(k, 2, 0), txs.Sign(other, 0, 0), txs.Sign(k, 1, 0),
+		txs.Sign(k, 4, 0), []byte("short"), txs.Sign(other, 2, 0),
+	}
+	res, err := a.PrepareProposal(context.Background(), &abci.RequestPrepareProposal{Txs: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]byte{in[2], in[0], in[1]} // k: 1, 2 (4 waits for 3); other: 0 (2 waits for 1)
+	if len(res.Txs) != len(want) {
+		t.Fatalf("%d txs, want %d", len(res.Txs), len(want))
+	}
+	for i := range want {
+		if string(res.Txs[i]) != string(want[i]) {
+			t.Fatalf("tx %d differs", i)
+		}
+	}
+	if codes := finalize(t, a, 2, res.Txs...); codes[0]+codes[1]+codes[2] != CodeOK {
+		t.Fatalf("the proposal does not finalize cleanly: %v", codes)
+	}
+}

@@ -97,9 +97,10 @@ func (w *watcher) waitFor(ids []string, timeout time.Duration) (time.Time, int) 
 	}
 }
 
-// send sends the txs of batch (per node, in order), at rate per second overall (0: at
-// once), recording each send time in sent.
-func send(clients []*rpchttp.HTTP, batch [][]byte, keysPerNode func(raw []byte) int, rate float64, sent []time.Time) error {
+// send sends the txs of batch, each key's in order through its own client (one
+// connection to the key's node), at rate per second overall (0: at once), recording each
+// send time in sent.
+func send(clients []*rpchttp.HTTP, batch [][]byte, clientOf func(raw []byte) int, rate float64, sent []time.Time) error {
 	began := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(clients))
@@ -109,7 +110,7 @@ func send(clients []*rpchttp.HTTP, batch [][]byte, keysPerNode func(raw []byte) 
 			defer wg.Done()
 			ctx := context.Background()
 			for i, raw := range batch {
-				if keysPerNode(raw) != n {
+				if clientOf(raw) != n {
 					continue
 				}
 				if rate > 0 {
@@ -119,7 +120,7 @@ func send(clients []*rpchttp.HTTP, batch [][]byte, keysPerNode func(raw []byte) 
 				}
 				sent[i] = time.Now()
 				if _, err := clients[n].BroadcastTxAsync(ctx, raw); err != nil {
-					errs[n] = fmt.Errorf("node %d: %w", n, err)
+					errs[n] = fmt.Errorf("sender %d: %w", n, err)
 					return
 				}
 			}
@@ -191,7 +192,8 @@ func main() {
 	pidList := flag.String("pids", "", "comma-separated pids of the node processes (CPU split)")
 	burst := flag.Int("txs", 8000, "burst size")
 	warmup := flag.Int("warmup", 1000, "transactions first, not measured")
-	nKeys := flag.Int("keys", 4, "signing keys (each sends through one node, nonces in order)")
+	nKeys := flag.Int("keys", 16, "signing keys, each with its own sender and connection to "+
+		"node key % nodes, nonces in order")
 	timeout := flag.Duration("timeout", 300*time.Second, "longest wait for a phase to finalize")
 	flag.Parse()
 	if err := run(strings.Split(*rpcs, ","), *pidList, *burst, *warmup, *nKeys, *timeout); err != nil {
@@ -212,31 +214,34 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 		}
 		pids = append(pids, pid)
 	}
-	clients := make([]*rpchttp.HTTP, len(addrs))
-	for i, a := range addrs {
-		c, err := rpchttp.New(a, "/websocket")
-		if err != nil {
-			return err
-		}
-		clients[i] = c
+	ws, err := rpchttp.New(addrs[0], "/websocket")
+	if err != nil {
+		return err
 	}
 	rate := verifyRate(2)
 
-	// pre-sign: key k signs its nonces 0, 1, 2, ... in send order
+	// pre-sign: key k signs its nonces 0, 1, 2, ... in send order and sends them through
+	// its own client to node k % nodes
 	keys := make([]ed25519.PrivateKey, nKeys)
-	node := map[string]int{}
+	clients := make([]*rpchttp.HTTP, nKeys)
+	sender := map[string]int{}
 	for k := range keys {
 		seed := make([]byte, 32)
 		binary.BigEndian.PutUint64(seed, uint64(k+1))
 		keys[k] = ed25519.NewKeyFromSeed(seed)
-		node[string(keys[k].Public().(ed25519.PublicKey))] = k % len(clients)
+		sender[string(keys[k].Public().(ed25519.PublicKey))] = k
+		c, err := rpchttp.New(addrs[k%len(addrs)], "/websocket")
+		if err != nil {
+			return err
+		}
+		clients[k] = c
 	}
 	paced := burst / 4
 	all := make([][]byte, warmup+burst+paced)
 	for i := range all {
 		all[i] = txs.Sign(keys[i%nKeys], uint64(i/nKeys), byte(i))
 	}
-	nodeOf := func(raw []byte) int { return node[string(raw[:32])] }
+	clientOf := func(raw []byte) int { return sender[string(raw[:32])] }
 	ids := func(batch [][]byte) []string {
 		out := make([]string, len(batch))
 		for i, raw := range batch {
@@ -245,7 +250,6 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 		return out
 	}
 
-	ws := clients[0]
 	if err := ws.Start(); err != nil {
 		return fmt.Errorf("websocket: %w", err)
 	}
@@ -265,7 +269,7 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 
 	sent := make([]time.Time, len(all))
 	if warmup > 0 {
-		if err := send(clients, all[:warmup], nodeOf, 0, sent[:warmup]); err != nil {
+		if err := send(clients, all[:warmup], clientOf, 0, sent[:warmup]); err != nil {
 			return err
 		}
 		if _, missing := w.waitFor(ids(all[:warmup]), timeout); missing > 0 {
@@ -279,7 +283,7 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 	blocksBefore, txsBefore := w.blocks, w.txs
 	w.mu.Unlock()
 	began := time.Now()
-	if err := send(clients, burstTxs, nodeOf, 0, sent[warmup:warmup+burst]); err != nil {
+	if err := send(clients, burstTxs, clientOf, 0, sent[warmup:warmup+burst]); err != nil {
 		return err
 	}
 	sendWall := time.Since(began).Seconds()
@@ -297,7 +301,7 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 
 	pacedTxs := all[warmup+burst:]
 	pacedSent := sent[warmup+burst:]
-	if err := send(clients, pacedTxs, nodeOf, throughput/2, pacedSent); err != nil {
+	if err := send(clients, pacedTxs, clientOf, throughput/2, pacedSent); err != nil {
 		return err
 	}
 	if _, missing := w.waitFor(ids(pacedTxs), timeout); missing > 0 {
