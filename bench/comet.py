@@ -192,6 +192,7 @@ class CometResult:
     rejected: int
     blocks: int
     block_txs: int
+    paced_interval: float
     cpu_validators: float
     cpu_loadgen: float
 
@@ -218,21 +219,32 @@ def parse_result(output: str) -> CometResult:
     return CometResult(**values)  # type: ignore[arg-type]
 
 
-def report(r: CometResult, *, label: str, txs: int, cores: int, load: tuple[str, str]) -> list[str]:
-    """The lines printed for one run, in the shape of ``bench.consensus``'s."""
-    ceiling = r.verify_rate * cores / VALIDATORS
+def report(
+    r: CometResult,
+    *,
+    label: str,
+    txs: int,
+    cores: int,
+    load: tuple[str, str],
+    verifies_per_tx: int = 1,
+) -> list[str]:
+    """The lines printed for one run, in the shape of ``bench.consensus``'s;
+    ``verifies_per_tx``: how often each validator verifies each transaction (the ceiling
+    is ``verify rate x cores / validators / verifies_per_tx``)."""
+    ceiling = r.verify_rate * cores / VALIDATORS / verifies_per_tx
     finalized = VALIDATORS * txs
     return [
         f"{VALIDATORS} validators, {label}: finalized {r.throughput:9,.0f} tx/s "
         f"({100 * r.throughput / ceiling:.0f}% of ceiling {ceiling:,.0f} = "
-        f"{r.verify_rate:,.0f} verifies/s x {cores} cores / {VALIDATORS} validators; "
+        f"{r.verify_rate:,.0f} verifies/s x {cores} cores / {VALIDATORS} validators"
+        f"{f' / {verifies_per_tx} verifies per tx' if verifies_per_tx > 1 else ''}; "
         f"{r.blocks} blocks, {r.block_txs / max(r.blocks, 1):,.0f} tx per block; "
         f"{r.rejected} rejected)",
         f"  latency at {r.paced_rate:,.0f} tx/s p50 {r.p50 * 1000:.0f} ms, "
-        f"p99 {r.p99 * 1000:.0f} ms",
+        f"p99 {r.p99 * 1000:.0f} ms (a block every {r.paced_interval * 1000:.0f} ms)",
         f"  CPU during the burst ({r.wall:.1f} s wall, {cores * r.wall:.1f} core-s): "
         f"all sent after {r.send_wall:.1f} s; validators {r.cpu_validators:.1f} s (of which "
-        f"Ed25519 verify ~{finalized / r.verify_rate:.1f} s), load generator "
+        f"Ed25519 verify ~{verifies_per_tx * finalized / r.verify_rate:.1f} s), load generator "
         f"{r.cpu_loadgen:.1f} s",
         f"  validator CPU per finalized tx per validator "
         f"{1e6 * r.cpu_validators / finalized:.0f} us = "
@@ -396,7 +408,12 @@ def main() -> None:
             )
             cores = os.cpu_count() or 1
             for line in report(
-                r, label=label, txs=args.txs, cores=cores, load=(before, load_average())
+                r,
+                label=label,
+                txs=args.txs,
+                cores=cores,
+                load=(before, load_average()),
+                verifies_per_tx=2 if args.checktx_verify else 1,
             ):
                 print(line, flush=True)
     except CometBenchError as exc:

@@ -73,6 +73,7 @@ RESULT = {
     "rejected": 0,
     "blocks": 5,
     "block_txs": 8000,
+    "paced_interval": 0.25,
     "cpu_validators": 4.0,
     "cpu_loadgen": 0.5,
 }
@@ -169,7 +170,7 @@ def test_report_derives_the_ceiling_and_cpu_per_tx() -> None:
     # ceiling 20,000 x 2 / 4 = 10,000; 4 CPU-s over 4 x 8,000 verifications = 125 us
     assert "finalized     2,000 tx/s (20% of ceiling 10,000" in lines[0]
     assert "1,600 tx per block" in lines[0]
-    assert "p50 600 ms, p99 1200 ms" in lines[1]
+    assert "p50 600 ms, p99 1200 ms (a block every 250 ms)" in lines[1]
     assert "125 us = 2.50 x one verify (50 us)" in lines[3]
     assert "before 1.00 1.00 1.00, after 2.00 2.00 2.00" in lines[4]
 
@@ -183,3 +184,16 @@ def test_source_hash_follows_go_sources_only(tmp_path: Path) -> None:
     assert source_hash(tmp_path) == first
     (tmp_path / "cmd" / "main.go").write_text("package main // changed\n")
     assert source_hash(tmp_path) != first
+
+
+def test_report_halves_the_ceiling_when_checktx_verifies_too() -> None:
+    lines = report(
+        parse_result(json.dumps(RESULT)),
+        label="x",
+        txs=8000,
+        cores=2,
+        load=("0", "0"),
+        verifies_per_tx=2,
+    )
+    assert "(40% of ceiling 5,000 = 20,000 verifies/s x 2 cores / 4 validators / 2" in lines[0]
+    assert "Ed25519 verify ~3.2 s" in lines[2]

@@ -301,13 +301,19 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 
 	pacedTxs := all[warmup+burst:]
 	pacedSent := sent[warmup+burst:]
+	w.mu.Lock()
+	pacedBlocksBefore := w.blocks
+	w.mu.Unlock()
+	pacedBegan := time.Now()
 	if err := send(clients, pacedTxs, clientOf, throughput/2, pacedSent); err != nil {
 		return err
 	}
-	if _, missing := w.waitFor(ids(pacedTxs), timeout); missing > 0 {
+	pacedLast, missing := w.waitFor(ids(pacedTxs), timeout)
+	if missing > 0 {
 		return fmt.Errorf("paced: %d of %d transactions not finalized in %s", missing, paced, timeout)
 	}
 	w.mu.Lock()
+	pacedBlocks := w.blocks - pacedBlocksBefore
 	var lat []float64
 	rejected := 0
 	for i, raw := range all[warmup:] {
@@ -331,6 +337,7 @@ func run(addrs []string, pidList string, burst, warmup, nKeys int, timeout time.
 		"finalized":      burst + paced - rejected,
 		"rejected":       rejected,
 		"blocks":         blocks,
+		"paced_interval": pacedLast.Sub(pacedBegan).Seconds() / float64(max(pacedBlocks, 1)),
 		"block_txs":      blockTxs,
 		"cpu_validators": vAfter - vBefore,
 		"cpu_loadgen":    sAfter - sBefore,
