@@ -159,14 +159,20 @@ def test_parse_result_rejects_bad_output(output: str) -> None:
         parse_result(output)
 
 
-def test_report_derives_the_ceiling_and_cpu_per_tx() -> None:
-    lines = report(
+def report_of_result(verifies_per_tx: int = 1) -> list[str]:
+    """RESULT's report for a burst of 8,000 on 2 cores."""
+    return report(
         parse_result(json.dumps(RESULT)),
         label="x",
         txs=8000,
         cores=2,
         load=("1.00 1.00 1.00", "2.00 2.00 2.00"),
+        verifies_per_tx=verifies_per_tx,
     )
+
+
+def test_report_derives_the_ceiling_and_cpu_per_tx() -> None:
+    lines = report_of_result()
     # ceiling 20,000 x 2 / 4 = 10,000; 4 CPU-s over 4 x 8,000 verifications = 125 us
     assert "finalized     2,000 tx/s (20% of ceiling 10,000" in lines[0]
     assert "1,600 tx per block" in lines[0]
@@ -187,13 +193,6 @@ def test_source_hash_follows_go_sources_only(tmp_path: Path) -> None:
 
 
 def test_report_halves_the_ceiling_when_checktx_verifies_too() -> None:
-    lines = report(
-        parse_result(json.dumps(RESULT)),
-        label="x",
-        txs=8000,
-        cores=2,
-        load=("0", "0"),
-        verifies_per_tx=2,
-    )
+    lines = report_of_result(verifies_per_tx=2)
     assert "(40% of ceiling 5,000 = 20,000 verifies/s x 2 cores / 4 validators / 2" in lines[0]
     assert "Ed25519 verify ~3.2 s" in lines[2]
