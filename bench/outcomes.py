@@ -75,7 +75,7 @@ class ReceiptReader(threading.Thread):
             for msg in messages:
                 if msg.error() is None:
                     tx_id = Receipt.decode(msg.value() or b"").tx_id
-                    self.seen.setdefault(tx_id, time.monotonic())
+                    self.seen.setdefault(tx_id, time.time())
         self.consumer.close()
 
 
@@ -103,7 +103,7 @@ class TimedWatcher(ReceiptWatcher):
 
     def _accept(self, offset: int, block: CertifiedBlock) -> None:
         super()._accept(offset, block)
-        now = time.monotonic()
+        now = time.time()
         for r in block.results:
             self.seen.setdefault(r.tx_id, now)
 
@@ -161,7 +161,7 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
         sent: dict[bytes, float] = {}
         record = sent_at(ids, sent)
         time.sleep(2)  # validators up
-        began = time.monotonic()
+        began = time.time()
         send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None, on_send=record)
         _wait(receipts.seen, ids[:burst_n], 300)
         last = max(receipts.seen.get(t, began) for t in ids[:burst_n])
