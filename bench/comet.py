@@ -262,12 +262,12 @@ def load_average() -> str:
 def localnet(
     bins: Path, *, timeout_commit: str, mempool_size: int, checktx_verify: bool
 ) -> Iterator[tuple[list[str], list[int], Path]]:
-    """A running 4-node localnet: yields its RPC addresses, node pids and directory; stops the nodes
-    and removes their files on the way out, whatever happened."""
+    """A running 4-node localnet: yields its RPC addresses, node pids and directory; stops
+    the nodes and removes their files on the way out, whatever happened."""
     work = Path(tempfile.mkdtemp(prefix="pantheon-comet-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run(
+        made = subprocess.run(
             [
                 str(bins / "cometnode"),
                 "testnet",
@@ -279,9 +279,12 @@ def localnet(
                 "--starting-ip-address",
                 "127.0.0.1",
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
         )
+        if made.returncode != 0:
+            raise CometBenchError(f"cometnode testnet failed: {made.stderr.strip()[-2000:]}")
         homes = [work / f"node{i}" for i in range(VALIDATORS)]
         ids = [node_id(json.loads((h / "config" / "node_key.json").read_text())) for h in homes]
         base = free_port_block(2 * VALIDATORS)
@@ -294,14 +297,14 @@ def localnet(
             config.write_text(patch_toml(config.read_text(), changes))
         for home in homes:
             command = [str(bins / "cometnode"), "node", "--home", str(home)]
-            log = (home / "node.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [*command, *(["--checktx-verify"] if checktx_verify else [])],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+            with (home / "node.log").open("wb") as log:  # the node keeps its own copy
+                procs.append(
+                    subprocess.Popen(
+                        [*command, *(["--checktx-verify"] if checktx_verify else [])],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
                 )
-            )
         rpcs = [f"http://127.0.0.1:{p.rpc}" for p in ports]
         wait_ready(rpcs, procs, homes)
         yield rpcs, [p.pid for p in procs], work
