@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ from bench.stages import STAGES, institutions_of, stages
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
-from infra.procs import descendants, read_pid
+from infra.procs import descendants, read_pid, stop_all
 from infra.settings import Settings
 from ledger.keys import TX_DOMAIN, KeyPair, verify
 from ledger.tx import parse_tx, sign_tx
@@ -325,13 +324,7 @@ def run_case(
             **{f"cpu {k}": v for k, v in cpu.items()},
         }
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def main() -> None:

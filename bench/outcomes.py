@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -47,6 +45,7 @@ from bench.consensus import (
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
+from infra.procs import stop_all
 from ledger.outcomes import CertifiedBlock
 from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
@@ -76,7 +75,7 @@ class ReceiptReader(threading.Thread):
             for msg in messages:
                 if msg.error() is None:
                     tx_id = Receipt.decode(msg.value() or b"").tx_id
-                    self.seen.setdefault(tx_id, time.monotonic())
+                    self.seen.setdefault(tx_id, time.time())
         self.consumer.close()
 
 
@@ -104,7 +103,7 @@ class TimedWatcher(ReceiptWatcher):
 
     def _accept(self, offset: int, block: CertifiedBlock) -> None:
         super()._accept(offset, block)
-        now = time.monotonic()
+        now = time.time()
         for r in block.results:
             self.seen.setdefault(r.tx_id, now)
 
@@ -162,7 +161,7 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
         sent: dict[bytes, float] = {}
         record = sent_at(ids, sent)
         time.sleep(2)  # validators up
-        began = time.monotonic()
+        began = time.time()
         send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None, on_send=record)
         _wait(receipts.seen, ids[:burst_n], 300)
         last = max(receipts.seen.get(t, began) for t in ids[:burst_n])
@@ -213,13 +212,7 @@ def run(bootstrap: str, work: Path, institutions: int, txs: int, rate: float | N
             f"this process's CPU during the paced run {cpu:.1f} s (all readers)"
         )
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def main() -> None:

@@ -183,6 +183,19 @@ def stop_pid(pid: int, *, timeout: float = 30.0, sig: int = signal.SIGTERM) -> N
         time.sleep(0.05)
 
 
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 20.0) -> None:
+    """SIGTERM every child of ``procs`` at once, then wait for each (up to ``timeout``
+    each) and SIGKILL one that is still there."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(
     check: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str
 ) -> None:
