@@ -55,7 +55,7 @@ from gateway.auth.crypto import (
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle
 from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
-from gateway.iam import store
+from gateway.iam import data_keys, store
 from gateway.iam.commands import (
     BootstrapAdmin,
     ChangeGrant,
@@ -139,7 +139,7 @@ class IamService:
         with self._pool.connection() as conn:
             iam_projection.migrate(conn)
             try:  # finishes a KEK rotation a crash interrupted
-                store.ensure_kek(conn, self._keys)
+                data_keys.ensure_kek(conn, self._keys)
             except CryptoError as exc:  # data keys unusable; tokens and the chain still work
                 log.error("IAM data keys unavailable: %s", exc)
         self.sessions = Sessions(
@@ -223,7 +223,7 @@ class IamService:
         self, user_id: str, password: str, profile: Mapping[str, str]
     ) -> tuple[str, bytes, str]:
         with self._pool.connection() as conn:
-            dk = store.create_data_key(conn, self._keys, self.institution, user_id)
+            dk = data_keys.create_data_key(conn, self._keys, self.institution, user_id)
         hashed = passwords.hash_password(password, self._params)
         return (
             seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed),
@@ -241,7 +241,7 @@ class IamService:
             raise
         except Exception:
             with self._pool.connection() as conn:
-                store.delete_data_key(conn, user_id)
+                data_keys.delete_data_key(conn, user_id)
             raise
 
     # -- administration -------------------------------------------------------------------
@@ -311,7 +311,7 @@ class IamService:
             )
             with self._pool.connection() as conn:
                 try:
-                    gone, _, _ = store.rotate_kek(conn, self._keys, forget=(user_id,))
+                    gone, _, _ = data_keys.rotate_kek(conn, self._keys, forget=(user_id,))
                 except CryptoError as exc:
                     raise KeysUnavailable(str(exc)) from None
             key_id = gone.get(user_id, "")
@@ -339,7 +339,7 @@ class IamService:
     def _user_secret(self, user_id: str) -> tuple[Any, str]:
         with self._pool.connection() as conn:
             sealed = store.password_hash(conn, user_id)
-            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
+            dk = data_keys.get_data_key(conn, self._keys, self.institution, user_id)
         if sealed is None or dk is None:
             raise UnknownUser(user_id)
         return dk, sealed
@@ -347,7 +347,7 @@ class IamService:
     def update_profile(self, actor: str, user_id: str, profile: Mapping[str, str]) -> None:
         """Replace a user's personal fields (sealed under their data key)."""
         with self._pool.connection() as conn:
-            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
+            dk = data_keys.get_data_key(conn, self._keys, self.institution, user_id)
         if dk is None:
             raise UnknownUser(user_id)
         sealed = seal_profile(dk, self.institution, user_id, profile)
@@ -359,7 +359,7 @@ class IamService:
             self._precheck_admin(actor)
         with self._pool.connection() as conn:
             row = store.profile_row(conn, user_id)
-            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
+            dk = data_keys.get_data_key(conn, self._keys, self.institution, user_id)
         if row is None:
             raise UnknownUser(user_id)
         if row[0] is None or dk is None:
@@ -368,23 +368,23 @@ class IamService:
 
     @property
     def kek_store(self) -> KekStore:
-        """The KEK files, for :func:`gateway.iam.store.get_data_key` on one's own connection."""
+        """The KEK files, for :func:`gateway.iam.data_keys.get_data_key` on one's own connection."""
         return self._keys
 
     def data_key(self, user_id: str) -> DataKey | None:
         """The user's data key, for other owners of per-user ciphertexts (stored objects):
         None once the user is forgotten, and no copy of it unwraps after :meth:`forget_user`."""
         with self._pool.connection() as conn:
-            return store.get_data_key(conn, self._keys, self.institution, user_id)
+            return data_keys.get_data_key(conn, self._keys, self.institution, user_id)
 
     def shred_forgotten(self) -> list[str]:
         """Destroy the data keys of users the projection says are forgotten (after restoring
         a dump older than a forget); returns their ids. Wait for the projection first."""
         with self._lock, self._pool.connection() as conn:
-            if not store.forgotten_with_keys(conn):
+            if not data_keys.forgotten_with_keys(conn):
                 return []
             try:
-                gone, _, _ = store.rotate_kek(conn, self._keys, (), include_forgotten=True)
+                gone, _, _ = data_keys.rotate_kek(conn, self._keys, (), include_forgotten=True)
             except CryptoError as exc:
                 raise KeysUnavailable(str(exc)) from None
         return sorted(gone)
