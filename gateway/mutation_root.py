@@ -27,9 +27,11 @@ from gateway.errors import GatewayError, Unavailable
 from gateway.field_permissions import ADMIN, WRITE
 from gateway.governance import Governance, GovernanceKeyMissing, Outcome
 from gateway.iam.errors import IamError
+from gateway.state_types import (
+    Me,
+)
 from gateway.types import (
     Info,
-    Me,
     ctx,
 )
 from ledger.tx import TxRejected, parse_tx

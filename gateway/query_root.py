@@ -13,18 +13,20 @@ import psycopg
 from gateway.authn import require
 from gateway.context import decode_cursor, hex_bytes
 from gateway.errors import GatewayError
-from gateway.types import (
+from gateway.state_types import (
     Anchor,
     Asset,
-    Block,
-    BlockConnection,
     ChainSummary,
-    Identity,
-    Info,
     Institution,
     L2Batch,
     Me,
     Proposal,
+)
+from gateway.types import (
+    Block,
+    BlockConnection,
+    Identity,
+    Info,
     Transaction,
     TransactionConnection,
     connection,

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from gateway import types
+from gateway import state_types, types
 from projections import read
 from projections.read import model, queries
 from projections.rows import APPEND_TABLES, STATE_TABLES, BatchRows, model_columns
@@ -111,7 +111,8 @@ def test_selects_are_derived_from_the_dataclasses(query: str, cls: type, table: 
 @pytest.mark.parametrize("graphql_type", sorted(GRAPHQL))
 def test_graphql_types_expose_every_read_model_field(graphql_type: str) -> None:
     cls, renamed = GRAPHQL[graphql_type]
-    exposed = set(getattr(types, graphql_type)._meta.fields)
+    graphene_type = getattr(types, graphql_type, None) or getattr(state_types, graphql_type)
+    exposed = set(graphene_type._meta.fields)
     wanted = {renamed.get(name, name) for name in _names(cls)}
     assert wanted <= exposed, sorted(wanted - exposed)
 
