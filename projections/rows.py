@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,18 +51,30 @@ class StateTable:
     key: Callable[[str], Row]
     #: Array columns: the record's sequence of that name, as a list.
     lists: frozenset[str] = frozenset()
+    #: The record's fields of every column but ``updated_height``, in order (by name, in C).
+    _fields: Callable[[Record], Row] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(c for c in self.columns if c != "updated_height")
+        if len(names) < 2 or "updated_height" in self.columns[:-1]:
+            raise ValueError(f"{self.table}: two record columns or more, updated_height last")
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_fields", operator.itemgetter(*names))
 
     def row(self, record: Record, height: int) -> Row:
         """The row of ``record`` written at ``height``, column by column by name: each column
-        is the record's field of that name, but ``updated_height``, the height of the write."""
-        return tuple(
-            height
-            if name == "updated_height"
-            else list(record[name])
-            if name in self.lists
-            else record[name]
-            for name in self.columns
-        )
+        is the record's field of that name, but ``updated_height``, the height of the write
+        (array columns as lists)."""
+        values: Row = self._fields(record)
+        if self.lists:
+            values = tuple(
+                list(v) if name in self.lists else v
+                for name, v in zip(self._names, values, strict=True)
+            )
+        if len(self._names) < len(self.columns):
+            return (*values, height)
+        return values
 
 
 def model_columns(

@@ -10,7 +10,7 @@ import pytest
 from gateway import state_types, types
 from projections import read
 from projections.read import model, queries
-from projections.rows import APPEND_TABLES, STATE_TABLES, BatchRows, model_columns
+from projections.rows import APPEND_TABLES, STATE_TABLES, BatchRows, StateTable, model_columns
 
 # Every chain table with a read model: (dataclass, fields the read side assembles from other
 # rows, columns the writer stores that the read model does not expose, with the reason).
@@ -132,3 +132,8 @@ def test_rows_by_name_refuse_a_missing_or_extra_column() -> None:
     with pytest.raises(ValueError, match="asset_owners"):
         rows.add_named("asset_owners", [{**full, "other": 1}])
     assert rows.append["asset_owners"] == []
+
+
+def test_a_state_table_refuses_updated_height_before_a_record_column() -> None:
+    with pytest.raises(ValueError, match="updated_height last"):
+        StateTable("t", ("updated_height", "a", "b"), ("a",), lambda rest: (rest,))
