@@ -41,6 +41,7 @@ from infra.postgres_server import Postgres
 from ledger.iam_events import IamGate, KeyHistory, Opened, open_message, sign_event
 from ledger.keys import KeyPair
 from projections import iam as iam_projection
+from projections import iam_handlers
 from projections.iam import ChainSigners, IamProjection
 from projections.projector import ProjectorConfig, prepare
 from projections.runner import ProjectionRunner
@@ -60,7 +61,7 @@ class Unverified(IamProjection):
             value = msg.value()
             opened = open_message(value if isinstance(value, bytes) else b"", INST)
             if isinstance(opened, Opened):
-                iam_projection.HANDLERS[opened.schema](cur, opened.record)
+                iam_handlers.HANDLERS[opened.schema](cur, opened.record)
         return None
 
 

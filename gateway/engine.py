@@ -8,7 +8,7 @@ Theory of operation
   (bounded LRU of :class:`_Document`); the limits of :mod:`gateway.limits` are checked on
   every request, their verdict cached with the document per value of the variables that
   set page sizes (the only input of the verdict besides the text); the permission every
-  root field needs (:func:`gateway.schema.required_permission`) is checked against the
+  root field needs (:func:`gateway.field_permissions.required_permission`) is checked against the
   caller's claims on every request -- all before anything is executed.
 * :meth:`Engine.run` runs synchronously (call it from a worker thread): resolvers use one
   pooled connection for the whole request. A query with a compiled plan
@@ -53,8 +53,9 @@ from gateway.authn import require
 from gateway.compiled import Fallback, Plan, Unsupported, compile_operation
 from gateway.context import RequestContext, Services
 from gateway.errors import BadInput, GatewayError, ValidationFailed, format_error
+from gateway.field_permissions import required_permission
 from gateway.limits import Limits, check_document, page_variables, parse_query
-from gateway.schema import SCHEMA, required_permission
+from gateway.schema import SCHEMA
 
 _MAX_VERDICTS = 64  # limit verdicts kept per operation (one per page-size variable values)
 

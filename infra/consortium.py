@@ -11,18 +11,12 @@ Prometheus. ``status`` reads each validator's status file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
 
 from gateway.auth.crypto import create_master_key_file
 from gateway.iam.bootstrap import ensure_setup_credential
@@ -31,54 +25,23 @@ from infra.errors import PortTakenError, StackError
 from infra.keystore import create_genesis, generate_key, load_genesis, load_key
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
-from infra.settings import Settings
-from ledger.keys import KeyPair
-from ledger.results import ResultCode
-from projections import read
+from infra.service_argv import gateway_argv, validator_argv
+from infra.service_health import (
+    ValidatorStatus,
+    gateway_answers,
+    projected_height,
+    read_status,
+    wait_started,
+)
+from infra.service_keys import register_service_key
+from infra.settings import Settings, audit_every, institutions_from_env
 from projections.projector import database_name
-from runtime.cli_args import ConfigError
-from runtime.kafka_config import use_credentials
-from streams.sdk import LedgerClient
 
-DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
 SERVICES = ("validator", "projector", "gateway", "batcher", "auditor")
 """The processes ``up`` starts for each institution."""
 
 
-def audit_every() -> float:
-    """Seconds between two runs of an institution's continuous auditor
-    (``PANTHEON_AUDIT_EVERY``, default 60)."""
-    raw = os.environ.get("PANTHEON_AUDIT_EVERY", "")
-    try:
-        return max(1.0, float(raw)) if raw else 60.0
-    except ValueError as exc:
-        raise ValueError(f"PANTHEON_AUDIT_EVERY={raw!r} is not a number of seconds") from exc
-
-
 CHAIN_ID = "pantheon-local"
-STALE_AFTER_MS = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class ValidatorStatus:
-    """One validator as ``pantheon status`` shows it."""
-
-    name: str
-    running: bool
-    healthy: bool
-    cut_height: int
-    final_height: int
-    detail: str
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def institutions_from_env() -> tuple[str, ...]:
-    """Founding institutions of a new local consortium."""
-    raw = os.environ.get("PANTHEON_INSTITUTIONS", "")
-    names = tuple(n.strip() for n in raw.split(",") if n.strip())
-    return names or DEFAULT_INSTITUTIONS
 
 
 class Consortium:
@@ -160,27 +123,14 @@ class Consortium:
         if procs.read_pid(home / "pid") is None:
             port = procs.free_port(self.settings.host)
             procs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams.validator",
-                    "--genesis",
-                    str(self.genesis_file),
-                    "--keystore",
-                    str(self.home / "keys" / f"{institution}.json"),
-                    "--institution",
+                validator_argv(
+                    self.settings,
+                    self.home,
                     institution,
-                    "--operator",
-                    str(operator),
-                    "--bootstrap",
-                    self.settings.bootstrap_servers,
-                    "--prefix",
-                    self.settings.topic_prefix,
-                    "--state-dir",
-                    str(home),
-                    "--metrics-port",
-                    str(port),
-                ],
+                    operator=operator,
+                    state_dir=home,
+                    metrics_port=port,
+                ),
                 log_file=home / "validator.log",
                 pid_file=home / "pid",
                 env=self._env(kafka_acl.operator_principal(institution)),
@@ -260,33 +210,15 @@ class Consortium:
             create_master_key_file(self.master_key_file(institution))
         if not self.iam_key_file(institution).exists():
             generate_key(self.iam_key_file(institution))
-        server = f"host={self.settings.host} port={self.settings.pg_port} user=pantheon"
         procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "gateway.server",
-                "--institution",
+            gateway_argv(
+                self.settings,
+                self.home,
                 institution,
-                "--dsn",
-                server,
-                "--bootstrap",
-                self.settings.bootstrap_servers,
-                "--prefix",
-                self.settings.topic_prefix,
-                "--host",
-                self.settings.host,
-                "--port",
-                str(port),
-                "--master-key-file",
-                str(self.master_key_file(institution)),
-                "--iam-key-file",
-                str(self.iam_key_file(institution)),
-                "--keystore",
-                str(self.home / "keys" / f"{institution}.json"),
-                "--genesis",
-                str(self.genesis_file),
-            ],
+                port=port,
+                master_key_file=self.master_key_file(institution),
+                iam_key_file=self.iam_key_file(institution),
+            ),
             log_file=home / "gateway.log",
             pid_file=home / "pid",
             env=self._env(kafka_acl.institution_principal(institution), postgres),
@@ -300,10 +232,19 @@ class Consortium:
         """The batcher's SERVICE key of ``institution``: created once, registered on chain
         (``RegisterIdentity`` signed by the institution's governance key) if it is not yet."""
         path = self._batcher_dir(institution) / "service-key.json"
+        self._ensure_service_key(institution, path, "batcher", postgres)
+        return path
+
+    def _ensure_service_key(
+        self, institution: str, path: Path, label: str, postgres: Postgres
+    ) -> None:
+        """Create the key file at ``path`` on first use and register it on chain."""
         if not path.exists():
             generate_key(path)
-        self._register_service_key(institution, load_key(path), "batcher", postgres)
-        return path
+        service = load_key(path)
+        register_service_key(
+            self.settings, self.home, institution, service=service, label=label, postgres=postgres
+        )
 
     def iam_key_file(self, institution: str) -> Path:
         """The institution's IAM SERVICE key (0600): signs every event on its IAM topic
@@ -314,59 +255,7 @@ class Consortium:
         """Register each institution's IAM key on chain unless it is (its gateway's IAM
         commands wait for it: an unregistered key signs nothing)."""
         for institution in self.institutions():
-            path = self.iam_key_file(institution)
-            if not path.exists():
-                generate_key(path)
-            self._register_service_key(institution, load_key(path), "iam", postgres)
-
-    def _register_service_key(
-        self, institution: str, service: KeyPair, label: str, postgres: Postgres
-    ) -> None:
-        doc = json.loads((self.home / "keys" / f"{institution}.json").read_text())
-        governance = KeyPair.from_seed(bytes.fromhex(doc["governance"]["seed"]))
-        dsn = postgres.dsn(database_name(institution))
-
-        def row(key_id: bytes) -> tuple[Any, ...] | None:
-            with psycopg.connect(dsn, connect_timeout=5) as conn:
-                return conn.execute(
-                    "SELECT active, next_nonce FROM chain.keys WHERE key_id = %s", (key_id,)
-                ).fetchone()
-
-        if row(service.key_id) is not None:
-            return
-        procs.wait_until(
-            lambda: row(governance.key_id) is not None,
-            timeout=60,
-            what=f"the genesis of {institution} to be projected",
-        )
-        gov_row = row(governance.key_id)
-        assert gov_row is not None
-        with (
-            use_credentials(
-                kafka_acl.credentials(self.settings, kafka_acl.institution_principal(institution))
-            ),
-            LedgerClient(
-                self.settings.bootstrap_servers,
-                governance,
-                doc["chain_id"],
-                prefix=self.settings.topic_prefix,
-                next_nonce=int(gov_row[1]),
-                genesis=load_genesis(self.genesis_file),
-                validator_sets=read.validator_set_source(dsn),
-            ) as client,
-        ):
-            receipt = client.submit_and_wait(
-                "RegisterIdentity",
-                {"public_key": service.public_key, "kind": "SERVICE", "label": label},
-                timeout=60,
-            )
-        if receipt.code not in (ResultCode.OK, ResultCode.ALREADY_EXISTS):
-            raise StackError(f"registering the {label} key of {institution}: {receipt.code.name}")
-        procs.wait_until(
-            lambda: row(service.key_id) is not None,
-            timeout=60,
-            what=f"the {label} key of {institution} to be projected",
-        )
+            self._ensure_service_key(institution, self.iam_key_file(institution), "iam", postgres)
 
     def start_batchers(self, prometheus: Prometheus, postgres: Postgres) -> None:
         """Start each institution's Layer-2 batcher (after its projector runs)."""
@@ -467,23 +356,7 @@ class Consortium:
             "projector": lambda: self.projector_heights(postgres).get(institution) is not None,
             "gateway": lambda: self.gateways()[institution][1],
         }
-        check = checks.get(service, lambda: procs.read_pid(pid_file) is not None)
-        procs.wait_until(
-            lambda: procs.read_pid(pid_file) is not None and check(),
-            timeout=60,
-            what=f"the {service} of {institution} to be healthy",
-        )
-        if service not in checks:  # no health to ask: give a crash at start a moment
-            time.sleep(1.0)
-        pid = procs.read_pid(pid_file)
-        if pid is None:
-            log = next(pid_file.parent.glob("*.log"), pid_file.parent / "missing.log")
-            raise StackError(f"the {service} of {institution} exited:\n{procs.tail(log)}")
-        return pid
-
-    def batchers_running(self) -> dict[str, bool]:
-        """Whether each institution's batcher process is alive."""
-        return self.running("batcher")
+        return wait_started(pid_file, checks.get(service), f"the {service} of {institution}")
 
     def running(self, service: str) -> dict[str, bool]:
         """Whether each institution's ``service`` process is alive."""
@@ -498,27 +371,15 @@ class Consortium:
         for inst in self.institutions():
             url = f"http://{self.settings.host}:{self.gateway_port(inst)}"
             running = procs.read_pid(self._gateway_dir(inst) / "pid") is not None
-            healthy = False
-            if running:
-                with (
-                    contextlib.suppress(OSError, ValueError),
-                    urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp,
-                ):
-                    healthy = resp.status == 200
-            out[inst] = (running, healthy, url)
+            out[inst] = (running, running and gateway_answers(url), url)
         return out
 
     def projector_heights(self, postgres: Postgres) -> dict[str, int | None]:
         """Projected height per institution (None when its database cannot be read)."""
-        heights: dict[str, int | None] = {}
-        for inst in self.institutions():
-            try:
-                with psycopg.connect(postgres.dsn(database_name(inst)), connect_timeout=2) as conn:
-                    found = read.summary(conn)
-                heights[inst] = found.height if found else 0
-            except (psycopg.Error, ConfigError):
-                heights[inst] = None
-        return heights
+        return {
+            inst: projected_height(postgres.dsn(database_name(inst)))
+            for inst in self.institutions()
+        }
 
     def master_key_file(self, institution: str) -> Path:
         """The institution's IAM master key (0600). It seals the key-encryption key ``kek`` in
@@ -537,10 +398,7 @@ class Consortium:
 
     def projectors_running(self) -> dict[str, bool]:
         """Whether each institution's projector process is alive."""
-        return {
-            inst: procs.read_pid(self._projector_dir(inst) / "pid") is not None
-            for inst in self.institutions()
-        }
+        return self.running("projector")
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait until every validator runs and reports; StackError naming the laggards."""
@@ -575,31 +433,5 @@ class Consortium:
 
     def status(self) -> list[ValidatorStatus]:
         """Each validator's heights and health."""
-        out = []
         now_ms = time.time_ns() // 1_000_000
-        for inst, k in self._nodes():
-            home = self._dir(inst, k)
-            running = procs.read_pid(home / "pid") is not None
-            try:
-                doc = json.loads((home / "status.json").read_text())
-            except (OSError, ValueError):
-                doc = {}
-            fresh = now_ms - int(doc.get("updated_ms", 0)) < STALE_AFTER_MS
-            diverged = bool(doc.get("diverged"))
-            healthy = running and fresh and not diverged
-            detail = (
-                "DIVERGED: stopped voting, see validator.log"
-                if diverged
-                else ("" if fresh or not running else "status not updated for 5s")
-            )
-            out.append(
-                ValidatorStatus(
-                    name=f"{inst}-{k}",
-                    running=running,
-                    healthy=healthy,
-                    cut_height=int(doc.get("cut_height", 0)),
-                    final_height=int(doc.get("final_height", 0)),
-                    detail=detail or str(home / "validator.log"),
-                )
-            )
-        return out
+        return [read_status(f"{inst}-{k}", self._dir(inst, k), now_ms) for inst, k in self._nodes()]

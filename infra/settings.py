@@ -178,3 +178,23 @@ class Settings:
     def pg_dsn(self) -> str:
         """A libpq connection string for the project's database (password from the file)."""
         return f"host={self.host} port={self.pg_port} user=pantheon dbname=pantheon"
+
+
+DEFAULT_INSTITUTIONS = ("alpha", "beta", "gamma", "delta")
+
+
+def institutions_from_env() -> tuple[str, ...]:
+    """Founding institutions of a new local consortium."""
+    raw = os.environ.get("PANTHEON_INSTITUTIONS", "")
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    return names or DEFAULT_INSTITUTIONS
+
+
+def audit_every() -> float:
+    """Seconds between two runs of an institution's continuous auditor
+    (``PANTHEON_AUDIT_EVERY``, default 60)."""
+    raw = os.environ.get("PANTHEON_AUDIT_EVERY", "")
+    try:
+        return max(1.0, float(raw)) if raw else 60.0
+    except ValueError as exc:
+        raise ValueError(f"PANTHEON_AUDIT_EVERY={raw!r} is not a number of seconds") from exc

@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 from confluent_kafka.admin import AdminClient
 
 from infra import kafka_acl, procs
-from infra.consortium import Consortium, ValidatorStatus
+from infra.consortium import Consortium
 from infra.errors import StackError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
+from infra.service_health import ValidatorStatus
 from infra.settings import Settings
 from projections.projector import database_name
 from runtime.kafka_config import admin_config, use_credentials

@@ -17,19 +17,9 @@ Theory of operation
   the *canonical* one (what projectors keep). Copies that fail are findings with the exact
   reason and the differing header fields; heights without a valid copy below a certified one
   are gaps; copies for heights the tx log never reaches are forgeries.
-* Votes go through a :class:`~ledger.finality.FinalityTracker` fed the replayed validator
-  sets: equivocations are reported, a quorum on a hash that differs from the replay is an
-  error, and the canonical certificate must be the first quorum in vote order. Once the
-  validator set of a vote's height is known, a vote whose operator key id is a member's but
-  whose signature does not verify is an impostor (error), and a vote of a key that is no
-  member's operator at that height is reported (warning); the tracker ignores both.
-* Receipts must be byte-identical to the receipt of the replayed entry at their offset; every
-  entry of a certified height below the newest receipt height must have one. A receipt that
-  is not is checked against the replayed outcome of its tx, whatever height it claims (a
-  forged receipt naming a far height is an error as soon as its tx or its offset has been
-  replayed); only a receipt whose tx and offset both lie beyond the replay stays pending
-  (info), and so does a later ``BAD_NONCE`` receipt of a replayed tx id (a replayed
-  envelope).
+* Votes: :mod:`ledger.audit_votes` (equivocations, a quorum on another hash, impostor and
+  non-member votes, the first quorum). Receipts: :mod:`ledger.audit_receipts` (each receipt
+  byte-identical to the replayed entry's, none missing).
 * Membership history (the validator set whenever it changes) is part of the result.
   :mod:`ledger.audit_stores` checks Layer-2 roots, anchored objects and table rows against
   what a store holds; :mod:`ledger.audit_findings` holds what every check reports.
@@ -41,34 +31,27 @@ Theory of operation
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ledger import follower
-from ledger.audit_findings import ERROR, INFO, WARNING, Finding, Findings, show
-from ledger.blocks import EntryResult, block_receipts, decode_finalized
+from ledger.audit_findings import ERROR, INFO, WARNING, Findings, show
+from ledger.audit_receipts import ReceiptAudit
+from ledger.audit_votes import VoteAudit
+from ledger.blocks import block_receipts, decode_finalized
 from ledger.cutter import CutBlock
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import (
-    Divergence,
-    Equivocation,
-    Event,
-    FinalityTracker,
-    Finalized,
     QuorumCertificate,
 )
 from ledger.follower import Certified, ChainFollower, Decoded, Rejected, Verdict
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.members import ValidatorSet
-from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
-from ledger.votes import Vote, decode_vote
-from schemas.codec import decode
-from schemas.errors import CodecError
 
 RECENT_COPIES = 256  # decoded block copies remembered (validators publish identical bytes)
 
@@ -135,17 +118,10 @@ class ChainAudit:
         self.last_tx_offset = self.tx_offset - 1
         self._copies: dict[int, list[tuple[int, bytes, Decoded]]] = {}
         self._recent: dict[bytes, Decoded] = {}
-        self._tracker = FinalityTracker()
-        self._vote_final: dict[int, Finalized] = {}
+        self.votes = VoteAudit(self.findings, self.topics["votes"], self.start_height)
+        self.receipts = ReceiptAudit(self.findings, self.topics["receipts"], self.start_height)
         self._uncertified: list[int] = []
-        self._receipt_bytes: dict[bytes, int] = {}
-        self._entries: dict[int, tuple[int, EntryResult, bytes]] = {}
-        self._receipted: set[int] = set()
-        self._receipt_top = 0
-        self._receipts_pending = 0
-        self._first_offset: dict[bytes, int] = {}  # tx id -> offset of its first entry
         self._covered = self.tx_offset - 1  # last tx offset inside a replayed block
-        self._vote_checks: dict[int, list[tuple[int, Vote]]] = {}
         self._verdicts: dict[bytes, Verdict] = {}  # copies of the height being checked
 
     # -- helpers --------------------------------------------------------------------------
@@ -159,11 +135,6 @@ class ChainAudit:
         """Whether ``stop_height`` is reached (feed no more tx)."""
         return self.stop_height is not None and self.machine.height >= self.stop_height
 
-    def _add(self, check: str, kind: str, severity: str, message: str, **where: Any) -> None:
-        self.findings.add(
-            Finding(check=check, kind=kind, severity=severity, message=message, **where)
-        )
-
     # -- blocks and votes (fed before tx) -------------------------------------------------
     def add_block_copy(self, offset: int, raw: bytes) -> None:
         """A ``blocks`` message (identical copies, one per validator, are decoded once)."""
@@ -173,7 +144,7 @@ class ChainAudit:
             try:
                 decoded = decode_finalized(raw)
             except DecodeError as exc:
-                self._add(
+                self.findings.report(
                     "blocks",
                     "block.malformed",
                     ERROR,
@@ -193,81 +164,9 @@ class ChainAudit:
         self._copies.setdefault(height, []).append((offset, raw, decoded))
 
     def add_vote(self, offset: int, raw: bytes) -> None:
-        """A ``votes`` message (buffered by the tracker until its height's set is known)."""
+        """A ``votes`` message (buffered until its height's validator set is known)."""
         self.counts["votes"] += 1
-        try:
-            vote = decode_vote(raw)
-        except DecodeError as exc:
-            self._add(
-                "votes",
-                "vote.malformed",
-                WARNING,
-                f"votes message at offset {offset} is not a BlockVote: {exc}",
-                topic=self.topics["votes"],
-                offset=offset,
-            )
-            return
-        if vote.height <= self.start_height:
-            return
-        if vote.height > self.machine.height:
-            self._vote_checks.setdefault(vote.height, []).append((offset, vote))
-        self._on_events(self._tracker.add_vote(vote))
-
-    def _check_votes(self, validators: ValidatorSet) -> None:
-        """Impostor and non-member votes of ``validators.height`` (the tracker ignores them)."""
-        topic = self.topics["votes"]
-        for offset, vote in self._vote_checks.pop(validators.height, ()):
-            inst = validators.institution_of(vote.operator_key_id)
-            where: dict[str, Any] = {"height": vote.height, "topic": topic, "offset": offset}
-            details = {"operator_key_id": vote.operator_key_id, "block_hash": vote.block_hash}
-            if inst is None:
-                self._add(
-                    "votes",
-                    "vote.non_member",
-                    WARNING,
-                    f"vote at offset {offset} for height {vote.height} by key "
-                    f"{vote.operator_key_id.hex()[:16]}, which is no member's operator there",
-                    **where,
-                    details={**details, "signature_valid": vote.is_valid()},
-                )
-            elif not vote.is_valid():
-                self._add(
-                    "votes",
-                    "vote.impostor",
-                    ERROR,
-                    f"vote at offset {offset} for height {vote.height} names an operator of "
-                    f"{inst} but its signature does not verify for that key",
-                    **where,
-                    details={**details, "institution": inst, "public_key": vote.public_key},
-                )
-
-    def _on_events(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if isinstance(event, Finalized):
-                self._vote_final[event.height] = event
-            elif isinstance(event, Equivocation):
-                self._add(
-                    "votes",
-                    "vote.equivocation",
-                    WARNING,
-                    f"operator {event.first.operator_key_id.hex()[:16]} signed two hashes "
-                    f"at height {event.first.height}",
-                    height=event.first.height,
-                    details={
-                        "operator_key_id": event.first.operator_key_id,
-                        "hash_a": event.first.block_hash,
-                        "hash_b": event.second.block_hash,
-                    },
-                )
-            elif isinstance(event, Divergence):
-                self._add(
-                    "votes",
-                    "votes.quorum_on_other_hash",
-                    ERROR,
-                    f"a quorum voted for a block {event.height} that the replay does not compute",
-                    height=event.height,
-                    details={"replayed_hash": event.own_hash, "voted_hash": event.final_hash},
-                )
+        self.votes.add(offset, raw, self.machine.height)
 
     # -- tx -------------------------------------------------------------------------------
     def feed_tx(
@@ -287,23 +186,17 @@ class ChainAudit:
         executed = self.machine.execute(cut, verified_signatures=verified)
         height, validators = cut.height, executed.validator_set
         self._track_membership(validators)
-        self._check_votes(validators)
-        self._on_events(self._tracker.set_validators(validators))
         block_hash = executed.block_hash
-        self._on_events(self._tracker.set_own_hash(height, block_hash))
+        self.votes.replayed(validators, height, block_hash)
         canonical = self._check_copies(executed, block_hash)
         if self.on_block is not None:
             self.on_block(executed, cut, canonical)
         self.machine.commit(executed)
-        self._tracker.forget_below(height - 2)
-        self._vote_final.pop(height - 2, None)
+        self.votes.committed(height)
         self.counts["blocks"] += 1
+        self.codes.update(result.code.name for result in executed.results)
         receipts = block_receipts(executed.results, height=height, block_hash=block_hash)
-        for result, raw in zip(executed.results, receipts, strict=True):
-            self.codes[result.code.name] += 1
-            self._receipt_bytes[raw] = result.offset
-            self._entries[result.offset] = (height, result, block_hash)
-            self._first_offset.setdefault(result.tx_id, result.offset)
+        self.receipts.replayed(height, block_hash, executed.results, receipts)
         self._covered = max(self._covered, cut.last_offset)
 
     def _track_membership(self, validators: ValidatorSet) -> None:
@@ -341,18 +234,9 @@ class ChainAudit:
             return None
         self.audited_height = height
         self.canonical_hashes[height] = block_hash
-        voted = self._vote_final.get(height)
-        if voted is not None and voted.certificate.record() != canonical.certificate.record():
-            self._add(
-                "votes",
-                "certificate.not_first_quorum",
-                WARNING,
-                f"block {height}: the published certificate is not the first quorum of "
-                "the vote log",
-                height=height,
-                topic=self.topics["blocks"],
-                offset=canonical.offset,
-            )
+        self.votes.check_first_quorum(
+            height, canonical.certificate, self.topics["blocks"], canonical.offset
+        )
         return canonical
 
     def _copy_finding(
@@ -372,7 +256,7 @@ class ChainAudit:
                 f"certificate: {verdict.reason}"
             )
             forged: dict[str, Any] = {"differs_from_replay": diff}
-            self._add("blocks", "block.forged", ERROR, message, **where, details=forged)
+            self.findings.report("blocks", "block.forged", ERROR, message, **where, details=forged)
         elif mismatch is not None and mismatch.header:
             diff = _shown(mismatch.header)
             link = " (hash link broken)" if "prev_hash" in diff else ""
@@ -380,7 +264,7 @@ class ChainAudit:
                 f"a quorum certified a block {height} that differs from the replay in "
                 f"{', '.join(diff)}{link}"
             )
-            self._add("blocks", "block.mismatch", ERROR, message, **where, details=diff)
+            self.findings.report("blocks", "block.mismatch", ERROR, message, **where, details=diff)
         elif mismatch:
             bad = list(mismatch.positions)
             message = (
@@ -388,13 +272,15 @@ class ChainAudit:
                 f"from position {bad[0]}"
             )
             details: dict[str, Any] = {"positions": bad[:20]}
-            self._add("blocks", "block.results_differ", ERROR, message, **where, details=details)
+            self.findings.report(
+                "blocks", "block.results_differ", ERROR, message, **where, details=details
+            )
         elif canonical is not None:
             message = (
                 f"block {height} at offset {offset}: a second valid copy with other bytes "
                 f"than the first (offset {canonical.offset})"
             )
-            self._add("blocks", "block.variant", WARNING, message, **where)
+            self.findings.report("blocks", "block.variant", WARNING, message, **where)
 
     def _verdict(
         self, offset: int, raw: bytes, decoded: Decoded, executed: ExecutedBlock
@@ -411,62 +297,7 @@ class ChainAudit:
     def feed_receipt(self, offset: int, raw: bytes) -> None:
         """A ``receipts`` message (after the tx log has been replayed)."""
         self.counts["receipts"] += 1
-        entry_offset = self._receipt_bytes.get(raw)
-        if entry_offset is not None:
-            self._receipted.add(entry_offset)
-            self._receipt_top = max(self._receipt_top, self._entries[entry_offset][0])
-            return
-        topic = self.topics["receipts"]
-        try:
-            _, record = decode(raw, "Receipt")
-        except CodecError as exc:
-            self._add(
-                "receipts",
-                "receipt.malformed",
-                ERROR,
-                f"receipts message at offset {offset} is not a Receipt: {exc}",
-                topic=topic,
-                offset=offset,
-            )
-            return
-        height = record["height"]
-        if height <= self.start_height:
-            return
-        found = self._entries.get(record["offset"])
-        first = self._first_offset.get(record["tx_id"])
-        if found is None and first is not None:
-            found = self._entries.get(first)  # the outcome of its tx, at another offset
-        beyond = height > self.machine.height and record["offset"] > self._covered
-        if beyond and (first is None or record["result_code"] == int(ResultCode.BAD_NONCE)):
-            self._receipts_pending += 1  # a tx (or a replay of one) the replay has not reached
-            return
-        if height <= self.machine.height:
-            self._receipt_top = max(self._receipt_top, height)
-        details: dict[str, Any] = {"receipt": {k: show(v) for k, v in record.items()}}
-        what = "contradicts the replayed entry"
-        if found is not None:
-            h, result, block_hash = found
-            details["replayed"] = {
-                "tx_id": show(result.tx_id),
-                "height": h,
-                "offset": result.offset,
-                "result_code": int(result.code),
-                "block_hash": show(block_hash),
-            }
-            if result.tx_id == record["tx_id"]:
-                what = f"contradicts the outcome of its tx (block {h}, {result.code.name})"
-        else:
-            what = "names no replayed entry (no block holds its tx at that offset)"
-        self._add(
-            "receipts",
-            "receipt.mismatch",
-            ERROR,
-            f"receipt at offset {offset} (tx offset {record['offset']}, height {height}) {what}",
-            topic=topic,
-            offset=offset,
-            height=height,
-            details=details,
-        )
+        self.receipts.add(offset, raw, replayed_height=self.machine.height, covered=self._covered)
 
     # -- the end --------------------------------------------------------------------------
     def finish(self) -> None:
@@ -475,7 +306,7 @@ class ChainAudit:
         if not self.done:
             for height, copies in sorted(self._copies.items()):
                 for offset, _, (header, _, _) in copies:
-                    self._add(
+                    self.findings.report(
                         "blocks",
                         "block.beyond_log",
                         ERROR,
@@ -488,7 +319,7 @@ class ChainAudit:
                     )
         for height in self._uncertified:
             if height < self.audited_height:
-                self._add(
+                self.findings.report(
                     "blocks",
                     "block.missing",
                     ERROR,
@@ -499,7 +330,7 @@ class ChainAudit:
                 )
         pending = [h for h in self._uncertified if h > self.audited_height]
         if pending:
-            self._add(
+            self.findings.report(
                 "blocks",
                 "block.not_final_yet",
                 INFO,
@@ -508,28 +339,10 @@ class ChainAudit:
                 height=pending[0],
             )
         if self.follower.pending_entries and not self.done:
-            self._add(
+            self.findings.report(
                 "tx",
                 "tx.pending",
                 INFO,
                 f"{self.follower.pending_entries} tx message(s) after the last cut block",
             )
-        top = min(self._receipt_top - 1, self.audited_height)
-        for offset, (height, result, _) in self._entries.items():
-            if height <= top and offset not in self._receipted:
-                self._add(
-                    "receipts",
-                    "receipt.missing",
-                    ERROR,
-                    f"entry at tx offset {offset} of block {height} has no receipt",
-                    height=height,
-                    topic=self.topics["receipts"],
-                    details={"tx_id": result.tx_id, "tx_offset": offset},
-                )
-        if self._receipts_pending:
-            self._add(
-                "receipts",
-                "receipt.pending",
-                INFO,
-                f"{self._receipts_pending} receipt(s) for heights above the replay",
-            )
+        self.receipts.finish(self.audited_height)

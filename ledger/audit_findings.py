@@ -65,6 +65,10 @@ class Findings:
         if self.by_kind[finding.kind] <= MAX_PER_KIND:
             self.items.append(finding)
 
+    def report(self, check: str, kind: str, severity: str, message: str, **where: Any) -> None:
+        """Add a :class:`Finding` (``where``: its height, topic, offset, details)."""
+        self.add(Finding(check=check, kind=kind, severity=severity, message=message, **where))
+
     def count(self, severity: str) -> int:
         """How many findings of ``severity`` (counted ones included)."""
         kinds = {f.kind: f.severity for f in self.items}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from ledger.errors import DecodeError, InvalidEvent
 from ledger.hashing import canonical_bytes
@@ -20,10 +20,69 @@ from schemas.codec import decode, encode
 from schemas.errors import CodecError
 
 
+class DeviceSigned:
+    """What every device-signed message shares (a ``DeviceRecord``, a ``DeviceBundle``):
+    its record is ``{body, signature}``, its Merkle leaf the canonical record, and its
+    signature is the device key's over ``DOMAIN || canonical body``. A subclass is a frozen
+    dataclass with ``device_key_id`` and ``signature`` that names its ``SCHEMA`` (the body's
+    is ``SCHEMA + "Body"``) and ``DOMAIN`` and builds its ``body``."""
+
+    __slots__ = ()
+    SCHEMA: ClassVar[str]
+    DOMAIN: ClassVar[bytes]
+    device_key_id: bytes
+    signature: bytes
+
+    def body(self) -> dict[str, Any]:
+        """The body record (what the device signs)."""
+        raise NotImplementedError
+
+    def signed_bytes(self) -> bytes:
+        """The canonical body: what the signature covers after ``DOMAIN``."""
+        return canonical_bytes(f"{self.SCHEMA}Body", self.body())
+
+    def record(self) -> dict[str, Any]:
+        """The message's record."""
+        return {"body": self.body(), "signature": self.signature}
+
+    def encode(self) -> bytes:
+        """Single-object bytes for ``pantheon.l2.records``."""
+        return encode(self.SCHEMA, self.record())
+
+    def leaf(self) -> bytes:
+        """Leaf data of the batch's Merkle tree: the canonical record."""
+        return canonical_bytes(self.SCHEMA, self.record())
+
+    def verify(self, public_key: bytes) -> bool:
+        """True iff signed by ``public_key`` and that key is the message's device key."""
+        try:
+            if key_id(public_key) != self.device_key_id:
+                return False
+        except InvalidEvent:
+            return False
+        return verify(public_key, self.signature, self.DOMAIN, self.signed_bytes())
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
+        """Build from the message's record."""
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Self:
+        """Decode a message of this kind (signature not checked); :class:`DecodeError`."""
+        try:
+            _, record = decode(raw, cls.SCHEMA)
+            return cls.from_record(record)
+        except (CodecError, InvalidEvent, TypeError) as exc:
+            raise DecodeError(str(exc)) from exc
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceRecord:
+class DeviceRecord(DeviceSigned):
     """One signed reading of a device."""
 
+    SCHEMA = "DeviceRecord"
+    DOMAIN = DEVICE_DOMAIN
     device_key_id: bytes
     sequence: int
     measured_at_ms: int
@@ -45,32 +104,6 @@ class DeviceRecord:
             "payload": self.payload,
         }
 
-    def record(self) -> dict[str, Any]:
-        """The ``DeviceRecord`` record."""
-        return {"body": self.body(), "signature": self.signature}
-
-    def encode(self) -> bytes:
-        """Single-object bytes for ``pantheon.l2.records``."""
-        return encode("DeviceRecord", self.record())
-
-    def leaf(self) -> bytes:
-        """Leaf data of the batch's Merkle tree: the canonical record."""
-        return canonical_bytes("DeviceRecord", self.record())
-
-    def verify(self, public_key: bytes) -> bool:
-        """True iff signed by ``public_key`` and that key is the record's device key."""
-        try:
-            if key_id(public_key) != self.device_key_id:
-                return False
-        except InvalidEvent:
-            return False
-        return verify(
-            public_key,
-            self.signature,
-            DEVICE_DOMAIN,
-            canonical_bytes("DeviceRecordBody", self.body()),
-        )
-
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> DeviceRecord:
         """Build from a ``DeviceRecord`` record."""
@@ -89,14 +122,9 @@ def sign_device_record(
         payload=payload,
         signature=b"",
     )
-    signature = device.sign(DEVICE_DOMAIN, canonical_bytes("DeviceRecordBody", unsigned.body()))
-    return replace(unsigned, signature=signature)
+    return replace(unsigned, signature=device.sign(DEVICE_DOMAIN, unsigned.signed_bytes()))
 
 
 def decode_device_record(raw: bytes) -> DeviceRecord:
     """Decode a ``DeviceRecord`` message (signature not checked)."""
-    try:
-        _, record = decode(raw, "DeviceRecord")
-        return DeviceRecord.from_record(record)
-    except (CodecError, InvalidEvent, TypeError) as exc:
-        raise DecodeError(str(exc)) from exc
+    return DeviceRecord.decode(raw)

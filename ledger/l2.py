@@ -25,15 +25,14 @@ Theory of operation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from ledger.devices import DeviceSigned
 from ledger.errors import DecodeError, InvalidEvent
-from ledger.hashing import canonical_bytes
-from ledger.keys import DEVICE_DOMAIN, KEY_ID_BYTES, SIGNATURE_BYTES, KeyPair, key_id, verify
-from schemas.codec import HEADER_BYTES, MAGIC, decode, encode, registry
-from schemas.errors import CodecError
+from ledger.keys import DEVICE_DOMAIN, KEY_ID_BYTES, SIGNATURE_BYTES, KeyPair
+from schemas.codec import HEADER_BYTES, MAGIC, registry
 
 BUNDLE_DOMAIN = b"pantheon/device-bundle/v1\x00"
 """Signature domain of device bundles (distinct from single records)."""
@@ -218,9 +217,11 @@ def leaf_message(kind: str, leaf: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceBundle:
+class DeviceBundle(DeviceSigned):
     """Readings ``first_sequence ..`` of one device under one signature."""
 
+    SCHEMA = "DeviceBundle"
+    DOMAIN = BUNDLE_DOMAIN
     device_key_id: bytes
     first_sequence: int
     content_type: str
@@ -241,28 +242,6 @@ class DeviceBundle:
             "content_type": self.content_type,
             "readings": [{"measured_at_ms": m, "payload": p} for m, p in self.readings],
         }
-
-    def record(self) -> dict[str, Any]:
-        """The ``DeviceBundle`` record."""
-        return {"body": self.body(), "signature": self.signature}
-
-    def encode(self) -> bytes:
-        """Single-object bytes for ``pantheon.l2.records``."""
-        return encode("DeviceBundle", self.record())
-
-    def leaf(self) -> bytes:
-        """Leaf data: the canonical bundle."""
-        return canonical_bytes("DeviceBundle", self.record())
-
-    def verify(self, public_key: bytes) -> bool:
-        """True iff signed by ``public_key`` and that key is the bundle's device key."""
-        try:
-            if key_id(public_key) != self.device_key_id:
-                return False
-        except InvalidEvent:
-            return False
-        body = canonical_bytes("DeviceBundleBody", self.body())
-        return verify(public_key, self.signature, BUNDLE_DOMAIN, body)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> DeviceBundle:
@@ -292,23 +271,12 @@ def sign_device_bundle(
         readings=tuple(readings),
         signature=b"",
     )
-    body = canonical_bytes("DeviceBundleBody", unsigned.body())
-    return DeviceBundle(
-        device_key_id=device.key_id,
-        first_sequence=first_sequence,
-        content_type=content_type,
-        readings=unsigned.readings,
-        signature=device.sign(BUNDLE_DOMAIN, body),
-    )
+    return replace(unsigned, signature=device.sign(BUNDLE_DOMAIN, unsigned.signed_bytes()))
 
 
 def decode_device_bundle(raw: bytes) -> DeviceBundle:
     """Decode a ``DeviceBundle`` message (signature not checked)."""
-    try:
-        _, record = decode(raw, "DeviceBundle")
-        return DeviceBundle.from_record(record)
-    except (CodecError, InvalidEvent, TypeError) as exc:
-        raise DecodeError(str(exc)) from exc
+    return DeviceBundle.decode(raw)
 
 
 # -- batches and admission -------------------------------------------------------------------

@@ -30,14 +30,14 @@ Theory of operation
   certificate allows; otherwise the block is executed again. The hash is compared either
   way.
 * ``receipts`` are a function of the final blocks (``chain.receipts`` is a view); the topic is
-  read only to cross-check: each receipt is compared with the projected entry at its offset,
-  and malformed or contradicting receipts are counted and logged, never written.
+  read only to cross-check (:mod:`projections.chain_receipts`). The rows of a block are built
+  by :mod:`projections.chain_rows`, which the audit uses too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,31 +48,26 @@ from confluent_kafka import Message
 from ledger.blocks import (
     BlockHeader,
     EntryResult,
-    block_receipts,
     decode_finalized,
     peek_height,
 )
 from ledger.cutter import CutBlock, Cutter
 from ledger.errors import DecodeError, LedgerError
 from ledger.execution import ExecutedBlock, LedgerMachine
-from ledger.finality import QuorumCertificate, certified_signatures
+from ledger.finality import certified_signatures
 from ledger.follower import Certified, check_copy, compare
 from ledger.genesis import Genesis, genesis_writes
-from ledger.hashing import canonical_bytes
 from ledger.results import ResultCode
 from ledger.state import WorldState, schema_for
-from ledger.tx import parse_tx
-from projections.rows import BatchRows, TableRows, check_owners, column_types, insert_rows
+from projections.chain_receipts import ReceiptCheck
+from projections.chain_rows import entry_rows, header_rows
+from projections.rows import BatchRows, TableRows, column_types, insert_rows
 from projections.runner import Projection
-from schemas.codec import decode, decode_canonical
-from schemas.errors import CodecError
+from schemas.codec import decode_canonical
 
 log = logging.getLogger("pantheon.projections.chain")
 
 NAME = "chain"
-UNAUTHENTICATED = frozenset({ResultCode.MALFORMED, ResultCode.TOO_LARGE, ResultCode.BAD_SIGNATURE})
-MAX_HELD_RECEIPTS = 100_000
-RECENT_RECEIPT_HEIGHTS = 64  # projected heights whose receipt bytes are kept for comparison
 
 
 class _EverySignature:
@@ -119,9 +114,8 @@ class ChainProjection(Projection):
         self.rows_written = 0
         self.highest_seen = 0
         self.machine = LedgerMachine(genesis)
+        self.receipts = ReceiptCheck(self.counters)
         self._init_memory(last_tx_offset=-1)
-        self._held_receipts: dict[int, list[dict[str, Any]]] = {}
-        self._held_count = 0
 
     def _init_memory(self, *, last_tx_offset: int) -> None:
         params = self.genesis.params
@@ -146,10 +140,7 @@ class ChainProjection(Projection):
         self._stored_copies: dict[int, int] = {}
         self._new_copies: list[tuple[int, int, bytes]] = []
         self._dropped_copies: list[int] = []
-        # The exact Receipt bytes of the last projected heights: every validator publishes
-        # these, so most receipts are checked by one lookup, without decoding.
-        self._recent_receipts: dict[bytes, int] = {}
-        self._recent_by_height: deque[tuple[int, list[bytes]]] = deque()
+        self.receipts.reset_recent()
 
     @property
     def height(self) -> int:
@@ -236,7 +227,7 @@ class ChainProjection(Projection):
         if cut is not None and (self._ahead is None or self._ahead.cut is not cut):
             executed = self.machine.execute(cut, verified_signatures=EVERY_SIGNATURE)
             rows = BatchRows()
-            self._entry_rows(rows, executed, cut)
+            entry_rows(rows, executed, cut, self.machine.state.get)
             self._ahead = _Ahead(cut, executed, rows)
 
     def _execute(
@@ -281,7 +272,7 @@ class ChainProjection(Projection):
                     ok_count,
                 ),
             )
-        self._check_receipts(cur, receipts)
+        self.receipts.check(cur, receipts, self.machine.height)
 
     def _feed(self, offset: int, timestamp_ms: int, raw: bytes) -> None:
         if offset <= self._fed_upto:
@@ -333,19 +324,19 @@ class ChainProjection(Projection):
             if chosen is None:
                 continue
             source_offset, cert = chosen.offset, chosen.certificate
-            executed, entry_rows = self._execute(cut, chosen.results)
+            executed, built_ahead = self._execute(cut, chosen.results)
             mismatch = compare(executed, chosen)
             if mismatch:
                 raise Diverged(
                     f"block {height}: the core computes {executed.block_hash.hex()}, the "
                     f"quorum certified {cert.block_hash.hex()} ({mismatch.describe()} differ)"
                 )
-            self._header_rows(rows, executed, cert, source_offset)
-            if entry_rows is None:
-                self._entry_rows(rows, executed, cut)
+            header_rows(rows, executed, cert, source_offset)
+            if built_ahead is None:
+                entry_rows(rows, executed, cut, self.machine.state.get)
             else:
-                rows.merge(entry_rows)
-            self._remember_receipts(executed)
+                rows.merge(built_ahead)
+            self.receipts.remember(executed)
             self.machine.commit(executed)
             del self._cuts[height], self._copies[height]
             for offset, _ in copies:
@@ -374,90 +365,6 @@ class ChainProjection(Projection):
         del self._copies[height]
         return None
 
-    def _add_block_rows(
-        self,
-        rows: BatchRows,
-        executed: ExecutedBlock,
-        cut: CutBlock,
-        cert: QuorumCertificate,
-        source_offset: int,
-    ) -> None:
-        """Every row of one certified block (``_header_rows`` and ``_entry_rows``)."""
-        self._header_rows(rows, executed, cert, source_offset)
-        self._entry_rows(rows, executed, cut)
-
-    @staticmethod
-    def _header_rows(
-        rows: BatchRows, executed: ExecutedBlock, cert: QuorumCertificate, source_offset: int
-    ) -> None:
-        """The block's row and its certificate's votes."""
-        header, height = executed.header, executed.header.height
-        ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
-        certificate = canonical_bytes("QuorumCertificate", cert.record())
-        block = {
-            "height": height,
-            "hash": executed.block_hash,
-            "prev_hash": header.prev_hash,
-            "first_offset": header.first_offset,
-            "last_offset": header.last_offset,
-            "tx_root": header.tx_root,
-            "state_root": header.state_root,
-            "validator_set_hash": header.validator_set_hash,
-            "timestamp_ms": header.timestamp_ms,
-            "tx_count": len(executed.results),
-            "ok_count": ok,
-            "certificate": certificate,
-            "source_offset": source_offset,
-        }
-        rows.add_named("blocks", [block])
-        rows.add(
-            "block_votes",
-            [
-                (
-                    height,
-                    i,
-                    v.operator_key_id,
-                    executed.validator_set.institution_of(v.operator_key_id),
-                    v.public_key,
-                    v.signature,
-                )
-                for i, v in enumerate(cert.votes)
-            ],
-        )
-
-    def _entry_rows(self, rows: BatchRows, executed: ExecutedBlock, cut: CutBlock) -> None:
-        """The block's entries, asset owners and write set (before ``machine.commit``)."""
-        height = executed.header.height
-        entries, owners, owner_rows = [], {}, []
-        parsed = executed.transactions or (None,) * len(cut.entries)
-        for position, (entry, result) in enumerate(zip(cut.entries, executed.results, strict=True)):
-            sender = nonce = operation = None
-            if result.code not in UNAUTHENTICATED:
-                tx = parsed[position] or parse_tx(entry.raw, signature_verified=True)
-                sender, nonce, operation, args = tx.sender, tx.nonce, tx.operation, tx.args
-                if result.code is ResultCode.OK and operation in ("RegisterAsset", "TransferAsset"):
-                    owner = sender if operation == "RegisterAsset" else args["new_owner_key_id"]
-                    owners[args["asset_id"]] = owner
-                    owner_rows.append((args["asset_id"], height, position, result.tx_id, owner))
-            envelope = None if result.code is ResultCode.TOO_LARGE else entry.raw
-            entries.append(
-                {
-                    "height": height,
-                    "position": position,
-                    "tx_id": result.tx_id,
-                    "tx_offset": result.offset,
-                    "result_code": int(result.code),
-                    "sender": sender,
-                    "nonce": nonce,
-                    "operation": operation,
-                    "envelope": envelope,
-                }
-            )
-        check_owners(executed.writes, owners)
-        rows.add_named("transactions", entries)
-        rows.add("asset_owners", owner_rows)
-        rows.add_writes(executed.writes, height, self.machine.state.get)
-
     def _store_pending(self, cur: psycopg.Cursor[Any]) -> None:
         """Keep ``chain.pending_blocks`` equal to the valid copies held above the projected
         height (written only when that changes: usually a block is projected as soon as its
@@ -476,68 +383,3 @@ class ChainProjection(Projection):
             TableRows("pending_blocks", ("source_offset", "height", "raw"), (), fresh),
         )
         self._stored_copies.update((offset, h) for offset, h, _ in fresh)
-
-    # -- receipts -------------------------------------------------------------------------
-    def _remember_receipts(self, executed: ExecutedBlock) -> None:
-        header = executed.header
-        expected = block_receipts(
-            executed.results, height=header.height, block_hash=executed.block_hash
-        )
-        for raw in expected:
-            self._recent_receipts[raw] = header.height
-        self._recent_by_height.append((header.height, expected))
-        while len(self._recent_by_height) > RECENT_RECEIPT_HEIGHTS:
-            height, old = self._recent_by_height.popleft()
-            for raw in old:
-                if self._recent_receipts.get(raw) == height:
-                    del self._recent_receipts[raw]
-
-    def _check_receipts(self, cur: psycopg.Cursor[Any], raws: list[bytes]) -> None:
-        known = self._recent_receipts
-        unknown = []
-        for raw in raws:
-            if raw in known:  # byte for byte the receipt of a projected entry
-                self.counters["receipts_verified"] += 1
-            else:
-                unknown.append(raw)
-        raws = unknown
-        decoded: dict[bytes, dict[str, Any] | None] = {}  # validators send identical copies
-        for raw in raws:
-            if raw not in decoded:
-                try:
-                    decoded[raw] = decode(raw, "Receipt")[1]
-                except CodecError:
-                    decoded[raw] = None
-            record = decoded[raw]
-            if record is None:
-                self.counters["receipts_malformed"] += 1
-                continue
-            if self._held_count >= MAX_HELD_RECEIPTS:
-                self.counters["receipts_unchecked"] += 1
-                continue
-            self._held_receipts.setdefault(record["offset"], []).append(record)
-            self._held_count += 1
-        height = self.machine.height
-        due = [o for o, rs in self._held_receipts.items() if rs[0]["height"] <= height]
-        if not due:
-            return
-        cur.execute(
-            "SELECT tx_offset, tx_id, height, result_code, hash FROM chain.transactions "
-            "JOIN chain.blocks USING (height) WHERE tx_offset = ANY(%s)",
-            (due,),
-        )
-        expected = {int(r[0]): (bytes(r[1]), r[2], r[3], bytes(r[4])) for r in cur.fetchall()}
-        for offset in due:
-            for record in self._held_receipts.pop(offset):
-                self._held_count -= 1
-                got = (
-                    record["tx_id"],
-                    record["height"],
-                    record["result_code"],
-                    record["block_hash"],
-                )
-                if expected.get(offset) == got:
-                    self.counters["receipts_verified"] += 1
-                else:
-                    self.counters["receipts_mismatch"] += 1
-                    log.warning("a receipt contradicts the final blocks", extra={"offset": offset})

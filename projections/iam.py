@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 * Reads ``<prefix>iam.<institution>`` with the shared :class:`~projections.runner.ProjectionRunner`
   (rows and position in one transaction). Each event maps to one or two idempotent SQL
-  statements that mirror :func:`gateway.iam.state.evolve`: contradictory events (a second
-  registration of a login, a member of an unknown group) are ignored, never fatal, so any
-  replay of the same log yields the same tables.
+  statements (:mod:`projections.iam_handlers`) that mirror :func:`gateway.iam.state.evolve`:
+  contradictory events (a second registration of a login, a member of an unknown group) are
+  ignored, never fatal, so any replay of the same log yields the same tables.
 * Personal fields stay sealed in the tables (``encrypted_profile``, ``password_hash``), as on
   the topic; ``UserForgotten`` sets them to NULL. The wrapped data keys live in
   ``iam_data_keys``, owned by the gateway, so a rebuild after a user was forgotten projects
@@ -16,7 +16,8 @@ Theory of operation
 * Every message is a signed event (D21, :mod:`ledger.iam_events`): it is applied only if a
   SERVICE key of the institution, active on the certified chain at the event's
   ``key_height`` (and at the topic's mark), signed it, and its ``event_id`` was not applied
-  before. The :class:`SignerPolicy` says where the key history comes from:
+  before. The :class:`SignerPolicy` (:mod:`projections.iam_signers`) says where the key history
+  comes from:
   :class:`ChainSigners` (``chain.key_activity`` of the same database) in every production
   process. Anything else (unsigned, forged, foreign, revoked, replayed, undecodable) is
   refused: logged once, counted in ``pantheon_iam_rejected_total{reason}``, never applied,
@@ -37,9 +38,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from confluent_kafka import Message
@@ -48,8 +49,6 @@ from prometheus_client import Gauge
 
 from ledger.iam_authz import AuthzState, PrincipalFlags, authorize
 from ledger.iam_events import (
-    KEY_ACTIVITY_COLUMNS,
-    SERVICE_ROLE,
     KeyHistory,
     Opened,
     Refusal,
@@ -57,12 +56,26 @@ from ledger.iam_events import (
     needed_height,
     open_message,
 )
-from ledger.keys import key_id
+from projections.iam_handlers import HANDLERS
+from projections.iam_signers import ChainSigners, PinnedSigners, SignerPolicy
 from projections.migrate import apply_migrations
 from projections.runner import Projection
 from runtime.topics import DEFAULT_PREFIX, iam_topic
 
 log = logging.getLogger("pantheon.projections.iam")
+
+# the signer policies are imported from here by their users
+__all__ = [
+    "PROJECTION_TABLES",
+    "ChainSigners",
+    "IamProjection",
+    "PinnedSigners",
+    "SignerPolicy",
+    "load_authz",
+    "migrate",
+    "projection_name",
+    "reset",
+]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "iam"
 NAMESPACE = "iam"
@@ -86,8 +99,6 @@ WAITING = Gauge(
     ["institution"],
 )
 
-Record = dict[str, Any]
-
 
 def projection_name(institution: str) -> str:
     """The runner name (positions key) of an institution's IAM projection."""
@@ -97,159 +108,6 @@ def projection_name(institution: str) -> str:
 def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     """Create or upgrade the IAM tables (``conn`` outside a transaction)."""
     return apply_migrations(conn, NAMESPACE, MIGRATIONS)
-
-
-def _user_registered(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "INSERT INTO iam_users (user_id, kind, login, password_hash, encrypted_profile, "
-        "data_key_id, created_by, created_at_ms, updated_at_ms) "
-        "VALUES (%s, 'user', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (
-            r["user_id"],
-            r["login"],
-            r["password_hash"],
-            r["encrypted_profile"],
-            r["data_key_id"],
-            r["actor"],
-            r["at_ms"],
-            r["at_ms"],
-        ),
-    )
-
-
-def _service_account_created(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "INSERT INTO iam_users (user_id, kind, login, created_by, created_at_ms, updated_at_ms) "
-        "VALUES (%s, 'service', %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (r["account_id"], r["name"], r["actor"], r["at_ms"], r["at_ms"]),
-    )
-    if cur.rowcount == 1:
-        cur.execute(
-            "INSERT INTO iam_service_accounts (account_id, name, credential_hash, created_by, "
-            "created_at_ms) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (r["account_id"], r["name"], r["credential_hash"], r["actor"], r["at_ms"]),
-        )
-
-
-def _admin_bootstrapped(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "UPDATE iam_users SET is_owner = true, updated_at_ms = %s WHERE user_id = %s "
-        "AND NOT EXISTS (SELECT 1 FROM iam_users WHERE is_owner)",
-        (r["at_ms"], r["user_id"]),
-    )
-
-
-def _user_disabled(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "UPDATE iam_users SET disabled = true, disabled_reason = %s, updated_at_ms = %s "
-        "WHERE user_id = %s AND NOT disabled",
-        (r["reason"], r["at_ms"], r["user_id"]),
-    )
-
-
-def _user_forgotten(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "UPDATE iam_users SET disabled = true, forgotten = true, encrypted_profile = NULL, "
-        "password_hash = NULL, updated_at_ms = %s WHERE user_id = %s",
-        (r["at_ms"], r["user_id"]),
-    )
-
-
-def _password_changed(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "UPDATE iam_users SET password_hash = %s, updated_at_ms = %s "
-        "WHERE user_id = %s AND NOT forgotten",
-        (r["password_hash"], r["at_ms"], r["user_id"]),
-    )
-
-
-def _profile_updated(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "UPDATE iam_users SET encrypted_profile = %s, updated_at_ms = %s "
-        "WHERE user_id = %s AND NOT forgotten",
-        (r["encrypted_profile"], r["at_ms"], r["user_id"]),
-    )
-
-
-def _group_created(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "INSERT INTO iam_groups (name, description, created_by, created_at_ms) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (r["group"], r["description"], r["actor"], r["at_ms"]),
-    )
-
-
-def _membership_changed(cur: psycopg.Cursor[Any], r: Record) -> None:
-    if r["added"]:
-        cur.execute(
-            "INSERT INTO iam_memberships (user_id, group_name, added_by, added_at_ms) "
-            "SELECT %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM iam_users WHERE user_id = %s) "
-            "AND EXISTS (SELECT 1 FROM iam_groups WHERE name = %s) ON CONFLICT DO NOTHING",
-            (r["user_id"], r["group"], r["actor"], r["at_ms"], r["user_id"], r["group"]),
-        )
-    else:
-        cur.execute(
-            "DELETE FROM iam_memberships WHERE user_id = %s AND group_name = %s",
-            (r["user_id"], r["group"]),
-        )
-
-
-def _permission_granted(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "INSERT INTO iam_grants (subject, permission, granted_by, granted_at_ms) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (r["subject"], r["permission"], r["actor"], r["at_ms"]),
-    )
-
-
-def _permission_revoked(cur: psycopg.Cursor[Any], r: Record) -> None:
-    cur.execute(
-        "DELETE FROM iam_grants WHERE subject = %s AND permission = %s",
-        (r["subject"], r["permission"]),
-    )
-
-
-def _token_revoked(cur: psycopg.Cursor[Any], r: Record) -> None:
-    if r["jti"]:
-        cur.execute(
-            "INSERT INTO iam_revoked_tokens (jti, user_id, expires_at_ms, revoked_at_ms) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (r["jti"], r["user_id"], r["expires_at_ms"], r["at_ms"]),
-        )
-    else:
-        cur.execute(
-            "UPDATE iam_users SET tokens_not_before_ms = GREATEST(tokens_not_before_ms, %s) "
-            "WHERE user_id = %s",
-            (r["at_ms"], r["user_id"]),
-        )
-
-
-HANDLERS: dict[str, Callable[[psycopg.Cursor[Any], Record], None]] = {
-    "pantheon.UserRegistered": _user_registered,
-    "pantheon.ServiceAccountCreated": _service_account_created,
-    "pantheon.AdminBootstrapped": _admin_bootstrapped,
-    "pantheon.UserDisabled": _user_disabled,
-    "pantheon.UserForgotten": _user_forgotten,
-    "pantheon.UserPasswordChanged": _password_changed,
-    "pantheon.UserProfileUpdated": _profile_updated,
-    "pantheon.GroupCreated": _group_created,
-    "pantheon.GroupMembershipChanged": _membership_changed,
-    "pantheon.PermissionGranted": _permission_granted,
-    "pantheon.PermissionRevoked": _permission_revoked,
-    "pantheon.TokenRevoked": _token_revoked,
-}
-
-# The stored objects' events (D23) share the topic and its signatures: this projection
-# verifies them like every other event and records its verdict in ``iam_events``; their rows
-# are written by the objects projection (projections/objects.py), which follows that verdict.
-OBJECT_EVENTS = frozenset({"pantheon.ObjectStored", "pantheon.ObjectAccessChanged"})
-
-
-def _object_event(cur: psycopg.Cursor[Any], r: Record) -> None:
-    """Accepted here, projected by :mod:`projections.objects`."""
-
-
-HANDLERS.update(dict.fromkeys(OBJECT_EVENTS, _object_event))
 
 
 def load_authz(cur: psycopg.Cursor[Any]) -> AuthzState:
@@ -268,56 +126,6 @@ def load_authz(cur: psycopg.Cursor[Any]) -> AuthzState:
     for subject, perm in cur.execute("SELECT subject, permission FROM iam_grants").fetchall():
         state.grants.setdefault(str(subject), set()).add(str(perm))
     return state
-
-
-class SignerPolicy(Protocol):
-    """Where the IAM projection learns which keys may sign its institution's events (D21)."""
-
-    def chain_height(self, cur: psycopg.Cursor[Any]) -> int:
-        """The certified height the key history is known up to (-1: nothing yet)."""
-        ...
-
-    def history(self, cur: psycopg.Cursor[Any], key_ids: Sequence[bytes]) -> KeyHistory:
-        """The history of ``key_ids`` up to :meth:`chain_height`."""
-        ...
-
-
-class ChainSigners:
-    """Production policy: the certified chain projected in the same database
-    (``chain.meta`` and ``chain.key_activity``, written by the chain projector)."""
-
-    def chain_height(self, cur: psycopg.Cursor[Any]) -> int:
-        try:
-            with cur.connection.transaction():  # a savepoint: a missing schema is not fatal
-                row = cur.execute("SELECT height FROM chain.meta").fetchone()
-        except psycopg.errors.UndefinedTable:
-            return -1
-        return -1 if row is None else int(row[0])
-
-    def history(self, cur: psycopg.Cursor[Any], key_ids: Sequence[bytes]) -> KeyHistory:
-        cur.execute(
-            f"SELECT {', '.join(KEY_ACTIVITY_COLUMNS)} FROM chain.key_activity "
-            "WHERE key_id = ANY(%s) AND height <= (SELECT height FROM chain.meta)",
-            (list(key_ids),),
-        )
-        return KeyHistory.from_rows(cur.fetchall())
-
-
-class PinnedSigners:
-    """A fixed set of public keys trusted as the institution's IAM keys from height 0, with
-    no chain (for processes run without a ledger: unit and gateway tests). Production wiring
-    (:mod:`projections.projector`, ``pantheon gateway``, the rebuild) never uses it."""
-
-    def __init__(self, institution: str, public_keys: Sequence[bytes]) -> None:
-        self._rows = [
-            (key_id(pk), 0, institution, SERVICE_ROLE, True, bytes(pk)) for pk in public_keys
-        ]
-
-    def chain_height(self, cur: psycopg.Cursor[Any]) -> int:
-        return 0
-
-    def history(self, cur: psycopg.Cursor[Any], key_ids: Sequence[bytes]) -> KeyHistory:
-        return KeyHistory.from_rows(self._rows)
 
 
 class IamProjection(Projection):

@@ -42,7 +42,7 @@ from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
 from runtime import logs
-from runtime.cli_args import ConfigError, Parser
+from runtime.cli_args import ConfigError, Parser, add_chain_options, add_process_options
 from runtime.metrics_server import serve_metrics
 
 log = logging.getLogger("pantheon.projector")
@@ -205,17 +205,13 @@ def build_parser(
     """Arguments shared by ``pantheon projector`` and ``pantheon projections rebuild``."""
     p = Parser(prog=prog, add_help=add_help, description=description or __doc__.splitlines()[0])
     p.add_argument("--institution", required=True, help="institution id (its database)")
-    p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
-    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    p.add_argument("--prefix", default="pantheon.", help="topic prefix")
+    add_chain_options(p)
     p.add_argument(
         "--dsn", required=True, help="PostgreSQL server connection string (password: PGPASSWORD)"
     )
     p.add_argument("--dbname", default=None, help="database (default pantheon_<institution>)")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
     p.add_argument("--batch-size", type=int, default=2000, help="messages per transaction")
-    if add_help:
-        p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    add_process_options(p, verbose=add_help)
     return p
 
 

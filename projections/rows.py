@@ -22,8 +22,10 @@ Theory of operation
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,19 +36,57 @@ from ledger.errors import StateError
 from ledger.hashing import canonical_bytes
 from ledger.iam_events import KEY_ACTIVITY_COLUMNS, key_activity
 from ledger.state import Record, WriteSet, schema_for
+from projections.read import model, queries
 
 Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class StateTable:
-    """A typed table fed by one key prefix."""
+    """A typed table fed by one key prefix; its rows are built by column name."""
 
     table: str
     columns: tuple[str, ...]
     key_columns: tuple[str, ...]
-    row: Callable[[Record, int], Row]
     key: Callable[[str], Row]
+    #: Array columns: the record's sequence of that name, as a list.
+    lists: frozenset[str] = frozenset()
+    #: The record's fields of every column but ``updated_height``, in order (by name, in C).
+    _fields: Callable[[Record], Row] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(c for c in self.columns if c != "updated_height")
+        if len(names) < 2 or "updated_height" in self.columns[:-1]:
+            raise ValueError(f"{self.table}: two record columns or more, updated_height last")
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_fields", operator.itemgetter(*names))
+
+    def row(self, record: Record, height: int) -> Row:
+        """The row of ``record`` written at ``height``, column by column by name: each column
+        is the record's field of that name, but ``updated_height``, the height of the write
+        (array columns as lists)."""
+        values: Row = self._fields(record)
+        if self.lists:
+            values = tuple(
+                list(v) if name in self.lists else v
+                for name, v in zip(self._names, values, strict=True)
+            )
+        if len(self._names) < len(self.columns):
+            return (*values, height)
+        return values
+
+
+def model_columns(
+    cls: type[Any], *, extra: Sequence[str] = (), derived: Collection[str] = ()
+) -> tuple[str, ...]:
+    """A table's columns from its read model dataclass: the fields (but ``derived``, which the
+    read side assembles from other rows) and then the writer-only columns ``extra``. Refuses
+    a ``derived`` name the dataclass does not have (one definition: a rename fails here)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if missing := set(derived) - set(names):
+        raise ValueError(f"{cls.__name__} has no fields {sorted(missing)}")
+    return (*(n for n in names if n not in derived), *extra)
 
 
 def _hex_key(rest: str) -> Row:
@@ -58,94 +98,77 @@ def _evidence_key(rest: str) -> Row:
     return (bytes.fromhex(operator), int(height))
 
 
-# A table (one entry per state prefix), kept as laid out by hand: `# fmt: skip` at its end.
+def _text_key(rest: str) -> Row:
+    return (rest,)
+
+
 STATE_TABLES: Mapping[str, StateTable] = {
     "inst": StateTable(
         "institutions",
-        ("institution_id", "governance_key_id", "operator_key_ids", "status",
-         "effective_height", "updated_height"),
+        model_columns(
+            model.Institution, derived={"operators"}, extra=("operator_key_ids", "updated_height")
+        ),
         ("institution_id",),
-        lambda r, h: (r["institution_id"], r["governance_key_id"], list(r["operator_key_ids"]),
-                      r["status"], r["effective_height"], h),
-        lambda rest: (rest,),
+        _text_key,
+        lists=frozenset({"operator_key_ids"}),
     ),
     "key": StateTable(
-        "keys",
-        ("key_id", "public_key", "role", "institution_id", "label", "active", "next_nonce",
-         "updated_height"),
-        ("key_id",),
-        lambda r, h: (r["key_id"], r["public_key"], r["role"], r["institution_id"], r["label"],
-                      r["active"], r["next_nonce"], h),
-        _hex_key,
+        "keys", model_columns(model.Key, extra=("updated_height",)), ("key_id",), _hex_key
     ),
     "prop": StateTable(
         "proposals",
-        ("proposal_id", "kind", "institution_id", "governance_public_key",
-         "operator_public_keys", "proposer", "created_height", "expires_height", "yes", "no",
-         "status", "updated_height"),
+        model_columns(
+            model.Proposal,
+            derived={"votes"},  # from proposal_votes
+            extra=("governance_public_key", "operator_public_keys", "yes", "no", "updated_height"),
+        ),
         ("proposal_id",),
-        lambda r, h: (r["proposal_id"], r["kind"], r["institution_id"],
-                      r["governance_public_key"], list(r["operator_public_keys"]), r["proposer"],
-                      r["created_height"], r["expires_height"], list(r["yes"]), list(r["no"]),
-                      r["status"], h),
         _hex_key,
+        lists=frozenset({"operator_public_keys", "yes", "no"}),
     ),
-    "anchor": StateTable(
-        "anchors",
-        ("data_id", "sha256", "metadata", "institution_id", "anchored_by", "height"),
-        ("data_id",),
-        lambda r, _h: (r["data_id"], r["sha256"], r["metadata"], r["institution_id"],
-                       r["anchored_by"], r["height"]),
-        lambda rest: (rest,),
-    ),
-    "batch": StateTable(
-        "l2_batches",
-        ("batch_id", "merkle_root", "leaf_count", "window_start_ms", "window_end_ms",
-         "institution_id", "committed_by", "height"),
-        ("batch_id",),
-        lambda r, _h: (r["batch_id"], r["merkle_root"], r["leaf_count"], r["window_start_ms"],
-                       r["window_end_ms"], r["institution_id"], r["committed_by"], r["height"]),
-        lambda rest: (rest,),
-    ),
+    "anchor": StateTable("anchors", model_columns(model.Anchor), ("data_id",), _text_key),
+    "batch": StateTable("l2_batches", model_columns(model.L2Batch), ("batch_id",), _text_key),
     "asset": StateTable(
         "assets",
-        ("asset_id", "owner_key_id", "metadata", "registered_height", "updated_height"),
+        model_columns(model.Asset, derived={"history"}, extra=("updated_height",)),
         ("asset_id",),
-        lambda r, h: (r["asset_id"], r["owner_key_id"], r["metadata"], r["registered_height"], h),
-        lambda rest: (rest,),
+        _text_key,
     ),
+    # No read model: evidence is audited, not served.
     "evidence": StateTable(
         "evidence",
         ("operator_key_id", "height", "institution_id", "hash_a", "hash_b", "reported_height"),
         ("operator_key_id", "height"),
-        lambda r, _h: (r["operator_key_id"], r["height"], r["institution_id"], r["hash_a"],
-                       r["hash_b"], r["reported_height"]),
         _evidence_key,
     ),
-}  # fmt: skip
+}
 
-# A table (one line per append-only table's columns): `# fmt: skip` at its end.
 APPEND_TABLES: Mapping[str, tuple[str, ...]] = {
-    "blocks": ("height", "hash", "prev_hash", "first_offset", "last_offset", "tx_root",
-               "state_root", "validator_set_hash", "timestamp_ms", "tx_count", "ok_count",
-               "certificate", "source_offset"),
-    "block_votes": ("height", "position", "operator_key_id", "institution_id", "public_key",
-                    "signature"),
-    "transactions": ("height", "position", "tx_id", "tx_offset", "result_code", "sender",
-                     "nonce", "operation", "envelope"),
-    "proposal_votes": ("proposal_id", "institution_id", "approve", "height"),
-    "asset_owners": ("asset_id", "height", "position", "tx_id", "owner_key_id"),
+    # source_offset: where the certified copy was read (the audit)
+    "blocks": model_columns(model.Block, extra=("source_offset",)),
+    "block_votes": ("height", *model_columns(queries.CertificateVote)),
+    # envelope: the signed bytes, read by ``accepted_tx`` (proofs)
+    "transactions": model_columns(model.Transaction, extra=("envelope",)),
+    "proposal_votes": ("proposal_id", *model_columns(model.ProposalVote)),
+    "asset_owners": ("asset_id", *model_columns(model.Ownership)),
     "key_activity": KEY_ACTIVITY_COLUMNS,
-}  # fmt: skip
+}
+"""Append-only tables' columns: a read model's fields and the writer-only ones (D45)."""
 
 
-def new_votes(old: Record | None, new: Record, height: int) -> list[Row]:
-    """Votes that ``new`` (a proposal record) adds to ``old``: (id, institution, approve, h)."""
-    rows: list[Row] = []
+def new_votes(old: Record | None, new: Record, height: int) -> list[dict[str, Any]]:
+    """Votes that ``new`` (a proposal record) adds to ``old``: ``proposal_votes`` rows."""
+    rows: list[dict[str, Any]] = []
     for side, approve in (("yes", True), ("no", False)):
         before = set(old[side]) if old is not None else set()
         rows.extend(
-            (new["proposal_id"], inst, approve, height) for inst in sorted(set(new[side]) - before)
+            {
+                "proposal_id": new["proposal_id"],
+                "institution_id": inst,
+                "approve": approve,
+                "height": height,
+            }
+            for inst in sorted(set(new[side]) - before)
         )
     return rows
 
@@ -165,7 +188,7 @@ class BatchRows:
             raw = None if record is None else canonical_bytes(schema_for(key), record)
             self.state[key] = (raw, height, record)
             if key.startswith("prop/") and record is not None:
-                self.append["proposal_votes"].extend(new_votes(previous(key), record, height))
+                self.add_named("proposal_votes", new_votes(previous(key), record, height))
         self.append["key_activity"].extend(key_activity(writes, height, previous))
 
     def merge(self, later: BatchRows) -> None:

@@ -49,7 +49,14 @@ from readers.audit_logs import Progress
 from readers.audit_report import AuditReport, render, write_json
 from readers.audit_run import run_audit
 from runtime import logs
-from runtime.cli_args import Defaults, Parser, apply_defaults, one_line
+from runtime.cli_args import (
+    Defaults,
+    Parser,
+    add_chain_options,
+    add_process_options,
+    apply_defaults,
+    one_line,
+)
 from runtime.metrics_server import serve_metrics
 
 __all__ = [
@@ -98,9 +105,7 @@ def build_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
         prog="pantheon audit",
         description=__doc__.splitlines()[0] + " (exit 0 clean, 1 discrepancies, 2 could not run)",
     )
-    p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
-    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    p.add_argument("--prefix", default="pantheon.", help="topic prefix")
+    add_chain_options(p)
     p.add_argument("--institution", help="also audit this institution's Postgres projection")
     p.add_argument(
         "--dsn",
@@ -123,10 +128,7 @@ def build_parser(defaults: Defaults | None = None) -> argparse.ArgumentParser:
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("-q", "--quiet", action="store_true", help="no human report")
     p.add_argument("--every", type=float, metavar="SECONDS", help="repeat the audit forever")
-    p.add_argument("--metrics-port", type=int, help="serve /metrics here")
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="list every notice, and log progress"
-    )
+    add_process_options(p, verbose_help="list every notice, and log progress")
     apply_defaults(p, defaults)
     return p
 

@@ -17,7 +17,7 @@ Theory of operation
   whose ``actor`` was not allowed to act against the state folded from the events accepted
   before it (:func:`ledger.iam_authz.authorize`) is an ERROR (``iam.unauthorized``, with
   offset, actor and event): the gateway was made to sign it, e.g. from tampered tables. The accepted
-  events are folded by the projection's own SQL handlers (:data:`projections.iam.HANDLERS`)
+  events are folded by the projection's own SQL handlers (:data:`projections.iam_handlers.HANDLERS`)
   into temporary tables shaped like the real ones, in a transaction that is rolled back, and
   every table is compared row by row: each missing, extra or changed row is an ERROR naming
   table, key, column, expected and actual (bytes as hex).
@@ -44,6 +44,7 @@ from ledger.execution import ExecutedBlock
 from ledger.genesis import Genesis, genesis_writes
 from ledger.iam_events import IamGate, KeyHistory, Opened, Refusal, key_activity, needed_height
 from projections import iam as iam_projection
+from projections import iam_handlers
 from runtime.kafka_config import consumer_config
 from runtime.topics import iam_topic
 
@@ -200,7 +201,7 @@ class IamAudit:
                         f"certified chain ({self.certified_height})",
                     )
                 )
-            elif opened.schema not in iam_projection.HANDLERS:
+            elif opened.schema not in iam_handlers.HANDLERS:
                 reason = str(Refusal.BAD_EVENT)
             else:
                 accepted.append((offset, opened))
@@ -284,7 +285,7 @@ class IamAudit:
                             ).format(sql.Identifier(table), sql.Identifier(table))
                         )
                     for offset, opened in accepted:
-                        iam_projection.HANDLERS[opened.schema](cur, opened.record)
+                        iam_handlers.HANDLERS[opened.schema](cur, opened.record)
                         cur.execute(
                             'INSERT INTO iam_events (event_id, "offset", key_id, key_height) '
                             "VALUES (%s, %s, %s, %s)",

@@ -7,7 +7,7 @@ Theory of operation
   read *before* the logs, so the logs the audit reads cover everything the projector saw.
 * :class:`ExpectedRows` is a block hook of :class:`~ledger.audit.ChainAudit`: for every
   replayed block up to ``P`` with a canonical copy it calls the projector's own row builder
-  (``ChainProjection._add_block_rows`` into a :class:`~projections.rows.BatchRows` spanning
+  (:func:`projections.chain_rows.block_rows` into a :class:`~projections.rows.BatchRows` spanning
   the whole chain, where state tables keep the last write per key, exactly as the upserts
   do), so no projection rule is re-derived here; it also derives ``chain.meta``.
 * :func:`compare` diffs each table (row counts, a digest per table, then every missing,
@@ -39,7 +39,7 @@ from ledger.cutter import CutBlock
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.genesis import Genesis, genesis_state, genesis_writes
 from ledger.results import ResultCode
-from projections.chain import ChainProjection
+from projections.chain_rows import block_rows
 from projections.rows import APPEND_TABLES, STATE_TABLES, BatchRows, Row
 
 APPEND_KEYS: Mapping[str, tuple[str, ...]] = {
@@ -116,8 +116,7 @@ class ExpectedRows:
         self.upto = upto
         self.rows = BatchRows()
         self.rows.add_writes(genesis_writes(genesis), 0, lambda _key: None)
-        self._builder = ChainProjection(genesis)  # only its row builder is used
-        self._builder.machine = machine  # the audit's machine: state *before* each block
+        self._machine = machine  # the audit's machine: state *before* each block
         self.meta: Row = (
             genesis.params.chain_id,
             genesis.hash(),
@@ -138,8 +137,13 @@ class ExpectedRows:
         if canonical is None or self.uncertified:
             self.uncertified.append(height)
             return
-        self._builder._add_block_rows(  # the projector's own row builder
-            self.rows, executed, cut, canonical.certificate, canonical.offset
+        block_rows(  # the projector's own row builder
+            self.rows,
+            executed,
+            cut,
+            canonical.certificate,
+            canonical.offset,
+            previous=self._machine.state.get,
         )
         ok = sum(1 for r in executed.results if r.code is ResultCode.OK)
         chain_id, genesis_hash, _, _, _, _, tx_count, ok_count = self.meta

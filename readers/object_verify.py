@@ -68,7 +68,7 @@ def object_proof(
         content_type=content_type,
         tx_id=certified.entries[part.tx_index].tx_id,
         block_hash=certified.block_hash,
-        **part.fields(),
+        inclusion=part,
     )
 
 

@@ -74,7 +74,7 @@ def record_proof(conn: Conn, device_key_id: bytes, sequence: int) -> RecordProof
         leaf_count=len(leaves),
         audit_path=tuple(inclusion_proof(leaves, leaf_index)),
         merkle_root=root(leaves),
-        **part.fields(),
+        inclusion=part,
     )
 
 

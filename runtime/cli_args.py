@@ -7,6 +7,9 @@
   optional, take the stack's value, and their help says where it comes from.
 * :class:`ConfigError` is what a process (validator, projector, gateway) raises when it
   cannot start with its configuration; its entry point reports it in one line, exit 2.
+* :func:`add_chain_options` and :func:`add_process_options` add the options the long-running
+  processes share (the chain's genesis, brokers and topic prefix; metrics port, verbosity).
+  The validator's parser (``streams/validator.py``) still states them itself (D45).
 * :func:`hex_bytes` is the argument type of a hex option (``--device``): a malformed value
   is a usage error that names the option.
 """
@@ -16,7 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import NoReturn
+
+from runtime.topics import DEFAULT_PREFIX
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 """0: done; 1: the answer is no (discrepancies, an invalid proof); 2: could not run."""
@@ -50,6 +56,23 @@ def apply_defaults(parser: argparse.ArgumentParser, defaults: Defaults | None) -
             action.required = False
             action.default = value
             action.help = f"{action.help or ''} (default: {origin})".strip()
+
+
+def add_chain_options(parser: argparse.ArgumentParser) -> None:
+    """``--genesis``, ``--bootstrap`` and ``--prefix``: the chain a process follows."""
+    parser.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
+    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix")
+
+
+def add_process_options(
+    parser: argparse.ArgumentParser, *, verbose: bool = True, verbose_help: str = "log progress"
+) -> None:
+    """``--metrics-port`` and (unless ``verbose`` is False: a parent parser that has its own)
+    ``-v``/``--verbose`` of a long-running process."""
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    if verbose:
+        parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
 
 
 def hex_bytes(text: str) -> bytes:

@@ -8,7 +8,7 @@ Theory of operation
   ``<state>/consortium/iam/<inst>/`` locally), a JSON document ``{"kek_id", "sealed"}`` whose
   key is sealed under the master key. Neither the file without the master key, nor the master
   key and the database without the file, unwrap a data key.
-* Forgetting a user (:func:`gateway.iam.store.rotate_kek`) replaces the KEK: under an
+* Forgetting a user (:func:`gateway.iam.data_keys.rotate_kek`) replaces the KEK: under an
   exclusive ``flock`` on ``<dir>/kek.lock`` the new KEK is written and fsynced as
   ``kek-<id>.next``; one PostgreSQL transaction deletes the user's row, re-wraps every other
   data key under the new KEK and records its id; after the commit :meth:`KekStore.install`

@@ -34,8 +34,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +46,11 @@ from gateway.auth.crypto import (
     CryptoError,
     DataKey,
     MasterKey,
-    open_profile,
-    open_text,
-    seal_profile,
-    seal_text,
 )
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle
 from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
-from gateway.iam import store
+from gateway.iam import data_keys, store
 from gateway.iam.commands import (
     BootstrapAdmin,
     ChangeGrant,
@@ -75,14 +70,12 @@ from gateway.iam.errors import (
     AlreadyBootstrapped,
     BadSetupCredential,
     IamError,
-    KeysUnavailable,
-    NotApplied,
     NotAuthorized,
-    UnknownUser,
 )
 from gateway.iam.kek import KekStore
+from gateway.iam.personal_data import PersonalData
 from gateway.iam.publisher import IamPublisher
-from gateway.iam.sessions import PASSWORD_FIELD, Sessions
+from gateway.iam.sessions import Sessions
 from gateway.iam.signing import IamSigner
 from projections import iam as iam_projection
 from runtime.kafka_config import producer_config
@@ -136,10 +129,16 @@ class IamService:
             producer=self._producer,
             apply_timeout_s=apply_timeout_s,
         )
+        self.personal = PersonalData(
+            pool=self._pool,
+            keys=self._keys,
+            institution=institution,
+            password_params=password_params,
+        )
         with self._pool.connection() as conn:
             iam_projection.migrate(conn)
             try:  # finishes a KEK rotation a crash interrupted
-                store.ensure_kek(conn, self._keys)
+                data_keys.ensure_kek(conn, self._keys)
             except CryptoError as exc:  # data keys unusable; tokens and the chain still work
                 log.error("IAM data keys unavailable: %s", exc)
         self.sessions = Sessions(
@@ -206,7 +205,9 @@ class IamService:
                 raise AlreadyBootstrapped(self.institution)
             if not store.check_setup_credential(conn, self.institution, setup_token):
                 raise BadSetupCredential("unknown or already used setup credential")
-            sealed_hash, sealed_profile, key_id = self._seal_new_user(user_id, password, profile)
+            sealed_hash, sealed_profile, key_id = self.personal.seal_new_user(
+                user_id, password, profile
+            )
             command = BootstrapAdmin(
                 user_id=user_id,
                 login=login,
@@ -214,35 +215,10 @@ class IamService:
                 encrypted_profile=sealed_profile,
                 data_key_id=key_id,
             )
-            with self._discard_key_if_refused(user_id):
+            with self.personal.discard_if_refused(user_id):
                 self._produce(self._decide(command))
             store.consume_setup_credential(conn, self.institution)
         return user_id
-
-    def _seal_new_user(
-        self, user_id: str, password: str, profile: Mapping[str, str]
-    ) -> tuple[str, bytes, str]:
-        with self._pool.connection() as conn:
-            dk = store.create_data_key(conn, self._keys, self.institution, user_id)
-        hashed = passwords.hash_password(password, self._params)
-        return (
-            seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed),
-            seal_profile(dk, self.institution, user_id, profile),
-            dk.key_id,
-        )
-
-    @contextmanager
-    def _discard_key_if_refused(self, user_id: str) -> Iterator[None]:
-        # A refused command leaves no orphan data key. NotApplied means the event may be on
-        # the topic: the key must then stay.
-        try:
-            yield
-        except NotApplied:
-            raise
-        except Exception:
-            with self._pool.connection() as conn:
-                store.delete_data_key(conn, user_id)
-            raise
 
     # -- administration -------------------------------------------------------------------
     def create_user(
@@ -252,8 +228,10 @@ class IamService:
         passwords.check_password_policy(password)
         self._precheck_admin(actor)
         user_id = _new_id("u")
-        sealed_hash, sealed_profile, key_id = self._seal_new_user(user_id, password, profile)
-        with self._discard_key_if_refused(user_id):
+        sealed_hash, sealed_profile, key_id = self.personal.seal_new_user(
+            user_id, password, profile
+        )
+        with self.personal.discard_if_refused(user_id):
             self.execute(
                 CreateUser(
                     actor=actor,
@@ -309,12 +287,7 @@ class IamService:
                     RevokeTokens(actor=actor, user_id=user_id, jti="", expires_at_ms=expires)
                 )
             )
-            with self._pool.connection() as conn:
-                try:
-                    gone, _, _ = store.rotate_kek(conn, self._keys, forget=(user_id,))
-                except CryptoError as exc:
-                    raise KeysUnavailable(str(exc)) from None
-            key_id = gone.get(user_id, "")
+            key_id = self.personal.shred((user_id,)).get(user_id, "")
             self._produce(
                 self._decide(ForgetUser(actor=actor, user_id=user_id, data_key_id=key_id))
             )
@@ -324,70 +297,38 @@ class IamService:
     ) -> None:
         """Set a new password: one's own (``old_password`` required) or, as admin, anyone's."""
         passwords.check_password_policy(new_password)
-        dk, sealed = self._user_secret(user_id)
-        if actor == user_id and (
-            old_password is None
-            or not passwords.verify_password(
-                old_password, open_text(dk, self.institution, user_id, PASSWORD_FIELD, sealed)
-            )
-        ):
-            raise NotAuthorized("the current password is wrong")
-        hashed = passwords.hash_password(new_password, self._params)
-        sealed_new = seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed)
-        self.execute(ChangePassword(actor=actor, user_id=user_id, password_hash=sealed_new))
-
-    def _user_secret(self, user_id: str) -> tuple[Any, str]:
-        with self._pool.connection() as conn:
-            sealed = store.password_hash(conn, user_id)
-            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
-        if sealed is None or dk is None:
-            raise UnknownUser(user_id)
-        return dk, sealed
+        own = actor == user_id
+        sealed = self.personal.new_password(
+            user_id, new_password, own=own, old_password=old_password
+        )
+        self.execute(ChangePassword(actor=actor, user_id=user_id, password_hash=sealed))
 
     def update_profile(self, actor: str, user_id: str, profile: Mapping[str, str]) -> None:
         """Replace a user's personal fields (sealed under their data key)."""
-        with self._pool.connection() as conn:
-            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
-        if dk is None:
-            raise UnknownUser(user_id)
-        sealed = seal_profile(dk, self.institution, user_id, profile)
+        sealed = self.personal.seal_profile(user_id, profile)
         self.execute(UpdateProfile(actor=actor, user_id=user_id, encrypted_profile=sealed))
 
     def profile(self, actor: str, user_id: str) -> dict[str, str] | None:
         """A user's personal fields in clear (self or admin); None once forgotten."""
         if actor != user_id:
             self._precheck_admin(actor)
-        with self._pool.connection() as conn:
-            row = store.profile_row(conn, user_id)
-            dk = store.get_data_key(conn, self._keys, self.institution, user_id)
-        if row is None:
-            raise UnknownUser(user_id)
-        if row[0] is None or dk is None:
-            return None
-        return open_profile(dk, self.institution, user_id, bytes(row[0]))
+        return self.personal.profile(user_id)
 
     @property
     def kek_store(self) -> KekStore:
-        """The KEK files, for :func:`gateway.iam.store.get_data_key` on one's own connection."""
+        """The KEK files, for :func:`gateway.iam.data_keys.get_data_key` on one's own connection."""
         return self._keys
 
     def data_key(self, user_id: str) -> DataKey | None:
         """The user's data key, for other owners of per-user ciphertexts (stored objects):
         None once the user is forgotten, and no copy of it unwraps after :meth:`forget_user`."""
-        with self._pool.connection() as conn:
-            return store.get_data_key(conn, self._keys, self.institution, user_id)
+        return self.personal.data_key(user_id)
 
     def shred_forgotten(self) -> list[str]:
         """Destroy the data keys of users the projection says are forgotten (after restoring
         a dump older than a forget); returns their ids. Wait for the projection first."""
-        with self._lock, self._pool.connection() as conn:
-            if not store.forgotten_with_keys(conn):
-                return []
-            try:
-                gone, _, _ = store.rotate_kek(conn, self._keys, (), include_forgotten=True)
-            except CryptoError as exc:
-                raise KeysUnavailable(str(exc)) from None
-        return sorted(gone)
+        with self._lock:
+            return sorted(self.personal.shred((), include_forgotten=True))
 
     def create_group(self, actor: str, group: str, description: str = "") -> None:
         self.execute(CreateGroup(actor=actor, group=group, description=description))

@@ -17,7 +17,7 @@ from gateway.auth.crypto import MasterKey, open_text, seal_text
 from gateway.auth.devices import DeviceTokens
 from gateway.auth.throttle import LoginThrottle, Throttled
 from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
-from gateway.iam import store
+from gateway.iam import data_keys, store
 from gateway.iam.commands import ChangePassword, Command
 from gateway.iam.errors import IamError, LoginFailed, LoginThrottled
 from gateway.iam.kek import KekStore
@@ -83,7 +83,7 @@ class Sessions:
             dk = (
                 None
                 if row is None
-                else store.get_data_key(conn, self._keys, self.institution, row[0])
+                else data_keys.get_data_key(conn, self._keys, self.institution, row[0])
             )
         if row is None or row[1] is None or dk is None:
             passwords.dummy_verify(password, self._params)

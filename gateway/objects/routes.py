@@ -238,7 +238,7 @@ class DataProxy:
             "X-Pantheon-Anchor-Tx": proof.tx_id.hex(),
             "X-Pantheon-Anchor-Height": str(proof.height),
             "X-Pantheon-Block-Hash": proof.block_hash.hex(),
-            "X-Pantheon-Certificate": proof.certificate.hex(),
+            "X-Pantheon-Certificate": proof.inclusion.certificate.hex(),
             "X-Pantheon-Metadata": urllib.parse.quote(readable.metadata, safe=""),
             "Link": f'</objects/{urllib.parse.quote(data_id, safe="")}/proof>; rel="proof"',
         }

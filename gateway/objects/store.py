@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.auth.crypto import DataKey
 from gateway.errors import BodyTooLarge
-from gateway.iam import store as iam_store
+from gateway.iam import data_keys
 from gateway.iam.kek import KekStore
 from gateway.object_crypto import chunk_aad, chunk_digest, chunk_root, new_upload_id, seal_chunk
 from gateway.objects.errors import ObjectExists
@@ -41,7 +41,7 @@ class ObjectKeys:
         """The owner's data key; with ``create``, a new one if they have none and were not
         forgotten. None once it was destroyed."""
         with self.pool.connection() as conn:
-            dk = iam_store.get_data_key(conn, self._keys, self.institution, owner)
+            dk = data_keys.get_data_key(conn, self._keys, self.institution, owner)
             if dk is not None or not create:
                 return dk
             row = conn.execute(
@@ -50,11 +50,11 @@ class ObjectKeys:
             if row is not None and row[0]:
                 return None
             try:
-                return iam_store.create_data_key(conn, self._keys, self.institution, owner)
-            except iam_store.KeyForgotten:  # forgotten, UserForgotten not projected yet
+                return data_keys.create_data_key(conn, self._keys, self.institution, owner)
+            except data_keys.KeyForgotten:  # forgotten, UserForgotten not projected yet
                 return None
             except psycopg.errors.UniqueViolation:  # a concurrent first upload made it
-                return iam_store.get_data_key(conn, self._keys, self.institution, owner)
+                return data_keys.get_data_key(conn, self._keys, self.institution, owner)
 
     def key_holder(self, key_id: str) -> str | None:
         """The principal whose data key has id ``key_id`` (None: no such key)."""

@@ -1,8 +1,9 @@
 """The read model of the chain tables: one frozen dataclass per row kind (D42).
 
 Each dataclass's fields are the columns its queries select (:func:`select`), so a column is
-named once on the read side; the writer's columns (``projections.rows.APPEND_TABLES``) and
-the GraphQL types are checked against these fields by ``tests/unit/test_read_model.py``.
+named once on the read side. The writer's columns (``projections.rows.APPEND_TABLES`` and
+``STATE_TABLES``) are derived from these fields plus stated writer-only columns (D45), and
+``tests/unit/test_read_model.py`` checks the GraphQL types against them.
 """
 
 from __future__ import annotations

@@ -77,7 +77,13 @@ with atheris.instrument_imports(include=["schemas", "ledger", "gateway", "jwt"])
     from ledger.keys import KeyPair
     from ledger.l2 import BUNDLE_KIND, RECORD_KIND
     from ledger.merkle import MerkleError
-    from ledger.proofs import RecordProof, verify_record_proof
+    from ledger.proofs import (
+        RecordProof,
+        TxInclusion,
+        edited,
+        flat_field,
+        verify_record_proof,
+    )
     from ledger.results import ResultCode
     from ledger.tx import TxRejected, parse_tx, sign_tx
     from ledger.votes import sign_vote
@@ -137,16 +143,16 @@ def decoder_target() -> Target:
     envelope = _envelope()
     proofs, genesis = _genuine_proofs()
     proof = proofs[0]
-    cert = decode_canonical("QuorumCertificate", proof.certificate)
-    result = EntryResult(tx_id=bytes(32), offset=proof.tx_offset, code=ResultCode.OK)
+    cert = decode_canonical("QuorumCertificate", proof.inclusion.certificate)
+    result = EntryResult(tx_id=bytes(32), offset=proof.inclusion.tx_offset, code=ResultCode.OK)
     seeds = [
         envelope,
-        proof.envelope,
-        sign_vote(SIGNER, height=1, block_hash=proof.header.hash()).encode(),
-        receipt(result, height=1, block_hash=proof.header.hash()),
+        proof.inclusion.envelope,
+        sign_vote(SIGNER, height=1, block_hash=proof.inclusion.header.hash()).encode(),
+        receipt(result, height=1, block_hash=proof.inclusion.header.hash()),
         TimeToCut(chain_id="fuzz", height=3, producer=SIGNER.key_id).encode(),
         DeviceRecord.from_record(decode_canonical("DeviceRecord", proof.leaf)).encode(),
-        encode_finalized(proof.header, cert, [result]),
+        encode_finalized(proof.inclusion.header, cert, [result]),
         genesis.encode(),
     ]
     assert QuorumCertificate.from_record(cert).height == 1
@@ -174,7 +180,7 @@ def decoder_target() -> Target:
 def tx_target() -> Target:
     envelope = _envelope()
     proofs, _ = _genuine_proofs()
-    genuine = {raw: parse_tx(raw).tx_id for raw in (envelope, proofs[0].envelope)}
+    genuine = {raw: parse_tx(raw).tx_id for raw in (envelope, proofs[0].inclusion.envelope)}
 
     def run(data: bytes) -> str:
         try:
@@ -196,11 +202,12 @@ def tx_target() -> Target:
 
 # -- proof verification ---------------------------------------------------------------------
 
-# (field, kind) of the RecordProof fields an edit can replace (the header: in the JSON form)
+# (field, kind) of the RecordProof fields an edit can replace, its inclusion part's spliced
+# in (the header: in the JSON form)
 PROOF_FIELDS: tuple[tuple[str, str], ...] = tuple(
     (f.name, {"int": "int", "str": "str", "bytes": "bytes"}.get(str(f.type), "paths"))
-    for f in dataclasses.fields(RecordProof)
-    if f.name != "header"
+    for f in (*dataclasses.fields(RecordProof), *dataclasses.fields(TxInclusion))
+    if f.name not in {"header", "inclusion"}
 )
 
 
@@ -297,8 +304,8 @@ def proof_target() -> Target:
     seeds = [b"\x00" + json.dumps(p.to_json()).encode() for p in proofs]
     seeds.append(b"\x01")  # no edit: the genuine proof
     for name, _ in PROOF_FIELDS:  # each field restated: mutations start from a valid proof
-        seeds.append(b"\x01" + proof_edit(name, getattr(base, name)))
-    seeds.append(b"\x01" + b"".join(proof_edit(n, getattr(base, n)) for n, _ in PROOF_FIELDS))
+        seeds.append(b"\x01" + proof_edit(name, flat_field(base, name)))
+    seeds.append(b"\x01" + b"".join(proof_edit(n, flat_field(base, n)) for n, _ in PROOF_FIELDS))
     doc = json.loads(document)
     for i, path in enumerate(paths):  # each JSON value restated
         seeds.append(
@@ -309,7 +316,7 @@ def proof_target() -> Target:
         try:
             mode = data[0] % 3 if data else 0
             if mode == 1:
-                proof = dataclasses.replace(base, **proof_edits(data[1:]))
+                proof = edited(base, **proof_edits(data[1:]))
             else:
                 if mode == 2:
                     doc = json.loads(document)

@@ -14,7 +14,6 @@ inputs each target saw and how it answered them.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import time
@@ -33,7 +32,7 @@ from harness.gateway_support import ALL, ChainFixture, Tokens
 from ledger.errors import ProofError
 from ledger.keys import KeyPair
 from ledger.l2 import RECORD_KIND
-from ledger.proofs import RecordProof, verify_record_proof
+from ledger.proofs import RecordProof, edited, flat_field, flat_field_names, verify_record_proof
 from ledger.tx import TxRejected, parse_tx, sign_tx
 from runtime.kafka_config import consumer_config
 from schemas.codec import decode, encode
@@ -142,7 +141,7 @@ def test_transaction_validator_refuses_only_with_a_result_code(data: bytes) -> N
 
 PROOF, GENESIS = _chain_proof(RECORD_KIND)
 BYTES_FIELDS = [
-    f.name for f in dataclasses.fields(RecordProof) if isinstance(getattr(PROOF, f.name), bytes)
+    name for name in flat_field_names(RecordProof) if isinstance(flat_field(PROOF, name), bytes)
 ]
 
 
@@ -166,7 +165,7 @@ def tampered_proofs(draw: st.DrawFn) -> RecordProof | dict[str, Any]:
         return doc
     changes: dict[str, Any] = {}
     for name in draw(st.lists(st.sampled_from(BYTES_FIELDS), min_size=1, max_size=3)):
-        changes[name] = draw(mutations(getattr(PROOF, name)))
+        changes[name] = draw(mutations(flat_field(PROOF, name)))
     for name in draw(
         st.lists(
             st.sampled_from(["leaf_index", "leaf_count", "tx_index", "tx_count", "tx_offset"]),
@@ -176,7 +175,7 @@ def tampered_proofs(draw: st.DrawFn) -> RecordProof | dict[str, Any]:
         changes[name] = draw(st.integers(-(2**63), 2**63))
     if draw(st.booleans()):
         changes["audit_path"] = tuple(draw(st.lists(st.binary(max_size=40), max_size=5)))
-    return dataclasses.replace(PROOF, **changes)
+    return edited(PROOF, **changes)
 
 
 def test_the_untampered_proof_verifies() -> None:
@@ -198,7 +197,7 @@ def test_proof_verification_refuses_only_with_proof_error(
     # a proof that still verifies proves the same reading (only no-op changes pass)
     SEEN["proof:accepted"] += 1
     assert (verified.device_key_id, verified.sequence) == (SIGNER_DEVICE, PROOF.sequence)
-    assert verified.block_hash == PROOF.header.hash()
+    assert verified.block_hash == PROOF.inclusion.header.hash()
 
 
 SIGNER_DEVICE = verify_record_proof(PROOF, GENESIS).device_key_id

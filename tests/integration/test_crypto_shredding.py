@@ -49,7 +49,7 @@ from gateway.auth.crypto import (
 )
 from gateway.auth.passwords import FAST
 from gateway.context import Services
-from gateway.iam import store
+from gateway.iam import data_keys
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.kek import KekStore
 from gateway.iam.service import IamService
@@ -486,12 +486,14 @@ def test_forget_user_cli(
         # A restored copy brings the key back (as a machine image would): shred-forgotten.
         # The restored gateway tables predate the forget's tombstone too.
         with psycopg.connect(dsn, autocommit=True) as conn:
-            with pytest.raises(store.KeyForgotten):
-                store.create_data_key(
+            with pytest.raises(data_keys.KeyForgotten):
+                data_keys.create_data_key(
                     conn, KekStore(iam_dir, master, institution), institution, user
                 )
             conn.execute("DELETE FROM iam_forgotten_keys WHERE user_id = %s", (user,))
-            store.create_data_key(conn, KekStore(iam_dir, master, institution), institution, user)
+            data_keys.create_data_key(
+                conn, KekStore(iam_dir, master, institution), institution, user
+            )
         assert svc.data_key(user) is not None
         code, out, _ = run("shred-forgotten", "--institution", institution)
         assert code == 0 and user in out and svc.data_key(user) is None

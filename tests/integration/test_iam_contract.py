@@ -1,5 +1,5 @@
 """One contract, two implementations: the pure IAM fold (:func:`gateway.iam.state.evolve`)
-and its PostgreSQL projection (``projections.iam.HANDLERS`` read back by
+and its PostgreSQL projection (``projections.iam_handlers.HANDLERS`` read back by
 :func:`gateway.iam.store.load_state`) must reach the same state from the same events (D42).
 
 The scenarios live in :class:`IamContract`; each concrete subclass says only how to fold a
@@ -20,7 +20,8 @@ import pytest
 from gateway.iam.state import IamState, evolve
 from gateway.iam.store import load_state
 from infra.postgres_server import Postgres
-from projections.iam import HANDLERS, migrate
+from projections.iam import migrate
+from projections.iam_handlers import HANDLERS
 
 INST = "inst-1"
 Event = tuple[str, dict[str, Any]]

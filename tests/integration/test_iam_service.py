@@ -22,7 +22,7 @@ from gateway.auth.crypto import MasterKey, open_profile, open_text
 from gateway.auth.passwords import FAST, ScryptParams
 from gateway.auth.throttle import LoginThrottle, ThrottlePolicy
 from gateway.auth.tokens import RevokedToken, TokenVerifier
-from gateway.iam import store
+from gateway.iam import data_keys, store
 from gateway.iam.bootstrap import create_admin, ensure_setup_credential
 from gateway.iam.errors import (
     AlreadyBootstrapped,
@@ -563,7 +563,7 @@ def test_forgetting_closes_the_window_and_no_data_key_is_created_after(
     carl = svc.create_user(root, "carl", "carl-password")
     token = svc.login("carl", "carl-password", "s")
     verifier = svc.verifier()
-    rotate = store.rotate_kek
+    rotate = data_keys.rotate_kek
     seen: list[bool] = []
 
     def rotate_kek(*args: Any, **kwargs: Any) -> Any:
@@ -574,22 +574,22 @@ def test_forgetting_closes_the_window_and_no_data_key_is_created_after(
             seen.append(True)
         return rotate(*args, **kwargs)
 
-    monkeypatch.setattr(store, "rotate_kek", rotate_kek)
+    monkeypatch.setattr(data_keys, "rotate_kek", rotate_kek)
     svc.forget_user(root, carl)
     assert seen == [True]
-    monkeypatch.setattr(store, "rotate_kek", rotate)
+    monkeypatch.setattr(data_keys, "rotate_kek", rotate)
 
     # The window between the rotation and UserForgotten being projected: the tombstone the
     # rotation committed refuses a fresh data key even though iam_users does not say so yet.
     erin = svc.create_user(root, "erin", "erin-password")
     with psycopg.connect(iam.dsn, autocommit=True) as conn:
-        store.rotate_kek(conn, svc.kek_store, forget=(erin,))
+        data_keys.rotate_kek(conn, svc.kek_store, forget=(erin,))
         assert conn.execute(
             "SELECT forgotten FROM iam_users WHERE user_id = %s", (erin,)
         ).fetchone() == (False,)
         for user in (carl, erin):
-            with pytest.raises(store.KeyForgotten):
-                store.create_data_key(conn, svc.kek_store, iam.institution, user)
+            with pytest.raises(data_keys.KeyForgotten):
+                data_keys.create_data_key(conn, svc.kek_store, iam.institution, user)
         assert conn.execute(
             "SELECT count(*) FROM iam_data_keys WHERE user_id = ANY(%s)", ([carl, erin],)
         ).fetchone() == (0,)

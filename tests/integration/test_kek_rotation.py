@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from gateway.auth.crypto import CryptoError, MasterKey, unwrap_data_key
-from gateway.iam import store
+from gateway.iam import data_keys
 from gateway.iam.kek import KEK_FILE, KekMissing, KekStore
 from infra.postgres_server import Postgres
 from projections import iam as iam_projection
@@ -42,7 +42,7 @@ def _keys(directory: Path) -> KekStore:
 
 
 def _users(conn: psycopg.Connection[Any], keys: KekStore, n: int) -> dict[str, bytes]:
-    return {f"u-{i}": store.create_data_key(conn, keys, INST, f"u-{i}").key for i in range(n)}
+    return {f"u-{i}": data_keys.create_data_key(conn, keys, INST, f"u-{i}").key for i in range(n)}
 
 
 def _wrapped(conn: psycopg.Connection[Any], user_id: str) -> tuple[str, str, bytes]:
@@ -80,26 +80,26 @@ def test_forget_rewraps_the_others_and_shreds_the_old_copies(
     keys = _keys(directory)
     data = _users(conn, keys, 50)
     old = _wrapped(conn, "u-7")
-    first = store.current_kek_id(conn)
+    first = data_keys.current_kek_id(conn)
     assert first is not None and old[1] == first
     assert _opens_with_anything_left(directory, "u-7", old)  # control: the scan can succeed
     assert stat.S_IMODE((directory / KEK_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
-    gone, new_id, rewrapped = store.rotate_kek(conn, keys, forget=("u-7",))
+    gone, new_id, rewrapped = data_keys.rotate_kek(conn, keys, forget=("u-7",))
 
     assert gone == {"u-7": old[0]} and rewrapped == 49 and new_id not in (None, first)
-    assert store.current_kek_id(conn) == new_id
-    assert store.get_data_key(conn, keys, INST, "u-7") is None
+    assert data_keys.current_kek_id(conn) == new_id
+    assert data_keys.get_data_key(conn, keys, INST, "u-7") is None
     for uid, key in data.items():  # another process (fresh store) reads the others
         if uid != "u-7":
-            dk = store.get_data_key(conn, _keys(directory), INST, uid)
+            dk = data_keys.get_data_key(conn, _keys(directory), INST, uid)
             assert dk is not None and dk.key == key
     assert not _opens_with_anything_left(directory, "u-7", old)
     assert sorted(p.name for p in directory.iterdir()) == ["kek", "kek.lock"]
     # Forgetting again, or someone already gone, still rotates (nothing to delete).
-    assert store.rotate_kek(conn, keys, forget=("u-7",))[0] == {}
-    assert store.get_data_key(conn, _keys(directory), INST, "u-8") is not None
+    assert data_keys.rotate_kek(conn, keys, forget=("u-7",))[0] == {}
+    assert data_keys.get_data_key(conn, _keys(directory), INST, "u-8") is not None
 
 
 def test_crash_after_commit_before_the_rename_is_finished_on_start(
@@ -116,18 +116,18 @@ def test_crash_after_commit_before_the_rename_is_finished_on_start(
     with monkeypatch.context() as m:
         m.setattr(KekStore, "install", crash)
         with pytest.raises(Crash):
-            store.rotate_kek(conn, keys, forget=("u-1",))
+            data_keys.rotate_kek(conn, keys, forget=("u-1",))
     # Committed: the database names the new KEK, which is still only the staged file.
     assert len(list(directory.glob("*.next"))) == 1
-    assert store.get_data_key(conn, _keys(directory), INST, "u-2") is not None  # readers cope
+    assert data_keys.get_data_key(conn, _keys(directory), INST, "u-2") is not None  # readers cope
     # The old KEK file is still there until recovery (as the docs say) ...
     assert _opens_with_anything_left(directory, "u-1", old)
     # ... and the next start (IamService calls ensure_kek) finishes the rotation.
-    assert store.ensure_kek(conn, _keys(directory)) == store.current_kek_id(conn)
+    assert data_keys.ensure_kek(conn, _keys(directory)) == data_keys.current_kek_id(conn)
     assert not list(directory.glob("*.next"))
     assert not _opens_with_anything_left(directory, "u-1", old)
     for uid in ("u-0", "u-2", "u-3", "u-4"):
-        dk = store.get_data_key(conn, _keys(directory), INST, uid)
+        dk = data_keys.get_data_key(conn, _keys(directory), INST, uid)
         assert dk is not None and dk.key == data[uid]
 
 
@@ -140,12 +140,12 @@ def test_crash_while_shredding_the_old_file_is_finished_on_start(
     with monkeypatch.context() as m:
         m.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(Crash()))
         with pytest.raises(Crash):  # old file overwritten, new one not yet renamed
-            store.rotate_kek(conn, keys, forget=("u-0",))
-    dk = store.get_data_key(conn, _keys(directory), INST, "u-1")
+            data_keys.rotate_kek(conn, keys, forget=("u-0",))
+    dk = data_keys.get_data_key(conn, _keys(directory), INST, "u-1")
     assert dk is not None and dk.key == data["u-1"]
-    store.ensure_kek(conn, _keys(directory))
+    data_keys.ensure_kek(conn, _keys(directory))
     assert sorted(p.name for p in directory.iterdir()) == ["kek", "kek.lock"]
-    dk = store.get_data_key(conn, _keys(directory), INST, "u-2")
+    dk = data_keys.get_data_key(conn, _keys(directory), INST, "u-2")
     assert dk is not None and dk.key == data["u-2"]
 
 
@@ -155,24 +155,24 @@ def test_crash_before_commit_keeps_the_old_kek_and_drops_the_staged_one(
     directory = tmp_path / "iam"
     keys = _keys(directory)
     data = _users(conn, keys, 4)
-    before = store.current_kek_id(conn)
+    before = data_keys.current_kek_id(conn)
 
     def crash(*_: Any) -> bytes:
         raise Crash
 
     with monkeypatch.context() as m:  # dies while re-wrapping, after staging the new KEK
-        m.setattr(store, "wrap_data_key", crash)
+        m.setattr(data_keys, "wrap_data_key", crash)
         with pytest.raises(Crash):
-            store.rotate_kek(conn, keys, forget=("u-3",))
-    assert store.current_kek_id(conn) == before  # rolled back: u-3 is not forgotten yet
+            data_keys.rotate_kek(conn, keys, forget=("u-3",))
+    assert data_keys.current_kek_id(conn) == before  # rolled back: u-3 is not forgotten yet
     assert len(list(directory.glob("*.next"))) == 1
     for uid, key in data.items():
-        dk = store.get_data_key(conn, _keys(directory), INST, uid)
+        dk = data_keys.get_data_key(conn, _keys(directory), INST, uid)
         assert dk is not None and dk.key == key
-    store.ensure_kek(conn, _keys(directory))
+    data_keys.ensure_kek(conn, _keys(directory))
     assert not list(directory.glob("*.next"))
-    assert store.rotate_kek(conn, _keys(directory), forget=("u-3",))[0].keys() == {"u-3"}
-    assert store.get_data_key(conn, _keys(directory), INST, "u-0") is not None
+    assert data_keys.rotate_kek(conn, _keys(directory), forget=("u-3",))[0].keys() == {"u-3"}
+    assert data_keys.get_data_key(conn, _keys(directory), INST, "u-0") is not None
 
 
 def test_master_wrapped_rows_move_under_a_kek_and_a_lost_kek_is_a_clear_error(
@@ -182,13 +182,13 @@ def test_master_wrapped_rows_move_under_a_kek_and_a_lost_kek_is_a_clear_error(
     data = _users(conn, legacy, 3)
     assert {_wrapped(conn, u)[1] for u in data} == {""}
     directory = tmp_path / "iam"
-    kek_id = store.ensure_kek(conn, _keys(directory))
+    kek_id = data_keys.ensure_kek(conn, _keys(directory))
     assert kek_id is not None and {_wrapped(conn, u)[1] for u in data} == {kek_id}
     for uid, key in data.items():
-        dk = store.get_data_key(conn, _keys(directory), INST, uid)
+        dk = data_keys.get_data_key(conn, _keys(directory), INST, uid)
         assert dk is not None and dk.key == key
     with pytest.raises(KekMissing, match="not in"):  # the files are gone (e.g. another host)
-        store.get_data_key(conn, _keys(tmp_path / "elsewhere"), INST, "u-0")
+        data_keys.get_data_key(conn, _keys(tmp_path / "elsewhere"), INST, "u-0")
     (directory / KEK_FILE).chmod(0o644)
     with pytest.raises(CryptoError, match="chmod 600"):
-        store.get_data_key(conn, _keys(directory), INST, "u-0")
+        data_keys.get_data_key(conn, _keys(directory), INST, "u-0")

@@ -6,12 +6,17 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ledger.blocks import tx_proof
 from ledger.cutter import CutBlock, Cutter, TimeToCut
 from ledger.execution import ExecutedBlock, LedgerMachine
+from ledger.finality import QuorumCertificate
 from ledger.genesis import ConsortiumPlan, plan_consortium
+from ledger.hashing import canonical_bytes
 from ledger.keys import KeyPair
 from ledger.members import key_key
+from ledger.proofs import TxInclusion
 from ledger.tx import sign_tx
+from ledger.votes import sign_vote
 
 CHAIN = "test-chain"
 
@@ -78,3 +83,23 @@ class Driver:
         """Run one block; return result code names; resync nonces of rejected txs."""
         executed = self.block(raws)
         return [r.code.name for r in executed.results]
+
+
+def certified_inclusion(
+    plan: ConsortiumPlan, executed: ExecutedBlock, raws: Sequence[bytes], position: int
+) -> TxInclusion:
+    """The inclusion part of entry ``position`` of ``executed`` (block 1, whose envelopes are
+    ``raws``), certified by three of the plan's operators -- built field by field, apart from
+    :meth:`TxInclusion.assemble`, as the proof tests' oracle."""
+    ops = [plan.keys[i][1][0] for i in sorted(plan.keys)]
+    votes = tuple(sign_vote(op, height=1, block_hash=executed.block_hash) for op in ops[:3])
+    cert = QuorumCertificate(height=1, block_hash=executed.block_hash, votes=votes)
+    return TxInclusion(
+        envelope=raws[position],
+        tx_offset=executed.results[position].offset,
+        tx_index=position,
+        tx_count=len(executed.results),
+        tx_path=tuple(tx_proof(executed.results, position)),
+        header=executed.header,
+        certificate=canonical_bytes("QuorumCertificate", cert.record()),
+    )

@@ -9,7 +9,7 @@ import pytest
 from gateway import server
 from gateway.authn import anonymous, is_anonymous, require
 from gateway.errors import Forbidden, Unauthenticated
-from gateway.schema import required_permission
+from gateway.field_permissions import required_permission
 
 
 def test_anonymous_claims_read_the_chain_and_nothing_else() -> None:

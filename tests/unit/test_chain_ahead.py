@@ -19,6 +19,7 @@ from ledger.results import ResultCode
 from ledger.tx import sign_tx
 from ledger.votes import sign_vote
 from projections.chain import ChainProjection
+from projections.chain_rows import entry_rows
 from projections.rows import BatchRows
 
 IDS = ["org-a", "org-b", "org-c", "org-d"]
@@ -82,7 +83,7 @@ def test_a_block_executed_ahead_is_used_when_every_signature_is_certified() -> N
     assert projection.counters["blocks_executed_ahead"] == 1
     assert executed.header == honest.header and executed.results == honest.results
     expected = BatchRows()  # the entry rows built ahead are the ones built after
-    projection._entry_rows(expected, honest, cut)
+    entry_rows(expected, honest, cut, projection.machine.state.get)
     assert rows is not None and rows == expected and rows.append["transactions"]
     # the work ahead is used once: a second certificate for the same cut executes again
     again, rows = projection._execute(cut, honest.results)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ledger.blocks import tx_proof
+from ledger import proofs
 from ledger.finality import QuorumCertificate
 from ledger.genesis import Genesis
 from ledger.hashing import canonical_bytes, sha256
@@ -19,9 +19,8 @@ from ledger.proofs import (
     ProofLink,
     verify_object_proof,
 )
-from ledger.votes import sign_vote
 from readers.object_verify import object_verify_main, verify_object
-from tests.unit.chain_helpers import CHAIN, Driver, consortium
+from tests.unit.chain_helpers import CHAIN, Driver, certified_inclusion, consortium
 
 DATA = b"the quarterly report\n" * 100
 
@@ -37,9 +36,6 @@ def _proof() -> tuple[ObjectProof, Genesis]:
     ]
     executed = driver.block(raws)
     assert [r.code.name for r in executed.results] == ["OK", "OK", "OK"]
-    ops = [plan.keys[i][1][0] for i in sorted(plan.keys)]
-    votes = tuple(sign_vote(op, height=1, block_hash=executed.block_hash) for op in ops[:3])
-    cert = QuorumCertificate(height=1, block_hash=executed.block_hash, votes=votes)
     proof = ObjectProof(
         chain_id=CHAIN,
         data_id="doc",
@@ -47,14 +43,8 @@ def _proof() -> tuple[ObjectProof, Genesis]:
         size=len(DATA),
         content_type="text/plain",
         tx_id=executed.results[1].tx_id,
-        envelope=raws[1],
-        tx_offset=executed.results[1].offset,
-        tx_index=1,
-        tx_count=3,
-        tx_path=tuple(tx_proof(executed.results, 1)),
-        header=executed.header,
         block_hash=executed.block_hash,
-        certificate=canonical_bytes("QuorumCertificate", cert.record()),
+        inclusion=certified_inclusion(plan, executed, raws, 1),
     )
     return proof, plan.genesis
 
@@ -125,8 +115,8 @@ def test_every_tampered_link_is_named() -> None:
     tx_root = edited("block", "tx_root", _flip(bytes.fromhex(b["tx_root"])).hex())
     assert _link(DATA, tx_root, genesis) is ProofLink.HEADER_HASH
     # a consistent new header (hash recomputed) is not certified
-    forged_header = dataclasses.replace(proof.header, timestamp_ms=5)
-    consistent = dataclasses.replace(proof, header=forged_header, block_hash=forged_header.hash())
+    forged_header = dataclasses.replace(proof.inclusion.header, timestamp_ms=5)
+    consistent = proofs.edited(proof, header=forged_header, block_hash=forged_header.hash())
     assert _link(DATA, consistent.to_json(), genesis) is ProofLink.CERTIFICATE
     cert = bytes.fromhex(b["certificate"])
     assert _link(
@@ -154,3 +144,20 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "object hash vs anchored hash" in capsys.readouterr().err
     assert object_verify_main([*argv, str(tmp_path / "missing")]) == 2  # could not run
     assert object_verify_main([]) == 2
+
+
+STORED = Path(__file__).resolve().parents[1] / "vectors" / "proofs"
+
+
+def test_a_stored_object_proof_of_the_flat_era_still_verifies(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``object_proof.json`` was written before the proof classes nested their inclusion part
+    (D45): ``pantheon verify-object`` accepts it and today's writer gives it back unchanged."""
+    text = (STORED / "object_proof.json").read_text()
+    proof, _genesis = _proof()
+    assert json.dumps(proof.to_json(), indent=2) + "\n" == text
+    (tmp_path / "doc").write_bytes(DATA)
+    argv = ["--genesis", str(STORED / "genesis.avro"), "--proof", str(STORED / "object_proof.json")]
+    assert object_verify_main([*argv, str(tmp_path / "doc")]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True

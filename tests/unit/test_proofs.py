@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from ledger.blocks import tx_proof
 from ledger.devices import sign_device_record
 from ledger.errors import ProofError
 from ledger.finality import QuorumCertificate
@@ -16,11 +15,16 @@ from ledger.genesis import Genesis
 from ledger.hashing import canonical_bytes
 from ledger.l2 import BUNDLE_KIND, RECORD_KIND, sign_device_bundle
 from ledger.merkle import inclusion_proof, root
-from ledger.proofs import RecordProof, TxInclusion, genesis_validators, verify_record_proof
+from ledger.proofs import (
+    RecordProof,
+    TxInclusion,
+    edited,
+    genesis_validators,
+    verify_record_proof,
+)
 from ledger.tx import parse_tx
-from ledger.votes import sign_vote
 from readers.proofs import verify_main
-from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
+from tests.unit.chain_helpers import CHAIN, Driver, certified_inclusion, consortium, key
 
 DEVICE = key("proof-device")
 
@@ -60,9 +64,6 @@ def _chain_proof(kind: str) -> tuple[RecordProof, Genesis]:
     ]
     executed = driver.block(raws)
     assert [r.code.name for r in executed.results] == ["OK", "OK", "OK"]
-    ops = [plan.keys[i][1][0] for i in sorted(plan.keys)]
-    votes = tuple(sign_vote(op, height=1, block_hash=executed.block_hash) for op in ops[:3])
-    cert = QuorumCertificate(height=1, block_hash=executed.block_hash, votes=votes)
     index = 3
     seq = 3 if kind == RECORD_KIND else 33
     proof = RecordProof(
@@ -76,13 +77,7 @@ def _chain_proof(kind: str) -> tuple[RecordProof, Genesis]:
         leaf_count=len(leaves),
         audit_path=tuple(inclusion_proof(leaves, index)),
         merkle_root=root(leaves),
-        envelope=raws[1],
-        tx_offset=executed.results[1].offset,
-        tx_index=1,
-        tx_count=3,
-        tx_path=tuple(tx_proof(executed.results, 1)),
-        header=executed.header,
-        certificate=canonical_bytes("QuorumCertificate", cert.record()),
+        inclusion=certified_inclusion(plan, executed, raws, 1),
     )
     return proof, plan.genesis
 
@@ -108,34 +103,32 @@ def test_every_tampered_link_is_refused() -> None:
         DEVICE, sequence=3, measured_at_ms=3, content_type="t", payload=b"forged"
     ).leaf()
     bad = [
-        dataclasses.replace(proof, leaf=other),  # device signature fine, not in the tree
-        dataclasses.replace(proof, leaf=proof.leaf[:-1] + bytes([proof.leaf[-1] ^ 1])),
-        dataclasses.replace(proof, device_public_key=key("x").public_key),
-        dataclasses.replace(proof, sequence=4),
-        dataclasses.replace(proof, leaf_index=2),
-        dataclasses.replace(proof, audit_path=proof.audit_path[:-1]),
-        dataclasses.replace(proof, merkle_root=flip(proof.merkle_root)),
-        dataclasses.replace(proof, leaf_count=8),
-        dataclasses.replace(proof, batch_id="b-2"),
-        dataclasses.replace(proof, envelope=proof.envelope[:-1] + b"\x00"),
-        dataclasses.replace(proof, tx_index=0),
-        dataclasses.replace(proof, tx_path=(flip(proof.tx_path[0]), *proof.tx_path[1:])),
-        dataclasses.replace(proof, tx_offset=10_000),
-        dataclasses.replace(proof, header=dataclasses.replace(proof.header, timestamp_ms=5)),
-        dataclasses.replace(proof, certificate=proof.certificate[:-1]),
-        dataclasses.replace(proof, chain_id="other"),
-        dataclasses.replace(proof, kind="nope"),
+        edited(proof, leaf=other),  # device signature fine, not in the tree
+        edited(proof, leaf=proof.leaf[:-1] + bytes([proof.leaf[-1] ^ 1])),
+        edited(proof, device_public_key=key("x").public_key),
+        edited(proof, sequence=4),
+        edited(proof, leaf_index=2),
+        edited(proof, audit_path=proof.audit_path[:-1]),
+        edited(proof, merkle_root=flip(proof.merkle_root)),
+        edited(proof, leaf_count=8),
+        edited(proof, batch_id="b-2"),
+        edited(proof, envelope=proof.inclusion.envelope[:-1] + b"\x00"),
+        edited(proof, tx_index=0),
+        edited(proof, tx_path=(flip(proof.inclusion.tx_path[0]), *proof.inclusion.tx_path[1:])),
+        edited(proof, tx_offset=10_000),
+        edited(proof, header=dataclasses.replace(proof.inclusion.header, timestamp_ms=5)),
+        edited(proof, certificate=proof.inclusion.certificate[:-1]),
+        edited(proof, chain_id="other"),
+        edited(proof, kind="nope"),
     ]
     for tampered in bad:
         with pytest.raises(ProofError):
             verify_record_proof(tampered, genesis)
     # a certificate with too few votes
-    cert = QuorumCertificate(height=1, block_hash=proof.header.hash(), votes=())
+    cert = QuorumCertificate(height=1, block_hash=proof.inclusion.header.hash(), votes=())
     with pytest.raises(ProofError):
         verify_record_proof(
-            dataclasses.replace(
-                proof, certificate=canonical_bytes("QuorumCertificate", cert.record())
-            ),
+            edited(proof, certificate=canonical_bytes("QuorumCertificate", cert.record())),
             genesis,
         )
     # another consortium's genesis (other validators) is refused
@@ -153,8 +146,8 @@ def test_the_inclusion_part_stands_alone() -> None:
     part = TxInclusion.from_json(doc["transaction"], doc["block"])
     assert part == proof.inclusion
     assert part.transaction_json() == doc["transaction"] and part.block_json() == doc["block"]
-    tx_id = parse_tx(proof.envelope).tx_id
-    assert part.verify(tx_id, genesis) == proof.header.hash()
+    tx_id = parse_tx(proof.inclusion.envelope).tx_id
+    assert part.verify(tx_id, genesis) == proof.inclusion.header.hash()
     with pytest.raises(ProofError):
         part.check_in_block(bytes(32))
     with pytest.raises(ProofError):
@@ -206,3 +199,20 @@ def test_verify_command_refuses_deeply_nested_json(tmp_path: Path) -> None:
         verify_main(["--genesis", str(tmp_path / "genesis.avro"), str(tmp_path / "proof.json")])
         == 1
     )
+
+
+STORED = Path(__file__).resolve().parents[1] / "vectors" / "proofs"
+
+
+@pytest.mark.parametrize("kind", [RECORD_KIND, BUNDLE_KIND])
+def test_a_stored_proof_file_of_the_flat_era_still_verifies(kind: str) -> None:
+    """``record_proof_<kind>.json`` was written by ``pantheon proof``'s code before the proof
+    classes nested their inclusion part (D45): the wire format did not change, so
+    ``pantheon verify`` accepts the file, and today's writer gives it back byte for byte."""
+    text = (STORED / f"record_proof_{kind}.json").read_text()
+    proof, genesis = _chain_proof(kind)
+    assert json.dumps(proof.to_json(), indent=2) + "\n" == text
+    assert RecordProof.from_json(json.loads(text)) == proof
+    argv = ["--genesis", str(STORED / "genesis.avro"), str(STORED / f"record_proof_{kind}.json")]
+    assert verify_main(argv) == 0
+    assert (STORED / "genesis.avro").read_bytes() == genesis.encode()
