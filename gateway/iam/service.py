@@ -53,7 +53,7 @@ from gateway.auth.crypto import (
     seal_text,
 )
 from gateway.auth.permissions import Permission
-from gateway.auth.throttle import LoginThrottle
+from gateway.auth.throttle import LoginThrottle, Throttle
 from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
 from gateway.iam import store
 from gateway.iam.commands import (
@@ -84,6 +84,7 @@ from gateway.iam.kek import KekStore
 from gateway.iam.publisher import IamPublisher
 from gateway.iam.sessions import PASSWORD_FIELD, Sessions
 from gateway.iam.signing import IamSigner
+from gateway.iam.throttle_store import SharedLoginThrottle
 from projections import iam as iam_projection
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX, iam_topic
@@ -105,7 +106,8 @@ class IamService:
         audience: str = "pantheon:gateway",
         token_ttl_s: int = 900,
         password_params: passwords.ScryptParams = passwords.DEFAULT,
-        throttle: LoginThrottle | None = None,
+        throttle: Throttle | None = None,
+        shared_throttle: bool = False,
         clock: Callable[[], float] = time.time,
         apply_timeout_s: float = 15.0,
         producer: Producer | None = None,
@@ -151,7 +153,8 @@ class IamService:
             audience=audience,
             token_ttl_s=token_ttl_s,
             password_params=password_params,
-            throttle=throttle or LoginThrottle(),
+            throttle=throttle
+            or (SharedLoginThrottle(self._pool) if shared_throttle else LoginThrottle()),
             clock=clock,
         )
         self.issuer_name = self.sessions.issuer_name
