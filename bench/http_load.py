@@ -3,9 +3,10 @@
 * :func:`python_load`: a small asyncio client in this process, any list of request bodies
   (the mix needs several); about as costly per request as the gateway's own HTTP stack.
 * :func:`hey_load`: ``hey`` (``go install github.com/rakyll/hey@latest``), a compiled client,
-  one body; used by ``bench.gateway`` when it is on ``PATH`` or in ``~/go/bin`` and the
-  mode sends one query (decisions D46). It checks status codes only: the bench first runs
-  the Python client for its warm-up, which also checks the bodies for GraphQL errors.
+  one body, found on ``PATH`` or in ``~/go/bin``; ``bench.gateway --client hey``. On this
+  machine it used more CPU per request than the asyncio client (decisions D46), so it is not
+  the default. It checks status codes only: the bench's warm-up runs the Python client,
+  which also checks the bodies for GraphQL errors.
 
 Both report the load generator's own CPU time, so a reader can see when the client, not the
 gateway, was the limit on a machine they share.

@@ -286,6 +286,8 @@ class Consortium:
                 str(self.home / "keys" / f"{institution}.json"),
                 "--genesis",
                 str(self.genesis_file),
+                "--workers",
+                str(self.settings.gateway_workers),
             ],
             log_file=home / "gateway.log",
             pid_file=home / "pid",
