@@ -17,7 +17,9 @@ Theory of operation
   destroys that key first (a KEK rotation, D25: no older copy of it unwraps either), then
   produces ``UserForgotten``.
 * Login is throttled per client of a login (device token or source), per login for clients
-  never seen to log in, and per source (:mod:`gateway.auth.throttle`), so a password guesser
+  never seen to log in, and per source (:mod:`gateway.auth.throttle`; with
+  ``shared_throttle`` the counters live in PostgreSQL, shared by every gateway process of the
+  institution, :mod:`gateway.iam.throttle_store`), so a password guesser
   cannot lock the owner out of their own client; every successful login returns a device
   token (:mod:`gateway.auth.devices`). It does the same scrypt work for unknown logins, and
   answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
