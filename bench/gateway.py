@@ -2,7 +2,7 @@
 
 Starts a private Kafka and PostgreSQL, fills an institution database through the real
 pipeline (SimChain finalizes, the chain projection writes), then runs the gateway under
-uvicorn in its own process, or ``--workers N`` processes on one socket (real ``TokenVerifier``
+uvicorn in its own process, or ``--workers N`` processes on one port (real ``TokenVerifier``
 over the JWKS of the key that signed the token) and sends ``POST /graphql`` over
 ``--connections`` keep-alive HTTP/1.1 connections (:mod:`bench.http_load`: a small asyncio
 client in this process, or ``--client hey`` for one query).
@@ -118,7 +118,7 @@ def serve(argv: list[str]) -> int:
     from gateway.app import GatewayConfig, create_app  # noqa: PLC0415
     from gateway.auth.tokens import TokenVerifier  # noqa: PLC0415
     from gateway.context import Services  # noqa: PLC0415
-    from gateway.workers import Supervisor, bind  # noqa: PLC0415
+    from gateway.workers import Supervisor, listener, reserve  # noqa: PLC0415
 
     p = argparse.ArgumentParser()
     p.add_argument("--dsn")
@@ -128,7 +128,6 @@ def serve(argv: list[str]) -> int:
     p.add_argument("--no-cache", action="store_true")
     args = p.parse_args(argv)
     jwks = json.loads(Path(args.jwks).read_text())
-    sock = bind("127.0.0.1", args.port)
 
     def run(_index: int, ready: Any) -> int:
         verifier = TokenVerifier.from_jwks(jwks, issuer=ISSUER, audience=AUDIENCE, clock=time.time)
@@ -149,13 +148,14 @@ def serve(argv: list[str]) -> int:
                 ws="none",
             )
         )
-        server.run(sockets=[sock])
+        server.run(sockets=[listener("127.0.0.1", args.port)])
         pool.close()
         return 0
 
-    if args.workers == 1:
-        return run(0, lambda: None)
-    return Supervisor(args.workers, run).serve()
+    with reserve("127.0.0.1", args.port):  # the port is the bench's while the workers run
+        if args.workers == 1:
+            return run(0, lambda: None)
+        return Supervisor(args.workers, run).serve()
 
 
 BUCKETS = (

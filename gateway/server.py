@@ -21,7 +21,7 @@
   (16 KiB) received; else ``408 REQUEST_TIMEOUT`` and the connection is closed. Idle
   keep-alive connections close after ``--keep-alive-timeout`` seconds (5).
 * ``--workers N`` (default ``$PANTHEON_GATEWAY_WORKERS``, else 1): N worker processes
-  accept on one socket (:mod:`gateway.workers`, D46); the process started is their parent,
+  share the port (:mod:`gateway.workers`, D46); the process started is their parent,
   and stopping it stops them all.
 * Exit codes: 0 stopped, 1 a worker failed, 2 bad configuration.
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ from gateway.iam.kek import KEK_DIR_ENV
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height, load_iam_key
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
-from gateway.workers import Supervisor, bind, default_workers
+from gateway.workers import Supervisor, default_workers, listener, reserve
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.keys import KeyPair
@@ -266,9 +265,9 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
         return EXIT_CONFIG
     dsn = database_dsn(args.dsn, dbname)
     if args.workers == 1:
-        return _serve(args, dsn, trust, sock=None, worker=0, ready=lambda: None)
+        return _serve(args, dsn, trust, listen=False, worker=0, ready=lambda: None)
     try:
-        sock = bind(args.host, args.port)
+        sock = reserve(args.host, args.port)
     except OSError as exc:
         print(f"pantheon gateway: error: cannot listen on {args.port}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -280,7 +279,7 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
     with sock:
         return Supervisor(
             args.workers,
-            lambda index, ready: _serve(args, dsn, trust, sock=sock, worker=index, ready=ready),
+            lambda index, ready: _serve(args, dsn, trust, listen=True, worker=index, ready=ready),
         ).serve()
 
 
@@ -289,11 +288,12 @@ def _serve(
     dsn: str,
     trust: IamTrust | None,
     *,
-    sock: socket.socket | None,
+    listen: bool,
     worker: int,
     ready: Callable[[], None],
 ) -> int:
-    """One gateway process (or worker ``worker`` on the parent's socket) until stopped."""
+    """One gateway process until stopped (``listen``: worker ``worker`` of several, on a
+    listening socket of its own)."""
     governance: Governance | None = None
     if args.keystore is not None:
         if args.genesis is None:
@@ -350,6 +350,7 @@ def _serve(
         config, services, iam.verifier(), jwks=iam.jwks, governance=governance, objects=proxy
     )
     ready()
+    sock = listener(args.host, args.port) if listen else None
     if sock is None:
         print(
             f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/", flush=True

@@ -1,16 +1,17 @@
-"""Several gateway worker processes serving one listening socket.
+"""Several gateway worker processes serving one port.
 
 Theory of operation
 -------------------
 One gateway process runs its Python on one core at a time (the GIL), and most of a request's
 CPU is the HTTP stack (D35, D46). ``pantheon gateway --workers N`` runs N copies of the whole
-gateway (app, connection pool, IAM service, caches) as worker processes that accept on one
-socket:
+gateway (app, connection pool, IAM service, caches) as worker processes on one port:
 
-* The **parent** binds the listening socket, then forks the workers (before it has created a
-  thread, a pool or an event loop) and does nothing else: it forwards ``SIGTERM``/``SIGINT``
-  to every worker, waits for them (``SIGKILL`` after ``stop_timeout_s``), and exits. Its pid
-  is the one in the pid file, so ``pantheon stop/restart gateway`` stop all workers.
+* The **parent** reserves the port (:func:`reserve`), then forks the workers (before it has
+  created a thread, a pool or an event loop); each worker listens on the port with a socket
+  of its own (:func:`listener`, ``SO_REUSEPORT``). The parent does nothing else: it
+  forwards ``SIGTERM``/``SIGINT`` to every worker, waits for them (``SIGKILL`` after
+  ``stop_timeout_s``), and exits. Its pid is the one in the pid file, so ``pantheon
+  stop/restart gateway`` stop all workers.
 * **Worker 0 starts alone**: the others are forked only once it has called ``ready`` (after
   its first-start initialization: IAM migrations, the key-encryption key, the first token
   signing key), so two workers never race to create them.
@@ -58,18 +59,33 @@ EXIT_WORKER_FAILED = 1
 Run = Callable[[int, Callable[[], None]], int]
 
 
-def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening TCP socket the workers share (inheritable)."""
+def _socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
+    return sock
+
+
+def reserve(host: str, port: int) -> socket.socket:
+    """The parent's hold on the port: bound with ``SO_REUSEPORT`` but not listening, so it
+    gets no connections, a port in use fails here (before any worker starts), and no other
+    user's program can take the port while the gateway runs."""
+    return _socket(host, port)
+
+
+def listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A worker's own listening socket on the shared port (``SO_REUSEPORT``). The kernel
+    spreads new connections over the workers' sockets by a hash of the client address; one
+    socket accepted by all workers instead left 30 of the bench's 32 connections on one
+    worker (whichever wakes first drains the whole queue)."""
+    sock = _socket(host, port)
     sock.listen(backlog)
-    sock.set_inheritable(True)
     return sock
 
 

@@ -2,9 +2,10 @@
 
 One real gateway process (``python -m tests.faults.pinned_gateway``, as in
 :mod:`tests.faults.test_hostile_clients`) over a database filled by the real chain projection.
-Which worker answers a new connection is the kernel's choice; to make it ours, a test stops
-one worker with ``SIGSTOP`` (it then accepts nothing, and the other takes every connection)
-and lets it go on with ``SIGCONT``.
+Which worker answers a new connection is the kernel's choice (``SO_REUSEPORT`` hashes the
+client's address); a test that needs a given worker opens connections until ``ss`` shows that
+worker's pid owning the server side of one, then sends its requests on that keep-alive
+connection.
 
 Timing is only ever a generous deadline, never a measured figure.
 """
@@ -12,14 +13,16 @@ Timing is only ever a generous deadline, never a measured figure.
 from __future__ import annotations
 
 import contextlib
-import os
+import http.client
+import json
 import re
-import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -32,6 +35,7 @@ from infra.procs import descendants, tail
 from runtime.kafka_config import admin_config
 from runtime.topics import ensure_topics
 from tests.faults.test_hostile_clients import (
+    HONEST_DEADLINE_S,
     HOST,
     PASSWORD,
     GatewayProcess,
@@ -90,52 +94,99 @@ def workers(
         chain.close()
 
 
+def _owner(server_port: int, client_port: int) -> int | None:
+    """The pid holding the server side of the connection from ``client_port``."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{server_port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.split()[3].endswith(f":{client_port}"):  # the peer address column
+            found = re.search(r"pid=(\d+)", line)
+            return int(found.group(1)) if found else None
+    return None
+
+
 @contextlib.contextmanager
-def only(w: Workers, index: int) -> Iterator[None]:
-    """Every new connection goes to worker ``index``: the others are stopped meanwhile."""
-    others = [pid for i, pid in enumerate(w.pids) if i != index]
-    for pid in others:
-        os.kill(pid, signal.SIGSTOP)
+def connection_to(w: Workers, index: int) -> Iterator[http.client.HTTPConnection]:
+    """A keep-alive connection that worker ``index`` accepted."""
+    port, want = w.inst.gateway.port, w.pids[index]
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, f"no connection reached worker {index}"
+        conn = http.client.HTTPConnection(HOST, port, timeout=HONEST_DEADLINE_S)
+        conn.connect()
+        assert conn.sock is not None
+        client_port = conn.sock.getsockname()[1]
+        owner = None
+        for _ in range(50):  # until the worker has accepted it
+            owner = _owner(port, client_port)
+            if owner is not None:
+                break
+            time.sleep(0.02)
+        if owner == want:
+            break
+        conn.close()
     try:
-        yield
+        yield conn
     finally:
-        for pid in others:
-            os.kill(pid, signal.SIGCONT)
+        conn.close()
 
 
-def served_queries(w: Workers) -> float:
-    status, raw = w.inst.gateway.request("GET", "/metrics")
-    assert status == 200
+def post(
+    conn: http.client.HTTPConnection, query: str, token: str | None = None, **variables: Any
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request("POST", "/graphql", json.dumps({"query": query, "variables": variables}), headers)
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 200 and isinstance(body, dict), body
+    return body
+
+
+def served_queries(conn: http.client.HTTPConnection) -> float:
+    conn.request("GET", "/metrics")
+    resp = conn.getresponse()
+    raw = resp.read()
+    assert resp.status == 200
     found = REQUESTS.search(raw.decode())
     return 0.0 if found is None else float(found.group(1))
 
 
 def test_both_workers_serve_and_metrics_sum_across_them(workers: Workers) -> None:
-    gw, token = workers.inst.gateway, workers.inst.user_token
+    token = workers.inst.user_token
     assert len(workers.pids) == 2
-    before = served_queries(workers)
-    for index, count in ((0, 3), (1, 5)):
-        with only(workers, index):  # each worker alone answers `count` queries
+    with connection_to(workers, 0) as first, connection_to(workers, 1) as second:
+        before = served_queries(first)
+        for conn, count in ((first, 3), (second, 5)):  # each worker answers `count` queries
             for _ in range(count):
-                status, body = gw.graphql(SUMMARY, token)
-                assert status == 200 and body["data"]["summary"]["height"] >= workers.height
-    for index in (0, 1):  # whichever worker answers /metrics, it reports both
-        with only(workers, index):
-            assert served_queries(workers) - before == 8
+                body = post(conn, SUMMARY, token)
+                assert body["data"]["summary"]["height"] >= workers.height
+        for conn in (first, second):  # whichever worker answers /metrics, it reports both
+            assert served_queries(conn) - before == 8
 
 
 def test_login_throttling_counts_failures_of_every_worker(workers: Workers) -> None:
     """Three free failures (ThrottlePolicy), then a wait: counted across the workers, so the
-    fourth failure blocks even though no worker saw more than two."""
-    gw = workers.inst.gateway
+    fourth failure blocks although no worker saw more than two (attempts alternate)."""
     codes: list[str] = []
-    for attempt in range(8):
-        with only(workers, attempt % 2):
-            payload = gw.login("ada", PASSWORD + "-wrong")
-        assert payload["token"] is None
-        codes.append(payload["error"]["code"])
-        if codes[-1] == "THROTTLED":
-            break
+    with connection_to(workers, 0) as first, connection_to(workers, 1) as second:
+        for attempt in range(8):
+            body = post(
+                (first, second)[attempt % 2],
+                "mutation($u: String!, $p: String!) { login(username: $u, password: $p)"
+                " { token error { code } } }",
+                u="ada",
+                p=PASSWORD + "-wrong",
+            )
+            assert body["data"]["login"]["token"] is None
+            codes.append(body["data"]["login"]["error"]["code"])
+            if codes[-1] == "THROTTLED":
+                break
     assert codes[:4] == ["LOGIN_FAILED"] * 4, codes
     # Per-process counters would block only at the 9th attempt (the 4th one a worker sees);
     # the first wait is 1 s, doubling, so a slow machine may let one or two more through.
