@@ -2,10 +2,12 @@
 
 Starts a private Kafka and PostgreSQL, fills an institution database through the real
 pipeline (SimChain finalizes, the chain projection writes), then runs the gateway under
-uvicorn in its own process (real ``TokenVerifier`` over the JWKS of the key that signed the
-token) and hammers ``POST /graphql`` from this process with ``--connections`` keep-alive
-HTTP/1.1 connections (a small asyncio client, so the client is not the bottleneck).
-Prints requests/s, p50/p99 latency and the gateway process's CPU time per request; with
+uvicorn in its own process, or ``--workers N`` processes on one port (real ``TokenVerifier``
+over the JWKS of the key that signed the token) and sends ``POST /graphql`` over
+``--connections`` keep-alive HTTP/1.1 connections (:mod:`bench.http_load`: a small asyncio
+client in this process, or ``--client hey`` for one query).
+Prints requests/s, p50/p99 latency, the gateway processes' CPU time per request and the load
+generator's; with
 ``--live`` a new block is finalized every ``--live`` seconds during the run (each new height
 invalidates the response cache).
 
@@ -17,16 +19,16 @@ with py-spy (``pip install py-spy``) during the measured run, writes its collaps
 FILE and prints where the CPU went.
 
     python -m bench.gateway [--mode dashboard|mix] [--seconds 10] [--connections 32]
-                            [--live 1.0] [--no-cache] [--profile FILE]
+                            [--live 1.0] [--no-cache] [--profile FILE] [--workers N]
+                            [--client python|hey]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,11 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.consensus import cpu_seconds
+from bench.http_load import LoadResult, hey_load, hey_path, python_load
 from harness.gateway_support import AUDIENCE, INSTITUTION, ISSUER, ChainFixture
 from harness.projections_support import anchor
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
+from infra.procs import descendants
 
 TX_FIELDS = "txId height position result sender operation"
 QUERY = """query Dashboard {
@@ -105,94 +109,53 @@ def mix_bodies(dsn: str, height: int, count: int = 400, seed: int = 7) -> list[b
     return bodies
 
 
-def serve(argv: list[str]) -> None:
-    """Child process: the gateway app under uvicorn."""
+def serve(argv: list[str]) -> int:
+    """Child process: the gateway app under uvicorn (``--workers N``: N processes on one
+    socket, as ``pantheon gateway --workers N``)."""
     import uvicorn  # noqa: PLC0415
     from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
     from gateway.app import GatewayConfig, create_app  # noqa: PLC0415
     from gateway.auth.tokens import TokenVerifier  # noqa: PLC0415
     from gateway.context import Services  # noqa: PLC0415
+    from gateway.workers import Supervisor, listener, reserve  # noqa: PLC0415
 
     p = argparse.ArgumentParser()
     p.add_argument("--dsn")
     p.add_argument("--jwks")
     p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-cache", action="store_true")
     args = p.parse_args(argv)
     jwks = json.loads(Path(args.jwks).read_text())
-    verifier = TokenVerifier.from_jwks(jwks, issuer=ISSUER, audience=AUDIENCE, clock=time.time)
-    pool: Any = ConnectionPool(
-        args.dsn, min_size=4, max_size=10, open=True, kwargs={"autocommit": True}
-    )
-    services = Services(institution=INSTITUTION, pool=pool)
-    config = GatewayConfig(institution=INSTITUTION, cache_responses=not args.no_cache)
-    app = create_app(config, services, verifier, jwks=lambda: jwks)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-    )
 
-
-async def _one_connection(
-    port: int,
-    requests: list[bytes],
-    start: int,
-    *,
-    stop_at: float,
-    lat: list[float],
-    errors: list[str],
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = start
-    try:
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = head[9:12]
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            body = await reader.readexactly(length)
-            lat.append(time.perf_counter() - started)
-            if status != b"200" or b'"errors"' in body:
-                errors.append(body[:200].decode(errors="replace"))
-    finally:
-        writer.close()
-
-
-async def hammer(
-    port: int, token: str, seconds: float, connections: int, bodies: list[bytes]
-) -> tuple[list[float], list[str]]:
-    requests = [
-        (
-            f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        + body
-        for body in bodies
-    ]
-    lat: list[float] = []
-    errors: list[str] = []
-    stop_at = time.perf_counter() + seconds
-    step = max(1, len(requests) // max(connections, 1))
-    await asyncio.gather(
-        *(
-            _one_connection(port, requests, c * step, stop_at=stop_at, lat=lat, errors=errors)
-            for c in range(connections)
+    def run(_index: int, ready: Any) -> int:
+        verifier = TokenVerifier.from_jwks(jwks, issuer=ISSUER, audience=AUDIENCE, clock=time.time)
+        pool: Any = ConnectionPool(
+            args.dsn, min_size=4, max_size=10, open=True, kwargs={"autocommit": True}
         )
-    )
-    return lat, errors
+        services = Services(institution=INSTITUTION, pool=pool)
+        config = GatewayConfig(institution=INSTITUTION, cache_responses=not args.no_cache)
+        app = create_app(config, services, verifier, jwks=lambda: jwks)
+        ready()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                loop="uvloop",
+                http="httptools",
+                ws="none",
+            )
+        )
+        server.run(sockets=[listener("127.0.0.1", args.port)])
+        pool.close()
+        return 0
+
+    with reserve("127.0.0.1", args.port):  # the port is the bench's while the workers run
+        if args.workers == 1:
+            return run(0, lambda: None)
+        return Supervisor(args.workers, run).serve()
 
 
 BUCKETS = (
@@ -248,24 +211,60 @@ def profile_summary(collapsed: Path, top: int = 12) -> None:
         print(f"    {100 * count / total:5.1f}%  {name[:110]}")
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket  # noqa: PLC0415
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], workers: int) -> list[int]:
+    """Wait until the gateway answers ``/healthz`` and all its workers run; their pids."""
+    import http.client  # noqa: PLC0415
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"gateway exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
+        pids = [proc.pid] if workers == 1 else descendants(proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200 and len(pids) == workers:
+                return pids
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.2)
     raise SystemExit("gateway did not start")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from ``/proc/stat``."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def report(run: LoadResult, cpu: dict[str, float], warm: LoadResult, workers: int) -> None:
+    """Print one run's figures (``cpu``: seconds used during the run, by whom)."""
+    n = max(run.requests, 1)
+    print(
+        f"gateway bench: {run.requests / run.seconds:.0f} requests/s (target >= 1500), "
+        f"workers {workers}, client {run.client}"
+    )
+    print(
+        f"  latency ms p50 {run.p50_ms:6.2f}  p99 {run.p99_ms:6.2f}  max {run.max_ms:6.2f}"
+        f"   (target p99 <= 50)  mean {run.mean_ms:.2f}"
+    )
+    print(
+        f"  CPU ms/request: gateway {1000 * cpu['gateway'] / n:.3f}, postgres "
+        f"{1000 * cpu['postgres'] / n:.3f}, load generator {1000 * run.client_cpu_s / n:.3f}; "
+        f"machine busy {100 * cpu['busy'] / cpu['total']:.0f}% of {os.cpu_count()} cores, "
+        f"the gateway's share {100 * cpu['gateway'] / cpu['total']:.0f}%"
+    )
+    errors = [*warm.errors, *run.errors]
+    print(f"  errors     {len(errors)}" + (f"  first: {errors[0]}" if errors else ""))
 
 
 def main() -> None:  # noqa: PLR0915 (one linear script)
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(sys.argv[2:])
-        return
+        sys.exit(serve(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
@@ -274,6 +273,14 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     parser.add_argument("--no-cache", action="store_true", help="disable the response cache")
     parser.add_argument("--mode", choices=("dashboard", "mix"), default="dashboard")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument(
+        "--client",
+        choices=("python", "hey"),
+        default="python",
+        help="load generator: this process's asyncio client (cheaper per request here, "
+        "D46) or hey (one query only)",
+    )
     args = parser.parse_args()
     live = args.live if args.live > 0 or args.mode == "dashboard" else 0.5
     settings = private_settings()
@@ -312,13 +319,17 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             "--port",
             str(port),
         ]
+        cmd += ["--workers", str(args.workers)]
         if args.no_cache:
             cmd.append("--no-cache")
         proc = subprocess.Popen(cmd)
-        _wait_ready(port, proc)
+        pids = _wait_ready(port, proc, args.workers)
         if live > 0:
             chain.start_live(live)
-        asyncio.run(hammer(port, token, 2.0, args.connections, bodies))  # warm up
+        warm = python_load(port, token, 2.0, args.connections, bodies)  # also checks bodies
+        hey = hey_path() if args.client == "hey" and len(bodies) == 1 else None
+        if args.client == "hey" and hey is None:
+            raise SystemExit("--client hey: hey is not installed (or the mode sends several)")
         spy = None
         if args.profile is not None:
             spy = subprocess.Popen(
@@ -326,7 +337,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
                     shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--pid",
-                    str(proc.pid),
+                    str(pids[0]),
                     "--format",
                     "raw",
                     "--output",
@@ -339,33 +350,38 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
                 ],
                 stdout=subprocess.DEVNULL,
             )
-        cpu_before = cpu_seconds(proc.pid)
-        lat, errors = asyncio.run(hammer(port, token, args.seconds, args.connections, bodies))
-        cpu = cpu_seconds(proc.pid) - cpu_before
-        lat.sort()
-        n = len(lat)
+        pg_pid = postgres.pid()
+        pg_pids = [] if pg_pid is None else [pg_pid]
 
-        def p(q: float) -> float:
-            return lat[min(n - 1, int(q * n))] * 1000
+        def used() -> dict[str, float]:
+            busy, total = machine_cpu()
+            return {
+                "gateway": sum(cpu_seconds(pid) for pid in pids),
+                "postgres": sum(cpu_seconds(p) for p in [*pg_pids, *descendants(*pg_pids)]),
+                "busy": busy,
+                "total": total,
+            }
 
+        cpu_before = used()
+        if hey is not None:
+            run = hey_load(
+                hey, port, token, seconds=args.seconds, connections=args.connections, body=bodies[0]
+            )
+        else:
+            run = python_load(port, token, args.seconds, args.connections, bodies)
+        cpu = {k: v - cpu_before[k] for k, v in used().items()}
+        report(run, cpu, warm, len(pids))
         what = (
             "explorer dashboard (summary + 15 latest blocks + 15 latest transactions)"
             if args.mode == "dashboard"
             else "explorer mix (dashboard, block by height, transaction, address, devices)"
         )
         print(
-            f"gateway bench: {chain.height} blocks projected, query = {what}, valid JWT, "
+            f"  ({chain.height} blocks projected, query = {what}, valid JWT, "
             f"{args.connections} keep-alive connections, {args.seconds:g}s, "
             f"cache {'off' if args.no_cache else 'on'}, "
-            + (f"a new block every {live:g}s" if live else "no new blocks")
+            + (f"a new block every {live:g}s)" if live else "no new blocks)")
         )
-        print(f"  requests/s {n / args.seconds:8.0f}   (target >= 1500)")
-        print(
-            f"  latency ms p50 {p(0.50):6.2f}  p99 {p(0.99):6.2f}  max {lat[-1] * 1000:6.2f}"
-            f"   (target p99 <= 50)  mean {statistics.fmean(lat) * 1000:.2f}"
-        )
-        print(f"  gateway CPU ms/request {1000 * cpu / max(n, 1):6.3f}")
-        print(f"  errors     {len(errors)}" + (f"  first: {errors[0]}" if errors else ""))
         if spy is not None and args.profile is not None:
             spy.wait(30)
             profile_summary(args.profile)

@@ -1,9 +1,20 @@
-"""Prometheus metrics of one gateway app (its own registry, so apps never collide)."""
+"""Prometheus metrics of one gateway app (its own registry, so apps never collide).
+
+With several worker processes (:mod:`gateway.workers`, ``PROMETHEUS_MULTIPROC_DIR`` set) each
+worker counts into the shared files and :meth:`GatewayMetrics.render` sums the workers'
+``pantheon_gateway_*`` series (counters and histograms add up; the subscriptions gauge is the
+live workers' sum, the height their maximum), so dashboards and alerts see one gateway.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -64,12 +75,14 @@ class GatewayMetrics:
             "Active GraphQL subscriptions",
             ["institution"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         ).labels(**labels)
         self.height = Gauge(
             "pantheon_gateway_height",
             "Final height the gateway sees in its projection",
             ["institution"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         ).labels(**labels)
         self.object_integrity = Counter(
             "pantheon_gateway_object_integrity_failures",
@@ -85,4 +98,22 @@ class GatewayMetrics:
             self.auth_failures.labels(institution, reason)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition: this process's registry, or every worker's sum."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        registry.register(_GatewaySeries(MultiProcessCollector(None, directory)))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+class _GatewaySeries:
+    """The gateway's own series of a multiprocess collection (worker 0 may also run the IAM
+    projection, whose metrics are not the gateway's)."""
+
+    def __init__(self, inner: MultiProcessCollector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        series = self.inner.collect()  # type: ignore[no-untyped-call]
+        return [m for m in series if m.name.startswith("pantheon_gateway_")]

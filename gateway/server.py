@@ -20,7 +20,10 @@
   within ``--body-timeout`` seconds (20) plus one second per ``--body-min-rate`` bytes
   (16 KiB) received; else ``408 REQUEST_TIMEOUT`` and the connection is closed. Idle
   keep-alive connections close after ``--keep-alive-timeout`` seconds (5).
-* Exit codes: 0 stopped, 2 bad configuration.
+* ``--workers N`` (default ``$PANTHEON_GATEWAY_WORKERS``, else 1): N worker processes
+  share the port (:mod:`gateway.workers`, D46); the process started is their parent,
+  and stopping it stops them all.
+* Exit codes: 0 stopped, 1 a worker failed, 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from gateway.iam.kek import KEK_DIR_ENV
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height, load_iam_key
 from gateway.limits import Limits
 from gateway.submit import KafkaSubmitter
+from gateway.workers import Supervisor, default_workers, listener, reserve
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.keys import KeyPair
@@ -125,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="chain data only with a token (default: blocks, transactions and governance are "
         f"readable without a login; IAM and objects never are); or set ${PRIVATE_CHAIN_ENV}=1",
     )
-    p.add_argument("--pool-size", type=int, default=10, help="database connections")
+    p.add_argument("--pool-size", type=int, default=10, help="database connections (per worker)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="worker processes on the port (default $PANTHEON_GATEWAY_WORKERS, else 1)",
+    )
     defaults = Limits()
     p.add_argument("--max-depth", type=int, default=defaults.max_depth)
     p.add_argument("--max-cost", type=int, default=defaults.max_cost)
@@ -212,6 +222,7 @@ def _iam(args: argparse.Namespace, dsn: str, trust: IamTrust | None) -> Any:
         prefix=args.prefix,
         kek_dir=kek_dir,
         signer=signer,
+        shared_throttle=True,  # counts hold across workers, replicas and restarts (D46)
     )
 
 
@@ -246,7 +257,43 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
     except ConfigError as exc:
         print(f"pantheon gateway: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.workers < 1 or args.body_min_rate <= 0 or args.keep_alive_timeout <= 0:
+        print(
+            "pantheon gateway: error: --workers, rates and timeouts must be positive",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     dsn = database_dsn(args.dsn, dbname)
+    if args.workers == 1:
+        return _serve(args, dsn, trust, listen=False, worker=0, ready=lambda: None)
+    try:
+        sock = reserve(args.host, args.port)
+    except OSError as exc:
+        print(f"pantheon gateway: error: cannot listen on {args.port}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/ "
+        f"({args.workers} workers)",
+        flush=True,
+    )
+    with sock:
+        return Supervisor(
+            args.workers,
+            lambda index, ready: _serve(args, dsn, trust, listen=True, worker=index, ready=ready),
+        ).serve()
+
+
+def _serve(
+    args: argparse.Namespace,
+    dsn: str,
+    trust: IamTrust | None,
+    *,
+    listen: bool,
+    worker: int,
+    ready: Callable[[], None],
+) -> int:
+    """One gateway process until stopped (``listen``: worker ``worker`` of several, on a
+    listening socket of its own)."""
     governance: Governance | None = None
     if args.keystore is not None:
         if args.genesis is None:
@@ -274,7 +321,7 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
     except Exception as exc:
         print(f"pantheon gateway: error: cannot start user management: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.iam_projection:
+    if args.iam_projection and worker == 0:  # one consumer, not one per worker
         _iam_projection(args, dsn, stop, ChainSigners() if trust is None else trust.signers)
     pool: ConnectionPool[Any] = ConnectionPool(
         dsn, min_size=2, max_size=args.pool_size, open=True, kwargs={"autocommit": True}
@@ -284,9 +331,6 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
     limits = Limits(
         max_depth=args.max_depth, max_cost=args.max_cost, max_page_size=args.max_page_size
     )
-    if args.body_min_rate <= 0 or args.keep_alive_timeout <= 0:
-        print("pantheon gateway: error: rates and timeouts must be positive", file=sys.stderr)
-        return EXIT_CONFIG
     config = GatewayConfig(
         institution=args.institution,
         limits=limits,
@@ -305,9 +349,14 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
     app = create_app(
         config, services, iam.verifier(), jwks=iam.jwks, governance=governance, objects=proxy
     )
-    print(f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/", flush=True)
+    ready()
+    sock = listener(args.host, args.port) if listen else None
+    if sock is None:
+        print(
+            f"pantheon gateway: {args.institution} on http://{args.host}:{args.port}/", flush=True
+        )
     try:
-        uvicorn.run(
+        server_config = uvicorn.Config(
             app,
             host=args.host,
             port=args.port,
@@ -323,6 +372,7 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
             proxy_headers=bool(args.forwarded_allow_ips),
             forwarded_allow_ips=args.forwarded_allow_ips or None,
         )
+        uvicorn.Server(server_config).run(sockets=None if sock is None else [sock])
     finally:
         stop.set()
         if governance is not None:

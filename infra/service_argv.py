@@ -82,4 +82,6 @@ def gateway_argv(
         str(consortium_home / "keys" / f"{institution}.json"),
         "--genesis",
         str(consortium_home / "genesis.avro"),
+        "--workers",
+        str(settings.gateway_workers),
     ]

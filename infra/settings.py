@@ -3,25 +3,26 @@
 Every value has a sane default and can be overridden by an environment variable, so
 tests (and two stacks on one machine) never collide:
 
-==========================  ==============================  ===========================
-variable                    default                         what
-==========================  ==============================  ===========================
-``PANTHEON_STATE_DIR``      ``<checkout>/.pantheon``        data of Kafka/Postgres/...
-``PANTHEON_CACHE_DIR``      ``~/.cache/pantheon``           Kafka jars (shared, reused)
-``PANTHEON_KAFKA_VERSION``  :data:`KAFKA_VERSION`           broker release to fetch
-``PANTHEON_KAFKA_PORT``     19092 (controller: port + 1)    broker listener
-``PANTHEON_PG_PORT``        15432                           PostgreSQL
-``PANTHEON_PROM_PORT``      19090                           Prometheus
-``PANTHEON_GATEWAY_PORT``   4004 (then 4005, ...)           first institution's gateway
-``PANTHEON_TOPIC_PREFIX``   ``pantheon.``                   prefix of every topic
-``PANTHEON_KAFKA_AUTH``     (empty: plaintext)              ``scram``: SASL + ACLs (D26)
-==========================  ==============================  ===========================
+============================  ==============================  ===========================
+variable                      default                         what
+============================  ==============================  ===========================
+``PANTHEON_STATE_DIR``        ``<checkout>/.pantheon``        data of Kafka/Postgres/...
+``PANTHEON_CACHE_DIR``        ``~/.cache/pantheon``           Kafka jars (shared, reused)
+``PANTHEON_KAFKA_VERSION``    :data:`KAFKA_VERSION`           broker release to fetch
+``PANTHEON_KAFKA_PORT``       19092 (controller: port + 1)    broker listener
+``PANTHEON_PG_PORT``          15432                           PostgreSQL
+``PANTHEON_PROM_PORT``        19090                           Prometheus
+``PANTHEON_GATEWAY_PORT``     4004 (then 4005, ...)           first institution's gateway
+``PANTHEON_GATEWAY_WORKERS``  1                               worker processes per gateway
+``PANTHEON_TOPIC_PREFIX``     ``pantheon.``                   prefix of every topic
+``PANTHEON_KAFKA_AUTH``       (empty: plaintext)              ``scram``: SASL + ACLs (D26)
+============================  ==============================  ===========================
 
-``pantheon up`` records the settings it used in ``<state>/stack.json`` (:data:`RECORD`), and
-every later command reads them from there, so that a new shell needs no variable but
-``PANTHEON_STATE_DIR`` (and not even that for the checkout's own ``.pantheon``). A variable set
-in the environment still wins, except the number of Kafka nodes: that is a property of the
-cluster on disk, so ``down`` and ``status`` see every node ``up`` started (D36).
+``pantheon up`` records th  e settings it used in ``<state>/stack.json`` (:data:`RECORD`), and
+every later command reads   them from there, so that a new shell needs no variable but
+``PANTHEON_STATE_DIR`` (an  d not even that for the checkout's own ``.pantheon``). A variable set
+in the environment still w  ins, except the number of Kafka nodes: that is a property of the
+cluster on disk, so ``down  `` and ``status`` see every node ``up`` started (D36).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _RECORDED = {
     "PANTHEON_PG_PORT": "pg_port",
     "PANTHEON_PROM_PORT": "prom_port",
     "PANTHEON_GATEWAY_PORT": "gateway_port",
+    "PANTHEON_GATEWAY_WORKERS": "gateway_workers",
     "PANTHEON_TOPIC_PREFIX": "topic_prefix",
     "PANTHEON_KAFKA_AUTH": "kafka_auth",
 }
@@ -88,6 +90,15 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) <= 64:
+        raise ValueError(f"{name}={raw!r} is not a count from 1 to 64")
+    return int(raw)
+
+
 def _env_auth(name: str) -> str:
     raw = os.environ.get(name, "").strip().lower()
     if raw in ("", "none", "plaintext"):
@@ -110,6 +121,8 @@ class Settings:
     prom_port: int
     topic_prefix: str
     gateway_port: int = 4004
+    #: worker processes of each gateway (``pantheon gateway --workers``; decisions D46)
+    gateway_workers: int = 1
     host: str = "127.0.0.1"
     kafka_auth: str = ""
     """``"scram"``: the broker requires SASL/SCRAM and ACLs (``pantheon up --kafka-auth``)."""
@@ -137,6 +150,9 @@ class Settings:
             pg_port=_env_int("PANTHEON_PG_PORT", rec("PANTHEON_PG_PORT", 15432)),
             prom_port=_env_int("PANTHEON_PROM_PORT", rec("PANTHEON_PROM_PORT", 19090)),
             gateway_port=_env_int("PANTHEON_GATEWAY_PORT", rec("PANTHEON_GATEWAY_PORT", 4004)),
+            gateway_workers=_env_count(
+                "PANTHEON_GATEWAY_WORKERS", rec("PANTHEON_GATEWAY_WORKERS", 1)
+            ),
             topic_prefix=os.environ.get(
                 "PANTHEON_TOPIC_PREFIX", rec("PANTHEON_TOPIC_PREFIX", "pantheon.")
             ),

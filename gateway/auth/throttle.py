@@ -30,14 +30,17 @@ that has logged in successfully before.
   remembers the source as known for the login. A trusted client's success leaves the login's
   counter alone: an attacker's progress is not reset by the owner logging in.
 * Entries idle for ``forget_after_s`` are forgotten; the tables are bounded. The clock is
-  passed in. State is per process: a gateway with several replicas throttles per replica, and
-  known sources are forgotten on restart (device tokens are not: they are verified, not
-  stored).
+  passed in. A :class:`LoginThrottle` keeps its state in memory; the gateway keeps it in
+  PostgreSQL (:class:`gateway.iam.throttle_store.SharedLoginThrottle`, D46), which runs these
+  same rules over the counters of one attempt (:meth:`LoginThrottle.keys_of`,
+  :meth:`LoginThrottle.load`, :meth:`LoginThrottle.counters`), so the counts hold across the
+  worker processes and replicas of one institution and over restarts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +54,16 @@ class ThrottlePolicy:
     forget_after_s: float = 3600.0
     known_source_ttl_s: float = 30 * 86400.0
     max_entries: int = 100_000
+
+
+class Throttle(Protocol):
+    """What a login needs of a throttle (:class:`LoginThrottle` or a shared store of it)."""
+
+    def check(self, login: str, source: str, now: float, device: str | None = None) -> None: ...
+
+    def failure(self, login: str, source: str, now: float, device: str | None = None) -> None: ...
+
+    def success(self, login: str, source: str, now: float, device: str | None = None) -> None: ...
 
 
 class Throttled(Exception):
@@ -69,6 +82,8 @@ class _Entry:
 
 
 Key = tuple[str, ...]
+#: a counter's state: (failures, blocked until, last seen)
+Counter = tuple[int, float, float]
 
 
 class LoginThrottle:
@@ -78,6 +93,22 @@ class LoginThrottle:
         self.policy = policy
         self._entries: dict[Key, _Entry] = {}
         self._known: dict[tuple[str, str], float] = {}  # (login, source) -> last success
+
+    @staticmethod
+    def keys_of(login: str, source: str, device: str | None = None) -> list[Key]:
+        """Every counter an attempt of this client of ``login`` may read or change."""
+        client: Key = ("device", login, device) if device is not None else ("pair", login, source)
+        return [client, ("source", source), ("login", login)]
+
+    def load(self, counters: dict[Key, Counter], known: dict[tuple[str, str], float]) -> None:
+        """Take these counters and known sources as the state (a shared store's rows)."""
+        self._entries = {k: _Entry(*v) for k, v in counters.items()}
+        self._known = dict(known)
+
+    def counters(self) -> tuple[dict[Key, Counter], dict[tuple[str, str], float]]:
+        """The state: counters and known sources (to write back to a shared store)."""
+        entries = {k: (e.failures, e.blocked_until, e.last_seen) for k, e in self._entries.items()}
+        return entries, dict(self._known)
 
     def trusted(self, login: str, source: str, now: float, device: str | None = None) -> bool:
         """True if the client presents a device token of ``login`` (``device`` is its

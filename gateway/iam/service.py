@@ -17,7 +17,9 @@ Theory of operation
   destroys that key first (a KEK rotation, D25: no older copy of it unwraps either), then
   produces ``UserForgotten``.
 * Login is throttled per client of a login (device token or source), per login for clients
-  never seen to log in, and per source (:mod:`gateway.auth.throttle`), so a password guesser
+  never seen to log in, and per source (:mod:`gateway.auth.throttle`; with
+  ``shared_throttle`` the counters live in PostgreSQL, shared by every gateway process of the
+  institution, :mod:`gateway.iam.throttle_store`), so a password guesser
   cannot lock the owner out of their own client; every successful login returns a device
   token (:mod:`gateway.auth.devices`). It does the same scrypt work for unknown logins, and
   answers one :class:`~gateway.iam.errors.LoginFailed` for every refusal.
@@ -48,7 +50,7 @@ from gateway.auth.crypto import (
     MasterKey,
 )
 from gateway.auth.permissions import Permission
-from gateway.auth.throttle import LoginThrottle
+from gateway.auth.throttle import LoginThrottle, Throttle
 from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
 from gateway.iam import data_keys, store
 from gateway.iam.commands import (
@@ -77,6 +79,7 @@ from gateway.iam.personal_data import PersonalData
 from gateway.iam.publisher import IamPublisher
 from gateway.iam.sessions import Sessions
 from gateway.iam.signing import IamSigner
+from gateway.iam.throttle_store import SharedLoginThrottle
 from projections import iam as iam_projection
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX, iam_topic
@@ -98,7 +101,8 @@ class IamService:
         audience: str = "pantheon:gateway",
         token_ttl_s: int = 900,
         password_params: passwords.ScryptParams = passwords.DEFAULT,
-        throttle: LoginThrottle | None = None,
+        throttle: Throttle | None = None,
+        shared_throttle: bool = False,
         clock: Callable[[], float] = time.time,
         apply_timeout_s: float = 15.0,
         producer: Producer | None = None,
@@ -150,7 +154,8 @@ class IamService:
             audience=audience,
             token_ttl_s=token_ttl_s,
             password_params=password_params,
-            throttle=throttle or LoginThrottle(),
+            throttle=throttle
+            or (SharedLoginThrottle(self._pool) if shared_throttle else LoginThrottle()),
             clock=clock,
         )
         self.issuer_name = self.sessions.issuer_name

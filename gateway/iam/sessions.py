@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from gateway.auth import passwords
 from gateway.auth.crypto import MasterKey, open_text, seal_text
 from gateway.auth.devices import DeviceTokens
-from gateway.auth.throttle import LoginThrottle, Throttled
+from gateway.auth.throttle import Throttle, Throttled
 from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
 from gateway.iam import data_keys, store
 from gateway.iam.commands import ChangePassword, Command
@@ -40,7 +40,7 @@ class Sessions:
         audience: str,
         token_ttl_s: int,
         password_params: passwords.ScryptParams,
-        throttle: LoginThrottle,
+        throttle: Throttle,
         clock: Callable[[], float],
     ) -> None:
         self._pool = pool

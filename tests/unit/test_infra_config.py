@@ -89,6 +89,7 @@ _VARS = (
     "PANTHEON_PG_PORT",
     "PANTHEON_PROM_PORT",
     "PANTHEON_GATEWAY_PORT",
+    "PANTHEON_GATEWAY_WORKERS",
     "PANTHEON_TOPIC_PREFIX",
     "PANTHEON_KAFKA_AUTH",
 )
@@ -101,16 +102,25 @@ def test_settings_recorded_by_up_are_found_by_a_new_shell(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PANTHEON_STATE_DIR", str(tmp_path))
     started = Settings.from_env().with_changes(
-        kafka_port=21000, kafka_brokers=3, pg_port=21010, prom_port=21011, gateway_port=21020
+        kafka_port=21000,
+        kafka_brokers=3,
+        pg_port=21010,
+        prom_port=21011,
+        gateway_port=21020,
+        gateway_workers=2,
     )
     started.record()  # what `up` does
     found = Settings.from_env()
     ports = (found.kafka_port, found.pg_port, found.prom_port, found.gateway_port)
     assert ports == (21000, 21010, 21011, 21020) and found.kafka_brokers == 3
+    assert found.gateway_workers == 2  # `restart gateway` in a new shell keeps the count
     monkeypatch.setenv("PANTHEON_PG_PORT", "21099")  # a variable set still wins ...
     monkeypatch.setenv("PANTHEON_KAFKA_BROKERS", "1")  # ... but not over the nodes on disk
     found = Settings.from_env()
     assert found.pg_port == 21099 and found.kafka_brokers == 3
+    monkeypatch.setenv("PANTHEON_GATEWAY_WORKERS", "0")  # a bad count is refused by name
+    with pytest.raises(ValueError, match="PANTHEON_GATEWAY_WORKERS"):
+        Settings.from_env()
 
 
 def test_down_stops_every_kafka_node_on_disk_whatever_the_settings(tmp_path: Path) -> None:
