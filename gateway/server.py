@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--genesis",
         type=Path,
         default=None,
-        help="genesis.avro: the trust anchor of transaction outcomes (needed with --keystore)",
+        help="genesis.avro: the trust anchor of transaction outcomes (needed with --keystore), "
+        "served at /genesis.avro for the explorer's certificate check",
     )
     p.add_argument(
         "--forwarded-allow-ips",
@@ -294,6 +295,7 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
         body_timeout_s=args.body_timeout,
         body_min_rate=args.body_min_rate,
         public_chain=not args.private_chain,
+        genesis_file=args.genesis,
     )
     try:
         proxy = data_proxy.from_args(

@@ -88,6 +88,8 @@ class SimChain:
         self.read_upto = -1
         self.nonces: dict[bytes, int] = {}
         self.forge_every = 0
+        #: operator keys added on chain after the genesis (AddOperator), to vote with
+        self.extra_operators: dict[bytes, KeyPair] = {}
 
     def topic(self, suffix: str) -> str:
         """Full topic name."""
@@ -146,6 +148,7 @@ class SimChain:
     def _publish(self, executed: Any) -> None:
         validators = executed.validator_set
         ops = {op.key_id: op for _, (_, o) in self.plan.keys.items() for op in o}
+        ops.update(self.extra_operators)
         voters = [
             ops[next(k for k in sorted(validators.members[i]) if k in ops)]
             for i in sorted(validators.members)
