@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,30 @@ class SimChain:
         """Close the Kafka clients."""
         self.producer.flush(10)
         self.consumer.close()
+
+
+def projector_argv(
+    genesis: Path, bootstrap: str, prefix: str, server: str, dbname: str, *extra: str
+) -> list[str]:
+    """The command line of an inst-1 projector process (``server``: a DSN without password)."""
+    return [
+        sys.executable,
+        "-m",
+        "projections.projector",
+        "--institution",
+        "inst-1",
+        "--genesis",
+        str(genesis),
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        prefix,
+        "--dsn",
+        server,
+        "--dbname",
+        dbname,
+        *extra,
+    ]
 
 
 def anchor(sim: SimChain, signer: KeyPair, data_id: str) -> bytes:

@@ -73,6 +73,18 @@ NAME = "chain"
 UNAUTHENTICATED = frozenset({ResultCode.MALFORMED, ResultCode.TOO_LARGE, ResultCode.BAD_SIGNATURE})
 MAX_HELD_RECEIPTS = 100_000
 RECENT_RECEIPT_HEIGHTS = 64  # projected heights whose receipt bytes are kept for comparison
+#: every reason ``counters`` counts (``pantheon_projection_skipped{reason}``, exported at 0 from
+#: the start so that a panel or alert on a reason has a series before its first event)
+COUNTER_REASONS = (
+    "blocks_duplicate",
+    "blocks_executed_ahead",
+    "blocks_invalid",
+    "blocks_malformed",
+    "receipts_malformed",
+    "receipts_mismatch",
+    "receipts_unchecked",
+    "receipts_verified",
+)
 
 
 class _EverySignature:

@@ -36,7 +36,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ledger.context import is_slug
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
-from projections.chain import ChainProjection, Diverged, GenesisMismatch
+from projections.chain import COUNTER_REASONS, ChainProjection, Diverged, GenesisMismatch
 from projections.iam import ChainSigners, IamProjection
 from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
@@ -136,8 +136,8 @@ def publish_metrics(institution: str, projection: ChainProjection) -> None:
     PROJECTED_HEIGHT.labels(institution).set(projection.height)
     SEEN_HEIGHT.labels(institution).set(projection.highest_seen)
     ROWS.labels(institution).set(projection.rows_written)
-    for reason, count in projection.counters.items():
-        SKIPPED.labels(institution, reason).set(count)
+    for reason in {*COUNTER_REASONS, *projection.counters}:  # every known reason, 0 or more
+        SKIPPED.labels(institution, reason).set(projection.counters[reason])
 
 
 def run(
@@ -154,6 +154,7 @@ def run(
         log.error("cannot start projector", extra={"error": str(exc)})
         print(f"pantheon projector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    publish_metrics(config.institution, projection)  # every series from the start
     if config.metrics_port is not None:
         serve_metrics(config.metrics_port)
     try:

@@ -229,8 +229,7 @@ class Validator:
         """Process the logs until stopped; returns the exit code."""
         if self.config.metrics_port is not None:
             metrics.serve(self.config.metrics_port)
-        for counter in (metrics.DIVERGENCES, metrics.EQUIVOCATIONS, metrics.VOTES, metrics.MARKERS):
-            counter.labels(**self.labels).inc(0)  # exported from the start, at 0
+        metrics.export_zeroes(self.labels)  # every series from the start, at 0
         try:
             while self.running:
                 busy = self.pipeline is not None and self.pipeline.pending > 0
