@@ -60,6 +60,13 @@ from projections.iam import ChainSigners, IamProjection, SignerPolicy
 from projections.projector import database_dsn, database_name
 from runtime import logs
 from runtime.cli_args import ConfigError, Parser
+from runtime.startup import (
+    read_genesis,
+    refuse,
+    require_broker,
+    require_database,
+    require_member,
+)
 from runtime.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.gateway")
@@ -237,6 +244,14 @@ def _iam_projection(
     ).start()
 
 
+def _startup_checks(args: argparse.Namespace) -> None:
+    """What the gateway cannot serve without: one line now, not a retry loop's log (D49)."""
+    if args.genesis is not None:
+        require_member(read_genesis(args.genesis), args.institution)
+    require_database(database_dsn(args.dsn, "postgres"))  # its own may come a moment later
+    require_broker(args.bootstrap)
+
+
 def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) -> int:
     """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``). ``trust``
     replaces the chain as the IAM key authority (only for processes run without a ledger)."""
@@ -248,6 +263,10 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
         print(f"pantheon gateway: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     dsn = database_dsn(args.dsn, dbname)
+    try:
+        _startup_checks(args)
+    except ConfigError as exc:
+        return refuse("gateway", exc)
     governance: Governance | None = None
     if args.keystore is not None:
         if args.genesis is None:

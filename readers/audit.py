@@ -28,7 +28,8 @@ Theory of operation
 * ``--at-height H`` replays up to block ``H`` only and shows the state there (time travel):
   the header, the validator set, record counts per kind, and every record in the JSON.
 * ``--every SECONDS`` repeats the audit, and ``--metrics-port`` serves the audit's metrics
-  (:mod:`readers.audit_metrics`) for Prometheus.
+  (:mod:`readers.audit_metrics`) for Prometheus. If the first run cannot run (exit 2) the
+  process exits; a later run that cannot is retried at the next period.
 """
 
 from __future__ import annotations
@@ -167,10 +168,13 @@ def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    code = EXIT_ERROR
+    runs = 0
     while True:
         code = _run_once(config, args)
-        if args.every is None or stop.wait(args.every):
+        runs += 1
+        # a continuous auditor whose first run cannot run is misconfigured (a bad DSN, an
+        # unreachable broker): it exits with that one line; later failures are retried (D49)
+        if args.every is None or (runs == 1 and code == EXIT_ERROR) or stop.wait(args.every):
             return code
 
 
