@@ -28,8 +28,9 @@ Theory of operation
 * ``--at-height H`` replays up to block ``H`` only and shows the state there (time travel):
   the header, the validator set, record counts per kind, and every record in the JSON.
 * ``--every SECONDS`` repeats the audit, and ``--metrics-port`` serves the audit's metrics
-  (:mod:`readers.audit_metrics`) for Prometheus. If the first run cannot run (exit 2) the
-  process exits; a later run that cannot is retried at the next period.
+  (:mod:`readers.audit_metrics`) for Prometheus. It first checks that the database server
+  and a broker answer (else one line, exit 2); a run that cannot run (a projection not made
+  yet) is retried at the next period.
 """
 
 from __future__ import annotations
@@ -44,14 +45,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from psycopg.conninfo import make_conninfo
+
 from readers import audit_metrics
 from readers.audit_config import AuditConfig, AuditError
 from readers.audit_logs import Progress
 from readers.audit_report import AuditReport, render, write_json
 from readers.audit_run import run_audit
 from runtime import logs
-from runtime.cli_args import Defaults, Parser, apply_defaults, one_line
+from runtime.cli_args import ConfigError, Defaults, Parser, apply_defaults, one_line
 from runtime.metrics_server import serve_metrics
+from runtime.startup import refuse, require_broker, require_database
 
 __all__ = [
     "EXIT_CLEAN",
@@ -168,13 +172,16 @@ def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    runs = 0
+    if args.every is not None:  # a continuous auditor: bad settings now, in one line (D49)
+        try:
+            if args.dsn is not None:
+                require_database(make_conninfo(args.dsn, dbname="postgres"))
+            require_broker(args.bootstrap)
+        except ConfigError as exc:
+            return refuse("audit", exc)
     while True:
         code = _run_once(config, args)
-        runs += 1
-        # a continuous auditor whose first run cannot run is misconfigured (a bad DSN, an
-        # unreachable broker): it exits with that one line; later failures are retried (D49)
-        if args.every is None or (runs == 1 and code == EXIT_ERROR) or stop.wait(args.every):
+        if args.every is None or stop.wait(args.every):
             return code
 
 

@@ -123,7 +123,7 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
         ),
         "auditor: unreachable broker": (
             [*auditor, "--bootstrap", NO_BROKER],
-            "cannot reach the broker at 127.0.0.1:1",
+            "cannot reach Kafka at 127.0.0.1:1",
         ),
     }  # fmt: skip
 
