@@ -8,6 +8,8 @@ Routes
 ``WS   /graphql``             subscriptions (``graphql-transport-ws``)
 ``GET  /``                    the block explorer (static files of ``gateway/static``)
 ``GET  /favicon.ico``         the explorer's icon (SVG)
+``GET  /genesis.avro``        the genesis document the gateway was given (404 without one):
+                              the explorer checks it against the hash the user pinned (D49)
 ``GET  /healthz``             ``{"status": "ok", "height": N}`` (503 without the database)
 ``GET  /metrics``             Prometheus text format
 ``GET  /.well-known/jwks.json`` the public keys that verify this institution's tokens
@@ -98,6 +100,8 @@ class GatewayConfig:
     #: threads executing queries at once (more than the database pool's size does not help:
     #: they only queue for a connection while contending for the GIL)
     execution_threads: int = 8
+    #: the genesis file served at ``/genesis.avro`` for the explorer's trust anchor (D49)
+    genesis_file: Path | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -258,6 +262,13 @@ def create_app(
     async def favicon(_request: Request) -> Response:
         return FileResponse(static / "favicon.svg", media_type="image/svg+xml")
 
+    async def genesis(_request: Request) -> Response:
+        if config.genesis_file is None:
+            exc = Unavailable("this gateway was not given its genesis file (--genesis)")
+            exc.code, exc.status = "NO_GENESIS", 404
+            return _json(error_body([exc]), exc.status)
+        return FileResponse(config.genesis_file, media_type="application/octet-stream")
+
     async def healthz(_request: Request) -> Response:
         def height() -> int | None:
             with services.pool.connection(timeout=2.0) as conn:
@@ -316,6 +327,7 @@ def create_app(
             WebSocketRoute("/graphql", websocket),
             Route("/", index, methods=["GET"]),
             Route("/favicon.ico", favicon, methods=["GET"]),
+            Route("/genesis.avro", genesis, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),

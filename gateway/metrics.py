@@ -96,6 +96,10 @@ class GatewayMetrics:
             self.limited.labels(institution, code)
         for reason in AUTH_REASONS:
             self.auth_failures.labels(institution, reason)
+        for kind in ("query", "mutation"):
+            self.latency.labels(institution, kind)
+            for outcome in ("ok", "error"):
+                self.requests.labels(institution, kind, outcome)
 
     def render(self) -> bytes:
         """The text exposition: this process's registry, or every worker's sum."""

@@ -12,6 +12,7 @@ import psycopg
 
 from gateway.authn import require
 from gateway.context import decode_cursor, hex_bytes
+from gateway.envelopes import KEY_SET_OPERATIONS
 from gateway.errors import GatewayError
 from gateway.state_types import (
     Anchor,
@@ -60,6 +61,15 @@ class Query(graphene.ObjectType):
         description="newest first; of one sender if given",
     )
     transaction = graphene.Field(Transaction, id=graphene.String(required=True))
+    key_set_transactions = graphene.List(
+        graphene.NonNull(Transaction),
+        required=True,
+        after_height=graphene.Int(default_value=0),
+        first=graphene.Int(default_value=100),
+        description="accepted entries that can change the validator set or its keys "
+        "(governance, operators, key rotations) above a height, oldest first; the explorer "
+        "replays them from the genesis (D49)",
+    )
     institutions = graphene.List(graphene.NonNull(Institution), required=True)
     proposals = graphene.List(
         graphene.NonNull(Proposal), required=True, first=graphene.Int(default_value=20)
@@ -151,6 +161,16 @@ class Query(graphene.ObjectType):
         accepted = [e for e in entries if e.result_code == 0]
         chosen = accepted or entries
         return chosen[0] if chosen else None
+
+    @staticmethod
+    def resolve_key_set_transactions(
+        _root: Any, info: Info, after_height: int, first: int
+    ) -> list[read.Transaction]:
+        context = ctx(info)
+        rows = queries.accepted_of_operations(
+            context.conn(), list(KEY_SET_OPERATIONS), after_height, first
+        )
+        return listed(context, rows)
 
     @staticmethod
     def resolve_institutions(_root: Any, info: Info) -> list[read.Institution]:

@@ -64,6 +64,13 @@ from projections.iam import ChainSigners, IamProjection, SignerPolicy
 from projections.projector import database_dsn, database_name
 from runtime import logs
 from runtime.cli_args import ConfigError, Parser
+from runtime.startup import (
+    read_genesis,
+    refuse,
+    require_broker,
+    require_database,
+    require_member,
+)
 from runtime.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("pantheon.gateway")
@@ -114,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--genesis",
         type=Path,
         default=None,
-        help="genesis.avro: the trust anchor of transaction outcomes (needed with --keystore)",
+        help="genesis.avro: the trust anchor of transaction outcomes (needed with --keystore), "
+        "served at /genesis.avro for the explorer's certificate check",
     )
     p.add_argument(
         "--forwarded-allow-ips",
@@ -247,6 +255,14 @@ def _iam_projection(
     ).start()
 
 
+def _startup_checks(args: argparse.Namespace) -> None:
+    """What the gateway cannot serve without: one line now, not a retry loop's log (D49)."""
+    if args.genesis is not None:
+        require_member(read_genesis(args.genesis), args.institution)
+    require_database(database_dsn(args.dsn, "postgres"))  # its own may come a moment later
+    require_broker(args.bootstrap)
+
+
 def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) -> int:
     """Entry point of ``pantheon gateway`` (and ``python -m gateway.server``). ``trust``
     replaces the chain as the IAM key authority (only for processes run without a ledger)."""
@@ -264,6 +280,10 @@ def main(argv: Sequence[str] | None = None, *, trust: IamTrust | None = None) ->
         )
         return EXIT_CONFIG
     dsn = database_dsn(args.dsn, dbname)
+    try:
+        _startup_checks(args)
+    except ConfigError as exc:
+        return refuse("gateway", exc)
     if args.workers == 1:
         return _serve(args, dsn, trust, listen=False, worker=0, ready=lambda: None)
     try:
@@ -338,6 +358,7 @@ def _serve(
         body_timeout_s=args.body_timeout,
         body_min_rate=args.body_min_rate,
         public_chain=not args.private_chain,
+        genesis_file=args.genesis,
     )
     try:
         proxy = data_proxy.from_args(

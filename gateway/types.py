@@ -10,7 +10,7 @@ know whether there is a next page.
 # mypy: disallow-subclassing-any=False
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -19,11 +19,11 @@ import graphene
 from graphql import GraphQLResolveInfo as Info
 
 from gateway.context import RequestContext, decode_cursor, encode_cursor, hexs
+from gateway.envelopes import arguments_of, envelope_of, leaves_of
 from projections.read import Conn, queries
 
 __all__ = ["Info", "connection", "ctx", "encode_cursor", "listed", "sender_page", "tx_cursor"]
 from ledger.results import ResultCode
-from ledger.tx import TxRejected, parse_tx
 from projections import read
 
 
@@ -175,6 +175,11 @@ class Transaction(graphene.ObjectType):
         description="the operation's decoded arguments (bytes as hex); null if the entry "
         "did not decode"
     )
+    envelope = graphene.String(
+        description="the signed envelope as stored (single-object Avro, hex); null for "
+        "TOO_LARGE entries"
+    )
+    result_code = graphene.Int(required=True, description="numeric result (0 = OK)")
 
     @staticmethod
     def resolve_offset(root: read.Transaction, _info: Info) -> int:
@@ -209,23 +214,11 @@ class Transaction(graphene.ObjectType):
 
     @staticmethod
     def resolve_arguments(root: read.Transaction, info: Info) -> dict[str, Any] | None:
-        row = (
-            ctx(info)
-            .conn()
-            .execute(
-                b"SELECT envelope FROM chain.transactions WHERE height = %s AND position = %s",
-                (root.height, root.position),
-            )
-            .fetchone()
-        )
-        if row is None or row[0] is None:
-            return None
-        try:  # the signature was checked when the block was made (the sender is set)
-            tx = parse_tx(bytes(row[0]), signature_verified=True)
-        except TxRejected:
-            return None
-        decoded: dict[str, Any] = plain(tx.args)
-        return decoded
+        return arguments_of(ctx(info), root)
+
+    @staticmethod
+    def resolve_envelope(root: read.Transaction, info: Info) -> str | None:
+        return hexs(envelope_of(ctx(info), root))
 
 
 class TransactionEdge(graphene.ObjectType):
@@ -254,6 +247,11 @@ class Block(graphene.ObjectType):
     tx_count = graphene.Int(required=True)
     ok_count = graphene.Int(required=True)
     certificate = graphene.Field(QuorumCertificate, required=True)
+    leaves = graphene.List(
+        graphene.NonNull(graphene.String),
+        required=True,
+        description="tx_root leaves (tx id || result code, hex) of every entry, in order",
+    )
     transactions = graphene.Field(
         TransactionConnection,
         required=True,
@@ -268,6 +266,10 @@ class Block(graphene.ObjectType):
     @staticmethod
     def resolve_certificate(root: read.Block, _info: Info) -> read.Block:
         return root
+
+    @staticmethod
+    def resolve_leaves(root: read.Block, info: Info) -> list[str]:
+        return leaves_of(ctx(info), root)
 
     @staticmethod
     def resolve_transactions(
@@ -293,17 +295,6 @@ class BlockEdge(graphene.ObjectType):
 class BlockConnection(graphene.ObjectType):
     edges = graphene.List(graphene.NonNull(BlockEdge), required=True)
     page_info = graphene.Field(PageInfo, required=True)
-
-
-def plain(value: Any) -> Any:
-    """A decoded Avro value as JSON: bytes as lowercase hex, containers recursively."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
 
 
 def _block_pages(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class SimChain:
         self.read_upto = -1
         self.nonces: dict[bytes, int] = {}
         self.forge_every = 0
+        #: operator keys added on chain after the genesis (AddOperator), to vote with
+        self.extra_operators: dict[bytes, KeyPair] = {}
 
     def topic(self, suffix: str) -> str:
         """Full topic name."""
@@ -146,6 +149,7 @@ class SimChain:
     def _publish(self, executed: Any) -> None:
         validators = executed.validator_set
         ops = {op.key_id: op for _, (_, o) in self.plan.keys.items() for op in o}
+        ops.update(self.extra_operators)
         voters = [
             ops[next(k for k in sorted(validators.members[i]) if k in ops)]
             for i in sorted(validators.members)
@@ -179,6 +183,30 @@ class SimChain:
         """Close the Kafka clients."""
         self.producer.flush(10)
         self.consumer.close()
+
+
+def projector_argv(
+    genesis: Path, bootstrap: str, prefix: str, server: str, dbname: str, *extra: str
+) -> list[str]:
+    """The command line of an inst-1 projector process (``server``: a DSN without password)."""
+    return [
+        sys.executable,
+        "-m",
+        "projections.projector",
+        "--institution",
+        "inst-1",
+        "--genesis",
+        str(genesis),
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        prefix,
+        "--dsn",
+        server,
+        "--dbname",
+        dbname,
+        *extra,
+    ]
 
 
 def anchor(sim: SimChain, signer: KeyPair, data_id: str) -> bytes:

@@ -89,6 +89,7 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                     "projectors": [p.as_dict() for p in stack.projectors()],
                     "batchers": stack.consortium.running("batcher"),
                     "auditors": stack.consortium.running("auditor"),
+                    "genesis_hash": stack.consortium.genesis_hash(),
                     "gateways": [
                         {"name": inst, "running": run, "healthy": ok, "url": url}
                         for inst, (run, ok, url) in stack.consortium.gateways().items()
@@ -112,6 +113,14 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for inst, (running, ok, url) in gateways.items():
             state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
             print(f"  {inst:<11} {state:<10} {url}/")
+        genesis = stack.consortium.genesis_hash()
+        if gateways and genesis:
+            url = next(iter(gateways.values()))[2]
+            print(
+                f"\n  genesis     {genesis}\n"
+                "              the explorer's trust anchor: pin it once with "
+                f"{url}/#genesis={genesis}"
+            )
         for service, what in (
             ("batcher", "Layer 2 (device records -> CommitBatch)"),
             ("auditor", "pantheon audit --every N, its metrics scraped by Prometheus"),

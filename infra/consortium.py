@@ -61,6 +61,12 @@ class Consortium:
             return []
         return [f.institution_id for f in load_genesis(self.genesis_file).founders]
 
+    def genesis_hash(self) -> str | None:
+        """The genesis hash (hex): the explorer's trust anchor (D49); None before ``up``."""
+        if not self.genesis_file.exists():
+            return None
+        return load_genesis(self.genesis_file).hash().hex()
+
     def ensure_genesis(self) -> list[str]:
         """Create the genesis on first use; return the institutions."""
         if not self.genesis_file.exists():

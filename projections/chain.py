@@ -68,6 +68,18 @@ from schemas.codec import decode_canonical
 log = logging.getLogger("pantheon.projections.chain")
 
 NAME = "chain"
+#: every reason ``counters`` counts (``pantheon_projection_skipped{reason}``, exported at 0 from
+#: the start so that a panel or alert on a reason has a series before its first event)
+COUNTER_REASONS = (
+    "blocks_duplicate",
+    "blocks_executed_ahead",
+    "blocks_invalid",
+    "blocks_malformed",
+    "receipts_malformed",
+    "receipts_mismatch",
+    "receipts_unchecked",
+    "receipts_verified",
+)
 
 
 class _EverySignature:

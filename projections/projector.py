@@ -36,7 +36,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ledger.context import is_slug
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
-from projections.chain import ChainProjection, Diverged, GenesisMismatch
+from projections.chain import COUNTER_REASONS, ChainProjection, Diverged, GenesisMismatch
 from projections.iam import ChainSigners, IamProjection
 from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
@@ -44,6 +44,7 @@ from projections.runner import Projection, ProjectionRunner
 from runtime import logs
 from runtime.cli_args import ConfigError, Parser, add_chain_options, add_process_options
 from runtime.metrics_server import serve_metrics
+from runtime.startup import refuse, require_broker, require_member
 
 log = logging.getLogger("pantheon.projector")
 
@@ -118,6 +119,7 @@ def prepare(config: ProjectorConfig) -> tuple[ChainProjection, ProjectionRunner]
         genesis = Genesis.decode(config.genesis.read_bytes())
     except (OSError, LedgerError) as exc:
         raise ConfigError(f"cannot read genesis {config.genesis}: {exc}") from exc
+    require_member(genesis, config.institution)  # before a database is made for it
     dsn = ensure_database(config.dsn, config.database())
     migrate(dsn)
     projection = ChainProjection(genesis, config.prefix)
@@ -136,8 +138,8 @@ def publish_metrics(institution: str, projection: ChainProjection) -> None:
     PROJECTED_HEIGHT.labels(institution).set(projection.height)
     SEEN_HEIGHT.labels(institution).set(projection.highest_seen)
     ROWS.labels(institution).set(projection.rows_written)
-    for reason, count in projection.counters.items():
-        SKIPPED.labels(institution, reason).set(count)
+    for reason in {*COUNTER_REASONS, *projection.counters}:  # every known reason, 0 or more
+        SKIPPED.labels(institution, reason).set(projection.counters[reason])
 
 
 def run(
@@ -150,10 +152,10 @@ def run(
     stop = stop or threading.Event()
     try:
         projection, runner = prepare(config)
-    except (ConfigError, psycopg.Error) as exc:
-        log.error("cannot start projector", extra={"error": str(exc)})
-        print(f"pantheon projector: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        require_broker(config.bootstrap)
+    except (ConfigError, psycopg.Error) as exc:  # one line (a log line would say it twice)
+        return refuse("projector", exc)
+    publish_metrics(config.institution, projection)  # every series from the start
     if config.metrics_port is not None:
         serve_metrics(config.metrics_port)
     try:

@@ -28,7 +28,9 @@ Theory of operation
 * ``--at-height H`` replays up to block ``H`` only and shows the state there (time travel):
   the header, the validator set, record counts per kind, and every record in the JSON.
 * ``--every SECONDS`` repeats the audit, and ``--metrics-port`` serves the audit's metrics
-  (:mod:`readers.audit_metrics`) for Prometheus.
+  (:mod:`readers.audit_metrics`) for Prometheus. It first checks that the database server
+  and a broker answer (else one line, exit 2); a run that cannot run (a projection not made
+  yet) is retried at the next period.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from psycopg.conninfo import make_conninfo
+
 from readers import audit_metrics
 from readers.audit_config import AuditConfig, AuditError
 from readers.audit_logs import Progress
@@ -50,6 +54,7 @@ from readers.audit_report import AuditReport, render, write_json
 from readers.audit_run import run_audit
 from runtime import logs
 from runtime.cli_args import (
+    ConfigError,
     Defaults,
     Parser,
     add_chain_options,
@@ -58,6 +63,7 @@ from runtime.cli_args import (
     one_line,
 )
 from runtime.metrics_server import serve_metrics
+from runtime.startup import refuse, require_broker, require_database
 
 __all__ = [
     "EXIT_CLEAN",
@@ -169,7 +175,13 @@ def main(argv: Sequence[str] | None = None, *, defaults: Defaults | None = None)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    code = EXIT_ERROR
+    if args.every is not None:  # a continuous auditor: bad settings now, in one line (D49)
+        try:
+            if args.dsn is not None:
+                require_database(make_conninfo(args.dsn, dbname="postgres"))
+            require_broker(args.bootstrap)
+        except ConfigError as exc:
+            return refuse("audit", exc)
     while True:
         code = _run_once(config, args)
         if args.every is None or stop.wait(args.every):

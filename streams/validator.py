@@ -67,6 +67,7 @@ from runtime import logs
 from runtime.cli_args import ConfigError
 from runtime.heap import GcPauses, HeapSettler
 from runtime.kafka_config import consume_ready, consumer_config, producer_config
+from runtime.startup import refuse, require_broker, require_member
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
 from streams.signature_pipeline import SignaturePipeline
@@ -122,7 +123,9 @@ class Validator:
             self.genesis = Genesis.decode(config.genesis.read_bytes())
         except (OSError, LedgerError) as exc:
             raise ConfigError(f"cannot read genesis {config.genesis}: {exc}") from exc
+        require_member(self.genesis, config.institution)
         self.operator = load_operator(config.keystore, config.institution, config.operator)
+        require_broker(config.bootstrap)  # one line now, rather than waiting for it forever
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.journal = VoteJournal(config.state_dir / "votes.journal")
         self.snapshots = SnapshotStore(config.state_dir / "snapshots")
@@ -229,8 +232,7 @@ class Validator:
         """Process the logs until stopped; returns the exit code."""
         if self.config.metrics_port is not None:
             metrics.serve(self.config.metrics_port)
-        for counter in (metrics.DIVERGENCES, metrics.EQUIVOCATIONS, metrics.VOTES, metrics.MARKERS):
-            counter.labels(**self.labels).inc(0)  # exported from the start, at 0
+        metrics.export_zeroes(self.labels)  # every series from the start, at 0
         try:
             while self.running:
                 busy = self.pipeline is not None and self.pipeline.pending > 0
@@ -577,10 +579,8 @@ def run(config: ValidatorConfig) -> int:
     """Run a validator until SIGTERM/SIGINT; returns the process exit code."""
     try:
         validator = Validator(config)
-    except ConfigError as exc:
-        log.error("cannot start validator", extra={"error": str(exc)})
-        print(f"pantheon validator: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except ConfigError as exc:  # one line on stderr (a log line too would say it twice)
+        return refuse("validator", exc)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         validator.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ledger.results import ResultCode
 from runtime.metrics_server import serve_metrics
 
 _LABELS = ("institution", "operator")
@@ -32,6 +33,16 @@ DIVERGENCES = Counter(
     "Times this validator's hash differed from the final one",
     _LABELS,
 )
+
+
+def export_zeroes(labels: dict[str, str]) -> None:
+    """Create every labelled series a panel or alert reads, at 0 (a fresh validator exports
+    them before its first event): the event counters, and entries for each result code."""
+    for counter in (DIVERGENCES, EQUIVOCATIONS, VOTES, MARKERS):
+        counter.labels(**labels).inc(0)
+    for code in ResultCode:
+        TXS.labels(result=code.name, **labels).inc(0)
+    FINALITY_LATENCY.labels(**labels)
 
 
 def serve(port: int) -> bool:

@@ -202,56 +202,33 @@
       pager("Transaction pages", "#/txs", newer, older));
   }
 
-  // ---- quorum certificate, verified here (WebCrypto Ed25519) ----------------------------
-  const hexToBytes = (hex) => new Uint8Array((hex.match(/../g) || []).map((b) => parseInt(b, 16)));
-  const bytesToHex = (b) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, "0")).join("");
-  function zigzag(n) { // Avro long: zigzag varint
-    let v = BigInt(n); v = v >= 0n ? v << 1n : ((-v) << 1n) - 1n;
-    const out = [];
-    do { let byte = Number(v & 0x7fn); v >>= 7n; if (v) byte |= 0x80; out.push(byte); } while (v);
-    return out;
-  }
-  const avroBytes = (hex) => [...zigzag(hex.length / 2), ...hexToBytes(hex)];
-  const concat = (...parts) => new Uint8Array(parts.flatMap((p) => Array.from(p)));
-  const VOTE_DOMAIN = new TextEncoder().encode("pantheon/vote/v1\0");
-  async function sha256(bytes) { return bytesToHex(await crypto.subtle.digest("SHA-256", bytes)); }
-  const quorum = (n) => Math.floor((2 * n) / 3) + 1;
-
-  // -> {ok, lines}: the header hashes to the block hash, each vote is an Ed25519 signature of
-  // (height, block hash, operator) by a key whose SHA-256 is a known operator's key id, and
-  // the signers span a quorum of the institutions that were members at that height.
-  async function verifyBlock(b, institutions) {
-    const lines = [];
-    const header = concat(zigzag(b.height), avroBytes(b.prevHash), zigzag(b.firstOffset), zigzag(b.lastOffset),
-      avroBytes(b.txRoot), avroBytes(b.stateRoot), avroBytes(b.validatorSetHash), zigzag(Math.round(b.timestampMs)));
-    const hashOk = (await sha256(header)) === b.hash;
-    lines.push([hashOk, hashOk ? "the header fields hash to the block hash" : "the header fields do NOT hash to the block hash"]);
-    const operators = new Map();
-    for (const i of institutions) for (const o of i.operators) operators.set(o.keyId, i.id);
-    const members = institutions.filter((i) => i.effectiveHeight <= b.height && i.status === "ACTIVE").length;
-    const signers = new Set();
-    for (const v of b.certificate.votes) {
-      let ok = false, why = "";
-      try {
-        if ((await sha256(hexToBytes(v.publicKey))) !== v.operatorKeyId) why = "public key does not match the operator key id";
-        else if (operators.get(v.operatorKeyId) !== v.institutionId) why = "not an operator of " + v.institutionId;
-        else {
-          const key = await crypto.subtle.importKey("raw", hexToBytes(v.publicKey), { name: "Ed25519" }, false, ["verify"]);
-          const msg = concat(VOTE_DOMAIN, zigzag(b.height), avroBytes(b.hash), avroBytes(v.operatorKeyId));
-          ok = await crypto.subtle.verify({ name: "Ed25519" }, key, hexToBytes(v.signature), msg);
-          if (!ok) why = "signature does not verify";
-        }
-      } catch (e) { why = "cannot verify here: " + e.message; }
-      if (ok) signers.add(v.institutionId);
-      lines.push([ok, (names.get(v.operatorKeyId) || short(v.operatorKeyId)) + ": " + (ok ? "signature valid" : why)]);
+  // ---- quorum certificate, verified here against the pinned genesis (trust.js, D49) -----
+  const VERDICTS = {
+    yes: ["ok", "✔ Verified in this browser: the certificate's signatures, by the key set derived from the pinned genesis, make this block final."],
+    no: ["bad", "✘ UNVERIFIED: this block is NOT verified by the key set derived from the pinned genesis (see below)."],
+    unknown: ["warn", "? Could not check in this browser: some signatures are refused by WebCrypto's strict Ed25519 but may be valid under the chain's ZIP-215 rules (see below)."],
+    unpinned: ["warn", "Not pinned: this browser has no trust anchor, so the certificate is not checked. Pin the genesis hash that `pantheon status` prints (once per browser)."],
+    error: ["warn", "Could not check the certificate (see below)."],
+  };
+  function anchorPanel() {
+    const hash = Trust.pinned();
+    if (hash) {
+      const forget = h("button", { type: "button", id: "unpin" }, "Forget");
+      forget.addEventListener("click", () => { Trust.unpin(); route(); });
+      return h("p", { id: "anchor", class: "muted" }, "Trust anchor: genesis ", h("code", { title: hash }, short(hash)), " (pinned in this browser) ", forget);
     }
-    const enough = signers.size >= quorum(members);
-    lines.push([enough, `${signers.size} of ${members} institutions signed validly (quorum ${quorum(members)})`]);
-    return { ok: hashOk && enough && lines.every(([x]) => x), lines };
+    const input = h("input", { id: "genesis-pin", autocomplete: "off", placeholder: "64 hex characters", size: "66", required: true });
+    const error = h("span", { class: "error", role: "alert" });
+    const form = h("form", { id: "pin-form", class: "inline" }, h("label", { for: "genesis-pin" }, "Genesis hash "), input, " ", h("button", { type: "submit" }, "Pin"), " ", error);
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      try { Trust.pin(input.value); route(); } catch (e) { error.textContent = e.message; }
+    });
+    return form;
   }
 
   async function blockPage(key) {
-    const institutions = await current(loadNames());
+    await current(loadNames());
     const byHash = HEX64.test(key);
     const d = await gql(`query($h: Int, $x: String) { block(height: $h, hash: $x) { height hash prevHash stateRoot txRoot
       validatorSetHash timestamp timestampMs txCount okCount firstOffset lastOffset
@@ -272,15 +249,16 @@
       h("h2", {}, "Transactions"),
       table("Transactions of the block", ["#", "Transaction", "Sender", "Operation", "Result"],
         b.transactions.edges.map(({ node: t }) => { remember(t); return [t.position, txLink(t.txId), addrLink(t.sender), opCell(t), result(t.result)]; })),
-      h("h2", {}, "Quorum certificate"), verdict, checks,
+      h("h2", {}, "Quorum certificate"), anchorPanel(), verdict, checks,
       table("Signatures", ["Institution", "Operator", "Signature"],
         b.certificate.votes.map((v) => [v.institutionId, addrLink(v.operatorKeyId), h("span", { class: "mono" }, short(v.signature))])));
-    const { ok, lines } = await verifyBlock(b, institutions);
-    verdict.textContent = ok ? "✔ Verified in this browser: the certificate's signatures make this block final."
-      : "✘ NOT verified: this block's certificate does not check out (see below).";
-    verdict.className = "verdict " + (ok ? "ok" : "bad");
-    verdict.dataset.verified = ok ? "yes" : "no";
-    checks.replaceChildren(...lines.map(([good, text]) => h("li", { class: good ? "ok" : "bad" }, (good ? "✔ " : "✘ ") + text)));
+    const { verdict: v, lines } = await Trust.verify(Api.gql, b, (kid) => names.get(kid));
+    const [cls, text] = VERDICTS[v];
+    verdict.textContent = text;
+    verdict.className = "verdict " + cls;
+    verdict.dataset.verified = v;
+    const mark = (good) => (good === true ? "✔ " : good === null ? "? " : "✘ ");
+    checks.replaceChildren(...lines.map(([good, line]) => h("li", { class: good === true ? "ok" : good === null ? "warn" : "bad" }, mark(good) + line)));
   }
 
   async function txPage(id) {
@@ -523,6 +501,7 @@
       location.hash = d.block ? "#/block/" + d.block.height : d.transaction ? "#/tx/" + q : "#/address/" + q;
     } catch (e) { if (e.status === 401) showLogin("This gateway shows its chain only to logged-in users."); else render("Search", h("p", { role: "alert" }, e.message)); }
   });
-  window.addEventListener("hashchange", () => { route(); $("main").focus(); });
+  window.addEventListener("hashchange", () => { if (Trust.pinFromLocation()) { route(); return; } route(); $("main").focus(); });
+  Trust.pinFromLocation();
   route();
 })();

@@ -245,3 +245,49 @@ def chain_height(conn: Conn) -> int | None:
     """The projected (final) height, None before the genesis is projected."""
     row = conn.execute(b"SELECT height FROM chain.meta").fetchone()
     return None if row is None else int(row[0])
+
+
+def envelopes_of(conn: Conn, entries: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored envelopes of several entries, by (height, position), in one statement
+    (entries without one, TOO_LARGE, are missing)."""
+    rows = conn.execute(
+        b"SELECT t.height, t.position, t.envelope FROM chain.transactions t "
+        b"JOIN unnest(%s::bigint[], %s::int[]) AS w(height, position) "
+        b"ON t.height = w.height AND t.position = w.position WHERE t.envelope IS NOT NULL",
+        ([h for h, _ in entries], [p for _, p in entries]),
+    ).fetchall()
+    return {(h, p): bytes(e) for h, p, e in rows}
+
+
+def leaves_of(conn: Conn, heights: list[int]) -> dict[int, list[bytes]]:
+    """The ``tx_root`` leaves (``tx_id || result code``) of several blocks, in entry order."""
+    rows = conn.execute(
+        b"SELECT height, tx_id, result_code FROM chain.transactions WHERE height = ANY(%s) "
+        b"ORDER BY height, position",
+        (heights,),
+    ).fetchall()
+    out: dict[int, list[bytes]] = {h: [] for h in heights}
+    for h, tx_id, code in rows:
+        out[h].append(bytes(tx_id) + bytes([code]))
+    return out
+
+
+def accepted_of_operations(
+    conn: Conn, operations: list[str], after_height: int, limit: int
+) -> list[Transaction]:
+    """Accepted entries of the given operations above ``after_height``, oldest first: about
+    ``limit`` of them, and every one of the last block listed (pages end on a block)."""
+    where = TX + "WHERE operation = ANY(%s) AND result_code = 0 AND "
+    rows = conn.execute(
+        (where + "height > %s ORDER BY height, position LIMIT %s").encode(),
+        (operations, after_height, limit),
+    ).fetchall()
+    found = [_tx(r) for r in rows]
+    if len(found) == limit:
+        last = found[-1]
+        rest = conn.execute(
+            (where + "height = %s AND position > %s ORDER BY position").encode(),
+            (operations, last.height, last.position),
+        ).fetchall()
+        found += [_tx(r) for r in rest]
+    return found

@@ -19,8 +19,9 @@ from readers.batcher.config import BatcherConfig
 from readers.batcher.metrics import export_at_zero
 from readers.batcher.process import Batcher
 from runtime import logs
-from runtime.cli_args import Parser
+from runtime.cli_args import ConfigError, Parser
 from runtime.metrics_server import serve_metrics
+from runtime.startup import refuse, require_broker
 from runtime.topics import DEFAULT_PREFIX
 
 DESCRIPTION = (
@@ -94,9 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(verbose=args.verbose)
     try:
         config = config_from_args(args)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"pantheon batcher: error: {exc}", file=sys.stderr)
+        require_broker(config.bootstrap)  # one line now, rather than waiting for it forever
+    except OSError as exc:
+        what = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"pantheon batcher: error: {what}", file=sys.stderr)
         return EXIT_CONFIG
+    except (ConfigError, ValueError, KeyError) as exc:
+        return refuse("batcher", exc)
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     export_at_zero(config.institution)

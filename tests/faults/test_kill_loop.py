@@ -55,7 +55,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -68,7 +67,7 @@ from confluent_kafka.admin import AdminClient
 
 from harness.consortium import REPO, Consortium, Replay, anchor_args, new_key
 from harness.l2_support import INSTITUTION, L2Stack, workload
-from harness.projections_support import expected_rows, projected_rows
+from harness.projections_support import expected_rows, projected_rows, projector_argv
 from infra.postgres_server import Postgres
 from infra.procs import free_port, tail
 from ledger.keys import KeyPair
@@ -111,25 +110,9 @@ class Projector:
         self.log = workdir / "projector.log"
         c = stack.consortium
         server, self.secret_env = postgres.child_dsn("postgres")  # no password in argv
-        self.argv = [
-            sys.executable,
-            "-m",
-            "projections.projector",
-            "--institution",
-            "inst-1",
-            "--genesis",
-            str(c.genesis_path),
-            "--bootstrap",
-            c.bootstrap,
-            "--prefix",
-            c.prefix,
-            "--dsn",
-            server,
-            "--dbname",
-            self.dbname,
-            "--batch-size",
-            "200",
-        ]
+        self.argv = projector_argv(
+            c.genesis_path, c.bootstrap, c.prefix, server, self.dbname, "--batch-size", "200"
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

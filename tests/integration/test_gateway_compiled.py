@@ -23,6 +23,7 @@ from gateway.errors import PageTooLarge
 from gateway.limits import Limits
 from harness.gateway_support import INSTITUTION, ChainFixture
 from infra.postgres_server import Postgres
+from ledger.tx import parse_tx
 from projections import read
 from projections.read import queries
 
@@ -84,6 +85,15 @@ NESTED = {
         "node { txId block { height } senderIdentity { keyId } } } pageInfo { hasNextPage } } } "
         "institutions { operators { keyId assets } } }"
     ),
+    "tx-arguments": (
+        "query($n: Int) { transactions(first: $n) { edges { node { txId operation arguments "
+        "envelope resultCode } } } }"
+    ),
+    "block-leaves": (
+        "{ blocks(first: 6) { edges { node { height leaves transactions(first: 3) { edges { "
+        "node { txId arguments } } } } } } }"
+    ),
+    "key-set": "{ keySetTransactions(first: 50) { txId height position arguments envelope } }",
     "aliases": (
         "{ a: summary { h: height } b: blocks(first: 2) { edges { node { height } } } "
         "c: blocks(first: 3) { edges { node { height } } } }"
@@ -216,6 +226,27 @@ class CountingCursor(psycopg.Cursor[Any]):
         return super().execute(*args, **kwargs)
 
 
+def test_batched_envelopes_match_the_transactions(engine: Engine, chain: ChainFixture) -> None:
+    """Each entry gets its own envelope and arguments from the batched load (D49)."""
+    edges = both(engine, chain, NESTED["tx-arguments"], n=40)["data"]["transactions"]["edges"]
+    decoded = 0
+    for e in edges:
+        node = e["node"]
+        if node["envelope"] is None:
+            continue
+        envelope = bytes.fromhex(node["envelope"])
+        tx = parse_tx(envelope, signature_verified=True)
+        assert tx.tx_id.hex() == node["txId"]
+        if node["resultCode"] == 0:
+            assert node["arguments"] is not None and node["operation"] == tx.operation
+            decoded += 1
+    assert decoded > 10
+    key_set = both(engine, chain, NESTED["key-set"])["data"]["keySetTransactions"]
+    operations = {parse_tx(bytes.fromhex(t["envelope"])).operation for t in key_set}
+    assert operations and operations <= {"AddOperator", "ProposeMember", "CastVote"}
+    assert [t["height"] for t in key_set] == sorted(t["height"] for t in key_set)
+
+
 def test_one_statement_per_level(chain: ChainFixture) -> None:
     pool: ConnectionPool[Any] = ConnectionPool(
         chain.dsn,
@@ -236,6 +267,14 @@ def test_one_statement_per_level(chain: ChainFixture) -> None:
             ("identity-lists", 0): 8,
             # blocks; their votes; their entries; the entries' blocks
             ("block-lists", 0): 4,
+            # transactions; the envelopes of all of them (arguments and envelope share them),
+            # however many (D49: no longer one statement per transaction)
+            ("tx-arguments", 12): 2,
+            ("tx-arguments", 40): 2,
+            # blocks; their leaves; their entries; the entries' envelopes
+            ("block-leaves", 0): 4,
+            # the key-set entries; their envelopes
+            ("key-set", 0): 2,
         }
         for (name, n), statements in expected.items():
             for compiled in (True, False):

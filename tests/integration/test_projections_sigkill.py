@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from harness.projections_support import (
     expected_rows,
     governance_workload,
     projected_rows,
+    projector_argv,
 )
 from infra.postgres_server import Postgres
 from projections.projector import ProjectorConfig, prepare
@@ -81,25 +81,9 @@ def test_sigkill_during_load_loses_and_duplicates_nothing(
     dbname = f"t_{uuid.uuid4().hex[:10]}"
     dsn = postgres.dsn(dbname)
     server, secret_env = postgres.child_dsn("postgres")  # no password in argv
-    argv = [
-        sys.executable,
-        "-m",
-        "projections.projector",
-        "--institution",
-        "inst-1",
-        "--genesis",
-        str(sim.genesis_path),
-        "--bootstrap",
-        bootstrap,
-        "--prefix",
-        sim.prefix,
-        "--dsn",
-        server,
-        "--dbname",
-        dbname,
-        "--batch-size",
-        "300",
-    ]
+    argv = projector_argv(
+        sim.genesis_path, bootstrap, sim.prefix, server, dbname, "--batch-size", "300"
+    )
     log = tmp_path / "projector.log"
     thread = threading.Thread(target=load, daemon=True)
     thread.start()

@@ -1,0 +1,157 @@
+"""The explorer's certificate check from a pinned genesis (decisions D49), in Chromium.
+
+A hostile gateway is played by intercepting the page's requests: it serves forged key sets,
+forged certificates signed by keys of its own, or another genesis. The honest chain of the
+site hands inst-1's votes to a new operator key (AddOperator, then RemoveOperator), so a
+block after the change verifies only if the page replayed the change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.ed25519_zip215 import verify as zip215_verify
+from ledger.genesis import plan_consortium
+from ledger.keys import KeyPair
+from ledger.votes import sign_vote
+from tests.browser.explorer_site import MARKS, Site, pin, shot
+
+pytestmark = MARKS
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright missing")
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "ed25519_speccheck.json"
+
+
+def _verdict(page: Any, height: int, expected: str) -> Any:
+    page.goto(f"{page.url.split('#')[0]}#/block/{height}")
+    verdict = page.locator("#qc-verdict")
+    sync_api.expect(verdict).to_have_attribute("data-verified", expected, timeout=30_000)
+    return verdict
+
+
+def test_unpinned_then_pinned_by_hand(site: Site, page: Any) -> None:
+    page.goto(site.url + "/#/block/5")
+    verdict = page.locator("#qc-verdict")
+    sync_api.expect(verdict).to_have_attribute("data-verified", "unpinned")
+    sync_api.expect(verdict).to_contain_text("Not pinned")
+    shot(page, "23-block-not-pinned")
+    page.get_by_label("Genesis hash").fill("not a hash")
+    page.get_by_role("button", name="Pin").click()
+    sync_api.expect(page.locator("#pin-form")).to_contain_text("64 hexadecimal characters")
+    page.get_by_label("Genesis hash").fill(site.genesis_hash.upper())
+    page.get_by_role("button", name="Pin").click()
+    sync_api.expect(verdict).to_have_attribute("data-verified", "yes", timeout=30_000)
+    sync_api.expect(page.locator("#anchor")).to_contain_text(site.genesis_hash[:10])
+    assert page.evaluate("localStorage.getItem('pantheon.genesis')") == site.genesis_hash
+
+
+def test_honest_chain_verifies_across_operator_change(site: Site, page: Any) -> None:
+    pin(page, site)
+    before, after = site.added_at - 1, site.removed_at + 1
+    for height in (before, site.added_at, site.removed_at, after):
+        _verdict(page, height, "yes")
+        checks = page.locator("#qc-checks")
+        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
+        sync_api.expect(checks).not_to_contain_text("✘")
+    # after the hand-over inst-1's vote is by the new key, which only the replay knows
+    votes = page.locator("main table").last
+    sync_api.expect(votes).to_contain_text("inst-1")
+    new_id = site.new_operator.key_id.hex()
+    assert page.locator(f"main table a[href='#/address/{new_id}']").count() == 1
+    shot(page, "24-block-after-operator-change-verified")
+    # the second visit is answered from the per-height cache
+    page.reload()
+    sync_api.expect(page.locator("#qc-verdict")).to_have_attribute("data-verified", "yes")
+    sync_api.expect(page.locator("#qc-checks")).to_contain_text("cached by height")
+    cache = page.evaluate(f"localStorage.getItem('pantheon.trust.v1.{site.genesis_hash}')")
+    assert str(after) in json.loads(cache)["verified"]
+
+
+def test_forged_key_set_and_certificate_are_unverified(site: Site, page: Any) -> None:
+    """The gateway lists keys of its own as the operators and signs the block with them: the
+    signatures are valid Ed25519, but not by the key set derived from the pinned genesis."""
+    forgers = {i: KeyPair.from_seed(os.urandom(32)) for i in ("inst-1", "inst-2", "inst-3")}
+    target = site.removed_at + 1
+
+    def handle(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        data = body.get("data") if isinstance(body, dict) else None
+        for inst in (data or {}).get("institutions") or []:
+            if inst["id"] in forgers:  # the forged key set
+                key = forgers[inst["id"]]
+                inst["operators"] = [
+                    {"keyId": key.key_id.hex(), "publicKey": key.public_key.hex(), "label": ""}
+                ]
+        block = (data or {}).get("block")
+        if block and block["height"] == target:  # a certificate by the forged keys
+            block_hash = bytes.fromhex(block["hash"])
+            block["certificate"]["votes"] = [
+                {
+                    "institutionId": inst,
+                    "operatorKeyId": key.key_id.hex(),
+                    "publicKey": key.public_key.hex(),
+                    "signature": sign_vote(
+                        key, height=target, block_hash=block_hash
+                    ).signature.hex(),
+                }
+                for inst, key in forgers.items()
+            ]
+        route.fulfill(response=response, json=body)
+
+    pin(page, site)
+    page.route("**/graphql", handle)
+    verdict = _verdict(page, target, "no")
+    sync_api.expect(verdict).to_contain_text("UNVERIFIED")
+    checks = page.locator("#qc-checks")
+    sync_api.expect(checks).to_contain_text("not an operator of inst-1 at this height")
+    sync_api.expect(checks).to_contain_text("0 of 4 institutions signed validly")
+    shot(page, "25-block-forged-key-set-unverified")
+
+
+def test_another_genesis_is_refused(site: Site, page: Any) -> None:
+    seeds = [os.urandom(32) for _ in range(8)]
+    other = plan_consortium("chain", ["inst-1", "inst-2", "inst-3", "inst-4"], seeds).genesis
+    page.route(
+        "**/genesis.avro",
+        lambda route: route.fulfill(
+            status=200, body=other.encode(), content_type="application/octet-stream"
+        ),
+    )
+    pin(page, site)
+    _verdict(page, 4, "no")
+    sync_api.expect(page.locator("#qc-checks")).to_contain_text(
+        f"hashes to {other.hash().hex()}, not to the pinned {site.genesis_hash}"
+    )
+    shot(page, "26-block-other-genesis-unverified")
+
+
+def test_webcrypto_refusals_are_never_called_forged_when_zip215_accepts(
+    site: Site, page: Any
+) -> None:
+    """The 12 'Taming the many EdDSAs' cases through the page's own check: "invalid" exactly
+    where the chain's rules (ZIP-215, D34) refuse; a refusal of WebCrypto's where they accept
+    is "unknown" (could not check here), never "invalid"."""
+    page.goto(site.url + "/")
+    cases = json.loads(VECTORS.read_text())["cases"]
+    answers = page.evaluate(
+        """async (cases) => { const out = [];
+        for (const c of cases) out.push(await Trust.verifySignature(c.pub_key, c.signature,
+          new Uint8Array(c.message.match(/../g).map((b) => parseInt(b, 16)))));
+        return out; }""",
+        cases,
+    )
+    for case, answer in zip(cases, answers, strict=True):
+        valid = zip215_verify(
+            bytes.fromhex(case["pub_key"]),
+            bytes.fromhex(case["signature"]),
+            bytes.fromhex(case["message"]),
+        )
+        assert answer in ("valid", "invalid", "unknown")
+        assert (answer == "invalid") is not valid, (case["index"], case["note"], answer)
+    assert "unknown" in answers, "WebCrypto accepted every edge case: nothing was left open"
+    shot(page, "27-zip215-edge-cases")
