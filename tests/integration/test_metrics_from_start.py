@@ -53,10 +53,8 @@ def test_fresh_projector_exports_every_skip_reason_at_zero(
         proc.terminate()
         proc.wait(30)
         sim.close()
-    found = dict(
-        re.findall(r'^pantheon_projection_skipped\{institution="inst-1",reason="(\w+)"\} (\S+)$',
-                   text, re.M)
-    )  # fmt: skip
+    series = r'^pantheon_projection_skipped\{institution="inst-1",reason="(\w+)"\} (\S+)$'
+    found = dict(re.findall(series, text, re.M))
     assert set(found) == set(COUNTER_REASONS)
     assert all(float(v) == 0 for v in found.values()), found
 
@@ -64,6 +62,7 @@ def test_fresh_projector_exports_every_skip_reason_at_zero(
 def test_every_reason_the_projection_counts_is_exported() -> None:
     """A reason added to the projection's counters without COUNTER_REASONS would again be
     exported only after its first event."""
-    source = (Path(__file__).resolve().parents[2] / "projections" / "chain.py").read_text()
+    projections = Path(__file__).resolve().parents[2] / "projections"
+    source = "".join(p.read_text() for p in sorted(projections.glob("chain*.py")))
     counted = set(re.findall(r'counters\["(\w+)"\]', source))
     assert counted and counted == set(COUNTER_REASONS)
