@@ -60,8 +60,15 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
     auditor = ["audit", "--every", "5", "--genesis", g, "--timeout", "5", "--workers", "0"]
     return {
         "validator: missing key file": (
-            [*validator, "--keystore", "nofile.json", "--institution", "alpha",
-             "--bootstrap", w.bootstrap],
+            [
+                *validator,
+                "--keystore",
+                "nofile.json",
+                "--institution",
+                "alpha",
+                "--bootstrap",
+                w.bootstrap,
+            ],
             "nofile.json",
         ),
         "validator: unknown institution": (
@@ -73,8 +80,15 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
             "cannot reach Kafka at 127.0.0.1:1",
         ),
         "projector: bad DSN": (
-            [*projector, "--institution", "alpha", "--bootstrap", w.bootstrap,
-             "--dsn", NO_DATABASE],
+            [
+                *projector,
+                "--institution",
+                "alpha",
+                "--bootstrap",
+                w.bootstrap,
+                "--dsn",
+                NO_DATABASE,
+            ],
             "Connection refused",
         ),
         "projector: unknown institution": (
@@ -86,13 +100,21 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
             "cannot reach Kafka at 127.0.0.1:1",
         ),
         "gateway: bad DSN": (
-            [*gateway, "--institution", "alpha", "--bootstrap", w.bootstrap,
-             "--dsn", NO_DATABASE],
+            [*gateway, "--institution", "alpha", "--bootstrap", w.bootstrap, "--dsn", NO_DATABASE],
             "cannot reach PostgreSQL",
         ),
         "gateway: unknown institution": (
-            [*gateway, "--institution", "omega", "--genesis", g, "--bootstrap", w.bootstrap,
-             "--dsn", w.server],
+            [
+                *gateway,
+                "--institution",
+                "omega",
+                "--genesis",
+                g,
+                "--bootstrap",
+                w.bootstrap,
+                "--dsn",
+                w.server,
+            ],
             "'omega' is not in the genesis",
         ),
         "gateway: unreachable broker": (
@@ -100,8 +122,19 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
             "cannot reach Kafka at 127.0.0.1:1",
         ),
         "gateway: missing key file": (
-            [*gateway, "--institution", "alpha", "--bootstrap", w.bootstrap, "--dsn", w.server,
-             "--keystore", "nofile.json", "--genesis", g],
+            [
+                *gateway,
+                "--institution",
+                "alpha",
+                "--bootstrap",
+                w.bootstrap,
+                "--dsn",
+                w.server,
+                "--keystore",
+                "nofile.json",
+                "--genesis",
+                g,
+            ],
             "cannot read the keystore nofile.json",
         ),
         "batcher: missing key file": (
@@ -117,15 +150,14 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
             "cannot reach PostgreSQL",
         ),
         "auditor: bad DSN": (
-            [*auditor, "--institution", "alpha", "--bootstrap", w.bootstrap,
-             "--dsn", NO_DATABASE],
+            [*auditor, "--institution", "alpha", "--bootstrap", w.bootstrap, "--dsn", NO_DATABASE],
             "Connection refused",
         ),
         "auditor: unreachable broker": (
             [*auditor, "--bootstrap", NO_BROKER],
             "cannot reach Kafka at 127.0.0.1:1",
         ),
-    }  # fmt: skip
+    }
 
 
 CASES = list(

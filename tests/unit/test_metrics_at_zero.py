@@ -15,10 +15,8 @@ def test_validator_exports_every_result_code_and_event_counter_at_zero() -> None
     validator_metrics.export_zeroes({"institution": "inst-z", "operator": "0"})
     text = generate_latest(REGISTRY).decode()
     labels = 'institution="inst-z",operator="0"'
-    results = set(
-        re.findall(rf'^pantheon_validator_transactions_total\{{{labels},result="(\w+)"\}} 0\.0$',
-                   text, re.M)
-    )  # fmt: skip
+    series = rf'^pantheon_validator_transactions_total\{{{labels},result="(\w+)"\}} 0\.0$'
+    results = set(re.findall(series, text, re.M))
     assert results == {code.name for code in ResultCode}
     for name in ("divergences", "equivocations", "votes", "markers"):
         assert f"pantheon_validator_{name}_total{{{labels}}} 0.0" in text
