@@ -10,9 +10,10 @@ core and carries out the actions the core returns:
   two different hashes for one height (``streams.durable.VoteJournal``);
 * final blocks and receipts are produced to ``pantheon.blocks`` and ``pantheon.receipts``;
 * markers and evidence transactions go to ``pantheon.tx``;
-* when its institution runs several operators, it also reads ``pantheon.blocks`` (from the
-  end, headers only) to see whether a lower-ranked operator of its institution publishes,
-  and labels its own copies with its operator key id (header ``pantheon-operator``; D38).
+* one operator of the consortium publishes each final block (D47): every other one reads
+  ``pantheon.blocks`` (from a little before its end) and holds each final block until a copy
+  with the same bytes is there, or takes over; copies are labelled with their producer's
+  operator key id (header ``pantheon-operator``; D38).
 
 Every few final blocks (or seconds) the producer is flushed and the final state is
 snapshotted, then the journal is pruned. On restart the newest valid snapshot is loaded and
@@ -40,7 +41,6 @@ from types import FrameType
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -77,6 +77,10 @@ EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED, EXIT_UNDELIVERED = 0, 2, 3, 4
 PUBLISHER_HEADER = "pantheon-operator"
 """Kafka header naming the operator key id that produced a FinalizedBlock copy (D38)."""
 SNAPSHOT_EVERY_BLOCKS = 200
+COPIES_LOOKBACK = 2 * SNAPSHOT_EVERY_BLOCKS
+"""Block copies read before the blocks topic's end when a validator starts watching it: a
+restarted validator replays up to :data:`SNAPSHOT_EVERY_BLOCKS` heights since its snapshot
+and must see that they were published (D47)."""
 SNAPSHOT_EVERY_SECONDS = 15.0
 SNAPSHOT_SLICE_SECONDS = 0.002
 """Loop time per turn spent encoding a snapshot (D40)."""
@@ -244,7 +248,7 @@ class Validator:
                 if self.pipeline is not None:
                     self.pipeline.poll(0.0 if batch else 0.01)
                 self._perform(self.core.on_tick(_now_ms(), caught_up=self._caught_up()))
-                if self.core.has_peers and not self._watching_blocks:
+                if not self._watching_blocks and not self.core.publishing:
                     self._watch_blocks()
                 self.producer.poll(0)
                 if self.core.diverged is not None:
@@ -301,11 +305,21 @@ class Validator:
             self._on_copy(msg)
 
     def _watch_blocks(self) -> None:
-        """Start reading the blocks topic from its end: copies published from now on tell
-        this operator whether a lower-ranked operator of its institution is alive."""
+        """Start reading the blocks topic, :data:`COPIES_LOOKBACK` copies before its end: the
+        copies tell this operator which of its final blocks are published (D47)."""
+        blocks = TopicPartition(self.topics["blocks"], 0)
+        try:
+            low, high = self.consumer.get_watermark_offsets(blocks, timeout=5)
+        except KafkaException as exc:  # a broker hiccup: try again next turn
+            log.warning("blocks watermark query failed", extra={"error": str(exc)})
+            return
         self._watching_blocks = True
-        self.consumer.incremental_assign([TopicPartition(self.topics["blocks"], 0, OFFSET_END)])
-        log.info("reading block copies of peer operators", extra={"rank": self.core.rank})
+        start = max(low, high - COPIES_LOOKBACK)
+        self.consumer.incremental_assign([TopicPartition(self.topics["blocks"], 0, start)])
+        log.info(
+            "reading block copies of other operators",
+            extra={"publisher_rank": self.core.publisher_rank, "from": start},
+        )
 
     def _on_copy(self, msg: Message) -> None:
         publisher = dict(msg.headers() or []).get(PUBLISHER_HEADER)
@@ -313,8 +327,8 @@ class Validator:
             height = int(msg.key() or b"")
         except ValueError:
             return
-        if isinstance(publisher, bytes):
-            self._perform(self.core.on_published(height, publisher))
+        label = publisher if isinstance(publisher, bytes) else b""  # bytes decide, not labels
+        self._perform(self.core.on_published(height, label, msg.value() or b""))
 
     def _on_tx(self, offset: int, timestamp_ms: int, raw: bytes, verified: bool) -> None:
         if self.core.diverged is not None:  # the loop stops; what is in flight is dropped
@@ -515,6 +529,7 @@ class Validator:
             "final_height": self.core.final_height,
             "diverged": self.core.diverged is not None,
             "rank": self.core.rank,
+            "publisher_rank": self.core.publisher_rank,
             "publishing": self.core.publishing,
             "following": self.core.following,
             "caught_up": self._reading_live(),
