@@ -21,20 +21,10 @@ Theory of operation
 * A marker ``TimeToCut(h)`` is due when the pending block's oldest entry has waited longer
   than the block interval (:func:`ledger.cutter.time_to_cut_due`), the validator has read the
   whole tx log (it is not replaying), and it has not emitted one for ``h`` already.
-* One publisher per height for the consortium (D47, after D38's one per institution). The
-  operators of the validator set are put in *publication order*: every institution's first
-  operator (institutions in id order), then every institution's second, and so on (within
-  an institution, by key id, D38's ranks). The first in that order publishes final blocks
-  with their receipts at once; every other operator holds each final block until a copy
-  with the same bytes is read from the blocks topic (:meth:`ValidatorCore.on_published`;
-  copies are certified and deterministic, so any writer of those bytes published what this
-  validator would have), and takes over, releasing everything it holds and publishing at
-  once from then on, when its oldest held block has waited :func:`publication_delay_ms`
-  (longer the later it comes in the order). It steps back when an operator earlier in the
-  order is seen publishing a height at or beyond its own final height (the copy's label: a
-  liveness hint, never trusted for safety). Publication is a liveness matter only: every copy is
-  certified and identical. Markers stay per institution: an institution's first operator
-  emits them, a standby (rank ``r > 0`` in its institution) ``r * takeover_delay_ms`` later.
+* One publisher per height for the consortium (D47, after D38's one per institution):
+  :mod:`ledger.publication` publishes a final block at once or holds it until its copy is
+  read (:meth:`ValidatorCore.on_published`). Markers stay per institution: its first
+  operator emits them, a standby of rank ``r > 0`` ``r * takeover_delay_ms`` later.
 * A standby also follows its primary's votes instead of verifying every signature itself:
   it executes a cut block once a reference hash is known (a lower-ranked operator's valid
   vote, or the final hash), first with all signatures vouched for; the hash binds every
@@ -51,18 +41,16 @@ Theory of operation
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 
-from ledger.blocks import block_receipts, encode_finalized
 from ledger.cutter import CutBlock, Cutter, TimeToCut, time_to_cut_due
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import Divergence, Equivocation, Event, FinalityTracker, Finalized
 from ledger.keys import KeyPair
 from ledger.members import ValidatorSet, key_key
-from ledger.results import ResultCode
+from ledger.publication import Publication, PublishFinal, takeover_delay_ms
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
 from ledger.tx import sign_tx
@@ -76,17 +64,6 @@ class SendVote:
     height: int
     block_hash: bytes
     raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PublishFinal:
-    """A final block (FinalizedBlock bytes) and its receipts ``(tx_id, Receipt bytes)``."""
-
-    height: int
-    block: bytes
-    receipts: tuple[tuple[bytes, bytes], ...]
-    codes: tuple[ResultCode, ...]
-    timestamp_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,34 +95,6 @@ Action = SendVote | PublishFinal | EmitMarker | SubmitTx | Diverged
 
 EVIDENCE_WINDOW = 1000
 """Final heights whose first votes are kept to catch late equivocation."""
-
-TAKEOVER_MIN_MS = 5000
-TAKEOVER_INTERVALS = 10
-MAX_HELD = 1000
-"""A validator holding more final blocks than this publishes the oldest (memory bound); also
-the most heights ahead of its final height whose copies' digests it remembers."""
-
-
-def publication_order(validators: ValidatorSet) -> tuple[bytes, ...]:
-    """Every operator key id of ``validators`` in publication order (D47): each institution's
-    first operator by key id, institutions in id order, then each one's second, and so on."""
-    ranked = [sorted(validators.members[inst]) for inst in sorted(validators.members)]
-    depth = max((len(ops) for ops in ranked), default=0)
-    return tuple(ops[r] for r in range(depth) for ops in ranked if r < len(ops))
-
-
-def takeover_delay_ms(block_interval_ms: int) -> int:
-    """How long a standby of rank 1 waits for its primary: ``max(5 s, 10 marker intervals)``."""
-    return max(TAKEOVER_MIN_MS, TAKEOVER_INTERVALS * block_interval_ms)
-
-
-def publication_delay_ms(publisher_rank: int, block_interval_ms: int) -> int:
-    """How long the operator at ``publisher_rank`` (> 0) in the publication order holds a
-    final block nobody published before it publishes it itself (D47): the takeover delay,
-    plus ``max(1 s, 2 marker intervals)`` for each operator between it and the first, so
-    that the earliest live one takes over and its copies release the others."""
-    step = max(1000, 2 * block_interval_ms)
-    return takeover_delay_ms(block_interval_ms) + (publisher_rank - 1) * step
 
 
 @dataclass(slots=True)
@@ -211,12 +160,8 @@ class ValidatorCore:
         # ranked publication (D38): this institution's operator key ids, sorted
         self.takeover_ms = takeover_delay_ms(params.block_interval_ms)
         self._own_ops: tuple[bytes, ...] = ()
-        self._order: tuple[bytes, ...] = ()  # publication order of the whole set (D47)
+        self.publication = Publication(operator.key_id, params.block_interval_ms)  # D47
         self._set_own_ops(machine.validator_set())
-        self.took_over = False
-        self._held: dict[int, tuple[ExecutedBlock, bytes]] = {}
-        self._held_since: tuple[int, int] | None = None  # (oldest held height, seen held at)
-        self._copies: dict[int, set[bytes]] = {}  # digests of copies read ahead of finality
         self._queue: deque[CutBlock] = deque()  # cut, not executed yet (a standby follows)
         self._queue_since: int | None = None  # when the queue's head was first seen waiting
         self.eager = False  # a standby whose primary stopped voting executes without it
@@ -332,9 +277,9 @@ class ValidatorCore:
     def on_tick(self, now_ms: int, *, caught_up: bool) -> list[Action]:
         """Time passes: a standby takes over if its primary is silent; emit a marker if the
         pending block has waited long enough."""
-        actions = self._check_takeover(now_ms) + self._check_eager(now_ms)
+        actions: list[Action] = [*self.publication.on_tick(now_ms), *self._check_eager(now_ms)]
         height = self.cutter.pending_height
-        late = 0 if self.took_over else self.rank * self.takeover_ms
+        late = 0 if self.publication.took_over else self.rank * self.takeover_ms
         wait = self.block_interval_ms + late
         if (
             not caught_up
@@ -349,26 +294,9 @@ class ValidatorCore:
 
     def on_published(self, height: int, publisher_key_id: bytes, block: bytes) -> list[Action]:
         """A copy ``block`` of the final block ``height`` was read from the blocks topic,
-        labelled by its producer as published by ``publisher_key_id``. A copy with the bytes
-        this validator would publish releases that height (held now, or when it becomes
-        final here): whoever wrote it, it is the certified block. The label is a liveness
-        hint only: a copy from an operator earlier in the publication order, at or beyond
-        this validator's final height, makes one that took over step back (D47)."""
-        digest = hashlib.sha256(block).digest()
-        held = self._held.get(height)
-        if held is not None:
-            if hashlib.sha256(held[1]).digest() == digest:
-                del self._held[height]
-        elif height > self.final_height:
-            self._copies.setdefault(height, set()).add(digest)
-            if len(self._copies) > MAX_HELD:
-                del self._copies[min(self._copies)]
-        if (
-            self.took_over
-            and height >= self.final_height
-            and publisher_key_id in self._order[: self.publisher_rank]
-        ):
-            self.took_over = False
+        labelled as published by ``publisher_key_id`` (:meth:`Publication.on_copy`: the
+        bytes release a held height, the label is a liveness hint only; D47)."""
+        self.publication.on_copy(height, publisher_key_id, block, self.final_height)
         return []
 
     # -- outputs -------------------------------------------------------------------------
@@ -385,26 +313,28 @@ class ValidatorCore:
 
     @property
     def publisher_rank(self) -> int:
-        """This operator's place in the consortium's publication order (D47; 0 when it is
-        not in the set)."""
-        kid = self.operator.key_id
-        return self._order.index(kid) if kid in self._order else 0
+        """This operator's place in the consortium's publication order (D47)."""
+        return self.publication.rank
 
     @property
     def publishing(self) -> bool:
-        """Whether final blocks are published at once (first in the publication order, or
-        took over)."""
-        return self.took_over or self.publisher_rank == 0
+        """Whether final blocks are published at once (first in the order, or took over)."""
+        return self.publication.publishing
+
+    @property
+    def took_over(self) -> bool:
+        """Whether this operator took over publication from earlier ones."""
+        return self.publication.took_over
 
     @property
     def has_peers(self) -> bool:
         """Whether other operators may publish (the shell then reads their copies)."""
-        return len(self._order) > 1
+        return len(self.publication.order) > 1
 
     @property
     def held_heights(self) -> list[int]:
         """Final heights a standby holds back (published by its primary, it hopes)."""
-        return list(self._held)
+        return self.publication.held_heights
 
     @property
     def cut_height(self) -> int:
@@ -448,15 +378,7 @@ class ValidatorCore:
             executed = self.executed.get(height)
             if final is None or executed is None or final.block_hash != executed.block_hash:
                 break
-            block = encode_finalized(executed.header, final.certificate.record(), executed.results)
-            if self.publishing:
-                actions.append(self._publish(executed, block))
-            elif hashlib.sha256(block).digest() not in self._copies.get(height, ()):
-                self._held[height] = (executed, block)
-                if len(self._held) > MAX_HELD:
-                    oldest = self._held.pop(min(self._held))
-                    actions.append(self._publish(*oldest))
-            self._copies.pop(height, None)
+            actions += self.publication.on_final(executed, final, self.final_height)
             self.final.final_state.commit(executed.writes, height=height)
             self.final.final_height = height
             self.final.final_hash = executed.block_hash
@@ -488,44 +410,7 @@ class ValidatorCore:
     def _set_own_ops(self, validators: ValidatorSet) -> None:
         inst = validators.institution_of(self.operator.key_id)
         self._own_ops = tuple(sorted(validators.members[inst])) if inst is not None else ()
-        self._order = publication_order(validators)
-
-    def _check_takeover(self, now_ms: int) -> list[Action]:
-        if not self._held or self.publishing:
-            if self.publishing and self._held:  # became first (an operator was removed)
-                return self._release()
-            return []
-        oldest = min(self._held)
-        if self._held_since is None or self._held_since[0] != oldest:
-            self._held_since = (oldest, now_ms)  # a copy of the previous oldest came
-        wait = publication_delay_ms(self.publisher_rank, self.block_interval_ms)
-        if now_ms - self._held_since[1] < wait:
-            return []
-        self.took_over = True
-        return self._release()
-
-    def _release(self) -> list[Action]:
-        held, self._held = self._held, {}
-        self._held_since = None
-        return [self._publish(*held[h]) for h in sorted(held)]
-
-    @staticmethod
-    def _publish(executed: ExecutedBlock, block: bytes) -> PublishFinal:
-        header = executed.header
-        block_hash = executed.block_hash
-        return PublishFinal(
-            height=header.height,
-            block=block,
-            receipts=tuple(
-                zip(
-                    (r.tx_id for r in executed.results),
-                    block_receipts(executed.results, height=header.height, block_hash=block_hash),
-                    strict=True,
-                )
-            ),
-            codes=tuple(r.code for r in executed.results),
-            timestamp_ms=header.timestamp_ms,
-        )
+        self.publication.set_validators(validators)
 
     def _late_vote(self, vote: Vote) -> list[Action]:
         """A vote for a final height: only evidence can come of it."""

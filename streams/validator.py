@@ -53,12 +53,12 @@ from ledger.errors import LedgerError
 from ledger.execution import LedgerMachine
 from ledger.genesis import Genesis, genesis_state
 from ledger.keys import KeyPair
+from ledger.publication import PublishFinal
 from ledger.snapshot import SnapshotEncoder
 from ledger.validator_core import (
     Action,
     Diverged,
     EmitMarker,
-    PublishFinal,
     SendVote,
     SubmitTx,
     ValidatorCore,

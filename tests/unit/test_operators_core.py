@@ -8,14 +8,12 @@ from ledger.execution import LedgerMachine
 from ledger.finality import FinalityTracker, Finalized
 from ledger.genesis import ConsortiumPlan, genesis_state
 from ledger.keys import KeyPair
+from ledger.publication import PublishFinal, publication_delay_ms, takeover_delay_ms
 from ledger.validator_core import (
     Action,
     EmitMarker,
-    PublishFinal,
     SendVote,
     ValidatorCore,
-    publication_delay_ms,
-    takeover_delay_ms,
 )
 from ledger.votes import sign_vote
 from tests.unit.chain_helpers import Driver, consortium

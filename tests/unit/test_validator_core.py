@@ -10,12 +10,12 @@ from ledger.cutter import TimeToCut
 from ledger.errors import DecodeError
 from ledger.execution import LedgerMachine
 from ledger.genesis import ConsortiumPlan, genesis_state
+from ledger.publication import PublishFinal
 from ledger.snapshot import decode_snapshot, encode_snapshot
 from ledger.validator_core import (
     Action,
     Diverged,
     EmitMarker,
-    PublishFinal,
     SendVote,
     SubmitTx,
     ValidatorCore,
