@@ -36,6 +36,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.stages import STAGES, institutions_of, stages
+from bench.traffic import per_tx, topic_traffic
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.keystore import create_genesis
@@ -240,7 +241,8 @@ def run_case(
     operators: int = 1,
     standby_niceness: int = 0,
     details: dict[str, Any] | None = None,
-) -> dict[str, float]:
+    data_dirs: list[Path] | None = None,
+) -> dict[str, Any]:
     """One case; with ``details``, also fill it with the paced transactions' stages
     (``bench.stages``) and each validator's status file (GC pauses, snapshot time)."""
     names = [f"inst-{i + 1}" for i in range(institutions)]
@@ -282,6 +284,8 @@ def run_case(
 
         wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
         pids = [p.pid for p in procs]
+        topics = ("tx", "votes", "blocks", "receipts")
+        traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
         cpu_before = cpu_snapshot(pids, brokers)
         began = time.time()
         record = sent_at(ids, sent)
@@ -304,6 +308,12 @@ def run_case(
         lat = [watcher.seen[t] - sent[t] for t in ids[burst_n:] if t in watcher.seen]
         watcher.stop = True
         watcher.join(5)
+        time.sleep(1)  # the slower validators' copies, votes and offsets land
+        traffic = per_tx(
+            traffic_before,
+            topic_traffic(bootstrap, data_dirs or [], prefix, topics),
+            burst_n + paced_n,
+        )
         if details is not None:
             owners = institutions_of(net, names)
             details["stages"] = stages(
@@ -321,6 +331,7 @@ def run_case(
             "paced_rate": throughput / 2,
             "finalized": float(len(watcher.seen)),
             "wall": last - began,
+            "traffic": traffic,
             **{f"cpu {k}": v for k, v in cpu.items()},
         }
     finally:
@@ -372,6 +383,7 @@ def main() -> None:
     cluster.start()
     try:
         brokers = [pid for node in cluster.nodes if (pid := read_pid(node.pid_file)) is not None]
+        data_dirs = [node.data_dir for node in cluster.nodes]
         # This machine's speed drifts (shared host): the verify rate is measured before and
         # after every case, and the ceiling uses the best figure, so the ratio errs low.
         if args.warmup > 0:
@@ -388,7 +400,9 @@ def main() -> None:
         for n in [int(x) for x in args.institutions.split(",")]:
             by_ops: dict[int, float] = {}
             for ops in per_inst:
-                by_ops[ops] = report_case(args, settings, brokers, rates, n=n, ops=ops)
+                by_ops[ops] = report_case(
+                    args, settings, brokers, rates, n=n, ops=ops, data_dirs=data_dirs
+                )
             if len(by_ops) > 1:
                 base = by_ops[per_inst[0]]
                 print(
@@ -411,6 +425,7 @@ def report_case(
     *,
     n: int,
     ops: int,
+    data_dirs: list[Path],
 ) -> float:
     """Run ``n`` institutions with ``ops`` operators each, print its figures, return its
     throughput."""
@@ -430,6 +445,7 @@ def report_case(
         operators=ops,
         standby_niceness=args.standby_nice,
         details=details,
+        data_dirs=data_dirs,
     )
     rates.append(verify_rate(2.0))
     rate = max(rates[-2:])
@@ -461,9 +477,10 @@ def report_case(
         f"{rate * r['cpu validators'] / finalized:.2f} x one verify ({1e6 / rate:.0f} us); "
         f"broker {1e6 * r['cpu broker'] / args.txs:.0f} us per tx"
     )
+    print(f"  Kafka messages / bytes per tx by topic (whole case): {r['traffic']}")
     if details is not None:
         print_details(details)
-    return r["throughput"]
+    return float(r["throughput"])
 
 
 def print_details(details: dict[str, Any]) -> None:

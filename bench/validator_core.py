@@ -25,8 +25,9 @@ from ledger import signatures
 from ledger.execution import LedgerMachine
 from ledger.genesis import genesis_state, plan_consortium
 from ledger.keys import TX_DOMAIN, verify, verify_batch
+from ledger.publication import PublishFinal
 from ledger.tx import sign_tx
-from ledger.validator_core import PublishFinal, SendVote, ValidatorCore
+from ledger.validator_core import SendVote, ValidatorCore
 
 
 def seed(label: str) -> bytes:

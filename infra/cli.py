@@ -51,7 +51,7 @@ from readers import audit, batcher, object_verify, proofs
 from runtime import logs
 from runtime.cli_args import EXIT_ERROR, Defaults, Parser
 from runtime.kafka_config import quiet_clients
-from streams import validator
+from streams import validator, validator_config
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -103,7 +103,7 @@ def _hex(value: object) -> str:
 
 
 def cmd_validator(args: argparse.Namespace) -> int:
-    return validator.run(validator.config_from_args(args))
+    return validator.run(validator_config.config_from_args(args))
 
 
 OPERATORS_HELP = (
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "validator",
-        parents=[validator.build_parser(add_help=False)],
+        parents=[validator_config.build_parser(add_help=False)],
         help="run one operator's validator process (foreground)",
         description="run one operator's validator process (foreground)",
     ).set_defaults(handler=cmd_validator)

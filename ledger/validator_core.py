@@ -21,17 +21,10 @@ Theory of operation
 * A marker ``TimeToCut(h)`` is due when the pending block's oldest entry has waited longer
   than the block interval (:func:`ledger.cutter.time_to_cut_due`), the validator has read the
   whole tx log (it is not replaying), and it has not emitted one for ``h`` already.
-* Ranked operators (D38). An institution may run several operators; all of them execute and
-  vote, but per-height outputs (final blocks with receipts, markers) come from one of them.
-  Its operators are ranked by key id in the validator set; rank 0 publishes at once. An
-  operator of rank ``r > 0`` is a standby: it holds each final block until a lower-ranked
-  operator of its institution is seen publishing that height or a later one
-  (:meth:`ValidatorCore.on_published`, from the blocks topic), and takes over, releasing
-  everything it holds and publishing at once from then on, when a held block has waited
-  ``r`` times :func:`takeover_delay_ms`. It steps back when a lower-ranked operator publishes
-  a height at or beyond its own final height. A standby's markers are due
-  ``r * takeover_delay_ms`` later than a publisher's (any live publisher of any institution
-  cuts first). Publication is a liveness matter only: every copy is certified and identical.
+* One publisher per height for the consortium (D47, after D38's one per institution):
+  :mod:`ledger.publication` publishes a final block at once or holds it until its copy is
+  read (:meth:`ValidatorCore.on_published`). Markers stay per institution: its first
+  operator emits them, a standby of rank ``r > 0`` ``r * takeover_delay_ms`` later.
 * A standby also follows its primary's votes instead of verifying every signature itself:
   it executes a cut block once a reference hash is known (a lower-ranked operator's valid
   vote, or the final hash), first with all signatures vouched for; the hash binds every
@@ -51,14 +44,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from ledger.blocks import block_receipts, encode_finalized
 from ledger.cutter import CutBlock, Cutter, TimeToCut, time_to_cut_due
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import Divergence, Equivocation, Event, FinalityTracker, Finalized
 from ledger.keys import KeyPair
 from ledger.members import ValidatorSet, key_key
-from ledger.results import ResultCode
+from ledger.publication import Publication, PublishFinal, takeover_delay_ms
 from ledger.snapshot import SnapshotMeta
 from ledger.state import WorldState
 from ledger.tx import sign_tx
@@ -72,17 +64,6 @@ class SendVote:
     height: int
     block_hash: bytes
     raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PublishFinal:
-    """A final block (FinalizedBlock bytes) and its receipts ``(tx_id, Receipt bytes)``."""
-
-    height: int
-    block: bytes
-    receipts: tuple[tuple[bytes, bytes], ...]
-    codes: tuple[ResultCode, ...]
-    timestamp_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +95,6 @@ Action = SendVote | PublishFinal | EmitMarker | SubmitTx | Diverged
 
 EVIDENCE_WINDOW = 1000
 """Final heights whose first votes are kept to catch late equivocation."""
-
-TAKEOVER_MIN_MS = 5000
-TAKEOVER_INTERVALS = 10
-MAX_HELD = 1000
-"""A standby holding more final blocks than this publishes the oldest (memory bound)."""
-
-
-def takeover_delay_ms(block_interval_ms: int) -> int:
-    """How long a standby of rank 1 waits for its primary: ``max(5 s, 10 marker intervals)``."""
-    return max(TAKEOVER_MIN_MS, TAKEOVER_INTERVALS * block_interval_ms)
 
 
 @dataclass(slots=True)
@@ -189,11 +160,8 @@ class ValidatorCore:
         # ranked publication (D38): this institution's operator key ids, sorted
         self.takeover_ms = takeover_delay_ms(params.block_interval_ms)
         self._own_ops: tuple[bytes, ...] = ()
+        self.publication = Publication(operator.key_id, params.block_interval_ms)  # D47
         self._set_own_ops(machine.validator_set())
-        self.took_over = False
-        self._held: dict[int, tuple[ExecutedBlock, Finalized]] = {}
-        self._held_since: int | None = None  # when the oldest held block was first seen held
-        self._peer_height = 0  # highest height a lower-ranked operator was seen publishing
         self._queue: deque[CutBlock] = deque()  # cut, not executed yet (a standby follows)
         self._queue_since: int | None = None  # when the queue's head was first seen waiting
         self.eager = False  # a standby whose primary stopped voting executes without it
@@ -309,9 +277,10 @@ class ValidatorCore:
     def on_tick(self, now_ms: int, *, caught_up: bool) -> list[Action]:
         """Time passes: a standby takes over if its primary is silent; emit a marker if the
         pending block has waited long enough."""
-        actions = self._check_takeover(now_ms) + self._check_eager(now_ms)
+        actions: list[Action] = [*self.publication.on_tick(now_ms), *self._check_eager(now_ms)]
         height = self.cutter.pending_height
-        wait = self.block_interval_ms + (0 if self.publishing else self.rank * self.takeover_ms)
+        late = 0 if self.publication.took_over else self.rank * self.takeover_ms
+        wait = self.block_interval_ms + late
         if (
             not caught_up
             or self.diverged is not None
@@ -323,20 +292,11 @@ class ValidatorCore:
         marker = TimeToCut(chain_id=self.chain_id, height=height, producer=self.operator.key_id)
         return [*actions, EmitMarker(height, marker.encode())]
 
-    def on_published(self, height: int, publisher_key_id: bytes) -> list[Action]:
-        """A copy of the final block ``height`` was read from the blocks topic, published by
-        ``publisher_key_id`` (as its producer labelled it: a liveness hint, never trusted for
-        safety). A copy from a lower-ranked operator of this institution releases the held
-        blocks up to ``height``; if it reaches this validator's final height, a standby that
-        took over steps back."""
-        if publisher_key_id not in self._own_ops[: self.rank]:
-            return []
-        self._peer_height = max(self._peer_height, height)
-        for h in [h for h in self._held if h <= height]:
-            del self._held[h]
-        self._held_since = None
-        if height >= self.final_height:
-            self.took_over = False
+    def on_published(self, height: int, publisher_key_id: bytes, block: bytes) -> list[Action]:
+        """A copy ``block`` of the final block ``height`` was read from the blocks topic,
+        labelled as published by ``publisher_key_id`` (:meth:`Publication.on_copy`: the
+        bytes release a held height, the label is a liveness hint only; D47)."""
+        self.publication.on_copy(height, publisher_key_id, block, self.final_height)
         return []
 
     # -- outputs -------------------------------------------------------------------------
@@ -352,19 +312,29 @@ class ValidatorCore:
         return self._own_ops.index(kid) if kid in self._own_ops else 0
 
     @property
+    def publisher_rank(self) -> int:
+        """This operator's place in the consortium's publication order (D47)."""
+        return self.publication.rank
+
+    @property
     def publishing(self) -> bool:
-        """Whether final blocks and markers are published at once (rank 0, or took over)."""
-        return self.took_over or self.rank == 0
+        """Whether final blocks are published at once (first in the order, or took over)."""
+        return self.publication.publishing
+
+    @property
+    def took_over(self) -> bool:
+        """Whether this operator took over publication from earlier ones."""
+        return self.publication.took_over
 
     @property
     def has_peers(self) -> bool:
-        """Whether the institution runs other operators (the shell then reads copies)."""
-        return len(self._own_ops) > 1
+        """Whether other operators may publish (the shell then reads their copies)."""
+        return len(self.publication.order) > 1
 
     @property
     def held_heights(self) -> list[int]:
         """Final heights a standby holds back (published by its primary, it hopes)."""
-        return list(self._held)
+        return self.publication.held_heights
 
     @property
     def cut_height(self) -> int:
@@ -408,13 +378,7 @@ class ValidatorCore:
             executed = self.executed.get(height)
             if final is None or executed is None or final.block_hash != executed.block_hash:
                 break
-            if self.publishing:
-                actions.append(self._publish(executed, final))
-            elif height > self._peer_height:
-                self._held[height] = (executed, final)
-                if len(self._held) > MAX_HELD:
-                    oldest = min(self._held)
-                    actions.append(self._publish(*self._held.pop(oldest)))
+            actions += self.publication.on_final(executed, final, self.final_height)
             self.final.final_state.commit(executed.writes, height=height)
             self.final.final_height = height
             self.final.final_hash = executed.block_hash
@@ -446,41 +410,7 @@ class ValidatorCore:
     def _set_own_ops(self, validators: ValidatorSet) -> None:
         inst = validators.institution_of(self.operator.key_id)
         self._own_ops = tuple(sorted(validators.members[inst])) if inst is not None else ()
-
-    def _check_takeover(self, now_ms: int) -> list[Action]:
-        if not self._held or self.publishing:
-            if self.publishing and self._held:  # became rank 0 (a peer was removed)
-                return self._release()
-            return []
-        if self._held_since is None:
-            self._held_since = now_ms
-        if now_ms - self._held_since < self.rank * self.takeover_ms:
-            return []
-        self.took_over = True
-        return self._release()
-
-    def _release(self) -> list[Action]:
-        held, self._held = self._held, {}
-        self._held_since = None
-        return [self._publish(*held[h]) for h in sorted(held)]
-
-    @staticmethod
-    def _publish(executed: ExecutedBlock, final: Finalized) -> PublishFinal:
-        header = executed.header
-        block_hash = executed.block_hash
-        return PublishFinal(
-            height=header.height,
-            block=encode_finalized(header, final.certificate.record(), executed.results),
-            receipts=tuple(
-                zip(
-                    (r.tx_id for r in executed.results),
-                    block_receipts(executed.results, height=header.height, block_hash=block_hash),
-                    strict=True,
-                )
-            ),
-            codes=tuple(r.code for r in executed.results),
-            timestamp_ms=header.timestamp_ms,
-        )
+        self.publication.set_validators(validators)
 
     def _late_vote(self, vote: Vote) -> list[Action]:
         """A vote for a final height: only evidence can come of it."""

@@ -3,19 +3,18 @@
 One process per operator (``pantheon validator --institution X --operator N``). It reads
 ``pantheon.tx`` and ``pantheon.votes`` with a manually assigned consumer (positions come
 from its own snapshot, never from Kafka's committed offsets, which only mirror them for
-Kafka's lag tools), hands every message to the
-core and carries out the actions the core returns:
+Kafka's lag tools), hands every message to the core and carries out its actions:
 
 * votes are first journaled (fsync) and then produced: a restarted validator never signs
   two different hashes for one height (``streams.durable.VoteJournal``);
 * final blocks and receipts are produced to ``pantheon.blocks`` and ``pantheon.receipts``;
 * markers and evidence transactions go to ``pantheon.tx``;
-* when its institution runs several operators, it also reads ``pantheon.blocks`` (from the
-  end, headers only) to see whether a lower-ranked operator of its institution publishes,
-  and labels its own copies with its operator key id (header ``pantheon-operator``; D38).
+* one operator of the consortium publishes each final block (D47): every other one reads
+  ``pantheon.blocks`` (from a little before its end) and holds each final block until a copy
+  with the same bytes is there, or takes over; copies are labelled with their producer's
+  operator key id (header ``pantheon-operator``; D38).
 
-Every few final blocks (or seconds) the producer is flushed and the final state is
-snapshotted, then the journal is pruned. On restart the newest valid snapshot is loaded and
+Snapshots: ``streams.validator_snapshots``; on restart the newest valid one is loaded and
 the logs are replayed from the positions it names. SIGTERM stops it cleanly (exit 0); a
 divergence stops it loudly (exit 3); bad configuration exits 2; a message the producer
 could not deliver (a fatal producer error: sends otherwise retry until the brokers return)
@@ -24,7 +23,6 @@ exits 4.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -33,36 +31,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ledger.errors import LedgerError
 from ledger.execution import LedgerMachine
 from ledger.genesis import Genesis, genesis_state
-from ledger.keys import KeyPair
-from ledger.snapshot import SnapshotEncoder
-from ledger.validator_core import (
-    Action,
-    Diverged,
-    EmitMarker,
-    PublishFinal,
-    SendVote,
-    SubmitTx,
-    ValidatorCore,
-)
+from ledger.publication import PublishFinal
+from ledger.validator_core import Action, Diverged, EmitMarker, SendVote, SubmitTx, ValidatorCore
 from runtime import logs
 from runtime.cli_args import ConfigError
 from runtime.heap import GcPauses, HeapSettler
@@ -71,47 +49,20 @@ from runtime.startup import refuse, require_broker, require_member
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
 from streams.signature_pipeline import SignaturePipeline
+from streams.validator_config import ValidatorConfig, build_parser, config_from_args, load_operator
+from streams.validator_snapshots import SNAPSHOT_EVERY_BLOCKS, Snapshotter
 
 log = logging.getLogger("pantheon.validator")
 
 EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED, EXIT_UNDELIVERED = 0, 2, 3, 4
 PUBLISHER_HEADER = "pantheon-operator"
 """Kafka header naming the operator key id that produced a FinalizedBlock copy (D38)."""
-SNAPSHOT_EVERY_BLOCKS = 200
-SNAPSHOT_EVERY_SECONDS = 15.0
-SNAPSHOT_SLICE_SECONDS = 0.002
-"""Loop time per turn spent encoding a snapshot (D40)."""
+COPIES_LOOKBACK = 2 * SNAPSHOT_EVERY_BLOCKS
+"""Block copies read before the blocks topic's end when a validator starts watching it: a
+restarted validator replays up to :data:`SNAPSHOT_EVERY_BLOCKS` heights since its snapshot
+and must see that they were published (D47)."""
 ADVISE_SECONDS = 5.0
 """How often positions are mirrored as Kafka group offsets (advisory, D36)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ValidatorConfig:
-    """Everything a validator process needs to know."""
-
-    genesis: Path
-    keystore: Path
-    institution: str
-    operator: int
-    bootstrap: str
-    prefix: str
-    state_dir: Path
-    metrics_port: int | None = None
-    verify_workers: int = 0
-
-
-def load_operator(keystore: Path, institution: str, index: int) -> KeyPair:
-    """The operator key ``index`` of ``institution`` from its keystore file."""
-    try:
-        doc = json.loads(keystore.read_text())
-        if doc["institution_id"] != institution:
-            raise ConfigError(f"{keystore} belongs to {doc['institution_id']}, not {institution}")
-        seed = bytes.fromhex(doc["operators"][index]["seed"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"cannot read operator {index} from {keystore}: {exc}") from exc
-    return KeyPair.from_seed(seed)
 
 
 class Validator:
@@ -137,7 +88,6 @@ class Validator:
         self.labels = {"institution": config.institution, "operator": str(config.operator)}
         self._cut_gauge = metrics.CUT_HEIGHT.labels(**self.labels)
         self._cut_shown = -1
-        self._last_snapshot = (self.core.final_height, time.monotonic())
         self._votes_position = votes_offset
         self._tx_high = -1
         self._tx_appended_ms = 0  # broker append time of the newest tx message read
@@ -146,15 +96,12 @@ class Validator:
         self._last_status = 0.0
         self._last_advice = 0.0
         self._watching_blocks = False  # reading pantheon.blocks for peers' copies (D38)
+        # The default long fetch wait (an idle consumer asks twice a second): _caught_up
+        # reads the end of the tx log cached from fetch responses, so no watermark query
+        # queues behind a parked fetch (which is why the wait was 20 ms: 50 fetches a second
+        # per validator, broker CPU whatever the load, D47).
         self.consumer = Consumer(
-            consumer_config(
-                config.bootstrap,
-                f"validator-{config.institution}-{config.operator}",
-                # short fetch waits: the watermark query of _caught_up queues behind a parked
-                # fetch on the same connection, and a 500 ms wait kept a restarted validator
-                # from ever seeing itself caught up under load (no markers from it)
-                **{"fetch.wait.max.ms": 20},
-            )
+            consumer_config(config.bootstrap, f"validator-{config.institution}-{config.operator}")
         )
         self.consumer.assign(
             [
@@ -174,16 +121,7 @@ class Validator:
         self.pipeline: SignaturePipeline | None = None
         self._heap = HeapSettler()  # no full collection over the world state (runtime.heap)
         self._gc = GcPauses()
-        # Snapshots are encoded a slice per loop turn and fsynced in a thread of their own:
-        # at once, a 10,000 record state took 1.1 to 1.2 s of the loop and stalled every
-        # validator at about the same moment (same heights): the largest swing of the p99
-        # finality latency (D40).
-        self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
-        self._snapshot_job: tuple[Future[float], int] | None = None
-        self._encoding: SnapshotEncoder | None = None
-        self._snapshot_began = 0.0
-        self._snapshot_stall_ms = 0.0  # the longest the loop spent on a snapshot
-        self._snapshot_write_ms = 0.0  # the longest a snapshot took from begun to stored
+        self.snapshots_due = Snapshotter(self.snapshots, self.journal, self.core.final_height)
         if config.verify_workers > 0:
             self.pipeline = SignaturePipeline(self._on_tx, config.verify_workers, chunk=1000)
         self.producer = Producer(
@@ -246,7 +184,7 @@ class Validator:
                 if self.pipeline is not None:
                     self.pipeline.poll(0.0 if batch else 0.01)
                 self._perform(self.core.on_tick(_now_ms(), caught_up=self._caught_up()))
-                if self.core.has_peers and not self._watching_blocks:
+                if not self._watching_blocks and not self.core.publishing:
                     self._watch_blocks()
                 self.producer.poll(0)
                 if self.core.diverged is not None:
@@ -258,15 +196,14 @@ class Validator:
                         extra={"error": self.undelivered},
                     )
                     return EXIT_UNDELIVERED
-                self._maybe_snapshot()
+                self.snapshots_due.maybe(self.core, self.producer, self._votes_position)
                 self._maybe_write_status()
                 self._heap.settle()
             return EXIT_OK
         finally:
             if self.pipeline is not None:
                 self.pipeline.close()
-            self._snapshot_thread.shutdown(wait=True)
-            self._finish_snapshot()
+            self.snapshots_due.close()
             self.producer.flush(30)
             self._write_status()
             self.consumer.close()
@@ -303,11 +240,21 @@ class Validator:
             self._on_copy(msg)
 
     def _watch_blocks(self) -> None:
-        """Start reading the blocks topic from its end: copies published from now on tell
-        this operator whether a lower-ranked operator of its institution is alive."""
+        """Start reading the blocks topic, :data:`COPIES_LOOKBACK` copies before its end: the
+        copies tell this operator which of its final blocks are published (D47)."""
+        blocks = TopicPartition(self.topics["blocks"], 0)
+        try:
+            low, high = self.consumer.get_watermark_offsets(blocks, timeout=5)
+        except KafkaException as exc:  # a broker hiccup: try again next turn
+            log.warning("blocks watermark query failed", extra={"error": str(exc)})
+            return
         self._watching_blocks = True
-        self.consumer.incremental_assign([TopicPartition(self.topics["blocks"], 0, OFFSET_END)])
-        log.info("reading block copies of peer operators", extra={"rank": self.core.rank})
+        start = max(low, high - COPIES_LOOKBACK)
+        self.consumer.incremental_assign([TopicPartition(self.topics["blocks"], 0, start)])
+        log.info(
+            "reading block copies of other operators",
+            extra={"publisher_rank": self.core.publisher_rank, "from": start},
+        )
 
     def _on_copy(self, msg: Message) -> None:
         publisher = dict(msg.headers() or []).get(PUBLISHER_HEADER)
@@ -315,8 +262,8 @@ class Validator:
             height = int(msg.key() or b"")
         except ValueError:
             return
-        if isinstance(publisher, bytes):
-            self._perform(self.core.on_published(height, publisher))
+        label = publisher if isinstance(publisher, bytes) else b""  # bytes decide, not labels
+        self._perform(self.core.on_published(height, label, msg.value() or b""))
 
     def _on_tx(self, offset: int, timestamp_ms: int, raw: bytes, verified: bool) -> None:
         if self.core.diverged is not None:  # the loop stops; what is in flight is dropped
@@ -402,17 +349,20 @@ class Validator:
             return False
         if _now_ms() - self._tx_appended_ms < self.core.block_interval_ms:
             return True
-        now = time.monotonic()
-        if self._tx_position >= self._tx_high or now - self._last_watermark > 0.5:
+        tx = TopicPartition(self.topics["tx"], 0)
+        # the end of the log as the last fetch response gave it (no request; D47)
+        _, high = self.consumer.get_watermark_offsets(tx, cached=True)
+        if high < 0:  # no fetch response yet: ask, now and then
+            now = time.monotonic()
+            if now - self._last_watermark < 0.5:
+                return False
             self._last_watermark = now
             try:
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.topics["tx"], 0), timeout=2
-                )
-                self._tx_high = high
+                _, high = self.consumer.get_watermark_offsets(tx, timeout=2)
             except Exception as exc:  # a broker hiccup: try again later, do not cut
                 log.warning("watermark query failed", extra={"error": str(exc)})
                 return False
+        self._tx_high = high
         return self._tx_position >= self._tx_high
 
     def _reading_live(self) -> bool:
@@ -421,70 +371,6 @@ class Validator:
         (:meth:`_caught_up` refreshes that end) is reached."""
         recent = _now_ms() - self._tx_appended_ms < self.core.block_interval_ms
         return recent or self._tx_position >= self._tx_high
-
-    def _maybe_snapshot(self) -> None:
-        if self._snapshot_job is not None:
-            if not self._snapshot_job[0].done():
-                return
-            self._finish_snapshot()
-        if self._encoding is not None:
-            self._encode_some()
-            return
-        height, when = self._last_snapshot
-        final = self.core.final_height
-        due = final - height >= SNAPSHOT_EVERY_BLOCKS or (
-            final > height and time.monotonic() - when >= SNAPSHOT_EVERY_SECONDS
-        )
-        if not due:
-            return
-        began = time.perf_counter()
-        # what the snapshot says was published must be delivered before it can be loaded
-        if self.producer.flush(30) > 0:
-            log.warning("producer did not drain; snapshot postponed")
-            return
-        meta = self.core.snapshot_meta(self._votes_position)
-        self._encoding = SnapshotEncoder(self.core.final.final_state.copy(), meta)
-        self._last_snapshot = (final, time.monotonic())
-        self._snapshot_began = time.perf_counter()
-        stall_ms = (time.perf_counter() - began) * 1000
-        self._snapshot_stall_ms = max(self._snapshot_stall_ms, stall_ms)
-
-    def _encode_some(self) -> None:
-        """Encode the snapshot for about :data:`SNAPSHOT_SLICE_SECONDS` of this turn (in a
-        thread, the encoding held the GIL for hundreds of milliseconds and every blocking
-        call of the loop waited for it); once encoded, a thread writes and fsyncs it."""
-        assert self._encoding is not None
-        began = time.perf_counter()
-        while time.perf_counter() - began < SNAPSHOT_SLICE_SECONDS:
-            raw = self._encoding.step(32)
-            if raw is not None:
-                height = self._encoding.meta.height
-                self._encoding = None
-                job = self._snapshot_thread.submit(self._write_snapshot, height, raw)
-                self._snapshot_job = (job, height)
-                return
-
-    def _write_snapshot(self, height: int, raw: bytes) -> float:
-        """Store a snapshot (in the snapshot thread); returns the milliseconds since the
-        snapshot was begun."""
-        self.snapshots.save_encoded(height, raw)
-        return (time.perf_counter() - self._snapshot_began) * 1000
-
-    def _finish_snapshot(self) -> None:
-        """After a snapshot was written: prune the journal below it (on the loop's thread,
-        which appends to the journal)."""
-        if self._snapshot_job is None:
-            return
-        job, final = self._snapshot_job
-        self._snapshot_job = None
-        try:
-            spent_ms = job.result()
-        except Exception as exc:  # a full disk: keep the journal, try again when due
-            log.warning("snapshot failed", extra={"height": final, "error": str(exc)})
-            return
-        self.journal.prune_below(final + 1)
-        self._snapshot_write_ms = max(self._snapshot_write_ms, spent_ms)
-        log.info("snapshot", extra={"height": final, "ms": round(spent_ms, 1)})
 
     def _maybe_write_status(self) -> None:
         if time.monotonic() - self._last_status >= 0.5:
@@ -517,12 +403,13 @@ class Validator:
             "final_height": self.core.final_height,
             "diverged": self.core.diverged is not None,
             "rank": self.core.rank,
+            "publisher_rank": self.core.publisher_rank,
             "publishing": self.core.publishing,
             "following": self.core.following,
             "caught_up": self._reading_live(),
             "gc": self._gc.summary(),
-            "snapshot_stall_ms_max": round(self._snapshot_stall_ms, 2),
-            "snapshot_write_ms_max": round(self._snapshot_write_ms, 2),
+            "snapshot_stall_ms_max": round(self.snapshots_due.stall_ms, 2),
+            "snapshot_write_ms_max": round(self.snapshots_due.write_ms, 2),
             "pid": os.getpid(),
             "updated_ms": _now_ms(),
         }
@@ -531,48 +418,6 @@ class Validator:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def build_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
-    """Arguments of ``pantheon validator`` / ``python -m streams.validator``."""
-    p = argparse.ArgumentParser(
-        prog="pantheon validator",
-        description="run one operator's validator process",
-        add_help=add_help,
-    )
-    p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
-    p.add_argument("--keystore", required=True, type=Path, help="the institution's key file")
-    p.add_argument("--institution", required=True, help="institution id")
-    p.add_argument("--operator", type=int, default=0, help="operator index in the keystore")
-    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    p.add_argument("--prefix", default="pantheon.", help="topic prefix")
-    p.add_argument("--state-dir", required=True, type=Path, help="snapshots, journal, status")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
-    p.add_argument(
-        "--verify-workers",
-        type=int,
-        default=0,
-        help="verify transaction signatures ahead in N worker processes (for a host with "
-        "cores to spare; 0 = verify in the validator, the default)",
-    )
-    if add_help:
-        p.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> ValidatorConfig:
-    """A config from parsed arguments."""
-    return ValidatorConfig(
-        genesis=args.genesis,
-        keystore=args.keystore,
-        institution=args.institution,
-        operator=args.operator,
-        bootstrap=args.bootstrap,
-        prefix=args.prefix,
-        state_dir=args.state_dir,
-        metrics_port=args.metrics_port,
-        verify_workers=args.verify_workers,
-    )
 
 
 def run(config: ValidatorConfig) -> int:

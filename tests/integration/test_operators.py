@@ -1,8 +1,9 @@
-"""Institutions with several block operators, on the real broker (D38).
+"""Institutions with several block operators, on the real broker (D38, D47).
 
 Every operator of an institution runs its own validator process with its own key; all of
-them vote, an institution counts once in the quorum, and only its first-ranked live operator
-publishes final blocks (the copies carry their publisher in the ``pantheon-operator`` header).
+them vote, an institution counts once in the quorum, and only the first live operator in
+the consortium's publication order publishes final blocks (the copies carry their publisher
+in the ``pantheon-operator`` header).
 """
 
 from __future__ import annotations
@@ -98,13 +99,15 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
     load = Load(c, c.gov_key("inst-1"), rate=40.0, tag="ops").start()
     try:
         c.wait_final(6, everyone, timeout=120)
-        # All eight vote; each institution's primary alone publishes (its standby holds).
+        # All eight vote; inst-1's primary alone publishes (everybody else holds, D47).
         voters = {decode_vote(m.value).operator_key_id for m in c.read_topic("votes")}
         assert voters == set(key_of.values())
         before = publishers(c)
         standby_keys = {key_of[n] for n in standby.values()}
-        dupes = [h for h, pubs in before.items() if standby_keys & set(pubs)]
+        first = key_of[primary["inst-1"]]
+        dupes = [h for h, pubs in before.items() if set(pubs) - {first}]
         assert len(dupes) < len(before) / 2, (dupes, before)
+        assert all(first in pubs for pubs in before.values()), before
 
         for inst in c.institutions:  # SIGKILL the first-ranked operator of every institution
             c.kill(primary[inst])
@@ -117,10 +120,10 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
             what="blocks published by the standbys",
             alive=survivors,
         )
-        c.wait_until(
-            lambda: all((c.status(n) or {}).get("publishing") for n in survivors),
+        c.wait_until(  # the first standby in the publication order took over
+            lambda: bool((c.status(standby["inst-1"]) or {}).get("publishing")),
             timeout=10,
-            what="every standby to report that it publishes",
+            what="inst-1's standby to report that it publishes",
             alive=survivors,
         )
     finally:
@@ -129,10 +132,12 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
     top = settled_height(c)
     c.wait_final(top, survivors, timeout=60)
     top, _replay = check_chain(c, min_copies=1)
-    # Every institution published every height (no gap at the takeover) ...
+    # Every height was published (no gap at the takeover), after the kill by inst-1's standby
     after = publishers(c)
-    for height in range(1, top + 1):
-        assert {inst_of.get(k) for k in after[height]} == set(c.institutions), (height, after)
+    assert all(after[h] for h in range(1, top + 1)), after
+    took_over = key_of[standby["inst-1"]]
+    assert any(took_over in after[h] for h in range(killed_at + 1, top + 1)), after
+    assert {inst_of.get(k) for pubs in after.values() for k in pubs} <= set(c.institutions)
     # ... and the blocks after the primaries' last votes were certified by the standbys'
     # votes, one per institution.
     primary_keys = {key_of[n] for n in primary.values()}

@@ -24,14 +24,14 @@ from infra.settings import KAFKA_VERSION
 from projections import projector
 from readers import audit, batcher
 from runtime.topics import L2_PARTITIONS, LEDGER_TOPICS, ledger_config
-from streams import validator
+from streams import validator_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "infra" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "streams.validator": validator.build_parser,
+    "streams.validator": validator_config.build_parser,
     "projections.projector": projector.build_parser,
     "gateway.server": gateway_server.build_parser,
     "readers.batcher": batcher.build_parser,

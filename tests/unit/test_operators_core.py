@@ -1,4 +1,4 @@
-"""Institutions with several operators in the pure core (D38): all vote, one publishes."""
+"""Several operators in the pure core (D38, D47): all vote, one of the consortium publishes."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from ledger.execution import LedgerMachine
 from ledger.finality import FinalityTracker, Finalized
 from ledger.genesis import ConsortiumPlan, genesis_state
 from ledger.keys import KeyPair
+from ledger.publication import PublishFinal, publication_delay_ms, takeover_delay_ms
 from ledger.validator_core import (
     Action,
     EmitMarker,
-    PublishFinal,
     SendVote,
     ValidatorCore,
-    takeover_delay_ms,
 )
 from ledger.votes import sign_vote
 from tests.unit.chain_helpers import Driver, consortium
@@ -69,7 +68,7 @@ class Network:
         publisher = self.cores[node].operator.key_id
         for p in self.published[node]:
             for other, core in self.cores.items():
-                self.record(other, core.on_published(p.height, publisher))
+                self.record(other, core.on_published(p.height, publisher, p.block))
 
     def record(self, node: Node, actions: list[Action]) -> None:
         for action in actions:
@@ -112,7 +111,12 @@ def test_two_operators_of_one_institution_count_once() -> None:
     assert insts == ["inst-0", "inst-1", "inst-2"]
 
 
-def test_every_operator_votes_but_only_rank_zero_publishes() -> None:
+def publication(operators: int) -> list[Node]:
+    """The nodes of ``consortium(4, operators=...)`` in publication order (D47)."""
+    return [(f"inst-{i}", r) for r in range(operators) for i in range(4)]
+
+
+def test_every_operator_votes_but_one_publishes_for_the_consortium() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     nodes = [(f"inst-{i}", r) for i in range(4) for r in (0, 1)]
     net = Network(plan, nodes)
@@ -125,48 +129,73 @@ def test_every_operator_votes_but_only_rank_zero_publishes() -> None:
     standbys = [c for n, c in net.cores.items() if n[1] == 1]
     assert all(c.counters.optimistic == 2 and c.counters.optimistic_misses == 0 for c in standbys)
     assert {c.rank for c in net.cores.values()} == {0, 1}
-    for (inst, rank), core in net.cores.items():
-        assert heights(net.published[(inst, rank)]) == ([1, 2] if rank == 0 else [])
-        assert core.held_heights == ([] if rank == 0 else [1, 2])
-        assert core.publishing == (rank == 0) and core.has_peers
-    # a primary's copies release its standby; another institution's copies do not
-    net.announce(("inst-0", 0))
-    assert net.cores[("inst-0", 1)].held_heights == []
-    assert net.cores[("inst-1", 1)].held_heights == [1, 2]
-    # time passes: the standbys whose primary was silent take over, in height order
+    assert [net.cores[n].publisher_rank for n in publication(2)] == list(range(8))
+    first = ("inst-0", 0)
+    for node, core in net.cores.items():
+        assert heights(net.published[node]) == ([1, 2] if node == first else [])
+        assert core.held_heights == ([] if node == first else [1, 2])
+        assert core.publishing == (node == first) and core.has_peers
+    # a copy with other bytes releases nothing; the publisher's copies release everyone
+    copy = net.published[first][0]
+    net.cores[("inst-1", 0)].on_published(1, b"", copy.block + b"\x00")
+    assert net.cores[("inst-1", 0)].held_heights == [1, 2]
+    net.announce(first)
+    assert all(c.held_heights == [] for c in net.cores.values())
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.tick(5000)
-    net.tick(5000 + delay - 1)
-    assert all(net.published[(i, 1)] == [] for i in ("inst-0", "inst-1", "inst-2", "inst-3"))
-    net.tick(5000 + delay)
-    assert net.published[("inst-0", 1)] == []
-    for inst in ("inst-1", "inst-2", "inst-3"):
-        assert heights(net.published[(inst, 1)]) == [1, 2]
-        assert [p.block for p in net.published[(inst, 1)]] == [
-            p.block for p in net.published[(inst, 0)]
-        ]
-        assert net.cores[(inst, 1)].took_over
+    net.tick(5000 + 9 * delay)
+    assert sum(len(p) for p in net.published.values()) == 2  # nobody took over
+    assert not any(c.took_over for c in net.cores.values())
 
 
-def test_a_standby_that_took_over_publishes_at_once_and_steps_back() -> None:
+def test_a_copy_read_before_finality_releases_the_height_when_it_becomes_final() -> None:
+    plan = consortium(4, max_block_txs=5)
+    net = Network(plan, [(f"inst-{i}", 0) for i in range(3)])
+    txs = anchors(plan, 5)
+    net.feed_tx(txs)
+    net.deliver_votes()
+    assert heights(net.published[("inst-0", 0)]) == [1]
+    late = make_core(plan, ("inst-3", 0))
+    (copy,) = net.published[("inst-0", 0)]
+    assert late.on_published(1, b"", copy.block) == []  # a copy without a label counts
+    for offset, raw in enumerate(txs):
+        late.on_tx(offset, 1000, raw)
+    actions = [a for o, raw in enumerate(net.votes) for a in late.on_vote(o, raw)]
+    assert late.final_height == 1 and late.held_heights == []
+    assert not [a for a in actions if isinstance(a, PublishFinal)]
+
+
+def test_the_next_publisher_takes_over_and_steps_back() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
-    primary, standby = ("inst-1", 0), ("inst-1", 1)
-    others = [(f"inst-{i}", 0) for i in (0, 2, 3)]
-    net = Network(plan, [standby, *others])  # inst-1's primary is down
+    primary, second = ("inst-0", 0), ("inst-1", 0)
+    nodes = [n for n in publication(2) if n != primary]  # the first publisher is down
+    net = Network(plan, nodes)
     txs = anchors(plan, 25)
     net.feed_tx(txs[:5])
     net.deliver_votes()
-    # height 1 is final without inst-1; its standby ran it against the final hash
-    assert net.cores[standby].cut_height == 1 and net.cores[standby].counters.optimistic == 1
+    # height 1 is final without inst-0's primary; its standby ran it against the final hash
+    standby = net.cores[("inst-0", 1)]
+    assert standby.cut_height == 1 and standby.counters.optimistic == 1
+    assert all(c.held_heights == [1] for c in net.cores.values())
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.tick(0)
-    assert net.published[standby] == []
-    net.tick(delay)
-    assert heights(net.published[standby]) == [1]
+    net.tick(delay - 1)
+    assert not any(net.published.values())
+    interval = plan.genesis.params.block_interval_ms
+    assert publication_delay_ms(1, interval) == delay
+    assert publication_delay_ms(3, interval) == delay + 2 * max(1000, 2 * interval)
+    net.tick(delay)  # the second in the order takes over; the later ones wait longer
+    assert heights(net.published[second]) == [1] and net.cores[second].took_over
+    assert all(net.published[n] == [] for n in nodes if n != second)
+    net.announce(second)
+    assert all(c.held_heights == [] for c in net.cores.values())
+    net.tick(2 * delay)
     net.feed_tx(txs[5:10])
     net.deliver_votes()
-    assert heights(net.published[standby]) == [1, 2]  # at once now
-    # the primary comes back, catches up from the logs and publishes: the standby steps back
+    assert heights(net.published[second]) == [1, 2]  # at once now
+    assert sum(len(p) for p in net.published.values()) == 2
+    # the first publisher comes back, catches up from the logs and publishes: the second
+    # steps back
     back = make_core(plan, primary)
     net.cores[primary] = back
     net.published[primary] = []
@@ -176,11 +205,29 @@ def test_a_standby_that_took_over_publishes_at_once_and_steps_back() -> None:
         net.record(primary, back.on_vote(offset, raw))
     assert heights(net.published[primary]) == [1, 2]
     net.announce(primary)
-    assert not net.cores[standby].took_over
+    assert not net.cores[second].took_over
     net.feed_tx(txs[10:15])
     net.deliver_votes()
-    assert heights(net.published[standby]) == [1, 2]
-    assert net.cores[standby].held_heights == [3]
+    assert heights(net.published[second]) == [1, 2]
+    assert net.cores[second].held_heights == [3]
+    assert heights(net.published[primary]) == [1, 2, 3]
+
+
+def test_a_publisher_that_skips_a_height_is_taken_over_for_it() -> None:
+    plan = consortium(4, max_block_txs=5)
+    nodes = publication(1)
+    net = Network(plan, nodes)
+    net.feed_tx(anchors(plan, 10))
+    net.deliver_votes()
+    second = net.cores[("inst-1", 0)]
+    (h1, h2) = net.published[("inst-0", 0)]
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    second.on_tick(0, caught_up=True)
+    second.on_published(2, net.cores[("inst-0", 0)].operator.key_id, h2.block)
+    assert second.held_heights == [1]
+    actions = second.on_tick(delay, caught_up=True)
+    assert [a.height for a in actions if isinstance(a, PublishFinal)] == [1]
+    assert [a.block for a in actions if isinstance(a, PublishFinal)] == [h1.block]
 
 
 def test_a_standby_whose_primary_is_silent_verifies_and_votes_on_its_own() -> None:
@@ -239,11 +286,27 @@ def test_a_standby_marker_is_a_late_fallback() -> None:
     assert net.markers[("inst-0", 1)] == [1]
 
 
-def test_one_operator_institutions_publish_as_before() -> None:
+def test_one_operator_institutions_publish_from_the_first_only() -> None:
     plan = consortium(4, max_block_txs=5)
-    net = Network(plan, [(f"inst-{i}", 0) for i in range(4)])
+    net = Network(plan, publication(1))
     net.feed_tx(anchors(plan, 10))
     net.deliver_votes()
-    for core in net.cores.values():
-        assert core.rank == 0 and core.publishing and not core.has_peers
-    assert all(heights(p) == [1, 2] for p in net.published.values())
+    for node, core in net.cores.items():
+        assert core.rank == 0 and core.has_peers
+        assert core.publishing == (node == ("inst-0", 0))
+    assert {n: heights(p) for n, p in net.published.items()} == {
+        ("inst-0", 0): [1, 2],
+        ("inst-1", 0): [],
+        ("inst-2", 0): [],
+        ("inst-3", 0): [],
+    }
+
+
+def test_a_single_validator_publishes_and_reads_no_copies() -> None:
+    plan = consortium(1, max_block_txs=5)
+    net = Network(plan, [("inst-0", 0)])
+    net.feed_tx(anchors(plan, 5))
+    net.deliver_votes()
+    core = net.cores[("inst-0", 0)]
+    assert core.publishing and not core.has_peers
+    assert heights(net.published[("inst-0", 0)]) == [1]
