@@ -60,7 +60,8 @@ def catch_up(bootstrap: str, dsn: str, work: Path, txs: int, block_txs: int) -> 
     height = sim.finalize()
     sim.close()
     config = ProjectorConfig(
-        institution="catchup",
+        institution="inst-1",  # a member of the genesis, in a database of its own
+        dbname="pantheon_catchup",
         genesis=sim.genesis_path,
         bootstrap=bootstrap,
         prefix="catchup.",
