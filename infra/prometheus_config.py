@@ -31,8 +31,6 @@ RULES_FILE = ALERTS_DIR / "pantheon.rules.yml"
 NOT_YET_EXPORTED: dict[str, str] = {
     "gateway": "the monitoring test's consortium runs no gateway (the local stack does, D36)",
     "batcher": "the monitoring test's consortium runs no batcher (the local stack does, D36)",
-    "first-event": "validators create these counters at 0 when they start, but the monitoring "
-    "test does not yet check the panels that read them",
 }
 
 
@@ -86,7 +84,6 @@ def alert_rules(
             summary="Validator {{ $labels.institution }}/{{ $labels.operator }} diverged",
             description="Its block hash differs from the final one: it stopped voting and "
             "exited (code 3). Compare with `pantheon audit`.",
-            requires="first-event",
         ),
         AlertRule(
             name="ValidatorEquivocated",
@@ -96,7 +93,6 @@ def alert_rules(
             severity="warning",
             summary="Equivocation evidence reported by {{ $labels.institution }}",
             description="An operator signed two hashes at one height; evidence is on chain.",
-            requires="first-event",
         ),
         AlertRule(
             name="ValidatorDown",
