@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.keys import KeyPair
-from runtime.cli_args import ConfigError
+from runtime.cli_args import ConfigError, add_chain_options, add_process_options
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,14 +50,11 @@ def build_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
         description="run one operator's validator process",
         add_help=add_help,
     )
-    p.add_argument("--genesis", required=True, type=Path, help="genesis.avro of the chain")
+    add_chain_options(p)
     p.add_argument("--keystore", required=True, type=Path, help="the institution's key file")
     p.add_argument("--institution", required=True, help="institution id")
     p.add_argument("--operator", type=int, default=0, help="operator index in the keystore")
-    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    p.add_argument("--prefix", default="pantheon.", help="topic prefix")
     p.add_argument("--state-dir", required=True, type=Path, help="snapshots, journal, status")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
     p.add_argument(
         "--verify-workers",
         type=int,
@@ -65,8 +62,7 @@ def build_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
         help="verify transaction signatures ahead in N worker processes (for a host with "
         "cores to spare; 0 = verify in the validator, the default)",
     )
-    if add_help:
-        p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    add_process_options(p, verbose=add_help)
     return p
 
 
