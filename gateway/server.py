@@ -69,7 +69,6 @@ from runtime.startup import (
     refuse,
     require_broker,
     require_database,
-    require_member,
 )
 from runtime.topics import DEFAULT_PREFIX
 
@@ -258,7 +257,7 @@ def _iam_projection(
 def _startup_checks(args: argparse.Namespace) -> None:
     """What the gateway cannot serve without: one line now, not a retry loop's log (D49)."""
     if args.genesis is not None:
-        require_member(read_genesis(args.genesis), args.institution)
+        read_genesis(args.genesis)
     require_database(database_dsn(args.dsn, "postgres"))  # its own may come a moment later
     require_broker(args.bootstrap)
 

@@ -44,7 +44,7 @@ from projections.runner import Projection, ProjectionRunner
 from runtime import logs
 from runtime.cli_args import ConfigError, Parser, add_chain_options, add_process_options
 from runtime.metrics_server import serve_metrics
-from runtime.startup import refuse, require_broker, require_member
+from runtime.startup import refuse, require_broker
 
 log = logging.getLogger("pantheon.projector")
 
@@ -119,7 +119,6 @@ def prepare(config: ProjectorConfig) -> tuple[ChainProjection, ProjectionRunner]
         genesis = Genesis.decode(config.genesis.read_bytes())
     except (OSError, LedgerError) as exc:
         raise ConfigError(f"cannot read genesis {config.genesis}: {exc}") from exc
-    require_member(genesis, config.institution)  # before a database is made for it
     dsn = ensure_database(config.dsn, config.database())
     migrate(dsn)
     projection = ChainProjection(genesis, config.prefix)

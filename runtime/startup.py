@@ -3,11 +3,13 @@
 Theory of operation
 -------------------
 A long-running process checks, before it starts its loops, what it cannot run without: that
-its institution is one of the genesis, that the database accepts it and that a broker
-answers. A failed check is a :class:`~runtime.cli_args.ConfigError` whose message is one line
-(the process prints it as ``pantheon <process>: error: ...`` and exits 2, decisions D36 and
-D49), instead of a traceback, a log line per connection attempt, or waiting forever. Once
-running, losing the database or the broker stays what it was: logged and retried.
+the database accepts it and that a broker answers. Its institution is not checked against
+the genesis: governance admits institutions after it, and their processes start before
+the chain they follow says so. A failed check is a :class:`~runtime.cli_args.ConfigError`
+whose message is one line (the process prints it as ``pantheon <process>: error: ...`` and
+exits 2, decisions D36 and D49), instead of a traceback, a log line per connection
+attempt, or waiting forever. Once running, losing the database or the broker stays what it
+was: logged and retried.
 """
 
 from __future__ import annotations
@@ -34,17 +36,6 @@ def read_genesis(path: Path) -> Genesis:
         return Genesis.decode(path.read_bytes())
     except (OSError, LedgerError) as exc:
         raise ConfigError(f"cannot read genesis {path}: {exc}") from exc
-
-
-def require_member(genesis: Genesis, institution: str) -> None:
-    """The institution is one of the genesis (else a process would serve an empty chain or
-    create a database for a name nobody uses)."""
-    known = [f.institution_id for f in genesis.founders]
-    if institution not in known:
-        raise ConfigError(
-            f"institution {institution!r} is not in the genesis (its institutions: "
-            f"{', '.join(known)})"
-        )
 
 
 def require_broker(bootstrap: str, timeout: float = BROKER_TIMEOUT_S) -> None:

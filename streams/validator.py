@@ -45,7 +45,7 @@ from runtime import logs
 from runtime.cli_args import ConfigError
 from runtime.heap import GcPauses, HeapSettler
 from runtime.kafka_config import consume_ready, consumer_config, producer_config
-from runtime.startup import refuse, require_broker, require_member
+from runtime.startup import refuse, require_broker
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal, atomic_write
 from streams.signature_pipeline import SignaturePipeline
@@ -74,7 +74,6 @@ class Validator:
             self.genesis = Genesis.decode(config.genesis.read_bytes())
         except (OSError, LedgerError) as exc:
             raise ConfigError(f"cannot read genesis {config.genesis}: {exc}") from exc
-        require_member(self.genesis, config.institution)
         self.operator = load_operator(config.keystore, config.institution, config.operator)
         require_broker(config.bootstrap)  # one line now, rather than waiting for it forever
         config.state_dir.mkdir(parents=True, exist_ok=True)
