@@ -155,11 +155,21 @@ def test_a_tampered_row_fires_the_alert(stack: tuple[Settings, str]) -> None:
         'pantheon_l2_rejected_total{reason="BAD_SIGNATURE"}',
         "pantheon_validator_divergences_total",
     )
-    procs.wait_until(  # one series per institution, each scraped once at least
-        lambda: all(len(_metric(settings, series)) == 4 for series in at_zero),
-        timeout=60,
-        what="the gateways', batchers' and validators' counters in Prometheus",
-    )
+    institutions = {"alpha", "beta", "delta", "gamma"}
+
+    def scraped() -> dict[str, set[str]]:
+        """Per series, the institutions Prometheus has it from (a process restarted under
+        load leaves a stale series for a while, so series are counted by institution)."""
+        return {s: {r["metric"]["institution"] for r in _metric(settings, s)} for s in at_zero}
+
+    try:
+        procs.wait_until(  # every institution's series, each scraped once at least
+            lambda: all(found == institutions for found in scraped().values()),
+            timeout=120,
+            what="the gateways', batchers' and validators' counters in Prometheus",
+        )
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: found {scraped()}") from exc
     for series in at_zero:
         assert {r["value"][1] for r in _metric(settings, series)} == {"0"}, series
     assert "AuditDiscrepancy" not in _alerts(settings)
