@@ -13,7 +13,7 @@ import psycopg
 from gateway.authn import require
 from gateway.context import decode_cursor, hex_bytes
 from gateway.envelopes import KEY_SET_OPERATIONS
-from gateway.errors import GatewayError
+from gateway.errors import BadInput, GatewayError
 from gateway.state_types import (
     Anchor,
     Asset,
@@ -40,6 +40,9 @@ from gateway.types import (
 from projections import read
 from projections.read import queries
 from readers.proofs import record_proof_json
+
+#: an admission names a governance key and at most MAX_OPERATORS (16) operator keys
+MAX_KEYS_ASKED = 17
 
 
 class Query(graphene.ObjectType):
@@ -69,6 +72,14 @@ class Query(graphene.ObjectType):
         description="accepted entries that can change the validator set or its keys "
         "(governance, operators, key rotations) above a height, oldest first; the explorer "
         "replays them from the genesis (D49)",
+    )
+    key_registrations = graphene.List(
+        graphene.NonNull(Transaction),
+        required=True,
+        key_ids=graphene.List(graphene.NonNull(graphene.String), required=True),
+        description="accepted RegisterIdentity and RotateKey entries of the blocks where one "
+        "of these keys first appeared, oldest first; the explorer checks with them that an "
+        "admission's keys were free, as the chain does (D54)",
     )
     institutions = graphene.List(graphene.NonNull(Institution), required=True)
     proposals = graphene.List(
@@ -171,6 +182,16 @@ class Query(graphene.ObjectType):
             context.conn(), list(KEY_SET_OPERATIONS), after_height, first
         )
         return listed(context, rows)
+
+    @staticmethod
+    def resolve_key_registrations(
+        _root: Any, info: Info, key_ids: list[str]
+    ) -> list[read.Transaction]:
+        if len(key_ids) > MAX_KEYS_ASKED:
+            raise BadInput(f"keyIds lists at most {MAX_KEYS_ASKED} keys", argument="keyIds")
+        wanted = [hex_bytes(k, "keyIds") for k in key_ids]
+        context = ctx(info)
+        return listed(context, queries.registrations_of(context.conn(), wanted))
 
     @staticmethod
     def resolve_institutions(_root: Any, info: Info) -> list[read.Institution]:

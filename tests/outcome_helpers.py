@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Self
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
@@ -84,8 +85,29 @@ class Forged:
     height: int  # of the forged block copy (the next height, as far as the forger knew)
 
 
+class Attacker:
+    """A background thread run by ``with``: :meth:`_run` sets ``_ready`` once it listens and
+    returns when ``_stop`` is set."""
+
+    thread_name = "attacker"
+
+    def __enter__(self) -> Self:
+        self._stop, self._ready = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), f"the {self.thread_name} did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class Forger:
+class Forger(Attacker):
     """An attacker who can produce to the broker: for every transaction that appears on the tx
     topic it produces, at once, a forged ``Receipt`` (height 1,000,000, a random block hash,
     code FORBIDDEN), a forged ``FinalizedBlock`` copy of the next height that names the genesis
@@ -98,20 +120,7 @@ class Forger:
     impersonated: KeyPair  # a member's operator key pair (only its public half is used)
     forged: list[Forged] = field(default_factory=list)
     vote_height: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _ready: threading.Event = field(default_factory=threading.Event)
-
-    def __enter__(self) -> Forger:
-        self._thread = threading.Thread(target=self._run, name="forger", daemon=True)
-        self._thread.start()
-        assert self._ready.wait(30), "the forger did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+    thread_name = "forger"
 
     def _run(self) -> None:
         consumer = Consumer(consumer_config(self.bootstrap, f"forger-{os.urandom(4).hex()}"))

@@ -113,30 +113,34 @@ const Trust = (() => {
     else if (branch === 2) { op = "CastVote"; args = { proposal_id: r.hex(), approve: r.bool() }; }
     else if (branch === 3) { op = "AddOperator"; args = { operator_public_key: r.hex() }; }
     else if (branch === 4) { op = "RemoveOperator"; args = { operator_key_id: r.hex() }; }
+    else if (branch === 5) { op = "RegisterIdentity"; args = { public_key: r.hex(), kind: r.long(), label: r.string() }; }
     else if (branch === 7) { op = "RotateKey"; args = { key_id: r.hex(), new_public_key: r.hex() }; }
     else throw new Error("not an operation that changes the key set (union branch " + branch + ")");
     const txId = await sha256(b.slice(0, r.i));
     return { txId, chainId, sender, nonce, op, args };
   }
 
-  function tally(state, h, pid) {
+  // `taken(keyIds)` says whether an entry before the one being applied registered one of these
+  // keys outside what the replay follows (an identity's RegisterIdentity or RotateKey)
+  async function tally(state, h, pid, taken) {
     const p = state.props[pid];
     const members = new Set(memberIds(state, h));
     const n = members.size, { num, den } = state.params;
     const yes = p.yes.filter((i) => members.has(i)).length, no = p.no.filter((i) => members.has(i)).length;
-    if (yes * den > n * num) p.status = enact(state, h, p) ? "PASSED" : "REJECTED";
+    if (yes * den > n * num) p.status = (await enact(state, h, p, taken)) ? "PASSED" : "REJECTED";
     else if ((n - no) * den <= n * num) p.status = "REJECTED";
   }
-  function enact(state, h, p) {
+  async function enact(state, h, p, taken) {
     if (p.kind === "REMOVE_MEMBER") {
       const inst = state.insts[p.inst];
       if (!isMember(inst, h) || memberIds(state, h).length < 2) return false;
       inst.status = "REMOVED"; inst.effective = h + 1;
       return true;
     }
-    // an admission the chain refused because a key was taken by an identity this replay does
-    // not follow would diverge here: the next block's validator_set_hash then shows it
+    // as ledger/governance.py `_enact`: refused (the entry stays OK) when the institution
+    // exists or one of its keys is taken, by a key this replay follows or by an identity's
     if (state.insts[p.inst] || [p.gov, ...p.ops].some((k) => state.keys[k.kid])) return false;
+    if (await taken([p.gov, ...p.ops].map((k) => k.kid))) return false;
     state.keys[p.gov.kid] = { pub: p.gov.pub, role: "GOVERNANCE", inst: p.inst, active: true };
     for (const o of p.ops) state.keys[o.kid] = { pub: o.pub, role: "OPERATOR", inst: p.inst, active: true };
     state.insts[p.inst] = { status: "ACTIVE", effective: h + 1, gov: p.gov.kid, ops: p.ops.map((o) => o.kid).sort() };
@@ -144,7 +148,7 @@ const Trust = (() => {
   }
   const withKid = async (pub) => ({ pub, kid: await sha256(hexToBytes(pub)) });
 
-  async function apply(state, h, tx) {
+  async function apply(state, h, tx, taken) {
     const sender = state.keys[tx.sender];
     if (!sender) {
       if (tx.op === "RotateKey") return; // an identity's own key (not one the key set follows)
@@ -172,12 +176,12 @@ const Trust = (() => {
         gov: add ? await withKid(a.governance_public_key) : null,
         ops: add ? await Promise.all(a.operator_public_keys.map(withKid)) : [],
         expires: h + state.params.ttl, yes: [sender.inst], no: [], status: "OPEN" };
-      tally(state, h, tx.txId);
+      await tally(state, h, tx.txId, taken);
     } else if (tx.op === "CastVote") {
       const p = state.props[a.proposal_id];
       if (!p || p.status !== "OPEN") throw new Error("a vote on a proposal this replay does not have open");
       (a.approve ? p.yes : p.no).push(sender.inst);
-      tally(state, h, a.proposal_id);
+      await tally(state, h, a.proposal_id, taken);
     }
   }
 
@@ -318,6 +322,38 @@ const Trust = (() => {
   const stateBefore = (t, h) => { let s = t.cache.snapshots[0]; for (const x of t.cache.snapshots) if (x.after < h) s = x; return s.state; };
 
   const BLOCK_FIELDS = "height hash prevHash stateRoot txRoot validatorSetHash timestampMs firstOffset lastOffset certificate { votes { institutionId operatorKeyId publicKey signature } }";
+  // Block h with its leaves, its certificate verified against the key set of h and its
+  // tx_root recomputed (h at most the block being replayed, so its key set is known); else null
+  async function certifiedBlock(t, h) {
+    const d = await t.gql(`query($h: Int) { block(height: $h) { ${BLOCK_FIELDS} leaves } }`, { h });
+    const b = d.block;
+    if (!b || b.height !== h) return null;
+    const check = await checkBlock(b, await validatorSet(stateBefore(t, h), h));
+    if (check.verdict !== "yes" || (await merkleRoot(b.leaves)) !== b.txRoot) return null;
+    return b;
+  }
+
+  // Whether an accepted entry before position `pos` of block `current` registered one of
+  // `kids` as an identity key (RegisterIdentity, or RotateKey of an identity key), as the
+  // chain's key check sees it. The gateway names candidates; only a certified OK entry
+  // whose envelope registers one of the keys counts. A gateway that omits one makes the
+  // replay admit what the chain refused: later blocks then name another validator set and
+  // show UNVERIFIED, never verified.
+  async function registeredBefore(t, current, pos, kids) {
+    const d = await t.gql("query($k: [String!]!) { keyRegistrations(keyIds: $k) { txId height position envelope } }", { k: kids });
+    for (const x of d.keyRegistrations) {
+      if (x.height > current.height || (x.height === current.height && x.position >= pos) || !x.envelope) continue;
+      let tx;
+      try { tx = await parseEnvelope(hexToBytes(x.envelope)); } catch (e) { continue; }
+      const pub = tx.op === "RegisterIdentity" ? tx.args.public_key : tx.op === "RotateKey" ? tx.args.new_public_key : null;
+      if (!pub || !kids.includes(await sha256(hexToBytes(pub)))) continue;
+      const b = x.height === current.height ? current : await certifiedBlock(t, x.height);
+      const chainId = stateBefore(t, x.height).params.chainId;
+      if (b && tx.chainId === chainId && tx.txId === x.txId && b.leaves[x.position] === tx.txId + "00") return true;
+    }
+    return false;
+  }
+
   // Replays the key-set transactions of blocks below `height`; throws on anything that does not check.
   async function replayTo(t, height) {
     while (t.cache.replayedTo < height - 1) {
@@ -340,7 +376,7 @@ const Trust = (() => {
           const tx = await parseEnvelope(hexToBytes(x.envelope));
           if (tx.chainId !== state.params.chainId) throw new Error(`transaction ${x.txId.slice(0, 12)}… is for another chain`);
           if (tx.txId !== x.txId || b.leaves[x.position] !== tx.txId + "00") throw new Error(`transaction ${x.txId.slice(0, 12)}… is not an accepted entry of block ${g}`);
-          await apply(state, g, tx);
+          await apply(state, g, tx, (kids) => registeredBefore(t, b, x.position, kids));
         }
         t.cache.snapshots.push({ after: g, state });
         t.cache.verified[g] = b.hash;

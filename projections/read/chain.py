@@ -9,7 +9,8 @@ Theory of operation
   each query is served by an index of ``001_chain.sql`` (blocks: primary key; transactions
   by sender: ``transactions_sender``; by id: ``transactions_tx_id``; anchors by institution:
   ``anchors_institution``; keys by institution: ``keys_institution``; assets by owner:
-  ``assets_owner``), so pages stay fast at millions of rows.
+  ``assets_owner``; accepted entries by operation, for the explorer's replay:
+  ``transactions_operation`` of ``004``), so pages stay fast at millions of rows.
 * :func:`wait_for_height` is read-your-writes by height: it returns once the projection has
   committed block ``height`` (LISTEN on the runner's channel, with polling as a fallback).
 """

@@ -291,3 +291,18 @@ def accepted_of_operations(
         ).fetchall()
         found += [_tx(r) for r in rest]
     return found
+
+
+def registrations_of(conn: Conn, key_ids: list[bytes]) -> list[Transaction]:
+    """Accepted ``RegisterIdentity`` and ``RotateKey`` entries of the blocks where one of
+    ``key_ids`` first appeared, oldest first: candidates for the entry that registered it
+    (the explorer decodes each envelope to tell which, D54)."""
+    rows = conn.execute(
+        (
+            TX + "WHERE result_code = 0 AND operation = ANY(%s) AND height IN "
+            "(SELECT min(height) FROM chain.key_activity WHERE key_id = ANY(%s) GROUP BY key_id) "
+            "ORDER BY height, position"
+        ).encode(),
+        (["RegisterIdentity", "RotateKey"], key_ids),
+    ).fetchall()
+    return [_tx(r) for r in rows]

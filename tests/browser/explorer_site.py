@@ -33,8 +33,10 @@ from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from harness.gateway_support import INSTITUTION, ChainFixture
 from infra.postgres_server import Postgres
+from ledger.governance import prop_key
 from ledger.keys import KeyPair
 from ledger.members import key_key
+from ledger.tx import parse_tx
 from projections.iam import IamProjection
 from projections.runner import ProjectionRunner
 from runtime.kafka_config import admin_config
@@ -115,6 +117,8 @@ class Site:
     added_at: int
     removed_at: int
     new_operator: KeyPair
+    #: height of the vote that passed an admission the chain refused (a key was taken)
+    refused_at: int
 
 
 @pytest.fixture(scope="package")
@@ -163,6 +167,7 @@ def site(
             served.append(Served(create_app(config, services, iam.verifier())))
         chain.add_blocks(40)  # enough blocks for a few pages
         added_at, removed_at, new_operator = hand_over_operator(chain)
+        refused_at = refuse_admission(chain)
         chain.start_live(1.0)
         yield Site(
             served[0].url,
@@ -173,6 +178,7 @@ def site(
             added_at,
             removed_at,
             new_operator,
+            refused_at,
         )
     finally:
         for one in served:
@@ -207,6 +213,44 @@ def hand_over_operator(chain: ChainFixture) -> tuple[int, int, KeyPair]:
         chain.add_blocks(1)
     chain.wait_projected(chain.height)
     return added, removed, new
+
+
+def refuse_admission(chain: ChainFixture) -> int:
+    """inst-1 proposes inst-5, then inst-2 registers inst-5's operator key as a USER
+    identity, then inst-2 and inst-3 vote yes: the vote that passes it finds the key taken, so
+    the chain refuses the admission (proposal REJECTED, every entry OK). Returns the height
+    of that vote's block."""
+    sim = chain.sim
+    g1, g2, g3 = (chain.gov(i) for i in ("inst-1", "inst-2", "inst-3"))
+    newcomer, operator = KeyPair.from_seed(os.urandom(32)), KeyPair.from_seed(os.urandom(32))
+
+    def nonce(key: KeyPair) -> int:
+        record = sim.machine.state.get(key_key(key.key_id))
+        assert record is not None
+        return int(record["next_nonce"])
+
+    with chain.lock:
+        args = {
+            "institution_id": "inst-5",
+            "governance_public_key": newcomer.public_key,
+            "operator_public_keys": [operator.public_key],
+        }
+        propose = sim.tx(g1, "ProposeMember", args, nonce=nonce(g1))
+        sim.send([propose])
+        sim.finalize()
+        taken = {"public_key": operator.public_key, "kind": "USER", "label": "taken"}
+        sim.send([sim.tx(g2, "RegisterIdentity", taken, nonce=nonce(g2))])
+        sim.finalize()
+        vote = {"proposal_id": parse_tx(propose).tx_id, "approve": True}
+        sim.send([sim.tx(g, "CastVote", vote, nonce=nonce(g)) for g in (g2, g3)])
+        refused_at = chain.height = sim.finalize()
+    proposal = sim.machine.state.get(prop_key(parse_tx(propose).tx_id))
+    assert proposal is not None and proposal["status"] == "REJECTED", proposal
+    assert "inst-5" not in sim.machine.validator_set().members
+    for _ in range(2):
+        chain.add_blocks(1)
+    chain.wait_projected(chain.height)
+    return refused_at
 
 
 @pytest.fixture

@@ -155,3 +155,43 @@ def test_webcrypto_refusals_are_never_called_forged_when_zip215_accepts(
         assert (answer == "invalid") is not valid, (case["index"], case["note"], answer)
     assert "unknown" in answers, "WebCrypto accepted every edge case: nothing was left open"
     shot(page, "27-zip215-edge-cases")
+
+
+def test_an_admission_the_chain_refused_is_not_replayed(site: Site, page: Any) -> None:
+    """The vote that passed inst-5's admission found its operator key taken by an identity
+    (RegisterIdentity a block earlier): the chain refused it with every entry OK. The page
+    asks which entries registered the admission's keys, checks that one is certified, and
+    so derives the chain's validator set for the blocks after the vote."""
+    pin(page, site)
+    for height in (site.refused_at, site.refused_at + 1, site.refused_at + 2):
+        page.goto("about:blank")  # no verdict of the previous block left on the page
+        page.goto(site.url + "/")
+        _verdict(page, height, "yes")
+        checks = page.locator("#qc-checks")
+        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
+        sync_api.expect(checks).not_to_contain_text("✘")
+    shot(page, "28-block-after-refused-admission-verified")
+
+
+def test_a_gateway_hiding_the_registration_only_makes_blocks_unverified(
+    site: Site, page: Any
+) -> None:
+    """A gateway that omits the registration makes the page admit inst-5: the blocks after
+    the vote then name another set than the one derived, so they are UNVERIFIED, never
+    verified with a wrong key set."""
+
+    def handle(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        data = body.get("data") if isinstance(body, dict) else None
+        if data and "keyRegistrations" in data:
+            data["keyRegistrations"] = []
+        route.fulfill(response=response, json=body)
+
+    pin(page, site)
+    page.route("**/graphql", handle)
+    verdict = _verdict(page, site.refused_at + 1, "no")
+    sync_api.expect(verdict).to_contain_text("UNVERIFIED")
+    sync_api.expect(page.locator("#qc-checks")).to_contain_text(
+        "names a validator set OTHER than the one derived"
+    )

@@ -247,6 +247,29 @@ def test_batched_envelopes_match_the_transactions(engine: Engine, chain: ChainFi
     assert [t["height"] for t in key_set] == sorted(t["height"] for t in key_set)
 
 
+def test_key_registrations_name_the_entry_that_registered_a_key(
+    engine: Engine, chain: ChainFixture
+) -> None:
+    """``keyRegistrations`` (D54): the accepted registrations of the blocks where a key first
+    appeared, with envelopes the explorer decodes; bad ids are typed errors."""
+    query = (
+        "query($k: [String!]!) { keyRegistrations(keyIds: $k) "
+        "{ txId height position operation resultCode envelope } }"
+    )
+    found = both(engine, chain, query, k=[chain.service.key_id.hex()])["data"]["keyRegistrations"]
+    assert found and all(t["resultCode"] == 0 for t in found)
+    assert {t["operation"] for t in found} <= {"RegisterIdentity", "RotateKey"}
+    decoded = [parse_tx(bytes.fromhex(t["envelope"])) for t in found]
+    assert any(
+        tx.operation == "RegisterIdentity" and tx.args["public_key"] == chain.service.public_key
+        for tx in decoded
+    )
+    assert both(engine, chain, query, k=["00" * 32])["data"]["keyRegistrations"] == []
+    for bad in (["ab"], ["zz" * 32], ["00" * 32] * 18):
+        body = both(engine, chain, query, k=bad)
+        assert body["errors"] and body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+
+
 def test_one_statement_per_level(chain: ChainFixture) -> None:
     pool: ConnectionPool[Any] = ConnectionPool(
         chain.dsn,

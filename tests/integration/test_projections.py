@@ -114,7 +114,12 @@ def test_migrations_twice_change_nothing(postgres: Postgres) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         first = apply_migrations(conn, "chain", CHAIN_MIGRATIONS)
         schema = _schema(conn)
-        assert first == ["001_chain", "002_drop_pending_tx", "003_key_activity"]
+        assert first == [
+            "001_chain",
+            "002_drop_pending_tx",
+            "003_key_activity",
+            "004_transactions_operation",
+        ]
         assert apply_migrations(conn, "chain", CHAIN_MIGRATIONS) == []
         assert _schema(conn) == schema
         conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE namespace = 'chain'")

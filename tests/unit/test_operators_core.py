@@ -213,6 +213,38 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
     assert heights(net.published[primary]) == [1, 2, 3]
 
 
+def test_a_forged_label_only_delays_publication() -> None:
+    """Junk labelled as the first publisher (D47, D54): the operator that took over steps
+    back, holds again, and after the delay publishes everything it held; junk never
+    releases a held block."""
+    plan = consortium(4, max_block_txs=5)
+    nodes = [n for n in publication(1) if n != ("inst-0", 0)]  # the first publisher is down
+    net = Network(plan, nodes)
+    txs = anchors(plan, 15)
+    forged_label = make_core(plan, ("inst-0", 0)).operator.key_id
+    second = ("inst-1", 0)
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    net.feed_tx(txs[:5])
+    net.deliver_votes()
+    net.tick(0)
+    net.tick(delay)
+    assert heights(net.published[second]) == [1] and net.cores[second].took_over
+    net.announce(second)
+    # the attacker writes junk for the next height under the first publisher's label
+    for node, core in net.cores.items():
+        net.record(node, core.on_published(2, forged_label, b"junk"))
+    assert not net.cores[second].took_over  # the label is believed as a liveness hint ...
+    net.feed_tx(txs[5:10])
+    net.deliver_votes()
+    assert all(c.held_heights == [2] for c in net.cores.values())  # ... the bytes are not
+    net.tick(delay + 1)
+    assert heights(net.published[second]) == [1]  # late ...
+    net.tick(2 * delay + 1)
+    assert heights(net.published[second]) == [1, 2]  # ... never lost
+    assert net.cores[second].took_over
+    assert all(net.published[n] == [] for n in nodes if n != second)
+
+
 def test_a_publisher_that_skips_a_height_is_taken_over_for_it() -> None:
     plan = consortium(4, max_block_txs=5)
     nodes = publication(1)
