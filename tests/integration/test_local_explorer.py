@@ -1,0 +1,177 @@
+"""The local explorer (decisions D55): this installation's code, a remote gateway's data.
+
+A real gateway (uvicorn, over a chain projected by the real pipeline) serves a tampered
+``trust.js``; the local explorer in front of it serves the package's own files, forwards the
+public chain reads and the genesis, refuses everything else, and fails to start in one line
+when the gateway is unreachable or answers something that is not GraphQL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from harness.gateway_support import ChainFixture
+from infra import cli
+from infra.explorer import STATIC, create_app
+from infra.explorer_forward import ForwardLimits, RemoteGateway
+from infra.postgres_server import Postgres
+from tests.browser.explorer_site import Served
+
+pytestmark = pytest.mark.integration
+
+TAMPERED = b"/* served by a hostile gateway */ const Trust = { verify: () => 'VERIFIED' };\n"
+
+
+@pytest.fixture(scope="module")
+def chain(
+    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChainFixture]:
+    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("lx"))
+    yield fixture
+    fixture.close()
+
+
+@pytest.fixture(scope="module")
+def hostile(chain: ChainFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real gateway, public chain, whose static files include a tampered ``trust.js``."""
+    static = tmp_path_factory.mktemp("hostile") / "static"
+    shutil.copytree(STATIC, static, ignore=shutil.ignore_patterns("vendor"))
+    (static / "trust.js").write_bytes(TAMPERED)
+    served = Served(
+        chain.app(public_chain=True, genesis_file=chain.sim.genesis_path, static_dir=static)
+    )
+    yield served.url
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def private(chain: ChainFixture) -> Iterator[str]:
+    served = Served(chain.app())
+    yield served.url
+    served.stop()
+
+
+def _local(remote: RemoteGateway) -> Served:
+    return Served(create_app(remote))
+
+
+@pytest.fixture(scope="module")
+def local(hostile: str) -> Iterator[str]:
+    served = _local(RemoteGateway(hostile))
+    yield served.url
+    served.stop()
+
+
+def post(url: str, body: Any, **headers: str) -> httpx.Response:
+    return httpx.post(url + "/graphql", json=body, headers=headers, timeout=30)
+
+
+def code(response: httpx.Response) -> str:
+    return str(response.json()["errors"][0]["extensions"]["code"])
+
+
+def test_static_files_come_from_this_installation(local: str, hostile: str) -> None:
+    assert httpx.get(hostile + "/static/trust.js").content == TAMPERED
+    ours = httpx.get(local + "/static/trust.js")
+    assert ours.status_code == 200
+    assert ours.content == (STATIC / "trust.js").read_bytes() != TAMPERED
+    for path, name in (("/", "index.html"), ("/static/explorer.js", "explorer.js")):
+        assert httpx.get(local + path).content == (STATIC / name).read_bytes()
+
+
+def test_public_reads_and_the_genesis_are_forwarded(local: str, chain: ChainFixture) -> None:
+    r = post(local, {"query": "{ summary { height } }"})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["summary"]["height"] >= chain.height
+    query = "query($h: Int!) { block(height: $h) { height hash } }"
+    r = post(local, {"query": query, "variables": {"h": 3}, "operationName": None})
+    assert r.json()["data"]["block"]["height"] == 3
+    genesis = httpx.get(local + "/genesis.avro")
+    assert genesis.status_code == 200
+    assert genesis.content == Path(chain.sim.genesis_path).read_bytes()
+    assert "set-cookie" not in genesis.headers
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ('mutation { login(username: "ada", password: "pw") { token } }', "NOT_FORWARDED"),
+        ("{ me { sub } }", "NOT_FORWARDED"),
+        ("{ summary { height } me { sub } }", "NOT_FORWARDED"),
+        ("subscription { newBlock { height } }", "NOT_FORWARDED"),
+        ("{ ... on Query { me { sub } } }", "NOT_FORWARDED"),
+        ("{ summary { height ", "GRAPHQL_PARSE_FAILED"),
+    ],
+)
+def test_anything_but_a_public_read_is_refused(local: str, query: str, expected: str) -> None:
+    r = post(local, {"query": query})
+    assert (r.status_code, code(r)) == (400 if "PARSE" in expected else 403, expected), r.text
+
+
+def test_oversize_foreign_and_cross_site_requests_are_refused(local: str) -> None:
+    big = {"query": "{ summary { height } }", "variables": {"pad": "x" * 40_000}}
+    r = post(local, big)
+    assert (r.status_code, code(r)) == (413, "BODY_TOO_LARGE")
+    form = httpx.post(local + "/graphql", content=b'{"query": "{ summary { height } }"}')
+    assert form.status_code == 415  # no application/json: a cross-site form could send it
+    rebound = post(local, {"query": "{ summary { height } }"}, Host="evil.example")
+    assert rebound.status_code == 400  # DNS rebinding: the Host is not this server
+    assert httpx.get(local + "/objects/x/proof").status_code == 404
+    assert httpx.get(local + "/metrics").status_code == 404
+
+
+def test_an_oversize_answer_is_a_bad_gateway(hostile: str) -> None:
+    served = _local(RemoteGateway(hostile, limits=ForwardLimits(max_answer_bytes=200)))
+    try:
+        r = post(served.url, {"query": "{ blocks(first: 20) { edges { node { hash } } } }"})
+        assert (r.status_code, code(r)) == (502, "BAD_GATEWAY")
+        assert "more than 200 bytes" in r.text
+    finally:
+        served.stop()
+
+
+def test_the_browser_credentials_are_never_forwarded(private: str, chain: ChainFixture) -> None:
+    """Only a token the user gave the command reaches the gateway, not the page's."""
+    token = chain.tokens.token()
+    read = {"query": "{ summary { height } }"}
+    served = _local(RemoteGateway(private))
+    try:
+        r = post(served.url, read, Authorization=f"Bearer {token}", Cookie="session=1")
+        assert (r.status_code, code(r)) == (401, "UNAUTHENTICATED")
+    finally:
+        served.stop()
+    served = _local(RemoteGateway(private, token=token))
+    try:
+        r = post(served.url, read)
+        assert r.status_code == 200 and r.json()["data"]["summary"]["height"] >= 0
+    finally:
+        served.stop()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_an_unreachable_or_foreign_gateway_is_one_line(
+    capsys: pytest.CaptureFixture[str], hostile: str, private: str
+) -> None:
+    cases = [
+        (f"http://127.0.0.1:{_closed_port()}", "cannot be reached: [Errno 111] Connection refused"),
+        (hostile + "/static", "answered HTTP 405 (text/plain"),  # a server, not a gateway
+        (private, "does not make its chain public (401)"),
+    ]
+    for url, expected in cases:
+        assert cli.main(["explorer", "--gateway", url, "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("pantheon: error: the gateway at "), err
+        assert expected in err, err
