@@ -5,11 +5,12 @@ page's scripts too: a gateway that serves its own ``trust.js`` can make any bloc
 This command serves the explorer's static files from the installed ``gateway`` package (the
 files every gateway serves) on a loopback port, and forwards to the gateway the user names
 only the page's public data requests (:mod:`infra.explorer_forward`): ``POST /graphql`` chain
-reads and ``GET /genesis.avro``. Nothing else reaches the gateway (no login, no mutation, no
-``/objects``, no subscription: the page says "Offline" and a reload shows new blocks).
+reads and ``GET /genesis.avro``, and its ``newBlock`` subscription (:mod:`infra.explorer_live`).
+Nothing else reaches the gateway (no login, no mutation, no ``/objects``).
 
 Routes: ``GET /``, ``/favicon.ico``, ``/static/*``, ``GET /graphql`` (GraphiQL or the
-playground, as the gateway would), ``POST /graphql`` and ``GET /genesis.avro`` (forwarded).
+playground, as the gateway would), ``POST /graphql``, ``WS /graphql`` and ``GET /genesis.avro``
+(forwarded).
 A request must name this server's host (``Host``, against DNS rebinding) and a ``POST`` must
 be ``application/json`` (a cross-site form cannot send it without a preflight, which is not
 answered), so another site open in the browser cannot use the token given with
@@ -32,12 +33,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 
 import gateway
 from gateway.errors import BodyTooLarge, GatewayError
 from infra.explorer_forward import ExplorerError, RemoteGateway, public_request
+from infra.explorer_live import relay
 
 STATIC = Path(gateway.__file__).resolve().parent / "static"
 """The explorer's files in this installation (the same directory every gateway serves)."""
@@ -93,6 +96,9 @@ def create_app(remote: RemoteGateway, host: str = "127.0.0.1", static: Path = ST
         page = "graphiql.html" if installed else "playground.html"
         return FileResponse(static / page, media_type="text/html")
 
+    async def live(ws: WebSocket) -> None:
+        await relay(ws, remote)
+
     async def index(_request: Request) -> Response:
         return FileResponse(static / "index.html", media_type="text/html")
 
@@ -106,6 +112,7 @@ def create_app(remote: RemoteGateway, host: str = "127.0.0.1", static: Path = ST
             Route("/favicon.ico", favicon, methods=["GET"]),
             Route("/graphql", forward_graphql, methods=["POST"]),
             Route("/graphql", graphql_page, methods=["GET"]),
+            WebSocketRoute("/graphql", live),
             Route("/genesis.avro", forward_genesis, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],

@@ -110,6 +110,25 @@ def public_request(body: bytes, limits: Limits) -> bytes:
     return json.dumps(forwarded).encode()
 
 
+LIVE_FIELDS = frozenset({"newBlock"})
+"""The subscriptions the local explorer relays: new blocks (public chain data)."""
+
+
+def public_subscription(query: object, limits: Limits) -> str:
+    """``query`` if it is a subscription to :data:`LIVE_FIELDS` only, else a refusal."""
+    if not isinstance(query, str) or len(query) > limits.max_body_bytes:
+        raise NotForwarded("a subscription's query must be a short string")
+    for definition in parse_query(query, limits).definitions:
+        if not isinstance(definition, OperationDefinitionNode) or (
+            definition.operation is not OperationType.SUBSCRIPTION
+        ):
+            raise NotForwarded("only subscriptions to new blocks are relayed")
+        for selection in definition.selection_set.selections:
+            if not isinstance(selection, FieldNode) or selection.name.value not in LIVE_FIELDS:
+                raise NotForwarded("only subscriptions to new blocks are relayed")
+    return query
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
         return None  # a 3xx is answered as it is, and refused below as not JSON

@@ -2,7 +2,8 @@
 
 ``pantheon explorer``'s app runs in front of the site's public gateway; the page, loaded from
 the local server only, verifies blocks before, at and after the site's operator change
-against the pinned genesis, and every request it makes goes to the local server.
+against the pinned genesis, gets live blocks through the relayed subscription, and every
+request it makes goes to the local server.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def test_the_local_explorer_verifies_blocks_against_the_pin(
     page.on("request", lambda request: requested.append(request.url))
     page.goto(local + "/#genesis=" + site.genesis_hash)
     sync_api.expect(page.locator("#latest-blocks tbody tr").first).to_be_visible()
+    live = page.locator("#status")  # the newBlock subscription, relayed by the local server
+    sync_api.expect(live).to_have_text("Live: new blocks appear automatically", timeout=30_000)
     for height in (site.added_at - 1, site.removed_at + 1):
         page.goto(f"{local}/#/block/{height}")
         verdict = page.locator("#qc-verdict")

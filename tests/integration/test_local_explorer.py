@@ -2,12 +2,14 @@
 
 A real gateway (uvicorn, over a chain projected by the real pipeline) serves a tampered
 ``trust.js``; the local explorer in front of it serves the package's own files, forwards the
-public chain reads and the genesis, refuses everything else, and fails to start in one line
-when the gateway is unreachable or answers something that is not GraphQL.
+public chain reads, the genesis and the new-block subscription, refuses everything else,
+and fails to start in one line when the gateway is unreachable or answers something that is
+not GraphQL.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from collections.abc import Iterator
@@ -16,6 +18,9 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin, Subprotocol
 
 from harness.gateway_support import ChainFixture
 from infra import cli
@@ -175,3 +180,52 @@ def test_an_unreachable_or_foreign_gateway_is_one_line(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("pantheon: error: the gateway at "), err
         assert expected in err, err
+
+
+def _socket(local: str, **kwargs: Any) -> Any:
+    return ws_connect(
+        local.replace("http://", "ws://") + "/graphql",
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        open_timeout=10,
+        **kwargs,
+    )
+
+
+def test_new_blocks_are_relayed_without_the_pages_token(local: str, chain: ChainFixture) -> None:
+    with _socket(local) as ws:
+        # the gateway refuses a bad token rather than reading it as anonymous (D39): the ack
+        # shows the page's token was replaced by none
+        ws.send(json.dumps({"type": "connection_init", "payload": {"token": "not-a-token"}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        query = "subscription { newBlock { height } }"
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        height = chain.add_blocks(1)
+        while True:
+            message = json.loads(ws.recv(timeout=30))
+            assert message["type"] == "next", message
+            if message["payload"]["data"]["newBlock"]["height"] == height:
+                break
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"id": "1", "type": "subscribe", "payload": {"query": "{ summary { height } }"}},
+        {"id": "1", "type": "subscribe", "payload": {"query": "subscription { me { sub } }"}},
+        {"type": "connection_terminate"},
+    ],
+)
+def test_other_socket_messages_close_the_socket(local: str, message: dict[str, Any]) -> None:
+    with _socket(local) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        ws.send(json.dumps(message))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
+def test_a_socket_from_another_site_is_refused(local: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        _socket(local, origin=Origin("http://evil.example"))
+    assert refused.value.response.status_code == 403

@@ -27,6 +27,7 @@ from infra.explorer_forward import (
     RemoteGateway,
     public_request,
 )
+from infra.explorer_live import upstream_message, ws_url
 
 LIMITS = Limits()
 
@@ -156,3 +157,37 @@ def test_redirects_are_not_followed_and_garbage_is_a_bad_gateway() -> None:
         pytest.raises(ExplorerError, match=garbage),
     ):
         RemoteGateway(url, limits=QUICK).probe()
+
+
+def test_socket_messages_are_rebuilt_with_the_commands_token_only() -> None:
+    init = {"type": "connection_init", "payload": {"token": "the page's"}}
+    assert json.loads(upstream_message(json.dumps(init), None, LIMITS)) == {
+        "type": "connection_init",
+        "payload": {"token": ""},
+    }
+    assert json.loads(upstream_message(json.dumps(init), "t0", LIMITS))["payload"] == {
+        "token": "t0"
+    }
+    sub = {
+        "id": 7,
+        "type": "subscribe",
+        "payload": {"query": "subscription { newBlock { height } }", "x": 1},
+    }
+    assert json.loads(upstream_message(json.dumps(sub), None, LIMITS)) == {
+        "id": "7",
+        "type": "subscribe",
+        "payload": {"query": sub["payload"]["query"], "variables": {}},  # type: ignore[index]
+    }
+    assert json.loads(upstream_message('{"type": "pong", "extra": 1}', None, LIMITS)) == {
+        "type": "pong"
+    }
+    for refused in (
+        '{"id": "1", "type": "subscribe", "payload": {"query": "{ summary { height } }"}}',
+        '{"id": "1", "type": "subscribe", "payload": "subscription { newBlock { height } }"}',
+        '{"type": "connection_terminate"}',
+        "[]",
+        "ping",
+    ):
+        with pytest.raises(NotForwarded):
+            upstream_message(refused, None, LIMITS)
+    assert ws_url("https://h:1/base") == "wss://h:1/base/graphql"
