@@ -10,8 +10,13 @@ not GraphQL.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from tests.browser.explorer_site import Served
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 TAMPERED = b"/* served by a hostile gateway */ const Trust = { verify: () => 'VERIFIED' };\n"
 
 
@@ -229,3 +235,30 @@ def test_a_socket_from_another_site_is_refused(local: str) -> None:
     with pytest.raises(InvalidStatus) as refused:
         _socket(local, origin=Origin("http://evil.example"))
     assert refused.value.response.status_code == 403
+
+
+def test_the_command_prints_the_address_and_serves_until_interrupted(
+    hostile: str, chain: ChainFixture
+) -> None:
+    genesis = chain.sim.genesis.hash().hex()
+    argv = [sys.executable, "-m", "infra.cli", "explorer", "--gateway", hostile, "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [*argv, "--genesis", genesis], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    ) as process:
+        _check_served(process, hostile, genesis)
+
+
+def _check_served(process: subprocess.Popen[str], hostile: str, genesis: str) -> None:
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert f"reading public chain data from {hostile} (height " in lines[1], lines
+        url = lines[2].strip()
+        assert re.fullmatch(rf"http://127\.0\.0\.1:\d+/#genesis={genesis}", url), lines
+        base = url.split("#")[0].rstrip("/")
+        assert httpx.get(base + "/static/trust.js").content == (STATIC / "trust.js").read_bytes()
+        assert post(base, {"query": "{ summary { height } }"}).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130  # interrupted (D36), after a clean shutdown
