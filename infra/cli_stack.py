@@ -127,8 +127,8 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                 f"\n  genesis     {genesis}\n"
                 "              the explorer's trust anchor: pin it once with "
                 f"{first_url}/#genesis={genesis}\n"
-                "              or run the explorer with this installation's code (D55): "
-                f"`{local_explorer(first_url, genesis)}`"
+                "              or serve the explorer from this installation's code (D55; "
+                f"until Ctrl-C):\n                {local_explorer(first_url, genesis)}"
             )
         for service, what in (
             ("batcher", "Layer 2 (device records -> CommitBatch)"),
