@@ -11,6 +11,7 @@ Nothing else reaches the gateway (no login, no mutation, no ``/objects``).
 Routes: ``GET /``, ``/favicon.ico``, ``/static/*``, ``GET /graphql`` (GraphiQL or the
 playground, as the gateway would), ``POST /graphql``, ``WS /graphql`` and ``GET /genesis.avro``
 (forwarded).
+The gateway's deadlines for a slow request head and body apply (:mod:`gateway.deadlines`).
 A request must name this server's host (``Host``, against DNS rebinding) and a ``POST`` must
 be ``application/json`` (a cross-site form cannot send it without a preflight, which is not
 answered), so another site open in the browser cannot use the token given with
@@ -38,6 +39,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 import gateway
+from gateway.deadlines import (
+    DEFAULT_BODY_MIN_RATE,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEAD_TIMEOUT_S,
+    BodyDeadline,
+    HeadDeadlineProtocol,
+)
 from gateway.errors import BodyTooLarge, GatewayError
 from infra.explorer_forward import ExplorerError, RemoteGateway, public_request
 from infra.explorer_live import relay
@@ -70,7 +78,12 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(remote: RemoteGateway, host: str = "127.0.0.1", static: Path = STATIC) -> Starlette:
+def create_app(
+    remote: RemoteGateway,
+    host: str = "127.0.0.1",
+    static: Path = STATIC,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+) -> Starlette:
     """The local explorer's ASGI app: local files, public reads forwarded to ``remote``."""
     limits = remote.limits.request
 
@@ -116,7 +129,12 @@ def create_app(remote: RemoteGateway, host: str = "127.0.0.1", static: Path = ST
             Route("/genesis.avro", forward_genesis, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+            # a trickled body is cut as on the gateway (408); the head's deadline is uvicorn's
+            # protocol, set by cmd_explorer
+            Middleware(BodyDeadline, timeout_s=body_timeout_s, min_rate=DEFAULT_BODY_MIN_RATE),
+        ],
     )
 
 
@@ -151,7 +169,12 @@ def cmd_explorer(args: argparse.Namespace) -> int:
         print("Pin the consortium's genesis hash on a block page (or pass --genesis HASH).")
     if args.host not in LOOPBACK_NAMES:
         print(f"Warning: listening on {args.host}, not only this machine", file=sys.stderr)
-    config = uvicorn.Config(create_app(remote, args.host), log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        create_app(remote, args.host),
+        log_level="warning",
+        lifespan="off",
+        http=HeadDeadlineProtocol.with_timeout(DEFAULT_HEAD_TIMEOUT_S),
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

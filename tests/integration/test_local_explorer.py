@@ -138,6 +138,23 @@ def test_oversize_foreign_and_cross_site_requests_are_refused(local: str) -> Non
     assert httpx.get(local + "/metrics").status_code == 404
 
 
+def test_a_trickled_body_is_cut_at_the_deadline(hostile: str) -> None:
+    served = Served(create_app(RemoteGateway(hostile), body_timeout_s=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
+            conn.sendall(
+                b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"REQUEST_TIMEOUT" in answer
+    finally:
+        served.stop()
+
+
 def test_an_oversize_answer_is_a_bad_gateway(hostile: str) -> None:
     served = _local(RemoteGateway(hostile, limits=ForwardLimits(max_answer_bytes=200)))
     try:
