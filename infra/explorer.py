@@ -140,6 +140,7 @@ def create_app(
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket, or a one-line :class:`ExplorerError` (port taken, bad address)."""
+    sock: socket.socket | None = None
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(info[0], socket.SOCK_STREAM)
@@ -147,6 +148,8 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind(info[4])
         sock.listen(128)
     except OSError as exc:
+        if sock is not None:
+            sock.close()
         raise ExplorerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
@@ -196,11 +199,26 @@ def add_explorer(
         cmd_explorer,
         "serve the explorer from this installation, reading public chain data from a gateway",
     )
-    p.add_argument("--gateway", required=True, help="the gateway's address, http://host:port")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument(
+        "--gateway", required=True, metavar="URL", help="the gateway's address, http://host:port"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        metavar="P",
+        help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
-    p.add_argument("--genesis", type=_genesis_hash, help="genesis hash to pin (in the URL)")
+    p.add_argument(
+        "--genesis",
+        type=_genesis_hash,
+        metavar="HASH",
+        help="the consortium's genesis hash, pinned by the printed address (from a source you "
+        "trust, not from this gateway)",
+    )
     p.add_argument(
         "--token-file",
+        metavar="FILE",
         help="send this file's token to the gateway (only if its chain is private; default none)",
     )

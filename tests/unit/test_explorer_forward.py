@@ -17,6 +17,7 @@ import pytest
 
 from gateway.errors import BodyTooLarge, GatewayError, ParseFailed
 from gateway.limits import Limits
+from infra.explorer import listen
 from infra.explorer_forward import (
     PUBLIC_FIELDS,
     BadGateway,
@@ -191,3 +192,10 @@ def test_socket_messages_are_rebuilt_with_the_commands_token_only() -> None:
         with pytest.raises(NotForwarded):
             upstream_message(refused, None, LIMITS)
     assert ws_url("https://h:1/base") == "wss://h:1/base/graphql"
+
+
+def test_a_taken_port_is_one_typed_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ExplorerError, match=f"cannot listen on 127.0.0.1:{port}: Address"):
+            listen("127.0.0.1", port)
