@@ -13,6 +13,8 @@ Stack commands::
     pantheon genesis create|show             a consortium's genesis and its keystore
     pantheon validator --institution X ...   one operator's validator (foreground)
     pantheon iam create-admin|forget-user|shred-forgotten   an institution's users (off-chain)
+    pantheon explorer --gateway URL [--genesis HASH]   the explorer with this installation's
+                                code, reading public chain data from any gateway (D55)
 
 Errors are printed as one clear line (and the tail of a log when useful); exit codes: see
 :func:`main`.
@@ -42,6 +44,7 @@ from infra.cli_stack import (
     settings_of,
 )
 from infra.consortium import SERVICES
+from infra.explorer import add_explorer
 from infra.invocation import pantheon
 from infra.local import Local, describe, option
 from infra.settings import Settings
@@ -211,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_iam(sub, add)
+    add_explorer(sub, add)
 
     keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
     key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")

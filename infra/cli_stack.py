@@ -77,9 +77,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _print_status(stack, as_json=args.json)
 
 
+def local_explorer(gateway_url: str, genesis: str | None) -> str:
+    """The command that serves the explorer from this installation over ``gateway_url``."""
+    pinned = ("--genesis", genesis) if genesis else ()
+    return pantheon("explorer", "--gateway", gateway_url, *pinned)
+
+
 def _print_status(stack: Stack, *, as_json: bool) -> int:
     statuses = stack.status()
     validators = stack.validators()
+    gateways = stack.consortium.gateways()
+    genesis = stack.consortium.genesis_hash()
+    first_url = next(iter(gateways.values()))[2] if gateways else None
     if as_json:
         print(
             json.dumps(
@@ -89,10 +98,11 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
                     "projectors": [p.as_dict() for p in stack.projectors()],
                     "batchers": stack.consortium.running("batcher"),
                     "auditors": stack.consortium.running("auditor"),
-                    "genesis_hash": stack.consortium.genesis_hash(),
+                    "genesis_hash": genesis,
+                    "local_explorer": first_url and local_explorer(first_url, genesis),
                     "gateways": [
                         {"name": inst, "running": run, "healthy": ok, "url": url}
-                        for inst, (run, ok, url) in stack.consortium.gateways().items()
+                        for inst, (run, ok, url) in gateways.items()
                     ],
                 },
                 indent=2,
@@ -107,19 +117,18 @@ def _print_status(stack: Stack, *, as_json: bool) -> int:
         for v in validators:
             state = "healthy" if v.healthy else ("UNHEALTHY" if v.running else "stopped")
             print(f"  {v.name:<11} {state:<10} {v.cut_height:<6} {v.final_height:<6} {v.detail}")
-        gateways = stack.consortium.gateways()
         if gateways:
             print("\n  gateway     state      explorer and GraphQL (POST /graphql, playground GET)")
         for inst, (running, ok, url) in gateways.items():
             state = "healthy" if ok else ("UNHEALTHY" if running else "stopped")
             print(f"  {inst:<11} {state:<10} {url}/")
-        genesis = stack.consortium.genesis_hash()
-        if gateways and genesis:
-            url = next(iter(gateways.values()))[2]
+        if first_url and genesis:
             print(
                 f"\n  genesis     {genesis}\n"
                 "              the explorer's trust anchor: pin it once with "
-                f"{url}/#genesis={genesis}"
+                f"{first_url}/#genesis={genesis}\n"
+                "              or serve the explorer from this installation's code (D55; "
+                f"until Ctrl-C):\n                {local_explorer(first_url, genesis)}"
             )
         for service, what in (
             ("batcher", "Layer 2 (device records -> CommitBatch)"),

@@ -315,6 +315,34 @@ def test_missing_password_says_where_it_is(stack: tuple[Settings, str], argv: li
     assert "PGPASSWORD" in line
 
 
+def test_the_printed_local_explorer_command_serves_the_stacks_chain(
+    stack: tuple[Settings, str],
+) -> None:
+    """`up` names, not in backquotes (it serves until Ctrl-C), the command of D55."""
+    settings, out = stack
+    gateway = f"http://127.0.0.1:{settings.gateway_port}"
+    found = re.search(
+        rf"^ +(\S.* explorer --gateway {re.escape(gateway)} --genesis \w{{64}})$", out, re.M
+    )
+    assert found, out
+    with subprocess.Popen(
+        ["bash", "-c", f"exec {found.group(1)} --port 0"],
+        env=fresh_env(),
+        cwd=os.getcwd(),
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(3)]
+            assert f"reading public chain data from {gateway} (height " in lines[1], lines
+            page = urllib.request.urlopen(lines[2].strip().split("#")[0], timeout=10).read()
+            assert b"Pantheon explorer" in page
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
 def test_zz_printed_commands_run_in_a_new_shell(stack: tuple[Settings, str]) -> None:
     """Last in the module: it runs the printed `down`."""
     settings, out = stack
