@@ -20,12 +20,13 @@ FILE and prints where the CPU went.
 
     python -m bench.gateway [--mode dashboard|mix] [--seconds 10] [--connections 32]
                             [--live 1.0] [--no-cache] [--profile FILE] [--workers N]
-                            [--client python|hey]
+                            [--client python|hey] [--threads N] [--plain-http]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -118,6 +119,7 @@ def serve(argv: list[str]) -> int:
     from gateway.app import GatewayConfig, create_app  # noqa: PLC0415
     from gateway.auth.tokens import TokenVerifier  # noqa: PLC0415
     from gateway.context import Services  # noqa: PLC0415
+    from gateway.serving import GatewayProtocol, settle_heap  # noqa: PLC0415
     from gateway.workers import Supervisor, listener, reserve  # noqa: PLC0415
 
     p = argparse.ArgumentParser()
@@ -126,6 +128,8 @@ def serve(argv: list[str]) -> int:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--plain-http", action="store_true")
     args = p.parse_args(argv)
     jwks = json.loads(Path(args.jwks).read_text())
 
@@ -136,16 +140,21 @@ def serve(argv: list[str]) -> int:
         )
         services = Services(institution=INSTITUTION, pool=pool)
         config = GatewayConfig(institution=INSTITUTION, cache_responses=not args.no_cache)
+        if args.threads > 0:
+            config = dataclasses.replace(config, execution_threads=args.threads)
         app = create_app(config, services, verifier, jwks=lambda: jwks)
         ready()
+        if not args.plain_http:
+            settle_heap()
         server = uvicorn.Server(
-            uvicorn.Config(
+            uvicorn.Config(  # as gateway/server.py configures it
                 app,
                 log_level="warning",
                 access_log=False,
                 loop="uvloop",
-                http="httptools",
+                http="httptools" if args.plain_http else GatewayProtocol,
                 ws="none",
+                proxy_headers=False,
             )
         )
         server.run(sockets=[listener("127.0.0.1", args.port)])
@@ -275,6 +284,14 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument(
+        "--threads", type=int, default=0, help="query threads per worker (0: the gateway's)"
+    )
+    parser.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="uvicorn's own protocol and the default collector (before D50), to compare",
+    )
+    parser.add_argument(
         "--client",
         choices=("python", "hey"),
         default="python",
@@ -320,6 +337,10 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             str(port),
         ]
         cmd += ["--workers", str(args.workers)]
+        if args.threads > 0:
+            cmd += ["--threads", str(args.threads)]
+        if args.plain_http:
+            cmd.append("--plain-http")
         if args.no_cache:
             cmd.append("--no-cache")
         proc = subprocess.Popen(cmd)

@@ -207,8 +207,7 @@ class GraphQLEndpoint:
                 metrics.auth_failures.labels(inst, label).inc()
             elif exc.code not in ("BAD_USER_INPUT", "GRAPHQL_VALIDATION_FAILED"):
                 metrics.limited.labels(inst, exc.code).inc()
-        metrics.requests.labels(inst, kind, outcome).inc()
-        metrics.latency.labels(inst, kind).observe(time.perf_counter() - started)
+        metrics.finished(kind, outcome, time.perf_counter() - started)
         return response
 
 
