@@ -12,40 +12,9 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from gateway.serving import GEN0_THRESHOLD, CoalescingCycle, GatewayProtocol, settle_heap
+from harness.gateway_support import RecordingTransport
 
 Send = Callable[[dict[str, Any]], Any]
-
-
-class FakeTransport:
-    """Records each ``write`` separately (a real socket would merge or split them)."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "written after close"
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_protocol(self, _protocol: Any) -> None:
-        pass
 
 
 def app_sending(*messages: dict[str, Any]) -> Any:
@@ -76,13 +45,13 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 def serve(
     loop: asyncio.AbstractEventLoop, app: Any, data: bytes, head_timeout_s: float = 10.0
-) -> tuple[FakeTransport, GatewayProtocol]:
+) -> tuple[RecordingTransport, GatewayProtocol]:
     config = Config(app, log_level="critical", lifespan="off", proxy_headers=False)
     config.load()
     protocol_class = GatewayProtocol.with_timeout(head_timeout_s)
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
     assert isinstance(protocol, GatewayProtocol)
-    transport = FakeTransport()
+    transport = RecordingTransport()
 
     async def drive() -> None:
         protocol.connection_made(transport)  # type: ignore[arg-type]
@@ -148,7 +117,7 @@ def test_expect_100_continue_is_not_held(loop: asyncio.AbstractEventLoop) -> Non
         b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
     )
     seen: list[list[bytes]] = []
-    transport_box: list[FakeTransport] = []
+    transport_box: list[RecordingTransport] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Send) -> None:
         receiving = asyncio.ensure_future(receive())
@@ -159,7 +128,7 @@ def test_expect_100_continue_is_not_held(loop: asyncio.AbstractEventLoop) -> Non
     config = Config(app, log_level="critical", lifespan="off", proxy_headers=False)
     config.load()
     protocol = GatewayProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
-    transport = FakeTransport()
+    transport = RecordingTransport()
     transport_box.append(transport)
 
     async def drive() -> None:
@@ -193,7 +162,7 @@ def test_a_slow_head_still_gets_408(loop: asyncio.AbstractEventLoop) -> None:
     protocol = GatewayProtocol.with_timeout(0.05)(
         config=config, server_state=ServerState(), app_state={}, _loop=loop
     )
-    transport = FakeTransport()
+    transport = RecordingTransport()
 
     async def drive() -> None:
         protocol.connection_made(transport)  # type: ignore[arg-type]
