@@ -16,16 +16,21 @@ through the explorer's pages with varied arguments: the dashboard, a block by ra
 a transaction by random id, an address page, an institution's device records (mix: a new
 block every 0.5 s unless ``--live`` says otherwise). ``--profile FILE`` samples the gateway
 with py-spy (``pip install py-spy``) during the measured run, writes its collapsed stacks to
-FILE and prints where the CPU went.
+FILE and prints where the CPU went. ``--execution-cpu`` first measures, in this process and
+one request at a time, the CPU (thread time) of decoding and preparing, executing and
+encoding the queries (decisions D50); ``--threads N`` sets the query threads per worker and
+``--plain-http`` serves with uvicorn's own protocol and collector settings, to compare.
 
     python -m bench.gateway [--mode dashboard|mix] [--seconds 10] [--connections 32]
                             [--live 1.0] [--no-cache] [--profile FILE] [--workers N]
-                            [--client python|hey]
+                            [--client python|hey] [--threads N] [--plain-http]
+                            [--execution-cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -118,6 +123,7 @@ def serve(argv: list[str]) -> int:
     from gateway.app import GatewayConfig, create_app  # noqa: PLC0415
     from gateway.auth.tokens import TokenVerifier  # noqa: PLC0415
     from gateway.context import Services  # noqa: PLC0415
+    from gateway.serving import GatewayProtocol, settle_heap  # noqa: PLC0415
     from gateway.workers import Supervisor, listener, reserve  # noqa: PLC0415
 
     p = argparse.ArgumentParser()
@@ -126,6 +132,8 @@ def serve(argv: list[str]) -> int:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--plain-http", action="store_true")
     args = p.parse_args(argv)
     jwks = json.loads(Path(args.jwks).read_text())
 
@@ -136,16 +144,21 @@ def serve(argv: list[str]) -> int:
         )
         services = Services(institution=INSTITUTION, pool=pool)
         config = GatewayConfig(institution=INSTITUTION, cache_responses=not args.no_cache)
+        if args.threads > 0:
+            config = dataclasses.replace(config, execution_threads=args.threads)
         app = create_app(config, services, verifier, jwks=lambda: jwks)
         ready()
+        if not args.plain_http:
+            settle_heap()
         server = uvicorn.Server(
-            uvicorn.Config(
+            uvicorn.Config(  # as gateway/server.py configures it
                 app,
                 log_level="warning",
                 access_log=False,
                 loop="uvloop",
-                http="httptools",
+                http="httptools" if args.plain_http else GatewayProtocol,
                 ws="none",
+                proxy_headers=False,
             )
         )
         server.run(sockets=[listener("127.0.0.1", args.port)])
@@ -241,6 +254,51 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
+def execution_cpu(dsn: str, jwks: dict[str, Any], token: str, bodies: list[bytes]) -> None:
+    """This thread's CPU per request for each step after HTTP, in this process, one at a time
+    (no threads, no other request): what the gateway's code costs without contention."""
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415
+
+    from gateway.auth.tokens import TokenVerifier  # noqa: PLC0415
+    from gateway.context import Services  # noqa: PLC0415
+    from gateway.engine import Engine, encode  # noqa: PLC0415
+    from gateway.limits import Limits  # noqa: PLC0415
+
+    verifier = TokenVerifier.from_jwks(jwks, issuer=ISSUER, audience=AUDIENCE, clock=time.time)
+    claims = verifier.verify(token)
+    with ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        engine = Engine(Services(institution=INSTITUTION, pool=pool), Limits())
+        steps = {"decode + prepare": 0.0, "execute (plan, resolvers, SQL)": 0.0, "encode": 0.0}
+        rounds = 3000
+        for i in range(rounds + 200):  # the first 200 warm the caches and the statements
+            body = bodies[i % len(bodies)]
+            t0 = time.thread_time()
+            payload = json.loads(body)
+            prepared = engine.prepare(
+                payload["query"], payload.get("variables"), payload.get("operationName"), claims
+            )
+            t1 = time.thread_time()
+            result = engine.run(prepared, claims)
+            t2 = time.thread_time()
+            encode(result)
+            t3 = time.thread_time()
+            if i >= 200:
+                for name, spent in zip(steps, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    steps[name] += spent
+        print("  in-process CPU per request, one at a time (thread time):")
+        for name, spent in steps.items():
+            print(f"    {1000 * spent / rounds:.3f} ms  {name}")
+
+
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def report(run: LoadResult, cpu: dict[str, float], warm: LoadResult, workers: int) -> None:
     """Print one run's figures (``cpu``: seconds used during the run, by whom)."""
     n = max(run.requests, 1)
@@ -258,6 +316,9 @@ def report(run: LoadResult, cpu: dict[str, float], warm: LoadResult, workers: in
         f"machine busy {100 * cpu['busy'] / cpu['total']:.0f}% of {os.cpu_count()} cores, "
         f"the gateway's share {100 * cpu['gateway'] / cpu['total']:.0f}%"
     )
+    print(
+        f"  gateway CPU in the kernel {100 * cpu['gateway_sys'] / max(cpu['gateway'], 1e-9):.0f}%"
+    )
     errors = [*warm.errors, *run.errors]
     print(f"  errors     {len(errors)}" + (f"  first: {errors[0]}" if errors else ""))
 
@@ -274,6 +335,19 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     parser.add_argument("--mode", choices=("dashboard", "mix"), default="dashboard")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="query threads per worker (0: the gateway's)"
+    )
+    parser.add_argument(
+        "--execution-cpu",
+        action="store_true",
+        help="also measure the CPU of prepare, execute and encode in this process",
+    )
+    parser.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="uvicorn's own protocol and the default collector (before D50), to compare",
+    )
     parser.add_argument(
         "--client",
         choices=("python", "hey"),
@@ -304,6 +378,8 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             bodies = [json.dumps({"query": QUERY}).encode()]
         import socket  # noqa: PLC0415
 
+        if args.execution_cpu:
+            execution_cpu(chain.dsn, chain.tokens.ring.jwks(), token, bodies)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -320,6 +396,10 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             str(port),
         ]
         cmd += ["--workers", str(args.workers)]
+        if args.threads > 0:
+            cmd += ["--threads", str(args.threads)]
+        if args.plain_http:
+            cmd.append("--plain-http")
         if args.no_cache:
             cmd.append("--no-cache")
         proc = subprocess.Popen(cmd)
@@ -357,6 +437,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             busy, total = machine_cpu()
             return {
                 "gateway": sum(cpu_seconds(pid) for pid in pids),
+                "gateway_sys": sum(system_seconds(pid) for pid in pids),
                 "postgres": sum(cpu_seconds(p) for p in [*pg_pids, *descendants(*pg_pids)]),
                 "busy": busy,
                 "total": total,

@@ -30,15 +30,11 @@ closed), a refused query (syntax, validation, limits, bad input) 400 -- each wit
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +47,13 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from gateway.auth.tokens import Claims
-from gateway.authn import (
-    Authenticator,
-    CachingAuthenticator,
-    anonymous,
-    authenticate,
-    bearer_token,
-)
+from gateway.authn import Authenticator, CachingAuthenticator, anonymous
 from gateway.context import Services
 from gateway.deadlines import DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_TIMEOUT_S, BodyDeadline
 from gateway.engine import Engine, encode
-from gateway.errors import (
-    BadInput,
-    BodyTooLarge,
-    Forbidden,
-    GatewayError,
-    Unavailable,
-    error_body,
-)
+from gateway.errors import BadInput, Unavailable, error_body
 from gateway.governance import Governance
+from gateway.graphql_http import GraphQLEndpoint
 from gateway.limits import Limits
 from gateway.live import HeightWatcher, serve_websocket
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -125,91 +108,6 @@ class Gateway:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(encode(body), status, media_type=JSON_TYPE)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the request body exceeds {limit} bytes", limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the request body exceeds {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class GraphQLEndpoint:
-    """``POST /graphql``."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.executor = gw.executor
-
-    async def claims(self, request: Request) -> Claims | None:
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            return None
-        auth, institution = self.gw.authenticator, self.gw.config.institution
-        cached = auth.cached(token)
-        if cached is not None and cached.inst == institution:
-            return cached
-        return await run_in_threadpool(authenticate, auth, token, institution)
-
-    async def handle(self, request: Request) -> Response:
-        started = time.perf_counter()
-        kind = "invalid"
-        metrics = self.gw.metrics
-        inst = self.gw.config.institution
-        try:
-            body = await _read_body(request, self.gw.config.limits.max_body_bytes)
-            try:
-                payload = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise BadInput("the body must be JSON: {query, variables, operationName}") from None
-            if not isinstance(payload, dict):
-                raise BadInput("the body must be a JSON object")
-            claims = await self.claims(request)
-            if claims is None and self.gw.config.public_chain:
-                claims = anonymous(inst)
-            prepared = self.gw.engine.prepare(
-                payload.get("query"),
-                payload.get("variables"),
-                payload.get("operationName"),
-                claims,
-            )
-            kind = prepared.kind
-            version = self.gw.watcher.height
-            hit = self.gw.engine.cached(prepared, version)
-            if hit is not None:
-                metrics.cache_hits.inc()
-                outcome, response = "ok", Response(hit, media_type=JSON_TYPE)
-            else:
-                source = request.client.host if request.client else ""
-                root = self.gw.governance if prepared.kind == "mutation" else None
-                run = partial(self.gw.engine.run, prepared, claims, source, root)
-                if prepared.kind == "query":
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self.executor, run)
-                else:
-                    result = await run_in_threadpool(run)
-                raw = encode(result)
-                if "errors" not in result:
-                    self.gw.engine.remember(prepared, version, raw)
-                outcome = "error" if "errors" in result else "ok"
-                response = Response(raw, media_type=JSON_TYPE)
-        except GatewayError as exc:
-            outcome, response = exc.code, _json(error_body([exc]), exc.status)
-            if exc.status in (401, 403):
-                reason = exc.extra.get("reason") or exc.extra.get("required", "forbidden")
-                label = f"missing_{reason}" if isinstance(exc, Forbidden) else str(reason)
-                metrics.auth_failures.labels(inst, label).inc()
-            elif exc.code not in ("BAD_USER_INPUT", "GRAPHQL_VALIDATION_FAILED"):
-                metrics.limited.labels(inst, exc.code).inc()
-        metrics.requests.labels(inst, kind, outcome).inc()
-        metrics.latency.labels(inst, kind).observe(time.perf_counter() - started)
-        return response
 
 
 def create_app(
@@ -322,7 +220,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(gw).handle, methods=["POST"]),
+            Route("/graphql", GraphQLEndpoint(gw), methods=["POST"]),
             Route("/graphql", graphql_get, methods=["GET"]),
             WebSocketRoute("/graphql", websocket),
             Route("/", index, methods=["GET"]),

@@ -47,6 +47,14 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.pyutils import Undefined
+from graphql.type.scalars import (
+    GRAPHQL_MAX_INT,
+    GRAPHQL_MIN_INT,
+    serialize_boolean,
+    serialize_id,
+    serialize_int,
+    serialize_string,
+)
 
 Completer = Callable[[Any, Any], Any]  # (value, info) -> JSON-ready value
 Resolver = Callable[..., Any]
@@ -78,8 +86,8 @@ class _Field:
     complete: Completer
 
 
-def _fast_resolver(definition: GraphQLField) -> Resolver:
-    """The field's resolver; graphene's default (dict key or attribute) without the partial."""
+def _default_resolver_args(definition: GraphQLField) -> tuple[Any, Any] | None:
+    """(attribute name, default) if the field has graphene's default resolver, else None."""
     resolve = definition.resolve
     if (
         isinstance(resolve, functools.partial)
@@ -87,7 +95,16 @@ def _fast_resolver(definition: GraphQLField) -> Resolver:
         and len(resolve.args) == 2
         and not resolve.keywords
     ):
-        name, default = resolve.args
+        return resolve.args[0], resolve.args[1]
+    return None
+
+
+def _fast_resolver(definition: GraphQLField) -> Resolver:
+    """The field's resolver; graphene's default (dict key or attribute) without the partial."""
+    resolve = definition.resolve
+    default_args = _default_resolver_args(definition)
+    if default_args is not None:
+        name, default = default_args
 
         def attr(root: Any, _info: Any, **_args: Any) -> Any:
             if isinstance(root, dict):
@@ -110,6 +127,85 @@ def _has_variable(value: Any) -> bool:
     children = [*(getattr(value, "values", ()) or ())]
     children += [f.value for f in getattr(value, "fields", ()) or ()]
     return any(_has_variable(child) for child in children)
+
+
+def _fast_int(value: Any) -> Any:
+    if type(value) is int and GRAPHQL_MIN_INT <= value <= GRAPHQL_MAX_INT:
+        return value
+    return serialize_int(value)
+
+
+def _fast_str(value: Any) -> Any:
+    return value if type(value) is str else serialize_string(value)
+
+
+def _fast_id(value: Any) -> Any:
+    return value if type(value) is str else serialize_id(value)
+
+
+def _fast_bool(value: Any) -> Any:
+    return value if type(value) is bool else serialize_boolean(value)
+
+
+#: graphql-core's serializers of the built-in scalars, and the same function with the
+#: common case (a value already of the output type) first
+_FAST_SERIALIZE: dict[Callable[[Any], Any], Callable[[Any], Any]] = {
+    serialize_int: _fast_int,
+    serialize_string: _fast_str,
+    serialize_id: _fast_id,
+    serialize_boolean: _fast_bool,
+}
+
+
+def _completed(value: Any, _info: Any) -> Any:  # marks a step that completes its value
+    return value
+
+
+def _direct_leaf(definition: GraphQLField, node: FieldNode) -> Resolver | None:
+    """For a field without arguments, with graphene's default resolver and a built-in
+    scalar type (nullable or not): one function that reads, checks and serializes it --
+    the same value as resolve, non-null check and ``serialize`` in turn, in one call."""
+    default_args = _default_resolver_args(definition)
+    if default_args is None or node.selection_set is not None:
+        return None
+    type_, non_null = definition.type, False
+    if isinstance(type_, GraphQLNonNull):
+        type_, non_null = type_.of_type, True
+    if not isinstance(type_, GraphQLScalarType):
+        return None
+    fast = _FAST_SERIALIZE.get(type_.serialize)
+    if fast is None:
+        return None
+    name, default = default_args
+
+    def direct(root: Any, _info: Any) -> Any:
+        value = root.get(name, default) if isinstance(root, dict) else getattr(root, name, default)
+        if value is None:
+            if non_null:
+                raise Fallback("null in a non-null position")
+            return None
+        return fast(value)  # these serializers return a value or raise (then: Fallback)
+
+    return direct
+
+
+def _step(f: _Field) -> Callable[[Any, RunInfo], Any]:
+    """One field of an object: (source, info) -> its response value."""
+    resolve, complete, static = f.resolve, f.complete, f.args
+    if complete is _completed:
+        return resolve
+    if static is not None:
+        if not static:
+            return lambda root, info: complete(resolve(root, info), info)
+        return lambda root, info: complete(resolve(root, info, **static), info)
+    definition, node = f.definition, f.node
+    assert definition is not None
+
+    def with_variables(root: Any, info: RunInfo) -> Any:
+        args = get_argument_values(definition, node, info.variables)
+        return complete(resolve(root, info, **args), info)
+
+    return with_variables
 
 
 class _Compiler:
@@ -148,19 +244,16 @@ class _Compiler:
             if definition is None:
                 raise Unsupported(f"unknown field {name}")
             args = None if _depends_on_variables(sel) else get_argument_values(definition, sel)
+            direct = _direct_leaf(definition, sel) if args == {} else None
+            if direct is not None:
+                fields.append(_Field(key, direct, {}, None, sel, _completed))
+                continue
             complete = self.complete(definition.type, sel)
             fields.append(_Field(key, _fast_resolver(definition), args, definition, sel, complete))
-        plan = tuple(fields)
+        steps = tuple((f.key, _step(f)) for f in fields)
 
         def run_object(root: Any, info: RunInfo) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for f in plan:
-                args = f.args
-                if args is None:
-                    assert f.definition is not None
-                    args = get_argument_values(f.definition, f.node, info.variables)
-                out[f.key] = f.complete(f.resolve(root, info, **args), info)
-            return out
+            return {key: step(root, info) for key, step in steps}
 
         return run_object
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -92,6 +93,10 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.institution = institution
+        # the labelled series a request updates, looked up once (``labels`` takes a lock
+        # and builds a key on every call)
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
         for code in LIMIT_CODES:  # exported at 0 from the start: panels show 0, not nothing
             self.limited.labels(institution, code)
         for reason in AUTH_REASONS:
@@ -100,6 +105,18 @@ class GatewayMetrics:
             self.latency.labels(institution, kind)
             for outcome in ("ok", "error"):
                 self.requests.labels(institution, kind, outcome)
+
+    def finished(self, kind: str, outcome: str, seconds: float) -> None:
+        """Count one GraphQL request of ``kind`` with ``outcome`` that took ``seconds``."""
+        counter = self._requests.get((kind, outcome))
+        if counter is None:
+            counter = self.requests.labels(self.institution, kind, outcome)
+            self._requests[kind, outcome] = counter
+        histogram = self._latency.get(kind)
+        if histogram is None:
+            histogram = self._latency[kind] = self.latency.labels(self.institution, kind)
+        counter.inc()
+        histogram.observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition: this process's registry, or every worker's sum."""

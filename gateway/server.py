@@ -48,12 +48,12 @@ from gateway.deadlines import (
     DEFAULT_BODY_MIN_RATE,
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEAD_TIMEOUT_S,
-    HeadDeadlineProtocol,
 )
 from gateway.governance import Governance, KeystoreRefused
 from gateway.iam.kek import KEK_DIR_ENV
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height, load_iam_key
 from gateway.limits import Limits
+from gateway.serving import GatewayProtocol, settle_heap
 from gateway.submit import KafkaSubmitter
 from gateway.workers import Supervisor, default_workers, listener, reserve
 from ledger.errors import LedgerError
@@ -370,6 +370,7 @@ def _serve(
         config, services, iam.verifier(), jwks=iam.jwks, governance=governance, objects=proxy
     )
     ready()
+    settle_heap()
     sock = listener(args.host, args.port) if listen else None
     if sock is None:
         print(
@@ -382,7 +383,7 @@ def _serve(
             port=args.port,
             log_level="info" if args.verbose else "warning",
             access_log=False,
-            http=HeadDeadlineProtocol.with_timeout(args.head_timeout),
+            http=GatewayProtocol.with_timeout(args.head_timeout),
             timeout_keep_alive=args.keep_alive_timeout,
             ws="websockets-sansio",
             lifespan="on",

@@ -162,3 +162,37 @@ class ChainFixture:
         self.pool.close()
         self.submitter.close()
         self.sim.close()
+
+
+class RecordingTransport:
+    """An in-memory stand-in for an asyncio transport under uvicorn's HTTP protocol: keeps
+    each ``write`` separately (a socket would merge or split them) and refuses a write after
+    ``close``."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, _protocol: Any) -> None:
+        pass
