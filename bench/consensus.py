@@ -90,10 +90,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot(validators: list[int], brokers: list[int]) -> dict[str, float]:
+def cpu_snapshot(
+    validators: list[int], brokers: list[int], standbys: frozenset[int] = frozenset()
+) -> dict[str, float]:
+    """CPU seconds so far of the validators (with their workers), of those ranked first and
+    of the ``standbys`` (D38) among them, of the brokers and of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+
+    def of(pids: list[int]) -> float:
+        return sum(cpu_seconds(p) for p in [*pids, *descendants(*pids)])
+
     return {
-        "validators": sum(cpu_seconds(p) for p in [*validators, *descendants(*validators)]),
+        "validators": of(validators),
+        "primaries": of([p for p in validators if p not in standbys]),
+        "standbys": of([p for p in validators if p in standbys]),
         "broker": sum(cpu_seconds(p) for p in brokers),
         "load generator": usage.ru_utime + usage.ru_stime,
     }
@@ -284,15 +294,19 @@ def run_case(
 
         wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
         pids = [p.pid for p in procs]
+        where = [(n, k) for n in names for k in range(operators)]  # spawn_validators' order
+        standbys = frozenset(
+            p.pid for p, (n, k) in zip(procs, where, strict=True) if rank(net, n, k)
+        )
         topics = ("tx", "votes", "blocks", "receipts")
         traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
-        cpu_before = cpu_snapshot(pids, brokers)
+        cpu_before = cpu_snapshot(pids, brokers, standbys)
         began = time.time()
         record = sent_at(ids, sent)
         send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None, on_send=record)
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
-        cpu_after = cpu_snapshot(pids, brokers)
+        cpu_after = cpu_snapshot(pids, brokers, standbys)
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         send(
@@ -477,6 +491,12 @@ def report_case(
         f"{rate * r['cpu validators'] / finalized:.2f} x one verify ({1e6 / rate:.0f} us); "
         f"broker {1e6 * r['cpu broker'] / args.txs:.0f} us per tx"
     )
+    if ops > 1:
+        print(
+            f"  validator CPU per finalized tx by role: primary (ranked first) "
+            f"{1e6 * r['cpu primaries'] / (n * args.txs):.0f} us, standby "
+            f"{1e6 * r['cpu standbys'] / ((validators - n) * args.txs):.0f} us"
+        )
     print(f"  Kafka messages / bytes per tx by topic (whole case): {r['traffic']}")
     if details is not None:
         print_details(details)

@@ -50,62 +50,34 @@ from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import Divergence, Equivocation, Event, FinalityTracker, Finalized
 from ledger.keys import KeyPair
 from ledger.members import ValidatorSet, key_key
-from ledger.publication import Publication, PublishFinal, takeover_delay_ms
+from ledger.publication import Publication, takeover_delay_ms
 from ledger.snapshot import SnapshotMeta
+from ledger.standby_feed import FeedBuffer, encode_feed
 from ledger.state import WorldState
 from ledger.tx import sign_tx
+from ledger.validator_actions import (
+    EVIDENCE_WINDOW,
+    Action,
+    Counters,
+    Diverged,
+    EmitMarker,
+    SendFeed,
+    SendVote,
+    SubmitTx,
+)
 from ledger.votes import Vote, decode_vote, sign_vote
 
-
-@dataclass(frozen=True, slots=True)
-class SendVote:
-    """Sign-off of ``block_hash`` at ``height``: the shell journals it, then produces it."""
-
-    height: int
-    block_hash: bytes
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class EmitMarker:
-    """A ``TimeToCut`` marker for the pending height."""
-
-    height: int
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitTx:
-    """A transaction this validator signed (equivocation evidence)."""
-
-    raw: bytes
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Diverged:
-    """This validator's hash of ``height`` is not the final one: it must stop."""
-
-    height: int
-    own_hash: bytes
-    final_hash: bytes
-
-
-Action = SendVote | PublishFinal | EmitMarker | SubmitTx | Diverged
-
-EVIDENCE_WINDOW = 1000
-"""Final heights whose first votes are kept to catch late equivocation."""
-
-
-@dataclass(slots=True)
-class Counters:
-    """What the core saw, for metrics and status."""
-
-    malformed_votes: int = 0
-    equivocations: int = 0
-    votes_seen: int = 0
-    optimistic: int = 0  # blocks executed with vouched signatures that matched (D38)
-    optimistic_misses: int = 0  # ... that did not, and were executed again
+__all__ = [
+    "EVIDENCE_WINDOW",
+    "Action",
+    "Counters",
+    "Diverged",
+    "EmitMarker",
+    "SendFeed",
+    "SendVote",
+    "SubmitTx",
+    "ValidatorCore",
+]
 
 
 @dataclass(slots=True)
@@ -165,6 +137,7 @@ class ValidatorCore:
         self._queue: deque[CutBlock] = deque()  # cut, not executed yet (a standby follows)
         self._queue_since: int | None = None  # when the queue's head was first seen waiting
         self.eager = False  # a standby whose primary stopped voting executes without it
+        self.feeds = FeedBuffer()  # a following standby's feeds from its primary (D52)
 
     # -- inputs --------------------------------------------------------------------------
     def on_tx(
@@ -194,14 +167,15 @@ class ValidatorCore:
         while self._queue and self.diverged is None:
             block = self._queue[0]
             actions += self._handle(self.tracker.set_validators(self.machine.validator_set()))
-            ref = self._reference_hash(block.height)
-            if ref is None and self.following:
-                break
+            final = self.tracker.final(block.height)
+            if self.following and (final is None or not self.feeds.has(block.height)):
+                break  # D52: a following standby applies final blocks only, from its feed
             self._queue.popleft()
             self._queue_since = None
-            executed = None
-            behind_primary = ref is not None and self.tracker.final(block.height) is None
-            if ref is not None:
+            executed = self._applied(block, final.block_hash) if self.following and final else None
+            ref = self._reference_hash(block.height)
+            behind_primary = ref is not None and final is None
+            if ref is not None and executed is None:
                 guess = self.machine.execute(
                     block, verified_signatures=frozenset(e.raw for e in block.entries)
                 )
@@ -212,8 +186,22 @@ class ValidatorCore:
                     self.counters.optimistic_misses += 1
             if executed is None:
                 executed = self.machine.execute(block, verified_signatures=self._vouched)
-            actions += self._run(block, executed, vote_late=behind_primary or self.following)
+            actions += self._run(block, executed, vote_late=behind_primary)
         return actions
+
+    def _applied(self, block: CutBlock, final_hash: bytes) -> ExecutedBlock | None:
+        """``block`` rebuilt from its feed, if that gives ``final_hash`` (D52)."""
+        applied = self.feeds.apply(
+            block,
+            prev_hash=self.machine.last_hash,
+            prev_root=self.machine.state.root,
+            validators=self.machine.validator_set(),
+        )
+        if applied is not None and applied.block_hash == final_hash:
+            self.counters.applied += 1
+            return applied
+        self.counters.feed_misses += 1
+        return None
 
     def _reference_hash(self, height: int) -> bytes | None:
         final = self.tracker.final(height)
@@ -228,9 +216,9 @@ class ValidatorCore:
         return None
 
     def _run(self, block: CutBlock, executed: ExecutedBlock, *, vote_late: bool) -> list[Action]:
-        """Commit ``executed`` and vote on it: unless it is final already (a replaying
-        validator does not vote on history), or ``vote_late`` (a standby that follows its
-        primary votes on every height it runs live, so that every operator votes)."""
+        """Commit ``executed`` and vote on it unless it is final already (a replaying
+        validator, or a following standby, does not vote on history), or ``vote_late`` (an
+        eager standby votes after its primary); send it to this operator's standbys."""
         for entry in block.entries:
             self._vouched.discard(entry.raw)
         limit = (len(self._queue) + 2) * self.machine.params.max_block_txs
@@ -243,6 +231,8 @@ class ValidatorCore:
         events = self.tracker.set_validators(executed.validator_set)
         events += self.tracker.set_own_hash(height, executed.block_hash)
         actions: list[Action] = []
+        if not self.following and self.operator.key_id in self._own_ops[:-1]:
+            actions.append(SendFeed(height, encode_feed(executed)))
         if (
             self.diverged is None
             and executed.validator_set.institution_of(self.operator.key_id) is not None
@@ -273,6 +263,15 @@ class ValidatorCore:
             self.eager = False  # the primary votes as far as this standby got: follow it
         actions = self._handle(self.tracker.add_vote(vote))
         return actions + self._drain() if self._queue else actions
+
+    def on_feed(self, sender_key_id: bytes, raw: bytes) -> list[Action]:
+        """A message of ``pantheon.feeds`` from operator ``sender_key_id`` (D52): kept if
+        it comes from a lower-ranked operator of this institution and is of a height not
+        applied yet (the feed itself is checked against the final hash when applied)."""
+        if sender_key_id not in self._own_ops[: self.rank]:
+            return []
+        self.feeds.add(raw, above=self.machine.height)
+        return self._drain() if self._queue else []
 
     def on_tick(self, now_ms: int, *, caught_up: bool) -> list[Action]:
         """Time passes: a standby takes over if its primary is silent; emit a marker if the
