@@ -240,6 +240,22 @@ def wait_ready(state_root: Path, count: int, timeout: float = 120.0) -> None:
     time.sleep(1)
 
 
+def settled(state_root: Path, count: int, timeout: float = 30.0) -> None:
+    """Wait until the ``count`` validators under ``state_root`` report one final height (a
+    standby may finish applying the burst after the last receipt), at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        heights = set()
+        for path in state_root.glob("*/status.json"):
+            try:
+                heights.add(json.loads(path.read_text())["final_height"])
+            except (OSError, ValueError, KeyError):
+                heights.add(-1)  # being replaced: read it again
+        if len(heights) == 1 and len(list(state_root.glob("*/status.json"))) == count:
+            return
+        time.sleep(0.1)
+
+
 def run_case(
     bootstrap: str,
     work: Path,
@@ -298,7 +314,7 @@ def run_case(
         standbys = frozenset(
             p.pid for p, (n, k) in zip(procs, where, strict=True) if rank(net, n, k)
         )
-        topics = ("tx", "votes", "blocks", "receipts")
+        topics = ("tx", "votes", "blocks", "receipts", "feeds")
         traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
         cpu_before = cpu_snapshot(pids, brokers, standbys)
         began = time.time()
@@ -306,6 +322,7 @@ def run_case(
         send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None, on_send=record)
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
+        settled(work / prefix, len(procs))  # the CPU of every validator's share of the burst
         cpu_after = cpu_snapshot(pids, brokers, standbys)
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}

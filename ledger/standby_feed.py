@@ -26,10 +26,10 @@ from ledger.blocks import EntryResult
 from ledger.cutter import CutBlock
 from ledger.errors import DecodeError, InvalidEvent, StateError
 from ledger.execution import ExecutedBlock, block_header
-from ledger.hashing import HASH_BYTES
+from ledger.hashing import HASH_BYTES, sha256
 from ledger.members import ValidatorSet
 from ledger.results import ResultCode
-from ledger.state import WriteSet, next_state_root
+from ledger.state import WriteSet, root_after
 
 MAGIC = b"PSF1"
 LEAF = HASH_BYTES + 1
@@ -84,12 +84,14 @@ def apply_feed(
     prev_hash: bytes,
     prev_root: bytes,
     validators: ValidatorSet,
-) -> ExecutedBlock:
+    final_hash: bytes,
+) -> ExecutedBlock | None:
     """The block ``block`` as ``feed`` says it executed, on the state whose root is
-    ``prev_root`` after block ``prev_hash`` (``validators``: the set of ``block.height``).
-    The caller compares its hash with the final hash before using it. A feed of another
-    height or entry count, an unknown result code or write-set bytes that do not decode are
-    a :class:`DecodeError`."""
+    ``prev_root`` after block ``prev_hash`` (``validators``: the set of ``block.height``),
+    if its header hashes to ``final_hash``, else None. The header is rebuilt from the
+    leaves and the write set's digest first, so only certified write-set bytes are ever
+    decoded. A feed of another height or entry count, an unknown result code or write-set
+    bytes that do not decode are a :class:`DecodeError`."""
     if feed.height != block.height or feed.count != len(block.entries):
         raise DecodeError(f"feed of height {feed.height} does not fit block {block.height}")
     if len(feed.leaves) != feed.count * LEAF:
@@ -103,10 +105,11 @@ def apply_feed(
             )
             for i, entry in enumerate(block.entries)
         )
-        writes = WriteSet.from_canonical(feed.writes)
-        header = block_header(
-            block, prev_hash, results, next_state_root(prev_root, writes), validators
-        )
+        root = root_after(prev_root, sha256(feed.writes))
+        header = block_header(block, prev_hash, results, root, validators)
+        if header.hash() != final_hash:
+            return None
+        writes = WriteSet.from_canonical(feed.writes, certified=True)
     except (ValueError, InvalidEvent, StateError) as exc:
         raise DecodeError(f"standby feed of height {feed.height}: {exc}") from exc
     return ExecutedBlock(header=header, results=results, writes=writes, validator_set=validators)
@@ -141,10 +144,16 @@ class FeedBuffer:
         return height in self._feeds
 
     def apply(
-        self, block: CutBlock, *, prev_hash: bytes, prev_root: bytes, validators: ValidatorSet
+        self,
+        block: CutBlock,
+        *,
+        prev_hash: bytes,
+        prev_root: bytes,
+        validators: ValidatorSet,
+        final_hash: bytes,
     ) -> ExecutedBlock | None:
         """:func:`apply_feed` with the feed of ``block``'s height, which is used up (with any
-        of lower heights); None when there is none or it does not fit."""
+        of lower heights); None when there is none, it does not fit or it misses."""
         feed = self._feeds.pop(block.height, None)
         for height in [h for h in self._feeds if h < block.height]:
             del self._feeds[height]
@@ -152,7 +161,12 @@ class FeedBuffer:
             return None
         try:
             return apply_feed(
-                feed, block, prev_hash=prev_hash, prev_root=prev_root, validators=validators
+                feed,
+                block,
+                prev_hash=prev_hash,
+                prev_root=prev_root,
+                validators=validators,
+                final_hash=final_hash,
             )
         except DecodeError:
             return None

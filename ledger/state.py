@@ -91,13 +91,14 @@ class WriteSet:
         return self._digest[1]
 
     @classmethod
-    def from_canonical(cls, body: bytes) -> WriteSet:
-        """The write set whose canonical bytes are ``body`` (:meth:`canonical` inverted; its
-        digest is the SHA-256 of ``body``, so a caller that checks the digest against a
-        certified state root knows these are the certified writes). Bytes that do not
+    def from_canonical(cls, body: bytes, *, certified: bool = False) -> WriteSet:
+        """The write set whose canonical bytes are ``body`` (:meth:`canonical` inverted); its
+        digest is taken to be the SHA-256 of ``body``, so ``body`` must be checked against a
+        certified state root (:func:`root_after`) before the write set is trusted; with
+        ``certified`` it was, and the structural wire check is skipped. Bytes that do not
         decode, or keys out of order, are a :class:`~ledger.errors.DecodeError`."""
         try:
-            record = decode_canonical("WriteSet", body)
+            record = decode_canonical("WriteSet", body, certified=certified)
             entries = tuple(
                 (str(e["key"]), None if e["value"] is None else e["value"][1])
                 for e in record["entries"]
@@ -114,7 +115,12 @@ class WriteSet:
 
 def next_state_root(prev_root: bytes, writes: WriteSet) -> bytes:
     """``H(prev_state_root || H(sorted write set))``."""
-    return sha256(prev_root + writes.digest())
+    return root_after(prev_root, writes.digest())
+
+
+def root_after(prev_root: bytes, writes_digest: bytes) -> bytes:
+    """The state root after a write set whose canonical bytes hash to ``writes_digest``."""
+    return sha256(prev_root + writes_digest)
 
 
 class WorldState:

@@ -196,8 +196,9 @@ class ValidatorCore:
             prev_hash=self.machine.last_hash,
             prev_root=self.machine.state.root,
             validators=self.machine.validator_set(),
+            final_hash=final_hash,
         )
-        if applied is not None and applied.block_hash == final_hash:
+        if applied is not None:
             self.counters.applied += 1
             return applied
         self.counters.feed_misses += 1
