@@ -77,6 +77,10 @@ def encode(schema_name: str, record: Mapping[str, Any], *, reg: Registry | None 
 
 def _read(entry: SchemaEntry, body: bytes, reader: SchemaEntry | None) -> dict[str, Any]:
     _check(entry, body)
+    return _unchecked_read(entry, body, reader)
+
+
+def _unchecked_read(entry: SchemaEntry, body: bytes, reader: SchemaEntry | None) -> dict[str, Any]:
     try:
         value = schemaless_reader(
             io.BytesIO(body),
@@ -149,21 +153,7 @@ def decode_canonical(
     if len(body) > MAX_MESSAGE_BYTES:
         raise CodecError("too_large", f"{len(body)} bytes")
     entry = (reg or registry()).by_name(schema_name)
-    if not certified:
-        return _read(entry, bytes(body), None)
-    try:
-        value = schemaless_reader(
-            io.BytesIO(body),
-            entry.parsed,
-            None,
-            return_record_name=True,
-            return_record_name_override=True,
-        )
-    except Exception as exc:
-        raise CodecError("undecodable", f"{entry.name}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise CodecError("undecodable", f"{entry.name}: not a record")
-    return value
+    return (_unchecked_read if certified else _read)(entry, bytes(body), None)
 
 
 def registry_dir() -> Path:
