@@ -1,12 +1,15 @@
 """What :class:`ledger.validator_core.ValidatorCore` asks its shell to do, and its counters.
 
-Pure data (the shell, ``streams/validator.py``, carries the actions out)."""
+Pure (the shell, ``streams/validator.py``, carries the actions out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.finality import Equivocation
+from ledger.keys import KeyPair
 from ledger.publication import PublishFinal
+from ledger.tx import sign_tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +71,16 @@ class Counters:
     optimistic_misses: int = 0  # ... that did not, and were executed again
     applied: int = 0  # final blocks a following standby applied from its primary's feed (D52)
     feed_misses: int = 0  # feeds that did not give the final hash (the block was executed)
+
+
+def evidence_tx(operator: KeyPair, chain_id: str, nonce: int, event: Equivocation) -> SubmitTx:
+    """A ``ReportEquivocation`` transaction of ``event`` signed by ``operator``."""
+    raw = sign_tx(
+        operator,
+        chain_id=chain_id,
+        nonce=nonce,
+        operation="ReportEquivocation",
+        args={"vote_a": event.first.record(), "vote_b": event.second.record()},
+    )
+    who = event.first.operator_key_id.hex()[:12]
+    return SubmitTx(raw, f"equivocation by operator {who} at height {event.first.height}")

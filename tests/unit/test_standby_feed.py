@@ -7,6 +7,7 @@ import pytest
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.genesis import genesis_writes
+from ledger.publication import takeover_delay_ms
 from ledger.standby_feed import (
     LEAF,
     FeedBuffer,
@@ -16,6 +17,7 @@ from ledger.standby_feed import (
 )
 from ledger.state import WriteSet
 from ledger.validator_core import SendFeed, SendVote, ValidatorCore
+from ledger.votes import decode_vote
 from tests.unit.chain_helpers import Driver, consortium
 from tests.unit.test_operators_core import Network, anchors, make_core
 
@@ -170,3 +172,42 @@ def test_one_operator_institutions_send_no_feeds() -> None:
     net.feed_tx(anchors(plan, 10))
     net.deliver_votes()
     assert net.feeds == [] and {c.final_height for c in net.cores.values()} == {2}
+
+
+def test_final_blocks_whose_feeds_are_late_run_without_them_and_the_standby_follows() -> None:
+    plan = consortium(4, operators=2, max_block_txs=5)
+    nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
+    net = Network(plan, nodes, route_feeds=False)  # the primary votes; its feeds are lost
+    txs = anchors(plan, 10)
+    standby = net.cores[("inst-0", 1)]
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    net.feed_tx(txs[:5])
+    net.deliver_votes()
+    net.tick(0)
+    net.feed_tx(txs[5:])
+    net.deliver_votes()  # the primary votes again: it is alive
+    net.tick(delay - 1)
+    assert standby.cut_height == 0 and standby.following
+    net.tick(delay)
+    assert standby.following and standby.cut_height == standby.final_height == 2
+    assert standby.counters.feed_misses == 2 and standby.counters.optimistic == 2
+    assert standby.voted_height == 0
+
+
+def test_a_standby_whose_primary_votes_waits_for_finality_however_long() -> None:
+    plan = consortium(4, operators=2, max_block_txs=5)
+    net = Network(plan, [("inst-0", 0), ("inst-0", 1), ("inst-1", 0)])  # no quorum
+    txs = anchors(plan, 10)
+    standby = net.cores[("inst-0", 1)]
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    net.feed_tx(txs[:5])
+    net.deliver_votes()
+    net.tick(0)
+    net.feed_tx(txs[5:])
+    net.deliver_votes()
+    net.tick(delay - 1)
+    net.tick(delay)  # its block waited the delay, but the primary voted within it
+    assert standby.following and standby.cut_height == 0 and net.votes
+    assert not [v for v in net.votes if decode_vote(v).operator_key_id == standby.operator.key_id]
+    net.tick(2 * delay - 1)  # the primary is silent from now on: the standby takes over
+    assert standby.eager and standby.cut_height == 2 and standby.voted_height == 2
