@@ -6,7 +6,7 @@ import pytest
 
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
-from ledger.genesis import genesis_writes
+from ledger.genesis import ConsortiumPlan, genesis_writes
 from ledger.publication import takeover_delay_ms
 from ledger.standby_feed import (
     LEAF,
@@ -174,12 +174,10 @@ def test_one_operator_institutions_send_no_feeds() -> None:
     assert net.feeds == [] and {c.final_height for c in net.cores.values()} == {2}
 
 
-def test_final_blocks_whose_feeds_are_late_run_without_them_and_the_standby_follows() -> None:
-    plan = consortium(4, operators=2, max_block_txs=5)
-    nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
-    net = Network(plan, nodes, route_feeds=False)  # the primary votes; its feeds are lost
+def two_blocks_voted_over_one_delay(net: Network, plan: ConsortiumPlan) -> int:
+    """Blocks 1 and 2 through ``net``, its clock at 0 and at the takeover delay - 1 (inst-0's
+    primary voted on both in between); returns the delay."""
     txs = anchors(plan, 10)
-    standby = net.cores[("inst-0", 1)]
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.feed_tx(txs[:5])
     net.deliver_votes()
@@ -187,6 +185,15 @@ def test_final_blocks_whose_feeds_are_late_run_without_them_and_the_standby_foll
     net.feed_tx(txs[5:])
     net.deliver_votes()  # the primary votes again: it is alive
     net.tick(delay - 1)
+    return delay
+
+
+def test_final_blocks_whose_feeds_are_late_run_without_them_and_the_standby_follows() -> None:
+    plan = consortium(4, operators=2, max_block_txs=5)
+    nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
+    net = Network(plan, nodes, route_feeds=False)  # the primary votes; its feeds are lost
+    standby = net.cores[("inst-0", 1)]
+    delay = two_blocks_voted_over_one_delay(net, plan)
     assert standby.cut_height == 0 and standby.following
     net.tick(delay)
     assert standby.following and standby.cut_height == standby.final_height == 2
@@ -197,15 +204,8 @@ def test_final_blocks_whose_feeds_are_late_run_without_them_and_the_standby_foll
 def test_a_standby_whose_primary_votes_waits_for_finality_however_long() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     net = Network(plan, [("inst-0", 0), ("inst-0", 1), ("inst-1", 0)])  # no quorum
-    txs = anchors(plan, 10)
     standby = net.cores[("inst-0", 1)]
-    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
-    net.feed_tx(txs[:5])
-    net.deliver_votes()
-    net.tick(0)
-    net.feed_tx(txs[5:])
-    net.deliver_votes()
-    net.tick(delay - 1)
+    delay = two_blocks_voted_over_one_delay(net, plan)
     net.tick(delay)  # its block waited the delay, but the primary voted within it
     assert standby.following and standby.cut_height == 0 and net.votes
     assert not [v for v in net.votes if decode_vote(v).operator_key_id == standby.operator.key_id]
