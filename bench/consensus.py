@@ -429,18 +429,28 @@ def main() -> None:
         rates = [verify_rate(2.0)]
         per_inst = [int(x) for x in args.operators.split(",")]
         for n in [int(x) for x in args.institutions.split(",")]:
-            by_ops: dict[int, float] = {}
+            by_ops: dict[int, tuple[float, float]] = {}
             for ops in per_inst:
                 by_ops[ops] = report_case(
                     args, settings, brokers, rates, n=n, ops=ops, data_dirs=data_dirs
                 )
             if len(by_ops) > 1:
-                base = by_ops[per_inst[0]]
+                base, base_cpu = by_ops[per_inst[0]]
                 print(
                     f"{n} institution(s), throughput by operators per institution: "
                     + ", ".join(
                         f"{ops}: {tput:,.0f} tx/s ({100 * tput / base:.0f}% of {per_inst[0]})"
-                        for ops, tput in by_ops.items()
+                        for ops, (tput, _) in by_ops.items()
+                    )
+                )
+                # what a CPU-bound machine would give: less sensitive to other load than tx/s
+                print(
+                    f"{n} institution(s), CPU per finalized tx of validators, broker and load "
+                    "generator together: "
+                    + ", ".join(
+                        f"{ops}: {1e6 * cpu:,.0f} us ({100 * base_cpu / cpu:.0f}% of "
+                        f"{per_inst[0]}'s throughput if CPU-bound)"
+                        for ops, (_, cpu) in by_ops.items()
                     )
                 )
     finally:
@@ -457,9 +467,9 @@ def report_case(
     n: int,
     ops: int,
     data_dirs: list[Path],
-) -> float:
+) -> tuple[float, float]:
     """Run ``n`` institutions with ``ops`` operators each, print its figures, return its
-    throughput."""
+    throughput and the CPU seconds per finalized tx of all its processes in the burst."""
     cores = os.cpu_count() or 1
     validators = n * ops
     workers = args.verify_workers
@@ -517,7 +527,8 @@ def report_case(
     print(f"  Kafka messages / bytes per tx by topic (whole case): {r['traffic']}")
     if details is not None:
         print_details(details)
-    return float(r["throughput"])
+    used = r["cpu validators"] + r["cpu broker"] + r["cpu load generator"]
+    return float(r["throughput"]), used / args.txs
 
 
 def print_details(details: dict[str, Any]) -> None:
