@@ -127,13 +127,16 @@ class FeedBuffer:
         self.malformed = 0
 
     def add(self, raw: bytes, *, above: int) -> None:
-        """Keep the feed ``raw`` if it is of a height above ``above`` (the standby's own);
-        a later feed of one height replaces the earlier (a restarted primary's)."""
+        """Keep the feed ``raw`` if it is of a height above ``above`` (the standby's own),
+        and drop those that are not; a later feed of one height replaces the earlier (a
+        restarted primary's)."""
         try:
             feed = decode_feed(raw)
         except DecodeError:
             self.malformed += 1
             return
+        for height in [h for h in self._feeds if h <= above]:  # applied or run already
+            del self._feeds[height]
         if feed.height > above:
             self._feeds[feed.height] = feed
             if len(self._feeds) > MAX_FEEDS:

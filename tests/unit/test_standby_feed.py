@@ -110,6 +110,11 @@ def test_a_feed_too_large_for_a_message_is_a_stub_that_fits_no_block(
     )
     assert applied is None
     assert not buffer.has(1)
+    buffer.add(encode_feed(executed), above=0)
+    buffer.add(b"not a feed", above=0)
+    assert buffer.has(1) and buffer.malformed == 1
+    buffer.add(encode_feed(executed), above=1)  # the standby ran height 1 meanwhile
+    assert not buffer.has(1)
 
 
 def run_block(
