@@ -90,10 +90,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot(validators: list[int], brokers: list[int]) -> dict[str, float]:
+def cpu_snapshot(
+    validators: list[int], brokers: list[int], standbys: frozenset[int] = frozenset()
+) -> dict[str, float]:
+    """CPU seconds so far of the validators (with their workers), of those ranked first and
+    of the ``standbys`` (D38) among them, of the brokers and of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+
+    def of(pids: list[int]) -> float:
+        return sum(cpu_seconds(p) for p in [*pids, *descendants(*pids)])
+
     return {
-        "validators": sum(cpu_seconds(p) for p in [*validators, *descendants(*validators)]),
+        "validators": of(validators),
+        "primaries": of([p for p in validators if p not in standbys]),
+        "standbys": of([p for p in validators if p in standbys]),
         "broker": sum(cpu_seconds(p) for p in brokers),
         "load generator": usage.ru_utime + usage.ru_stime,
     }
@@ -230,6 +240,22 @@ def wait_ready(state_root: Path, count: int, timeout: float = 120.0) -> None:
     time.sleep(1)
 
 
+def settled(state_root: Path, count: int, timeout: float = 30.0) -> None:
+    """Wait until the ``count`` validators under ``state_root`` report one final height (a
+    standby may finish applying the burst after the last receipt), at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        heights = set()
+        for path in state_root.glob("*/status.json"):
+            try:
+                heights.add(json.loads(path.read_text())["final_height"])
+            except (OSError, ValueError, KeyError):
+                heights.add(-1)  # being replaced: read it again
+        if len(heights) == 1 and len(list(state_root.glob("*/status.json"))) == count:
+            return
+        time.sleep(0.1)
+
+
 def run_case(
     bootstrap: str,
     work: Path,
@@ -284,15 +310,20 @@ def run_case(
 
         wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
         pids = [p.pid for p in procs]
-        topics = ("tx", "votes", "blocks", "receipts")
+        where = [(n, k) for n in names for k in range(operators)]  # spawn_validators' order
+        standbys = frozenset(
+            p.pid for p, (n, k) in zip(procs, where, strict=True) if rank(net, n, k)
+        )
+        topics = ("tx", "votes", "blocks", "receipts", "feeds")
         traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
-        cpu_before = cpu_snapshot(pids, brokers)
+        cpu_before = cpu_snapshot(pids, brokers, standbys)
         began = time.time()
         record = sent_at(ids, sent)
         send(producer, prefix + "tx", keys, signed, which=range(burst_n), rate=None, on_send=record)
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
-        cpu_after = cpu_snapshot(pids, brokers)
+        settled(work / prefix, len(procs))  # the CPU of every validator's share of the burst
+        cpu_after = cpu_snapshot(pids, brokers, standbys)
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         send(
@@ -398,18 +429,28 @@ def main() -> None:
         rates = [verify_rate(2.0)]
         per_inst = [int(x) for x in args.operators.split(",")]
         for n in [int(x) for x in args.institutions.split(",")]:
-            by_ops: dict[int, float] = {}
+            by_ops: dict[int, tuple[float, float]] = {}
             for ops in per_inst:
                 by_ops[ops] = report_case(
                     args, settings, brokers, rates, n=n, ops=ops, data_dirs=data_dirs
                 )
             if len(by_ops) > 1:
-                base = by_ops[per_inst[0]]
+                base, base_cpu = by_ops[per_inst[0]]
                 print(
                     f"{n} institution(s), throughput by operators per institution: "
                     + ", ".join(
                         f"{ops}: {tput:,.0f} tx/s ({100 * tput / base:.0f}% of {per_inst[0]})"
-                        for ops, tput in by_ops.items()
+                        for ops, (tput, _) in by_ops.items()
+                    )
+                )
+                # what a CPU-bound machine would give: less sensitive to other load than tx/s
+                print(
+                    f"{n} institution(s), CPU per finalized tx of validators, broker and load "
+                    "generator together: "
+                    + ", ".join(
+                        f"{ops}: {1e6 * cpu:,.0f} us ({100 * base_cpu / cpu:.0f}% of "
+                        f"{per_inst[0]}'s throughput if CPU-bound)"
+                        for ops, (_, cpu) in by_ops.items()
                     )
                 )
     finally:
@@ -426,9 +467,9 @@ def report_case(
     n: int,
     ops: int,
     data_dirs: list[Path],
-) -> float:
+) -> tuple[float, float]:
     """Run ``n`` institutions with ``ops`` operators each, print its figures, return its
-    throughput."""
+    throughput and the CPU seconds per finalized tx of all its processes in the burst."""
     cores = os.cpu_count() or 1
     validators = n * ops
     workers = args.verify_workers
@@ -477,10 +518,17 @@ def report_case(
         f"{rate * r['cpu validators'] / finalized:.2f} x one verify ({1e6 / rate:.0f} us); "
         f"broker {1e6 * r['cpu broker'] / args.txs:.0f} us per tx"
     )
+    if ops > 1:
+        print(
+            f"  validator CPU per finalized tx by role: primary (ranked first) "
+            f"{1e6 * r['cpu primaries'] / (n * args.txs):.0f} us, standby "
+            f"{1e6 * r['cpu standbys'] / ((validators - n) * args.txs):.0f} us"
+        )
     print(f"  Kafka messages / bytes per tx by topic (whole case): {r['traffic']}")
     if details is not None:
         print_details(details)
-    return float(r["throughput"])
+    used = r["cpu validators"] + r["cpu broker"] + r["cpu load generator"]
+    return float(r["throughput"]), used / args.txs
 
 
 def print_details(details: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ Blocks verify their signatures as one batch (decisions D34): the single and the 
 of the verifier in use are both printed.
 
 With ``--operators 2`` each institution runs two operators: the primary (rank 0) verifies
-every signature, the standby follows its votes (D38); their costs are printed apart.
+every signature and sends what it executed to its standby, which applies the final blocks
+from that (D38, D52); their costs are printed apart.
 
     python -m bench.validator_core [--txs 5000] [--operators 2]
 """
@@ -27,7 +28,7 @@ from ledger.genesis import genesis_state, plan_consortium
 from ledger.keys import TX_DOMAIN, verify, verify_batch
 from ledger.publication import PublishFinal
 from ledger.tx import sign_tx
-from ledger.validator_core import SendVote, ValidatorCore
+from ledger.validator_core import Action, SendFeed, SendVote, ValidatorCore
 
 
 def seed(label: str) -> bytes:
@@ -95,26 +96,39 @@ def main() -> None:
         for i in range(args.txs)
     ]
     votes: list[bytes] = []
+    feeds: list[tuple[bytes, bytes]] = []  # (sender key id, feed), D52
     spent = [0.0] * len(cores)
     receipts = 0
+
+    def carry(core: ValidatorCore, actions: list[Action]) -> None:
+        nonlocal receipts
+        for action in actions:
+            if isinstance(action, PublishFinal):
+                receipts += len(action.receipts)
+            elif isinstance(action, SendVote):
+                votes.append(action.raw)
+            elif isinstance(action, SendFeed):
+                feeds.append((core.operator.key_id, action.raw))
+
     for offset, raw in enumerate(txs):
         for n, core in enumerate(cores):
             began = time.process_time()
             actions = core.on_tx(offset, 0, raw)
             spent[n] += time.process_time() - began
-            votes += [a.raw for a in actions if isinstance(a, SendVote)]
-        while votes:  # standbys vote once their primaries' votes are in
-            later: list[bytes] = []
+            carry(core, actions)
+        while votes or feeds:  # feeds first (sent before the votes), then the votes
+            now_feeds, now_votes = list(feeds), list(votes)
+            feeds.clear()
+            votes.clear()
             for n, core in enumerate(cores):
                 began = time.process_time()
-                for vote_offset, vote in enumerate(votes):
-                    for action in core.on_vote(vote_offset, vote):
-                        if isinstance(action, PublishFinal):
-                            receipts += len(action.receipts)
-                        elif isinstance(action, SendVote):
-                            later.append(action.raw)
+                done: list[Action] = []
+                for sender, feed in now_feeds:
+                    done += core.on_feed(sender, feed)
+                for vote_offset, vote in enumerate(now_votes):
+                    done += core.on_vote(vote_offset, vote)
                 spent[n] += time.process_time() - began
-            votes = later
+                carry(core, done)
     final = min(core.final_height for core in cores)
     one_verify = verify_cost()
     batched = batch_verify_cost()

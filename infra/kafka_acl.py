@@ -148,6 +148,7 @@ def acl_table(institutions: Sequence[str], prefix: str) -> list[Grant]:
     """Every ACL of the local consortium (READ and WRITE imply DESCRIBE; a WRITE on any topic
     allows an idempotent producer's InitProducerId, KIP-679)."""
     t = {s: f"{prefix}{s}" for s in ("tx", "votes", "blocks", "receipts")}
+    feeds = f"{prefix}feeds"  # between one institution's operators only (D52)
     records, rejected = f"{prefix}l2.records", f"{prefix}l2.rejected"
     grants: list[Grant] = []
     for inst in institutions:
@@ -164,6 +165,9 @@ def acl_table(institutions: Sequence[str], prefix: str) -> list[Grant]:
             Grant(op, "topic", t["blocks"], "READ"),
             Grant(op, "topic", t["blocks"], "WRITE"),
             Grant(op, "topic", t["receipts"], "WRITE"),
+            # a primary's executed blocks for its standbys, checked against final hashes
+            Grant(op, "topic", feeds, "READ"),
+            Grant(op, "topic", feeds, "WRITE"),
             Grant(op, "group", f"validator-{inst}-", "READ", prefixed=True),
             # gateway, projector, batcher: submit transactions, write the own IAM topic and
             # the batcher's rejections; read the shared ledger topics and the own IAM topic

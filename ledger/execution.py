@@ -29,7 +29,7 @@ Theory of operation
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from ledger.blocks import BlockHeader, EntryResult, tx_root
@@ -137,22 +137,33 @@ def execute_block(
         results.append(EntryResult(tx_id=tx_id, offset=entry.offset, code=code))
         transactions.append(tx)
     writes = view.write_set()
-    header = BlockHeader(
+    root = next_state_root(state.root, writes)
+    return ExecutedBlock(
+        header=block_header(block, prev_hash, results, root, validators),
+        results=tuple(results),
+        writes=writes,
+        validator_set=validators,
+        transactions=tuple(transactions),
+    )
+
+
+def block_header(
+    block: CutBlock,
+    prev_hash: bytes,
+    results: Sequence[EntryResult],
+    state_root: bytes,
+    validators: ValidatorSet,
+) -> BlockHeader:
+    """The header of ``block`` with these results, state root and validator set."""
+    return BlockHeader(
         height=block.height,
         prev_hash=prev_hash,
         first_offset=block.first_offset,
         last_offset=block.last_offset,
         tx_root=tx_root(results),
-        state_root=next_state_root(state.root, writes),
+        state_root=state_root,
         validator_set_hash=validators.hash(),
         timestamp_ms=block.timestamp_ms,
-    )
-    return ExecutedBlock(
-        header=header,
-        results=tuple(results),
-        writes=writes,
-        validator_set=validators,
-        transactions=tuple(transactions),
     )
 
 

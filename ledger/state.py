@@ -21,8 +21,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import StateError
+from ledger.errors import DecodeError, StateError
 from ledger.hashing import canonical_bytes, sha256
+from schemas.codec import decode_canonical
+from schemas.errors import CodecError
 
 Record = Mapping[str, Any]
 
@@ -54,7 +56,8 @@ class WriteSet:
 
     entries: tuple[tuple[str, Record | None], ...]
     _digest: list[bytes] = field(default_factory=list, compare=False, repr=False)
-    """Memo of :meth:`digest` (records are immutable, so is the write set)."""
+    """Memo of :meth:`digest` and :meth:`encoded` (records are immutable, so is the write
+    set)."""
 
     def __post_init__(self) -> None:
         keys = [k for k, _ in self.entries]
@@ -77,13 +80,47 @@ class WriteSet:
         """SHA-256 of the canonical write set (computed once: execution, the machine's commit
         and the final state's commit all need it)."""
         if not self._digest:
-            self._digest.append(sha256(self.canonical()))
+            body = self.canonical()
+            self._digest.extend((sha256(body), body))
         return self._digest[0]
+
+    def encoded(self) -> bytes:
+        """:meth:`canonical`, computed once with :meth:`digest` (a primary sends it to its
+        standbys, D52)."""
+        self.digest()
+        return self._digest[1]
+
+    @classmethod
+    def from_canonical(cls, body: bytes, *, certified: bool = False) -> WriteSet:
+        """The write set whose canonical bytes are ``body`` (:meth:`canonical` inverted); its
+        digest is taken to be the SHA-256 of ``body``, so ``body`` must be checked against a
+        certified state root (:func:`root_after`) before the write set is trusted; with
+        ``certified`` it was, and the structural wire check is skipped. Bytes that do not
+        decode, or keys out of order, are a :class:`~ledger.errors.DecodeError`."""
+        try:
+            record = decode_canonical("WriteSet", body, certified=certified)
+            entries = tuple(
+                (str(e["key"]), None if e["value"] is None else e["value"][1])
+                for e in record["entries"]
+            )
+            for key, value in entries:
+                if value is not None:
+                    schema_for(key)
+            writes = cls(entries=entries)
+        except (CodecError, StateError, KeyError, TypeError, IndexError) as exc:
+            raise DecodeError(f"not a canonical write set: {exc}") from exc
+        writes._digest.extend((sha256(body), bytes(body)))
+        return writes
 
 
 def next_state_root(prev_root: bytes, writes: WriteSet) -> bytes:
     """``H(prev_state_root || H(sorted write set))``."""
-    return sha256(prev_root + writes.digest())
+    return root_after(prev_root, writes.digest())
+
+
+def root_after(prev_root: bytes, writes_digest: bytes) -> bytes:
+    """The state root after a write set whose canonical bytes hash to ``writes_digest``."""
+    return sha256(prev_root + writes_digest)
 
 
 class WorldState:

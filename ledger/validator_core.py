@@ -2,12 +2,10 @@
 
 Theory of operation
 -------------------
-* The shell (``streams/validator.py``) feeds the two logs in their own order:
-  :meth:`ValidatorCore.on_tx` for every ``pantheon.tx`` message and
-  :meth:`ValidatorCore.on_vote` for every ``pantheon.votes`` message, and calls
-  :meth:`ValidatorCore.on_tick` with the current time. Each returns the actions the shell
-  must carry out (send a vote, publish a final block and its receipts, emit a marker, submit
-  evidence); the core never touches a socket, a file or a clock.
+* The shell (``streams/validator.py``) feeds the logs in their own order (``on_tx``,
+  ``on_vote``, ``on_feed``, ``on_published``) and calls ``on_tick`` with the current time.
+  Each returns the actions the shell must carry out (:mod:`ledger.validator_actions`); the
+  core never touches a socket, a file or a clock.
 * Cutting and executing run ahead of finality (pipelining): block ``h`` is cut, executed on
   the state after ``h-1`` as this validator computed it, committed to the *speculative*
   machine, and voted on at once, whether or not ``h-1`` is final yet.
@@ -25,14 +23,12 @@ Theory of operation
   :mod:`ledger.publication` publishes a final block at once or holds it until its copy is
   read (:meth:`ValidatorCore.on_published`). Markers stay per institution: its first
   operator emits them, a standby of rank ``r > 0`` ``r * takeover_delay_ms`` later.
-* A standby also follows its primary's votes instead of verifying every signature itself:
-  it executes a cut block once a reference hash is known (a lower-ranked operator's valid
-  vote, or the final hash), first with all signatures vouched for; the hash binds every
-  entry's result code, so a match means the results are those of a verifying execution, and
-  a miss makes it execute the block again with verification. It then votes (also after
-  finality, so that every operator votes). If no reference comes for ``r`` times the
-  takeover delay it turns *eager*: verifies and votes on its own, until its primary votes
-  again as far as it got.
+* A standby follows its primary (D52, after D38): it applies a cut block once it is final
+  and its primary's feed (:mod:`ledger.standby_feed`) rebuilds the final hash, and does not
+  vote. A final block whose feed is ``r`` takeover delays late runs against the final hash
+  (signatures vouched for, as the hash binds every result code; a miss runs it again with
+  verification). If its primary did not vote for that long, it turns *eager*: runs blocks
+  and votes on its own until its primary votes on a height not final here.
 * Equivocation evidence found in the vote log becomes a ``ReportEquivocation`` transaction
   signed by this operator's key. Votes for heights that are already final are still compared
   with the first vote of the same operator there, for the last :data:`EVIDENCE_WINDOW`
@@ -50,62 +46,34 @@ from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import Divergence, Equivocation, Event, FinalityTracker, Finalized
 from ledger.keys import KeyPair
 from ledger.members import ValidatorSet, key_key
-from ledger.publication import Publication, PublishFinal, takeover_delay_ms
+from ledger.publication import Publication, takeover_delay_ms
 from ledger.snapshot import SnapshotMeta
+from ledger.standby_feed import FeedBuffer, encode_feed
 from ledger.state import WorldState
-from ledger.tx import sign_tx
+from ledger.validator_actions import (
+    EVIDENCE_WINDOW,
+    Action,
+    Counters,
+    Diverged,
+    EmitMarker,
+    SendFeed,
+    SendVote,
+    SubmitTx,
+    evidence_tx,
+)
 from ledger.votes import Vote, decode_vote, sign_vote
 
-
-@dataclass(frozen=True, slots=True)
-class SendVote:
-    """Sign-off of ``block_hash`` at ``height``: the shell journals it, then produces it."""
-
-    height: int
-    block_hash: bytes
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class EmitMarker:
-    """A ``TimeToCut`` marker for the pending height."""
-
-    height: int
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitTx:
-    """A transaction this validator signed (equivocation evidence)."""
-
-    raw: bytes
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Diverged:
-    """This validator's hash of ``height`` is not the final one: it must stop."""
-
-    height: int
-    own_hash: bytes
-    final_hash: bytes
-
-
-Action = SendVote | PublishFinal | EmitMarker | SubmitTx | Diverged
-
-EVIDENCE_WINDOW = 1000
-"""Final heights whose first votes are kept to catch late equivocation."""
-
-
-@dataclass(slots=True)
-class Counters:
-    """What the core saw, for metrics and status."""
-
-    malformed_votes: int = 0
-    equivocations: int = 0
-    votes_seen: int = 0
-    optimistic: int = 0  # blocks executed with vouched signatures that matched (D38)
-    optimistic_misses: int = 0  # ... that did not, and were executed again
+__all__ = [
+    "EVIDENCE_WINDOW",
+    "Action",
+    "Counters",
+    "Diverged",
+    "EmitMarker",
+    "SendFeed",
+    "SendVote",
+    "SubmitTx",
+    "ValidatorCore",
+]
 
 
 @dataclass(slots=True)
@@ -165,6 +133,10 @@ class ValidatorCore:
         self._queue: deque[CutBlock] = deque()  # cut, not executed yet (a standby follows)
         self._queue_since: int | None = None  # when the queue's head was first seen waiting
         self.eager = False  # a standby whose primary stopped voting executes without it
+        self._primary_heard = False  # a valid vote of its primary came since the last tick
+        self._primary_seen_ms: int | None = None  # when it last came (a tick's time)
+        self._unfed_to = 0  # final blocks up to this height may run without a feed (D52)
+        self.feeds = FeedBuffer()  # a following standby's feeds from its primary (D52)
 
     # -- inputs --------------------------------------------------------------------------
     def on_tx(
@@ -185,23 +157,23 @@ class ValidatorCore:
         return self._drain()
 
     def _drain(self) -> list[Action]:
-        """Execute the cut blocks in order. A standby that follows its primary (D38) runs a
-        block only once a reference hash for it is known (its primary's valid vote, or the
-        final hash), first with every signature vouched for: if that gives the reference
-        hash, the results are the ones a verifying execution gives (the hash binds every
-        entry's result code), else the block is executed again with verification."""
+        """Run the cut blocks in order (see the module docstring): a following standby
+        applies final blocks from feeds (D52); a block with a reference hash runs first with
+        every signature vouched for, and again with verification if it misses (D38)."""
         actions: list[Action] = []
         while self._queue and self.diverged is None:
             block = self._queue[0]
             actions += self._handle(self.tracker.set_validators(self.machine.validator_set()))
-            ref = self._reference_hash(block.height)
-            if ref is None and self.following:
-                break
+            final = self.tracker.final(block.height)
+            fed = self.feeds.has(block.height) or block.height <= self._unfed_to
+            if self.following and (final is None or not fed):
+                break  # D52: a following standby applies final blocks only, from its feed
             self._queue.popleft()
             self._queue_since = None
-            executed = None
-            behind_primary = ref is not None and self.tracker.final(block.height) is None
-            if ref is not None:
+            executed = self._applied(block, final.block_hash) if self.following and final else None
+            ref = self._reference_hash(block.height)
+            behind_primary = ref is not None and final is None
+            if ref is not None and executed is None:
                 guess = self.machine.execute(
                     block, verified_signatures=frozenset(e.raw for e in block.entries)
                 )
@@ -212,8 +184,23 @@ class ValidatorCore:
                     self.counters.optimistic_misses += 1
             if executed is None:
                 executed = self.machine.execute(block, verified_signatures=self._vouched)
-            actions += self._run(block, executed, vote_late=behind_primary or self.following)
+            actions += self._run(block, executed, vote_late=behind_primary)
         return actions
+
+    def _applied(self, block: CutBlock, final_hash: bytes) -> ExecutedBlock | None:
+        """``block`` rebuilt from its feed, if that gives ``final_hash`` (D52)."""
+        applied = self.feeds.apply(
+            block,
+            prev_hash=self.machine.last_hash,
+            prev_root=self.machine.state.root,
+            validators=self.machine.validator_set(),
+            final_hash=final_hash,
+        )
+        if applied is not None:
+            self.counters.applied += 1
+            return applied
+        self.counters.feed_misses += 1
+        return None
 
     def _reference_hash(self, height: int) -> bytes | None:
         final = self.tracker.final(height)
@@ -228,9 +215,9 @@ class ValidatorCore:
         return None
 
     def _run(self, block: CutBlock, executed: ExecutedBlock, *, vote_late: bool) -> list[Action]:
-        """Commit ``executed`` and vote on it: unless it is final already (a replaying
-        validator does not vote on history), or ``vote_late`` (a standby that follows its
-        primary votes on every height it runs live, so that every operator votes)."""
+        """Commit ``executed`` and vote on it unless it is final already (a replaying
+        validator, or a following standby, does not vote on history), or ``vote_late`` (an
+        eager standby votes after its primary); send it to this operator's standbys."""
         for entry in block.entries:
             self._vouched.discard(entry.raw)
         limit = (len(self._queue) + 2) * self.machine.params.max_block_txs
@@ -243,6 +230,8 @@ class ValidatorCore:
         events = self.tracker.set_validators(executed.validator_set)
         events += self.tracker.set_own_hash(height, executed.block_hash)
         actions: list[Action] = []
+        if not self.following and self.operator.key_id in self._own_ops[:-1]:
+            actions.append(SendFeed(height, encode_feed(executed)))
         if (
             self.diverged is None
             and executed.validator_set.institution_of(self.operator.key_id) is not None
@@ -265,19 +254,29 @@ class ValidatorCore:
             return self._late_vote(vote)
         self.final.vote_offsets.setdefault(vote.height, offset)
         if (
-            self.eager
+            (self.eager or not self._primary_heard)
             and vote.operator_key_id in self._own_ops[: self.rank]
-            and vote.height >= self.machine.height
+            and vote.height > self.final_height
             and vote.is_valid()
         ):
-            self.eager = False  # the primary votes as far as this standby got: follow it
+            self._primary_heard = True  # a live primary (votes on heights not final here)
+            self.eager = False  # ... that this standby follows again
         actions = self._handle(self.tracker.add_vote(vote))
         return actions + self._drain() if self._queue else actions
+
+    def on_feed(self, sender_key_id: bytes, raw: bytes) -> list[Action]:
+        """A message of ``pantheon.feeds`` from operator ``sender_key_id`` (D52): kept if
+        it comes from a lower-ranked operator of this institution and is of a height not
+        applied yet (the feed itself is checked against the final hash when applied)."""
+        if sender_key_id not in self._own_ops[: self.rank]:
+            return []
+        self.feeds.add(raw, above=self.machine.height)
+        return self._drain() if self._queue else []
 
     def on_tick(self, now_ms: int, *, caught_up: bool) -> list[Action]:
         """Time passes: a standby takes over if its primary is silent; emit a marker if the
         pending block has waited long enough."""
-        actions: list[Action] = [*self.publication.on_tick(now_ms), *self._check_eager(now_ms)]
+        actions: list[Action] = [*self.publication.on_tick(now_ms), *self._check_primary(now_ms)]
         height = self.cutter.pending_height
         late = 0 if self.publication.took_over else self.rank * self.takeover_ms
         wait = self.block_interval_ms + late
@@ -394,17 +393,28 @@ class ValidatorCore:
 
     @property
     def following(self) -> bool:
-        """Whether this standby waits for its primary's vote before executing a block."""
+        """Whether this standby applies its primary's feeds of final blocks (D52)."""
         return self.rank > 0 and not self.eager
 
-    def _check_eager(self, now_ms: int) -> list[Action]:
+    def _check_primary(self, now_ms: int) -> list[Action]:
+        """A following standby whose next block waited ``rank`` takeover delays turns eager
+        if its primary did not vote for that long; if it did, it runs the final blocks it
+        holds without their feeds (D52)."""
+        if self._primary_heard or self._primary_seen_ms is None:
+            self._primary_seen_ms, self._primary_heard = now_ms, False
         if not self._queue or not self.following:
             return []
         if self._queue_since is None:
             self._queue_since = now_ms
-        if now_ms - self._queue_since < self.rank * self.takeover_ms:
+        delay = self.rank * self.takeover_ms
+        if now_ms - self._queue_since < delay:
             return []
-        self.eager = True  # the primary is silent: verify and vote without it
+        if now_ms - self._primary_seen_ms >= delay:
+            self.eager = True  # the primary is silent: verify and vote without it
+        elif self.tracker.final(self._queue[0].height) is not None:
+            self._unfed_to = self._queue[-1].height  # the primary votes; its feeds are late
+        else:
+            return []
         return self._drain()
 
     def _set_own_ops(self, validators: ValidatorSet) -> None:
@@ -435,14 +445,5 @@ class ValidatorCore:
         me = self.machine.state.get(key_key(self.operator.key_id))
         if me is None or not me["active"]:
             return None
-        nonce = max(int(me["next_nonce"]), self._evidence_nonce + 1)
-        self._evidence_nonce = nonce
-        raw = sign_tx(
-            self.operator,
-            chain_id=self.chain_id,
-            nonce=nonce,
-            operation="ReportEquivocation",
-            args={"vote_a": event.first.record(), "vote_b": event.second.record()},
-        )
-        who = event.first.operator_key_id.hex()[:12]
-        return SubmitTx(raw, f"equivocation by operator {who} at height {event.first.height}")
+        self._evidence_nonce = max(int(me["next_nonce"]), self._evidence_nonce + 1)
+        return evidence_tx(self.operator, self.chain_id, self._evidence_nonce, event)

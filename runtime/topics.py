@@ -42,6 +42,7 @@ LEDGER_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(suffix="votes"),
     TopicSpec(suffix="blocks"),
     TopicSpec(suffix="receipts"),
+    TopicSpec(suffix="feeds"),  # primaries' executed blocks for their standbys (D52)
     TopicSpec(suffix="l2.records", partitions=L2_PARTITIONS),
     TopicSpec(suffix="l2.rejected", partitions=L2_PARTITIONS),
 )

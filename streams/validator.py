@@ -12,7 +12,9 @@ Kafka's lag tools), hands every message to the core and carries out its actions:
 * one operator of the consortium publishes each final block (D47): every other one reads
   ``pantheon.blocks`` (from a little before its end) and holds each final block until a copy
   with the same bytes is there, or takes over; copies are labelled with their producer's
-  operator key id (header ``pantheon-operator``; D38).
+  operator key id (header ``pantheon-operator``; D38);
+* a primary sends each block it executes to ``pantheon.feeds``; its standbys read that topic
+  and apply final blocks from it rather than executing them (D52).
 
 Snapshots: ``streams.validator_snapshots``; on restart the newest valid one is loaded and
 the logs are replayed from the positions it names. SIGTERM stops it cleanly (exit 0); a
@@ -23,9 +25,7 @@ exits 4.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -40,17 +40,26 @@ from ledger.errors import LedgerError
 from ledger.execution import LedgerMachine
 from ledger.genesis import Genesis, genesis_state
 from ledger.publication import PublishFinal
-from ledger.validator_core import Action, Diverged, EmitMarker, SendVote, SubmitTx, ValidatorCore
+from ledger.validator_core import (
+    Action,
+    Diverged,
+    EmitMarker,
+    SendFeed,
+    SendVote,
+    SubmitTx,
+    ValidatorCore,
+)
 from runtime import logs
 from runtime.cli_args import ConfigError
 from runtime.heap import GcPauses, HeapSettler
 from runtime.kafka_config import consume_ready, consumer_config, producer_config
 from runtime.startup import refuse, require_broker
 from streams import validator_metrics as metrics
-from streams.durable import SnapshotStore, VoteJournal, atomic_write
+from streams.durable import SnapshotStore, VoteJournal
 from streams.signature_pipeline import SignaturePipeline
 from streams.validator_config import ValidatorConfig, build_parser, config_from_args, load_operator
 from streams.validator_snapshots import SNAPSHOT_EVERY_BLOCKS, Snapshotter
+from streams.validator_status import core_status, report_divergence, run_profiled, write_status
 
 log = logging.getLogger("pantheon.validator")
 
@@ -80,7 +89,8 @@ class Validator:
         self.journal = VoteJournal(config.state_dir / "votes.journal")
         self.snapshots = SnapshotStore(config.state_dir / "snapshots")
         self.topics = {
-            name: f"{config.prefix}{name}" for name in ("tx", "votes", "blocks", "receipts")
+            name: f"{config.prefix}{name}"
+            for name in ("tx", "votes", "blocks", "receipts", "feeds")
         }
         self.core, votes_offset = self._resume()
         self.running = True
@@ -95,6 +105,7 @@ class Validator:
         self._last_status = 0.0
         self._last_advice = 0.0
         self._watching_blocks = False  # reading pantheon.blocks for peers' copies (D38)
+        self._watching_feeds = False  # a standby reads its primary's feeds (D52)
         # The default long fetch wait (an idle consumer asks twice a second): _caught_up
         # reads the end of the tx log cached from fetch responses, so no watermark query
         # queues behind a parked fetch (which is why the wait was 20 ms: 50 fetches a second
@@ -184,7 +195,9 @@ class Validator:
                     self.pipeline.poll(0.0 if batch else 0.01)
                 self._perform(self.core.on_tick(_now_ms(), caught_up=self._caught_up()))
                 if not self._watching_blocks and not self.core.publishing:
-                    self._watch_blocks()
+                    self._watching_blocks = self._watch("blocks")
+                if not self._watching_feeds and self.core.rank > 0:
+                    self._watching_feeds = self._watch("feeds")
                 self.producer.poll(0)
                 if self.core.diverged is not None:
                     self._write_status()
@@ -235,25 +248,27 @@ class Validator:
         elif topic == self.topics["votes"]:
             self._votes_position = offset + 1
             self._perform(self.core.on_vote(offset, value))
+        elif topic == self.topics["feeds"]:
+            self._perform(self.core.on_feed(msg.key() or b"", value))
         else:
             self._on_copy(msg)
 
-    def _watch_blocks(self) -> None:
-        """Start reading the blocks topic, :data:`COPIES_LOOKBACK` copies before its end: the
-        copies tell this operator which of its final blocks are published (D47)."""
-        blocks = TopicPartition(self.topics["blocks"], 0)
+    def _watch(self, name: str) -> bool:
+        """Start reading topic ``name`` (blocks: which final blocks are published, D47;
+        feeds: D52) :data:`COPIES_LOOKBACK` messages before its end; False on a failure."""
+        topic = TopicPartition(self.topics[name], 0)
         try:
-            low, high = self.consumer.get_watermark_offsets(blocks, timeout=5)
+            low, high = self.consumer.get_watermark_offsets(topic, timeout=5)
         except KafkaException as exc:  # a broker hiccup: try again next turn
-            log.warning("blocks watermark query failed", extra={"error": str(exc)})
-            return
-        self._watching_blocks = True
+            log.warning("watermark query failed", extra={"topic": name, "error": str(exc)})
+            return False
         start = max(low, high - COPIES_LOOKBACK)
-        self.consumer.incremental_assign([TopicPartition(self.topics["blocks"], 0, start)])
+        self.consumer.incremental_assign([TopicPartition(self.topics[name], 0, start)])
         log.info(
-            "reading block copies of other operators",
+            f"reading {name} of other operators",
             extra={"publisher_rank": self.core.publisher_rank, "from": start},
         )
+        return True
 
     def _on_copy(self, msg: Message) -> None:
         publisher = dict(msg.headers() or []).get(PUBLISHER_HEADER)
@@ -278,6 +293,10 @@ class Validator:
         for action in actions:
             if isinstance(action, SendVote):
                 self._send_vote(action)
+            elif isinstance(action, SendFeed):
+                self.producer.produce(
+                    self.topics["feeds"], key=self.operator.key_id, value=action.raw
+                )
             elif isinstance(action, PublishFinal):
                 self._publish(action)
             elif isinstance(action, EmitMarker):
@@ -326,16 +345,7 @@ class Validator:
             metrics.TXS.labels(result=code.name, **self.labels).inc(count)
 
     def _diverged(self, event: Diverged) -> None:
-        metrics.DIVERGENCES.labels(**self.labels).inc()
-        log.critical(
-            "DIVERGED: this validator's block hash differs from the final one; it stops "
-            "voting and exits (its state or code is wrong: compare with `pantheon audit`)",
-            extra={
-                "height": event.height,
-                "own_hash": event.own_hash.hex(),
-                "final_hash": event.final_hash.hex(),
-            },
-        )
+        report_divergence(event, self.labels)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _caught_up(self) -> bool:
@@ -397,22 +407,13 @@ class Validator:
             "institution": self.config.institution,
             "operator": self.config.operator,
             "operator_key_id": self.operator.key_id.hex(),
-            "cut_height": self.core.cut_height,
-            "voted_height": self.core.voted_height,
-            "final_height": self.core.final_height,
-            "diverged": self.core.diverged is not None,
-            "rank": self.core.rank,
-            "publisher_rank": self.core.publisher_rank,
-            "publishing": self.core.publishing,
-            "following": self.core.following,
+            **core_status(self.core),
             "caught_up": self._reading_live(),
             "gc": self._gc.summary(),
             "snapshot_stall_ms_max": round(self.snapshots_due.stall_ms, 2),
             "snapshot_write_ms_max": round(self.snapshots_due.write_ms, 2),
-            "pid": os.getpid(),
-            "updated_ms": _now_ms(),
         }
-        atomic_write(self.config.state_dir / "status.json", json.dumps(status).encode())
+        write_status(self.config.state_dir, status)
 
 
 def _now_ms() -> int:
@@ -431,7 +432,10 @@ def run(config: ValidatorConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return validator.run()
+    return run_profiled(  # PANTHEON_VALIDATOR_PROFILE_DIR set: under cProfile
+        validator.run,
+        lambda: f"{config.institution}-{config.operator}-rank{validator.core.rank}.prof",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

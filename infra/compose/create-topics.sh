@@ -27,6 +27,7 @@ create tx 1
 create votes 1
 create blocks 1
 create receipts 1
+create feeds 1
 create l2.records 6
 create l2.rejected 6
 for institution in $INSTITUTIONS; do

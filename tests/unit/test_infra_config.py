@@ -71,6 +71,7 @@ def test_ledger_topics_keep_data_forever_with_broker_time() -> None:
         "pantheon.votes",
         "pantheon.blocks",
         "pantheon.receipts",
+        "pantheon.feeds",
         "pantheon.l2.records",
         "pantheon.l2.rejected",
         "pantheon.iam.acme",

@@ -94,7 +94,7 @@ def test_the_acl_table_is_least_privilege() -> None:
     }
     assert writers["p.iam.alpha"] == {"institution.alpha"}
     assert writers["p.iam.beta"] == {"institution.beta"}
-    for topic in ("p.votes", "p.blocks", "p.receipts"):
+    for topic in ("p.votes", "p.blocks", "p.receipts", "p.feeds"):
         assert writers[topic] == {"operator.alpha", "operator.beta"}, topic
     assert writers["p.l2.records"] == {"iot"}
     assert {name for who, name in writes if who == "iot"} == {"p.tx", "p.l2.records"}
@@ -103,6 +103,7 @@ def test_the_acl_table_is_least_privilege() -> None:
         (g.principal, g.name) for g in grants if g.operation == "READ" and g.resource == "topic"
     }
     assert ("institution.beta", "p.iam.alpha") not in reads
+    assert {who for who, name in reads if name == "p.feeds"} == {"operator.alpha", "operator.beta"}
     assert not any(g.prefixed and g.resource == "topic" for g in grants)
 
 

@@ -1,4 +1,5 @@
-"""Several operators in the pure core (D38, D47): all vote, one of the consortium publishes."""
+"""Several operators in the pure core (D38, D47, D52): primaries vote, standbys apply their
+primaries' feeds, one operator of the consortium publishes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ledger.publication import PublishFinal, publication_delay_ms, takeover_dela
 from ledger.validator_core import (
     Action,
     EmitMarker,
+    SendFeed,
     SendVote,
     ValidatorCore,
 )
@@ -38,9 +40,13 @@ def make_core(plan: ConsortiumPlan, node: Node) -> ValidatorCore:
 class Network:
     """Cores fed one tx log; votes delivered in one shared order; copies can be announced."""
 
-    def __init__(self, plan: ConsortiumPlan, nodes: Sequence[Node]) -> None:
+    def __init__(
+        self, plan: ConsortiumPlan, nodes: Sequence[Node], *, route_feeds: bool = True
+    ) -> None:
         self.cores = {node: make_core(plan, node) for node in nodes}
         self.votes: list[bytes] = []
+        self.feeds: list[tuple[bytes, bytes]] = []  # (sender key id, feed), D52
+        self.route_feeds = route_feeds
         self.published: dict[Node, list[PublishFinal]] = {n: [] for n in nodes}
         self.markers: dict[Node, list[int]] = {n: [] for n in nodes}
         self.offset = 0
@@ -53,11 +59,17 @@ class Network:
             self.offset += 1
 
     def deliver_votes(self) -> None:
-        while self.vote_offset < len(self.votes):
-            raw = self.votes[self.vote_offset]
-            for node, core in self.cores.items():
-                self.record(node, core.on_vote(self.vote_offset, raw))
-            self.vote_offset += 1
+        """Deliver the feeds sent so far, then the votes, until none is left."""
+        while self.feeds or self.vote_offset < len(self.votes):
+            feeds, self.feeds = self.feeds, []
+            for sender, raw in feeds:
+                for node, core in self.cores.items():
+                    self.record(node, core.on_feed(sender, raw))
+            if self.vote_offset < len(self.votes):
+                raw = self.votes[self.vote_offset]
+                for node, core in self.cores.items():
+                    self.record(node, core.on_vote(self.vote_offset, raw))
+                self.vote_offset += 1
 
     def tick(self, now_ms: int) -> None:
         for node, core in self.cores.items():
@@ -78,6 +90,8 @@ class Network:
                 self.published[node].append(action)
             elif isinstance(action, EmitMarker):
                 self.markers[node].append(action.height)
+            elif isinstance(action, SendFeed) and self.route_feeds:
+                self.feeds.append((self.cores[node].operator.key_id, action.raw))
 
 
 def anchors(plan: ConsortiumPlan, count: int) -> list[bytes]:
@@ -116,18 +130,21 @@ def publication(operators: int) -> list[Node]:
     return [(f"inst-{i}", r) for r in range(operators) for i in range(4)]
 
 
-def test_every_operator_votes_but_one_publishes_for_the_consortium() -> None:
+def test_primaries_vote_standbys_apply_and_one_publishes_for_the_consortium() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     nodes = [(f"inst-{i}", r) for i in range(4) for r in (0, 1)]
     net = Network(plan, nodes)
     net.feed_tx(anchors(plan, 10))
     assert len(net.votes) == 2 * 4  # the primaries vote at once; the standbys follow them
+    assert len(net.feeds) == 2 * 4  # ... and send what they executed to their standbys
     assert {c.cut_height for n, c in net.cores.items() if n[1] == 1} == {0}
     net.deliver_votes()
-    assert len(net.votes) == 2 * 8  # two blocks, eight operators
+    assert len(net.votes) == 2 * 4  # a following standby does not vote (D52)
     assert {c.final_height for c in net.cores.values()} == {2}
+    assert len({c.final.final_state.root for c in net.cores.values()}) == 1
     standbys = [c for n, c in net.cores.items() if n[1] == 1]
-    assert all(c.counters.optimistic == 2 and c.counters.optimistic_misses == 0 for c in standbys)
+    assert all(c.counters.applied == 2 and c.counters.optimistic == 0 for c in standbys)
+    assert all(c.voted_height == 0 and c.following for c in standbys)
     assert {c.rank for c in net.cores.values()} == {0, 1}
     assert [net.cores[n].publisher_rank for n in publication(2)] == list(range(8))
     first = ("inst-0", 0)
@@ -173,10 +190,11 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
     txs = anchors(plan, 25)
     net.feed_tx(txs[:5])
     net.deliver_votes()
-    # height 1 is final without inst-0's primary; its standby ran it against the final hash
+    # height 1 is final without inst-0's primary; its standby, with no feed, waits for it
+    # for the takeover delay, then runs it against the final hash (D52)
     standby = net.cores[("inst-0", 1)]
-    assert standby.cut_height == 1 and standby.counters.optimistic == 1
-    assert all(c.held_heights == [1] for c in net.cores.values())
+    assert standby.cut_height == 0 and standby.following
+    assert all(c.held_heights == [1] for c in net.cores.values() if c is not standby)
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.tick(0)
     net.tick(delay - 1)
@@ -185,6 +203,8 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
     assert publication_delay_ms(1, interval) == delay
     assert publication_delay_ms(3, interval) == delay + 2 * max(1000, 2 * interval)
     net.tick(delay)  # the second in the order takes over; the later ones wait longer
+    assert standby.eager and standby.cut_height == 1 and standby.counters.optimistic == 1
+    assert standby.voted_height == 0  # height 1 was final: no vote on history
     assert heights(net.published[second]) == [1] and net.cores[second].took_over
     assert all(net.published[n] == [] for n in nodes if n != second)
     net.announce(second)
@@ -292,9 +312,11 @@ def test_a_bad_signature_makes_the_optimistic_run_miss_and_verification_decide()
     forged = bytearray(anchors(plan, 3)[2])
     forged[-5] ^= 0x01  # inside the signature
     nodes = [(f"inst-{i}", r) for i in range(4) for r in (0, 1)]
-    net = Network(plan, nodes)
+    net = Network(plan, nodes, route_feeds=False)  # standbys without feeds turn eager ...
     net.feed_tx([*good, bytes(forged)])
     net.deliver_votes()
+    net.tick(0)
+    net.tick(takeover_delay_ms(plan.genesis.params.block_interval_ms))  # ... and run it
     assert {c.final_height for c in net.cores.values()} == {1}
     assert len({c.final.final_hash for c in net.cores.values()}) == 1
     for (_, rank), core in net.cores.items():
