@@ -27,6 +27,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
+from schemas import fastwrite
 from schemas.errors import CodecError
 from schemas.registry import SCHEMA_DIR, Registry, SchemaEntry
 from schemas.wirecheck import WireChecker
@@ -57,9 +58,31 @@ def _check(entry: SchemaEntry, body: bytes) -> None:
     checker.check(body)
 
 
+_encoders: dict[int, fastwrite.Encoder | None] = {}
+
+
 def canonical(schema_name: str, record: Mapping[str, Any], *, reg: Registry | None = None) -> bytes:
-    """Canonical bytes (the Avro binary body) of ``record`` under schema ``schema_name``."""
+    """Canonical bytes (the Avro binary body) of ``record`` under schema ``schema_name``.
+
+    The compiled encoder of :mod:`schemas.fastwrite` writes the plainest records; any value
+    it declines is validated and written by fastavro (the reference, D51)."""
     entry = (reg or registry()).by_name(schema_name)
+    # A fingerprint names one Parsing Canonical Form: names, field order and types, all
+    # that the encoder depends on (it fills in no defaults).
+    if entry.fingerprint in _encoders:
+        encoder = _encoders[entry.fingerprint]
+    else:
+        encoder = _encoders[entry.fingerprint] = fastwrite.compile_encoder(entry.parsed)
+    if encoder is not None:
+        try:
+            return fastwrite.encode(encoder, record)
+        except fastwrite.Declined:
+            pass
+    return reference_canonical(entry, record)
+
+
+def reference_canonical(entry: SchemaEntry, record: Mapping[str, Any]) -> bytes:
+    """:func:`canonical` by fastavro alone (validate, then write): the reference."""
     try:
         validate(record, entry.parsed, raise_errors=True)
         out = io.BytesIO()
