@@ -144,20 +144,3 @@ def test_bodies_the_wire_check_refuses_are_declined(schema: Any, body: bytes) ->
     assert decoder is not None
     with pytest.raises(fastread.Declined):
         fastread.decode(decoder, body)
-
-
-@pytest.mark.parametrize(
-    "schema",
-    [
-        {"type": "map", "values": "long"},
-        {"type": "array", "items": "null"},
-        {"type": "long", "logicalType": "timestamp-millis"},
-        {
-            "type": "record",
-            "name": "pantheon.Node",
-            "fields": [{"name": "next", "type": ["null", "pantheon.Node"]}],
-        },
-    ],
-)
-def test_schemas_outside_the_fast_path_are_not_compiled(schema: Any) -> None:
-    assert fastread.compile_decoder(schema) is None

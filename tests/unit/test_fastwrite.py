@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import codec, fastwrite
+from schemas import codec, fastread, fastwrite
 from schemas.errors import CodecError
 from tests.unit.avro_values import Small, values
 
@@ -90,22 +90,28 @@ def test_values_outside_the_strict_subset_are_declined(schema: Any, value: Any) 
         fastwrite.encode(encoder, value)
 
 
-@pytest.mark.parametrize(
-    "schema",
-    [
-        {"type": "map", "values": "long"},
-        {"type": "fixed", "name": "F", "size": 4},
-        "double",
-        {"type": "long", "logicalType": "timestamp-millis"},
-        {
-            "type": "record",
-            "name": "pantheon.Node",
-            "fields": [{"name": "next", "type": ["null", "pantheon.Node"]}],
-        },
-    ],
-)
-def test_schemas_outside_the_fast_path_are_not_compiled(schema: Any) -> None:
+OUTSIDE = [
+    {"type": "map", "values": "long"},
+    {"type": "fixed", "name": "F", "size": 4},
+    "double",
+    {"type": "long", "logicalType": "timestamp-millis"},
+    {
+        "type": "record",
+        "name": "pantheon.Node",
+        "fields": [{"name": "next", "type": ["null", "pantheon.Node"]}],
+    },
+]
+
+
+@pytest.mark.parametrize("schema", OUTSIDE)
+def test_schemas_outside_the_fast_paths_are_compiled_by_neither(schema: Any) -> None:
     assert fastwrite.compile_encoder(schema) is None
+    assert fastread.compile_decoder(schema) is None
+
+
+def test_arrays_of_items_that_take_no_bytes_are_not_read_by_the_fast_path() -> None:
+    # the wire check bounds their count instead (MAX_ZERO_SIZE_ITEMS)
+    assert fastread.compile_decoder({"type": "array", "items": "null"}) is None
 
 
 def test_varints_match_the_avro_zigzag_encoding() -> None:
