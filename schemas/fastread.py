@@ -61,10 +61,14 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _long(data: bytes, pos: int) -> tuple[int, int]:
-    if pos < len(data):
+    if pos + 1 < len(data):  # one or two bytes (lengths of keys, signatures, small counts)
         byte = data[pos]
         if byte < 0x80:
             return (byte >> 1) ^ -(byte & 1), pos + 1
+        second = data[pos + 1]
+        if 0 < second < 0x80:  # a second byte of 0 would be a redundant one
+            value = (byte & 0x7F) | (second << 7)
+            return (value >> 1) ^ -(value & 1), pos + 2
     return _varint(data, pos)
 
 

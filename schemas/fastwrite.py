@@ -117,9 +117,7 @@ def _record(fields: list[tuple[str, Encoder]]) -> Encoder:
         if type(value) is not dict or "-type" in value:
             raise Declined
         for name, field in fields:
-            if name not in value:
-                raise Declined
-            field(value[name], parts)
+            field(value[name], parts)  # a missing field: KeyError, declined by encode()
 
     return encode
 
@@ -241,5 +239,8 @@ class _Compiler:
 def encode(encoder: Encoder, value: Any) -> bytes:
     """The Avro binary body of ``value``; raises :class:`Declined` outside the fast path."""
     parts: list[bytes] = []
-    encoder(value, parts)
+    try:
+        encoder(value, parts)
+    except KeyError as exc:  # a record without one of its fields
+        raise Declined from exc
     return b"".join(parts)
