@@ -90,7 +90,12 @@ def _int(data: bytes, pos: int) -> tuple[Any, int]:
 
 
 def _bytes(data: bytes, pos: int) -> tuple[Any, int]:
-    size, pos = _long(data, pos)
+    size = data[pos]  # past the end: IndexError, declined by decode()
+    if size < 0x80 and not size & 1:  # a length below 64 in one byte
+        size >>= 1
+        pos += 1
+    else:
+        size, pos = _long(data, pos)
     after = pos + size
     if size < 0 or after > len(data):
         raise Declined
@@ -98,7 +103,12 @@ def _bytes(data: bytes, pos: int) -> tuple[Any, int]:
 
 
 def _string(data: bytes, pos: int) -> tuple[Any, int]:
-    size, pos = _long(data, pos)
+    size = data[pos]
+    if size < 0x80 and not size & 1:
+        size >>= 1
+        pos += 1
+    else:
+        size, pos = _long(data, pos)
     after = pos + size
     if size < 0 or after > len(data):
         raise Declined
