@@ -5,7 +5,7 @@ Theory of operation
 :func:`schemas.codec.decode` proves a body well formed with :mod:`schemas.wirecheck` and
 then reads it with fastavro: two walks, about 8 us per transaction envelope that every
 validator decodes (decisions D51). This module compiles a parsed writer schema once into
-nested closures that do both in one walk, returning what fastavro returns (records as
+nested decoders (each record's generated as one function) that do both in one walk, returning what fastavro returns (records as
 dicts, with ``return_record_name`` and ``return_record_name_override``: a union branch that
 is a record, or a reference to a named type, as ``(full name, value)`` unless the union has
 a single record branch).
@@ -89,33 +89,52 @@ def _int(data: bytes, pos: int) -> tuple[Any, int]:
     return value, pos
 
 
-def _bytes(data: bytes, pos: int) -> tuple[Any, int]:
-    size = data[pos]  # past the end: IndexError, declined by decode()
-    if size < 0x80 and not size & 1:  # a length below 64 in one byte
-        size >>= 1
+# ``long``, ``bytes`` and ``string`` are read by these steps, written once as source: the
+# decoders of ``bytes`` and ``string`` are generated from them, and a record's decoder is
+# generated as one function with them inline (a call and a tuple fewer per field). Only
+# generated names appear in generated source; field names and sub-decoders are passed in
+# as constants. A step past the end raises IndexError, bad UTF-8 UnicodeDecodeError:
+# :func:`decode` declines both.
+_LENGTH = """
+    b = data[pos]
+    if b < 0x80 and not b & 1:
+        size = b >> 1
         pos += 1
     else:
         size, pos = _long(data, pos)
     after = pos + size
     if size < 0 or after > len(data):
         raise Declined
-    return data[pos:after], after
-
-
-def _string(data: bytes, pos: int) -> tuple[Any, int]:
-    size = data[pos]
-    if size < 0x80 and not size & 1:
-        size >>= 1
+"""
+_STEPS = {
+    "long": """
+    b = data[pos]
+    if b < 0x80:
+        v{n} = (b >> 1) ^ -(b & 1)
         pos += 1
     else:
-        size, pos = _long(data, pos)
-    after = pos + size
-    if size < 0 or after > len(data):
-        raise Declined
-    try:
-        return data[pos:after].decode("utf-8"), after
-    except UnicodeDecodeError as exc:
-        raise Declined from exc
+        v{n}, pos = _long(data, pos)
+""",
+    "bytes": _LENGTH + "    v{n} = data[pos:after]\n    pos = after\n",
+    "string": _LENGTH + "    v{n} = data[pos:after].decode('utf-8')\n    pos = after\n",
+}
+
+
+def _generate(steps: list[str], result: str, constants: dict[str, Any]) -> Decoder:
+    source = "\n".join(["def decode(data, pos):", *steps, f"    return {result}, pos"])
+    scope: dict[str, Any] = {"_long": _long, "Declined": Declined, **constants}
+    exec(source, scope)  # generated from the constant steps above and generated names
+    decoder: Decoder = scope["decode"]
+    return decoder
+
+
+_bytes = _generate([_STEPS["bytes"].format(n=0)], "v0", {})
+_string = _generate([_STEPS["string"].format(n=0)], "v0", {})
+_INLINE: dict[Decoder, str] = {
+    _long: _STEPS["long"],
+    _bytes: _STEPS["bytes"],
+    _string: _STEPS["string"],
+}
 
 
 _PRIMITIVES: dict[str, tuple[Decoder, int]] = {
@@ -130,13 +149,18 @@ _PRIMITIVES: dict[str, tuple[Decoder, int]] = {
 
 
 def _record(fields: list[tuple[str, Decoder]]) -> Decoder:
-    def decode(data: bytes, pos: int) -> tuple[Any, int]:
-        record = {}
-        for name, field in fields:
-            record[name], pos = field(data, pos)
-        return record, pos
-
-    return decode
+    steps: list[str] = []
+    constants: dict[str, Any] = {}
+    for n, (name, field) in enumerate(fields):
+        constants[f"k{n}"] = name
+        inline = _INLINE.get(field)
+        if inline is None:
+            constants[f"d{n}"] = field
+            steps.append(f"    v{n}, pos = d{n}(data, pos)")
+        else:
+            steps.append(inline.format(n=n))
+    pairs = ", ".join(f"k{n}: v{n}" for n in range(len(fields)))
+    return _generate(steps, "{" + pairs + "}", constants)
 
 
 def _enum(symbols: list[str]) -> Decoder:
@@ -256,7 +280,7 @@ def decode(decoder: Decoder, body: bytes) -> Any:
     accept it."""
     try:
         value, pos = decoder(body, 0)
-    except (IndexError, RecursionError) as exc:
+    except (IndexError, UnicodeDecodeError, RecursionError) as exc:
         raise Declined from exc
     if pos != len(body):
         raise Declined

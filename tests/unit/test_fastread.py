@@ -122,6 +122,11 @@ def test_envelopes_decode_with_their_names_as_fastavro_gives_them() -> None:
     assert _fast(entry, body) == record == codec.reference_read(entry, body)
 
 
+def _record(*types: str) -> dict[str, Any]:
+    fields = [{"name": f"f{n}", "type": kind} for n, kind in enumerate(types)]
+    return {"type": "record", "name": "pantheon.R", "fields": fields}
+
+
 @pytest.mark.parametrize(
     ("schema", "body"),
     [
@@ -137,6 +142,10 @@ def test_envelopes_decode_with_their_names_as_fastavro_gives_them() -> None:
         ({"type": "array", "items": "long"}, b"\x02\x02\x02"),  # a second block, cut
         ({"type": "array", "items": "long"}, b"\x20\x02"),  # more items than bytes
         (["null", "long"], b"\x04"),  # no such branch
+        (_record("bytes", "long"), b"\x01"),  # a negative length (inline), read back as a long
+        (_record("string", "long"), b"\x01"),
+        (_record("string", "long"), b"\x04\xed\xa0\x02"),  # a UTF-8 surrogate (inline)
+        (_record("long", "long"), b"\x80\x00\x02"),  # a redundant varint byte (inline)
     ],
 )
 def test_bodies_the_wire_check_refuses_are_declined(schema: Any, body: bytes) -> None:
