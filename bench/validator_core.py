@@ -12,7 +12,11 @@ of the verifier in use are both printed.
 With ``--operators 2`` each institution runs two operators: the primary (rank 0) verifies
 every signature, the standby follows its votes (D38); their costs are printed apart.
 
-    python -m bench.validator_core [--txs 5000] [--operators 2]
+With ``--reference-codec`` every record is encoded and decoded by the reference path
+(fastavro behind the wire check) instead of the compiled one (D51): same answers, the cost
+before D51 but for the final block's results, which are written directly either way.
+
+    python -m bench.validator_core [--txs 5000] [--operators 2] [--reference-codec]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ledger.keys import TX_DOMAIN, verify, verify_batch
 from ledger.publication import PublishFinal
 from ledger.tx import sign_tx
 from ledger.validator_core import SendVote, ValidatorCore
+from schemas import codec
 
 
 def seed(label: str) -> bytes:
@@ -65,7 +70,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--txs", type=int, default=5000)
     parser.add_argument("--operators", type=int, default=1, help="operators per institution")
+    parser.add_argument(
+        "--reference-codec",
+        action="store_true",
+        help="encode and decode with fastavro and the wire check only (before D51)",
+    )
     args = parser.parse_args()
+    codec.use_fast_paths(not args.reference_codec)
     ids = [f"org-{i}" for i in range(4)]
     roles = ["g", *(f"o{k}" for k in range(args.operators))]
     plan = plan_consortium(

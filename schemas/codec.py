@@ -59,6 +59,15 @@ def _check(entry: SchemaEntry, body: bytes) -> None:
 
 
 _encoders: dict[int, fastwrite.Encoder | None] = {}
+_fast = [True]
+
+
+def use_fast_paths(enabled: bool) -> None:
+    """Whether :func:`canonical` and decoding try the compiled paths of
+    :mod:`schemas.fastwrite` and :mod:`schemas.fastread` first (the default) or use only
+    the reference (fastavro, behind the wire check): the answers are the same, only the
+    cost differs (``bench.validator_core --reference-codec`` compares them, D51)."""
+    _fast[0] = enabled
 
 
 def canonical(schema_name: str, record: Mapping[str, Any], *, reg: Registry | None = None) -> bytes:
@@ -69,7 +78,9 @@ def canonical(schema_name: str, record: Mapping[str, Any], *, reg: Registry | No
     entry = (reg or registry()).by_name(schema_name)
     # A fingerprint names one Parsing Canonical Form: names, field order and types, all
     # that the encoder depends on (it fills in no defaults).
-    if entry.fingerprint in _encoders:
+    if not _fast[0]:
+        encoder = None
+    elif entry.fingerprint in _encoders:
         encoder = _encoders[entry.fingerprint]
     else:
         encoder = _encoders[entry.fingerprint] = fastwrite.compile_encoder(entry.parsed)
@@ -102,7 +113,7 @@ _decoders: dict[int, fastread.Decoder | None] = {}
 
 
 def _read(entry: SchemaEntry, body: bytes, reader: SchemaEntry | None) -> dict[str, Any]:
-    if reader is None:
+    if reader is None and _fast[0]:
         if entry.fingerprint in _decoders:
             decoder = _decoders[entry.fingerprint]
         else:

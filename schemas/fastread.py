@@ -5,10 +5,10 @@ Theory of operation
 :func:`schemas.codec.decode` proves a body well formed with :mod:`schemas.wirecheck` and
 then reads it with fastavro: two walks, about 8 us per transaction envelope that every
 validator decodes (decisions D51). This module compiles a parsed writer schema once into
-nested decoders (each record's generated as one function) that do both in one walk, returning what fastavro returns (records as
-dicts, with ``return_record_name`` and ``return_record_name_override``: a union branch that
-is a record, or a reference to a named type, as ``(full name, value)`` unless the union has
-a single record branch).
+nested decoders (each record's generated as one function) that do both in one walk,
+returning what fastavro returns (records as dicts, with ``return_record_name`` and
+``return_record_name_override``: a union branch that is a record, or a reference to a
+named type, as ``(full name, value)`` unless the union has a single record branch).
 
 It accepts only bodies that the wire check accepts, applying the same rules: minimal
 varints of at most 10 bytes within 64 bits, ``int`` within 32 bits, lengths that fit,

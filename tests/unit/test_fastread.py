@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import codec, fastread
+from schemas import codec, fastread, fastwrite
 from schemas.errors import CodecError
 from tests.unit.avro_values import values
 
@@ -153,3 +153,26 @@ def test_bodies_the_wire_check_refuses_are_declined(schema: Any, body: bytes) ->
     assert decoder is not None
     with pytest.raises(fastread.Declined):
         fastread.decode(decoder, body)
+
+
+def test_the_reference_switch_uses_only_the_reference_and_answers_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = {"chain_id": "c", "max_block_txs": 5, "max_block_bytes": 9, "block_interval_ms": 1}
+    record |= {"max_tx_bytes": 7, "proposal_ttl_blocks": 3, "threshold_num": 2}
+    record |= {"threshold_den": 3}
+    body = codec.canonical("ChainParams", record)
+    message = codec.encode("ChainParams", record)
+    expected = codec.decode(message)
+
+    def unused(*_: object) -> None:
+        raise AssertionError("a fast path ran")
+
+    codec.use_fast_paths(False)
+    try:
+        monkeypatch.setattr(fastread, "decode", unused)
+        monkeypatch.setattr(fastwrite, "encode", unused)
+        assert codec.canonical("ChainParams", record) == body
+        assert codec.decode(message) == expected == ("pantheon.ChainParams", record)
+    finally:
+        codec.use_fast_paths(True)
