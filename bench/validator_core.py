@@ -13,7 +13,11 @@ With ``--operators 2`` each institution runs two operators: the primary (rank 0)
 every signature and sends what it executed to its standby, which applies the final blocks
 from that (D38, D52); their costs are printed apart.
 
-    python -m bench.validator_core [--txs 5000] [--operators 2]
+With ``--reference-codec`` every record is encoded and decoded by the reference path
+(fastavro behind the wire check) instead of the compiled one (D51): same answers, the cost
+before D51 but for the final block's results, which are written directly either way.
+
+    python -m bench.validator_core [--txs 5000] [--operators 2] [--reference-codec]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ledger.keys import TX_DOMAIN, verify, verify_batch
 from ledger.publication import PublishFinal
 from ledger.tx import sign_tx
 from ledger.validator_core import Action, SendFeed, SendVote, ValidatorCore
+from schemas import codec
 
 
 def seed(label: str) -> bytes:
@@ -62,11 +67,21 @@ def batch_verify_cost(batch: int = 500, rounds: int = 6) -> float:
     return (time.process_time() - began) / (rounds * batch)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--txs", type=int, default=5000)
     parser.add_argument("--operators", type=int, default=1, help="operators per institution")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--reference-codec",
+        action="store_true",
+        help="encode and decode with fastavro and the wire check only (before D51)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    codec.use_fast_paths(not args.reference_codec)
     ids = [f"org-{i}" for i in range(4)]
     roles = ["g", *(f"o{k}" for k in range(args.operators))]
     plan = plan_consortium(

@@ -189,15 +189,35 @@ def peek_height(raw: bytes) -> int | None:
 def encode_finalized(
     header: BlockHeader, certificate: Mapping[str, Any], results: Sequence[EntryResult]
 ) -> bytes:
-    """Single-object bytes of a ``FinalizedBlock`` (certificate as a QuorumCertificate record)."""
-    return encode(
-        "FinalizedBlock",
-        {
-            "header": header.record(),
-            "certificate": certificate,
-            "results": [r.record() for r in results],
-        },
-    )
+    """Single-object bytes of a ``FinalizedBlock`` (certificate as a QuorumCertificate record).
+
+    Every validator encodes every final block (D47 compares copies by bytes): the header and
+    certificate go through the codec with no results, whose encoding (the last field: an
+    empty array, one 0 byte) is then replaced by the results written directly, as
+    :func:`block_receipts` writes receipts; results outside the usual ranges go through the
+    codec (D51)."""
+    written = _results_bytes(results)
+    record: dict[str, Any] = {"header": header.record(), "certificate": certificate}
+    if written is None:
+        return encode("FinalizedBlock", {**record, "results": [r.record() for r in results]})
+    return encode("FinalizedBlock", {**record, "results": []})[:-1] + written
+
+
+_CODES = tuple(bytes((2 * code,)) for code in range(64))
+
+
+def _results_bytes(results: Sequence[EntryResult]) -> bytes | None:
+    """The Avro array of the results' ``TxResult`` records (one block, then 0), or None if
+    one is outside the ranges written here."""
+    if not results:
+        return b"\x00"
+    parts = [_varint(len(results))]
+    for r in results:
+        if len(r.tx_id) != HASH_BYTES or not 0 <= r.offset < _SMALL or not 0 <= r.code < 64:
+            return None
+        parts += (b"\x40", r.tx_id, _varint(r.offset), _CODES[r.code])
+    parts.append(b"\x00")
+    return b"".join(parts)
 
 
 def decode_finalized(raw: bytes) -> tuple[BlockHeader, dict[str, Any], tuple[EntryResult, ...]]:

@@ -27,6 +27,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
+from schemas import fastread, fastwrite
 from schemas.errors import CodecError
 from schemas.registry import SCHEMA_DIR, Registry, SchemaEntry
 from schemas.wirecheck import WireChecker
@@ -57,9 +58,42 @@ def _check(entry: SchemaEntry, body: bytes) -> None:
     checker.check(body)
 
 
+_encoders: dict[int, fastwrite.Encoder | None] = {}
+_fast = [True]
+
+
+def use_fast_paths(enabled: bool) -> None:
+    """Whether :func:`canonical` and decoding try the compiled paths of
+    :mod:`schemas.fastwrite` and :mod:`schemas.fastread` first (the default) or use only
+    the reference (fastavro, behind the wire check): the answers are the same, only the
+    cost differs (``bench.validator_core --reference-codec`` compares them, D51)."""
+    _fast[0] = enabled
+
+
 def canonical(schema_name: str, record: Mapping[str, Any], *, reg: Registry | None = None) -> bytes:
-    """Canonical bytes (the Avro binary body) of ``record`` under schema ``schema_name``."""
+    """Canonical bytes (the Avro binary body) of ``record`` under schema ``schema_name``.
+
+    The compiled encoder of :mod:`schemas.fastwrite` writes the plainest records; any value
+    it declines is validated and written by fastavro (the reference, D51)."""
     entry = (reg or registry()).by_name(schema_name)
+    # A fingerprint names one Parsing Canonical Form: names, field order and types, all
+    # that the encoder depends on (it fills in no defaults).
+    if not _fast[0]:
+        encoder = None
+    elif entry.fingerprint in _encoders:
+        encoder = _encoders[entry.fingerprint]
+    else:
+        encoder = _encoders[entry.fingerprint] = fastwrite.compile_encoder(entry.parsed)
+    if encoder is not None:
+        try:
+            return fastwrite.encode(encoder, record)
+        except fastwrite.Declined:
+            pass
+    return reference_canonical(entry, record)
+
+
+def reference_canonical(entry: SchemaEntry, record: Mapping[str, Any]) -> bytes:
+    """:func:`canonical` by fastavro alone (validate, then write): the reference."""
     try:
         validate(record, entry.parsed, raise_errors=True)
         out = io.BytesIO()
@@ -75,7 +109,39 @@ def encode(schema_name: str, record: Mapping[str, Any], *, reg: Registry | None 
     return MAGIC + entry.fingerprint_bytes + canonical(entry.name, record, reg=reg)
 
 
+_decoders: dict[int, fastread.Decoder | None] = {}
+
+
 def _read(entry: SchemaEntry, body: bytes, reader: SchemaEntry | None) -> dict[str, Any]:
+    if reader is None and _fast[0]:
+        if entry.fingerprint in _decoders:
+            decoder = _decoders[entry.fingerprint]
+        else:
+            decoder = _decoders[entry.fingerprint] = _compile_decoder(entry)
+        if decoder is not None:
+            try:
+                value = fastread.decode(decoder, body)
+            except fastread.Declined:
+                pass  # the reference gives the error
+            else:
+                if isinstance(value, dict):
+                    return value
+    return reference_read(entry, body, reader)
+
+
+def _compile_decoder(entry: SchemaEntry) -> fastread.Decoder | None:
+    # Only where the wire check is compiled too: its generic walker bounds nesting at run
+    # time, which the one-pass reader does not repeat.
+    if not WireChecker(entry.expanded).compiled:
+        return None
+    return fastread.compile_decoder(entry.parsed)
+
+
+def reference_read(
+    entry: SchemaEntry, body: bytes, reader: SchemaEntry | None = None
+) -> dict[str, Any]:
+    """Check ``body`` with the wire check, then read it with fastavro: the reference of the
+    one-pass reader of :mod:`schemas.fastread` (D51)."""
     _check(entry, body)
     return _unchecked_read(entry, body, reader)
 

@@ -26,6 +26,7 @@ from ledger.finality import QuorumCertificate
 from ledger.results import ResultCode
 from ledger.snapshot import SnapshotMeta
 from ledger.votes import sign_vote
+from schemas.codec import encode
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 
@@ -271,18 +272,21 @@ def test_trusted_checkpoint_replays_only_what_follows() -> None:
     assert a.counts["blocks"] == 2 and sum(a.codes.values()) == 10
 
 
+_ENTRIES = st.lists(
+    st.tuples(  # tx id, offset, result code of an EntryResult
+        st.binary(min_size=32, max_size=32),
+        st.one_of(st.integers(0, 1 << 20), st.integers(0, (1 << 63) - 1)),
+        st.sampled_from(list(ResultCode)),
+    ),
+    max_size=40,
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     height=st.one_of(st.integers(0, 300), st.integers(0, (1 << 63) - 1)),
     block_hash=st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)),
-    entries=st.lists(
-        st.tuples(
-            st.binary(min_size=32, max_size=32),
-            st.one_of(st.integers(0, 1 << 20), st.integers(0, (1 << 63) - 1)),
-            st.sampled_from(list(ResultCode)),
-        ),
-        max_size=8,
-    ),
+    entries=_ENTRIES,
 )
 def test_block_receipts_are_the_receipts(
     height: int, block_hash: bytes, entries: list[tuple[bytes, int, ResultCode]]
@@ -292,6 +296,22 @@ def test_block_receipts_are_the_receipts(
     assert block_receipts(results, height=height, block_hash=block_hash) == [
         receipt(r, height=height, block_hash=block_hash) for r in results
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=_ENTRIES)
+def test_finalized_blocks_are_the_codec_encoding(
+    entries: list[tuple[bytes, int, ResultCode]],
+) -> None:
+    """encode_finalized's directly written results equal the codec's encoding of the block."""
+    header, cert, _ = decode_finalized(chain(1).blocks[0])
+    results = [EntryResult(tx_id=t, offset=o, code=c) for t, o, c in entries]
+    record = {
+        "header": header.record(),
+        "certificate": cert,
+        "results": [r.record() for r in results],
+    }
+    assert encode_finalized(header, cert, results) == encode("FinalizedBlock", record)
 
 
 @settings(max_examples=200, deadline=None)
