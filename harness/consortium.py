@@ -56,7 +56,7 @@ from ledger.genesis import Genesis
 from ledger.keys import SEED_BYTES, KeyPair
 from ledger.members import ValidatorSet
 from ledger.tx import sign_tx
-from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
 from schemas.codec import decode
 
@@ -150,7 +150,7 @@ def read_partition(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list
         out: list[LogMessage] = []
         deadline = time.monotonic() + timeout
         while (not out or out[-1].offset < high - 1) and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+            for msg in consume_ready(consumer, 1000, 0.5):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

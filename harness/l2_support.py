@@ -36,7 +36,7 @@ from ledger.merkle import root
 from projections import l2 as store
 from projections.projector import ProjectorConfig, prepare
 from readers.batcher import rejected_topic
-from runtime.kafka_config import consumer_config
+from runtime.kafka_config import consume_ready, consumer_config
 from schemas.codec import decode
 from streams.devices import Device, DeviceProducer, register_devices
 from streams.sdk import LedgerClient
@@ -372,7 +372,7 @@ class L2Stack:
             consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
             deadline = time.monotonic() + timeout
             while len(seen) < want and time.monotonic() < deadline:
-                for msg in consumer.consume(1000, 0.5):
+                for msg in consume_ready(consumer, 1000, 0.5):
                     if msg.error() is None:
                         _, rec = decode(msg.value() or b"", "L2Rejected")
                         seen[(rec["topic"], rec["partition"], rec["offset"])] = (

@@ -30,7 +30,7 @@ from ledger.genesis import ConsortiumPlan, plan_consortium
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
 from ledger.votes import sign_vote
-from runtime.kafka_config import admin_config, consumer_config, producer_config
+from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
 
 CHAIN_ID = "proj-test"
@@ -128,7 +128,7 @@ class SimChain:
                 TopicPartition(self.topic("tx"), 0), timeout=10, cached=False
             )
             while self.read_upto < high - 1:
-                for msg in self.consumer.consume(num_messages=1000, timeout=1.0):
+                for msg in consume_ready(self.consumer, 1000, 1.0):
                     if msg.error() is not None:
                         continue
                     offset = msg.offset()

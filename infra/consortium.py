@@ -421,7 +421,8 @@ class Consortium:
             raise StackError(f"{exc}{detail}") from exc
 
     def down(self) -> None:
-        """Stop every gateway, projector and validator (SIGTERM: they flush and exit)."""
+        """Stop every gateway, projector and validator (SIGTERM to all at once: they flush
+        and exit)."""
         homes = [
             home
             for inst in self.institutions()
@@ -434,8 +435,7 @@ class Consortium:
         ]
         homes += [self._dir(inst, k) for inst, k in self._nodes()]
         pids = [pid for home in homes if (pid := procs.read_pid(home / "pid")) is not None]
-        for pid in pids:
-            procs.stop_pid(pid, timeout=20)
+        procs.stop_pids(pids, timeout=20)
 
     def status(self) -> list[ValidatorStatus]:
         """Each validator's heights and health."""

@@ -19,7 +19,6 @@ format time (``--add-scram``, passed in a 0600 argument file: never on a command
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import shutil
@@ -304,11 +303,7 @@ class KafkaCluster:
         started with ``--brokers 3`` is stopped whole whatever the environment says now."""
         pid_files = {n.pid_file for n in self.nodes} | set(self.root.glob("node-*/pid"))
         pids = [p for f in sorted(pid_files) if (p := procs.read_pid(f)) is not None]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            procs.stop_pid(pid, timeout=30.0)
+        procs.stop_pids(pids, timeout=30.0)
 
     # -- health --------------------------------------------------------------------------
     def running(self) -> list[int]:

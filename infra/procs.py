@@ -183,6 +183,16 @@ def stop_pid(pid: int, *, timeout: float = 30.0, sig: int = signal.SIGTERM) -> N
         time.sleep(0.05)
 
 
+def stop_pids(pids: Sequence[int], *, timeout: float = 30.0) -> None:
+    """SIGTERM every pid at once, then wait for each (up to ``timeout`` each) and SIGKILL one
+    that is still there: shutdowns overlap instead of queueing one behind the other."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        stop_pid(pid, timeout=timeout)
+
+
 def stop_all(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 20.0) -> None:
     """SIGTERM every child of ``procs`` at once, then wait for each (up to ``timeout``
     each) and SIGKILL one that is still there."""

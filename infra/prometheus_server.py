@@ -56,8 +56,11 @@ def find_binary() -> str:
 class Prometheus:
     """Start, stop and inspect the local Prometheus server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, interval: str = "5s") -> None:
+        """``interval``: how often a server this starts scrapes its targets, evaluates its
+        rules and re-reads its target files (a test's private server asks for less)."""
         self.settings = settings
+        self.interval = interval
         self.home = settings.state_dir / "prometheus"
         self.targets_dir = self.home / "targets"
         self.rules_dir = self.home / "rules"
@@ -73,8 +76,8 @@ class Prometheus:
         return "\n".join(
             [
                 "global:",
-                "  scrape_interval: 5s",
-                "  evaluation_interval: 5s",
+                f"  scrape_interval: {self.interval}",
+                f"  evaluation_interval: {self.interval}",
                 "rule_files:",
                 f"  - '{self.rules_dir}/*.yml'",
                 "scrape_configs:",
@@ -84,7 +87,7 @@ class Prometheus:
                 "  - job_name: pantheon",
                 "    file_sd_configs:",
                 f"      - files: ['{self.targets_dir}/*.json']",
-                "        refresh_interval: 5s",
+                f"        refresh_interval: {self.interval}",
                 "",
             ]
         )

@@ -1,8 +1,9 @@
 """The local stack: Kafka (KRaft), PostgreSQL and Prometheus, plus the ledger topics.
 
 ``up`` is idempotent: a service that already runs healthy is left alone, one that is
-missing is started, and the topics are created only when absent. ``down`` stops whatever
-runs, in reverse order, and is a no-op when nothing does.
+missing is started (Kafka, PostgreSQL and Prometheus side by side), and the topics are
+created only when absent. ``down`` stops whatever runs, the consortium's processes first and
+then the three servers together, and is a no-op when nothing does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 from confluent_kafka.admin import AdminClient
@@ -85,16 +87,7 @@ class Stack:
             return self._up(consortium)
 
     def _up(self, consortium: bool) -> dict[str, float]:
-        timings: dict[str, float] = {}
-        for name, start in (
-            ("kafka", self.kafka.start),
-            ("postgres", self.postgres.start),
-            ("prometheus", self.prometheus.start),
-        ):
-            began = time.monotonic()
-            log.info("starting %s", name)
-            start()
-            timings[name] = time.monotonic() - began
+        timings = self._start_servers()
         began = time.monotonic()
         institutions = self.consortium.ensure_genesis() if consortium else []
         admin = AdminClient(admin_config(self.settings.bootstrap_servers))
@@ -123,6 +116,27 @@ class Stack:
             timings["validators"] = time.monotonic() - began
         return timings
 
+    def _start_servers(self) -> dict[str, float]:
+        """Start Kafka, PostgreSQL and Prometheus side by side (they do not depend on one
+        another, and each mostly waits for its process to come up); seconds per server.
+        Every start is waited for; the first failure, in this order, is raised."""
+        servers: dict[str, Callable[[], None]] = {
+            "kafka": self.kafka.start,
+            "postgres": self.postgres.start,
+            "prometheus": self.prometheus.start,
+        }
+
+        def timed(name: str, start: Callable[[], None]) -> float:
+            began = time.monotonic()
+            log.info("starting %s", name)
+            start()
+            return time.monotonic() - began
+
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            futures = {name: pool.submit(timed, name, start) for name, start in servers.items()}
+            wait(futures.values())
+        return {name: future.result() for name, future in futures.items()}
+
     def _wait_started(self, ready: Callable[[], bool], what: str, *, service: str) -> None:
         """Wait until ``ready``, up to STARTUP_TIMEOUT; a process of ``service`` that dies
         meanwhile ends the wait at once with a StackError naming its log."""
@@ -140,11 +154,16 @@ class Stack:
         procs.wait_until(check, timeout=STARTUP_TIMEOUT, what=what)
 
     def down(self) -> None:
-        """Stop everything that runs (reverse order of start)."""
+        """Stop everything that runs: the consortium's processes, then the three servers
+        together (each waits only for its own process to exit)."""
         self.consortium.down()
-        self.prometheus.stop()
-        self.postgres.stop()
-        self.kafka.stop()
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            stops = [
+                pool.submit(s) for s in (self.prometheus.stop, self.postgres.stop, self.kafka.stop)
+            ]
+            wait(stops)
+        for done in stops:
+            done.result()
 
     def stop_service(self, service: str, institutions: Sequence[str]) -> list[str]:
         """Stop one kind of process (of ``institutions``, for a per-institution service);

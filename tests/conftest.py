@@ -67,12 +67,19 @@ def bootstrap(kafka: KafkaCluster) -> str:
     return kafka.settings.bootstrap_servers
 
 
+NOT_DURABLE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+"""Server settings of the session's PostgreSQL only: no test kills that server or its
+machine, so flushing to disk buys nothing but waiting. The servers ``pantheon up`` starts
+(the CLI and stack tests) keep the durable defaults."""
+
+
 @pytest.fixture(scope="session")
 def postgres(stack_settings: Settings) -> Iterator[Postgres]:
-    """A running project-local PostgreSQL."""
+    """A running project-local PostgreSQL (test-only settings: :data:`NOT_DURABLE`)."""
     server = _start(
         lambda n: Postgres(
-            stack_settings if n == 0 else stack_settings.with_changes(pg_port=free_port())
+            stack_settings if n == 0 else stack_settings.with_changes(pg_port=free_port()),
+            server_options=NOT_DURABLE,
         ),
         lambda p: p.start(),
     )
@@ -84,10 +91,12 @@ def postgres(stack_settings: Settings) -> Iterator[Postgres]:
 
 @pytest.fixture(scope="session")
 def prometheus(stack_settings: Settings) -> Iterator[Prometheus]:
-    """A running project-local Prometheus."""
+    """A running project-local Prometheus; it scrapes, evaluates its rules and re-reads its
+    targets every second (``pantheon up``'s: every 5 s), so the alert tests wait less."""
     server = _start(
         lambda n: Prometheus(
-            stack_settings if n == 0 else stack_settings.with_changes(prom_port=free_port())
+            stack_settings if n == 0 else stack_settings.with_changes(prom_port=free_port()),
+            interval="1s",
         ),
         lambda p: p.start(),
     )
