@@ -467,7 +467,11 @@ def test_the_next_publisher_takes_over_when_the_publisher_is_killed(
     load = start_load(c, "inst-3")
     try:
         c.wait_final(3, c.institutions, timeout=60)
-        assert (c.status("inst-1") or {})["publishing"]
+        c.wait_until(
+            lambda: bool((c.status("inst-1") or {}).get("publishing")),
+            timeout=30,
+            what="inst-1 to report itself the publisher",
+        )
         assert not any((c.status(i) or {})["publishing"] for i in ("inst-2", "inst-3"))
         assert c.kill("inst-1") == -9  # SIGKILL the publisher under load
         others = ["inst-2", "inst-3", "inst-4"]
@@ -479,7 +483,12 @@ def test_the_next_publisher_takes_over_when_the_publisher_is_killed(
             what="blocks published by the next in the publication order",
             alive=others,
         )
-        assert (c.status("inst-2") or {})["publishing"]
+        c.wait_until(  # the status file is rewritten a moment after the blocks appear
+            lambda: bool((c.status("inst-2") or {}).get("publishing")),
+            timeout=30,
+            what="inst-2 to report itself the publisher",
+            alive=others,
+        )
         assert not any((c.status(i) or {})["publishing"] for i in ("inst-3", "inst-4"))
         c.restart("inst-1")  # the first comes back, catches up and publishes again ...
         c.wait_ready(["inst-1"])
