@@ -109,17 +109,20 @@ def test_projection_equals_replay_and_rebuild(sim: SimChain, postgres: Postgres)
     assert dump_all(dsn) == incremental
 
 
+CHAIN_NAMES = [
+    "001_chain",
+    "002_drop_pending_tx",
+    "003_key_activity",
+    "004_transactions_operation",
+]
+
+
 def test_migrations_twice_change_nothing(postgres: Postgres) -> None:
     dsn = ensure_database(postgres.dsn("postgres"), f"t_{uuid.uuid4().hex[:10]}")
     with psycopg.connect(dsn, autocommit=True) as conn:
         first = apply_migrations(conn, "chain", CHAIN_MIGRATIONS)
         schema = _schema(conn)
-        assert first == [
-            "001_chain",
-            "002_drop_pending_tx",
-            "003_key_activity",
-            "004_transactions_operation",
-        ]
+        assert first == CHAIN_NAMES
         assert apply_migrations(conn, "chain", CHAIN_MIGRATIONS) == []
         assert _schema(conn) == schema
         conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE namespace = 'chain'")
@@ -140,7 +143,7 @@ def test_concurrent_migrations(postgres: Postgres) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [[], [], [], ["001_chain", "002_drop_pending_tx", "003_key_activity"]]
+    assert sorted(results) == [[], [], [], CHAIN_NAMES]  # exactly one thread applied them
 
 
 def _schema(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
