@@ -36,16 +36,9 @@ def run(
     keys: KeyState = always_active,
     ts_type: int = LOG_APPEND_TIME,
 ) -> TimeRefusal | Wait | None:
-    return check_time(
-        key_id=KEY,
-        key_height=key_height,
-        public_key=PUB,
-        ts_type=ts_type,
-        appended_ms=appended,
-        clock=clock,
-        keys=keys,
-        skew_ms=S,
-    )
+    signer = {"key_id": KEY, "key_height": key_height, "public_key": PUB}
+    stamp = {"ts_type": ts_type, "appended_ms": appended}
+    return check_time(**signer, **stamp, clock=clock, keys=keys, skew_ms=S)  # type: ignore[arg-type]
 
 
 def test_height_at_takes_the_last_of_equal_stamps_and_the_running_maximum() -> None:
