@@ -266,6 +266,7 @@ def run_case(
     workers: int,
     operators: int = 1,
     standby_niceness: int = 0,
+    block_interval_ms: int = 100,
     details: dict[str, Any] | None = None,
     data_dirs: list[Path] | None = None,
 ) -> dict[str, Any]:
@@ -279,7 +280,7 @@ def run_case(
         "bench",
         names,
         operators_per_institution=operators,
-        block_interval_ms=100,
+        block_interval_ms=block_interval_ms,
         max_block_txs=500,
     )
     ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix)
@@ -395,6 +396,13 @@ def main() -> None:
         "itself, cores // validators, when that is at least 2; else 0)",
     )
     parser.add_argument(
+        "--block-interval",
+        type=int,
+        default=100,
+        help="the measured chains' block interval in ms (genesis block_interval_ms; the "
+        "cut stage of the paced latency waits up to this long, default 100)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="also print where the paced transactions' latency went (produce -> appended -> "
@@ -485,6 +493,7 @@ def report_case(
         workers=workers,
         operators=ops,
         standby_niceness=args.standby_nice,
+        block_interval_ms=args.block_interval,
         details=details,
         data_dirs=data_dirs,
     )
