@@ -21,9 +21,15 @@ Theory of operation
   :class:`ChainSigners` (``chain.key_activity`` of the same database) in every production
   process. Anything else (unsigned, forged, foreign, revoked, replayed, undecodable) is
   refused: logged once, counted in ``pantheon_iam_rejected_total{reason}``, never applied,
-  so one bad record cannot wedge an institution's user management. An event whose
-  ``key_height`` the projected chain has not reached yet waits (``apply`` returns the
-  prefix it applied; the runner retries the rest).
+  so one bad record cannot wedge an institution's user management. The broker's append
+  time bounds every event (D56, :func:`ledger.iam_events.decide_appended`, with the header
+  stamps of the same certified blocks, :meth:`ChainSigners.clock`, and
+  :data:`ledger.iam_time.SKEW_MS`): a message not stamped by the broker, a ``key_height``
+  from the future and a key revoked before the append time are refused. An event the
+  projected chain cannot decide yet (its key height, or a block stamped after its append
+  time plus or minus S) waits (``apply`` returns the prefix it applied; the runner retries
+  the rest; ``pantheon_iam_waiting_height`` and ``pantheon_iam_waiting_after_ms`` say for
+  what).
 * A signed event is applied only if its ``actor`` was allowed to act
   (:func:`ledger.iam_authz.authorize`) against the state these tables hold, folded forward
   through the batch; otherwise it is refused as ``unauthorized``. The gateway decides from
