@@ -12,7 +12,8 @@ projected from offset 0 three ways, each into emptied IAM tables of the same dat
 2. ``unverified``: the same SQL handlers over the same messages, decoded but with no key
    lookup, signature check, replay or mark bookkeeping (what the projection cost before D21,
    plus the envelope's decoding),
-3. and, in memory only, :class:`ledger.iam_events.IamGate` (decode + Ed25519 verify + rules).
+3. and, in memory only, :class:`ledger.iam_events.IamGate` (decode + Ed25519 verify + rules),
+   without and with the append-time bound (D56, a clock and a broker stamp per message).
 
 Prints events/s for each; never asserts a timing.
 
@@ -38,7 +39,9 @@ from harness.projections_support import SimChain
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
+from ledger import iam_time
 from ledger.iam_events import IamGate, KeyHistory, Opened, open_message, sign_event
+from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME, ChainClock
 from ledger.keys import KeyPair
 from projections import iam as iam_projection
 from projections import iam_handlers
@@ -170,6 +173,18 @@ def measure(bootstrap: str, dsn: str, key: KeyPair, values: list[bytes], batch: 
     seconds = time.perf_counter() - began
     assert accepted == n
     print(f"  rules only (IamGate, CPU): {n / seconds:>9,.0f} events/s ({seconds:.2f} s)")
+    first = open_message(values[0], INST)
+    assert isinstance(first, Opened)
+    # blocks up to key_height + 1 stamped before append - S, one after: the key is looked up
+    now, early = int(time.time() * 1000), int(time.time() * 1000) - iam_time.SKEW_MS - 1
+    clock = ChainClock(running_max=[GENESIS_MS, *[early] * (first.key_height + 1), now])
+    timed = IamGate(INST, history.at, clock=clock)
+    stamp = (LOG_APPEND_TIME, now)
+    began = time.perf_counter()
+    accepted = sum(isinstance(timed.admit(v, stamp), Opened) for v in values)
+    seconds = time.perf_counter() - began
+    assert accepted == n
+    print(f"  rules + append time (CPU): {n / seconds:>9,.0f} events/s ({seconds:.2f} s)")
 
 
 def main() -> None:

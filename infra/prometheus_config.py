@@ -140,7 +140,8 @@ def alert_rules(
             severity="warning",
             summary="IAM events of {{ $labels.institution }} refused ({{ $labels.reason }})",
             description="Messages on the institution's IAM topic were refused by its IAM "
-            "projection (unsigned, forged, replayed, or signed by a revoked key: D21); none was "
+            "projection (unsigned, forged, replayed, signed by a revoked key, a key height from "
+            "the future or a key revoked before the append time: D21, D56); none was "
             "applied. Someone who can write to the topic is trying; `pantheon audit "
             "--institution` lists them (iam.refused).",
         ),
@@ -152,10 +153,13 @@ def alert_rules(
             severity="critical",
             summary="User management of {{ $labels.institution }} waits for chain height "
             "{{ $value }}",
-            description="The IAM projection holds an event whose key height the projected "
-            "chain has not reached: either the chain projection lags, or someone who can write "
-            "to the IAM topic named a height that will not come (D21). User changes stall "
-            "until it passes.",
+            description="The IAM projection holds an event it cannot decide yet: its key "
+            "height is not projected, or no projected block is stamped after the event's "
+            "append time plus or minus the skew S (D56; pantheon_iam_waiting_after_ms says "
+            "which time). The chain projection lags, or the chain cuts no blocks (it is idle), "
+            "or the broker's clock runs more than S ahead of the quorum's. A named height that "
+            "will never come is refused as future once a block is stamped after append + S. "
+            "User changes stall until it passes.",
         ),
         AlertRule(
             name="AuditDiscrepancy",

@@ -21,6 +21,13 @@ Theory of operation
   signature says the gateway wrote it, the authorization says it was entitled to.
 * A reader must wait (never skip) while its certified chain is below
   ``max(key_height, mark)``: :func:`needed_height` says how far.
+* With the chain's header stamps (:class:`ledger.iam_time.ChainClock`), :func:`decide_appended`
+  adds the broker's append time (D56): a message not stamped by the broker is refused
+  (``create_time``), a ``key_height`` beyond ``h(appended + S)`` is refused (``future``)
+  before anything else is looked at, and a key inactive at ``h(appended - S)`` is refused
+  (``stale_key``); until the chain has a block stamped after the time in question the
+  answer is :class:`ledger.iam_time.Wait`. Every reader passes the same ``S``
+  (:data:`ledger.iam_time.SKEW_MS`, read when it decides).
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger import iam_time
 from ledger.errors import DecodeError
 from ledger.hashing import canonical_bytes
 from ledger.iam_authz import AuthzState, authorize
+from ledger.iam_time import ChainClock, Wait, check_future, check_stale
 from ledger.keys import KeyPair, verify
 from ledger.state import Record, WriteSet
 from schemas.codec import decode, encode
@@ -60,7 +69,9 @@ class Refusal(enum.StrEnum):
     NOT_SERVICE = "not_service"  # an operator, governance, user or device key
     REVOKED_KEY = "revoked_key"  # inactive at key_height
     BAD_SIGNATURE = "bad_signature"
-    STALE_KEY = "stale_key"  # revoked by the topic's mark: a backdated event
+    STALE_KEY = "stale_key"  # revoked by the mark or by append time - S: backdated (D56)
+    FUTURE = "future"  # key_height beyond the chain at append time + S (D56)
+    CREATE_TIME = "create_time"  # not stamped by the broker at append (D56)
     UNAUTHORIZED = "unauthorized"  # its actor could not have done it (ledger.iam_authz)
 
 
@@ -238,26 +249,95 @@ def decide(
     return check_signer(opened, institution, keys, mark)
 
 
+def decide_appended(
+    opened: Opened,
+    *,
+    stamp: tuple[int, int],
+    institution: str,
+    keys: KeyLookup,
+    mark: int,
+    seen: Callable[[str], bool],
+    clock: ChainClock,
+    skew_ms: int,
+) -> Refusal | Wait | None:
+    """:func:`decide` bounded by the broker's ``stamp`` (confluent-kafka's
+    ``msg.timestamp()``: type, ms) of the message (None: apply it). ``clock`` and ``keys``
+    describe the same certified chain; once this returns None, :func:`needed_height` is
+    within it."""
+    ts_type, appended = stamp
+    future = check_future(
+        key_height=opened.key_height,
+        ts_type=ts_type,
+        appended_ms=appended,
+        clock=clock,
+        skew_ms=skew_ms,
+    )
+    if isinstance(future, Wait):
+        return future
+    if future is not None:
+        return Refusal(str(future))
+    refusal = decide(opened, institution, keys, mark, seen)
+    if refusal is not None:
+        return refusal
+    signer = keys(opened.key_id, opened.key_height)
+    assert signer is not None  # decide refuses unknown keys
+
+    def state(kid: bytes, height: int) -> tuple[bool, bytes] | None:
+        info = keys(kid, height)
+        return None if info is None else (info.active, info.public_key)
+
+    stale = check_stale(
+        key_id=opened.key_id,
+        key_height=opened.key_height,
+        public_key=signer.public_key,
+        appended_ms=appended,
+        clock=clock,
+        keys=state,
+        skew_ms=skew_ms,
+    )
+    if stale is None or isinstance(stale, Wait):
+        return stale
+    return Refusal(str(stale))
+
+
 @dataclass(slots=True)
 class IamGate:
     """:func:`decide` and then :func:`ledger.iam_authz.authorize` over a topic in order, with
     their state in memory (audit, bench): the authorization state is folded from the
-    accepted events alone."""
+    accepted events alone. With a ``clock`` (the audit always passes one) the append time
+    bounds every event too (:func:`decide_appended`); without one (the bench, unit tests) it
+    is not checked."""
 
     institution: str
     keys: KeyLookup
+    clock: ChainClock | None = None
     mark: int = 0
     seen: set[str] = field(default_factory=set)
     authz: AuthzState = field(default_factory=AuthzState)
     #: why the last :data:`Refusal.UNAUTHORIZED` was refused, with its event
     unauthorized: tuple[Opened, str] | None = None
 
-    def admit(self, raw: bytes) -> Opened | Refusal:
-        """The opened event if accepted (its id and height are then remembered)."""
+    def admit(self, raw: bytes, stamp: tuple[int, int] = (0, 0)) -> Opened | Refusal | Wait:
+        """The opened event if accepted (its id and height are then remembered); ``stamp``
+        is the broker's (type, ms), by default "not available" (refused with a clock)."""
         opened = open_message(raw, self.institution)
         if isinstance(opened, Refusal):
             return opened
-        refusal = decide(opened, self.institution, self.keys, self.mark, self.seen.__contains__)
+        seen = self.seen.__contains__
+        refusal: Refusal | Wait | None
+        if self.clock is None:
+            refusal = decide(opened, self.institution, self.keys, self.mark, seen)
+        else:
+            refusal = decide_appended(
+                opened,
+                stamp=stamp,
+                institution=self.institution,
+                keys=self.keys,
+                mark=self.mark,
+                seen=seen,
+                clock=self.clock,
+                skew_ms=iam_time.SKEW_MS,
+            )
         if refusal is not None:
             return refusal
         why = authorize(self.authz, opened.schema, opened.record)

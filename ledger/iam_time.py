@@ -28,8 +28,12 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: How far the broker's clock and the quorum's header stamps may disagree (5 minutes).
+#: How far the broker's clock and the quorum's header stamps may disagree (5 minutes). Every
+#: reader (live projection, rebuild, audit) reads it when it decides, never copies it, so
+#: they always agree; production never changes it, tests lower it for the whole process.
 SKEW_MS = 300_000
+#: The genesis (height 0) has no header: it counts as stamped before any message.
+GENESIS_MS = 0
 #: ``confluent_kafka.TIMESTAMP_LOG_APPEND_TIME`` (the pure core does not import Kafka).
 LOG_APPEND_TIME = 2
 
@@ -79,6 +83,45 @@ class ChainClock:
 KeyState = Callable[[bytes, int], tuple[bool, bytes] | None]
 
 
+def check_future(
+    *, key_height: int, ts_type: int, appended_ms: int, clock: ChainClock, skew_ms: int
+) -> TimeRefusal | Wait | None:
+    """The first half of the rule: the broker stamped the message, and ``key_height`` is at
+    most ``h(appended + S)`` (decided before the key is looked at, so a far-future height is
+    refused once the chain passes ``appended + S`` instead of being waited for)."""
+    if ts_type != LOG_APPEND_TIME:
+        return TimeRefusal.CREATE_TIME
+    late = appended_ms + skew_ms
+    if not clock.within(key_height, late):
+        if not clock.final(late):
+            return Wait(late)
+        return TimeRefusal.FUTURE
+    return None
+
+
+def check_stale(
+    *,
+    key_id: bytes,
+    key_height: int,
+    public_key: bytes,
+    appended_ms: int,
+    clock: ChainClock,
+    keys: KeyState,
+    skew_ms: int,
+) -> TimeRefusal | Wait | None:
+    """The second half: the key is still active, with the same public key, at
+    ``h(appended - S)`` when that is past ``key_height``."""
+    early = appended_ms - skew_ms
+    if not clock.final(early):
+        return Wait(early)
+    since = clock.height_at(early)
+    if since > key_height:
+        state = keys(key_id, since)
+        if state is None or not state[0] or state[1] != public_key:
+            return TimeRefusal.STALE_KEY
+    return None
+
+
 def check_time(
     *,
     key_id: bytes,
@@ -91,18 +134,21 @@ def check_time(
     skew_ms: int = SKEW_MS,
 ) -> TimeRefusal | Wait | None:
     """The append-time rule for one message whose key was valid at ``key_height``."""
-    if ts_type != LOG_APPEND_TIME:
-        return TimeRefusal.CREATE_TIME
-    late, early = appended_ms + skew_ms, appended_ms - skew_ms
-    if not clock.within(key_height, late):
-        if not clock.final(late):
-            return Wait(late)
-        return TimeRefusal.FUTURE
-    if not clock.final(early):
-        return Wait(early)
-    since = clock.height_at(early)
-    if since > key_height:
-        state = keys(key_id, since)
-        if state is None or not state[0] or state[1] != public_key:
-            return TimeRefusal.STALE_KEY
-    return None
+    first = check_future(
+        key_height=key_height,
+        ts_type=ts_type,
+        appended_ms=appended_ms,
+        clock=clock,
+        skew_ms=skew_ms,
+    )
+    if first is not None:
+        return first
+    return check_stale(
+        key_id=key_id,
+        key_height=key_height,
+        public_key=public_key,
+        appended_ms=appended_ms,
+        clock=clock,
+        keys=keys,
+        skew_ms=skew_ms,
+    )

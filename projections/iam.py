@@ -21,9 +21,15 @@ Theory of operation
   :class:`ChainSigners` (``chain.key_activity`` of the same database) in every production
   process. Anything else (unsigned, forged, foreign, revoked, replayed, undecodable) is
   refused: logged once, counted in ``pantheon_iam_rejected_total{reason}``, never applied,
-  so one bad record cannot wedge an institution's user management. An event whose
-  ``key_height`` the projected chain has not reached yet waits (``apply`` returns the
-  prefix it applied; the runner retries the rest).
+  so one bad record cannot wedge an institution's user management. The broker's append
+  time bounds every event (D56, :func:`ledger.iam_events.decide_appended`, with the header
+  stamps of the same certified blocks, :meth:`ChainSigners.clock`, and
+  :data:`ledger.iam_time.SKEW_MS`): a message not stamped by the broker, a ``key_height``
+  from the future and a key revoked before the append time are refused. An event the
+  projected chain cannot decide yet (its key height, or a block stamped after its append
+  time plus or minus S) waits (``apply`` returns the prefix it applied; the runner retries
+  the rest; ``pantheon_iam_waiting_height`` and ``pantheon_iam_waiting_after_ms`` say for
+  what).
 * A signed event is applied only if its ``actor`` was allowed to act
   (:func:`ledger.iam_authz.authorize`) against the state these tables hold, folded forward
   through the batch; otherwise it is refused as ``unauthorized``. The gateway decides from
@@ -39,6 +45,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +54,18 @@ from confluent_kafka import Message
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
+from ledger import iam_time
 from ledger.iam_authz import AuthzState, PrincipalFlags, authorize
 from ledger.iam_events import (
     KeyHistory,
     Opened,
     Refusal,
     decide,
+    decide_appended,
     needed_height,
     open_message,
 )
+from ledger.iam_time import ChainClock, Wait
 from projections.iam_handlers import HANDLERS
 from projections.iam_signers import ChainSigners, PinnedSigners, SignerPolicy
 from projections.migrate import apply_migrations
@@ -98,6 +108,12 @@ WAITING = Gauge(
     "Certified height the IAM projection waits for before its next event (0: not waiting)",
     ["institution"],
 )
+WAITING_AFTER = Gauge(
+    "pantheon_iam_waiting_after_ms",
+    "Broker time (ms) after which a certified block must be stamped before the IAM "
+    "projection can decide its next event (D56; 0: not waiting for a time)",
+    ["institution"],
+)
 
 
 def projection_name(institution: str) -> str:
@@ -128,6 +144,18 @@ def load_authz(cur: psycopg.Cursor[Any]) -> AuthzState:
     return state
 
 
+@dataclass(slots=True, kw_only=True)
+class _Context:
+    """What :meth:`IamProjection.apply` decides one batch against."""
+
+    height: int
+    history: KeyHistory
+    clock: ChainClock | None
+    skew_ms: int
+    mark: int
+    seen: set[str]
+
+
 class IamProjection(Projection):
     """Projection of one institution's IAM topic (see the module docstring)."""
 
@@ -142,6 +170,7 @@ class IamProjection(Projection):
         self.waiting_for = 0  # certified height a waiting event needs (0: not waiting)
         # every series exists from the start (at 0), so an alert on it can fire
         WAITING.labels(institution).set(0)
+        WAITING_AFTER.labels(institution).set(0)
         for reason in Refusal:
             REJECTED.labels(institution, str(reason))
         self._reported = -1  # highest offset whose refusal was logged and counted
@@ -183,42 +212,18 @@ class IamProjection(Projection):
             for msg, bad in zip(batch, opened, strict=True):
                 self._refuse(msg, str(bad))
             return None
-        height = self.signers.chain_height(cur)
-        history = (
-            self.signers.history(cur, sorted({o.key_id for o in candidates}))
-            if height >= 0
-            else KeyHistory()
-        )
-        mark_row = cur.execute("SELECT coalesce(max(key_height), 0) FROM iam_events").fetchone()
-        mark = int(mark_row[0]) if mark_row else 0
-        cur.execute(
-            "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)",
-            ([o.event_id for o in candidates],),
-        )
-        seen = {str(r[0]) for r in cur.fetchall()}
-        authz = load_authz(cur)
+        ctx = self._context(cur, candidates)
+        authz, seen, mark = load_authz(cur), ctx.seen, ctx.mark
         accepted: list[tuple[str, int, bytes, int]] = []
         for index, (msg, item) in enumerate(zip(batch, opened, strict=True)):
             if isinstance(item, Refusal):
                 self._refuse(msg, str(item))
                 continue
-            needed = needed_height(item, mark)
-            if needed > height:
+            refusal, needed = self._decide(ctx, msg, item, mark)
+            if isinstance(refusal, Wait):
                 self._write_accepted(cur, accepted)
-                if self.waiting_for != needed:
-                    log.info(
-                        "IAM event waits for the chain",
-                        extra={
-                            "institution": self.institution,
-                            "offset": msg.offset(),
-                            "key_height": needed,
-                            "chain_height": height,
-                        },
-                    )
-                self.waiting_for = needed
-                WAITING.labels(self.institution).set(needed)
+                self._wait(msg, needed, ctx.height, refusal.after_ms)
                 return index
-            refusal = decide(item, self.institution, history.at, mark, seen.__contains__)
             handler = HANDLERS.get(item.schema)
             if refusal is None and handler is None:
                 refusal = Refusal.BAD_EVENT
@@ -250,7 +255,73 @@ class IamProjection(Projection):
         if self.waiting_for:
             self.waiting_for = 0
             WAITING.labels(self.institution).set(0)
+            WAITING_AFTER.labels(self.institution).set(0)
         return None
+
+    def _wait(self, msg: Message, needed: int, height: int, after_ms: int) -> None:
+        """Report that the event of ``msg`` waits for block ``needed`` (or, D56, for a block
+        stamped after ``after_ms``)."""
+        if self.waiting_for != needed:
+            log.info(
+                "IAM event waits for the chain",
+                extra={
+                    "institution": self.institution,
+                    "offset": msg.offset(),
+                    "key_height": needed,
+                    "chain_height": height,
+                    "stamped_after_ms": after_ms,
+                },
+            )
+        self.waiting_for = needed
+        WAITING.labels(self.institution).set(needed)
+        WAITING_AFTER.labels(self.institution).set(after_ms)
+
+    def _context(self, cur: psycopg.Cursor[Any], candidates: Sequence[Opened]) -> _Context:
+        """What deciding a batch needs, read once: the certified chain (height, key history,
+        header stamps) and the topic's mark and already-applied ids."""
+        height = self.signers.chain_height(cur)
+        history = (
+            self.signers.history(cur, sorted({o.key_id for o in candidates}))
+            if height >= 0
+            else KeyHistory()
+        )
+        mark_row = cur.execute("SELECT coalesce(max(key_height), 0) FROM iam_events").fetchone()
+        cur.execute(
+            "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)",
+            ([o.event_id for o in candidates],),
+        )
+        seen = {str(r[0]) for r in cur.fetchall()}
+        return _Context(
+            height=height,
+            history=history,
+            clock=self.signers.clock(cur, height) if height >= 0 else None,
+            skew_ms=iam_time.SKEW_MS,  # read now: the rebuild and the audit read the same
+            mark=int(mark_row[0]) if mark_row else 0,
+            seen=seen,
+        )
+
+    def _decide(
+        self, ctx: _Context, msg: Message, item: Opened, mark: int
+    ) -> tuple[Refusal | Wait | None, int]:
+        """The rule for one event, and the height it waits for if it must wait."""
+        if ctx.clock is None:  # no chain yet, or PinnedSigners: the key height alone
+            needed = needed_height(item, mark)
+            if needed > ctx.height:
+                return Wait(0), needed
+            return decide(item, self.institution, ctx.history.at, mark, ctx.seen.__contains__), 0
+        # D56: decided once the chain has a block stamped after the append time (+/- S)
+        needed = item.key_height if item.key_height > ctx.height else ctx.height + 1
+        refusal = decide_appended(
+            item,
+            stamp=msg.timestamp(),
+            institution=self.institution,
+            keys=ctx.history.at,
+            mark=mark,
+            seen=ctx.seen.__contains__,
+            clock=ctx.clock,
+            skew_ms=ctx.skew_ms,
+        )
+        return refusal, needed
 
     @staticmethod
     def _write_accepted(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, bytes, int]]) -> None:

@@ -9,8 +9,9 @@ are applied again and the ordinary runner projects from offset 0 until it has co
 the topics held when the rebuild started, showing a progress bar on stderr. Because every row
 is a function of the logs alone (no clock, no arrival order), the result equals, row for row,
 what the incremental projector wrote. Then the institution's IAM projection is emptied and
-projected again from its topic with the same signature checks (D21) against the rebuilt
-chain (:func:`rebuild_iam`); its gateway-owned tables (data keys, signing keys, setup) stay.
+projected again from its topic with the same signature and append-time checks (D21, D56)
+against the rebuilt chain (:func:`rebuild_iam`); its gateway-owned tables (data keys,
+signing keys, setup) stay.
 Last the stored objects' metadata and grants (``objects.objects``, ``objects.grants``) are
 projected again from the object events the rebuilt IAM projection accepted
 (:func:`projections.objects.rebuild`, D23); their chunks and upload state exist only in

@@ -8,10 +8,12 @@ Theory of operation
   replays covers every key height the projection relied on.
 * :meth:`IamAudit.watch` wraps the chain audit's block hook: from every *certified* block the
   replay executes it derives the key history (:func:`ledger.iam_events.key_activity`, the
-  rows the projector stores in ``chain.key_activity``). Keys are thus learnt from the logs
+  rows the projector stores in ``chain.key_activity``) and the header stamps
+  (:class:`ledger.iam_time.ChainClock`, D56). Keys and stamps are thus learnt from the logs
   with their quorum certificates, never from PostgreSQL.
 * :meth:`IamAudit.finish` reads the IAM topic up to the projection's position and decides
-  every message with the readers' own rule (:class:`ledger.iam_events.IamGate`): each
+  every message, with the broker's stamp, by the readers' own rule
+  (:class:`ledger.iam_events.IamGate` with the clock and :data:`ledger.iam_time.SKEW_MS`): each
   refused message is a WARNING finding (``iam.refused``, with its offset and reason); an
   event whose key height the certified replay does not reach is an ERROR. A signed event
   whose ``actor`` was not allowed to act against the state folded from the events accepted
@@ -43,6 +45,7 @@ from ledger.cutter import CutBlock
 from ledger.execution import ExecutedBlock
 from ledger.genesis import Genesis, genesis_writes
 from ledger.iam_events import IamGate, KeyHistory, Opened, Refusal, key_activity, needed_height
+from ledger.iam_time import GENESIS_MS, ChainClock, Wait
 from projections import iam as iam_projection
 from projections import iam_handlers
 from runtime.kafka_config import consumer_config
@@ -118,6 +121,8 @@ class IamAudit:
     snapshot: IamSnapshot | None
     timeout: float = 30.0
     history: KeyHistory = field(default_factory=KeyHistory)
+    #: header stamps of the certified blocks the replay executed (D56)
+    clock: ChainClock = field(default_factory=ChainClock)
     certified_height: int = 0
     #: ``(offset, schema, event)`` of every message the IAM rule accepted, in log order (set
     #: by :meth:`finish`; the objects audit folds its events from these, D23)
@@ -128,6 +133,7 @@ class IamAudit:
         """Learn the key history from every certified block ``audit`` replays."""
         for row in key_activity(genesis_writes(genesis), 0, lambda _key: None):
             self.history.add(row)
+        self.clock.append(0, GENESIS_MS)
         inner = audit.on_block
 
         def hook(executed: ExecutedBlock, cut: CutBlock, canonical: Canonical | None) -> None:
@@ -139,14 +145,16 @@ class IamAudit:
             height = executed.header.height
             for row in key_activity(executed.writes, height, audit.machine.state.get):
                 self.history.add(row)
+            self.clock.append(height, executed.header.timestamp_ms)
             self.certified_height = height
 
         audit.on_block = hook
 
-    def _topic_values(self) -> list[tuple[int, bytes]]:
+    def _topic_values(self) -> list[tuple[int, tuple[int, int], bytes]]:
+        """``(offset, broker stamp, value)`` of the messages before the position."""
         assert self.snapshot is not None
         end = self.snapshot.position
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, tuple[int, int], bytes]] = []
         if end <= 0:
             return out
         consumer = Consumer(consumer_config(self.bootstrap, f"audit-iam-{self.institution}"))
@@ -162,7 +170,8 @@ class IamAudit:
                         raise TimeoutError(f"{self.topic} ends before offset {end}")
                     continue
                 value = msg.value()
-                out.append((msg.offset() or 0, value if isinstance(value, bytes) else b""))
+                raw = value if isinstance(value, bytes) else b""
+                out.append((msg.offset() or 0, msg.timestamp(), raw))
         finally:
             consumer.close()
         return out
@@ -178,11 +187,11 @@ class IamAudit:
             )
             return [note], {"skipped": True}
         findings: list[Finding] = []
-        gate = IamGate(self.institution, self.history.at)
+        gate = IamGate(self.institution, self.history.at, clock=self.clock)
         accepted: list[tuple[int, Opened]] = []
         refused: dict[str, int] = {}
-        for offset, raw in self._topic_values():
-            opened = gate.admit(raw)
+        for offset, stamp, raw in self._topic_values():
+            opened = gate.admit(raw, stamp)
             reason: str | None = None
             if opened is Refusal.UNAUTHORIZED and gate.unauthorized is not None:
                 findings.append(self._unauthorized(offset, *gate.unauthorized))
@@ -190,6 +199,18 @@ class IamAudit:
                 continue
             if isinstance(opened, Refusal):
                 reason = str(opened)
+            elif isinstance(opened, Wait):  # decided live, so the live chain was past it
+                reason = "beyond_certified_chain"
+                findings.append(
+                    self._finding(
+                        offset,
+                        "iam.unverifiable",
+                        ERROR,
+                        "decided by the projection, but the certified chain "
+                        f"({self.certified_height}) has no block stamped after "
+                        f"{opened.after_ms} ms, so this audit cannot decide it",
+                    )
+                )
             elif needed_height(opened, gate.mark) > self.certified_height:
                 reason = "beyond_certified_chain"
                 findings.append(

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,19 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
 def world(
     bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
+    with build_world(bootstrap, postgres, tmp_path_factory) as built:
+        yield built
+
+
+@contextmanager
+def build_world(
+    bootstrap: str,
+    postgres: Postgres,
+    tmp_path_factory: pytest.TempPathFactory,
+    on_chain: Callable[[SimChain], object] = lambda _sim: None,
+) -> Iterator[World]:
+    """The world of this module (also test_iam_append_time's); ``on_chain`` is called once
+    both SERVICE keys are certified, before the projections start."""
     prefix = f"tr{uuid.uuid4().hex[:8]}."
     sim = SimChain(bootstrap, prefix, tmp_path_factory.mktemp("trust"))
     ensure_topics(
@@ -137,6 +151,7 @@ def world(
         ]
     )
     height = sim.finalize()
+    on_chain(sim)
     config = ProjectorConfig(
         institution=INST,
         genesis=sim.genesis_path,
@@ -168,7 +183,7 @@ def world(
         service.grant(world.root, world.alice, "chain:read")
         yield world
     finally:
-        running.stop()
+        world.running.stop()  # the one running now (a rebuild replaces it)
         service.close()
         sim.close()
 
@@ -374,13 +389,23 @@ def test_a_tampered_grant_is_reported_and_repaired_by_the_rebuild(w: World, tmp_
     assert finding["details"]["table"] == "iam_grants"
     assert finding["details"]["key"] == {"subject": w.alice, "permission": "admin"}
 
+    live_applied, live_refused = applied(w), dict(w.running.iam.rejected)
     run_rebuild(w)
+    assert applied(w) == live_applied  # the rebuild accepted exactly what live accepted
     assert "admin" not in perms(w)
     code, report = run_audit(w, tmp_path)
     assert code == 0 and errors(report) == [], errors(report)
+    assert report["projection"]["iam"]["refused"] == live_refused  # and the audit too
     with psycopg.connect(w.running.dsn) as conn:
         groups = {r[0] for r in conn.execute("SELECT name FROM iam_groups").fetchall()}
     assert {"after-the-attack", "signed-by-the-new-key"} <= groups
+
+
+def applied(w: World) -> dict[int, str]:
+    """Offset -> event id of every IAM event the running projection applied."""
+    with psycopg.connect(w.running.dsn) as conn:
+        rows = conn.execute('SELECT "offset", event_id FROM iam_events').fetchall()
+    return {int(o): str(e) for o, e in rows}
 
 
 def run_rebuild(w: World) -> None:

@@ -16,6 +16,7 @@ from ledger.iam_events import (
     open_message,
     sign_event,
 )
+from ledger.iam_time import Wait
 from ledger.keys import KeyPair
 from ledger.state import WriteSet
 from schemas.codec import decode, encode
@@ -53,7 +54,7 @@ def owner_state() -> AuthzState:
     )
 
 
-def admit(raw: bytes, keys: KeyHistory = ACTIVE, mark: int = 0) -> Opened | Refusal:
+def admit(raw: bytes, keys: KeyHistory = ACTIVE, mark: int = 0) -> Opened | Refusal | Wait:
     return IamGate(INST, keys.at, mark=mark, authz=owner_state()).admit(raw)
 
 
