@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 
 from infra import kafka_acl, kafka_dist
+from infra.errors import StackError
 from infra.invocation import pantheon
 from infra.rollback import UpInterrupted, summary
 from infra.settings import Settings
@@ -202,8 +203,29 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _servers_needed(service: str, stack: Stack) -> None:
+    """A StackError at once when ``service`` needs Kafka and PostgreSQL and one does not run
+    (else ``start`` waits a minute for a process that cannot become healthy; D60)."""
+    if service in STACK_SERVICES:
+        return
+    down = [
+        name
+        for name, running in (
+            ("kafka", len(stack.kafka.running()) == len(stack.kafka.nodes)),
+            ("postgres", stack.postgres.pid() is not None),
+        )
+        if not running
+    ]
+    if down:
+        raise StackError(
+            f"cannot start the {service}: {' and '.join(down)} not running; start the stack "
+            f"with `{pantheon('up', settings=stack.settings)}`"
+        )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     stack = Stack(settings_of(args))
+    _servers_needed(args.service, stack)
     for line in stack.start_service(args.service, _service_targets(args, stack)):
         print(line)
     return 0
@@ -211,6 +233,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     stack = Stack(settings_of(args))
+    _servers_needed(args.service, stack)
     targets = _service_targets(args, stack)
     for line in stack.stop_service(args.service, targets):
         print(line)
