@@ -58,6 +58,9 @@ def _iam_service(args: argparse.Namespace) -> IamService:
     dsn = stack.postgres.dsn(database_name(args.institution))
     key = load_iam_key(consortium.iam_key_file(args.institution))
     principal = kafka_acl.institution_principal(args.institution)
+    # one quick look first: a stopped server is one line now, not 30 s of pool warnings
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5):
+        pass
     try:
         with use_credentials(kafka_acl.credentials(stack.settings, principal)):
             return IamService(

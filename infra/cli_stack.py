@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from infra import kafka_acl, kafka_dist
+from infra.errors import StackError
 from infra.invocation import pantheon
+from infra.rollback import UpInterrupted, summary
 from infra.settings import Settings
 from infra.stack import STACK_SERVICES, Stack
 
@@ -23,11 +29,32 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return settings
 
 
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """Within: SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so ``up`` stops what it
+    started before it exits (D60)."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     began = time.monotonic()
     stack = Stack(settings_of(args))
     stack.consortium.operators = getattr(args, "operators", None)
-    timings = stack.up(consortium=not getattr(args, "no_consortium", False))
+    try:
+        with terminated_as_interrupted():
+            timings = stack.up(consortium=not getattr(args, "no_consortium", False))
+    except UpInterrupted as exc:
+        undone = f"stopped what it had started ({summary(exc.stopped)})" if exc.stopped else ""
+        print(f"pantheon: interrupted; {undone or 'it had started nothing'}", file=sys.stderr)
+        return 130
     total = time.monotonic() - began
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     print(f"Pantheon local stack is up in {total:.1f}s ({steps})")
@@ -176,8 +203,29 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _servers_needed(service: str, stack: Stack) -> None:
+    """A StackError at once when ``service`` needs Kafka and PostgreSQL and one does not run
+    (else ``start`` waits a minute for a process that cannot become healthy; D60)."""
+    if service in STACK_SERVICES:
+        return
+    down = [
+        name
+        for name, running in (
+            ("kafka", len(stack.kafka.running()) == len(stack.kafka.nodes)),
+            ("postgres", stack.postgres.pid() is not None),
+        )
+        if not running
+    ]
+    if down:
+        raise StackError(
+            f"cannot start the {service}: {' and '.join(down)} not running; start the stack "
+            f"with `{pantheon('up', settings=stack.settings)}`"
+        )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     stack = Stack(settings_of(args))
+    _servers_needed(args.service, stack)
     for line in stack.start_service(args.service, _service_targets(args, stack)):
         print(line)
     return 0
@@ -185,6 +233,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     stack = Stack(settings_of(args))
+    _servers_needed(args.service, stack)
     targets = _service_targets(args, stack)
     for line in stack.stop_service(args.service, targets):
         print(line)

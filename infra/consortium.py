@@ -418,7 +418,7 @@ class Consortium:
             bad = [v for v in self.status() if not v.healthy]
             logs = [self.home / "validators" / v.name / "validator.log" for v in bad]
             detail = "".join(f"\n--- {log} ---\n{procs.tail(log)}" for log in logs)
-            raise StackError(f"{exc}{detail}") from exc
+            raise StackError(f"{exc}; see {', '.join(map(str, logs))}{detail}") from exc
 
     def down(self) -> None:
         """Stop every gateway, projector and validator (SIGTERM to all at once: they flush

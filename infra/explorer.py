@@ -6,11 +6,16 @@ This command serves the explorer's static files from the installed ``gateway`` p
 files every gateway serves) on a loopback port, and forwards to the gateway the user names
 only the page's public data requests (:mod:`infra.explorer_forward`): ``POST /graphql`` chain
 reads and ``GET /genesis.avro``, and its ``newBlock`` subscription (:mod:`infra.explorer_live`).
-Nothing else reaches the gateway (no login, no mutation, no ``/objects``).
+With ``--token-file`` it also forwards ``GET /objects/<id>/proof`` (the token goes with that
+request and the chain reads only; D60); without one that request is answered here with a
+message saying so. Nothing else reaches the gateway (no login, no mutation, no object's
+content, no upload).
 
 Routes: ``GET /``, ``/favicon.ico``, ``/static/*``, ``GET /graphql`` (GraphiQL or the
-playground, as the gateway would), ``POST /graphql``, ``WS /graphql`` and ``GET /genesis.avro``
-(forwarded).
+playground, as the gateway would), ``POST /graphql``, ``WS /graphql``, ``GET /genesis.avro``
+and ``GET /objects/<id>/proof`` (forwarded). A proof request that the browser marks as coming
+from another site (``Sec-Fetch-Site``) is refused: a page elsewhere could otherwise make the
+user's token fetch proofs (it could not read them, but each read is audited as the user's).
 The gateway's deadlines for a slow request head and body apply (:mod:`gateway.deadlines`).
 A request must name this server's host (``Host``, against DNS rebinding) and a ``POST`` must
 be ``application/json`` (a cross-site form cannot send it without a preflight, which is not
@@ -47,7 +52,7 @@ from gateway.deadlines import (
     HeadDeadlineProtocol,
 )
 from gateway.errors import BodyTooLarge, GatewayError
-from infra.explorer_forward import ExplorerError, RemoteGateway, public_request
+from infra.explorer_forward import ExplorerError, NotForwarded, RemoteGateway, public_request
 from infra.explorer_live import relay
 
 STATIC = Path(gateway.__file__).resolve().parent / "static"
@@ -55,6 +60,8 @@ STATIC = Path(gateway.__file__).resolve().parent / "static"
 
 DEFAULT_PORT = 4080
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+SAME_SITE = ("same-origin", "none")
+"""``Sec-Fetch-Site`` values of this explorer's own page, or of an address typed by the user."""
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -104,6 +111,16 @@ def create_app(
             return _error(exc)
         return Response(raw, status_code=status, media_type=media_type, headers=NO_STORE)
 
+    async def forward_proof(request: Request) -> Response:
+        try:
+            if request.headers.get("sec-fetch-site", "same-origin") not in SAME_SITE:
+                raise NotForwarded("a proof is forwarded only for this explorer's own page")
+            data_id = str(request.path_params["data_id"])
+            status, answer = await run_in_threadpool(remote.object_proof, data_id)
+        except GatewayError as exc:
+            return _error(exc)
+        return JSONResponse(answer, status_code=status, headers=NO_STORE)
+
     async def graphql_page(_request: Request) -> Response:
         installed = (static / "vendor" / "graphiql.min.js").is_file()  # by ./dev install
         page = "graphiql.html" if installed else "playground.html"
@@ -127,6 +144,7 @@ def create_app(
             Route("/graphql", graphql_page, methods=["GET"]),
             WebSocketRoute("/graphql", live),
             Route("/genesis.avro", forward_genesis, methods=["GET"]),
+            Route("/objects/{data_id}/proof", forward_proof, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],
         middleware=[
@@ -160,8 +178,19 @@ def url_of(sock: socket.socket, genesis: str | None) -> str:
     return f"http://{shown}:{port}/" + (f"#genesis={genesis}" if genesis else "")
 
 
+def read_token(path: str) -> str:
+    """The token in ``path``: one line of printable ASCII (it goes into an HTTP header)."""
+    token = Path(path).read_text(errors="replace").strip()
+    if not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ExplorerError(
+            f"--token-file {path}: not a token (one line of printable ASCII: the token the "
+            "gateway's `login` mutation returns)"
+        )
+    return token
+
+
 def cmd_explorer(args: argparse.Namespace) -> int:
-    token = Path(args.token_file).read_text().strip() if args.token_file else None
+    token = read_token(args.token_file) if args.token_file else None
     remote = RemoteGateway(args.gateway, token=token)
     height = remote.probe()
     sock = listen(args.host, args.port)
@@ -170,6 +199,8 @@ def cmd_explorer(args: argparse.Namespace) -> int:
     print(f"  {url_of(sock, args.genesis)}", flush=True)
     if not args.genesis:
         print("Pin the consortium's genesis hash on a block page (or pass --genesis HASH).")
+    if token:
+        print(f"Object proofs are fetched with the token of {args.token_file} (its user's reads).")
     if args.host not in LOOPBACK_NAMES:
         print(f"Warning: listening on {args.host}, not only this machine", file=sys.stderr)
     config = uvicorn.Config(
@@ -220,5 +251,6 @@ def add_explorer(
     p.add_argument(
         "--token-file",
         metavar="FILE",
-        help="send this file's token to the gateway (only if its chain is private; default none)",
+        help="send this file's token to the gateway with chain reads and object proofs (GET "
+        "/objects/ID/proof, which need one; default none)",
     )

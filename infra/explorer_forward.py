@@ -16,6 +16,12 @@ asks a gateway chosen by the user only for public chain data. This module is tha
   than the deadline (whole answer, not per read) is refused with ``BAD_GATEWAY`` (502) or
   ``GATEWAY_TIMEOUT`` (504); only the status and the body are passed back, as JSON (GraphQL)
   or as bytes (genesis: the page hashes them against the pinned genesis hash).
+* :meth:`RemoteGateway.object_proof` fetches ``GET /objects/<id>/proof`` (D60) from the same
+  gateway, and only when the user gave the command a token (objects are private): the token
+  goes with that request alone, to the configured address and no other (the path is built
+  here from a checked data id; redirects are not followed). Without a token the request is
+  refused locally with ``NOT_FORWARDED``, whose message says to pass ``--token-file``. Only a
+  JSON object is passed back (the proof, or the gateway's typed error).
 * :meth:`RemoteGateway.probe` is the start-up check: a gateway that cannot be reached, or that
   answers ``{ summary { height } }`` with anything but GraphQL data, is a one-line
   :class:`ExplorerError` (exit 2 from ``pantheon explorer``).
@@ -37,6 +43,7 @@ from graphql import FieldNode, FragmentDefinitionNode, OperationDefinitionNode, 
 from gateway.errors import BodyTooLarge, GatewayError
 from gateway.limits import Limits, parse_query
 from gateway.schema import SCHEMA
+from ledger.context import is_id
 
 
 class ExplorerError(RuntimeError):
@@ -129,6 +136,14 @@ def public_subscription(query: object, limits: Limits) -> str:
     return query
 
 
+def _json_answer(content_type: str, raw: bytes) -> Any:
+    """The answer's JSON, or None when it is not declared or not parsed as JSON."""
+    try:
+        return json.loads(raw) if content_type.startswith("application/json") else None
+    except ValueError:
+        return None
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
         return None  # a 3xx is answered as it is, and refused below as not JSON
@@ -160,12 +175,27 @@ class RemoteGateway:
         status, content_type, raw = self._send(
             "/graphql", body, headers, self.limits.max_answer_bytes
         )
-        try:
-            answer = json.loads(raw) if content_type.startswith("application/json") else None
-        except ValueError:
-            answer = None
+        answer = _json_answer(content_type, raw)
         if not isinstance(answer, dict) or not ({"data", "errors"} & answer.keys()):
             raise BadGateway(f"answered HTTP {status} ({content_type or 'no type'}), not GraphQL")
+        return status, answer
+
+    def object_proof(self, data_id: str) -> tuple[int, Any]:
+        """``GET /objects/<data_id>/proof`` with the command's token: (status, JSON answer).
+        Refused locally without a token, or for a data id the gateway would refuse."""
+        if not self.token:
+            raise NotForwarded(
+                "object proofs are private: serve this explorer with `pantheon explorer "
+                "--token-file FILE` (a token of a user allowed to read the object) to fetch them"
+            )
+        if not is_id(data_id) or "/" in data_id:
+            raise NotForwarded("the data id must be 1 to 128 printable characters, no '/'")
+        path = "/objects/" + urllib.parse.quote(data_id, safe="") + "/proof"
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.token}"}
+        status, content_type, raw = self._send(path, None, headers, self.limits.max_answer_bytes)
+        answer = _json_answer(content_type, raw)
+        if not isinstance(answer, dict):
+            raise BadGateway(f"answered HTTP {status} ({content_type or 'no type'}), not JSON")
         return status, answer
 
     def genesis(self) -> tuple[int, str, bytes]:

@@ -287,7 +287,8 @@ class KafkaCluster:
                 f"\n{procs.tail(n.log_file)}"
                 for n in (dead or self.nodes)
             )
-            raise StackError(f"{exc}{detail}") from exc
+            logs = ", ".join(str(n.log_file) for n in (dead or self.nodes))
+            raise StackError(f"{exc}; see {logs}{detail}") from exc
 
     def stop_node(self, node: KafkaNode, *, kill: bool = False) -> None:
         """Stop one node: SIGTERM (controlled shutdown), or SIGKILL when ``kill``."""

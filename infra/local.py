@@ -28,6 +28,7 @@ from infra.errors import StackError
 from infra.invocation import pantheon
 from infra.keystore import KeystoreError
 from infra.postgres_server import Postgres
+from infra.rollback import UpFailed
 from infra.settings import Settings
 from runtime.cli_args import Defaults, one_line
 
@@ -146,6 +147,8 @@ class Local:
 def describe(exc: BaseException, settings: Settings) -> str:
     """One line saying what went wrong and what to do, for an error a command let out."""
     status = pantheon("status", settings=settings)
+    if isinstance(exc, UpFailed):  # the cause's gist (not a log's tail), and what was undone
+        return f"{describe(exc.cause, settings).splitlines()[0]}; {exc.undone}"
     if isinstance(exc, StackError):  # its message may carry the tail of a log, kept whole
         return str(exc)
     if isinstance(exc, psycopg.OperationalError):

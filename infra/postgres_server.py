@@ -217,8 +217,8 @@ class Postgres:
             )
             if result.returncode != 0:
                 raise StackError(
-                    f"PostgreSQL did not start:\n{result.stdout}{result.stderr}\n"
-                    + procs.tail(self.log_file)
+                    f"PostgreSQL did not start; see {self.log_file}\n"
+                    f"{result.stdout}{result.stderr}\n" + procs.tail(self.log_file)
                 )
         self.ensure_database(DB_NAME)
 

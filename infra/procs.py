@@ -18,6 +18,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -121,6 +122,30 @@ def check_argv(argv: Sequence[str]) -> None:
             )
 
 
+_CALLED_OFF = threading.Event()
+
+
+class Cancelled(RuntimeError):
+    """Starting or waiting was called off: the command that started it was interrupted, or
+    a server started beside it failed (D60)."""
+
+
+def call_off_starts() -> None:
+    """From now on :func:`spawn` and :func:`wait_until` raise :class:`Cancelled` (in every
+    thread), so a start in flight ends at its next step and starts nothing more."""
+    _CALLED_OFF.set()
+
+
+def allow_starts() -> None:
+    """Undo :func:`call_off_starts` (at the beginning of each ``up``)."""
+    _CALLED_OFF.clear()
+
+
+def _check_not_called_off(what: str) -> None:
+    if _CALLED_OFF.is_set():
+        raise Cancelled(f"called off before {what}")
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -133,6 +158,7 @@ def spawn(
 
     ``argv`` must not carry a password (:func:`check_argv`)."""
     check_argv(argv)
+    _check_not_called_off(f"starting {Path(argv[0]).name}")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
@@ -209,9 +235,11 @@ def stop_all(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 20.0)
 def wait_until(
     check: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str
 ) -> None:
-    """Poll ``check`` until true; raise TimeoutError naming ``what`` after ``timeout``."""
+    """Poll ``check`` until true; raise TimeoutError naming ``what`` after ``timeout``, or
+    :class:`Cancelled` once starts are called off."""
     deadline = time.monotonic() + timeout
     while True:
+        _check_not_called_off(f"{what} was ready")
         if check():
             return
         if time.monotonic() >= deadline:

@@ -123,7 +123,7 @@ class Prometheus:
         try:
             procs.wait_until(self.healthy, timeout=timeout, what="Prometheus")
         except TimeoutError as exc:
-            raise StackError(f"{exc}\n{procs.tail(self.log_file)}") from exc
+            raise StackError(f"{exc}; see {self.log_file}\n{procs.tail(self.log_file)}") from exc
 
     def _last_reload(self) -> float:
         """``prometheus_config_last_reload_success_timestamp_seconds`` (0 if unknown)."""

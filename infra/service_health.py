@@ -99,5 +99,5 @@ def wait_started(pid_file: Path, check: Callable[[], bool] | None, what: str) ->
     pid = procs.read_pid(pid_file)
     if pid is None:
         log = next(pid_file.parent.glob("*.log"), pid_file.parent / "missing.log")
-        raise StackError(f"{what} exited:\n{procs.tail(log)}")
+        raise StackError(f"{what} exited; see {log}\n{procs.tail(log)}")
     return pid

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 from confluent_kafka.admin import AdminClient
@@ -22,6 +22,7 @@ from infra.errors import StackError
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from infra.prometheus_server import Prometheus
+from infra.rollback import Rollback, UpFailed, UpInterrupted, shielded
 from infra.service_health import ValidatorStatus
 from infra.settings import Settings
 from projections.projector import database_name
@@ -66,6 +67,10 @@ class ServiceStatus:
         return asdict(self)
 
 
+def _called_off(future: Future[float]) -> bool:
+    return isinstance(future.exception(), procs.Cancelled)
+
+
 class Stack:
     """The services of one local stack, described by ``settings``."""
 
@@ -81,10 +86,29 @@ class Stack:
         false) the validators of the local consortium; return seconds per step.
 
         With broker access control (D26) this process acts as the Kafka super user, creates
-        every principal and ACL, and starts each process as its own principal."""
+        every principal and ACL, and starts each process as its own principal.
+
+        When it fails or is interrupted, it stops what it started in this call (not what an
+        earlier ``up`` left running) and raises :class:`UpFailed` (or :class:`UpInterrupted`)
+        saying so (D60)."""
         self.settings.record()  # later commands, in any shell, find this stack (D36)
-        with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
-            return self._up(consortium)
+        rollback = Rollback(self.settings)
+        procs.allow_starts()
+        try:
+            with use_credentials(kafka_acl.credentials(self.settings, kafka_acl.ADMIN)):
+                return self._up(consortium)
+        except BaseException as exc:
+            procs.call_off_starts()  # a start still in flight in another thread ends
+            try:
+                with shielded():
+                    stopped = rollback.undo()
+            finally:
+                procs.allow_starts()
+            if isinstance(exc, Exception):
+                raise UpFailed(exc, stopped) from exc
+            if isinstance(exc, KeyboardInterrupt):
+                raise UpInterrupted(stopped) from exc
+            raise
 
     def _up(self, consortium: bool) -> dict[str, float]:
         timings = self._start_servers()
@@ -119,7 +143,8 @@ class Stack:
     def _start_servers(self) -> dict[str, float]:
         """Start Kafka, PostgreSQL and Prometheus side by side (they do not depend on one
         another, and each mostly waits for its process to come up); seconds per server.
-        Every start is waited for; the first failure, in this order, is raised."""
+        The first failure, in this order, is raised once every start has ended: a failure
+        (or an interrupt) calls the others off, so they end at their next step (D60)."""
         servers: dict[str, Callable[[], None]] = {
             "kafka": self.kafka.start,
             "postgres": self.postgres.start,
@@ -132,9 +157,19 @@ class Stack:
             start()
             return time.monotonic() - began
 
-        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        pool = ThreadPoolExecutor(max_workers=len(servers))
+        try:
             futures = {name: pool.submit(timed, name, start) for name, start in servers.items()}
-            wait(futures.values())
+            if wait(futures.values(), return_when=FIRST_EXCEPTION).not_done:
+                procs.call_off_starts()  # one failed: the others need not finish starting
+        except BaseException:
+            procs.call_off_starts()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        failed = [f for f in futures.values() if f.exception() and not _called_off(f)]
+        for future in failed or list(futures.values()):
+            future.result()
         return {name: future.result() for name, future in futures.items()}
 
     def _wait_started(self, ready: Callable[[], bool], what: str, *, service: str) -> None:

@@ -84,6 +84,9 @@ def hex_bytes(text: str) -> bytes:
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (libpq's span several, with hints and carets)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """An exception's message on one line (libpq's span several, with hints and carets; a
+    ``KafkaException`` shows its error's text, not ``KafkaError{code=...}``)."""
+    describe = getattr(exc.args[0], "str", None) if exc.args else None
+    text = describe() if callable(describe) else str(exc)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return "; ".join(lines[:2]) if lines else type(exc).__name__

@@ -23,6 +23,7 @@ from infra.simulate.stats import format_summary
 from ledger.keys import KeyPair
 from projections import read
 from projections.projector import database_name
+from runtime.cli_args import one_line
 
 
 def load_governance_key(path: Path) -> KeyPair:
@@ -107,7 +108,8 @@ def _config_from_local(args: argparse.Namespace) -> tuple[SimConfig, NonceLookup
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``pantheon simulate``: exit 0 after a clean stop (time up, SIGINT or SIGTERM)."""
+    """``pantheon simulate``: exit 0 after a clean stop (time up, SIGINT or SIGTERM), 2 when
+    it could not run (D36)."""
     args = build_parser().parse_args(argv)
     if args.rate <= 0:
         print("pantheon simulate: error: --rate must be positive", file=sys.stderr)
@@ -115,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, lookup = _config_from_local(args)
     except (ValueError, OSError, KeyError) as exc:
-        print(f"pantheon simulate: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"pantheon simulate: error: {one_line(exc)}", file=sys.stderr)
+        return 2  # could not run (D36)
     progress = sys.stderr if sys.stderr.isatty() else None
     sim = Simulator(config, lookup, progress=progress)
 
@@ -127,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = sim.run()
     except Exception as exc:
-        print(f"pantheon simulate: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"pantheon simulate: error: {one_line(exc)}", file=sys.stderr)
+        return 2  # could not run (D36)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -134,7 +134,9 @@ def test_oversize_foreign_and_cross_site_requests_are_refused(local: str) -> Non
     assert form.status_code == 415  # no application/json: a cross-site form could send it
     rebound = post(local, {"query": "{ summary { height } }"}, Host="evil.example")
     assert rebound.status_code == 400  # DNS rebinding: the Host is not this server
-    assert httpx.get(local + "/objects/x/proof").status_code == 404
+    proof = httpx.get(local + "/objects/x/proof")  # no --token-file: said, not forwarded
+    assert (proof.status_code, code(proof)) == (403, "NOT_FORWARDED")
+    assert httpx.get(local + "/objects/x").status_code == 404
     assert httpx.get(local + "/metrics").status_code == 404
 
 

@@ -12,12 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from gateway.errors import BodyTooLarge, GatewayError, ParseFailed
 from gateway.limits import Limits
-from infra.explorer import listen
+from infra.explorer import listen, read_token
 from infra.explorer_forward import (
     PUBLIC_FIELDS,
     BadGateway,
@@ -91,8 +92,11 @@ def test_a_gateway_address_must_be_http(url: str) -> None:
 
 
 @contextmanager
-def answering(respond: Callable[[socket.socket], None]) -> Iterator[str]:
-    """A loopback server whose every connection is handed to ``respond``."""
+def answering(
+    respond: Callable[[socket.socket], None], seen: list[bytes] | None = None
+) -> Iterator[str]:
+    """A loopback server whose every connection is handed to ``respond`` (each request's
+    first bytes appended to ``seen``)."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -104,7 +108,9 @@ def answering(respond: Callable[[socket.socket], None]) -> Iterator[str]:
             except TimeoutError:
                 continue
             with conn:
-                conn.recv(65536)
+                request = conn.recv(65536)
+                if seen is not None:
+                    seen.append(request)
                 respond(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -199,3 +205,52 @@ def test_a_taken_port_is_one_typed_line() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ExplorerError, match=f"cannot listen on 127.0.0.1:{port}: Address"):
             listen("127.0.0.1", port)
+
+
+JSON_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_an_object_proof_carries_the_commands_token_to_its_gateway_only() -> None:
+    seen: list[bytes] = []
+    with answering(lambda conn: conn.sendall(JSON_OK), seen) as url:
+        with pytest.raises(NotForwarded, match="--token-file"):
+            RemoteGateway(url, limits=QUICK).object_proof("report")
+        for bad in ("a/b", "", "x" * 129, "a\nb"):
+            with pytest.raises(NotForwarded, match="data id"):
+                RemoteGateway(url, token="t0k", limits=QUICK).object_proof(bad)
+        assert seen == []  # refused here: nothing reached the gateway
+        remote = RemoteGateway(url + "/base/", token="t0k", limits=QUICK)
+        assert remote.object_proof("q3 report?#") == (200, {})
+    head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0] == b"GET /base/objects/q3%20report%3F%23/proof HTTP/1.1"
+    assert b"Authorization: Bearer t0k" in head
+    assert f"Host: {url.removeprefix('http://')}".encode() in head
+    assert not any(line.lower().startswith(b"cookie") for line in head)
+
+
+def test_an_object_proofs_redirect_is_not_followed_nor_a_page_passed_back() -> None:
+    seen: list[bytes] = []
+    redirect = b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+    with (
+        answering(lambda conn: conn.sendall(redirect), seen) as url,
+        pytest.raises(BadGateway, match="HTTP 302"),
+    ):
+        RemoteGateway(url, token="t0k", limits=QUICK).object_proof("report")
+    assert len(seen) == 1  # followed, the token would have gone to /elsewhere too
+    html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 6\r\n\r\n<html>"
+    with (
+        answering(lambda conn: conn.sendall(html)) as url,
+        pytest.raises(BadGateway, match=r"HTTP 200 \(text/html\), not JSON"),
+    ):
+        RemoteGateway(url, token="t0k", limits=QUICK).object_proof("report")
+
+
+def test_a_token_file_holds_one_header_safe_line(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.write_text("eyJhbGciOi.payload.sig\n")
+    assert read_token(str(good)) == "eyJhbGciOi.payload.sig"
+    for text in ("", "\n", "one\nX-Injected: yes", "two words", "caf\u00e9"):
+        bad = tmp_path / "bad"
+        bad.write_text(text)
+        with pytest.raises(ExplorerError, match="not a token"):
+            read_token(str(bad))
