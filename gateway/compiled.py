@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphene.types.resolver import dict_or_attr_resolver
@@ -56,6 +56,8 @@ from graphql.type.scalars import (
     serialize_string,
 )
 
+from gateway.sql_json import SqlPlan, compile_sql
+
 Completer = Callable[[Any, Any], Any]  # (value, info) -> JSON-ready value
 Resolver = Callable[..., Any]
 
@@ -74,6 +76,7 @@ class RunInfo:
 
     context: Any
     variables: dict[str, Any]
+    sql: dict[str, Any] = field(default_factory=dict)  # root values read by the SQL plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +211,22 @@ def _step(f: _Field) -> Callable[[Any, RunInfo], Any]:
     return with_variables
 
 
+def _sql_value(key: str) -> Callable[[Any, RunInfo], Any]:
+    return lambda _root, info: info.sql[key]
+
+
 class _Compiler:
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
 
-    def selection(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> Completer:
+    def selection(
+        self,
+        parent: GraphQLObjectType,
+        selection_set: SelectionSetNode,
+        from_sql: tuple[str, ...] = (),
+    ) -> Completer:
+        """The object's fields in order; those keyed in ``from_sql`` are read from the values
+        the SQL plan fetched (:mod:`gateway.sql_json`), the others computed here."""
         fields: list[_Field] = []
         keys: set[str] = set()
         for sel in selection_set.selections:
@@ -250,7 +264,7 @@ class _Compiler:
                 continue
             complete = self.complete(definition.type, sel)
             fields.append(_Field(key, _fast_resolver(definition), args, definition, sel, complete))
-        steps = tuple((f.key, _step(f)) for f in fields)
+        steps = tuple((f.key, _sql_value(f.key) if f.key in from_sql else _step(f)) for f in fields)
 
         def run_object(root: Any, info: RunInfo) -> dict[str, Any]:
             return {key: step(root, info) for key, step in steps}
@@ -314,6 +328,7 @@ class Plan:
     operation: OperationDefinitionNode
     schema: GraphQLSchema
     root: Completer
+    sql: SqlPlan | None = None  # the root fields one SQL statement answers
 
     def run(self, context: Any, raw_variables: Mapping[str, Any]) -> dict[str, Any]:
         """The ``data`` of the operation; :class:`Fallback` for anything graphene must report."""
@@ -324,6 +339,8 @@ class Plan:
             raise Fallback("invalid variables")
         info = RunInfo(context, coerced)
         try:
+            if self.sql is not None:
+                info.sql = self.sql.fetch(context.conn(), coerced)
             data: dict[str, Any] = self.root(None, info)
         except Fallback:
             raise
@@ -332,11 +349,19 @@ class Plan:
         return data
 
 
-def compile_operation(schema: GraphQLSchema, operation: OperationDefinitionNode) -> Plan:
-    """Compile a validated query operation; :class:`Unsupported` if graphene must run it."""
+def compile_operation(
+    schema: GraphQLSchema, operation: OperationDefinitionNode, *, sql_json: bool = True
+) -> Plan:
+    """Compile a validated query operation; :class:`Unsupported` if graphene must run it.
+    With ``sql_json``, the root fields PostgreSQL can answer as JSON are read by one
+    statement (:func:`gateway.sql_json.compile_sql`, decision D59)."""
     if operation.operation.value != "query" or operation.directives:
         raise Unsupported("only queries are compiled")
     root = schema.query_type
     if root is None:
         raise Unsupported("no query type")
-    return Plan(operation, schema, _Compiler(schema).selection(root, operation.selection_set))
+    compiler = _Compiler(schema)
+    compiler.selection(root, operation.selection_set)  # raises Unsupported for graphene's shapes
+    sql = compile_sql(schema, operation) if sql_json else None
+    keys = () if sql is None else sql.keys
+    return Plan(operation, schema, compiler.selection(root, operation.selection_set, keys), sql)

@@ -148,11 +148,13 @@ class Engine:
         schema: GraphQLSchema | None = None,
         max_documents: int = 512,
         max_responses: int = 256,
+        sql_json: bool = True,
     ) -> None:
         self.services = services
         self.limits = limits
         self.schema = schema or SCHEMA.graphql_schema
         self.cache_responses = cache_responses
+        self.sql_json = sql_json  # root fields PostgreSQL answers as JSON (D59)
         self._lock = threading.Lock()
         self._documents: OrderedDict[str, _Document | GatewayError] = OrderedDict()
         self._max_documents = max_documents
@@ -206,7 +208,7 @@ class Engine:
         """The operation's compiled plan (compiled once, after validation), if it has one."""
         if not op.compiled:
             try:
-                op.plan = compile_operation(self.schema, op.operation)
+                op.plan = compile_operation(self.schema, op.operation, sql_json=self.sql_json)
             except Unsupported:
                 op.plan = None  # runs on graphene
             op.compiled = True

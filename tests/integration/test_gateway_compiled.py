@@ -279,7 +279,8 @@ def test_one_statement_per_level(chain: ChainFixture) -> None:
         kwargs={"autocommit": True, "cursor_factory": CountingCursor},
     )
     try:
-        engine = Engine(Services(institution=INSTITUTION, pool=pool), Limits())
+        # the Python plan's batching (D35); the SQL plan's single statement is checked below
+        engine = Engine(Services(institution=INSTITUTION, pool=pool), Limits(), sql_json=False)
         expected = {
             # transactions; their blocks (receipt.blockHash shares them); their senders; the
             # senders' assets
@@ -314,6 +315,20 @@ def test_one_statement_per_level(chain: ChainFixture) -> None:
         before = CountingCursor.statements
         engine.run(summary, claims)
         assert CountingCursor.statements - before == 3  # summary, blocks, transactions
+        # D59: the root fields PostgreSQL answers as JSON share one statement
+        engine = Engine(Services(institution=INSTITUTION, pool=pool), Limits())
+        with_sql = {
+            "block-lists": 1,  # blocks, votes, entries and their blocks: one statement
+            "identity-lists": 4,  # identities: one; institutions stay on Python (3)
+            "dashboard": 2,  # summary (recentTps is a Float) + blocks and transactions
+        }
+        for name, statements in with_sql.items():
+            query = EXPLORER.get(name) or NESTED[name]
+            prepared = engine.prepare(query, {}, None, claims)
+            assert prepared.plan is not None and prepared.plan.sql is not None
+            before = CountingCursor.statements
+            assert "errors" not in engine.run(prepared, claims)
+            assert CountingCursor.statements - before == statements, name
     finally:
         pool.close()
 

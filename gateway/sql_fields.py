@@ -1,0 +1,309 @@
+"""Which GraphQL fields PostgreSQL can answer as JSON, and with what SQL (decision D59).
+
+Each entry maps ``(GraphQL type, field)`` to how :mod:`gateway.sql_json` renders it:
+
+* :class:`Leaf`: a SQL expression over the row alias ``{a}`` whose JSON value is exactly what
+  the field's resolver and ``serialize`` give (hex of bytes, result-code names, ISO times,
+  ``Int`` fields cast to ``int4`` so a value out of GraphQL's range fails the statement and
+  the operation falls back, as the Python path does).
+* :class:`Same`: an object built from the same row (a transaction's receipt, a block's
+  certificate).
+* :class:`One` / :class:`Many` / :class:`Page`: a row, a list or a Relay connection page
+  read by a correlated subquery; ``{a}`` is the parent row, ``{x}`` the row read, ``{p}``
+  the prefix of this node's parameters. ``params`` turns the field's coerced GraphQL
+  arguments into (variant, SQL parameters) with the same checks and defaults as the
+  resolver (a bad argument raises, so the operation falls back and graphene reports it).
+
+A field that is not listed (floats, decoded envelopes, anything needing Python, the fields
+of ``me``) keeps its root field on the Python plan. The gateway checks no certificate on
+this path: it serves rows as stored, and the explorer verifies them (D39, D49), so a row
+built by PostgreSQL is what the Python path would have served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.context import decode_cursor, hex_bytes
+from gateway.errors import GatewayError
+from ledger.results import ResultCode
+from projections.read.model import BIG
+
+Params = Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    expr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Same:
+    type_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class One:
+    type_name: str
+    table: str
+    where: Mapping[str, str]  # by variant
+    order: str = ""
+    params: Params | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """A list of objects of ``type_name`` (or of ``element``, a scalar expression over x)."""
+
+    type_name: str | None
+    table: str
+    where: Mapping[str, str]
+    order: str
+    params: Params
+    element: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A Relay connection: ``limit`` rows are read (one more than the page) and
+    ``first`` become edges; ``cursor`` is the SQL of an edge's cursor."""
+
+    type_name: str
+    table: str
+    where: Mapping[str, str]
+    order: str
+    cursor: str
+    params: Params = field(repr=False, default=lambda _a: ("", {}))
+
+
+Spec = Leaf | Same | One | Many | Page
+
+_ONE = {"": "TRUE"}
+
+
+def hexed(column: str) -> Leaf:
+    return Leaf(f"encode({{a}}.{column}, 'hex')")
+
+
+def int4(column: str) -> Leaf:
+    return Leaf(f"{{a}}.{column}::int4")
+
+
+def plain(column: str) -> Leaf:
+    return Leaf(f"{{a}}.{column}")
+
+
+def _code_case() -> str:
+    arms = " ".join(f"WHEN {c.value} THEN '{c.name}'" for c in ResultCode)
+    return f"CASE {{a}}.result_code {arms} ELSE {{a}}.result_code::text END"
+
+
+def cursor_sql(kind: str, *columns: str) -> str:
+    """SQL of :func:`gateway.context.encode_cursor` (base64url without padding)."""
+    text = " || ':' || ".join([f"'{kind}'", *(f"{{x}}.{c}::text" for c in columns)])
+    return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), '+/', '-_'), '=')"
+
+
+def _page_size(args: Mapping[str, Any]) -> dict[str, Any]:
+    first = int(args["first"])
+    return {"limit": first + 1, "first": max(first, 0)}
+
+
+def _after_height(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    before = decode_cursor(args.get("after"), "b", 1)
+    return "", {**_page_size(args), "h": BIG if before is None else before[0]}
+
+
+def _newest_tx(args: Mapping[str, Any]) -> dict[str, Any]:
+    before = decode_cursor(args.get("after"), "t", 2)
+    h, p = before if before is not None else (BIG, 0)
+    return {**_page_size(args), "h": h, "pos": p}
+
+
+def _root_transactions(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    sender = args.get("sender")
+    if sender is None:
+        return "all", _newest_tx(args)
+    return "sender", {**_newest_tx(args), "sender": hex_bytes(sender, "sender")}
+
+
+def _block_entries(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    start = decode_cursor(args.get("after"), "p", 2)
+    return "", {**_page_size(args), "pos": -1 if start is None else start[1]}
+
+
+def _block_lookup(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if args.get("height") is not None:
+        return "height", {"height": args["height"]}
+    if args.get("hash") is not None:
+        return "hash", {"hash": hex_bytes(args["hash"], "hash")}
+    raise GatewayError("give the block's height or hash")
+
+
+def _by_key(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "", {"key": hex_bytes(args["key_id"], "keyId")}
+
+
+def _by_tx_id(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "", {"id": hex_bytes(args["id"], "id")}
+
+
+def _identities(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    found = {"inst": args["institution"], "limit": args["first"], "after": b""}
+    role = args.get("role")
+    return ("all", found) if role is None else ("role", {**found, "role": role})
+
+
+def _devices(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "role", {
+        "inst": args["institution"],
+        "limit": args["first"],
+        "after": b"",
+        "role": "DEVICE",
+    }
+
+
+def _limit(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "", {"limit": args["first"]}
+
+
+_NEWEST = "({x}.height, {x}.position) < (%({p}h)s, %({p}pos)s)"
+_NEWEST_ORDER = "{x}.height DESC, {x}.position DESC"
+_TX_CURSOR = cursor_sql("t", "height", "position")
+_KEYS_WHERE = "{x}.institution_id = %({p}inst)s AND {x}.key_id > %({p}after)s"
+_KEYS = {
+    "all": _KEYS_WHERE,
+    "role": _KEYS_WHERE + " AND {x}.role = %({p}role)s",
+}
+
+FIELDS: dict[str, dict[str, Spec]] = {
+    "Query": {
+        "blocks": Page(
+            "Block",
+            "chain.blocks",
+            {"": "{x}.height < %({p}h)s"},
+            "{x}.height DESC",
+            cursor_sql("b", "height"),
+            _after_height,
+        ),
+        "block": One(
+            "Block",
+            "chain.blocks",
+            {"height": "{x}.height = %({p}height)s", "hash": "{x}.hash = %({p}hash)s"},
+            params=_block_lookup,
+        ),
+        "transactions": Page(
+            "Transaction",
+            "chain.transactions",
+            {"all": _NEWEST, "sender": "{x}.sender = %({p}sender)s AND " + _NEWEST},
+            _NEWEST_ORDER,
+            _TX_CURSOR,
+            _root_transactions,
+        ),
+        "transaction": One(
+            "Transaction",
+            "chain.transactions",
+            {"": "{x}.tx_id = %({p}id)s"},
+            "({x}.result_code <> 0), {x}.height, {x}.position",
+            _by_tx_id,
+        ),
+        "identity": One("Identity", "chain.keys", {"": "{x}.key_id = %({p}key)s"}, params=_by_key),
+        "identities": Many("Identity", "chain.keys", _KEYS, "{x}.role, {x}.key_id", _identities),
+        "devices": Many("Identity", "chain.keys", _KEYS, "{x}.key_id", _devices),
+    },
+    "Block": {
+        "height": int4("height"),
+        "hash": hexed("hash"),
+        "prevHash": hexed("prev_hash"),
+        "firstOffset": plain("first_offset"),
+        "lastOffset": plain("last_offset"),
+        "txRoot": hexed("tx_root"),
+        "stateRoot": hexed("state_root"),
+        "validatorSetHash": hexed("validator_set_hash"),
+        "timestamp": Leaf(
+            "to_char(timestamp '1970-01-01' + {a}.timestamp_ms * interval '1 millisecond', "
+            '\'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"\')'
+        ),
+        "txCount": int4("tx_count"),
+        "okCount": int4("ok_count"),
+        "certificate": Same("QuorumCertificate"),
+        "transactions": Page(
+            "Transaction",
+            "chain.transactions",
+            {"": "{x}.height = {a}.height AND {x}.position > %({p}pos)s"},
+            "{x}.position",
+            cursor_sql("p", "height", "position"),
+            _block_entries,
+        ),
+    },
+    "QuorumCertificate": {
+        "height": int4("height"),
+        "blockHash": hexed("hash"),
+        "encoded": hexed("certificate"),
+        "votes": Many(
+            "CertificateVote",
+            "chain.block_votes",
+            {"": "{x}.height = {a}.height"},
+            "{x}.position",
+            lambda _args: ("", {"limit": None}),  # every vote: LIMIT NULL
+        ),
+    },
+    "CertificateVote": {
+        "position": int4("position"),
+        "institutionId": plain("institution_id"),
+        "operatorKeyId": hexed("operator_key_id"),
+        "publicKey": hexed("public_key"),
+        "signature": hexed("signature"),
+    },
+    "Transaction": {
+        "txId": hexed("tx_id"),
+        "height": int4("height"),
+        "position": int4("position"),
+        "offset": plain("tx_offset"),
+        "result": Leaf(_code_case()),
+        "ok": Leaf("({a}.result_code = 0)"),
+        "sender": hexed("sender"),
+        "nonce": plain("nonce"),
+        "operation": plain("operation"),
+        "resultCode": int4("result_code"),
+        "receipt": Same("Receipt"),
+        "block": One("Block", "chain.blocks", {"": "{x}.height = {a}.height"}),
+        "senderIdentity": One("Identity", "chain.keys", {"": "{x}.key_id = {a}.sender"}),
+    },
+    "Receipt": {
+        "code": Leaf(_code_case()),
+        "ok": Leaf("({a}.result_code = 0)"),
+        "height": int4("height"),
+        "position": int4("position"),
+        "blockHash": Leaf(
+            "(SELECT encode(rb.hash, 'hex') FROM chain.blocks rb WHERE rb.height = {a}.height)"
+        ),
+    },
+    "Identity": {
+        "keyId": hexed("key_id"),
+        "publicKey": hexed("public_key"),
+        "role": plain("role"),
+        "institutionId": plain("institution_id"),
+        "label": plain("label"),
+        "active": plain("active"),
+        "nextNonce": plain("next_nonce"),
+        "transactions": Page(
+            "Transaction",
+            "chain.transactions",
+            {"": "{x}.sender = {a}.key_id AND " + _NEWEST},
+            _NEWEST_ORDER,
+            _TX_CURSOR,
+            lambda args: ("", _newest_tx(args)),
+        ),
+        "assets": Many(
+            None,
+            "chain.assets",
+            {"": "{x}.owner_key_id = {a}.key_id AND {x}.asset_id > ''"},
+            "{x}.asset_id",
+            _limit,
+            element="{x}.asset_id",
+        ),
+    },
+}

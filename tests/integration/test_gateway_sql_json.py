@@ -1,0 +1,187 @@
+"""Root fields PostgreSQL answers as JSON (D59) give exactly the reference's bytes.
+
+Each query runs three ways through one :class:`Engine`: the SQL-JSON plan, the Python plan
+(``sql_json=False``) and graphene; the encoded bodies must be equal, on a chain whose rows
+were then altered in PostgreSQL (unicode and control characters, 64-bit numbers, a
+tampered hash and certificate vote, a height beyond GraphQL's ``Int``) and on a database
+with no chain at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from gateway.context import Services
+from gateway.engine import Engine, encode
+from gateway.limits import Limits
+from harness.gateway_support import INSTITUTION, ChainFixture
+from infra.postgres_server import Postgres
+from projections.projector import ensure_database, migrate
+
+pytestmark = pytest.mark.integration
+
+TX = "txId height position offset result ok sender nonce operation resultCode"
+QUERIES = {
+    "dashboard": (
+        "{ blocks(first: 15) { edges { node { height hash txCount okCount timestamp } } } "
+        f"transactions(first: 15) {{ edges {{ node {{ {TX} }} }} }} }}"
+    ),
+    "aliases": (
+        "query($n: Int, $after: String) { a: blocks(first: $n, after: $after) { __typename "
+        "e: edges { __typename c: cursor n: node { __typename h: height x: hash "
+        "certificate { height blockHash encoded votes { position institutionId "
+        "operatorKeyId publicKey signature } } "
+        f"transactions(first: 2) {{ edges {{ cursor node {{ {TX} block {{ height }} "
+        "receipt { code ok height position blockHash } senderIdentity { keyId label } } } "
+        "pageInfo { hasNextPage endCursor __typename } } } } "
+        "p: pageInfo { hasNextPage endCursor } } b: blocks(first: 0) { edges { cursor } "
+        "pageInfo { hasNextPage endCursor } } }"
+    ),
+    "block": (
+        "query($h: Int, $x: String) { block(height: $h, hash: $x) { height hash prevHash "
+        "stateRoot txRoot validatorSetHash timestamp txCount okCount firstOffset lastOffset "
+        "certificate { votes { institutionId operatorKeyId signature } } "
+        f"transactions(first: 100) {{ edges {{ node {{ {TX} }} }} "
+        "pageInfo { hasNextPage } } } }"
+    ),
+    "tx": (
+        "query($i: String!) { transaction(id: $i) { txId height position offset result sender "
+        "nonce operation receipt { code blockHash } senderIdentity { role institutionId label } } }"
+    ),
+    "address": (
+        "query($k: String!, $after: String) { identity(keyId: $k) { keyId publicKey role "
+        "institutionId label active nextNonce assets(first: 3) transactions(first: 5, "
+        f"after: $after) {{ edges {{ cursor node {{ {TX} }} }} pageInfo {{ endCursor }} }} }} "
+        f"transactions(first: 50, sender: $k) {{ edges {{ node {{ {TX} }} }} }} }}"
+    ),
+    "lists": (
+        "query($i: String!) { devices(institution: $i, first: 20) { keyId label } "
+        "identities(institution: $i, first: 7) { keyId role label nextNonce assets } "
+        'services: identities(institution: $i, role: "SERVICE") { keyId } }'
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def chain(
+    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChainFixture]:
+    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("gws"))
+    yield fixture
+    fixture.close()
+
+
+def three_ways(pool: ConnectionPool[Any], chain: ChainFixture, query: str, **v: Any) -> bytes:
+    """The body on the SQL plan; asserts the Python plan and graphene give the same bytes."""
+    claims = chain.tokens.verifier.verify(chain.tokens.token(("chain:read",)))
+    with_sql = Engine(Services(institution=INSTITUTION, pool=pool), Limits())
+    python = Engine(Services(institution=INSTITUTION, pool=pool), Limits(), sql_json=False)
+    prepared = with_sql.prepare(query, v, None, claims)
+    assert prepared.plan is not None and prepared.plan.sql is not None, query
+    body = encode(with_sql.run(prepared, claims))
+    reference = python.prepare(query, v, None, claims)
+    assert reference.plan is not None and reference.plan.sql is None
+    assert body == encode(python.run(reference, claims)), query
+    assert body == encode(python.run(dataclasses.replace(reference, plan=None), claims))
+    return body
+
+
+def samples(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tx, sender, block_hash = conn.execute(
+            "SELECT t.tx_id, t.sender, b.hash FROM chain.transactions t JOIN chain.blocks b "
+            "USING (height) WHERE sender IS NOT NULL ORDER BY height DESC LIMIT 1"
+        ).fetchone() or (b"", b"", b"")
+    return {"tx": bytes(tx).hex(), "sender": bytes(sender).hex(), "hash": bytes(block_hash).hex()}
+
+
+def run_all(pool: ConnectionPool[Any], chain: ChainFixture, s: dict[str, str]) -> None:
+    three_ways(pool, chain, QUERIES["dashboard"])
+    cursor = None
+    for n in (3, 1, 0, -1, 12):
+        page = three_ways(pool, chain, QUERIES["aliases"], n=n, after=cursor)
+        assert b'"a":{"__typename":"BlockConnection","e":[' in page
+    for v in (
+        {"h": 1},
+        {"h": chain.height},
+        {"x": s["hash"]},
+        {"h": 10**6},
+        {"x": "00" * 32},
+        {},
+        {"x": "zz"},
+        {"h": 2**40},
+    ):
+        three_ways(pool, chain, QUERIES["block"], **v)
+    for i in (s["tx"], "00" * 32, "ab"):
+        three_ways(pool, chain, QUERIES["tx"], i=i)
+    for k in (s["sender"], "11" * 32):
+        three_ways(pool, chain, QUERIES["address"], k=k)
+        three_ways(pool, chain, QUERIES["address"], k=k, after="bad cursor")
+    for i in ("inst-1", "nobody"):
+        three_ways(pool, chain, QUERIES["lists"], i=i)
+
+
+def test_the_sql_plan_answers_as_the_reference(chain: ChainFixture) -> None:
+    run_all(chain.pool, chain, samples(chain.dsn))
+
+
+def test_altered_rows_are_served_as_the_reference_serves_them(chain: ChainFixture) -> None:
+    """What PostgreSQL holds is served unchanged by both paths, so the explorer's checks
+    (D39, D49) see the same tampered rows and refuse them as before."""
+    s = samples(chain.dsn)
+    label = 'ünïcode 😀 "quoted" \\ back\u0001slash </script>'
+    with psycopg.connect(chain.dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE chain.keys SET label = %s, next_nonce = %s WHERE key_id = %s",
+            (label, 2**63 - 1, bytes.fromhex(s["sender"])),
+        )
+        conn.execute(
+            "UPDATE chain.transactions SET nonce = %s, tx_offset = tx_offset + %s, "
+            "operation = %s WHERE tx_id = %s",
+            (-(2**62), 2**62, "Ωp\u2028", bytes.fromhex(s["tx"])),
+        )
+        conn.execute(
+            "UPDATE chain.blocks SET prev_hash = '\\x00' WHERE hash = %s",
+            (bytes.fromhex(s["hash"]),),
+        )
+        conn.execute("UPDATE chain.block_votes SET signature = '\\xdead' WHERE position = 0")
+        conn.execute("UPDATE chain.transactions SET result_code = 99 WHERE position = 1")
+    run_all(chain.pool, chain, s)
+    body = three_ways(chain.pool, chain, QUERIES["address"], k=s["sender"])
+    assert "ünïcode 😀".encode() in body
+    assert str(2**63 - 1).encode() in body
+    # a height beyond GraphQL's Int: both paths refuse the same way (graphene's error)
+    with psycopg.connect(chain.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO chain.blocks SELECT 2^40, '\\xff', prev_hash, first_offset, "
+            "last_offset, tx_root, state_root, validator_set_hash, timestamp_ms, tx_count, "
+            "ok_count, certificate, source_offset FROM chain.blocks WHERE height = 1"
+        )
+    try:
+        refused = three_ways(chain.pool, chain, QUERIES["dashboard"])
+        assert b'"errors"' in refused
+    finally:
+        with psycopg.connect(chain.dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM chain.blocks WHERE height = 2^40")
+
+
+def test_an_empty_chain(chain: ChainFixture, postgres: Postgres) -> None:
+    dsn = ensure_database(postgres.dsn("postgres"), "gw_sql_empty")
+    migrate(dsn)
+    pool: ConnectionPool[Any] = ConnectionPool(
+        dsn, min_size=1, max_size=2, open=True, kwargs={"autocommit": True}
+    )
+    try:
+        body = three_ways(pool, chain, QUERIES["dashboard"])
+        assert body == b'{"data":{"blocks":{"edges":[]},"transactions":{"edges":[]}}}'
+        three_ways(pool, chain, QUERIES["aliases"], n=5)
+        three_ways(pool, chain, QUERIES["block"], h=1)
+        three_ways(pool, chain, QUERIES["lists"], i="inst-1")
+    finally:
+        pool.close()
