@@ -39,6 +39,17 @@ def _verdict(page: Any, height: int, expected: str) -> Any:
     return verdict
 
 
+def _verified_one_by_one(page: Any, site: Site, heights: tuple[int, ...]) -> None:
+    """Each block verifies, from a fresh page (no verdict of the previous block left)."""
+    for height in heights:
+        page.goto("about:blank")
+        page.goto(site.url + "/")
+        _verdict(page, height, "yes")
+        checks = page.locator("#qc-checks")
+        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
+        sync_api.expect(checks).not_to_contain_text("✘")
+
+
 def test_unpinned_then_pinned_by_hand(site: Site, page: Any) -> None:
     page.goto(site.url + "/#/block/5")
     verdict = page.locator("#qc-verdict")
@@ -169,13 +180,7 @@ def test_an_admission_the_chain_refused_is_not_replayed(site: Site, page: Any) -
     asks which entries registered the admission's keys, checks that one is certified, and
     so derives the chain's validator set for the blocks after the vote."""
     pin(page, site)
-    for height in (site.refused_at, site.refused_at + 1, site.refused_at + 2):
-        page.goto("about:blank")  # no verdict of the previous block left on the page
-        page.goto(site.url + "/")
-        _verdict(page, height, "yes")
-        checks = page.locator("#qc-checks")
-        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
-        sync_api.expect(checks).not_to_contain_text("✘")
+    _verified_one_by_one(page, site, (site.refused_at, site.refused_at + 1, site.refused_at + 2))
     shot(page, "28-block-after-refused-admission-verified")
 
 
@@ -208,13 +213,7 @@ def test_blocks_after_an_operator_rotation_verify(site: Site, page: Any) -> None
     the rotation verify only if the page decoded the rotation, proof included (the proof is
     part of the body the page hashes to the transaction id), and found the proof valid."""
     pin(page, site)
-    for height in (site.rotated_at, site.rotated_at + 1):
-        page.goto("about:blank")  # no verdict of the previous block left on the page
-        page.goto(site.url + "/")
-        _verdict(page, height, "yes")
-        checks = page.locator("#qc-checks")
-        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
-        sync_api.expect(checks).not_to_contain_text("✘")
+    _verified_one_by_one(page, site, (site.rotated_at, site.rotated_at + 1))
 
 
 def test_the_page_refuses_exactly_the_rotation_proofs_the_contract_refuses(

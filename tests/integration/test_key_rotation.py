@@ -5,7 +5,6 @@ it is accepted, and the chain they certify is the pure core's replay of the log.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,16 @@ from tests.integration.test_consensus import check_chain, tx_id, wait_included
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def c(bootstrap: str, unique: str, tmp_path: Path) -> Iterator[Consortium]:
-    c = Consortium(bootstrap, tmp_path / "c", 2, prefix=f"rot{unique}.", block_interval_ms=200)
-    try:
-        yield c
-    finally:
-        c.close()
+def test_a_rotation_needs_the_new_keys_proof_on_every_validator(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    with Consortium(
+        bootstrap, tmp_path / "c", 2, prefix=f"rot{unique}.", block_interval_ms=200
+    ) as c:
+        _rotate_through_the_validators(c)
 
 
-def test_a_rotation_needs_the_new_keys_proof_on_every_validator(c: Consortium) -> None:
+def _rotate_through_the_validators(c: Consortium) -> None:
     c.start_all()
     c.wait_ready(c.institutions)
     gov, device, new, thief = c.gov_key("inst-1"), new_key(), new_key(), new_key()
