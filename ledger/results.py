@@ -27,6 +27,8 @@ class ResultCode(IntEnum):
     ALREADY_VOTED = 12
     INVALID_ARGUMENT = 13
     CLOSED = 14
+    #: a ``RotateKey`` whose ``new_key_proof`` is not the new key's signature (D61)
+    BAD_KEY_PROOF = 15
 
     @property
     def accepted(self) -> bool:

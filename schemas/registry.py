@@ -11,6 +11,11 @@ Theory of operation
   single-object encoding, so any reader (in any language) can tell which schema wrote a record.
 * Old versions of a schema can be added with :meth:`Registry.add` (schema evolution): records
   they wrote stay decodable by fingerprint and can be read with the current reader schema.
+* ``retired/*.avsc`` hold earlier definitions of named types (``RotateKey.v1.avsc``: before
+  ``new_key_proof``, D61). :meth:`Registry.from_directory` registers, by fingerprint, the
+  writer version that every current schema had with each of them (an earlier definition of
+  ``RotateKey`` also gives earlier ``TxBody`` and ``TxEnvelope`` fingerprints), so messages
+  written before the change still decode, exactly as they were written.
 """
 
 from __future__ import annotations
@@ -130,7 +135,10 @@ class Registry:
         for path in sorted(directory.glob("*.avsc")):
             schema = json.loads(path.read_text(encoding="utf-8"))
             defs[f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"] = schema
-        return cls(defs)
+        registry = cls(defs)
+        for path in sorted((directory / "retired").glob("*.avsc")):
+            registry.add_retired(json.loads(path.read_text(encoding="utf-8")))
+        return registry
 
     @staticmethod
     def _build(name: str, defs: Mapping[str, Any]) -> SchemaEntry:
@@ -155,6 +163,19 @@ class Registry:
         entry = self._build(name, defs)
         self._by_fingerprint.setdefault(entry.fingerprint, entry)
         return entry
+
+    def add_retired(self, schema: Mapping[str, Any]) -> list[SchemaEntry]:
+        """Register, by fingerprint only, the writer version that each current schema had
+        when the named type ``schema`` defines was defined so; returns the versions added."""
+        name = f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"
+        defs = {**self._defs, name: dict(schema)}
+        added = []
+        for current in sorted(self._defs):
+            entry = self._build(current, defs)
+            if entry.fingerprint != self._by_name[current].fingerprint:
+                self._by_fingerprint.setdefault(entry.fingerprint, entry)
+                added.append(entry)
+        return added
 
     def by_name(self, name: str) -> SchemaEntry:
         """The current schema called ``name`` (short or full name)."""

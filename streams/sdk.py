@@ -14,6 +14,11 @@ Usage::
         client.flush(10)  # raises SubmitError if anything was not delivered
         receipt = client.wait_receipt(tx_id, timeout=30)
         print(receipt.height if receipt.accepted else receipt.code.name)
+        # a key rotation carries the new key's proof of possession (decisions D61):
+        # from ledger.key_proofs import rotate_key_args
+        new_key = KeyPair.from_seed(new_seed)
+        client.submit("RotateKey", rotate_key_args(new_key, chain_id="pantheon-main",
+                      key_id=key.key_id, old_public_key=key.public_key))
 
 Theory of operation
 -------------------

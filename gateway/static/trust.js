@@ -103,6 +103,7 @@ const Trust = (() => {
   // ---- replaying one accepted transaction (the contracts of ledger/contracts.py and
   // ledger/governance.py, restricted to what decides the key set) -----------------------------
   // (the envelope's signature was checked by the validators; its block is certified)
+  const V1_ENVELOPE = "fa5da07a74efbab8"; // TxEnvelope's fingerprint before RotateKey.new_key_proof
   async function parseEnvelope(raw) {
     const b = body(raw);
     const r = new Reader(b);
@@ -114,7 +115,11 @@ const Trust = (() => {
     else if (branch === 3) { op = "AddOperator"; args = { operator_public_key: r.hex() }; }
     else if (branch === 4) { op = "RemoveOperator"; args = { operator_key_id: r.hex() }; }
     else if (branch === 5) { op = "RegisterIdentity"; args = { public_key: r.hex(), kind: r.long(), label: r.string() }; }
-    else if (branch === 7) { op = "RotateKey"; args = { key_id: r.hex(), new_public_key: r.hex() }; }
+    else if (branch === 7) {
+      op = "RotateKey"; args = { key_id: r.hex(), new_public_key: r.hex() };
+      // envelopes of the retired schema (before D61) carry no proof: the chain refuses them
+      args.new_key_proof = bytesToHex(raw.slice(2, HEADER)) === V1_ENVELOPE ? null : r.hex();
+    }
     else throw new Error("not an operation that changes the key set (union branch " + branch + ")");
     const txId = await sha256(b.slice(0, r.i));
     return { txId, chainId, sender, nonce, op, args };
@@ -165,6 +170,10 @@ const Trust = (() => {
     } else if (tx.op === "RotateKey") {
       const key = state.keys[a.key_id];
       if (!key) return; // an identity key: not followed
+      // as ledger/contracts.py `rotate_key`: refused (BAD_KEY_PROOF) unless the new key signed
+      // this rotation; a certified OK entry that the contract refuses is not replayed
+      if ((await rotationProof(state.params.chainId, a.key_id, a.new_public_key, key.pub, a.new_key_proof)) === "invalid")
+        throw new Error(`RotateKey ${tx.txId.slice(0, 12)}… at block ${h} has no valid proof of possession of the new key: the chain refuses it`);
       const { pub, kid } = await withKid(a.new_public_key);
       key.active = false;
       state.keys[kid] = { ...key, pub, active: true };
@@ -250,6 +259,21 @@ const Trust = (() => {
       if (await crypto.subtle.verify({ name: "Ed25519" }, key, sig, message)) return "valid";
     } catch (e) { /* no Ed25519 here, or a key it will not import: the rules below decide */ }
     return (await zip215(pub, sig, message)) ? "unknown" : "invalid";
+  }
+
+  // The proof of possession of a rotation (ledger/key_proofs.py, D61): the new key's signature
+  // of the domain tag, u16-BE len(chain id), chain id, u16-BE len(key id), key id, new and old
+  // public keys. -> "valid" | "invalid" | "unknown", as verifySignature; "invalid" exactly
+  // where the contract refuses (a missing or malformed proof included)
+  const POP_DOMAIN = new TextEncoder().encode("pantheon/rotate-key-pop/v1\0");
+  const u16Field = (bytes) => concat(new Uint8Array([bytes.length >> 8, bytes.length & 0xff]), bytes);
+  async function rotationProof(chainId, keyIdHex, newPublicKeyHex, oldPublicKeyHex, proofHex) {
+    const chain = new TextEncoder().encode(chainId), keyId = hexToBytes(keyIdHex);
+    const newPub = hexToBytes(newPublicKeyHex), oldPub = hexToBytes(oldPublicKeyHex);
+    if (typeof proofHex !== "string" || !/^([0-9a-f]{2})*$/.test(proofHex) || proofHex.length !== 128) return "invalid";
+    if (chain.length > 0xffff || keyId.length !== 32 || newPub.length !== 32 || oldPub.length !== 32) return "invalid";
+    const message = concat(POP_DOMAIN, u16Field(chain), u16Field(keyId), newPub, oldPub);
+    return verifySignature(newPublicKeyHex, proofHex, message);
   }
 
   // ---- one block's certificate against a key set ---------------------------------------------
@@ -418,5 +442,5 @@ const Trust = (() => {
     return true;
   }
 
-  return { pinned, pin, unpin, verify, pinFromLocation, verifySignature, merkleRoot, parseGenesis, validatorSet };
+  return { pinned, pin, unpin, verify, pinFromLocation, verifySignature, rotationProof, merkleRoot, parseGenesis, validatorSet };
 })();

@@ -32,8 +32,10 @@ from gateway.context import Services
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from harness.gateway_support import INSTITUTION, ChainFixture
+from harness.projections_support import CHAIN_ID
 from infra.postgres_server import Postgres
 from ledger.governance import prop_key
+from ledger.key_proofs import rotate_key_args
 from ledger.keys import KeyPair
 from ledger.members import key_key
 from ledger.tx import parse_tx
@@ -119,6 +121,8 @@ class Site:
     new_operator: KeyPair
     #: height of the vote that passed an admission the chain refused (a key was taken)
     refused_at: int
+    #: height of the RotateKey (with its proof of possession, D61) of inst-3's operator key
+    rotated_at: int
 
 
 @pytest.fixture(scope="package")
@@ -168,6 +172,7 @@ def site(
         chain.add_blocks(40)  # enough blocks for a few pages
         added_at, removed_at, new_operator = hand_over_operator(chain)
         refused_at = refuse_admission(chain)
+        rotated_at = rotate_operator(chain)
         chain.start_live(1.0)
         yield Site(
             served[0].url,
@@ -179,6 +184,7 @@ def site(
             removed_at,
             new_operator,
             refused_at,
+            rotated_at,
         )
     finally:
         for one in served:
@@ -251,6 +257,28 @@ def refuse_admission(chain: ChainFixture) -> int:
         chain.add_blocks(1)
     chain.wait_projected(chain.height)
     return refused_at
+
+
+def rotate_operator(chain: ChainFixture) -> int:
+    """inst-3's governance key rotates inst-3's operator key, with the new key's proof of
+    possession (D61): from then on inst-3 votes with the new key, which only a replay that
+    decodes the rotation knows. Returns the height of the rotation."""
+    sim, gov = chain.sim, chain.gov("inst-3")
+    new, old = KeyPair.from_seed(os.urandom(32)), sim.plan.keys["inst-3"][1][0]
+    with chain.lock:
+        sim.extra_operators[new.key_id] = new
+        record = sim.machine.state.get(key_key(gov.key_id))
+        assert record is not None
+        args = rotate_key_args(
+            new, chain_id=CHAIN_ID, key_id=old.key_id, old_public_key=old.public_key
+        )
+        sim.send([sim.tx(gov, "RotateKey", args, nonce=record["next_nonce"])])
+        rotated_at = chain.height = sim.finalize()
+    assert set(sim.machine.validator_set().members["inst-3"]) == {new.key_id}
+    for _ in range(2):
+        chain.add_blocks(1)
+    chain.wait_projected(chain.height)
+    return rotated_at
 
 
 @pytest.fixture

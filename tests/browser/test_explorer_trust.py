@@ -17,6 +17,12 @@ import pytest
 
 from ledger.ed25519_zip215 import verify as zip215_verify
 from ledger.genesis import plan_consortium
+from ledger.key_proofs import (
+    ROTATE_KEY_POP_DOMAIN,
+    rotate_key_message,
+    rotate_key_proof,
+    rotate_key_proof_valid,
+)
 from ledger.keys import KeyPair
 from ledger.votes import sign_vote
 from tests.browser.explorer_site import MARKS, Site, pin, shot
@@ -31,6 +37,17 @@ def _verdict(page: Any, height: int, expected: str) -> Any:
     verdict = page.locator("#qc-verdict")
     sync_api.expect(verdict).to_have_attribute("data-verified", expected, timeout=30_000)
     return verdict
+
+
+def _verified_one_by_one(page: Any, site: Site, heights: tuple[int, ...]) -> None:
+    """Each block verifies, from a fresh page (no verdict of the previous block left)."""
+    for height in heights:
+        page.goto("about:blank")
+        page.goto(site.url + "/")
+        _verdict(page, height, "yes")
+        checks = page.locator("#qc-checks")
+        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
+        sync_api.expect(checks).not_to_contain_text("✘")
 
 
 def test_unpinned_then_pinned_by_hand(site: Site, page: Any) -> None:
@@ -163,13 +180,7 @@ def test_an_admission_the_chain_refused_is_not_replayed(site: Site, page: Any) -
     asks which entries registered the admission's keys, checks that one is certified, and
     so derives the chain's validator set for the blocks after the vote."""
     pin(page, site)
-    for height in (site.refused_at, site.refused_at + 1, site.refused_at + 2):
-        page.goto("about:blank")  # no verdict of the previous block left on the page
-        page.goto(site.url + "/")
-        _verdict(page, height, "yes")
-        checks = page.locator("#qc-checks")
-        sync_api.expect(checks).to_contain_text("the block names the validator set derived")
-        sync_api.expect(checks).not_to_contain_text("✘")
+    _verified_one_by_one(page, site, (site.refused_at, site.refused_at + 1, site.refused_at + 2))
     shot(page, "28-block-after-refused-admission-verified")
 
 
@@ -195,3 +206,68 @@ def test_a_gateway_hiding_the_registration_only_makes_blocks_unverified(
     sync_api.expect(page.locator("#qc-checks")).to_contain_text(
         "names a validator set OTHER than the one derived"
     )
+
+
+def test_blocks_after_an_operator_rotation_verify(site: Site, page: Any) -> None:
+    """inst-3's operator key was rotated (with its proof of possession, D61): the blocks after
+    the rotation verify only if the page decoded the rotation, proof included (the proof is
+    part of the body the page hashes to the transaction id), and found the proof valid."""
+    pin(page, site)
+    _verified_one_by_one(page, site, (site.rotated_at, site.rotated_at + 1))
+
+
+def test_the_page_refuses_exactly_the_rotation_proofs_the_contract_refuses(
+    site: Site, page: Any
+) -> None:
+    """Vectors for ``Trust.rotationProof``: "invalid" exactly where
+    ``ledger.key_proofs.rotate_key_proof_valid`` (the contract's check) says no."""
+    chain = "proj-test"
+    old, new, other = (KeyPair.from_seed(os.urandom(32)) for _ in range(3))
+    good = rotate_key_proof(new, chain_id=chain, key_id=old.key_id, old_public_key=old.public_key)
+    message = rotate_key_message(chain, old.key_id, new.public_key, old.public_key)
+    forged = {
+        "good": good,
+        "missing": b"",
+        "short": good[:63],
+        "by_old_key": old.sign(ROTATE_KEY_POP_DOMAIN, message),
+        "other_key_id": rotate_key_proof(
+            new, chain_id=chain, key_id=other.key_id, old_public_key=old.public_key
+        ),
+        "other_chain": rotate_key_proof(
+            new, chain_id="other", key_id=old.key_id, old_public_key=old.public_key
+        ),
+        "other_old_key": rotate_key_proof(
+            new, chain_id=chain, key_id=old.key_id, old_public_key=other.public_key
+        ),
+        "other_new_key": rotate_key_proof(
+            other, chain_id=chain, key_id=old.key_id, old_public_key=old.public_key
+        ),
+        "flipped": good[:10] + bytes([good[10] ^ 1]) + good[11:],
+    }
+    cases = [
+        {
+            "name": name,
+            "args": [chain, old.key_id.hex(), new.public_key.hex(), old.public_key.hex(), p.hex()],
+            "valid": rotate_key_proof_valid(
+                p,
+                chain_id=chain,
+                key_id=old.key_id,
+                new_public_key=new.public_key,
+                old_public_key=old.public_key,
+            ),
+        }
+        for name, p in forged.items()
+    ]
+    page.goto(site.url + "/")
+    answers = page.evaluate(
+        """async (cases) => { const out = [];
+        for (const c of cases) out.push(await Trust.rotationProof(...c.args));
+        out.push(await Trust.rotationProof(cases[0].args[0], cases[0].args[1],
+          cases[0].args[2], cases[0].args[3], null));
+        return out; }""",
+        cases,
+    )
+    assert answers[-1] == "invalid"  # a retired-schema rotation: no proof at all
+    for case, answer in zip(cases, answers, strict=False):
+        assert (answer == "invalid") is not case["valid"], (case["name"], answer)
+    assert [c["valid"] for c in cases].count(True) == 1  # only the good proof

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ledger.key_proofs import rotate_key_args
+from ledger.keys import KeyPair
 from ledger.members import inst_key, key_key, member_ids
-from tests.unit.chain_helpers import Driver, consortium, key
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 
 def driver(n: int = 4, **params: int) -> Driver:
     return Driver(consortium(n, **params))
+
+
+def rotation(new: KeyPair, old: KeyPair) -> dict[str, Any]:
+    """``RotateKey`` arguments replacing ``old`` by ``new``, with the new key's proof."""
+    return rotate_key_args(new, chain_id=CHAIN, key_id=old.key_id, old_public_key=old.public_key)
 
 
 def test_identity_lifecycle_and_permissions() -> None:
@@ -36,7 +45,7 @@ def test_identity_lifecycle_and_permissions() -> None:
                 {"public_key": key("s2").public_key, "kind": "SERVICE", "label": "no"},
             ),
             d.tx(gov1, "RevokeIdentity", {"key_id": dev.key_id}),
-            d.tx(dev, "RotateKey", {"key_id": dev.key_id, "new_public_key": new_dev.public_key}),
+            d.tx(dev, "RotateKey", rotation(new_dev, dev)),
             d.tx(dev, "AnchorData", {"data_id": "x", "sha256": bytes(32), "metadata": ""}),
             d.tx(new_dev, "AnchorData", {"data_id": "x", "sha256": bytes(32), "metadata": ""}),
         ]

@@ -1,0 +1,58 @@
+"""``RotateKey`` through the real broker and validator processes (D61): a rotation without the
+new key's proof of possession is refused ``BAD_KEY_PROOF`` by every validator alike, one with
+it is accepted, and the chain they certify is the pure core's replay of the log."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.consortium import Consortium, new_key
+from ledger.key_proofs import rotate_key_args
+from ledger.members import key_key
+from ledger.results import ResultCode
+from tests.integration.test_consensus import check_chain, tx_id, wait_included
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_rotation_needs_the_new_keys_proof_on_every_validator(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    with Consortium(
+        bootstrap, tmp_path / "c", 2, prefix=f"rot{unique}.", block_interval_ms=200
+    ) as c:
+        _rotate_through_the_validators(c)
+
+
+def _rotate_through_the_validators(c: Consortium) -> None:
+    c.start_all()
+    c.wait_ready(c.institutions)
+    gov, device, new, thief = c.gov_key("inst-1"), new_key(), new_key(), new_key()
+    register = {"public_key": device.public_key, "kind": "DEVICE", "label": "d"}
+    registered = c.tx(gov, "RegisterIdentity", register)
+    c.send([registered])
+    wait_included(c, Counter([tx_id(registered)]))
+
+    honest_args = rotate_key_args(
+        new, chain_id=c.chain_id, key_id=device.key_id, old_public_key=device.public_key
+    )
+    stolen = rotate_key_args(  # the thief's own proof of a rotation of the device to it
+        thief, chain_id=c.chain_id, key_id=device.key_id, old_public_key=device.public_key
+    )
+    forged_args = {**honest_args, "new_key_proof": stolen["new_key_proof"]}
+    forged = c.tx(device, "RotateKey", forged_args, nonce=0)
+    c.send([forged])
+    wait_included(c, Counter([tx_id(forged)]))
+    honest = c.tx(device, "RotateKey", honest_args, nonce=0)
+    c.send([honest])
+    wait_included(c, Counter([tx_id(honest)]))
+    entries = c.final_entries()
+    assert [code for _, code in entries[tx_id(forged)]] == [ResultCode.BAD_KEY_PROOF]
+    assert [code for _, code in entries[tx_id(honest)]] == [ResultCode.OK]
+    _, replay = check_chain(c)  # every certificate and header is the pure core's
+    state = replay.machine.state
+    assert state.get(key_key(device.key_id))["active"] is False  # type: ignore[index]
+    assert state.get(key_key(new.key_id))["active"] is True  # type: ignore[index]
