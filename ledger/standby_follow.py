@@ -13,8 +13,8 @@ takeover delays without applying a block, and either
 a cheap watermark query) lies beyond its last block: the second covers a consortium that
 cannot finalize without this institution. An eager standby follows again when its primary
 votes on a height not final here, once it has caught up to the height it set out to reach.
-A feed that misses the final hash makes it eager at once (its primary sends one feed per
-block: no better one is coming).
+A feed that misses the final hash is dropped and changes nothing: the real one may still
+come (a forged feed can arrive first), and if none does the first rule applies.
 """
 
 from __future__ import annotations

@@ -187,9 +187,8 @@ class ValidatorCore:
                 validators=self.machine.validator_set(),
                 final_hash=final.block_hash,
             )
-            if applied is None:  # no better feed is coming: execute it from the tx log
+            if applied is None:  # dropped; the real one may come yet (else: take over)
                 self.counters.feed_misses += 1
-                self.standby.take_over(self._final_top())
                 break
             self.counters.applied += 1
             self.standby.progressed()

@@ -181,21 +181,32 @@ def test_a_forged_feed_changes_nothing_and_the_real_one_is_applied() -> None:
     assert not other.feeds.has(2)  # another institution's primary's feeds are not kept
 
 
-def test_a_feed_that_misses_the_final_hash_makes_the_standby_execute_the_block() -> None:
+def test_a_feed_that_misses_the_final_hash_is_dropped_then_the_real_one_or_the_log_serves() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
     net = Network(plan, nodes, route_feeds=False)
     standby, primary = net.cores[("inst-0", 1)], net.cores[("inst-0", 0)]
-    net.feed_tx(anchors(plan, 5))
-    forged = encode_feed(primary.executed[1])
-    forged = forged[:60] + bytes(32) + forged[92:]  # its first entry's tx id replaced
-    standby.on_feed(primary.operator.key_id, forged)
+    txs = anchors(plan, 10)
+    net.feed_tx(txs[:5])
+    real = encode_feed(primary.executed[1])
+    forged = real[:60] + bytes(32) + real[92:]  # its first entry's tx id replaced
+    standby.on_feed(primary.operator.key_id, forged)  # the only feed when 1 becomes final
     net.deliver_votes()
-    assert standby.final_height == 1 and standby.eager  # executed from the tx log at once
-    assert standby.counters.feed_misses == 1 and standby.counters.applied == 0
-    assert standby.counters.optimistic == 1  # against the final hash
-    assert net.tx_given[("inst-0", 1)] == 5
-    assert standby.final.final_hash == primary.machine.last_hash
+    assert standby.final_height == 0 and standby.following  # nothing applied, nothing read
+    assert standby.counters.feed_misses == 1 and net.tx_given[("inst-0", 1)] == 0
+    standby.on_feed(primary.operator.key_id, real)  # the real one, late
+    assert standby.final_height == 1 and standby.counters.applied == 1
+    # a miss and no real feed: after the delay it executes the block from the tx log
+    net.feed_tx(txs[5:])
+    standby.on_feed(primary.operator.key_id, forged[:4] + (2).to_bytes(8, "big") + forged[12:])
+    net.deliver_votes()
+    assert standby.final_height == 1 and standby.counters.feed_misses == 2
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    net.tick(0)
+    net.tick(delay)
+    assert standby.eager and standby.final_height == 2 and standby.counters.optimistic == 1
+    assert net.tx_given[("inst-0", 1)] == 5  # from the block boundary after height 1
+    assert standby.final.final_hash == primary.final.final_hash
 
 
 def test_one_operator_institutions_send_no_feeds() -> None:
