@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.blocks import BlockHeader, EntryResult, tx_root
 from ledger.context import TxContext
@@ -147,8 +148,21 @@ def execute_block(
     )
 
 
+class BlockSpan(Protocol):
+    """What a header takes from a cut block (a standby's feed has the same, D57)."""
+
+    @property
+    def height(self) -> int: ...
+    @property
+    def first_offset(self) -> int: ...
+    @property
+    def last_offset(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+
+
 def block_header(
-    block: CutBlock,
+    block: BlockSpan,
     prev_hash: bytes,
     results: Sequence[EntryResult],
     state_root: bytes,

@@ -23,16 +23,13 @@ Theory of operation
   :mod:`ledger.publication` publishes a final block at once or holds it until its copy is
   read (:meth:`ValidatorCore.on_published`). Markers stay per institution: its first
   operator emits them, a standby of rank ``r > 0`` ``r * takeover_delay_ms`` later.
-* A standby follows its primary (D52, after D38): it applies a cut block once it is final
-  and its primary's feed (:mod:`ledger.standby_feed`) rebuilds the final hash, and does not
-  vote. A final block whose feed is ``r`` takeover delays late runs against the final hash
-  (signatures vouched for, as the hash binds every result code; a miss runs it again with
-  verification). If its primary did not vote for that long, it turns *eager*: runs blocks
-  and votes on its own until its primary votes on a height not final here.
-* Equivocation evidence found in the vote log becomes a ``ReportEquivocation`` transaction
-  signed by this operator's key. Votes for heights that are already final are still compared
-  with the first vote of the same operator there, for the last :data:`EVIDENCE_WINDOW`
-  heights, so an operator that signs a second hash after finality is caught as well.
+* A following standby (D52, D57) applies final blocks from its primary's feeds
+  (:mod:`ledger.standby_feed`), does not vote and does not read the tx log (``reads_tx``).
+  *Eager* (:mod:`ledger.standby_follow`), it reads the tx log from ``tx_seek``, runs
+  blocks against the final hash where there is one (signatures vouched for; a miss runs
+  it again with verification) and votes on its own where there is none.
+* Equivocation evidence found in the vote log, late votes included, becomes a
+  ``ReportEquivocation`` transaction (:mod:`ledger.evidence`).
 """
 
 from __future__ import annotations
@@ -40,15 +37,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from ledger.cutter import CutBlock, Cutter, TimeToCut, time_to_cut_due
+from ledger.cutter import CutBlock, Cutter, Entry, TimeToCut, time_to_cut_due
 from ledger.errors import DecodeError
+from ledger.evidence import EvidenceBook
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.finality import Divergence, Equivocation, Event, FinalityTracker, Finalized
 from ledger.keys import KeyPair
-from ledger.members import ValidatorSet, key_key
+from ledger.members import ValidatorSet
 from ledger.publication import Publication, takeover_delay_ms
 from ledger.snapshot import SnapshotMeta
 from ledger.standby_feed import FeedBuffer, encode_feed
+from ledger.standby_follow import StandbyClock
 from ledger.state import WorldState
 from ledger.validator_actions import (
     EVIDENCE_WINDOW,
@@ -59,9 +58,8 @@ from ledger.validator_actions import (
     SendFeed,
     SendVote,
     SubmitTx,
-    evidence_tx,
 )
-from ledger.votes import Vote, decode_vote, sign_vote
+from ledger.votes import decode_vote, sign_vote
 
 __all__ = [
     "EVIDENCE_WINDOW",
@@ -103,12 +101,7 @@ class ValidatorCore:
         self.operator = operator
         self.chain_id = params.chain_id
         self.block_interval_ms = params.block_interval_ms
-        self.cutter = Cutter(
-            chain_id=params.chain_id,
-            next_height=machine.height + 1,
-            max_block_txs=params.max_block_txs,
-            max_block_bytes=params.max_block_bytes,
-        )
+        self.cutter = self._fresh_cutter()
         self.tracker = FinalityTracker()
         self.final = _Resume(
             final_height=machine.height,
@@ -121,22 +114,20 @@ class ValidatorCore:
         self.diverged: Diverged | None = None
         self.counters = Counters()
         self._marker_for: int | None = None
-        self._settled: dict[int, dict[bytes, Vote]] = {}
-        self._reported: set[tuple[int, bytes]] = set()
-        self._evidence_nonce = -1
+        self.evidence = EvidenceBook(operator, params.chain_id)
         self._vouched: set[bytes] = set()  # pending envelopes whose signature the shell vouched for
         # ranked publication (D38): this institution's operator key ids, sorted
         self.takeover_ms = takeover_delay_ms(params.block_interval_ms)
         self._own_ops: tuple[bytes, ...] = ()
         self.publication = Publication(operator.key_id, params.block_interval_ms)  # D47
         self._set_own_ops(machine.validator_set())
-        self._queue: deque[CutBlock] = deque()  # cut, not executed yet (a standby follows)
-        self._queue_since: int | None = None  # when the queue's head was first seen waiting
-        self.eager = False  # a standby whose primary stopped voting executes without it
-        self._primary_heard = False  # a valid vote of its primary came since the last tick
-        self._primary_seen_ms: int | None = None  # when it last came (a tick's time)
-        self._unfed_to = 0  # final blocks up to this height may run without a feed (D52)
+        self._queue: deque[CutBlock] = deque()  # cut, not executed yet
+        self.standby = StandbyClock()  # when a standby follows or takes over (D52, D57)
         self.feeds = FeedBuffer()  # a following standby's feeds from its primary (D52)
+        self._cut_offset = next_tx_offset  # the tx offset after the machine's last block
+        self._tx_expect = next_tx_offset  # tx messages below it are stale (before a seek)
+        self._reading = self.reads_tx
+        self.tx_seek = next_tx_offset if self._reading else None  # shell: (re)start here
 
     # -- inputs --------------------------------------------------------------------------
     def on_tx(
@@ -148,6 +139,9 @@ class ValidatorCore:
         holds for ``raw`` (its worker processes checked it); execution then skips only that
         verify call (:func:`ledger.execution.execute_block`).
         """
+        if not self._reading or offset < self._tx_expect:
+            return []  # a following standby cuts nothing (D57); stale: read before a seek
+        self._tx_expect = offset + 1
         if signature_verified:
             self._vouched.add(raw)
         block = self.cutter.feed(offset, timestamp_ms, raw)
@@ -157,20 +151,15 @@ class ValidatorCore:
         return self._drain()
 
     def _drain(self) -> list[Action]:
-        """Run the cut blocks in order (see the module docstring): a following standby
-        applies final blocks from feeds (D52); a block with a reference hash runs first with
-        every signature vouched for, and again with verification if it misses (D38)."""
+        """Run the cut blocks in order (see the module docstring): a block with a reference
+        hash runs first with every signature vouched for, and again with verification if it
+        misses (D38); a following standby applies final blocks from feeds (D52, D57)."""
         actions: list[Action] = []
-        while self._queue and self.diverged is None:
-            block = self._queue[0]
+        while self._queue and self.diverged is None and not self.following:
+            block = self._queue.popleft()
             actions += self._handle(self.tracker.set_validators(self.machine.validator_set()))
             final = self.tracker.final(block.height)
-            fed = self.feeds.has(block.height) or block.height <= self._unfed_to
-            if self.following and (final is None or not fed):
-                break  # D52: a following standby applies final blocks only, from its feed
-            self._queue.popleft()
-            self._queue_since = None
-            executed = self._applied(block, final.block_hash) if self.following and final else None
+            executed: ExecutedBlock | None = None
             ref = self._reference_hash(block.height)
             behind_primary = ref is not None and final is None
             if ref is not None and executed is None:
@@ -184,23 +173,66 @@ class ValidatorCore:
                     self.counters.optimistic_misses += 1
             if executed is None:
                 executed = self.machine.execute(block, verified_signatures=self._vouched)
-            actions += self._run(block, executed, vote_late=behind_primary)
+            actions += self._run(block.entries, executed, vote_late=behind_primary)
+        while self.following and self.diverged is None:  # D52, D57
+            height = self.machine.height + 1
+            actions += self._handle(self.tracker.set_validators(self.machine.validator_set()))
+            final = self.tracker.final(height)
+            if final is None or not self.feeds.has(height):
+                break
+            applied = self.feeds.apply(
+                height,
+                prev_hash=self.machine.last_hash,
+                prev_root=self.machine.state.root,
+                validators=self.machine.validator_set(),
+                final_hash=final.block_hash,
+            )
+            if applied is None:  # dropped; the real one may come yet (else: take over)
+                self.counters.feed_misses += 1
+                break
+            self.counters.applied += 1
+            self.standby.progressed()
+            actions += self._run((), applied, vote_late=False)
+        self._sync_reading()
         return actions
 
-    def _applied(self, block: CutBlock, final_hash: bytes) -> ExecutedBlock | None:
-        """``block`` rebuilt from its feed, if that gives ``final_hash`` (D52)."""
-        applied = self.feeds.apply(
-            block,
-            prev_hash=self.machine.last_hash,
-            prev_root=self.machine.state.root,
-            validators=self.machine.validator_set(),
-            final_hash=final_hash,
+    def _final_top(self) -> int:
+        """The highest height final here in a row above the machine's (0: none)."""
+        height = self.machine.height
+        while self.tracker.final(height + 1) is not None:
+            height += 1
+        return height if height > self.machine.height else 0
+
+    def _fresh_cutter(self) -> Cutter:
+        params = self.machine.params
+        return Cutter(
+            chain_id=self.chain_id,
+            next_height=self.machine.height + 1,
+            max_block_txs=params.max_block_txs,
+            max_block_bytes=params.max_block_bytes,
         )
-        if applied is not None:
-            self.counters.applied += 1
-            return applied
-        self.counters.feed_misses += 1
-        return None
+
+    @property
+    def reads_tx(self) -> bool:
+        """Whether this validator reads the tx log (all but a following standby, D57)."""
+        return not self.following
+
+    def note_tx_end(self, end: int) -> None:
+        """The end of the tx log as the shell last saw it (a following standby asks now and
+        then: work it has not seen may wait there, D57)."""
+        self.standby.tx_end = end
+
+    def _sync_reading(self) -> None:
+        """Start or stop reading the tx log as :attr:`reads_tx` changed (D57): a standby
+        that starts cuts from the offset after its last block, its pending cut dropped."""
+        if self.reads_tx == self._reading:
+            return
+        self._reading = self.reads_tx
+        self._queue.clear()
+        self._vouched.clear()
+        if self._reading:
+            self.cutter = self._fresh_cutter()
+            self._tx_expect = self.tx_seek = self._cut_offset
 
     def _reference_hash(self, height: int) -> bytes | None:
         final = self.tracker.final(height)
@@ -214,17 +246,21 @@ class ValidatorCore:
                 return votes[kid].block_hash
         return None
 
-    def _run(self, block: CutBlock, executed: ExecutedBlock, *, vote_late: bool) -> list[Action]:
-        """Commit ``executed`` and vote on it unless it is final already (a replaying
-        validator, or a following standby, does not vote on history), or ``vote_late`` (an
-        eager standby votes after its primary); send it to this operator's standbys."""
-        for entry in block.entries:
+    def _run(
+        self, entries: tuple[Entry, ...], executed: ExecutedBlock, *, vote_late: bool
+    ) -> list[Action]:
+        """Commit ``executed`` (of the cut ``entries``, none when applied from a feed) and
+        vote on it unless it is final already (a replaying validator, or a following standby,
+        does not vote on history), or ``vote_late`` (an eager standby votes after its
+        primary); send it to this operator's standbys."""
+        for entry in entries:
             self._vouched.discard(entry.raw)
         limit = (len(self._queue) + 2) * self.machine.params.max_block_txs
         if len(self._vouched) > limit:  # never unbounded (it only saves verify calls)
             self._vouched.clear()
         self.machine.commit(executed)
-        height = block.height
+        height = executed.header.height
+        self._cut_offset = executed.header.last_offset + 1
         self.executed[height] = executed
         self._set_own_ops(executed.validator_set)
         events = self.tracker.set_validators(executed.validator_set)
@@ -251,18 +287,18 @@ class ValidatorCore:
             return []
         self.counters.votes_seen += 1
         if vote.height <= self.final.final_height:
-            return self._late_vote(vote)
+            late = self.evidence.late_vote(vote, self.machine.state)
+            return self._handle([late]) if late is not None else []
         self.final.vote_offsets.setdefault(vote.height, offset)
         if (
-            (self.eager or not self._primary_heard)
+            (self.eager or not self.standby.primary_heard)
             and vote.operator_key_id in self._own_ops[: self.rank]
             and vote.height > self.final_height
             and vote.is_valid()
-        ):
-            self._primary_heard = True  # a live primary (votes on heights not final here)
-            self.eager = False  # ... that this standby follows again
+        ):  # a live primary (votes on heights not final here): followed again, caught up
+            self.standby.primary_voted(self.machine.height)
         actions = self._handle(self.tracker.add_vote(vote))
-        return actions + self._drain() if self._queue else actions
+        return actions + self._drain()
 
     def on_feed(self, sender_key_id: bytes, raw: bytes) -> list[Action]:
         """A message of ``pantheon.feeds`` from operator ``sender_key_id`` (D52): kept if
@@ -271,7 +307,7 @@ class ValidatorCore:
         if sender_key_id not in self._own_ops[: self.rank]:
             return []
         self.feeds.add(raw, above=self.machine.height)
-        return self._drain() if self._queue else []
+        return self._drain()
 
     def on_tick(self, now_ms: int, *, caught_up: bool) -> list[Action]:
         """Time passes: a standby takes over if its primary is silent; emit a marker if the
@@ -292,9 +328,8 @@ class ValidatorCore:
         return [*actions, EmitMarker(height, marker.encode())]
 
     def on_published(self, height: int, publisher_key_id: bytes, block: bytes) -> list[Action]:
-        """A copy ``block`` of the final block ``height`` was read from the blocks topic,
-        labelled as published by ``publisher_key_id`` (:meth:`Publication.on_copy`: the
-        bytes release a held height, the label is a liveness hint only; D47)."""
+        """A copy of the final block ``height``, labelled as ``publisher_key_id``'s, was read
+        (:meth:`Publication.on_copy`: bytes release a held height, a label is a hint; D47)."""
         self.publication.on_copy(height, publisher_key_id, block, self.final_height)
         return []
 
@@ -324,11 +359,6 @@ class ValidatorCore:
     def took_over(self) -> bool:
         """Whether this operator took over publication from earlier ones."""
         return self.publication.took_over
-
-    @property
-    def has_peers(self) -> bool:
-        """Whether other operators may publish (the shell then reads their copies)."""
-        return len(self.publication.order) > 1
 
     @property
     def held_heights(self) -> list[int]:
@@ -362,9 +392,9 @@ class ValidatorCore:
                 actions.append(self.diverged)
             elif isinstance(event, Equivocation):
                 self.counters.equivocations += 1
-                evidence = self._evidence(event)
-                if evidence is not None:
-                    actions.append(evidence)
+                if self.diverged is None:
+                    evidence = self.evidence.report(event, self.machine.state)
+                    actions += [evidence] if evidence is not None else []
             elif isinstance(event, Finalized):
                 pass  # published in height order by _advance
         return actions + self._advance()
@@ -383,8 +413,7 @@ class ValidatorCore:
             self.final.final_hash = executed.block_hash
             self.final.next_tx_offset = executed.header.last_offset + 1
             del self.executed[height]
-            self._settled[height] = self.tracker.first_votes(height)
-            self._settled.pop(height - EVIDENCE_WINDOW, None)
+            self.evidence.settle(height, self.tracker.first_votes(height))
             self.tracker.forget_below(height + 1)
             self.final.vote_offsets = {
                 h: o for h, o in self.final.vote_offsets.items() if h > height
@@ -392,58 +421,29 @@ class ValidatorCore:
         return actions
 
     @property
+    def eager(self) -> bool:
+        """Whether this standby took over from its silent (or feedless) primary."""
+        return self.standby.eager
+
+    @property
     def following(self) -> bool:
         """Whether this standby applies its primary's feeds of final blocks (D52)."""
-        return self.rank > 0 and not self.eager
+        return self.rank > 0 and not self.standby.eager
 
     def _check_primary(self, now_ms: int) -> list[Action]:
-        """A following standby whose next block waited ``rank`` takeover delays turns eager
-        if its primary did not vote for that long; if it did, it runs the final blocks it
-        holds without their feeds (D52)."""
-        if self._primary_heard or self._primary_seen_ms is None:
-            self._primary_seen_ms, self._primary_heard = now_ms, False
-        if not self._queue or not self.following:
-            return []
-        if self._queue_since is None:
-            self._queue_since = now_ms
-        delay = self.rank * self.takeover_ms
-        if now_ms - self._queue_since < delay:
-            return []
-        if now_ms - self._primary_seen_ms >= delay:
-            self.eager = True  # the primary is silent: verify and vote without it
-        elif self.tracker.final(self._queue[0].height) is not None:
-            self._unfed_to = self._queue[-1].height  # the primary votes; its feeds are late
-        else:
-            return []
+        """A following standby behind for ``rank`` takeover delays may turn eager
+        (:mod:`ledger.standby_follow`)."""
+        stuck_to = self._final_top()
+        self.standby.tick(
+            now_ms,
+            following=self.following,
+            behind=bool(stuck_to) or self.standby.tx_end > self._cut_offset,
+            stuck_to=stuck_to,
+            delay_ms=self.rank * self.takeover_ms,
+        )
         return self._drain()
 
     def _set_own_ops(self, validators: ValidatorSet) -> None:
         inst = validators.institution_of(self.operator.key_id)
         self._own_ops = tuple(sorted(validators.members[inst])) if inst is not None else ()
         self.publication.set_validators(validators)
-
-    def _late_vote(self, vote: Vote) -> list[Action]:
-        """A vote for a final height: only evidence can come of it."""
-        settled = self._settled.get(vote.height)
-        if settled is None:
-            return []  # older than the evidence window
-        first = settled.get(vote.operator_key_id)
-        if (first is not None and first.block_hash == vote.block_hash) or not vote.is_valid():
-            return []
-        if first is None:
-            known = self.machine.state.get(key_key(vote.operator_key_id))
-            if known is not None and known["role"] == "OPERATOR":  # bounded: operators only
-                settled[vote.operator_key_id] = vote
-            return []
-        return self._handle([Equivocation(first=first, second=vote)])
-
-    def _evidence(self, event: Equivocation) -> SubmitTx | None:
-        marker = (event.first.height, event.first.operator_key_id)
-        if self.diverged is not None or marker in self._reported:
-            return None
-        self._reported.add(marker)
-        me = self.machine.state.get(key_key(self.operator.key_id))
-        if me is None or not me["active"]:
-            return None
-        self._evidence_nonce = max(int(me["next_nonce"]), self._evidence_nonce + 1)
-        return evidence_tx(self.operator, self.chain_id, self._evidence_nonce, event)

@@ -5,17 +5,28 @@ broker's clock (``message.timestamp.type=LogAppendTime``), and on a multi-broker
 is replicated 3 times with ``min.insync.replicas=2``. ``ensure_topics`` creates what is
 missing, leaves what exists alone, and fails loudly if an existing topic has a setting
 that would break the ledger's guarantees (e.g. a finite retention).
+
+One topic is no ledger topic and is bounded: ``pantheon.feeds`` (primaries' executed blocks
+for their standbys, D52) is useful only near the head, and a standby without a feed executes
+the block itself, so it keeps :data:`FEEDS_CONFIG` (D57). ``ensure_topics`` sets that on a
+feeds topic created before, and ``check_topics`` requires it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 DEFAULT_PREFIX = "pantheon."
 L2_PARTITIONS = 6
@@ -37,12 +48,20 @@ class TopicSpec:
         return f"{prefix}{self.suffix}"
 
 
+FEEDS_CONFIG = {
+    "retention.ms": str(3600 * 1000),  # an hour
+    "retention.bytes": str(1 << 30),  # and at most 1 GiB per replica (+ one segment)
+    "segment.bytes": str(128 << 20),  # retention deletes whole closed segments ...
+    "segment.ms": str(600 * 1000),  # ... so they roll at least every 10 minutes
+}
+"""The bounded retention of ``pantheon.feeds`` (D57)."""
+
 LEDGER_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(suffix="tx"),
     TopicSpec(suffix="votes"),
     TopicSpec(suffix="blocks"),
     TopicSpec(suffix="receipts"),
-    TopicSpec(suffix="feeds"),  # primaries' executed blocks for their standbys (D52)
+    TopicSpec(suffix="feeds", config=FEEDS_CONFIG),  # for standbys (D52), bounded (D57)
     TopicSpec(suffix="l2.records", partitions=L2_PARTITIONS),
     TopicSpec(suffix="l2.rejected", partitions=L2_PARTITIONS),
 )
@@ -113,8 +132,32 @@ def ensure_topics(
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise TopicError(f"creating topic {name} failed: {exc}") from exc
     wait_visible(admin, list(wanted), timeout=timeout)
-    check_topics(admin, list(wanted), timeout=timeout)
+    retention = {n: spec.config.get("retention.ms", "-1") for n, spec in wanted.items()}
+    for name, spec in wanted.items():
+        if spec.config and name not in created:
+            _align(admin, name, spec.config, timeout)
+    check_topics(admin, list(wanted), timeout=timeout, retention=retention)
     return created
+
+
+def _align(admin: Any, name: str, config: dict[str, str], timeout: float) -> None:
+    """Give the existing topic ``name`` the settings ``config`` (a feeds topic created
+    before its retention was bounded, D57)."""
+    current = _topic_config(admin, name, time.monotonic() + timeout)
+    if all(current[key].value == value for key, value in config.items()):
+        return
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        name,
+        incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in config.items()
+        ],
+    )
+    try:
+        admin.incremental_alter_configs([resource], request_timeout=timeout)[resource].result()
+    except KafkaException as exc:
+        raise TopicError(f"cannot set the configuration of {name}: {exc}") from exc
 
 
 def wait_visible(admin: Any, names: Sequence[str], *, timeout: float = 30.0) -> None:
@@ -136,15 +179,23 @@ def wait_visible(admin: Any, names: Sequence[str], *, timeout: float = 30.0) -> 
         time.sleep(0.2)
 
 
-def check_topics(admin: Any, names: Sequence[str], *, timeout: float = 30.0) -> None:
-    """Raise TopicError if a ledger topic would lose or re-time records."""
+def check_topics(
+    admin: Any,
+    names: Sequence[str],
+    *,
+    timeout: float = 30.0,
+    retention: Mapping[str, str] | None = None,
+) -> None:
+    """Raise TopicError if a ledger topic would lose or re-time records (``retention``: the
+    ``retention.ms`` a topic must have by name; -1, for ever, when not named)."""
     deadline = time.monotonic() + timeout
     for name in names:
         entries = _topic_config(admin, name, deadline)
-        retention = entries["retention.ms"].value
+        kept = entries["retention.ms"].value
         ts_type = entries["message.timestamp.type"].value
-        if retention != "-1":
-            raise TopicError(f"{name} has retention.ms={retention}; the ledger needs -1")
+        wanted = (retention or {}).get(name, "-1")
+        if kept != wanted:
+            raise TopicError(f"{name} has retention.ms={kept}; it needs {wanted}")
         if ts_type != "LogAppendTime":
             raise TopicError(f"{name} has message.timestamp.type={ts_type}")
 

@@ -191,6 +191,12 @@ class SignaturePipeline:
             futures_wait([self._inflight[0][3]], timeout=wait)
         self._drain(block=len(self._inflight) > self.depth)
 
+    def discard(self) -> None:
+        """Drop what was added and not fed yet (the reader moved in the log; in-flight
+        chunks are left to finish and their results ignored)."""
+        self._offsets, self._stamps, self._raws = [], [], []
+        self._inflight.clear()
+
     def close(self) -> None:
         """Stop the workers (messages not flushed are dropped)."""
         if self._pool is not None:

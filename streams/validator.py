@@ -14,7 +14,8 @@ Kafka's lag tools), hands every message to the core and carries out its actions:
   with the same bytes is there, or takes over; copies are labelled with their producer's
   operator key id (header ``pantheon-operator``; D38);
 * a primary sends each block it executes to ``pantheon.feeds``; its standbys read that topic
-  and apply final blocks from it rather than executing them (D52).
+  and apply final blocks from it rather than executing them (D52), and do not read
+  ``pantheon.tx`` while they follow (``streams.validator_txlog``, D57).
 
 Snapshots: ``streams.validator_snapshots``; on restart the newest valid one is loaded and
 the logs are replayed from the positions it names. SIGTERM stops it cleanly (exit 0); a
@@ -60,6 +61,7 @@ from streams.signature_pipeline import SignaturePipeline
 from streams.validator_config import ValidatorConfig, build_parser, config_from_args, load_operator
 from streams.validator_snapshots import SNAPSHOT_EVERY_BLOCKS, Snapshotter
 from streams.validator_status import core_status, report_divergence, run_profiled, write_status
+from streams.validator_txlog import TxRead
 
 log = logging.getLogger("pantheon.validator")
 
@@ -98,10 +100,6 @@ class Validator:
         self._cut_gauge = metrics.CUT_HEIGHT.labels(**self.labels)
         self._cut_shown = -1
         self._votes_position = votes_offset
-        self._tx_high = -1
-        self._tx_appended_ms = 0  # broker append time of the newest tx message read
-        self._tx_position = self.core.final.next_tx_offset
-        self._last_watermark = 0.0
         self._last_status = 0.0
         self._last_advice = 0.0
         self._watching_blocks = False  # reading pantheon.blocks for peers' copies (D38)
@@ -113,11 +111,12 @@ class Validator:
         self.consumer = Consumer(
             consumer_config(config.bootstrap, f"validator-{config.institution}-{config.operator}")
         )
-        self.consumer.assign(
-            [
-                TopicPartition(self.topics["tx"], 0, self.core.final.next_tx_offset),
-                TopicPartition(self.topics["votes"], 0, votes_offset),
-            ]
+        self.consumer.assign([TopicPartition(self.topics["votes"], 0, votes_offset)])
+        self.tx = TxRead(  # assigned in the loop, if the core reads it (D57)
+            self.consumer,
+            self.topics["tx"],
+            self.core.final.next_tx_offset,
+            self.core.block_interval_ms,
         )
         # Votes, blocks and receipts are mostly hashes and signatures: compressing them costs
         # the producer and the broker CPU and saves nothing. A vote or a marker is sent once,
@@ -193,7 +192,8 @@ class Validator:
                         break
                 if self.pipeline is not None:
                     self.pipeline.poll(0.0 if batch else 0.01)
-                self._perform(self.core.on_tick(_now_ms(), caught_up=self._caught_up()))
+                self._perform(self.core.on_tick(_now_ms(), caught_up=self.tx.caught_up(self.core)))
+                self.tx.sync(self.core, self.pipeline)
                 if not self._watching_blocks and not self.core.publishing:
                     self._watching_blocks = self._watch("blocks")
                 if not self._watching_feeds and self.core.rank > 0:
@@ -282,8 +282,7 @@ class Validator:
     def _on_tx(self, offset: int, timestamp_ms: int, raw: bytes, verified: bool) -> None:
         if self.core.diverged is not None:  # the loop stops; what is in flight is dropped
             return
-        self._tx_position = offset + 1
-        self._tx_appended_ms = timestamp_ms
+        self.tx.read(offset, timestamp_ms)
         self._perform(self.core.on_tx(offset, timestamp_ms, raw, signature_verified=verified))
         if self.core.cut_height != self._cut_shown:  # once per block, not per message
             self._cut_shown = self.core.cut_height
@@ -348,39 +347,6 @@ class Validator:
         report_divergence(event, self.labels)
 
     # -- bookkeeping ---------------------------------------------------------------------
-    def _caught_up(self) -> bool:
-        """Whether this validator reads the tx log live, not history (markers are only
-        emitted then): the newest message it read was appended (broker clock) less than a
-        block interval ago, or it has read the whole log. Under a steady stream the log's end
-        moves on during every watermark query, so "read the whole log" alone was rarely true
-        and blocks were cut mostly by size (about one a second at 400 tx/s)."""
-        if self.core.cutter.oldest_pending_ms is None:
-            return False
-        if _now_ms() - self._tx_appended_ms < self.core.block_interval_ms:
-            return True
-        tx = TopicPartition(self.topics["tx"], 0)
-        # the end of the log as the last fetch response gave it (no request; D47)
-        _, high = self.consumer.get_watermark_offsets(tx, cached=True)
-        if high < 0:  # no fetch response yet: ask, now and then
-            now = time.monotonic()
-            if now - self._last_watermark < 0.5:
-                return False
-            self._last_watermark = now
-            try:
-                _, high = self.consumer.get_watermark_offsets(tx, timeout=2)
-            except Exception as exc:  # a broker hiccup: try again later, do not cut
-                log.warning("watermark query failed", extra={"error": str(exc)})
-                return False
-        self._tx_high = high
-        return self._tx_position >= self._tx_high
-
-    def _reading_live(self) -> bool:
-        """What ``pantheon status`` shows as caught up: the newest tx message read was
-        appended less than a block interval ago, or the end of the log as last queried
-        (:meth:`_caught_up` refreshes that end) is reached."""
-        recent = _now_ms() - self._tx_appended_ms < self.core.block_interval_ms
-        return recent or self._tx_position >= self._tx_high
-
     def _maybe_write_status(self) -> None:
         if time.monotonic() - self._last_status >= 0.5:
             self._write_status()
@@ -408,7 +374,10 @@ class Validator:
             "operator": self.config.operator,
             "operator_key_id": self.operator.key_id.hex(),
             **core_status(self.core),
-            "caught_up": self._reading_live(),
+            "caught_up": self.tx.live(),
+            "reads_tx": self.tx.reading,
+            "tx_messages_read": self.tx.messages,
+            "tx_read_from": self.tx.started_from,
             "gc": self._gc.summary(),
             "snapshot_stall_ms_max": round(self.snapshots_due.stall_ms, 2),
             "snapshot_write_ms_max": round(self.snapshots_due.write_ms, 2),

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from infra.kafka_server import KafkaCluster
 from runtime.kafka_config import admin_config, consumer_config, producer_config
-from runtime.topics import LEDGER_TOPICS, TopicError, ensure_topics, iam_topic
+from runtime.topics import FEEDS_CONFIG, LEDGER_TOPICS, TopicError, ensure_topics, iam_topic
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,34 @@ def test_ensure_topics_refuses_a_topic_with_finite_retention(bootstrap: str, uni
         future.result()
     with pytest.raises(TopicError, match=r"retention\.ms=60000"):
         ensure_topics(admin, prefix=prefix)
+
+
+def _config(admin: AdminClient, name: str) -> dict[str, str]:
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    return {k: v.value for k, v in admin.describe_configs([resource])[resource].result().items()}
+
+
+def test_the_feeds_topic_is_bounded_even_if_it_was_created_for_ever(
+    bootstrap: str, unique: str
+) -> None:
+    """D57: feeds are kept an hour (and 1 GiB), set on a new topic and on one created before
+    the bound; the ledger topics stay for ever."""
+    admin = AdminClient(admin_config(bootstrap))
+    prefix = f"feeds{unique}."
+    futures = admin.create_topics(  # as ensure_topics made it before D57
+        [NewTopic(f"{prefix}feeds", num_partitions=1, config={"retention.ms": "-1"})]
+    )
+    for future in futures.values():
+        future.result()
+    ensure_topics(admin, prefix=prefix)
+    feeds = _config(admin, f"{prefix}feeds")
+    assert {k: feeds[k] for k in FEEDS_CONFIG} == FEEDS_CONFIG
+    assert feeds["message.timestamp.type"] == "LogAppendTime"
+    assert _config(admin, f"{prefix}tx")["retention.ms"] == "-1"
+    fresh = f"feeds2{unique}."
+    ensure_topics(admin, prefix=fresh)
+    assert _config(admin, f"{fresh}feeds")["retention.ms"] == FEEDS_CONFIG["retention.ms"]
+    assert ensure_topics(admin, prefix=fresh) == []
 
 
 def test_iam_topic_rejects_names_that_would_escape_the_prefix() -> None:

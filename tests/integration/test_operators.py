@@ -1,4 +1,4 @@
-"""Institutions with several block operators, on the real broker (D38, D47, D52).
+"""Institutions with several block operators, on the real broker (D38, D47, D52, D57).
 
 Every operator of an institution runs its own validator process with its own key; the
 first-ranked votes and its standbys apply the blocks it executed once they are final (they
@@ -105,6 +105,9 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
         voters = {decode_vote(m.value).operator_key_id for m in c.read_topic("votes")}
         assert voters == {key_of[n] for n in primary.values()}
         assert all((c.status(n) or {})["applied"] > 0 for n in standby.values())
+        # ... and never read the tx log (D57)
+        assert all((c.status(n) or {})["tx_messages_read"] == 0 for n in standby.values())
+        assert not any((c.status(n) or {})["reads_tx"] for n in standby.values())
         before = publishers(c)
         standby_keys = {key_of[n] for n in standby.values()}
         first = key_of[primary["inst-1"]]
@@ -135,6 +138,7 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
     top = settled_height(c)
     c.wait_final(top, survivors, timeout=60)
     top, _replay = check_chain(c, min_copies=1)
+    assert all((c.status(n) or {})["tx_messages_read"] > 0 for n in survivors)  # took over
     # Every height was published (no gap at the takeover), after the kill by inst-1's standby
     after = publishers(c)
     assert all(after[h] for h in range(1, top + 1)), after
@@ -215,3 +219,59 @@ def test_an_added_operator_counts_until_it_is_removed(make: MakeConsortium) -> N
         if (v := decode_vote(m.value)).operator_key_id == added.key_id and v != late
     }
     assert own and max(own) <= removed_at < top
+
+
+def forged_feed(height: int) -> bytes:
+    """A well-formed feed of ``height`` with one entry whose leaf and write set are junk
+    (``ledger.standby_feed`` wire format): it cannot rebuild any certified block."""
+    head = b"PSF2" + height.to_bytes(8, "big") + bytes(24)
+    return head + (1).to_bytes(4, "big") + bytes(4) + bytes(32) + b"\x00"
+
+
+def test_a_standby_reads_no_tx_ignores_forged_feeds_and_takes_over_after_sigkill(
+    make: MakeConsortium,
+) -> None:
+    """D57, one institution with two operators (nothing is final without it): the standby
+    follows without reading the tx log, forged feeds change nothing, and after its primary is
+    SIGKILLed it reads the tx log from the block boundary after its last block (it learns of
+    the pending work from the log's end alone), so no height is lost or applied twice."""
+    c = make(1, operators=2, max_block_txs=20)
+    nodes = [c.start_operator("inst-1", op) for op in (0, 1)]
+    c.wait_ready(nodes)
+    key_of = {n: bytes.fromhex((c.status(n) or {})["operator_key_id"]) for n in nodes}
+    primary, standby = sorted(nodes, key=lambda n: key_of[n])
+    load = Load(c, c.gov_key("inst-1"), rate=40.0, tag="solo").start()
+    try:
+        c.wait_final(3, nodes, timeout=60)
+        # forged feeds of the next heights, under the primary's key (as anyone allowed to
+        # write the topic could): each is tried against the final hash and dropped
+        ahead = c.final_height(primary)
+        producer = c.producer()
+        for height in range(ahead + 1, ahead + 30):
+            producer.produce(c.topic("feeds"), key=key_of[primary], value=forged_feed(height))
+        producer.flush(10)
+        c.wait_final(ahead + 30, nodes, timeout=90)
+        seen = c.status(standby) or {}
+        assert seen["applied"] >= 30, seen  # forged ones tried first were dropped (misses)
+        assert seen["tx_messages_read"] == 0 and not seen["reads_tx"], seen
+        assert not seen["diverged"]
+
+        c.kill(primary)
+        killed_at = blocks_max_height(c)
+        c.wait_final(killed_at + 5, [standby], timeout=90)
+    finally:
+        sent = load.stop()
+    wait_included(c, Counter(tx_id(r) for r in sent), timeout=120)
+    top = settled_height(c)
+    c.wait_final(top, [standby], timeout=60)
+    top, replay = check_chain(c, min_copies=1)
+    entries = c.final_entries()
+    assert all(len(entries[tx_id(r)]) == 1 for r in sent)  # each in one block, once
+    after = c.status(standby) or {}
+    assert after["reads_tx"] and not after["diverged"] and after["final_height"] == top
+    # it started reading right after a block it had applied: a block boundary
+    start = after["tx_read_from"]
+    boundaries = {replay.block(h).header.last_offset + 1 for h in range(1, top + 1)}
+    assert start in boundaries and start > 0, (start, sorted(boundaries)[-5:])
+    assert after["tx_messages_read"] > 0
+    check_votes(c, set(key_of.values()))

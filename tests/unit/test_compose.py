@@ -23,7 +23,7 @@ from gateway.auth.crypto import ENV_VAR as MASTER_KEY_ENV
 from infra.settings import KAFKA_VERSION
 from projections import projector
 from readers import audit, batcher
-from runtime.topics import L2_PARTITIONS, LEDGER_TOPICS, ledger_config
+from runtime.topics import FEEDS_CONFIG, L2_PARTITIONS, LEDGER_TOPICS, ledger_config
 from streams import validator_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -381,8 +381,15 @@ def test_topic_script_creates_what_streams_topics_defines(compose: dict[str, Any
     assert created == {spec.suffix: str(spec.partitions) for spec in LEDGER_TOPICS}
     assert created["l2.records"] == str(L2_PARTITIONS)
     assert 'create "iam.${institution}" 1' in script
-    configs = dict(re.findall(r"--config ([\w.]+)=(\S+)", script))
-    assert configs == ledger_config(3)
+
+    def array(name: str) -> dict[str, str]:
+        body = re.search(rf"^{name}=\((.*?)^\)", script, re.M | re.S)
+        assert body is not None, name
+        return dict(re.findall(r"--config ([\w.]+)=(\S+)", body.group(1)))
+
+    assert array("LEDGER_CONFIG") | array("FOREVER") == ledger_config(3)
+    assert array("LEDGER_CONFIG") | array("FEEDS_CONFIG") == ledger_config(3) | FEEDS_CONFIG
+    assert 'if [ "$1" = feeds ]; then retention=("${FEEDS_CONFIG[@]}")' in script
     assert "--replication-factor 3" in script
     for name, svc in _services(compose).items():
         if name.startswith(("validator-", "projector-", "gateway-")):

@@ -12,7 +12,7 @@ from infra import invocation, procs
 from infra.kafka_server import KafkaCluster
 from infra.settings import Settings, default_state_dir
 from runtime.kafka_config import consumer_config, producer_config
-from runtime.topics import LEDGER_TOPICS, ledger_config, topic_specs
+from runtime.topics import FEEDS_CONFIG, LEDGER_TOPICS, ledger_config, topic_specs
 
 
 def _settings(tmp_path: Path, brokers: int) -> Settings:
@@ -82,6 +82,9 @@ def test_ledger_topics_keep_data_forever_with_broker_time() -> None:
     assert config["message.timestamp.type"] == "LogAppendTime"
     assert config["min.insync.replicas"] == "2"
     assert ledger_config(1)["min.insync.replicas"] == "1"
+    (feeds,) = [s for s in LEDGER_TOPICS if s.suffix == "feeds"]
+    assert feeds.config == FEEDS_CONFIG and FEEDS_CONFIG["retention.ms"] == "3600000"
+    assert all(not s.config for s in LEDGER_TOPICS if s.suffix != "feeds")  # for ever
 
 
 _VARS = (

@@ -3,6 +3,7 @@ primaries' feeds, one operator of the consortium publishes."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from ledger.execution import LedgerMachine
@@ -38,7 +39,9 @@ def make_core(plan: ConsortiumPlan, node: Node) -> ValidatorCore:
 
 
 class Network:
-    """Cores fed one tx log; votes delivered in one shared order; copies can be announced."""
+    """Cores fed one tx log, each read as its shell would (a following standby reads none of
+    it, a standby that turns eager from its ``tx_seek``, D57); votes delivered in one shared
+    order; copies can be announced."""
 
     def __init__(
         self, plan: ConsortiumPlan, nodes: Sequence[Node], *, route_feeds: bool = True
@@ -49,14 +52,36 @@ class Network:
         self.route_feeds = route_feeds
         self.published: dict[Node, list[PublishFinal]] = {n: [] for n in nodes}
         self.markers: dict[Node, list[int]] = {n: [] for n in nodes}
-        self.offset = 0
+        self.log: list[tuple[int, bytes]] = []  # (timestamp, raw) by offset
+        self.read: dict[Node, int] = {n: 0 for n in nodes}  # next offset each core reads
+        self.tx_given: Counter[Node] = Counter()  # tx messages given to each core
         self.vote_offset = 0
+
+    @property
+    def offset(self) -> int:
+        return len(self.log)
 
     def feed_tx(self, raws: Sequence[bytes], ts: int = 1000) -> None:
         for raw in raws:
+            self.log.append((ts, raw))
+            self.pump()
+
+    def pump(self) -> None:
+        """Give every core that reads the tx log what it has not read yet (from its seek)."""
+        moved = True
+        while moved:
+            moved = False
             for node, core in self.cores.items():
-                self.record(node, core.on_tx(self.offset, ts, raw))
-            self.offset += 1
+                core.note_tx_end(len(self.log))
+                if core.tx_seek is not None:
+                    self.read[node], core.tx_seek = core.tx_seek, None
+                while core.reads_tx and self.read[node] < len(self.log):
+                    offset = self.read[node]
+                    self.read[node] += 1
+                    self.tx_given[node] += 1
+                    ts, raw = self.log[offset]
+                    self.record(node, core.on_tx(offset, ts, raw))
+                    moved = True
 
     def deliver_votes(self) -> None:
         """Deliver the feeds sent so far, then the votes, until none is left."""
@@ -70,10 +95,12 @@ class Network:
                 for node, core in self.cores.items():
                     self.record(node, core.on_vote(self.vote_offset, raw))
                 self.vote_offset += 1
+            self.pump()
 
     def tick(self, now_ms: int) -> None:
         for node, core in self.cores.items():
             self.record(node, core.on_tick(now_ms, caught_up=True))
+        self.pump()
 
     def announce(self, node: Node) -> None:
         """Everybody reads the copies ``node`` published so far."""
@@ -151,7 +178,7 @@ def test_primaries_vote_standbys_apply_and_one_publishes_for_the_consortium() ->
     for node, core in net.cores.items():
         assert heights(net.published[node]) == ([1, 2] if node == first else [])
         assert core.held_heights == ([] if node == first else [1, 2])
-        assert core.publishing == (node == first) and core.has_peers
+        assert core.publishing == (node == first) and len(core.publication.order) > 1
     # a copy with other bytes releases nothing; the publisher's copies release everyone
     copy = net.published[first][0]
     net.cores[("inst-1", 0)].on_published(1, b"", copy.block + b"\x00")
@@ -221,6 +248,7 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
     net.published[primary] = []
     for offset, raw in enumerate(txs[:10]):
         net.record(primary, back.on_tx(offset, 1000, raw))
+    net.read[primary] = 10
     for offset, raw in enumerate(net.votes):
         net.record(primary, back.on_vote(offset, raw))
     assert heights(net.published[primary]) == [1, 2]
@@ -336,7 +364,9 @@ def test_a_standby_marker_is_a_late_fallback() -> None:
     delay = takeover_delay_ms(100)
     net.tick(1100 + delay - 1)
     assert net.markers[("inst-0", 1)] == []
-    net.tick(1100 + delay)
+    net.tick(1100 + delay)  # the standby takes over: reads the tx log (D57) ...
+    assert net.cores[("inst-0", 1)].eager and net.markers[("inst-0", 1)] == []
+    net.tick(1100 + delay)  # ... and cuts from it: its marker is due
     assert net.markers[("inst-0", 1)] == [1]
 
 
@@ -346,7 +376,7 @@ def test_one_operator_institutions_publish_from_the_first_only() -> None:
     net.feed_tx(anchors(plan, 10))
     net.deliver_votes()
     for node, core in net.cores.items():
-        assert core.rank == 0 and core.has_peers
+        assert core.rank == 0 and len(core.publication.order) > 1
         assert core.publishing == (node == ("inst-0", 0))
     assert {n: heights(p) for n, p in net.published.items()} == {
         ("inst-0", 0): [1, 2],
@@ -362,5 +392,5 @@ def test_a_single_validator_publishes_and_reads_no_copies() -> None:
     net.feed_tx(anchors(plan, 5))
     net.deliver_votes()
     core = net.cores[("inst-0", 0)]
-    assert core.publishing and not core.has_peers
+    assert core.publishing and not len(core.publication.order) > 1
     assert heights(net.published[("inst-0", 0)]) == [1]

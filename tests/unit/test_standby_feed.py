@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from ledger.cutter import TimeToCut
 from ledger.errors import DecodeError
 from ledger.execution import ExecutedBlock, LedgerMachine
 from ledger.genesis import ConsortiumPlan, genesis_writes
 from ledger.publication import takeover_delay_ms
 from ledger.standby_feed import (
-    LEAF,
     FeedBuffer,
     apply_feed,
     decode_feed,
     encode_feed,
 )
 from ledger.state import WriteSet
-from ledger.validator_core import SendFeed, SendVote, ValidatorCore
+from ledger.validator_core import SendFeed, SendVote
 from ledger.votes import decode_vote
 from tests.unit.chain_helpers import Driver, consortium
-from tests.unit.test_operators_core import Network, anchors, make_core
+from tests.unit.test_operators_core import Network, anchors
 
 
 def test_a_write_set_is_rebuilt_from_its_canonical_bytes() -> None:
@@ -39,11 +39,13 @@ def test_a_feed_rebuilds_exactly_the_executed_block() -> None:
     plan = consortium(4)
     driver = Driver(plan)
     gov = driver.gov("inst-0")
+    stale = TimeToCut(chain_id="test-chain", height=7, producer=b"x").encode()  # not an entry
     raws = [
         *(
             driver.tx(gov, "AnchorData", {"data_id": f"d{i}", "sha256": bytes(32), "metadata": ""})
             for i in range(3)
         ),
+        stale,
         driver.tx(gov, "AnchorData", {"data_id": "x", "sha256": bytes(32), "metadata": ""}, 0),
     ]
     fresh = LedgerMachine(plan.genesis)
@@ -54,7 +56,6 @@ def test_a_feed_rebuilds_exactly_the_executed_block() -> None:
     def rebuild(raw: bytes) -> ExecutedBlock | None:
         return apply_feed(
             decode_feed(raw),
-            block,
             prev_hash=fresh.last_hash,
             prev_root=fresh.state.root,
             validators=fresh.validator_set(),
@@ -62,24 +63,32 @@ def test_a_feed_rebuilds_exactly_the_executed_block() -> None:
         )
 
     feed = encode_feed(executed)
-    rebuilt = rebuild(feed)
+    assert decode_feed(feed).skipped == (3, 5)  # the stale marker and the cutting one
+    rebuilt = rebuild(feed)  # no cut block needed: the feed carries the range (D57)
     assert rebuilt is not None and rebuilt.block_hash == executed.block_hash
     assert rebuilt.results == executed.results and rebuilt.writes == executed.writes
+    assert rebuilt.header == executed.header
     fresh.commit(rebuilt)
     assert fresh.state.root == driver.machine.state.root
     fresh = LedgerMachine(plan.genesis)
-    # another result code, other writes or undecodable writes give another hash: unused
+    # another result code, other writes, another range or timestamp give another hash
     head = len(feed) - len(executed.writes.encoded())
     code_at = head - 1
     assert rebuild(feed[:code_at] + b"\x00" + feed[code_at + 1 :]) is None
     other = WriteSet(entries=executed.writes.entries[:-1])
     assert rebuild(feed[:head] + other.canonical()) is None
     assert rebuild(feed[:head] + b"\xff\xff") is None
-    with pytest.raises(DecodeError):  # leaves of a block of another size
-        rebuild(feed[:12] + (3).to_bytes(4, "big") + feed[16 : 16 + 3 * LEAF])
+    later = (executed.header.timestamp_ms + 1).to_bytes(8, "big", signed=True)
+    assert rebuild(feed[:28] + later + feed[36:]) is None
+    moved = feed[:12] + (1).to_bytes(8, "big") + (6).to_bytes(8, "big") + feed[28:44]
+    assert rebuild(moved + (4).to_bytes(8, "big") + (6).to_bytes(8, "big") + feed[60:]) is None
     with pytest.raises(DecodeError):  # a result code that does not exist
         rebuild(feed[:code_at] + b"\xee" + feed[code_at + 1 :])
-    for bad in (b"", b"PSF1" + bytes(8), b"XXXX" + feed[4:], feed[:20]):
+    with pytest.raises(DecodeError):  # skipped offsets that leave the range unfilled
+        decode_feed(feed[:40] + (1).to_bytes(4, "big") + feed[44:52] + feed[60:])
+    with pytest.raises(DecodeError):  # ... or outside it
+        decode_feed(feed[:44] + (9).to_bytes(8, "big") + feed[52:])
+    for bad in (b"", b"PSF2" + bytes(8), b"XXXX" + feed[4:], feed[:50], b"PSF1" + feed[4:]):
         with pytest.raises(DecodeError):
             decode_feed(bad)
 
@@ -100,75 +109,104 @@ def test_a_feed_too_large_for_a_message_is_a_stub_that_fits_no_block(
     buffer = FeedBuffer()
     buffer.add(encode_feed(executed), above=0)
     fresh = LedgerMachine(plan.genesis)
+
+    def apply(height: int) -> ExecutedBlock | None:
+        return buffer.apply(
+            height,
+            prev_hash=fresh.last_hash,
+            prev_root=fresh.state.root,
+            validators=fresh.validator_set(),
+            final_hash=executed.block_hash,
+        )
+
     assert buffer.has(1)
-    applied = buffer.apply(
-        block,
-        prev_hash=fresh.last_hash,
-        prev_root=fresh.state.root,
-        validators=fresh.validator_set(),
-        final_hash=executed.block_hash,
-    )
-    assert applied is None
+    assert apply(1) is None
     assert not buffer.has(1)
+    monkeypatch.setattr("ledger.standby_feed.MAX_FEED_BYTES", 1_000_000)
     buffer.add(encode_feed(executed), above=0)
     buffer.add(b"not a feed", above=0)
     assert buffer.has(1) and buffer.malformed == 1
     buffer.add(encode_feed(executed), above=1)  # the standby ran height 1 meanwhile
     assert not buffer.has(1)
+    # a forged feed of the height, before or after the real one, cannot push it out
+    forged = encode_feed(executed)[:-2] + b"\x00\x00"
+    for order in ([forged, encode_feed(executed)], [encode_feed(executed), forged]):
+        for raw in order:
+            buffer.add(raw, above=0)
+        applied = apply(1)
+        assert applied is not None and applied.block_hash == executed.block_hash
 
 
-def run_block(
-    cores: dict[tuple[str, int], ValidatorCore], raws: list[bytes]
-) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
-    """Feed ``raws`` to every core; return the feeds (sender, raw) and votes they sent."""
-    feeds, votes = [], []
-    for offset, raw in enumerate(raws):
-        for core in cores.values():
-            for action in core.on_tx(offset, 1000, raw):
-                if isinstance(action, SendFeed):
-                    feeds.append((core.operator.key_id, action.raw))
-                elif isinstance(action, SendVote):
-                    votes.append(action.raw)
-    return feeds, votes
-
-
-def test_a_standby_applies_only_final_blocks_and_does_not_vote() -> None:
+def test_a_standby_applies_only_final_blocks_does_not_vote_and_reads_no_tx() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
-    cores = {n: make_core(plan, n) for n in nodes}
-    feeds, votes = run_block(cores, anchors(plan, 5))
-    primaries = [cores[n].operator.key_id for n in nodes if n[1] == 0]
-    assert sorted(s for s, _ in feeds) == sorted(primaries)  # one each: all have standbys
-    standby, primary = cores[("inst-0", 1)], cores[("inst-0", 0)]
-    for sender, raw in feeds:
+    net = Network(plan, nodes)
+    net.feed_tx(anchors(plan, 5))
+    primaries = [net.cores[n].operator.key_id for n in nodes if n[1] == 0]
+    assert sorted(s for s, _ in net.feeds) == sorted(primaries)  # one each: all have standbys
+    standby = net.cores[("inst-0", 1)]
+    for sender, raw in net.feeds:
         assert standby.on_feed(sender, raw) == []
-    assert standby.cut_height == 0  # its primary's feed alone is not enough: not final
-    for offset, vote in enumerate(votes):
+    assert standby.cut_height == 0  # a primary's feed alone (before finality) is not enough
+    assert net.tx_given[("inst-0", 1)] == 0 and not standby.reads_tx  # D57
+    net.feeds = []
+    for offset, vote in enumerate(net.votes):
         actions = standby.on_vote(offset, vote)
         assert not [a for a in actions if isinstance(a, SendVote | SendFeed)]
     assert standby.cut_height == standby.final_height == 1
     assert standby.counters.applied == 1 and standby.voted_height == 0
+    primary = net.cores[("inst-0", 0)]
     assert standby.machine.state.root == primary.machine.state.root
     assert standby.final.final_state.root == standby.machine.state.root
+    assert standby.final.next_tx_offset == 5
+    assert net.tx_given[("inst-0", 1)] == 0 and not standby.reads_tx
 
 
-def test_a_feed_that_misses_the_final_hash_makes_the_standby_execute_the_block() -> None:
+def test_a_forged_feed_changes_nothing_and_the_real_one_is_applied() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0), ("inst-1", 1)]
-    cores = {n: make_core(plan, n) for n in nodes}
-    feeds, votes = run_block(cores, anchors(plan, 5))
-    standby, other = cores[("inst-0", 1)], cores[("inst-1", 1)]
-    (sender, raw) = next(f for f in feeds if f[0] == cores[("inst-0", 0)].operator.key_id)
-    forged = raw[:16] + bytes(32) + raw[48:]  # its first entry's tx id replaced
-    standby.on_feed(sender, forged)
-    other.on_feed(sender, raw)  # another institution's primary: not this standby's
-    assert not other.feeds.has(1)
-    for offset, vote in enumerate(votes):
-        standby.on_vote(offset, vote)
-    assert standby.final_height == 1
-    assert standby.counters.feed_misses == 1 and standby.counters.applied == 0
-    assert standby.counters.optimistic == 1  # executed against the final hash instead
-    assert standby.final.final_hash == cores[("inst-0", 0)].machine.last_hash
+    net = Network(plan, nodes)
+    standby, other = net.cores[("inst-0", 1)], net.cores[("inst-1", 1)]
+    primary = net.cores[("inst-0", 0)]
+    net.feed_tx(anchors(plan, 5))
+    ((sender, raw),) = [f for f in net.feeds if f[0] == primary.operator.key_id]
+    forged = raw[: -len(primary.executed[1].writes.encoded())] + WriteSet(entries=()).canonical()
+    root = standby.machine.state.root
+    standby.on_feed(sender, forged)  # written by anyone allowed to write the topic
+    assert standby.machine.state.root == root
+    net.deliver_votes()  # the real feeds, then the votes
+    assert standby.final_height == 1 and standby.counters.applied == 1
+    assert standby.counters.feed_misses == 0 and standby.following
+    assert standby.final.final_hash == primary.final.final_hash
+    assert not other.feeds.has(2)  # another institution's primary's feeds are not kept
+
+
+def test_a_feed_that_misses_the_final_hash_is_dropped_then_the_real_one_or_the_log_serves() -> None:
+    plan = consortium(4, operators=2, max_block_txs=5)
+    nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
+    net = Network(plan, nodes, route_feeds=False)
+    standby, primary = net.cores[("inst-0", 1)], net.cores[("inst-0", 0)]
+    txs = anchors(plan, 10)
+    net.feed_tx(txs[:5])
+    real = encode_feed(primary.executed[1])
+    forged = real[:60] + bytes(32) + real[92:]  # its first entry's tx id replaced
+    standby.on_feed(primary.operator.key_id, forged)  # the only feed when 1 becomes final
+    net.deliver_votes()
+    assert standby.final_height == 0 and standby.following  # nothing applied, nothing read
+    assert standby.counters.feed_misses == 1 and net.tx_given[("inst-0", 1)] == 0
+    standby.on_feed(primary.operator.key_id, real)  # the real one, late
+    assert standby.final_height == 1 and standby.counters.applied == 1
+    # a miss and no real feed: after the delay it executes the block from the tx log
+    net.feed_tx(txs[5:])
+    standby.on_feed(primary.operator.key_id, forged[:4] + (2).to_bytes(8, "big") + forged[12:])
+    net.deliver_votes()
+    assert standby.final_height == 1 and standby.counters.feed_misses == 2
+    delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
+    net.tick(0)
+    net.tick(delay)
+    assert standby.eager and standby.final_height == 2 and standby.counters.optimistic == 1
+    assert net.tx_given[("inst-0", 1)] == 5  # from the block boundary after height 1
+    assert standby.final.final_hash == primary.final.final_hash
 
 
 def test_one_operator_institutions_send_no_feeds() -> None:
@@ -193,17 +231,27 @@ def two_blocks_voted_over_one_delay(net: Network, plan: ConsortiumPlan) -> int:
     return delay
 
 
-def test_final_blocks_whose_feeds_are_late_run_without_them_and_the_standby_follows() -> None:
+def test_a_standby_without_feeds_catches_up_from_the_tx_log_and_follows_again() -> None:
     plan = consortium(4, operators=2, max_block_txs=5)
     nodes = [("inst-0", 0), ("inst-0", 1), ("inst-1", 0), ("inst-2", 0)]
     net = Network(plan, nodes, route_feeds=False)  # the primary votes; its feeds are lost
-    standby = net.cores[("inst-0", 1)]
+    standby, node = net.cores[("inst-0", 1)], ("inst-0", 1)
     delay = two_blocks_voted_over_one_delay(net, plan)
-    assert standby.cut_height == 0 and standby.following
-    net.tick(delay)
-    assert standby.following and standby.cut_height == standby.final_height == 2
-    assert standby.counters.feed_misses == 2 and standby.counters.optimistic == 2
-    assert standby.voted_height == 0
+    assert standby.cut_height == 0 and standby.following and net.tx_given[node] == 0
+    net.tick(delay)  # final blocks waited a delay without a feed: read the tx log, run them
+    assert standby.eager and standby.cut_height == standby.final_height == 2
+    assert net.tx_given[node] == 10 and standby.counters.optimistic == 2
+    assert standby.voted_height == 0  # they were final: no vote on history
+    txs = anchors(plan, 20)
+    net.feed_tx(txs[10:15])
+    net.deliver_votes()  # its primary votes on height 3: caught up, it follows again
+    assert standby.following and not standby.reads_tx and standby.final_height == 3
+    net.route_feeds = True
+    net.feed_tx(txs[15:20])
+    net.deliver_votes()
+    assert net.tx_given[node] == 15  # not one tx message more (D57)
+    assert standby.final_height == 4 and standby.counters.applied == 1
+    assert standby.final.final_hash == net.cores[("inst-0", 0)].final.final_hash
 
 
 def test_a_standby_whose_primary_votes_waits_for_finality_however_long() -> None:
