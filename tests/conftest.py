@@ -7,6 +7,7 @@ session ends. Tests isolate themselves by topic names, consumer groups and datab
 from __future__ import annotations
 
 import shutil
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -22,6 +23,13 @@ from infra.prometheus_server import Prometheus
 from infra.settings import Settings
 
 T = TypeVar("T")
+
+# A suite started in the background by a non-interactive shell (`cmd &`, nohup) inherits
+# SIGINT ignored, and so would every command a test starts: the tests that interrupt `up`
+# or `explorer` as Ctrl-C does would then see no interruption at all. Python gives a
+# child the default disposition when this process has a handler of its own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
