@@ -158,6 +158,15 @@ def _align(admin: Any, name: str, config: dict[str, str], timeout: float) -> Non
         admin.incremental_alter_configs([resource], request_timeout=timeout)[resource].result()
     except KafkaException as exc:
         raise TopicError(f"cannot set the configuration of {name}: {exc}") from exc
+    # The broker acknowledges before its described configuration shows the change.
+    deadline = time.monotonic() + timeout
+    while True:
+        current = _topic_config(admin, name, deadline)
+        if all(current[key].value == value for key, value in config.items()):
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"{name} did not take its new configuration in {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def wait_visible(admin: Any, names: Sequence[str], *, timeout: float = 30.0) -> None:
