@@ -1,8 +1,10 @@
 """Consensus throughput and finality latency on this machine, against a real broker.
 
-Starts a private single-node Kafka, warms it up (``--warmup`` transactions through a
-1-institution chain, not measured: a fresh broker spends several core-seconds compiling its
-hot paths), then for 1 and for 4 institutions (one validator process
+Starts a private single-node Kafka, warms it up (``--warmup`` transactions through a chain
+of the largest measured shape, the most institutions and operators, not measured: a fresh
+broker spends several core-seconds compiling its hot paths, and a warm-up of one validator
+left the paths of many consumers and of ``pantheon.feeds`` to be compiled during the
+measured bursts, D64), then for 1 and for 4 institutions (one validator process
 each): a burst of pre-signed transactions for throughput, and a paced run at half that rate
 for latency. Latency is measured per transaction from its produce call to the first receipt
 for it on ``pantheon.receipts``. Also prints the single-core Ed25519 verify rate and the
@@ -35,6 +37,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.broker_cpu import GROUPS, BrokerThreads, difference
 from bench.stages import STAGES, institutions_of, stages
 from bench.traffic import per_tx, topic_traffic
 from harness.stack_fixtures import private_settings
@@ -317,6 +320,7 @@ def run_case(
         )
         topics = ("tx", "votes", "blocks", "receipts", "feeds")
         traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
+        threads_before = (broker_threads := BrokerThreads(brokers)).sample()  # D64
         cpu_before = cpu_snapshot(pids, brokers, standbys)
         began = time.time()
         record = sent_at(ids, sent)
@@ -324,7 +328,7 @@ def run_case(
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
         settled(work / prefix, len(procs))  # the CPU of every validator's share of the burst
-        cpu_after = cpu_snapshot(pids, brokers, standbys)
+        cpu_after, threads_after = cpu_snapshot(pids, brokers, standbys), broker_threads.sample()
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         send(
@@ -365,6 +369,7 @@ def run_case(
             "wall": last - began,
             "traffic": traffic,
             **{f"cpu {k}": v for k, v in cpu.items()},
+            "broker groups": difference(threads_before, threads_after),
         }
     finally:
         stop_all(procs)
@@ -413,8 +418,8 @@ def main() -> None:
         "--warmup",
         type=int,
         default=10000,
-        help="transactions through a 1-institution chain first, not measured (a fresh "
-        "broker spends several core-seconds compiling its hot paths)",
+        help="transactions through a chain of the largest measured shape first, not "
+        "measured (a fresh broker spends several core-seconds compiling its hot paths)",
     )
     args = parser.parse_args()
     settings = private_settings()
@@ -425,18 +430,20 @@ def main() -> None:
         data_dirs = [node.data_dir for node in cluster.nodes]
         # This machine's speed drifts (shared host): the verify rate is measured before and
         # after every case, and the ceiling uses the best figure, so the ratio errs low.
-        if args.warmup > 0:
+        per_inst = [int(x) for x in args.operators.split(",")]
+        sizes = [int(x) for x in args.institutions.split(",")]
+        if args.warmup > 0:  # every path the measured cases use: many consumers, feeds (D64)
             run_case(
                 settings.bootstrap_servers,
                 settings.state_dir,
-                1,
+                max(sizes),
                 args.warmup,
                 brokers=brokers,
                 workers=0,
+                operators=max(per_inst),
             )
         rates = [verify_rate(2.0)]
-        per_inst = [int(x) for x in args.operators.split(",")]
-        for n in [int(x) for x in args.institutions.split(",")]:
+        for n in sizes:
             by_ops: dict[int, tuple[float, float]] = {}
             for ops in per_inst:
                 by_ops[ops] = report_case(
@@ -526,6 +533,13 @@ def report_case(
         f"{1e6 * r['cpu validators'] / finalized:.0f} us = "
         f"{rate * r['cpu validators'] / finalized:.2f} x one verify ({1e6 / rate:.0f} us); "
         f"broker {1e6 * r['cpu broker'] / args.txs:.0f} us per tx"
+    )
+    groups = r["broker groups"]
+    without_jit = r["cpu broker"] - groups["JIT compiler"]
+    print(
+        "  broker CPU by thread group: "
+        + ", ".join(f"{g} {groups[g]:.2f} s" for g in GROUPS)
+        + f"; without its JIT compiler {1e6 * without_jit / args.txs:.0f} us per tx"
     )
     if ops > 1:
         print(
