@@ -571,7 +571,8 @@ def print_details(details: dict[str, Any]) -> None:
         print(
             f"  {status['institution']}/{status['operator']}: GC pauses by generation "
             f"{gc_stats.get('count')} (total ms {gc_stats.get('total_ms')}, max ms "
-            f"{gc_stats.get('max_ms')}); snapshots: longest stall of the loop "
+            f"{gc_stats.get('max_ms')}, of CPU {gc_stats.get('max_cpu_ms')}); snapshots: "
+            "longest stall of the loop "
             f"{status.get('snapshot_stall_ms_max')} ms, longest from begun to stored "
             f"{status.get('snapshot_write_ms_max')} ms"
         )
