@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.consortium import Consortium, new_key
-from ledger.key_proofs import rotate_key_args
+from ledger.key_proofs import register_identity_args, rotate_key_args
 from ledger.members import key_key
 from ledger.results import ResultCode
 from tests.integration.test_consensus import check_chain, tx_id, wait_included
@@ -31,7 +31,9 @@ def _rotate_through_the_validators(c: Consortium) -> None:
     c.start_all()
     c.wait_ready(c.institutions)
     gov, device, new, thief = c.gov_key("inst-1"), new_key(), new_key(), new_key()
-    register = {"public_key": device.public_key, "kind": "DEVICE", "label": "d"}
+    register = register_identity_args(
+        device, chain_id=c.chain_id, institution_id="inst-1", kind="DEVICE", label="d"
+    )
     registered = c.tx(gov, "RegisterIdentity", register)
     c.send([registered])
     wait_included(c, Counter([tx_id(registered)]))
