@@ -19,6 +19,11 @@ Usage::
         new_key = KeyPair.from_seed(new_seed)
         client.submit("RotateKey", rotate_key_args(new_key, chain_id="pantheon-main",
                       key_id=key.key_id, old_public_key=key.public_key))
+        # so does every key registered (D63): register_identity_args, add_operator_args,
+        # propose_member_args of ledger.key_proofs, which name the institution too
+        client.submit("RegisterIdentity", register_identity_args(device_key,
+                      chain_id="pantheon-main", institution_id="acme", kind="DEVICE",
+                      label="sensor-7"))
 
 Theory of operation
 -------------------

@@ -33,12 +33,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY
 
-from harness.projections_support import SimChain
+from harness.projections_support import CHAIN_ID, SimChain
 from infra.postgres_server import Postgres
 from ledger import iam_time
 from ledger.iam_authz import AuthzState, PrincipalFlags
 from ledger.iam_events import IamGate, KeyHistory, Opened, Refusal, sign_event
 from ledger.iam_time import LOG_APPEND_TIME, ChainClock
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from runtime.kafka_config import admin_config, consumer_config, producer_config
 from tests.integration.test_iam_trust import (
@@ -166,7 +167,9 @@ def test_a_revoked_key_cannot_backdate_past_s_with_no_later_iam_change(
     w, ticker = timed
     spare = KeyPair.from_seed(os.urandom(32))
     gov = w.sim.gov(INST)
-    register = {"public_key": spare.public_key, "kind": "SERVICE", "label": "iam-spare"}
+    register = register_identity_args(
+        spare, chain_id=CHAIN_ID, institution_id=INST, kind="SERVICE", label="iam-spare"
+    )
     registered = ticker.submit([w.sim.tx(gov, "RegisterIdentity", register)])
     revoked = ticker.submit([w.sim.tx(gov, "RevokeIdentity", {"key_id": spare.key_id})])
     w.wait_height(revoked)
