@@ -14,10 +14,13 @@ Each entry maps ``(GraphQL type, field)`` to how :mod:`gateway.sql_json` renders
   arguments into (variant, SQL parameters) with the same checks and defaults as the
   resolver (a bad argument raises, so the operation falls back and graphene reports it).
 
-A field that is not listed (floats, decoded envelopes, anything needing Python, the fields
-of ``me``) keeps its root field on the Python plan. The gateway checks no certificate on
-this path: it serves rows as stored, and the explorer verifies them (D39, D49), so a row
-built by PostgreSQL is what the Python path would have served.
+A field that is not listed (decoded envelopes, anything needing Python, the fields of
+``me``) keeps its root field on the Python plan. ``summary`` is listed (D65): its
+``recentTps`` is read as the aggregates of the resolver and finished by the resolver's own
+arithmetic in Python, since a rounded float is not something SQL reproduces exactly.
+The gateway checks no certificate on this path: it serves rows as stored, and the explorer
+verifies them (D39, D49), so a row built by PostgreSQL is what the Python path would have
+served.
 """
 
 from __future__ import annotations
@@ -28,15 +31,22 @@ from typing import Any
 
 from gateway.context import decode_cursor, hex_bytes
 from gateway.errors import GatewayError
+from gateway.state_types import recent_tps
 from ledger.results import ResultCode
 from projections.read.model import BIG
+from projections.read.queries import RECENT_BLOCKS, throughput_of
 
 Params = Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
+    """``expr`` is the field's JSON value; with ``finish``, it is the input of that function,
+    whose result the field's own ``serialize`` turns into the value (for what only Python
+    computes exactly, such as a rounded float)."""
+
     expr: str
+    finish: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,18 @@ def cursor_sql(kind: str, *columns: str) -> str:
     """SQL of :func:`gateway.context.encode_cursor` (base64url without padding)."""
     text = " || ':' || ".join([f"'{kind}'", *(f"{{x}}.{c}::text" for c in columns)])
     return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), '+/', '-_'), '=')"
+
+
+def _recent_tps(raw: list[Any]) -> float:
+    """``recentTps`` from the aggregates the SQL reads, by the resolver's own arithmetic."""
+    return recent_tps(throughput_of(*raw))
+
+
+_RECENT = (
+    "(SELECT json_build_array(count(*), coalesce(sum(r.tx_count), 0), min(r.timestamp_ms), "
+    "max(r.timestamp_ms)) FROM (SELECT tx_count, timestamp_ms FROM chain.blocks "
+    f"ORDER BY height DESC LIMIT {RECENT_BLOCKS}) r)"
+)
 
 
 def _page_size(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,6 +202,7 @@ _KEYS = {
 
 FIELDS: dict[str, dict[str, Spec]] = {
     "Query": {
+        "summary": One("ChainSummary", "chain.meta", _ONE),
         "blocks": Page(
             "Block",
             "chain.blocks",
@@ -237,6 +260,18 @@ FIELDS: dict[str, dict[str, Spec]] = {
             cursor_sql("p", "height", "position"),
             _block_entries,
         ),
+    },
+    "ChainSummary": {
+        "chainId": plain("chain_id"),
+        "height": int4("height"),
+        "finalHeight": int4("height"),
+        "lastHash": hexed("last_hash"),
+        "txCount": plain("tx_count"),
+        "okCount": plain("ok_count"),
+        "institutionCount": Leaf(
+            "(SELECT count(*) FROM chain.institutions WHERE status = 'ACTIVE')::int4"
+        ),
+        "recentTps": Leaf(_RECENT, finish=_recent_tps),
     },
     "QuorumCertificate": {
         "height": int4("height"),
