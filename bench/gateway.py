@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -323,7 +325,7 @@ def report(run: LoadResult, cpu: dict[str, float], warm: LoadResult, workers: in
     print(f"  errors     {len(errors)}" + (f"  first: {errors[0]}" if errors else ""))
 
 
-def main() -> None:  # noqa: PLR0915 (one linear script)
+def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         sys.exit(serve(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -357,18 +359,41 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     )
     args = parser.parse_args()
     live = args.live if args.live > 0 or args.mode == "dashboard" else 0.5
+    with filled_chain(args.blocks_of) as (chain, postgres, work):
+        _measure(args, live, chain, postgres, work)
+
+
+@contextmanager
+def filled_chain(blocks_of: int) -> Iterator[tuple[ChainFixture, Postgres, Path]]:
+    """A private Kafka and PostgreSQL, an institution database filled through the real
+    pipeline (``blocks_of`` anchors, finalized and projected) and a work directory; all
+    stopped and removed afterwards."""
     settings = private_settings()
     kafka, postgres = KafkaCluster(settings), Postgres(settings)
     work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    proc = None
     chain = None
     try:
         kafka.start()
         postgres.start()
         chain = ChainFixture(settings.bootstrap_servers, postgres.dsn("postgres"), work)
-        chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(args.blocks_of)])
+        chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(blocks_of)])
         chain.height = chain.sim.finalize()
         chain.wait_projected(chain.height)
+        yield chain, postgres, work
+    finally:
+        if chain is not None:
+            chain.close()
+        kafka.stop()
+        postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def _measure(  # noqa: PLR0915 (one linear script)
+    args: argparse.Namespace, live: float, chain: ChainFixture, postgres: Postgres, work: Path
+) -> None:
+    proc = None
+    try:
         token = chain.tokens.token(("chain:read",))
         jwks_file = work / "jwks.json"
         jwks_file.write_text(json.dumps(chain.tokens.ring.jwks()))
@@ -470,12 +495,6 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
         if proc is not None:
             proc.terminate()
             proc.wait(15)
-        if chain is not None:
-            chain.close()
-        kafka.stop()
-        postgres.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

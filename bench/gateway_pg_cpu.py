@@ -26,22 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
 
 from bench.consensus import cpu_seconds
-from bench.gateway import QUERY, mix_bodies
-from harness.gateway_support import INSTITUTION, ChainFixture
-from harness.projections_support import anchor
-from harness.stack_fixtures import private_settings
-from infra.kafka_server import KafkaCluster
-from infra.postgres_server import Postgres
+from bench.gateway import QUERY, filled_chain, mix_bodies
+from harness.gateway_support import INSTITUTION
 
 _PARAM = re.compile(r"%\((\w+)\)s|%s")
 
@@ -145,17 +138,7 @@ def main() -> None:
     parser.add_argument("--python-plan", action="store_true", help="Engine(sql_json=False)")
     parser.add_argument("--no-explain", action="store_true")
     args = parser.parse_args()
-    settings = private_settings()
-    kafka, postgres = KafkaCluster(settings), Postgres(settings)
-    work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    chain = None
-    try:
-        kafka.start()
-        postgres.start()
-        chain = ChainFixture(settings.bootstrap_servers, postgres.dsn("postgres"), work)
-        chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(args.blocks_of)])
-        chain.height = chain.sim.finalize()
-        chain.wait_projected(chain.height)
+    with filled_chain(args.blocks_of) as (chain, _postgres, _work):
         bodies = (
             mix_bodies(chain.dsn, chain.height)
             if args.mode == "mix"
@@ -168,13 +151,6 @@ def main() -> None:
         show = not args.no_explain
         sql_json = not args.python_plan
         measure(chain.dsn, chain.tokens, bodies, args.rounds, sql_json=sql_json, show=show)
-    finally:
-        if chain is not None:
-            chain.close()
-        kafka.stop()
-        postgres.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -263,11 +263,16 @@ def _leaf(expr: str, name: str) -> Render:
 
 
 def _finished(finish: Finish, definition: GraphQLField) -> Finish:
-    """``finish``, then the field's own ``serialize`` (null stays null)."""
+    """``finish``, then the field's own ``serialize`` (a null, in or out, stays null)."""
     serialize = getattr(_named(definition.type), "serialize", None)
     if serialize is None:
         raise NotSql("a finished leaf that is not a scalar")
-    return lambda raw: None if raw is None else serialize(finish(raw))
+
+    def finished(raw: Any) -> Any:
+        value = None if raw is None else finish(raw)
+        return None if value is None else serialize(value)  # as graphql-core completes
+
+    return finished
 
 
 def _where(where: Mapping[str, str], variants: Variants, node_id: int, alias: str) -> str:

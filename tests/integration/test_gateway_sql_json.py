@@ -34,6 +34,12 @@ QUERIES = {
         "blocks(first: 15) { edges { node { height hash txCount okCount timestamp } } } "
         f"transactions(first: 15) {{ edges {{ node {{ {TX} }} }} }} }}"
     ),
+    "explorer": (  # gateway/static/explorer.js's dashboard, with the envelope
+        f"{{ summary {{ {SUMMARY} }} blocks(first: 60) {{ edges {{ node {{ height hash txCount "
+        "okCount timestamp timestampMs } } } transactions(first: 15) { edges { node { txId "
+        "height position result sender operation arguments envelope senderIdentity { role "
+        "institutionId label } } } } }"
+    ),
     "summaries": (
         "{ s: summary { __typename t: recentTps h: height recentTps i: institutionCount } "
         "summary { lastHash okCount } }"
@@ -110,6 +116,7 @@ def samples(dsn: str) -> dict[str, str]:
 def run_all(pool: ConnectionPool[Any], chain: ChainFixture, s: dict[str, str]) -> None:
     three_ways(pool, chain, QUERIES["dashboard"])
     three_ways(pool, chain, QUERIES["summaries"])
+    three_ways(pool, chain, QUERIES["explorer"])
     cursor = None
     for n in (3, 1, 0, -1, 12):
         page = three_ways(pool, chain, QUERIES["aliases"], n=n, after=cursor)
@@ -167,10 +174,25 @@ def test_altered_rows_are_served_as_the_reference_serves_them(chain: ChainFixtur
             "FROM (SELECT max(height) AS top FROM chain.blocks) n WHERE b.height > n.top - 20"
         )
         conn.execute("UPDATE chain.meta SET tx_count = %s, ok_count = -1", (2**62,))
+        # envelopes that do not decode, or are missing (arguments null)
+        conn.execute(
+            "UPDATE chain.transactions SET envelope = CASE WHEN position = 0 THEN NULL "
+            "ELSE '\\x00ff'::bytea END WHERE height = (SELECT max(height) FROM chain.blocks)"
+        )
         conn.execute("UPDATE chain.institutions SET status = 'REMOVED'")
     run_all(chain.pool, chain, s)
     summary = three_ways(chain.pool, chain, QUERIES["dashboard"])
     assert b'"institutionCount":0,"recentTps":0.004}' in summary, summary[:300].decode()
+    # a time the resolver's float arithmetic rounds (the last millisecond of year 9999):
+    # the SQL path refuses it and graphene answers as the reference
+    with psycopg.connect(chain.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE chain.blocks SET timestamp_ms = 253402300799999 WHERE height = 2")
+    try:
+        far = three_ways(chain.pool, chain, QUERIES["explorer"])
+        assert b'"timestampMs":253402300799999.0' in far and b'"9999-12-31T23:59:59.' in far
+    finally:
+        with psycopg.connect(chain.dsn, autocommit=True) as conn:
+            conn.execute("UPDATE chain.blocks SET timestamp_ms = 1000000000 WHERE height = 2")
     body = three_ways(chain.pool, chain, QUERIES["address"], k=s["sender"])
     assert "ünïcode 😀".encode() in body
     assert str(2**63 - 1).encode() in body
@@ -245,3 +267,15 @@ def test_page_sizes_beyond_the_kept_texts(chain: ChainFixture) -> None:
         assert body == encode(python.run(python.prepare(query, {"n": n}, None, claims), claims))
         assert body.count(b'"cursor"') == max(0, min(n, chain.height))
     assert with_sql.fallbacks == 0
+
+
+def test_the_explorer_dashboard_is_one_statement(chain: ChainFixture) -> None:
+    """D65: every root field of the explorer's dashboard is on the SQL path, the decoded
+    arguments and ``timestampMs`` finished in Python from what the statement read."""
+    claims = chain.tokens.verifier.verify(chain.tokens.token(("chain:read",)))
+    engine = Engine(Services(institution=INSTITUTION, pool=chain.pool), Limits())
+    prepared = engine.prepare(QUERIES["explorer"], {}, None, claims)
+    assert prepared.plan is not None and prepared.plan.sql is not None
+    assert prepared.plan.sql.keys == ("summary", "blocks", "transactions")
+    body = three_ways(chain.pool, chain, QUERIES["explorer"])
+    assert b'"arguments":"{' in body and b'"timestampMs":1' in body
