@@ -1,9 +1,9 @@
 """PostgreSQL's CPU per uncached explorer query, measured on the server's own clock (D65).
 
 Starts a private Kafka and PostgreSQL, fills an institution database as ``bench.gateway``
-does, then runs the query (``--mode dashboard`` or ``mix``) ``--rounds`` times, one at a
-time, through the gateway's :class:`~gateway.engine.Engine` on ONE pooled connection (no
-response cache), and prints:
+does, then runs the query (``--mode dashboard``, ``explorer`` or ``mix``) ``--rounds``
+times, one at a time, through the gateway's :class:`~gateway.engine.Engine` on ONE pooled
+connection (no response cache), and prints:
 
 * the CPU time of that connection's PostgreSQL backend per request (``/proc/<pid>/stat``
   of the backend: it counts parsing, planning, execution and the protocol, and not the
@@ -17,7 +17,7 @@ response cache), and prints:
 ``--python-plan`` runs the Python plan (``Engine(sql_json=False)``, as before D59) instead.
 To measure another checkout, copy this file into its ``bench/`` and run it there.
 
-    python -m bench.gateway_pg_cpu [--mode dashboard|mix] [--rounds 3000] [--python-plan]
+    python -m bench.gateway_pg_cpu [--mode dashboard|explorer|mix] [--rounds 3000] [--python-plan]
                                    [--no-explain]
 """
 
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from bench.consensus import cpu_seconds
-from bench.gateway import QUERY, filled_chain, mix_bodies
+from bench.gateway import MODES, bodies_for, filled_chain
 from harness.gateway_support import INSTITUTION
 
 _PARAM = re.compile(r"%\((\w+)\)s|%s")
@@ -132,18 +132,14 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("dashboard", "mix"), default="dashboard")
+    parser.add_argument("--mode", choices=tuple(MODES), default="dashboard")
     parser.add_argument("--rounds", type=int, default=3000)
     parser.add_argument("--blocks-of", type=int, default=2000, help="anchors to project first")
     parser.add_argument("--python-plan", action="store_true", help="Engine(sql_json=False)")
     parser.add_argument("--no-explain", action="store_true")
     args = parser.parse_args()
     with filled_chain(args.blocks_of) as (chain, _postgres, _work):
-        bodies = (
-            mix_bodies(chain.dsn, chain.height)
-            if args.mode == "mix"
-            else [json.dumps({"query": QUERY}).encode()]
-        )
+        bodies = bodies_for(args.mode, chain.dsn, chain.height)
         print(
             f"gateway PostgreSQL CPU: {args.mode}, {args.rounds} requests one at a time, "
             f"{'Python plan' if args.python_plan else 'SQL plan'}, {chain.height} blocks"

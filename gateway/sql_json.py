@@ -26,7 +26,7 @@ fields with anything unlisted stay on the Python plan.
   other value is a bound parameter.
 * A leaf only Python computes exactly (``recentTps``, a rounded float) is read as the
   inputs of its resolver's arithmetic and finished in Python after the statement
-  (:class:`gateway.sql_fields.Leaf` ``finish``), then serialized by its own scalar type.
+  (:class:`gateway.sql_fields.Leaf` ``finish``, :mod:`gateway.sql_finish`).
 * What it does not change: limits and permissions are checked in
   :meth:`gateway.engine.Engine.prepare` before any path runs; a failing statement (a
   GraphQL ``Int`` out of range is cast to ``int4`` and fails) makes the operation fall
@@ -56,6 +56,7 @@ from graphql import (
 from graphql.execution.values import get_argument_values
 
 from gateway.sql_fields import FIELDS, Leaf, Many, One, Page, Params, Same, Spec
+from gateway.sql_finish import Finished, Path, then_serialize
 from projections.read import Conn
 
 
@@ -71,8 +72,6 @@ class Variant:
 
 Variants = Mapping[int, Variant]
 Render = Callable[[Variants, str], str]  # (variants, parent row alias) -> SQL of the JSON
-Path = tuple[str, ...]  # response keys from a root field's value to a leaf (lists crossed)
-Finish = Callable[[Any], Any]
 _PLAIN = Variant()
 _SIZES = ("limit", "first")
 _MAX_TEXTS = 64  # statement texts kept per plan (more variants are made per request)
@@ -94,16 +93,6 @@ class _Bound:
     node: FieldNode
     params: Params
     prefix: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Finish:
-    """A leaf finished in Python: the function runs on the value PostgreSQL gave at
-    ``path`` (in every element of the lists on the way) under root key ``key``."""
-
-    key: str
-    path: Path
-    finish: Finish
 
 
 def _named(type_: Any) -> GraphQLNamedType:
@@ -152,7 +141,7 @@ class _Compiler:
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self.bound: list[_Bound] = []
-        self.finishes: list[_Finish] = []
+        self.finishes: list[Finished] = []
         self.count = 0
 
     def object(
@@ -183,7 +172,11 @@ class _Compiler:
             if sel.selection_set is not None or sel.arguments:
                 raise NotSql("a leaf with a selection")
             if spec.finish is not None:
-                self.finishes.append(_Finish(path[0], path[1:], _finished(spec.finish, definition)))
+                serialize = getattr(_named(definition.type), "serialize", None)
+                if serialize is None:
+                    raise NotSql("a finished leaf that is not a scalar")
+                finish = then_serialize(spec.finish, serialize)
+                self.finishes.append(Finished(path[0], path[1:], finish))
             return _leaf(spec.expr, "a")
         if isinstance(spec, Same):
             named = self._object_type(definition, spec.type_name)
@@ -260,19 +253,6 @@ class _Compiler:
 def _leaf(expr: str, name: str) -> Render:
     """A scalar expression over the row alias called ``{a}`` (parent) or ``{x}`` (own)."""
     return lambda _v, alias: expr.format(**{name: alias})
-
-
-def _finished(finish: Finish, definition: GraphQLField) -> Finish:
-    """``finish``, then the field's own ``serialize`` (a null, in or out, stays null)."""
-    serialize = getattr(_named(definition.type), "serialize", None)
-    if serialize is None:
-        raise NotSql("a finished leaf that is not a scalar")
-
-    def finished(raw: Any) -> Any:
-        value = None if raw is None else finish(raw)
-        return None if value is None else serialize(value)  # as graphql-core completes
-
-    return finished
 
 
 def _where(where: Mapping[str, str], variants: Variants, node_id: int, alias: str) -> str:
@@ -363,17 +343,6 @@ def _page_info(sel: FieldNode, node_id: int, cursor: str) -> Render:
     return _object(parts)
 
 
-def _apply(value: Any, path: Path, finish: Finish) -> Any:
-    """``value`` with ``finish`` applied at ``path`` (in each element of a list on the way)."""
-    if not path:
-        return finish(value)
-    if isinstance(value, list):
-        return [_apply(item, path, finish) for item in value]
-    if isinstance(value, dict):
-        value[path[0]] = _apply(value[path[0]], path[1:], finish)
-    return value  # None: an absent object has no leaves
-
-
 @dataclass(slots=True)
 class SqlPlan:
     """The root fields of an operation that one statement answers, by response key."""
@@ -381,7 +350,7 @@ class SqlPlan:
     keys: tuple[str, ...]
     renders: tuple[Render, ...]
     bound: tuple[_Bound, ...]
-    finishes: tuple[_Finish, ...] = ()
+    finishes: tuple[Finished, ...] = ()
     _texts: dict[tuple[Variant, ...], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -417,8 +386,8 @@ class SqlPlan:
             key: None if value is None else orjson.loads(value)  # a One without its row
             for key, value in zip(self.keys, row, strict=True)
         }
-        for f in self.finishes:
-            out[f.key] = _apply(out[f.key], f.path, f.finish)
+        for finished in self.finishes:
+            finished.apply(out)
         return out
 
 
