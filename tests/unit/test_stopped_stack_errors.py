@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from infra.cli import main
+from infra.consortium import Consortium
+from infra.settings import Settings
+from infra.simulate import runner
 from runtime.cli_args import one_line
+from streams.receipts import ReceiptWatcher
 
 
 @pytest.fixture
@@ -36,6 +41,21 @@ def test_simulate_that_cannot_run_exits_2(
     assert main(["simulate", "--seconds", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pantheon simulate: error: "), err
+
+
+def test_simulate_on_a_stopped_broker_says_so_in_one_line(
+    stopped: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consortium exists but its broker does not answer: the SDK's error, with Kafka's
+    text rather than ``KafkaError{...}`` (D60), where Kafka should be, exit 2. (The real
+    watcher, giving up on the broker after 0.5 s instead of 10 s.)"""
+    Consortium(Settings.from_env()).ensure_genesis()
+    monkeypatch.setattr(runner, "ReceiptWatcher", partial(ReceiptWatcher, timeout=0.5))
+    assert main(["simulate", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("pantheon simulate: error: cannot read pantheon.blocks: "), err
+    assert "KafkaError{" not in err and "(Kafka at 127.0.0.1:1; `" in err, err
 
 
 def test_a_kafka_error_is_its_text_not_its_repr() -> None:
