@@ -63,7 +63,7 @@ from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from ledger.outcomes import SetSource
 from ledger.tx import DEFAULT_MAX_TX_BYTES, parse_tx, sign_tx
-from runtime.kafka_config import producer_config
+from runtime.kafka_config import error_text, producer_config
 from runtime.topics import DEFAULT_PREFIX
 from streams.receipts import (
     OutcomeUnverifiable,
@@ -203,7 +203,7 @@ class LedgerClient:
                     raise SubmitError("producer queue stayed full") from exc
                 self._producer.poll(0.1)
             except KafkaException as exc:
-                raise SubmitError(f"produce refused: {exc}") from exc
+                raise SubmitError(f"produce refused: {error_text(exc)}") from exc
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:

@@ -10,7 +10,6 @@ with no chain at all.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -78,15 +77,6 @@ QUERIES = {
         'services: identities(institution: $i, role: "SERVICE") { keyId } }'
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def chain(
-    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChainFixture]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("gws"))
-    yield fixture
-    fixture.close()
 
 
 def three_ways(pool: ConnectionPool[Any], chain: ChainFixture, query: str, **v: Any) -> bytes:

@@ -161,10 +161,9 @@ def test_a_far_future_key_height_is_refused_once_the_chain_passes_append_plus_s(
     assert iam_position(w) > offset + 1 and w.running.iam.waiting_for == 0
 
 
-def test_a_revoked_key_cannot_backdate_past_s_with_no_later_iam_change(
-    timed: tuple[World, Ticker],
-) -> None:
-    w, ticker = timed
+def revoked_spare_key(w: World, ticker: Ticker) -> tuple[KeyPair, int, int]:
+    """A SERVICE key of INST registered then revoked, in two blocks the chain projection
+    has reached: the key, the height that registered it and the one that revoked it."""
     spare = KeyPair.from_seed(os.urandom(32))
     gov = w.sim.gov(INST)
     register = register_identity_args(
@@ -173,6 +172,14 @@ def test_a_revoked_key_cannot_backdate_past_s_with_no_later_iam_change(
     registered = ticker.submit([w.sim.tx(gov, "RegisterIdentity", register)])
     revoked = ticker.submit([w.sim.tx(gov, "RevokeIdentity", {"key_id": spare.key_id})])
     w.wait_height(revoked)
+    return spare, registered, revoked
+
+
+def test_a_revoked_key_cannot_backdate_past_s_with_no_later_iam_change(
+    timed: tuple[World, Ticker],
+) -> None:
+    w, ticker = timed
+    spare, registered, revoked = revoked_spare_key(w, ticker)
     time.sleep(S_MS / 1000 + 0.5)  # more than S after the revocation block's stamp
     # signed at a height where the key was active; nothing was applied since the revoke
     backdated = sign_event(spare, INST, registered, group_event("backdated-spare", w.root))
