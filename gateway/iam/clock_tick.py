@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.hashing import sha256
 from ledger.iam_events import SERVICE_ROLE
-from ledger.iam_time import GENESIS_MS
+from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
 
@@ -69,6 +70,25 @@ def tick_due(*, latest_ms: int, claimed_ms: int, after_ms: int) -> bool:
     return latest_ms <= after_ms and claimed_ms <= after_ms
 
 
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a batch of delivered IAM messages needs: a certified block stamped after
+    ``after_ms``; ``appended_ms`` is the latest append time, of message ``index``."""
+
+    after_ms: int
+    appended_ms: int
+    index: int
+
+
+def need_of(stamps: Sequence[tuple[int, int]], skew_ms: int) -> Need | None:
+    """The :class:`Need` of messages with these ``(timestamp type, ms)`` delivery stamps, or
+    None if any is not the broker's append time (the readers refuse those anyway)."""
+    if not stamps or any(kind != LOG_APPEND_TIME for kind, _ in stamps):
+        return None
+    appended, index = max((ms, i) for i, (_, ms) in enumerate(stamps))
+    return Need(after_ms=appended - skew_ms, appended_ms=appended, index=index)
+
+
 def tick_args(institution: str, appended_ms: int, digest: bytes) -> dict[str, Any]:
     """The tick's ``AnchorData``: an id of the institution and the append time it is for (a
     data id is written once, chain-wide), the SHA-256 of the IAM message that waits."""
@@ -88,6 +108,9 @@ class ClockTicker:
     pool: ConnectionPool[Any]
     producer: Producer
     timeout_s: float
+
+    def __post_init__(self) -> None:
+        TICKS.labels(self.institution)  # the series exists from the start, at 0
 
     def ensure_block_after(
         self, key: KeyPair, *, after_ms: int, appended_ms: int, message: bytes

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from psycopg_pool import ConnectionPool
 
 from gateway.iam import store
-from gateway.iam.clock_tick import ClockTicker
+from gateway.iam.clock_tick import ClockTicker, need_of
 from gateway.iam.errors import NotApplied
 from gateway.iam.signing import IamSigner
 from ledger import iam_time
@@ -71,16 +71,13 @@ class IamPublisher:
     def _move_clock(self, results: list[Message], signer: IamSigner) -> None:
         """D62: readers decide a message appended at ``a`` once a certified block is stamped
         after ``a - S``; on an idle chain, have one certified (at most one tick)."""
-        if self.ticker is None:
+        need = need_of([m.timestamp() for m in results], iam_time.SKEW_MS)  # S read now
+        if self.ticker is None or need is None:
             return
-        stamps = [m.timestamp() for m in results]
-        if any(kind != iam_time.LOG_APPEND_TIME for kind, _ in stamps):
-            return  # not stamped by the broker: its readers refuse the events anyway
-        appended, index = max((ms, i) for i, (_, ms) in enumerate(stamps))
-        value = results[index].value()
+        value = results[need.index].value()
         self.ticker.ensure_block_after(
             signer.key,
-            after_ms=appended - iam_time.SKEW_MS,  # read now, as the readers do
-            appended_ms=appended,
+            after_ms=need.after_ms,
+            appended_ms=need.appended_ms,
             message=value if isinstance(value, bytes) else b"",
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.iam.clock_tick import TICK_OPERATION, tick_args, tick_due
+from gateway.iam.clock_tick import TICK_OPERATION, Need, need_of, tick_args, tick_due
 from ledger.hashing import sha256
+from ledger.iam_time import LOG_APPEND_TIME
 from tests.unit.chain_helpers import Driver, consortium, key
 
 
@@ -24,6 +25,15 @@ def test_a_tick_is_due_only_when_neither_the_chain_nor_a_tick_covers_the_time(
     latest_ms: int, claimed_ms: int, due: bool
 ) -> None:
     assert tick_due(latest_ms=latest_ms, claimed_ms=claimed_ms, after_ms=1_000) is due
+
+
+def test_the_need_of_delivered_messages_is_their_latest_append_time_minus_s() -> None:
+    stamps = [(LOG_APPEND_TIME, 5_000), (LOG_APPEND_TIME, 7_000), (LOG_APPEND_TIME, 6_000)]
+    assert need_of(stamps, 1_500) == Need(after_ms=5_500, appended_ms=7_000, index=1)
+    # a stamp the writer chose (or none): the readers refuse the message, nothing to move
+    assert need_of([*stamps, (1, 9_000)], 1_500) is None
+    assert need_of([(0, -1)], 1_500) is None
+    assert need_of([], 1_500) is None
 
 
 def test_the_tick_is_an_accepted_anchor_of_the_iam_service_key() -> None:
