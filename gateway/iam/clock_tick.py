@@ -120,7 +120,7 @@ class ClockTicker:
         was sent."""
         try:
             with self.pool.connection() as conn, conn.transaction():
-                return self._tick_locked(conn, key, after_ms, appended_ms, message)
+                return self._tick(conn, key, after_ms, appended_ms, message)
         except psycopg.errors.UndefinedTable:  # no chain projected here: nothing to move
             return None
         except (psycopg.Error, KafkaException, BufferError) as exc:  # the publish goes on
@@ -130,7 +130,7 @@ class ClockTicker:
             )
             return None
 
-    def _tick_locked(
+    def _tick(
         self,
         conn: psycopg.Connection[Any],
         key: KeyPair,
@@ -138,7 +138,6 @@ class ClockTicker:
         appended_ms: int,
         message: bytes,
     ) -> bytes | None:
-        claim = conn.execute("SELECT claimed_ms FROM iam_clock_ticks FOR UPDATE").fetchone()
         params = {
             "genesis": GENESIS_MS,
             "key": key.key_id,
@@ -146,15 +145,17 @@ class ClockTicker:
             "institution": self.institution,
         }
         chain = conn.execute(_CHAIN, params).fetchone()
-        if claim is None or chain is None:
-            return None
-        chain_id, latest_ms, nonce = str(chain[0]), int(chain[1]), chain[2]
-        if nonce is None or not tick_due(
+        if chain is None or chain[2] is None or int(chain[1]) > after_ms:
+            return None  # no chain or no IAM key on it; or a block after the time: no wait
+        chain_id, latest_ms, nonce = str(chain[0]), int(chain[1]), int(chain[2])
+        # idle: whoever holds the row decides (and sends) for the whole institution
+        claim = conn.execute("SELECT claimed_ms FROM iam_clock_ticks FOR UPDATE").fetchone()
+        if claim is None or not tick_due(
             latest_ms=latest_ms, claimed_ms=int(claim[0]), after_ms=after_ms
         ):
             return None
         args = tick_args(self.institution, appended_ms, sha256(message))
-        raw = sign_tx(key, chain_id=chain_id, nonce=int(nonce), operation=TICK_OPERATION, args=args)
+        raw = sign_tx(key, chain_id=chain_id, nonce=nonce, operation=TICK_OPERATION, args=args)
         if not self._send(key, raw):
             return None  # the claim is not recorded: the next publish tries again
         conn.execute("UPDATE iam_clock_ticks SET claimed_ms = %s", (appended_ms,))
@@ -165,7 +166,7 @@ class ClockTicker:
             extra={
                 "institution": self.institution,
                 "tx_id": tx_id.hex(),
-                "nonce": int(nonce),
+                "nonce": nonce,
                 "last_block_ms": latest_ms,
                 "needed_after_ms": after_ms,
             },
