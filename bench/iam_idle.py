@@ -45,6 +45,7 @@ from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from ledger import iam_time
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from projections.iam import ChainSigners, IamProjection
 from projections.projector import ProjectorConfig, prepare
@@ -106,7 +107,9 @@ def run(bootstrap: str, postgres: Postgres, work: Path, args: argparse.Namespace
             threads[-1].start()
         dsn = chain.dsn
         key = KeyPair.from_seed(os.urandom(32))
-        register = {"public_key": key.public_key, "kind": "SERVICE", "label": "iam"}
+        register = register_identity_args(
+            key, chain_id=consortium.chain_id, institution_id=INST, kind="SERVICE", label="iam"
+        )
         consortium.send([consortium.tx(consortium.gov_key(INST), "RegisterIdentity", register)])
         _wait(
             lambda: (

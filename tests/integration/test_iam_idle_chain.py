@@ -48,6 +48,7 @@ from infra.postgres_server import Postgres
 from ledger import iam_time
 from ledger.iam_events import sign_event
 from ledger.iam_time import LOG_APPEND_TIME
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx
 from projections import rebuild
@@ -181,7 +182,9 @@ def _world(consortium: Consortium, bootstrap: str, postgres: Postgres) -> Iterat
     )
     world = Idle(consortium, config, postgres.dsn("postgres"), running, service, iam_key)
     try:
-        register = {"public_key": iam_key.public_key, "kind": "SERVICE", "label": "iam"}
+        register = register_identity_args(
+            iam_key, chain_id=consortium.chain_id, institution_id=INST, kind="SERVICE", label="iam"
+        )
         world.submit(consortium.gov_key(INST), "RegisterIdentity", register)
         credential = ensure_setup_credential(running.dsn, INST)
         assert credential is not None
@@ -284,7 +287,9 @@ def test_a_backdated_revoked_key_makes_no_tick_and_is_refused_at_the_next_change
     w = idle
     spare = KeyPair.from_seed(os.urandom(32))
     gov = w.consortium.gov_key(INST)
-    register = {"public_key": spare.public_key, "kind": "SERVICE", "label": "iam-spare"}
+    register = register_identity_args(
+        spare, chain_id=w.consortium.chain_id, institution_id=INST, kind="SERVICE", label="spare"
+    )
     registered = w.submit(gov, "RegisterIdentity", register)
     w.submit(gov, "RevokeIdentity", {"key_id": spare.key_id})
     w.wait_idle()

@@ -8,7 +8,8 @@ import pytest
 from gateway.iam.clock_tick import TICK_OPERATION, Need, need_of, tick_args, tick_due
 from ledger.hashing import sha256
 from ledger.iam_time import LOG_APPEND_TIME
-from tests.unit.chain_helpers import Driver, consortium, key
+from ledger.key_proofs import register_identity_args
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,9 @@ def test_the_need_of_delivered_messages_is_their_latest_append_time_minus_s() ->
 def test_the_tick_is_an_accepted_anchor_of_the_iam_service_key() -> None:
     driver = Driver(consortium())
     iam = key("iam")
-    register = {"public_key": iam.public_key, "kind": "SERVICE", "label": "iam"}
+    register = register_identity_args(
+        iam, chain_id=CHAIN, institution_id="inst-0", kind="SERVICE", label="iam"
+    )
     assert driver.codes([driver.tx(driver.gov("inst-0"), "RegisterIdentity", register)]) == ["OK"]
     first = tick_args("inst-0", 1_700_000_000_000, sha256(b"event"))
     second = tick_args("inst-0", 1_700_000_300_001, sha256(b"event"))
