@@ -11,7 +11,8 @@ generator's; with
 ``--live`` a new block is finalized every ``--live`` seconds during the run (each new height
 invalidates the response cache).
 
-``--mode dashboard`` (default) repeats the explorer's dashboard query; ``--mode mix`` cycles
+``--mode dashboard`` (default) repeats the dashboard query (``--mode explorer``: the
+explorer's own, with 60 blocks and decoded arguments); ``--mode mix`` cycles
 through the explorer's pages with varied arguments: the dashboard, a block by random height,
 a transaction by random id, an address page, an institution's device records (mix: a new
 block every 0.5 s unless ``--live`` says otherwise). ``--profile FILE`` samples the gateway
@@ -21,7 +22,7 @@ one request at a time, the CPU (thread time) of decoding and preparing, executin
 encoding the queries (decisions D50); ``--threads N`` sets the query threads per worker and
 ``--plain-http`` serves with uvicorn's own protocol and collector settings, to compare.
 
-    python -m bench.gateway [--mode dashboard|mix] [--seconds 10] [--connections 32]
+    python -m bench.gateway [--mode dashboard|explorer|mix] [--seconds 10] [--connections 32]
                             [--live 1.0] [--no-cache] [--profile FILE] [--workers N]
                             [--client python|hey] [--threads N] [--plain-http]
                             [--execution-cpu]
@@ -38,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,19 @@ QUERY = """query Dashboard {
   blocks(first: 15) { edges { node { height hash txCount okCount timestamp } } }
   transactions(first: 15) { edges { node { txId height position result sender operation } } }
 }"""
+# The explorer's own dashboard (gateway/static/explorer.js): 60 blocks for its chart, decoded
+# arguments and senders for its transactions (--mode explorer).
+EXPLORER = (
+    "{ summary { chainId height txCount okCount institutionCount recentTps } "
+    "blocks(first: 60) { edges { node { height hash txCount okCount timestamp timestampMs } } } "
+    "transactions(first: 15) { edges { node { txId height position result sender operation "
+    "arguments senderIdentity { role institutionId label } } } } }"
+)
+MODES = {
+    "dashboard": "dashboard (summary + 15 latest blocks + 15 latest transactions)",
+    "explorer": "the explorer's dashboard (summary, 60 blocks, 15 transactions with arguments)",
+    "mix": "explorer mix (dashboard, block by height, transaction, address, devices)",
+}
 # The explorer's other pages (gateway/static/explorer.js), with their variables.
 BLOCK = (
     "query($h: Int, $x: String) { block(height: $h, hash: $x) { height hash prevHash "
@@ -112,6 +128,13 @@ def mix_bodies(dsn: str, height: int, count: int = 400, seed: int = 7) -> list[b
             payload = {"query": DEVICES, "variables": {"i": rnd.choice(institutions)}}
         bodies.append(json.dumps(payload).encode())
     return bodies
+
+
+def bodies_for(mode: str, dsn: str, height: int) -> list[bytes]:
+    """The request bodies a ``--mode`` sends."""
+    if mode == "mix":
+        return mix_bodies(dsn, height)
+    return [json.dumps({"query": EXPLORER if mode == "explorer" else QUERY}).encode()]
 
 
 def serve(argv: list[str]) -> int:
@@ -323,7 +346,7 @@ def report(run: LoadResult, cpu: dict[str, float], warm: LoadResult, workers: in
     print(f"  errors     {len(errors)}" + (f"  first: {errors[0]}" if errors else ""))
 
 
-def main() -> None:  # noqa: PLR0915 (one linear script)
+def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         sys.exit(serve(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -332,7 +355,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     parser.add_argument("--blocks-of", type=int, default=2000, help="anchors to project first")
     parser.add_argument("--live", type=float, default=0.0, help="a new block every N s (0: off)")
     parser.add_argument("--no-cache", action="store_true", help="disable the response cache")
-    parser.add_argument("--mode", choices=("dashboard", "mix"), default="dashboard")
+    parser.add_argument("--mode", choices=tuple(MODES), default="dashboard")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks to this file")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument(
@@ -356,26 +379,46 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
         "D46) or hey (one query only)",
     )
     args = parser.parse_args()
-    live = args.live if args.live > 0 or args.mode == "dashboard" else 0.5
+    live = args.live if args.live > 0 or args.mode != "mix" else 0.5
+    with filled_chain(args.blocks_of) as (chain, postgres, work):
+        _measure(args, live, chain, postgres, work)
+
+
+@contextmanager
+def filled_chain(blocks_of: int) -> Iterator[tuple[ChainFixture, Postgres, Path]]:
+    """A private Kafka and PostgreSQL, an institution database filled through the real
+    pipeline (``blocks_of`` anchors, finalized and projected) and a work directory; all
+    stopped and removed afterwards."""
     settings = private_settings()
     kafka, postgres = KafkaCluster(settings), Postgres(settings)
     work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    proc = None
     chain = None
     try:
         kafka.start()
         postgres.start()
         chain = ChainFixture(settings.bootstrap_servers, postgres.dsn("postgres"), work)
-        chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(args.blocks_of)])
+        chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(blocks_of)])
         chain.height = chain.sim.finalize()
         chain.wait_projected(chain.height)
+        yield chain, postgres, work
+    finally:
+        if chain is not None:
+            chain.close()
+        kafka.stop()
+        postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def _measure(  # noqa: PLR0915 (one linear script)
+    args: argparse.Namespace, live: float, chain: ChainFixture, postgres: Postgres, work: Path
+) -> None:
+    proc = None
+    try:
         token = chain.tokens.token(("chain:read",))
         jwks_file = work / "jwks.json"
         jwks_file.write_text(json.dumps(chain.tokens.ring.jwks()))
-        if args.mode == "mix":
-            bodies = mix_bodies(chain.dsn, chain.height)
-        else:
-            bodies = [json.dumps({"query": QUERY}).encode()]
+        bodies = bodies_for(args.mode, chain.dsn, chain.height)
         import socket  # noqa: PLC0415
 
         if args.execution_cpu:
@@ -452,11 +495,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
             run = python_load(port, token, args.seconds, args.connections, bodies)
         cpu = {k: v - cpu_before[k] for k, v in used().items()}
         report(run, cpu, warm, len(pids))
-        what = (
-            "explorer dashboard (summary + 15 latest blocks + 15 latest transactions)"
-            if args.mode == "dashboard"
-            else "explorer mix (dashboard, block by height, transaction, address, devices)"
-        )
+        what = MODES[args.mode]
         print(
             f"  ({chain.height} blocks projected, query = {what}, valid JWT, "
             f"{args.connections} keep-alive connections, {args.seconds:g}s, "
@@ -470,12 +509,6 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
         if proc is not None:
             proc.terminate()
             proc.wait(15)
-        if chain is not None:
-            chain.close()
-        kafka.stop()
-        postgres.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

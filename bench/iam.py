@@ -35,13 +35,14 @@ import psycopg
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from harness.projections_support import SimChain
+from harness.projections_support import CHAIN_ID, SimChain
 from harness.stack_fixtures import private_settings
 from infra.kafka_server import KafkaCluster
 from infra.postgres_server import Postgres
 from ledger import iam_time
 from ledger.iam_events import IamGate, KeyHistory, Opened, open_message, sign_event
 from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME, ChainClock
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from projections import iam as iam_projection
 from projections import iam_handlers
@@ -126,7 +127,9 @@ def setup(
     sim = SimChain(bootstrap, PREFIX, work)
     ensure_topics(AdminClient(admin_config(bootstrap)), prefix=PREFIX, institutions=[INST])
     key = KeyPair.from_seed(os.urandom(32))
-    register = {"public_key": key.public_key, "kind": "SERVICE", "label": "iam"}
+    register = register_identity_args(
+        key, chain_id=CHAIN_ID, institution_id=INST, kind="SERVICE", label="iam"
+    )
     sim.send([sim.tx(sim.gov(INST), "RegisterIdentity", register)])
     height = sim.finalize()
     config = ProjectorConfig(

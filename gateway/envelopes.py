@@ -56,8 +56,12 @@ def envelope_of(context: RequestContext, tx: read.Transaction) -> bytes | None:
 def arguments_of(context: RequestContext, tx: read.Transaction) -> dict[str, Any] | None:
     """The decoded arguments of ``tx`` (bytes as hex); None if the entry did not decode."""
     raw = envelope_of(context, tx)
-    if raw is None:
-        return None
+    return None if raw is None else decoded_arguments(raw)
+
+
+def decoded_arguments(raw: bytes) -> dict[str, Any] | None:
+    """The decoded arguments of a stored envelope (bytes as hex); None if it does not decode
+    (both read paths use this: D65)."""
     try:  # the signature was checked when the block was made (the sender is set)
         parsed = parse_tx(raw, signature_verified=True)
     except TxRejected:

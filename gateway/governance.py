@@ -173,11 +173,18 @@ class Governance:
         institution_id: str,
         governance_public_key: bytes,
         operator_public_keys: Sequence[bytes],
+        *,
+        governance_key_proof: bytes,
+        operator_key_proofs: Sequence[bytes],
     ) -> Outcome:
+        """Propose admitting ``institution_id`` with these keys, each with the proof of
+        possession the candidate made with it (``pantheon keys prove-member``, D63)."""
         args = {
             "institution_id": institution_id,
             "governance_public_key": governance_public_key,
             "operator_public_keys": list(operator_public_keys),
+            "governance_key_proof": governance_key_proof,
+            "operator_key_proofs": list(operator_key_proofs),
         }
         return self.submit(conn, "ProposeMember", args)
 

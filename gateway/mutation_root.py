@@ -200,6 +200,19 @@ class Mutation(graphene.ObjectType):
         operator_public_keys=graphene.List(
             graphene.NonNull(graphene.String), required=True, description="Ed25519, hex"
         ),
+        governance_key_proof=graphene.String(
+            required=True,
+            description="the governance key's proof of possession, hex "
+            "(`pantheon keys prove-member` by the candidate, D63)",
+        ),
+        operator_key_proofs=graphene.List(
+            graphene.NonNull(graphene.String),
+            required=True,
+            description="each operator key's proof of possession, hex, in the order of "
+            "operatorPublicKeys",
+        ),
+        description="propose admitting an institution; every key carries its proof of "
+        "possession, or the chain refuses the proposal (BAD_KEY_PROOF)",
     )
     propose_removal = graphene.Field(
         GovernancePayload,
@@ -324,14 +337,26 @@ class Mutation(graphene.ObjectType):
     def resolve_propose_member(
         root: Any,
         info: Info,
+        *,
         institution_id: str,
         governance_public_key: str,
         operator_public_keys: list[str],
+        governance_key_proof: str,
+        operator_key_proofs: list[str],
     ) -> Any:
         def act(gov: Governance, context: RequestContext) -> Outcome:
             governance = hex_bytes(governance_public_key, "governancePublicKey")
             operators = [hex_bytes(k, "operatorPublicKeys") for k in operator_public_keys]
-            return gov.propose_member(context.conn(), institution_id, governance, operators)
+            return gov.propose_member(
+                context.conn(),
+                institution_id,
+                governance,
+                operators,
+                governance_key_proof=hex_bytes(governance_key_proof, "governanceKeyProof", 64),
+                operator_key_proofs=[
+                    hex_bytes(p, "operatorKeyProofs", 64) for p in operator_key_proofs
+                ],
+            )
 
         return _governed(root, info, act)
 

@@ -22,6 +22,7 @@ from gateway.state_types import (
     L2Batch,
     Me,
     Proposal,
+    recent_tps,
 )
 from gateway.types import (
     Block,
@@ -133,7 +134,7 @@ class Query(graphene.ObjectType):
             "tx_count": s.tx_count,
             "ok_count": s.ok_count,
             "institution_count": institutions,
-            "recent_tps": round(rate.tps, 3),
+            "recent_tps": recent_tps(rate),
         }
 
     @staticmethod

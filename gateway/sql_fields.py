@@ -14,10 +14,15 @@ Each entry maps ``(GraphQL type, field)`` to how :mod:`gateway.sql_json` renders
   arguments into (variant, SQL parameters) with the same checks and defaults as the
   resolver (a bad argument raises, so the operation falls back and graphene reports it).
 
-A field that is not listed (floats, decoded envelopes, anything needing Python, the fields
-of ``me``) keeps its root field on the Python plan. The gateway checks no certificate on
-this path: it serves rows as stored, and the explorer verifies them (D39, D49), so a row
-built by PostgreSQL is what the Python path would have served.
+A field that is not listed (a block's ``leaves``, institutions, proposals, anchors, assets,
+Layer 2, the fields of ``me``) keeps its root field on the Python plan. A ``Leaf`` with
+``finish`` (D65) is read as what the resolver computes from and finished by the resolver's
+own Python after the statement: ``recentTps`` (a rounded float, which SQL does not reproduce
+exactly) from the aggregates the resolver reads, ``arguments`` from the envelope's bytes
+(Avro, decoded as the resolver decodes it), ``timestampMs`` by ``Float.serialize``.
+The gateway checks no certificate on this path: it serves rows as stored, and the explorer
+verifies them (D39, D49), so a row built by PostgreSQL is what the Python path would have
+served.
 """
 
 from __future__ import annotations
@@ -27,16 +32,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.context import decode_cursor, hex_bytes
+from gateway.envelopes import decoded_arguments
 from gateway.errors import GatewayError
+from gateway.state_types import recent_tps
 from ledger.results import ResultCode
 from projections.read.model import BIG
+from projections.read.queries import RECENT_BLOCKS, throughput_of
 
 Params = Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
+    """``expr`` is the field's JSON value; with ``finish``, it is the input of that function,
+    whose result the field's own ``serialize`` turns into the value (for what only Python
+    computes exactly, such as a rounded float)."""
+
     expr: str
+    finish: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +117,38 @@ def cursor_sql(kind: str, *columns: str) -> str:
     """SQL of :func:`gateway.context.encode_cursor` (base64url without padding)."""
     text = " || ':' || ".join([f"'{kind}'", *(f"{{x}}.{c}::text" for c in columns)])
     return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), '+/', '-_'), '=')"
+
+
+def _as_read(raw: Any) -> Any:
+    """The value as PostgreSQL gave it (the field's ``serialize`` still runs after)."""
+    return raw
+
+
+def _arguments(raw: str) -> dict[str, Any] | None:
+    """``arguments`` from the envelope's hex, decoded as the resolver decodes it."""
+    return decoded_arguments(bytes.fromhex(raw))
+
+
+def _recent_tps(raw: list[Any]) -> float:
+    """``recentTps`` from the aggregates the SQL reads, by the resolver's own arithmetic."""
+    return recent_tps(throughput_of(*raw))
+
+
+_RECENT = (
+    "(SELECT json_build_array(count(*), coalesce(sum(r.tx_count), 0), min(r.timestamp_ms), "
+    "max(r.timestamp_ms)) FROM (SELECT tx_count, timestamp_ms FROM chain.blocks "
+    f"ORDER BY height DESC LIMIT {RECENT_BLOCKS}) r)"
+)
+
+
+# The resolver writes ``datetime.fromtimestamp(ms / 1000, UTC)``: exact while the float
+# ms / 1000 is finer than a microsecond, |ms / 1000| < 2^33 s (years 1698 to 2242). Beyond,
+# the cast of a non-number fails the statement and graphene answers (as for int4 overflow).
+_ISO_TIME = (
+    "CASE WHEN abs({a}.timestamp_ms) < 8589934592000 THEN to_char(timestamp '1970-01-01' + "
+    "{a}.timestamp_ms * interval '1 millisecond', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"+00:00\"') "
+    "ELSE ('beyond exact times: ' || {a}.timestamp_ms)::int4::text END"
+)
 
 
 def _page_size(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,6 +225,7 @@ _KEYS = {
 
 FIELDS: dict[str, dict[str, Spec]] = {
     "Query": {
+        "summary": One("ChainSummary", "chain.meta", _ONE),
         "blocks": Page(
             "Block",
             "chain.blocks",
@@ -222,10 +268,8 @@ FIELDS: dict[str, dict[str, Spec]] = {
         "txRoot": hexed("tx_root"),
         "stateRoot": hexed("state_root"),
         "validatorSetHash": hexed("validator_set_hash"),
-        "timestamp": Leaf(
-            "to_char(timestamp '1970-01-01' + {a}.timestamp_ms * interval '1 millisecond', "
-            '\'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"\')'
-        ),
+        "timestamp": Leaf(_ISO_TIME),
+        "timestampMs": Leaf("{a}.timestamp_ms", finish=_as_read),  # Float.serialize: float
         "txCount": int4("tx_count"),
         "okCount": int4("ok_count"),
         "certificate": Same("QuorumCertificate"),
@@ -237,6 +281,18 @@ FIELDS: dict[str, dict[str, Spec]] = {
             cursor_sql("p", "height", "position"),
             _block_entries,
         ),
+    },
+    "ChainSummary": {
+        "chainId": plain("chain_id"),
+        "height": int4("height"),
+        "finalHeight": int4("height"),
+        "lastHash": hexed("last_hash"),
+        "txCount": plain("tx_count"),
+        "okCount": plain("ok_count"),
+        "institutionCount": Leaf(
+            "(SELECT count(*) FROM chain.institutions WHERE status = 'ACTIVE')::int4"
+        ),
+        "recentTps": Leaf(_RECENT, finish=_recent_tps),
     },
     "QuorumCertificate": {
         "height": int4("height"),
@@ -268,6 +324,8 @@ FIELDS: dict[str, dict[str, Spec]] = {
         "nonce": plain("nonce"),
         "operation": plain("operation"),
         "resultCode": int4("result_code"),
+        "envelope": hexed("envelope"),
+        "arguments": Leaf("encode({a}.envelope, 'hex')", finish=_arguments),
         "receipt": Same("Receipt"),
         "block": One("Block", "chain.blocks", {"": "{x}.height = {a}.height"}),
         "senderIdentity": One("Identity", "chain.keys", {"": "{x}.key_id = {a}.sender"}),

@@ -16,10 +16,17 @@ fields with anything unlisted stay on the Python plan.
   by graphql-core (``get_argument_values``) and checked and defaulted by the same rules as
   the resolver (:mod:`gateway.sql_fields`); a bad argument raises, so the operation falls
   back to graphene, which reports it as before. Some arguments choose a variant of the
-  statement (a block by height or by hash); the statement's text is made once per variant
-  and kept, so psycopg prepares it like any other statement it runs often.
-* Response keys are GraphQL names (``[_A-Za-z][_0-9A-Za-z]*``, checked again here), so they
-  are written into the SQL text as literals; values never are.
+  statement (a block by height or by hash), and page sizes are part of it (D65); the
+  statement's text is made once per variant and kept (up to :data:`_MAX_TEXTS` per plan),
+  so psycopg prepares it like any other statement it runs often.
+* Page sizes are written into the SQL text as integer literals (``int()`` of the coerced
+  argument): with ``LIMIT $n`` PostgreSQL's generic plan assumes a tenth of the table, so
+  it planned the prepared statement again on every request (D65). Response keys are GraphQL
+  names (``[_A-Za-z][_0-9A-Za-z]*``, checked again here), also written as literals; every
+  other value is a bound parameter.
+* A leaf only Python computes exactly (``recentTps``, a rounded float) is read as the
+  inputs of its resolver's arithmetic and finished in Python after the statement
+  (:class:`gateway.sql_fields.Leaf` ``finish``, :mod:`gateway.sql_finish`).
 * What it does not change: limits and permissions are checked in
   :meth:`gateway.engine.Engine.prepare` before any path runs; a failing statement (a
   GraphQL ``Int`` out of range is cast to ``int4`` and fails) makes the operation fall
@@ -49,10 +56,25 @@ from graphql import (
 from graphql.execution.values import get_argument_values
 
 from gateway.sql_fields import FIELDS, Leaf, Many, One, Page, Params, Same, Spec
+from gateway.sql_finish import Finished, Path, then_serialize
 from projections.read import Conn
 
-Variants = Mapping[int, str]
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What a node's statement text depends on: the ``where`` it uses, and its page sizes
+    (written as integer literals, so that PostgreSQL's generic plan knows them: D65)."""
+
+    where: str = ""
+    limit: int | None = None  # rows read (None: all)
+    first: int | None = None  # rows shown as edges
+
+
+Variants = Mapping[int, Variant]
 Render = Callable[[Variants, str], str]  # (variants, parent row alias) -> SQL of the JSON
+_PLAIN = Variant()
+_SIZES = ("limit", "first")
+_MAX_TEXTS = 64  # statement texts kept per plan (more variants are made per request)
 
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*\Z")
 _MAX_KEYS = 50  # json_build_object takes at most 100 arguments
@@ -119,9 +141,12 @@ class _Compiler:
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self.bound: list[_Bound] = []
+        self.finishes: list[Finished] = []
         self.count = 0
 
-    def object(self, type_: GraphQLObjectType, selection_set: SelectionSetNode | None) -> Render:
+    def object(
+        self, type_: GraphQLObjectType, selection_set: SelectionSetNode | None, path: Path
+    ) -> Render:
         parts: list[tuple[str, Render]] = []
         for key, sel in _fields(selection_set):
             name = sel.name.value
@@ -132,7 +157,7 @@ class _Compiler:
             definition = type_.fields.get(name)
             if spec is None or definition is None:
                 raise NotSql(f"{type_.name}.{name} needs Python")
-            parts.append((key, self.field(spec, definition, sel)))
+            parts.append((key, self.field(spec, definition, sel, (*path, key))))
         return _object(parts)
 
     def _object_type(self, definition: GraphQLField, name: str | None) -> GraphQLObjectType:
@@ -141,13 +166,21 @@ class _Compiler:
             raise NotSql("not the object type the SQL reads")
         return named
 
-    def field(self, spec: Spec, definition: GraphQLField, sel: FieldNode) -> Render:
+    def field(self, spec: Spec, definition: GraphQLField, sel: FieldNode, path: Path) -> Render:
+        """``path``: the response keys from the root field's value to this one's."""
         if isinstance(spec, Leaf):
             if sel.selection_set is not None or sel.arguments:
                 raise NotSql("a leaf with a selection")
+            if spec.finish is not None:
+                serialize = getattr(_named(definition.type), "serialize", None)
+                if serialize is None:
+                    raise NotSql("a finished leaf that is not a scalar")
+                finish = then_serialize(spec.finish, serialize)
+                self.finishes.append(Finished(path[0], path[1:], finish))
             return _leaf(spec.expr, "a")
         if isinstance(spec, Same):
-            return self.object(self._object_type(definition, spec.type_name), sel.selection_set)
+            named = self._object_type(definition, spec.type_name)
+            return self.object(named, sel.selection_set, path)
         self.count += 1
         node_id = self.count
         _, prefix = _names(node_id)
@@ -158,8 +191,8 @@ class _Compiler:
         if isinstance(spec, One):
             if isinstance(definition.type, GraphQLNonNull):
                 raise NotSql("a non-null object read by a subquery")
-            obj = self.object(self._object_type(definition, spec.type_name), sel.selection_set)
-            return _one(spec, obj, node_id)
+            named = self._object_type(definition, spec.type_name)
+            return _one(spec, self.object(named, sel.selection_set, path), node_id)
         if isinstance(spec, Many):
             if spec.type_name is None:
                 if sel.selection_set is not None:
@@ -167,18 +200,19 @@ class _Compiler:
                 item = _leaf(spec.element, "x")
             else:
                 named = self._object_type(definition, spec.type_name)
-                item = self.object(named, sel.selection_set)
+                item = self.object(named, sel.selection_set, path)
             return _many(spec, item, node_id)
-        return self._page(spec, definition, sel, node_id)
+        return self._page(spec, definition, sel, node_id, path)
 
-    def _page(self, spec: Page, definition: GraphQLField, sel: FieldNode, node_id: int) -> Render:
+    def _page(
+        self, spec: Page, definition: GraphQLField, sel: FieldNode, node_id: int, path: Path
+    ) -> Render:
         conn_type = self._object_type(definition, None)
         node_type = self.schema.get_type(spec.type_name)
         if not isinstance(node_type, GraphQLObjectType):
             raise NotSql("a page of non-objects")
-        x, prefix = _names(node_id)
+        x, _ = _names(node_id)
         cursor = spec.cursor.format(x=x)
-        first = f"%({prefix}first)s"
         parts: list[tuple[str, Render]] = []
         for key, part in _fields(sel.selection_set):
             name = part.name.value
@@ -186,10 +220,10 @@ class _Compiler:
                 parts.append((key, _const(f"'{conn_type.name}'")))
             elif name == "edges":
                 edge_type = _named(conn_type.fields[name].type)
-                edge = self._edge(edge_type, part, node_type, cursor)
-                parts.append((key, _edges(edge, x, first)))
+                edge = self._edge(edge_type, part, node_type, cursor, (*path, key))
+                parts.append((key, _edges(edge, node_id)))
             elif name == "pageInfo":
-                parts.append((key, _page_info(part, x, first, cursor)))
+                parts.append((key, _page_info(part, node_id, cursor)))
             else:
                 raise NotSql(f"{conn_type.name}.{name}")
         return _paged(spec, _object(parts), node_id)
@@ -200,6 +234,7 @@ class _Compiler:
         sel: FieldNode,
         node_type: GraphQLObjectType,
         cursor: str,
+        path: Path,
     ) -> Render:
         parts: list[tuple[str, Render]] = []
         for key, part in _fields(sel.selection_set):
@@ -207,7 +242,7 @@ class _Compiler:
             if name == "cursor":
                 parts.append((key, _const(cursor)))
             elif name == "node":
-                parts.append((key, self.object(node_type, part.selection_set)))
+                parts.append((key, self.object(node_type, part.selection_set, (*path, key))))
             elif name == "__typename":
                 parts.append((key, _const(f"'{edge_type.name}'")))
             else:
@@ -222,15 +257,20 @@ def _leaf(expr: str, name: str) -> Render:
 
 def _where(where: Mapping[str, str], variants: Variants, node_id: int, alias: str) -> str:
     x, prefix = _names(node_id)
-    return where[variants.get(node_id, "")].format(a=alias, x=x, p=prefix)
+    return where[variants.get(node_id, _PLAIN).where].format(a=alias, x=x, p=prefix)
 
 
-def _rows(table: str, where: str, order: str, node_id: int) -> str:
+def _size(value: int | None) -> str:
+    """A page size as SQL: an integer literal (``ALL`` for none), never a string."""
+    return "ALL" if value is None else str(int(value))
+
+
+def _rows(table: str, where: str, order: str, node_id: int, limit: int | None) -> str:
     """The rows of a list or page, numbered in order (``_rn``), at most ``limit`` of them."""
-    x, prefix = _names(node_id)
+    x, _ = _names(node_id)
     return (
         f"(SELECT {x}.*, row_number() OVER (ORDER BY {order}) AS _rn FROM {table} {x} "
-        f"WHERE {where} ORDER BY {order} LIMIT %({prefix}limit)s) {x}"
+        f"WHERE {where} ORDER BY {order} LIMIT {_size(limit)}) {x}"
     )
 
 
@@ -251,7 +291,8 @@ def _over_rows(spec: Many | Page, value: Render, node_id: int, wrap: str) -> Ren
     order = spec.order.format(x=x)
 
     def render(variants: Variants, alias: str) -> str:
-        rows = _rows(spec.table, _where(spec.where, variants, node_id, alias), order, node_id)
+        where = _where(spec.where, variants, node_id, alias)
+        rows = _rows(spec.table, where, order, node_id, variants.get(node_id, _PLAIN).limit)
         return wrap.format(value=value(variants, x), rows=rows, x=x)
 
     return render
@@ -266,25 +307,35 @@ def _paged(spec: Page, connection: Render, node_id: int) -> Render:
     return _over_rows(spec, connection, node_id, "(SELECT {value} FROM {rows})")
 
 
-def _edges(edge: Render, x: str, first: str) -> Render:
+def _first(variants: Variants, node_id: int) -> str:
+    return _size(variants.get(node_id, _PLAIN).first)
+
+
+def _edges(edge: Render, node_id: int) -> Render:
     """The first ``first`` rows of a page as edges, in order (``[]`` for none)."""
+    x, _ = _names(node_id)
     return lambda variants, _a: (
         f"coalesce(json_agg({edge(variants, x)} ORDER BY {x}._rn) "
-        f"FILTER (WHERE {x}._rn <= {first}), '[]'::json)"
+        f"FILTER (WHERE {x}._rn <= {_first(variants, node_id)}), '[]'::json)"
     )
 
 
-def _page_info(sel: FieldNode, x: str, first: str, cursor: str) -> Render:
+def _page_info(sel: FieldNode, node_id: int, cursor: str) -> Render:
     """``hasNextPage``: the page read more rows than it shows; ``endCursor``: the cursor of
     its last edge (null without edges)."""
+    x, _ = _names(node_id)
     parts: list[tuple[str, Render]] = []
     for key, part in _fields(sel.selection_set):
         name = part.name.value
         if name == "hasNextPage":
-            parts.append((key, _const(f"(count(*) > {first})")))
+            parts.append((key, lambda v, _a: f"(count(*) > {_first(v, node_id)})"))
         elif name == "endCursor":
-            last = f"(array_agg({cursor} ORDER BY {x}._rn DESC) FILTER (WHERE {x}._rn <= {first}))"
-            parts.append((key, _const(f"{last}[1]")))
+
+            def end_cursor(v: Variants, _a: str) -> str:
+                shown = f"{x}._rn <= {_first(v, node_id)}"
+                return f"(array_agg({cursor} ORDER BY {x}._rn DESC) FILTER (WHERE {shown}))[1]"
+
+            parts.append((key, end_cursor))
         elif name == "__typename":
             parts.append((key, _const("'PageInfo'")))
         else:
@@ -299,36 +350,45 @@ class SqlPlan:
     keys: tuple[str, ...]
     renders: tuple[Render, ...]
     bound: tuple[_Bound, ...]
-    _texts: dict[tuple[str, ...], bytes] = field(default_factory=dict)
+    finishes: tuple[Finished, ...] = ()
+    _texts: dict[tuple[Variant, ...], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def statement(self, variants: Variants) -> bytes:
-        """The statement's text for these variants (made once per variant)."""
-        key = tuple(variants.get(b.node_id, "") for b in self.bound)
+        """The statement's text for these variants (made once per variant, and kept for the
+        first :data:`_MAX_TEXTS` variants; page sizes make variants too)."""
+        key = tuple(variants.get(b.node_id, _PLAIN) for b in self.bound)
         text = self._texts.get(key)
         if text is None:
             columns = ", ".join(f"({render(variants, '')})::text" for render in self.renders)
             text = f"SELECT {columns}".encode()
             with self._lock:
-                self._texts.setdefault(key, text)
+                if len(self._texts) < _MAX_TEXTS:
+                    self._texts.setdefault(key, text)
         return text
 
     def fetch(self, conn: Conn, variables: dict[str, Any]) -> dict[str, Any]:
         """The JSON values of the root fields (raises on a bad argument or a failed read)."""
-        variants: dict[int, str] = {}
+        variants: dict[int, Variant] = {}
         params: dict[str, Any] = {}
         for b in self.bound:
             args = get_argument_values(b.definition, b.node, variables)
-            variant, values = b.params(args)
-            variants[b.node_id] = variant
+            where, values = b.params(args)
+            limit, first = (values.pop(name, None) for name in _SIZES)
+            variants[b.node_id] = Variant(
+                where, None if limit is None else int(limit), None if first is None else int(first)
+            )
             for name, value in values.items():
                 params[b.prefix + name] = value
         row = conn.execute(self.statement(variants), params).fetchone()
         assert row is not None
-        return {
+        out = {
             key: None if value is None else orjson.loads(value)  # a One without its row
             for key, value in zip(self.keys, row, strict=True)
         }
+        for finished in self.finishes:
+            finished.apply(out)
+        return out
 
 
 def compile_sql(schema: GraphQLSchema, operation: OperationDefinitionNode) -> SqlPlan | None:
@@ -346,15 +406,17 @@ def compile_sql(schema: GraphQLSchema, operation: OperationDefinitionNode) -> Sq
         definition = root.fields.get(sel.name.value)
         if spec is None or definition is None:
             continue
-        bound, count = len(compiler.bound), compiler.count
+        key = sel.alias.value if sel.alias is not None else sel.name.value
+        bound, finishes, count = len(compiler.bound), len(compiler.finishes), compiler.count
         try:
-            render = compiler.field(spec, definition, sel)
+            render = compiler.field(spec, definition, sel, (key,))
         except NotSql:
             del compiler.bound[bound:]
+            del compiler.finishes[finishes:]
             compiler.count = count
             continue
-        keys.append(sel.alias.value if sel.alias is not None else sel.name.value)
+        keys.append(key)
         renders.append(render)
     if not keys:
         return None
-    return SqlPlan(tuple(keys), tuple(renders), tuple(compiler.bound))
+    return SqlPlan(tuple(keys), tuple(renders), tuple(compiler.bound), tuple(compiler.finishes))

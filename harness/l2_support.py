@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 from harness.consortium import REPO, Consortium, new_key
 from infra.keystore import write_secret
 from infra.postgres_server import without_password
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.l2 import Reason
 from ledger.merkle import root
@@ -170,10 +171,20 @@ class L2Stack:
         ) as client:
             receipt = client.submit_and_wait(
                 "RegisterIdentity",
-                {"public_key": self.service.public_key, "kind": "SERVICE", "label": "batcher"},
+                register_identity_args(
+                    self.service,
+                    chain_id=self.consortium.chain_id,
+                    institution_id=INSTITUTION,
+                    kind="SERVICE",
+                    label="batcher",
+                ),
             )
             assert receipt.accepted, receipt
-            register_devices(client, [d.key for d in [*self.devices, self.revoked]])
+            register_devices(
+                client,
+                [d.key for d in [*self.devices, self.revoked]],
+                institution=INSTITUTION,
+            )
             receipt = client.submit_and_wait("RevokeIdentity", {"key_id": self.revoked.key.key_id})
             assert receipt.accepted, receipt
         self.wait_devices(len(self.devices) + 1)

@@ -27,6 +27,7 @@ from ledger.cutter import Cutter, TimeToCut
 from ledger.execution import LedgerMachine
 from ledger.finality import QuorumCertificate
 from ledger.genesis import ConsortiumPlan, plan_consortium
+from ledger.key_proofs import add_operator_args, propose_member_args, register_identity_args
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
 from ledger.votes import sign_vote
@@ -291,19 +292,29 @@ def governance_workload(sim: SimChain) -> tuple[list[bytes], KeyPair]:
         sim.tx(
             g1,
             "RegisterIdentity",
-            {"public_key": service.public_key, "kind": "SERVICE", "label": "svc"},
+            register_identity_args(
+                service, chain_id=CHAIN_ID, institution_id="inst-1", kind="SERVICE", label="svc"
+            ),
         ),
         sim.tx(
             g1,
             "RegisterIdentity",
-            {"public_key": device.public_key, "kind": "DEVICE", "label": "sensor-1"},
+            register_identity_args(
+                device, chain_id=CHAIN_ID, institution_id="inst-1", kind="DEVICE", label="sensor-1"
+            ),
         ),
         sim.tx(
             g2,
             "RegisterIdentity",
-            {"public_key": user.public_key, "kind": "USER", "label": "alice"},
+            register_identity_args(
+                user, chain_id=CHAIN_ID, institution_id="inst-2", kind="USER", label="alice"
+            ),
         ),
-        sim.tx(g2, "AddOperator", {"operator_public_key": extra_op.public_key}),
+        sim.tx(
+            g2,
+            "AddOperator",
+            add_operator_args(extra_op, chain_id=CHAIN_ID, institution_id="inst-2"),
+        ),
         sim.tx(g1, "RegisterAsset", {"asset_id": "asset-1", "metadata": '{"k": 1}'}),
         sim.tx(g1, "TransferAsset", {"asset_id": "asset-1", "new_owner_key_id": g2.key_id}),
         sim.tx(g2, "TransferAsset", {"asset_id": "asset-1", "new_owner_key_id": device.key_id}),
@@ -321,11 +332,7 @@ def governance_workload(sim: SimChain) -> tuple[list[bytes], KeyPair]:
         sim.tx(
             g1,
             "ProposeMember",
-            {
-                "institution_id": "newco",
-                "governance_public_key": newcomer.public_key,
-                "operator_public_keys": [newop.public_key],
-            },
+            propose_member_args(newcomer, [newop], chain_id=CHAIN_ID, institution_id="newco"),
         ),
     ]
     proposal_id = parse_tx(raws[-1]).tx_id

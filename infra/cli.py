@@ -10,6 +10,9 @@ Stack commands::
                                 auditor), of one institution or all
     pantheon stack start|stop|status|fetch   the same, by their nouns
     pantheon keys generate|show FILE         Ed25519 key files (0600)
+    pantheon keys prove-member --chain-id C --institution X --governance F [--operator F ...]
+                                a candidate institution's proofs of possession for
+                                proposeMember (D63), as JSON
     pantheon genesis create|show             a consortium's genesis and its keystore
     pantheon validator --institution X ...   one operator's validator (foreground)
     pantheon iam create-admin|forget-user|shred-forgotten   an institution's users (off-chain)
@@ -49,6 +52,8 @@ from infra.invocation import pantheon
 from infra.local import Local, describe, option
 from infra.settings import Settings
 from infra.stack import STACK_SERVICES
+from ledger.context import is_slug
+from ledger.key_proofs import propose_member_args
 from projections import projector, rebuild
 from readers import audit, batcher, object_verify, proofs
 from runtime import logs
@@ -75,6 +80,31 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     print(json.dumps(keystore.load_key(Path(args.file)).describe(), indent=2))
+    return 0
+
+
+def cmd_keys_prove_member(args: argparse.Namespace) -> int:
+    if not is_slug(args.institution):
+        raise ValueError(f"institution id {args.institution!r} is not a lowercase slug")
+    proposal = propose_member_args(
+        keystore.load_key(Path(args.governance)),
+        [keystore.load_key(Path(f)) for f in args.operator],
+        chain_id=args.chain_id,
+        institution_id=args.institution,
+    )
+    print(
+        json.dumps(  # the variables of the gateway's proposeMember mutation
+            {
+                "chainId": args.chain_id,
+                "institutionId": args.institution,
+                "governancePublicKey": proposal["governance_public_key"].hex(),
+                "operatorPublicKeys": [k.hex() for k in proposal["operator_public_keys"]],
+                "governanceKeyProof": proposal["governance_key_proof"].hex(),
+                "operatorKeyProofs": [p.hex() for p in proposal["operator_key_proofs"]],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -120,6 +150,35 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _add_keys(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add: Callable[..., argparse.ArgumentParser],
+) -> None:
+    """``pantheon keys generate|show|prove-member``."""
+    keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
+    key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
+        "file",
+        nargs="?",
+        help="path of the new key file (must not exist; default: <state>/keys/<key id>.json)",
+    )
+    add(key_verbs, "show", cmd_keys_show, "print a key file's public facts").add_argument(
+        "file", help="path of the key file"
+    )
+    prove = add(
+        key_verbs,
+        "prove-member",
+        cmd_keys_prove_member,
+        "a candidate institution's proofs of possession of its keys, for proposeMember",
+    )
+    prove.add_argument("--chain-id", required=True, help="chain id of the consortium to join")
+    prove.add_argument("--institution", required=True, help="the candidate's institution id")
+    prove.add_argument("--governance", required=True, help="key file of its governance key")
+    prove.add_argument(
+        "--operator", action="append", default=[], help="key file of an operator key (repeat)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,16 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_iam(sub, add)
     add_explorer(sub, add)
 
-    keys = sub.add_parser("keys", help="Ed25519 key files (seed kept in a 0600 file)")
-    key_verbs = keys.add_subparsers(dest="verb", required=True, metavar="<verb>")
-    add(key_verbs, "generate", cmd_keys_generate, "create a new key file").add_argument(
-        "file",
-        nargs="?",
-        help="path of the new key file (must not exist; default: <state>/keys/<key id>.json)",
-    )
-    add(key_verbs, "show", cmd_keys_show, "print a key file's public facts").add_argument(
-        "file", help="path of the key file"
-    )
+    _add_keys(sub, add)
 
     genesis = sub.add_parser("genesis", help="genesis documents of a consortium")
     gen_verbs = genesis.add_subparsers(dest="verb", required=True, metavar="<verb>")

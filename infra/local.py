@@ -169,6 +169,9 @@ def describe(exc: BaseException, settings: Settings) -> str:
         return f"no such file: {exc.filename}"
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc.__cause__, KafkaException):  # an SDK error over a Kafka one (D60)
+        where = settings.bootstrap_servers
+        return f"{one_line(exc)} (Kafka at {where}; `{status}` says whether it runs)"
     ours = type(exc).__module__.split(".")[0] in (
         "infra",
         "streams",

@@ -156,8 +156,10 @@ def alert_rules(
             description="The IAM projection holds an event it cannot decide yet: its key "
             "height is not projected, or no projected block is stamped after the event's "
             "append time plus or minus the skew S (D56; pantheon_iam_waiting_after_ms says "
-            "which time). The chain projection lags, or the chain cuts no blocks (it is idle), "
-            "or the broker's clock runs more than S ahead of the quorum's. A named height that "
+            "which time). The chain projection lags, or the chain cuts no blocks (it is idle: "
+            "the institution's own IAM changes make it cut one, D62, so on an idle chain the "
+            "wait is for a message its gateway did not write, or a tick that failed), or the "
+            "broker's clock runs more than S ahead of the quorum's. A named height that "
             "will never come is refused as future once a block is stamped after append + S. "
             "User changes stall until it passes.",
         ),

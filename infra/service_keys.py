@@ -17,6 +17,7 @@ from infra.errors import StackError
 from infra.keystore import load_genesis
 from infra.postgres_server import Postgres
 from infra.settings import Settings
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.results import ResultCode
 from projections import read
@@ -71,7 +72,13 @@ def register_service_key(
     ):
         receipt = client.submit_and_wait(
             "RegisterIdentity",
-            {"public_key": service.public_key, "kind": "SERVICE", "label": label},
+            register_identity_args(
+                service,
+                chain_id=doc["chain_id"],
+                institution_id=institution,
+                kind="SERVICE",
+                label=label,
+            ),
             timeout=60,
         )
     if receipt.code not in (ResultCode.OK, ResultCode.ALREADY_EXISTS):

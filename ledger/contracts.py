@@ -10,7 +10,9 @@ Theory of operation
 * Operators and identities belong to the sender's institution; only its governance key
   manages them (an identity may also revoke or rotate itself; a SERVICE identity may register
   USER and DEVICE identities). Key ids are never reused, even after revocation. A rotation
-  carries the new key's proof of possession (:mod:`ledger.key_proofs`, D61).
+  carries the new key's proof of possession (:mod:`ledger.key_proofs`, D61), and so does
+  every key ``AddOperator`` and ``RegisterIdentity`` register (D63): ``BAD_KEY_PROOF``
+  otherwise.
 * Anchors, batches and assets are keyed by their ids, written once; an asset is transferred
   only by a transaction signed by its current owner key.
 * ``ReportEquivocation`` records two valid votes of one operator for different hashes at one
@@ -33,7 +35,7 @@ from ledger.context import (
 from ledger.errors import InvalidEvent
 from ledger.governance import cast_vote, propose_member, propose_removal
 from ledger.hashing import HASH_BYTES, sha256
-from ledger.key_proofs import rotate_key_proof_valid
+from ledger.key_proofs import registration_proof_valid, rotate_key_proof_valid
 from ledger.members import inst_key, key_key
 from ledger.results import ResultCode
 from ledger.state import Overlay
@@ -65,10 +67,21 @@ def _new_key(view: Overlay, ctx: TxContext, public_key: bytes, role: str, label:
 
 
 def add_operator(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
-    """``AddOperator``: a new operator key of the sender's institution."""
+    """``AddOperator``: a new operator key of the sender's institution, proven held by its
+    signature of the registration (``BAD_KEY_PROOF`` otherwise, D63)."""
     public_key = args["operator_public_key"]
     if not is_public_key(public_key):
         return ResultCode.INVALID_ARGUMENT
+    if not registration_proof_valid(
+        args.get("operator_key_proof", b""),  # absent in envelopes of a retired schema (D63)
+        chain_id=str(ctx.params["chain_id"]),
+        operation="AddOperator",
+        role="OPERATOR",
+        institution_id=ctx.institution,
+        public_key=public_key,
+        args=args,
+    ):
+        return ResultCode.BAD_KEY_PROOF
     if view.get(key_key(sha256(public_key))) is not None:
         return ResultCode.ALREADY_EXISTS
     inst = view.get(inst_key(ctx.institution))
@@ -102,12 +115,23 @@ def remove_operator(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
 
 
 def register_identity(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
-    """``RegisterIdentity``: a service, user or device key of the sender's institution."""
+    """``RegisterIdentity``: a service, user or device key of the sender's institution,
+    proven held by its signature of the registration (``BAD_KEY_PROOF`` otherwise, D63)."""
     public_key, kind, label = args["public_key"], args["kind"], args["label"]
     if not is_public_key(public_key) or len(label) > MAX_LABEL_CHARS:
         return ResultCode.INVALID_ARGUMENT
     if ctx.role == "SERVICE" and kind == "SERVICE":
         return ResultCode.FORBIDDEN
+    if not registration_proof_valid(
+        args.get("key_proof", b""),  # absent in envelopes of a retired schema (D63)
+        chain_id=str(ctx.params["chain_id"]),
+        operation="RegisterIdentity",
+        role=kind,
+        institution_id=ctx.institution,
+        public_key=public_key,
+        args=args,
+    ):
+        return ResultCode.BAD_KEY_PROOF
     if view.get(key_key(sha256(public_key))) is not None:
         return ResultCode.ALREADY_EXISTS
     _new_key(view, ctx, public_key, kind, label)

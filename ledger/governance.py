@@ -13,8 +13,9 @@ Theory of operation
   once that can no longer happen.
 * Passing writes the institution record with ``effective_height = height + 1``, so the change
   applies from the next block; an admitted institution's governance and operator keys are
-  registered at once. A removed institution keeps its records; its keys stop being able to
-  write and its operators leave the validator set from the next block.
+  registered at once (each proved possession when proposed, D63). A removed institution
+  keeps its records; its keys stop being able to write and its operators leave the
+  validator set from the next block.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from ledger.context import MAX_OPERATORS, TxContext, is_public_key, is_slug
 from ledger.hashing import sha256
+from ledger.key_proofs import proposal_proofs_valid
 from ledger.members import inst_key, is_member, key_key, member_ids
 from ledger.results import ResultCode
 from ledger.state import Overlay, Record
@@ -36,25 +38,22 @@ def prop_key(proposal_id: bytes) -> str:
     return f"prop/{proposal_id.hex()}"
 
 
-def _new_keys_free(view: Overlay, public_keys: list[bytes]) -> ResultCode:
-    if not all(is_public_key(k) for k in public_keys) or len(set(public_keys)) != len(public_keys):
-        return ResultCode.INVALID_ARGUMENT
-    if any(view.get(key_key(sha256(k))) is not None for k in public_keys):
-        return ResultCode.ALREADY_EXISTS
-    return ResultCode.OK
-
-
 def propose_member(view: Overlay, ctx: TxContext, args: Args) -> ResultCode:
-    """``ProposeMember``: admit ``institution_id`` with its governance and operator keys."""
+    """``ProposeMember``: admit ``institution_id`` with its governance and operator keys,
+    each proven held by its signature of the proposal (``BAD_KEY_PROOF`` otherwise, D63)."""
     inst_id = args["institution_id"]
     operators = list(args["operator_public_keys"])
     if not is_slug(inst_id) or len(operators) > MAX_OPERATORS:
         return ResultCode.INVALID_ARGUMENT
     if view.get(inst_key(inst_id)) is not None:
         return ResultCode.ALREADY_EXISTS
-    code = _new_keys_free(view, [args["governance_public_key"], *operators])
-    if code is not ResultCode.OK:
-        return code
+    keys = [args["governance_public_key"], *operators]
+    if not all(is_public_key(k) for k in keys) or len(set(keys)) != len(keys):
+        return ResultCode.INVALID_ARGUMENT
+    if not proposal_proofs_valid(args, chain_id=str(ctx.params["chain_id"])):
+        return ResultCode.BAD_KEY_PROOF
+    if any(view.get(key_key(sha256(k))) is not None for k in keys):
+        return ResultCode.ALREADY_EXISTS
     return _open(
         view,
         ctx,
@@ -147,9 +146,8 @@ def _enact(view: Overlay, ctx: TxContext, proposal: Record) -> bool:
         return True
     gov = bytes(proposal["governance_public_key"])
     operators = [bytes(k) for k in proposal["operator_public_keys"]]
-    if (
-        view.get(inst_key(inst_id)) is not None
-        or _new_keys_free(view, [gov, *operators]) is not ResultCode.OK
+    if view.get(inst_key(inst_id)) is not None or any(
+        view.get(key_key(sha256(k))) is not None for k in [gov, *operators]
     ):
         return False
     for public_key, role in [(gov, "GOVERNANCE")] + [(k, "OPERATOR") for k in operators]:

@@ -190,6 +190,7 @@ class IamAudit:
         gate = IamGate(self.institution, self.history.at, clock=self.clock)
         accepted: list[tuple[int, Opened]] = []
         refused: dict[str, int] = {}
+        certified = self.certified_height
         for offset, stamp, raw in self._topic_values():
             opened = gate.admit(raw, stamp)
             reason: str | None = None
@@ -199,29 +200,9 @@ class IamAudit:
                 continue
             if isinstance(opened, Refusal):
                 reason = str(opened)
-            elif isinstance(opened, Wait):  # decided live, so the live chain was past it
-                reason = "beyond_certified_chain"
-                findings.append(
-                    self._finding(
-                        offset,
-                        "iam.unverifiable",
-                        ERROR,
-                        "decided by the projection, but the certified chain "
-                        f"({self.certified_height}) has no block stamped after "
-                        f"{opened.after_ms} ms, so this audit cannot decide it",
-                    )
-                )
-            elif needed_height(opened, gate.mark) > self.certified_height:
-                reason = "beyond_certified_chain"
-                findings.append(
-                    self._finding(
-                        offset,
-                        "iam.unverifiable",
-                        ERROR,
-                        f"applied, but names key height {opened.key_height} above the "
-                        f"certified chain ({self.certified_height})",
-                    )
-                )
+            elif isinstance(opened, Wait) or needed_height(opened, gate.mark) > certified:
+                reason = "beyond_certified_chain"  # decided live, so the live chain was past it
+                findings.append(self._unverifiable(offset, opened))
             elif opened.schema not in iam_handlers.HANDLERS:
                 reason = str(Refusal.BAD_EVENT)
             else:
@@ -260,6 +241,21 @@ class IamAudit:
             "row_findings": diffs,
         }
         return findings, summary
+
+    def _unverifiable(self, offset: int, opened: Opened | Wait) -> Finding:
+        """The projection decided this event but the certified replay cannot: it has no
+        block stamped after the time in question (D56), or not the key height named."""
+        if isinstance(opened, Wait):
+            why = (
+                f"decided by the projection, but the certified chain ({self.certified_height}) "
+                f"has no block stamped after {opened.after_ms} ms, so this audit cannot decide it"
+            )
+        else:
+            why = (
+                f"applied, but names key height {opened.key_height} above the "
+                f"certified chain ({self.certified_height})"
+            )
+        return self._finding(offset, "iam.unverifiable", ERROR, why)
 
     def _unauthorized(self, offset: int, opened: Opened, why: str) -> Finding:
         actor = str(opened.record.get("actor", ""))

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from runtime.kafka_config import error_text
 from runtime.topics import DEFAULT_PREFIX
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
@@ -86,7 +87,5 @@ def hex_bytes(text: str) -> bytes:
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (libpq's span several, with hints and carets; a
     ``KafkaException`` shows its error's text, not ``KafkaError{code=...}``)."""
-    describe = getattr(exc.args[0], "str", None) if exc.args else None
-    text = describe() if callable(describe) else str(exc)
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    lines = [line.strip() for line in error_text(exc).splitlines() if line.strip()]
     return "; ".join(lines[:2]) if lines else type(exc).__name__

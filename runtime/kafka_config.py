@@ -31,6 +31,13 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 """Largest record a Pantheon producer sends; the broker accepts up to twice this."""
 
 
+def error_text(exc: BaseException) -> str:
+    """A ``KafkaException``'s error text (its ``str()`` is ``KafkaError{code=...,str=...}``,
+    D60); any other exception's ``str()``."""
+    describe = getattr(exc.args[0], "str", None) if exc.args else None
+    return str(describe()) if callable(describe) else str(exc)
+
+
 USER_ENV = "PANTHEON_KAFKA_USER"
 PASSWORD_FILE_ENV = "PANTHEON_KAFKA_PASSWORD_FILE"
 PASSWORD_ENV = "PANTHEON_KAFKA_PASSWORD"

@@ -12,10 +12,13 @@ Theory of operation
 * Old versions of a schema can be added with :meth:`Registry.add` (schema evolution): records
   they wrote stay decodable by fingerprint and can be read with the current reader schema.
 * ``retired/*.avsc`` hold earlier definitions of named types (``RotateKey.v1.avsc``: before
-  ``new_key_proof``, D61). :meth:`Registry.from_directory` registers, by fingerprint, the
-  writer version that every current schema had with each of them (an earlier definition of
-  ``RotateKey`` also gives earlier ``TxBody`` and ``TxEnvelope`` fingerprints), so messages
-  written before the change still decode, exactly as they were written.
+  ``new_key_proof``, D61; ``AddOperator``, ``ProposeMember``, ``RegisterIdentity``
+  ``.v1.avsc``: before their keys' proofs, D63). ``retired/generations.json`` lists the
+  writer generations: which retired definitions were current together (before D61 all four,
+  from D61 to D63 the last three). :meth:`Registry.from_directory` registers, by
+  fingerprint, the writer version that every current schema had in each generation (an
+  earlier ``RotateKey`` also gives earlier ``TxBody`` and ``TxEnvelope`` fingerprints), so
+  messages written before a change still decode, exactly as they were written.
 """
 
 from __future__ import annotations
@@ -136,8 +139,16 @@ class Registry:
             schema = json.loads(path.read_text(encoding="utf-8"))
             defs[f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"] = schema
         registry = cls(defs)
-        for path in sorted((directory / "retired").glob("*.avsc")):
-            registry.add_retired(json.loads(path.read_text(encoding="utf-8")))
+        retired = directory / "retired"
+        manifest = retired / "generations.json"
+        if manifest.exists():
+            for generation in json.loads(manifest.read_text(encoding="utf-8"))["generations"]:
+                registry.add_retired(
+                    *(
+                        json.loads((retired / name).read_text(encoding="utf-8"))
+                        for name in generation["retired"]
+                    )
+                )
         return registry
 
     @staticmethod
@@ -164,11 +175,13 @@ class Registry:
         self._by_fingerprint.setdefault(entry.fingerprint, entry)
         return entry
 
-    def add_retired(self, schema: Mapping[str, Any]) -> list[SchemaEntry]:
+    def add_retired(self, *schemas: Mapping[str, Any]) -> list[SchemaEntry]:
         """Register, by fingerprint only, the writer version that each current schema had
-        when the named type ``schema`` defines was defined so; returns the versions added."""
-        name = f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"
-        defs = {**self._defs, name: dict(schema)}
+        when the named types of ``schemas`` were defined so (together); returns the versions
+        added."""
+        defs = dict(self._defs)
+        for schema in schemas:
+            defs[f"{schema.get('namespace', NAMESPACE)}.{schema['name']}"] = dict(schema)
         added = []
         for current in sorted(self._defs):
             entry = self._build(current, defs)

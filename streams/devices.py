@@ -4,7 +4,7 @@ Usage::
 
     from streams.devices import Device, DeviceProducer, register_devices
 
-    register_devices(client, [sensor.key])  # RegisterIdentity(kind=DEVICE) by the institution
+    register_devices(client, [sensor.key], institution="inst-1")  # RegisterIdentity(DEVICE)
     with DeviceProducer("127.0.0.1:19092") as out:
         out.send(sensor.record(b"21.5", measured_at_ms=now_ms))        # one signature each
         out.send(sensor.bundle([(now_ms, b"21.5"), (now_ms + 1000, b"21.6")]))  # one for many
@@ -21,7 +21,9 @@ Theory of operation
   ``acks=all`` and reports every failed delivery on :meth:`~DeviceProducer.flush`.
 * :func:`register_devices` sends ``RegisterIdentity`` (kind ``DEVICE``) with the institution's
   governance key (or a SERVICE key) through a :class:`~streams.sdk.LedgerClient` and waits for
-  the receipts; ``ALREADY_EXISTS`` counts as registered.
+  the receipts; ``ALREADY_EXISTS`` counts as registered. Each registration carries the
+  device key's proof of possession (:func:`ledger.key_proofs.register_identity_args`, D63),
+  which names the institution, so the caller says which one it is.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from ledger.devices import sign_device_record
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.l2 import sign_device_bundle
 from ledger.results import ResultCode
@@ -162,14 +165,22 @@ def register_devices(
     client: LedgerClient,
     devices: Sequence[KeyPair],
     *,
+    institution: str,
     label: str = "device",
     timeout: float = 60.0,
 ) -> None:
-    """Register device keys on chain (``RegisterIdentity`` kind DEVICE) and wait for them."""
+    """Register device keys on chain (``RegisterIdentity`` kind DEVICE, each with its proof
+    of possession, D63) for ``institution`` (the client's) and wait for them."""
     tx_ids = [
         client.submit(
             "RegisterIdentity",
-            {"public_key": d.public_key, "kind": "DEVICE", "label": f"{label}-{i}"},
+            register_identity_args(
+                d,
+                chain_id=client.chain_id,
+                institution_id=institution,
+                kind="DEVICE",
+                label=f"{label}-{i}",
+            ),
         )
         for i, d in enumerate(devices)
     ]

@@ -56,7 +56,7 @@ from ledger.genesis import Genesis
 from ledger.hashing import HASH_BYTES
 from ledger.outcomes import CannotVerify, CertifiedBlock, OutcomeVerifier, SetSource
 from ledger.results import ResultCode
-from runtime.kafka_config import consume_ready, consumer_config
+from runtime.kafka_config import consume_ready, consumer_config, error_text
 from runtime.topics import DEFAULT_PREFIX
 from schemas.codec import decode
 from schemas.errors import CodecError
@@ -202,7 +202,7 @@ class ReceiptWatcher:
             self._consumer.assign(assignment)
         except KafkaException as exc:
             self._consumer.close()
-            raise SdkError(f"cannot read {self.topic}: {exc}") from exc
+            raise SdkError(f"cannot read {self.topic}: {error_text(exc)}") from exc
         self._position = start_offset
         self._thread = threading.Thread(
             target=self._run, name=f"outcomes-{self.topic}", daemon=True
@@ -400,7 +400,7 @@ class ReceiptWatcher:
                 if tx_id in self._receipts:
                     return self._receipts[tx_id]
                 if self._failure is not None:
-                    raise SdkError(f"outcome watcher failed: {self._failure!r}") from (
+                    raise SdkError(f"outcome watcher failed: {error_text(self._failure)}") from (
                         self._failure
                     )
                 if found:

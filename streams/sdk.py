@@ -19,6 +19,11 @@ Usage::
         new_key = KeyPair.from_seed(new_seed)
         client.submit("RotateKey", rotate_key_args(new_key, chain_id="pantheon-main",
                       key_id=key.key_id, old_public_key=key.public_key))
+        # so does every key registered (D63): register_identity_args, add_operator_args,
+        # propose_member_args of ledger.key_proofs, which name the institution too
+        client.submit("RegisterIdentity", register_identity_args(device_key,
+                      chain_id="pantheon-main", institution_id="acme", kind="DEVICE",
+                      label="sensor-7"))
 
 Theory of operation
 -------------------
@@ -58,7 +63,7 @@ from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from ledger.outcomes import SetSource
 from ledger.tx import DEFAULT_MAX_TX_BYTES, parse_tx, sign_tx
-from runtime.kafka_config import producer_config
+from runtime.kafka_config import error_text, producer_config
 from runtime.topics import DEFAULT_PREFIX
 from streams.receipts import (
     OutcomeUnverifiable,
@@ -198,7 +203,7 @@ class LedgerClient:
                     raise SubmitError("producer queue stayed full") from exc
                 self._producer.poll(0.1)
             except KafkaException as exc:
-                raise SubmitError(f"produce refused: {exc}") from exc
+                raise SubmitError(f"produce refused: {error_text(exc)}") from exc
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:

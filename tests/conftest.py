@@ -10,7 +10,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -21,6 +21,9 @@ from infra.postgres_server import Postgres
 from infra.procs import free_port, free_port_block
 from infra.prometheus_server import Prometheus
 from infra.settings import Settings
+
+if TYPE_CHECKING:  # imported when the fixture runs: the unit tier never needs the gateway
+    from harness.gateway_support import ChainFixture
 
 T = TypeVar("T")
 
@@ -118,3 +121,16 @@ def prometheus(stack_settings: Settings) -> Iterator[Prometheus]:
 def unique() -> str:
     """A short unique suffix for topic, group and database names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="module")
+def chain(
+    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChainFixture]:
+    """One module's chain on the real broker, projected into its own database
+    (:class:`harness.gateway_support.ChainFixture`), closed when the module ends."""
+    from harness.gateway_support import ChainFixture  # noqa: PLC0415 (see TYPE_CHECKING)
+
+    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("chain"))
+    yield fixture
+    fixture.close()

@@ -13,6 +13,7 @@ import time
 
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height
 from harness.consortium import Consortium
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from projections.iam import PinnedSigners
 
@@ -46,7 +47,13 @@ def register_on_chain(
             consortium.tx(
                 gov,
                 "RegisterIdentity",
-                {"public_key": key.public_key, "kind": "SERVICE", "label": "iam"},
+                register_identity_args(
+                    key,
+                    chain_id=consortium.chain_id,
+                    institution_id=institution,
+                    kind="SERVICE",
+                    label="iam",
+                ),
             )
         ],
         key=gov.key_id,

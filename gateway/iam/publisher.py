@@ -1,5 +1,7 @@
 """The one way onto an institution's IAM topic: signed events, produced, then waited for
-until their projection applied them (read-your-writes)."""
+until their projection applied them (read-your-writes). On a chain idle for more than the
+skew S the publisher first has the chain certify a block its readers need (D62,
+:mod:`gateway.iam.clock_tick`)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from psycopg_pool import ConnectionPool
 
 from gateway.iam import store
+from gateway.iam.clock_tick import ClockTicker, need_of
 from gateway.iam.errors import NotApplied
 from gateway.iam.signing import IamSigner
+from ledger import iam_time
 from projections.runner import wait_for_offset
 from schemas.codec import encode
 
@@ -26,6 +30,7 @@ class IamPublisher:
     pool: ConnectionPool[Any]
     producer: Producer
     apply_timeout_s: float
+    ticker: ClockTicker | None = None
 
     def produce(self, events: list[Any], signer: IamSigner, *, projection: str) -> None:
         """Sign each event with the institution's IAM key (D21), produce it, and return once
@@ -50,6 +55,7 @@ class IamPublisher:
         if errors or len(results) != len(events):
             raise NotApplied(f"producing to {self.topic} failed: {errors or 'timeout'}")
         last = max(m.offset() or 0 for m in results)
+        self._move_clock(results, signer)
         if not wait_for_offset(self.dsn, projection, self.topic, 0, last, self.apply_timeout_s):
             raise NotApplied(f"offset {last} of {self.topic} not projected in time")
         # Projected is not applied: the readers' rule (D21) may have refused an event.
@@ -61,3 +67,17 @@ class IamPublisher:
             raise NotApplied(
                 f"{len(refused)} of {len(ids)} events refused by the IAM projection: {refused}"
             )
+
+    def _move_clock(self, results: list[Message], signer: IamSigner) -> None:
+        """D62: readers decide a message appended at ``a`` once a certified block is stamped
+        after ``a - S``; on an idle chain, have one certified (at most one tick)."""
+        need = need_of([m.timestamp() for m in results], iam_time.SKEW_MS)  # S read now
+        if self.ticker is None or need is None:
+            return
+        value = results[need.index].value()
+        self.ticker.ensure_block_after(
+            signer.key,
+            after_ms=need.after_ms,
+            appended_ms=need.appended_ms,
+            message=value if isinstance(value, bytes) else b"",
+        )

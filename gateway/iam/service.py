@@ -11,6 +11,9 @@ Theory of operation
 * Every event is signed (D21) by the institution's IAM SERVICE key (:class:`IamSigner`) in
   ``_produce``, the one path onto the topic; readers apply only events signed by a key the
   certified chain says is active for the institution.
+* Readers decide an event only once a certified block is stamped after its append time
+  minus S (D56); on a chain idle for longer, the publisher sends one ``AnchorData`` signed by
+  that key so the chain cuts one (D62, :mod:`gateway.iam.clock_tick`, at most one per S).
 * Secrets never reach the topic in clear: passwords become scrypt hashes, then the hash and
   the personal fields are sealed under the user's data key (created in ``iam_data_keys``
   before the event is produced, wrapped under the KEK in ``kek_dir``). Forgetting a user
@@ -53,6 +56,7 @@ from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle, Throttle
 from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
 from gateway.iam import data_keys, store
+from gateway.iam.clock_tick import ClockTicker
 from gateway.iam.commands import (
     BootstrapAdmin,
     ChangeGrant,
@@ -132,6 +136,13 @@ class IamService:
             pool=self._pool,
             producer=self._producer,
             apply_timeout_s=apply_timeout_s,
+            ticker=ClockTicker(
+                institution=institution,
+                tx_topic=f"{prefix}tx",
+                pool=self._pool,
+                producer=self._producer,
+                timeout_s=apply_timeout_s,
+            ),
         )
         self.personal = PersonalData(
             pool=self._pool,

@@ -103,22 +103,30 @@ const Trust = (() => {
   // ---- replaying one accepted transaction (the contracts of ledger/contracts.py and
   // ledger/governance.py, restricted to what decides the key set) -----------------------------
   // (the envelope's signature was checked by the validators; its block is certified)
-  const V1_ENVELOPE = "fa5da07a74efbab8"; // TxEnvelope's fingerprint before RotateKey.new_key_proof
+  // TxEnvelope's fingerprints of the retired writer generations (schemas/retired): before D61
+  // no proof at all; from D61 to D63 only RotateKey.new_key_proof. Their envelopes carry no
+  // registration proofs (null here), and the chain refuses the registrations among them
+  const BEFORE_D61 = "fa5da07a74efbab8", BEFORE_D63 = "f0d381d4b0beccdb";
   async function parseEnvelope(raw) {
     const b = body(raw);
     const r = new Reader(b);
+    const writer = bytesToHex(raw.slice(2, HEADER));
+    const rotationProofs = writer !== BEFORE_D61, keyProofs = rotationProofs && writer !== BEFORE_D63;
+    const proof = () => (keyProofs ? r.hex() : null);
     const chainId = r.string(), sender = r.hex(), nonce = r.long(), branch = r.long();
     let op, args;
-    if (branch === 0) { op = "ProposeMember"; args = { institution_id: r.string(), governance_public_key: r.hex(), operator_public_keys: r.array(() => r.hex()) }; }
+    if (branch === 0) {
+      op = "ProposeMember"; args = { institution_id: r.string(), governance_public_key: r.hex(), operator_public_keys: r.array(() => r.hex()) };
+      args.governance_key_proof = proof(); args.operator_key_proofs = keyProofs ? r.array(() => r.hex()) : null;
+    }
     else if (branch === 1) { op = "ProposeRemoval"; args = { institution_id: r.string(), reason: r.string() }; }
     else if (branch === 2) { op = "CastVote"; args = { proposal_id: r.hex(), approve: r.bool() }; }
-    else if (branch === 3) { op = "AddOperator"; args = { operator_public_key: r.hex() }; }
+    else if (branch === 3) { op = "AddOperator"; args = { operator_public_key: r.hex() }; args.operator_key_proof = proof(); }
     else if (branch === 4) { op = "RemoveOperator"; args = { operator_key_id: r.hex() }; }
-    else if (branch === 5) { op = "RegisterIdentity"; args = { public_key: r.hex(), kind: r.long(), label: r.string() }; }
+    else if (branch === 5) { op = "RegisterIdentity"; args = { public_key: r.hex(), kind: r.long(), label: r.string() }; args.key_proof = proof(); }
     else if (branch === 7) {
       op = "RotateKey"; args = { key_id: r.hex(), new_public_key: r.hex() };
-      // envelopes of the retired schema (before D61) carry no proof: the chain refuses them
-      args.new_key_proof = bytesToHex(raw.slice(2, HEADER)) === V1_ENVELOPE ? null : r.hex();
+      args.new_key_proof = rotationProofs ? r.hex() : null;
     }
     else throw new Error("not an operation that changes the key set (union branch " + branch + ")");
     const txId = await sha256(b.slice(0, r.i));
@@ -161,6 +169,9 @@ const Trust = (() => {
     }
     const inst = state.insts[sender.inst], a = tx.args;
     if (tx.op === "AddOperator") {
+      // as ledger/contracts.py `add_operator`: refused (BAD_KEY_PROOF) unless the operator
+      // key signed its registration for the sender's institution (D63)
+      await mustProve(state, tx, h, "OPERATOR", sender.inst, a.operator_public_key, a.operator_key_proof, "");
       const { pub, kid } = await withKid(a.operator_public_key);
       state.keys[kid] = { pub, role: "OPERATOR", inst: sender.inst, active: true };
       inst.ops = [...inst.ops, kid].sort();
@@ -181,6 +192,13 @@ const Trust = (() => {
       else if (key.role === "OPERATOR") inst.ops = [...inst.ops.filter((k) => k !== a.key_id), kid].sort();
     } else if (tx.op === "ProposeMember" || tx.op === "ProposeRemoval") {
       const add = tx.op === "ProposeMember";
+      if (add) { // as ledger/governance.py `propose_member`: every key proves possession (D63)
+        const ops = a.operator_public_keys, proofs = a.operator_key_proofs || [];
+        const material = [a.governance_public_key, ...ops].join("");
+        if (proofs.length !== ops.length) refuse(tx, h, "OPERATOR");
+        await mustProve(state, tx, h, "GOVERNANCE", a.institution_id, a.governance_public_key, a.governance_key_proof, material);
+        for (let i = 0; i < ops.length; i++) await mustProve(state, tx, h, "OPERATOR", a.institution_id, ops[i], proofs[i], material);
+      }
       state.props[tx.txId] = { kind: add ? "ADD_MEMBER" : "REMOVE_MEMBER", inst: a.institution_id,
         gov: add ? await withKid(a.governance_public_key) : null,
         ops: add ? await Promise.all(a.operator_public_keys.map(withKid)) : [],
@@ -192,6 +210,15 @@ const Trust = (() => {
       (a.approve ? p.yes : p.no).push(sender.inst);
       await tally(state, h, a.proposal_id, taken);
     }
+  }
+
+  // a certified OK entry that the contract refuses (a faulty quorum) is not replayed
+  const refuse = (tx, h, role) => {
+    throw new Error(`${tx.op} ${tx.txId.slice(0, 12)}… at block ${h} has no valid proof of possession of its ${role} key: the chain refuses it`);
+  };
+  async function mustProve(state, tx, h, role, inst, pubHex, proofHex, materialHex) {
+    const verdict = await registrationProof(state.params.chainId, tx.op, role, inst, pubHex, proofHex, materialHex);
+    if (verdict === "invalid") refuse(tx, h, role);
   }
 
   // ---- tx_root (RFC 6962, as ledger/merkle.py) ----------------------------------------------
@@ -274,6 +301,24 @@ const Trust = (() => {
     if (chain.length > 0xffff || keyId.length !== 32 || newPub.length !== 32 || oldPub.length !== 32) return "invalid";
     const message = concat(POP_DOMAIN, u16Field(chain), u16Field(keyId), newPub, oldPub);
     return verifySignature(newPublicKeyHex, proofHex, message);
+  }
+
+  // The proof of possession of a key that AddOperator, RegisterIdentity or ProposeMember
+  // registers (ledger/key_proofs.py, D63): the key's signature of the domain tag and six
+  // u16-BE length-prefixed fields: chain id, operation, role, institution id, public key, and
+  // the rest of what is registered (materialHex: the label's UTF-8 of an identity, the
+  // governance key then each operator key of a proposed member, empty for an operator).
+  // -> "valid" | "invalid" | "unknown"; "invalid" exactly where the contract refuses
+  const REGISTER_DOMAIN = new TextEncoder().encode("pantheon/register-key-pop/v1\0");
+  const ROLES = { AddOperator: ["OPERATOR"], RegisterIdentity: ["SERVICE", "USER", "DEVICE"], ProposeMember: ["GOVERNANCE", "OPERATOR"] };
+  async function registrationProof(chainId, operation, role, institutionId, publicKeyHex, proofHex, materialHex) {
+    const isHex = (x) => typeof x === "string" && /^([0-9a-f]{2})*$/.test(x);
+    if (!isHex(proofHex) || proofHex.length !== 128 || !isHex(publicKeyHex) || publicKeyHex.length !== 64 || !isHex(materialHex)) return "invalid";
+    if (!(ROLES[operation] || []).includes(role)) return "invalid";
+    const text = (x) => new TextEncoder().encode(x);
+    const fields = [text(chainId), text(operation), text(role), text(institutionId), hexToBytes(publicKeyHex), hexToBytes(materialHex)];
+    if (fields.some((f) => f.length > 0xffff)) return "invalid";
+    return verifySignature(publicKeyHex, proofHex, concat(REGISTER_DOMAIN, ...fields.map(u16Field)));
   }
 
   // ---- one block's certificate against a key set ---------------------------------------------
@@ -442,5 +487,5 @@ const Trust = (() => {
     return true;
   }
 
-  return { pinned, pin, unpin, verify, pinFromLocation, verifySignature, rotationProof, merkleRoot, parseGenesis, validatorSet };
+  return { pinned, pin, unpin, verify, pinFromLocation, verifySignature, rotationProof, registrationProof, merkleRoot, parseGenesis, validatorSet };
 })();

@@ -16,6 +16,7 @@ import psycopg
 from infra.consortium import Consortium
 from infra.invocation import pantheon
 from infra.keystore import generate_key, load_genesis, load_key
+from infra.local import describe
 from infra.postgres_server import Postgres
 from infra.settings import Settings
 from infra.simulate.runner import NonceLookup, SimConfig, Simulator
@@ -73,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config_from_local(args: argparse.Namespace) -> tuple[SimConfig, NonceLookup]:
-    settings = Settings.from_env()
+def _config_from_local(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[SimConfig, NonceLookup]:
     consortium = Consortium(settings)
     members = consortium.institutions()
     if not members:
@@ -115,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pantheon simulate: error: --rate must be positive", file=sys.stderr)
         return 2
     try:
-        config, lookup = _config_from_local(args)
+        settings = Settings.from_env()
+        config, lookup = _config_from_local(args, settings)
     except (ValueError, OSError, KeyError) as exc:
         print(f"pantheon simulate: error: {one_line(exc)}", file=sys.stderr)
         return 2  # could not run (D36)
@@ -128,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = sim.run()
-    except Exception as exc:
-        print(f"pantheon simulate: error: {one_line(exc)}", file=sys.stderr)
+    except Exception as exc:  # a broker that stops answering: one line, not its repr (D60)
+        print(f"pantheon simulate: error: {describe(exc, settings)}", file=sys.stderr)
         return 2  # could not run (D36)
     finally:
         for sig, handler in previous.items():

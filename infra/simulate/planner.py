@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.key_proofs import propose_member_args, register_identity_args
 from ledger.keys import SEED_BYTES, KeyPair
 from ledger.results import ResultCode
 
@@ -95,6 +96,7 @@ class Planner:
         rng: random.Random,
         run_id: str,
         members: int,
+        chain_id: str,
         threshold_num: int = 2,
         threshold_den: int = 3,
         weights: Mapping[str, float] = DEFAULT_WEIGHTS,
@@ -109,6 +111,7 @@ class Planner:
         self.service_key_ids = dict(service_key_ids)
         self.rng = rng
         self.run_id = run_id
+        self.chain_id = chain_id
         self.members = members
         self.threshold = (threshold_num, threshold_den)
         self.weights = dict(weights)
@@ -212,11 +215,13 @@ class Planner:
             kind="device",
             sender=(inst, SERVICE),
             operation="RegisterIdentity",
-            args={
-                "public_key": device.public_key,
-                "kind": "DEVICE",
-                "label": f"sim-{self.run_id}-sensor-{n}",
-            },
+            args=register_identity_args(
+                device,
+                chain_id=self.chain_id,
+                institution_id=inst,
+                kind="DEVICE",
+                label=f"sim-{self.run_id}-sensor-{n}",
+            ),
             device_key_id=device.key_id,
         )
 
@@ -258,11 +263,9 @@ class Planner:
             kind="propose",
             sender=(inst, GOVERNANCE),
             operation="ProposeMember",
-            args={
-                "institution_id": f"sim-{self.run_id}-{n}",
-                "governance_public_key": gov.public_key,
-                "operator_public_keys": [op.public_key],
-            },
+            args=propose_member_args(
+                gov, [op], chain_id=self.chain_id, institution_id=f"sim-{self.run_id}-{n}"
+            ),
         )
 
     def settled(self, planned: PlannedTx, tx_id: bytes, code: ResultCode | None) -> None:

@@ -20,6 +20,7 @@ from infra.simulate.planner import (
 )
 from infra.simulate.stats import Stats
 from ledger.genesis import Genesis
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.outcomes import SetSource
 from ledger.results import ResultCode
@@ -91,6 +92,7 @@ class Simulator:
             rng=rng,
             run_id=rng.randbytes(4).hex(),
             members=config.members,
+            chain_id=config.chain_id,
             threshold_num=config.threshold_num,
             threshold_den=config.threshold_den,
             weights=config.weights,
@@ -137,7 +139,13 @@ class Simulator:
                 nonce = gov.client.next_nonce
                 receipt = gov.client.submit_and_wait(
                     "RegisterIdentity",
-                    {"public_key": key.public_key, "kind": "SERVICE", "label": f"{inst}-simulator"},
+                    register_identity_args(
+                        key,
+                        chain_id=self.config.chain_id,
+                        institution_id=inst,
+                        kind="SERVICE",
+                        label=f"{inst}-simulator",
+                    ),
                     timeout=60.0,
                 )
                 if receipt.code is ResultCode.OK:

@@ -24,6 +24,9 @@ class CertificateVote:
     signature: bytes
 
 
+RECENT_BLOCKS = 20  # the dashboard's throughput window, in blocks
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Throughput:
     """Transactions per second over the newest ``blocks`` blocks."""
@@ -187,7 +190,7 @@ def _tx(row: tuple[Any, ...]) -> Transaction:
     )
 
 
-def throughput(conn: Conn, blocks: int = 20) -> Throughput:
+def throughput(conn: Conn, blocks: int = RECENT_BLOCKS) -> Throughput:
     """Finalized transactions per second over the newest ``blocks`` blocks."""
     row = conn.execute(
         b"SELECT count(*), coalesce(sum(tx_count), 0), min(timestamp_ms), max(timestamp_ms) "
@@ -196,12 +199,12 @@ def throughput(conn: Conn, blocks: int = 20) -> Throughput:
         (blocks,),
     ).fetchone()
     if row is None:
-        return _rate(None, 0, None, None)
-    return _rate(*row)
+        return throughput_of(None, 0, None, None)
+    return throughput_of(*row)
 
 
 def summary_with_counts(
-    conn: Conn, blocks: int = 20
+    conn: Conn, blocks: int = RECENT_BLOCKS
 ) -> tuple[ChainSummary, int, Throughput] | None:
     """:func:`projections.read.summary`, :func:`institution_count` and :func:`throughput`
     in one statement (the dashboard's summary); None before the genesis is projected."""
@@ -224,10 +227,12 @@ def summary_with_counts(
         tx_count=tx_count,
         ok_count=ok_count,
     )
-    return summary, int(institutions), _rate(n, txs, first, last)
+    return summary, int(institutions), throughput_of(n, txs, first, last)
 
 
-def _rate(n: int | None, txs: int, first: int | None, last: int | None) -> Throughput:
+def throughput_of(n: int | None, txs: int, first: int | None, last: int | None) -> Throughput:
+    """The rate of ``n`` blocks holding ``txs`` transactions stamped ``first`` to ``last`` ms
+    (the aggregates :func:`throughput` reads; the gateway's SQL path reads them too)."""
     if not n or first is None or last is None:
         return Throughput(blocks=0, transactions=0, seconds=0.0)
     return Throughput(blocks=int(n), transactions=int(txs), seconds=(last - first) / 1000.0)

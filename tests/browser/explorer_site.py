@@ -35,7 +35,12 @@ from harness.gateway_support import INSTITUTION, ChainFixture
 from harness.projections_support import CHAIN_ID
 from infra.postgres_server import Postgres
 from ledger.governance import prop_key
-from ledger.key_proofs import rotate_key_args
+from ledger.key_proofs import (
+    add_operator_args,
+    propose_member_args,
+    register_identity_args,
+    rotate_key_args,
+)
 from ledger.keys import KeyPair
 from ledger.members import key_key
 from ledger.tx import parse_tx
@@ -206,7 +211,7 @@ def hand_over_operator(chain: ChainFixture) -> tuple[int, int, KeyPair]:
         record = sim.machine.state.get(key_key(gov.key_id))
         assert record is not None
         nonce = record["next_nonce"]  # the workload's refused entries left gaps in sim's count
-        add = {"operator_public_key": new.public_key}
+        add = add_operator_args(new, chain_id=CHAIN_ID, institution_id="inst-1")
         sim.send([sim.tx(gov, "AddOperator", add, nonce=nonce)])
         added = sim.finalize()
         remove = {"operator_key_id": old.key_id}
@@ -236,15 +241,14 @@ def refuse_admission(chain: ChainFixture) -> int:
         return int(record["next_nonce"])
 
     with chain.lock:
-        args = {
-            "institution_id": "inst-5",
-            "governance_public_key": newcomer.public_key,
-            "operator_public_keys": [operator.public_key],
-        }
+        args = propose_member_args(newcomer, [operator], chain_id=CHAIN_ID, institution_id="inst-5")
         propose = sim.tx(g1, "ProposeMember", args, nonce=nonce(g1))
         sim.send([propose])
         sim.finalize()
-        taken = {"public_key": operator.public_key, "kind": "USER", "label": "taken"}
+        # the operator key's holder proves possession (D63): no third party could take it
+        taken = register_identity_args(
+            operator, chain_id=CHAIN_ID, institution_id="inst-2", kind="USER", label="taken"
+        )
         sim.send([sim.tx(g2, "RegisterIdentity", taken, nonce=nonce(g2))])
         sim.finalize()
         vote = {"proposal_id": parse_tx(propose).tx_id, "approve": True}

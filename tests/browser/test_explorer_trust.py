@@ -18,7 +18,14 @@ import pytest
 from ledger.ed25519_zip215 import verify as zip215_verify
 from ledger.genesis import plan_consortium
 from ledger.key_proofs import (
+    REGISTER_KEY_POP_DOMAIN,
     ROTATE_KEY_POP_DOMAIN,
+    add_operator_args,
+    propose_member_args,
+    register_identity_args,
+    registration_material,
+    registration_message,
+    registration_proof_valid,
     rotate_key_message,
     rotate_key_proof,
     rotate_key_proof_valid,
@@ -271,3 +278,195 @@ def test_the_page_refuses_exactly_the_rotation_proofs_the_contract_refuses(
     for case, answer in zip(cases, answers, strict=False):
         assert (answer == "invalid") is not case["valid"], (case["name"], answer)
     assert [c["valid"] for c in cases].count(True) == 1  # only the good proof
+
+
+def _registration_cases(chain: str) -> list[dict[str, Any]]:
+    """(operation, role, institution, key, proof, material) for the honest registrations of
+    each kind and their forgeries, with the contract's verdict."""
+    new, other, gov, op = (KeyPair.from_seed(os.urandom(32)) for _ in range(4))
+    operator = add_operator_args(new, chain_id=chain, institution_id="inst-1")
+    identity = register_identity_args(
+        new, chain_id=chain, institution_id="inst-1", kind="DEVICE", label="sensor é"
+    )
+    member = propose_member_args(gov, [op], chain_id=chain, institution_id="inst-5")
+    elsewhere = add_operator_args(new, chain_id="other", institution_id="inst-1")
+    foreign = add_operator_args(other, chain_id=chain, institution_id="inst-1")
+    message = registration_message(
+        chain_id=chain,
+        operation="AddOperator",
+        role="OPERATOR",
+        institution_id="inst-1",
+        public_key=new.public_key,
+        material=b"",
+    )
+    rows: list[tuple[str, str, str, str, KeyPair, bytes, dict[str, Any]]] = [
+        (
+            "operator",
+            "AddOperator",
+            "OPERATOR",
+            "inst-1",
+            new,
+            operator["operator_key_proof"],
+            operator,
+        ),
+        (
+            "operator other chain",
+            "AddOperator",
+            "OPERATOR",
+            "inst-1",
+            new,
+            elsewhere["operator_key_proof"],
+            operator,
+        ),
+        (
+            "operator other institution",
+            "AddOperator",
+            "OPERATOR",
+            "inst-2",
+            new,
+            operator["operator_key_proof"],
+            operator,
+        ),
+        (
+            "operator by another key",
+            "AddOperator",
+            "OPERATOR",
+            "inst-1",
+            new,
+            other.sign(REGISTER_KEY_POP_DOMAIN, message),
+            operator,
+        ),
+        (
+            "another key's own proof",
+            "AddOperator",
+            "OPERATOR",
+            "inst-1",
+            new,
+            foreign["operator_key_proof"],
+            operator,
+        ),
+        ("operator missing", "AddOperator", "OPERATOR", "inst-1", new, b"", operator),
+        ("identity", "RegisterIdentity", "DEVICE", "inst-1", new, identity["key_proof"], identity),
+        (
+            "identity as operator",
+            "AddOperator",
+            "OPERATOR",
+            "inst-1",
+            new,
+            identity["key_proof"],
+            operator,
+        ),
+        (
+            "identity other role",
+            "RegisterIdentity",
+            "USER",
+            "inst-1",
+            new,
+            identity["key_proof"],
+            {**identity, "kind": "USER"},
+        ),
+        (
+            "governance",
+            "ProposeMember",
+            "GOVERNANCE",
+            "inst-5",
+            gov,
+            member["governance_key_proof"],
+            member,
+        ),
+        (
+            "member operator",
+            "ProposeMember",
+            "OPERATOR",
+            "inst-5",
+            op,
+            member["operator_key_proofs"][0],
+            member,
+        ),
+        (
+            "roles swapped",
+            "ProposeMember",
+            "GOVERNANCE",
+            "inst-5",
+            gov,
+            member["operator_key_proofs"][0],
+            member,
+        ),
+        (
+            "keys swapped",
+            "ProposeMember",
+            "OPERATOR",
+            "inst-5",
+            gov,
+            member["governance_key_proof"],
+            member,
+        ),
+        (
+            "role the operation never gives",
+            "AddOperator",
+            "GOVERNANCE",
+            "inst-1",
+            new,
+            operator["operator_key_proof"],
+            operator,
+        ),
+    ]
+    return [
+        {
+            "name": name,
+            "args": [
+                chain,
+                operation,
+                role,
+                inst,
+                pub.public_key.hex(),
+                proof.hex(),
+                _material(operation, args),
+            ],
+            "valid": registration_proof_valid(
+                proof,
+                chain_id=chain,
+                operation=operation,
+                role=role,
+                institution_id=inst,
+                public_key=pub.public_key,
+                args=args,
+            ),
+        }
+        for name, operation, role, inst, pub, proof, args in rows
+    ]
+
+
+def _material(operation: str, args: dict[str, Any]) -> str:
+    try:
+        return registration_material(operation, args).hex()
+    except KeyError:
+        return ""
+
+
+def test_the_page_refuses_exactly_the_registration_proofs_the_contract_refuses(
+    site: Site, page: Any
+) -> None:
+    """Vectors for ``Trust.registrationProof`` (D63): "invalid" exactly where
+    ``ledger.key_proofs.registration_proof_valid`` (the contracts' check) says no. The site's
+    chain itself adds an operator and proposes a member with their proofs, and its blocks
+    verify only if the page decodes those proofs and finds them valid."""
+    cases = _registration_cases("proj-test")
+    page.goto(site.url + "/")
+    answers = page.evaluate(
+        """async (cases) => { const out = [];
+        for (const c of cases) out.push(await Trust.registrationProof(...c.args));
+        const [chain, op, role, inst, pub, , material] = cases[0].args;
+        out.push(await Trust.registrationProof(chain, op, role, inst, pub, null, material));
+        return out; }""",
+        cases,
+    )
+    assert answers[-1] == "invalid"  # a retired-schema registration: no proof at all
+    for case, answer in zip(cases, answers, strict=False):
+        assert (answer == "invalid") is not case["valid"], (case["name"], answer)
+    assert [c["name"] for c in cases if c["valid"]] == [
+        "operator",
+        "identity",
+        "governance",
+        "member operator",
+    ]

@@ -307,13 +307,6 @@ def graphql_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     return query, variables
 
 
-@pytest.fixture(scope="module")
-def chain(bootstrap: str, postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("fz"))
-    yield fixture
-    fixture.close()
-
-
 def _tx_end(bootstrap: str, topic: str) -> int:
     consumer = Consumer(consumer_config(bootstrap, "fuzz-watermarks"))
     try:

@@ -70,6 +70,7 @@ from harness.l2_support import INSTITUTION, L2Stack, workload
 from harness.projections_support import expected_rows, projected_rows, projector_argv
 from infra.postgres_server import Postgres
 from infra.procs import free_port, tail
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.members import key_key
 from ledger.proofs import verify_record_proof
@@ -215,7 +216,13 @@ def register_user_key(c: Consortium, user: KeyPair | None = None, kind: str = "U
     ) as client:
         receipt = client.submit_and_wait(
             "RegisterIdentity",
-            {"public_key": user.public_key, "kind": kind, "label": "gateway client"},
+            register_identity_args(
+                user,
+                chain_id=c.chain_id,
+                institution_id=INSTITUTION,
+                kind=kind,
+                label="gateway client",
+            ),
         )
     assert receipt.accepted, receipt
     return user

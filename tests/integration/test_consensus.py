@@ -42,6 +42,7 @@ from ledger.errors import DecodeError
 from ledger.execution import LedgerMachine
 from ledger.finality import verify_finalized
 from ledger.hashing import sha256
+from ledger.key_proofs import propose_member_args
 from ledger.keys import KeyPair
 from ledger.members import inst_key
 from ledger.results import ResultCode
@@ -680,11 +681,7 @@ def test_an_admitted_fifth_institution_validates_and_counts_for_quorum(
     propose = c.tx(
         c.gov_key("inst-1"),
         "ProposeMember",
-        {
-            "institution_id": "inst-5",
-            "governance_public_key": gov5.public_key,
-            "operator_public_keys": [op5.public_key],
-        },
+        propose_member_args(gov5, [op5], chain_id=c.chain_id, institution_id="inst-5"),
     )
     ballot = {"proposal_id": tx_id(propose), "approve": True}
     votes = [c.tx(c.gov_key(i), "CastVote", ballot) for i in ("inst-2", "inst-3")]

@@ -11,7 +11,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from harness.gateway_support import ALL, INSTITUTION, ChainFixture
-from infra.postgres_server import Postgres
 from ledger.tx import parse_tx
 
 pytestmark = pytest.mark.integration
@@ -24,15 +23,6 @@ BLOCKS = """query Latest($first: Int, $after: String) {
     pageInfo { hasNextPage endCursor }
   }
 }"""
-
-
-@pytest.fixture(scope="module")
-def chain(
-    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChainFixture]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("gw"))
-    yield fixture
-    fixture.close()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from gateway.iam.service import IamService
 from harness.consortium import Consortium, new_key
 from harness.gateway_support import ALL, Tokens
 from infra.postgres_server import Postgres
+from ledger.key_proofs import propose_member_args
 from projections import read
 from projections.iam import IamProjection
 from projections.projector import ProjectorConfig, prepare
@@ -43,8 +44,10 @@ from tests.iam_keys import pinned_signer, pinned_signers
 pytestmark = pytest.mark.integration
 
 INST = "inst-1"
-PROPOSE = """mutation($id: String!, $gov: String!, $ops: [String!]!) {
-  proposeMember(institutionId: $id, governancePublicKey: $gov, operatorPublicKeys: $ops) {
+PROPOSE = """mutation($id: String!, $gov: String!, $ops: [String!]!, $gp: String!,
+  $opp: [String!]!) {
+  proposeMember(institutionId: $id, governancePublicKey: $gov, operatorPublicKeys: $ops,
+    governanceKeyProof: $gp, operatorKeyProofs: $opp) {
     txId height result error { code message } } }"""
 REMOVE = """mutation($id: String!) { proposeRemoval(institutionId: $id, reason: "test") {
   txId height result error { code message } } }"""
@@ -173,10 +176,15 @@ def test_admins_vote_a_fifth_member_in(net: Net) -> None:
     admin1 = net.tokens.token(ALL, inst="inst-1")
     admin2 = net.tokens.token(ALL, inst="inst-2")
     newcomer, newop = new_key(), new_key()
+    args = propose_member_args(
+        newcomer, [newop], chain_id=net.consortium.chain_id, institution_id="newco"
+    )
     variables = {
         "id": "newco",
         "gov": newcomer.public_key.hex(),
         "ops": [newop.public_key.hex()],
+        "gp": args["governance_key_proof"].hex(),
+        "opp": [p.hex() for p in args["operator_key_proofs"]],
     }
     with TestClient(net.app("inst-1")) as gw1, TestClient(net.app("inst-2")) as gw2:
         # Not an admin: refused before anything is signed.
@@ -184,6 +192,12 @@ def test_admins_vote_a_fifth_member_in(net: Net) -> None:
             gw1, net.tokens.token(("chain:read", "chain:write")), PROPOSE, **variables
         )
         assert status == 403 and body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+        # The candidate's keys must have signed the proposal (D63): proofs swapped, refused.
+        swapped = {**variables, "gp": variables["opp"][0], "opp": [variables["gp"]]}
+        status, body = gql(gw1, admin1, PROPOSE, **swapped)
+        assert status == 200, body
+        assert body["data"]["proposeMember"]["result"] == "BAD_KEY_PROOF", body
 
         status, body = gql(gw1, admin1, PROPOSE, **variables)
         assert status == 200, body

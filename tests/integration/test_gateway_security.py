@@ -13,20 +13,10 @@ from starlette.websockets import WebSocketDisconnect
 from gateway.auth.tokens import SigningKey
 from gateway.limits import Limits
 from harness.gateway_support import ChainFixture
-from infra.postgres_server import Postgres
 
 pytestmark = pytest.mark.integration
 
 SUMMARY = "{ summary { height } }"
-
-
-@pytest.fixture(scope="module")
-def chain(
-    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChainFixture]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("gws"))
-    yield fixture
-    fixture.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ with no chain at all.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -27,10 +26,22 @@ from projections.projector import ensure_database, migrate
 pytestmark = pytest.mark.integration
 
 TX = "txId height position offset result ok sender nonce operation resultCode"
+SUMMARY = "chainId height finalHeight lastHash txCount okCount institutionCount recentTps"
 QUERIES = {
     "dashboard": (
-        "{ blocks(first: 15) { edges { node { height hash txCount okCount timestamp } } } "
+        f"{{ summary {{ {SUMMARY} }} "
+        "blocks(first: 15) { edges { node { height hash txCount okCount timestamp } } } "
         f"transactions(first: 15) {{ edges {{ node {{ {TX} }} }} }} }}"
+    ),
+    "explorer": (  # gateway/static/explorer.js's dashboard, with the envelope
+        f"{{ summary {{ {SUMMARY} }} blocks(first: 60) {{ edges {{ node {{ height hash txCount "
+        "okCount timestamp timestampMs } } } transactions(first: 15) { edges { node { txId "
+        "height position result sender operation arguments envelope senderIdentity { role "
+        "institutionId label } } } } }"
+    ),
+    "summaries": (
+        "{ s: summary { __typename t: recentTps h: height recentTps i: institutionCount } "
+        "summary { lastHash okCount } }"
     ),
     "aliases": (
         "query($n: Int, $after: String) { a: blocks(first: $n, after: $after) { __typename "
@@ -68,15 +79,6 @@ QUERIES = {
 }
 
 
-@pytest.fixture(scope="module")
-def chain(
-    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChainFixture]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("gws"))
-    yield fixture
-    fixture.close()
-
-
 def three_ways(pool: ConnectionPool[Any], chain: ChainFixture, query: str, **v: Any) -> bytes:
     """The body on the SQL plan; asserts the Python plan and graphene give the same bytes."""
     claims = chain.tokens.verifier.verify(chain.tokens.token(("chain:read",)))
@@ -103,6 +105,8 @@ def samples(dsn: str) -> dict[str, str]:
 
 def run_all(pool: ConnectionPool[Any], chain: ChainFixture, s: dict[str, str]) -> None:
     three_ways(pool, chain, QUERIES["dashboard"])
+    three_ways(pool, chain, QUERIES["summaries"])
+    three_ways(pool, chain, QUERIES["explorer"])
     cursor = None
     for n in (3, 1, 0, -1, 12):
         page = three_ways(pool, chain, QUERIES["aliases"], n=n, after=cursor)
@@ -152,7 +156,33 @@ def test_altered_rows_are_served_as_the_reference_serves_them(chain: ChainFixtur
         )
         conn.execute("UPDATE chain.block_votes SET signature = '\\xdead' WHERE position = 0")
         conn.execute("UPDATE chain.transactions SET result_code = 99 WHERE position = 1")
+        # recentTps 9 tx / 2,000 s = 0.0045 rounds (as a binary float) to 0.004, where a
+        # decimal round half up in SQL would give 0.005; counts beyond 32 bits, no members
+        conn.execute(
+            "UPDATE chain.blocks b SET tx_count = CASE WHEN b.height = n.top THEN 9 ELSE 0 END, "
+            "timestamp_ms = CASE WHEN b.height = n.top THEN 1002000000 ELSE 1000000000 END "
+            "FROM (SELECT max(height) AS top FROM chain.blocks) n WHERE b.height > n.top - 20"
+        )
+        conn.execute("UPDATE chain.meta SET tx_count = %s, ok_count = -1", (2**62,))
+        # envelopes that do not decode, or are missing (arguments null)
+        conn.execute(
+            "UPDATE chain.transactions SET envelope = CASE WHEN position = 0 THEN NULL "
+            "ELSE '\\x00ff'::bytea END WHERE height = (SELECT max(height) FROM chain.blocks)"
+        )
+        conn.execute("UPDATE chain.institutions SET status = 'REMOVED'")
     run_all(chain.pool, chain, s)
+    summary = three_ways(chain.pool, chain, QUERIES["dashboard"])
+    assert b'"institutionCount":0,"recentTps":0.004}' in summary, summary[:300].decode()
+    # a time the resolver's float arithmetic rounds (the last millisecond of year 9999):
+    # the SQL path refuses it and graphene answers as the reference
+    with psycopg.connect(chain.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE chain.blocks SET timestamp_ms = 253402300799999 WHERE height = 2")
+    try:
+        far = three_ways(chain.pool, chain, QUERIES["explorer"])
+        assert b'"timestampMs":253402300799999.0' in far and b'"9999-12-31T23:59:59.' in far
+    finally:
+        with psycopg.connect(chain.dsn, autocommit=True) as conn:
+            conn.execute("UPDATE chain.blocks SET timestamp_ms = 1000000000 WHERE height = 2")
     body = three_ways(chain.pool, chain, QUERIES["address"], k=s["sender"])
     assert "ünïcode 😀".encode() in body
     assert str(2**63 - 1).encode() in body
@@ -179,9 +209,63 @@ def test_an_empty_chain(chain: ChainFixture, postgres: Postgres) -> None:
     )
     try:
         body = three_ways(pool, chain, QUERIES["dashboard"])
-        assert body == b'{"data":{"blocks":{"edges":[]},"transactions":{"edges":[]}}}'
+        assert body == (
+            b'{"data":{"summary":null,"blocks":{"edges":[]},"transactions":{"edges":[]}}}'
+        )
+        three_ways(pool, chain, QUERIES["summaries"])
         three_ways(pool, chain, QUERIES["aliases"], n=5)
         three_ways(pool, chain, QUERIES["block"], h=1)
         three_ways(pool, chain, QUERIES["lists"], i="inst-1")
     finally:
         pool.close()
+
+
+def test_the_dashboard_statement_gets_a_generic_plan(chain: ChainFixture) -> None:
+    """D65: page sizes are literals in the statement, so PostgreSQL's cost estimate of its
+    generic plan knows them and it stops planning the prepared statement on every request
+    (with ``LIMIT $n`` it kept a custom plan: half the dashboard's PostgreSQL CPU)."""
+    pool: ConnectionPool[Any] = ConnectionPool(
+        chain.dsn, min_size=1, max_size=1, open=True, kwargs={"autocommit": True}
+    )
+    try:
+        for _ in range(20):  # psycopg prepares it on the 6th; PostgreSQL plans 5 times
+            three_ways(pool, chain, QUERIES["dashboard"])
+        with pool.connection() as conn:
+            plans = conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE %s",
+                ("SELECT ((SELECT json_build_object('chainId'%",),
+            ).fetchall()
+        assert len(plans) == 1, plans
+        generic, custom = plans[0]
+        assert custom <= 5 < generic, plans
+    finally:
+        pool.close()
+
+
+def test_page_sizes_beyond_the_kept_texts(chain: ChainFixture) -> None:
+    """Each page size is a statement text of its own; past the texts a plan keeps, the
+    statement is made per request and answers the same."""
+    claims = chain.tokens.verifier.verify(chain.tokens.token(("chain:read",)))
+    with_sql = Engine(Services(institution=INSTITUTION, pool=chain.pool), Limits())
+    python = Engine(Services(institution=INSTITUTION, pool=chain.pool), Limits(), sql_json=False)
+    query = "query($n: Int) { blocks(first: $n) { edges { cursor } pageInfo { endCursor } } }"
+    plan = with_sql.prepare(query, {}, None, claims).plan
+    assert plan is not None and plan.sql is not None
+    for n in range(-1, 80):
+        body = encode(with_sql.run(with_sql.prepare(query, {"n": n}, None, claims), claims))
+        assert body == encode(python.run(python.prepare(query, {"n": n}, None, claims), claims))
+        assert body.count(b'"cursor"') == max(0, min(n, chain.height))
+    assert with_sql.fallbacks == 0
+
+
+def test_the_explorer_dashboard_is_one_statement(chain: ChainFixture) -> None:
+    """D65: every root field of the explorer's dashboard is on the SQL path, the decoded
+    arguments and ``timestampMs`` finished in Python from what the statement read."""
+    claims = chain.tokens.verifier.verify(chain.tokens.token(("chain:read",)))
+    engine = Engine(Services(institution=INSTITUTION, pool=chain.pool), Limits())
+    prepared = engine.prepare(QUERIES["explorer"], {}, None, claims)
+    assert prepared.plan is not None and prepared.plan.sql is not None
+    assert prepared.plan.sql.keys == ("summary", "blocks", "transactions")
+    body = three_ways(chain.pool, chain, QUERIES["explorer"])
+    assert b'"arguments":"{' in body and b'"timestampMs":1' in body

@@ -33,12 +33,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY
 
-from harness.projections_support import SimChain
+from harness.projections_support import CHAIN_ID, SimChain
 from infra.postgres_server import Postgres
 from ledger import iam_time
 from ledger.iam_authz import AuthzState, PrincipalFlags
 from ledger.iam_events import IamGate, KeyHistory, Opened, Refusal, sign_event
 from ledger.iam_time import LOG_APPEND_TIME, ChainClock
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from runtime.kafka_config import admin_config, consumer_config, producer_config
 from tests.integration.test_iam_trust import (
@@ -160,16 +161,25 @@ def test_a_far_future_key_height_is_refused_once_the_chain_passes_append_plus_s(
     assert iam_position(w) > offset + 1 and w.running.iam.waiting_for == 0
 
 
+def revoked_spare_key(w: World, ticker: Ticker) -> tuple[KeyPair, int, int]:
+    """A SERVICE key of INST registered then revoked, in two blocks the chain projection
+    has reached: the key, the height that registered it and the one that revoked it."""
+    spare = KeyPair.from_seed(os.urandom(32))
+    gov = w.sim.gov(INST)
+    register = register_identity_args(
+        spare, chain_id=CHAIN_ID, institution_id=INST, kind="SERVICE", label="iam-spare"
+    )
+    registered = ticker.submit([w.sim.tx(gov, "RegisterIdentity", register)])
+    revoked = ticker.submit([w.sim.tx(gov, "RevokeIdentity", {"key_id": spare.key_id})])
+    w.wait_height(revoked)
+    return spare, registered, revoked
+
+
 def test_a_revoked_key_cannot_backdate_past_s_with_no_later_iam_change(
     timed: tuple[World, Ticker],
 ) -> None:
     w, ticker = timed
-    spare = KeyPair.from_seed(os.urandom(32))
-    gov = w.sim.gov(INST)
-    register = {"public_key": spare.public_key, "kind": "SERVICE", "label": "iam-spare"}
-    registered = ticker.submit([w.sim.tx(gov, "RegisterIdentity", register)])
-    revoked = ticker.submit([w.sim.tx(gov, "RevokeIdentity", {"key_id": spare.key_id})])
-    w.wait_height(revoked)
+    spare, registered, revoked = revoked_spare_key(w, ticker)
     time.sleep(S_MS / 1000 + 0.5)  # more than S after the revocation block's stamp
     # signed at a height where the key was active; nothing was applied since the revoke
     backdated = sign_event(spare, INST, registered, group_event("backdated-spare", w.root))

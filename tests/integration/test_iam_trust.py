@@ -42,9 +42,10 @@ from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height
 from harness.consortium import read_partition
-from harness.projections_support import SimChain
+from harness.projections_support import CHAIN_ID, SimChain
 from infra.postgres_server import Postgres
 from ledger.iam_events import open_message, sign_event
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from projections import rebuild
 from projections.iam import ChainSigners, IamProjection
@@ -141,12 +142,20 @@ def build_world(
             sim.tx(
                 sim.gov(INST),
                 "RegisterIdentity",
-                {"public_key": iam_key.public_key, "kind": "SERVICE", "label": "iam"},
+                register_identity_args(
+                    iam_key, chain_id=CHAIN_ID, institution_id=INST, kind="SERVICE", label="iam"
+                ),
             ),
             sim.tx(
                 sim.gov("inst-2"),
                 "RegisterIdentity",
-                {"public_key": foreign_key.public_key, "kind": "SERVICE", "label": "iam"},
+                register_identity_args(
+                    foreign_key,
+                    chain_id=CHAIN_ID,
+                    institution_id="inst-2",
+                    kind="SERVICE",
+                    label="iam",
+                ),
             ),
         ]
     )
@@ -354,7 +363,9 @@ def test_a_rotated_out_key_cannot_sign_nor_backdate(w: World, tmp_path: Path) ->
             w.sim.tx(
                 g1,
                 "RegisterIdentity",
-                {"public_key": new.public_key, "kind": "SERVICE", "label": "iam-2"},
+                register_identity_args(
+                    new, chain_id=CHAIN_ID, institution_id=INST, kind="SERVICE", label="iam-2"
+                ),
             ),
             w.sim.tx(g1, "RevokeIdentity", {"key_id": old.key_id}),
         ]

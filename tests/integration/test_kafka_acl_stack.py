@@ -105,7 +105,7 @@ def test_a_consortium_finalizes_with_and_without_broker_acls(
                     timeout=60,
                 )
                 sensor = Device(key=KeyPair.from_seed(os.urandom(32)))
-                register_devices(client, [sensor.key])
+                register_devices(client, [sensor.key], institution="alpha")
             assert receipt.code == ResultCode.OK
             procs.wait_until(
                 lambda: all(v.final_height >= receipt.height for v in stack.validators()),

@@ -31,22 +31,12 @@ from harness.gateway_support import ChainFixture
 from infra import cli
 from infra.explorer import STATIC, create_app
 from infra.explorer_forward import ForwardLimits, RemoteGateway
-from infra.postgres_server import Postgres
 from tests.browser.explorer_site import Served
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TAMPERED = b"/* served by a hostile gateway */ const Trust = { verify: () => 'VERIFIED' };\n"
-
-
-@pytest.fixture(scope="module")
-def chain(
-    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChainFixture]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("lx"))
-    yield fixture
-    fixture.close()
 
 
 @pytest.fixture(scope="module")

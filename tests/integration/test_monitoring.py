@@ -190,11 +190,18 @@ def test_every_panel_and_alert_signal_returns_data(
         time.sleep(2)
     logs = {p.name: p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log")}
     assert not empty, f"no data for {json.dumps(empty, indent=1)}\n{logs}"
-    assert query(prometheus, "max(pantheon_audit_height)")[0]["value"][1] != "0", logs
-    # the periodic auditor audits the live chain and its projection clean (a first run may
-    # fail while the projector creates its database: outcome "failed", not "discrepancies")
+    # the periodic auditor audits the live chain and its projection clean (its first runs may
+    # fail while the projector creates its database: outcome "failed", not "discrepancies");
+    # every signal can have data before its first clean run, so wait for that run
     clean = 'sum(pantheon_audit_runs_total{outcome="clean"})'
     bad = 'sum(pantheon_audit_runs_total{outcome="discrepancies"})'
+    while time.monotonic() < deadline + 60 and not (
+        query(prometheus, "max(pantheon_audit_height)")[0]["value"][1] != "0"
+        and float(query(prometheus, clean)[0]["value"][1]) > 0
+    ):
+        time.sleep(1)
+    logs = {p.name: p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log")}
+    assert query(prometheus, "max(pantheon_audit_height)")[0]["value"][1] != "0", logs
     assert float(query(prometheus, clean)[0]["value"][1]) > 0, logs
     assert float(query(prometheus, bad)[0]["value"][1]) == 0, logs
     assert query(prometheus, "sum(pantheon_audit_discrepancies)")[0]["value"][1] == "0", logs

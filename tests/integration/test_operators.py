@@ -18,6 +18,7 @@ import pytest
 
 from harness.consortium import Consortium, Load, new_key
 from ledger.finality import verify_finalized
+from ledger.key_proofs import add_operator_args
 from ledger.results import ResultCode
 from ledger.votes import decode_vote, sign_vote
 from streams.validator import PUBLISHER_HEADER
@@ -168,7 +169,9 @@ def test_an_added_operator_counts_until_it_is_removed(make: MakeConsortium) -> N
     c.start_all()
     c.wait_ready(c.institutions)
     gov2, added = c.gov_key("inst-2"), new_key()
-    add = c.tx(gov2, "AddOperator", {"operator_public_key": added.public_key})
+    add = c.tx(
+        gov2, "AddOperator", add_operator_args(added, chain_id=c.chain_id, institution_id="inst-2")
+    )
     c.send([add])
     wait_included(c, Counter([tx_id(add)]))
     assert c.final_entries()[tx_id(add)][0][1] == ResultCode.OK

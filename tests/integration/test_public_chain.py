@@ -11,7 +11,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from harness.gateway_support import ChainFixture
-from infra.postgres_server import Postgres
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +33,6 @@ PRIVATE = [
     'mutation { castVote(proposalId: "00", approve: true) { txId } }',
     "{ summary { height } me { sub } }",
 ]
-
-
-@pytest.fixture(scope="module")
-def chain(
-    bootstrap: str, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChainFixture]:
-    fixture = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("pub"))
-    yield fixture
-    fixture.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 
 from harness.consortium import Consortium
 from infra.simulate import SimConfig, Simulator
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.members import key_key, member_ids
 
@@ -40,7 +41,13 @@ def test_simulated_workload_is_accepted_and_stale_nonces_resync(consortium: Cons
             consortium.tx(
                 consortium.gov_key(stale),
                 "RegisterIdentity",
-                {"public_key": service[stale].public_key, "kind": "SERVICE", "label": "pre"},
+                register_identity_args(
+                    service[stale],
+                    chain_id=consortium.chain_id,
+                    institution_id=stale,
+                    kind="SERVICE",
+                    label="pre",
+                ),
             ),
             *(
                 consortium.tx(

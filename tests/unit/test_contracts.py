@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.key_proofs import rotate_key_args
+from ledger.key_proofs import (
+    add_operator_args,
+    propose_member_args,
+    register_identity_args,
+    rotate_key_args,
+)
 from ledger.keys import KeyPair
 from ledger.members import inst_key, key_key, member_ids
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
+
+
+def identity(new: KeyPair, inst: str, kind: str, label: str) -> dict[str, Any]:
+    return register_identity_args(new, chain_id=CHAIN, institution_id=inst, kind=kind, label=label)
+
+
+def operator(new: KeyPair, inst: str) -> dict[str, Any]:
+    return add_operator_args(new, chain_id=CHAIN, institution_id=inst)
 
 
 def driver(n: int = 4, **params: int) -> Driver:
@@ -28,7 +41,7 @@ def test_identity_lifecycle_and_permissions() -> None:
             d.tx(
                 gov0,
                 "RegisterIdentity",
-                {"public_key": svc.public_key, "kind": "SERVICE", "label": "svc"},
+                identity(svc, "inst-0", "SERVICE", "svc"),
             ),
         ]
     ) == ["OK"]
@@ -37,12 +50,12 @@ def test_identity_lifecycle_and_permissions() -> None:
             d.tx(
                 svc,
                 "RegisterIdentity",
-                {"public_key": dev.public_key, "kind": "DEVICE", "label": "d"},
+                identity(dev, "inst-0", "DEVICE", "d"),
             ),
             d.tx(
                 svc,
                 "RegisterIdentity",
-                {"public_key": key("s2").public_key, "kind": "SERVICE", "label": "no"},
+                identity(key("s2"), "inst-0", "SERVICE", "no"),
             ),
             d.tx(gov1, "RevokeIdentity", {"key_id": dev.key_id}),
             d.tx(dev, "RotateKey", rotation(new_dev, dev)),
@@ -97,9 +110,9 @@ def test_operators() -> None:
     op1 = d.plan.keys["inst-1"][1][0]
     assert d.codes(
         [
-            d.tx(gov0, "AddOperator", {"operator_public_key": extra.public_key}),
+            d.tx(gov0, "AddOperator", operator(extra, "inst-0")),
             d.tx(gov1, "RemoveOperator", {"operator_key_id": extra.key_id}),
-            d.tx(gov0, "AddOperator", {"operator_public_key": extra.public_key}),
+            d.tx(gov0, "AddOperator", operator(extra, "inst-0")),
             d.tx(op1, "AnchorData", {"data_id": "op", "sha256": bytes(32), "metadata": ""}),
         ]
     ) == ["OK", "FORBIDDEN", "ALREADY_EXISTS", "FORBIDDEN"]
@@ -170,11 +183,7 @@ def test_governance_threshold_expiry_and_single_vote() -> None:
             d.tx(
                 g[0],
                 "ProposeMember",
-                {
-                    "institution_id": "inst-new",
-                    "governance_public_key": newcomer.public_key,
-                    "operator_public_keys": [],
-                },
+                propose_member_args(newcomer, [], chain_id=CHAIN, institution_id="inst-new"),
             )
         ]
     )
@@ -227,11 +236,7 @@ def test_single_member_cannot_remove_itself_but_admits_alone() -> None:
             d.tx(
                 g,
                 "ProposeMember",
-                {
-                    "institution_id": "inst-1",
-                    "governance_public_key": other.public_key,
-                    "operator_public_keys": [],
-                },
+                propose_member_args(other, [], chain_id=CHAIN, institution_id="inst-1"),
                 nonce=0,
             ),
         ]

@@ -11,6 +11,7 @@ from ledger.errors import InvalidEvent, StateError
 from ledger.execution import LedgerMachine
 from ledger.genesis import ChainParams, Founder, Genesis, genesis_writes
 from ledger.hashing import ZERO_HASH, sha256
+from ledger.key_proofs import propose_member_args, register_identity_args
 from ledger.merkle import root
 from ledger.results import ResultCode
 from ledger.state import WriteSet, next_state_root
@@ -136,7 +137,13 @@ def build_blocks(plan_ops: list[list[tuple[str, int]]]) -> list[list[bytes]]:
                     d.tx(
                         signer,
                         "RegisterIdentity",
-                        {"public_key": key(f"id{i % 5}").public_key, "kind": "USER", "label": ""},
+                        register_identity_args(
+                            key(f"id{i % 5}"),
+                            chain_id=CHAIN,
+                            institution_id=f"inst-{who % 3}",
+                            kind="USER",
+                            label="",
+                        ),
                         nonce,
                     )
                 )
@@ -145,11 +152,9 @@ def build_blocks(plan_ops: list[list[tuple[str, int]]]) -> list[list[bytes]]:
                     d.tx(
                         signer,
                         "ProposeMember",
-                        {
-                            "institution_id": f"x{i}",
-                            "governance_public_key": key(f"g{i}").public_key,
-                            "operator_public_keys": [],
-                        },
+                        propose_member_args(
+                            key(f"g{i}"), [], chain_id=CHAIN, institution_id=f"x{i}"
+                        ),
                         nonce,
                     )
                 )

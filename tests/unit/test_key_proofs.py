@@ -12,6 +12,7 @@ from ledger.errors import InvalidEvent
 from ledger.execution import ExecutedBlock
 from ledger.key_proofs import (
     ROTATE_KEY_POP_DOMAIN,
+    register_identity_args,
     rotate_key_args,
     rotate_key_message,
     rotate_key_proof,
@@ -28,7 +29,9 @@ from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 def _driver_with_device() -> tuple[Driver, KeyPair]:
     d = Driver(consortium(4))
     dev = key("pop-dev")
-    register = {"public_key": dev.public_key, "kind": "DEVICE", "label": "d"}
+    register = register_identity_args(
+        dev, chain_id=CHAIN, institution_id="inst-0", kind="DEVICE", label="d"
+    )
     assert d.codes([d.tx(d.gov("inst-0"), "RegisterIdentity", register)]) == ["OK"]
     return d, dev
 
@@ -127,9 +130,19 @@ def test_a_proof_of_an_earlier_rotation_does_not_serve_a_later_one() -> None:
     assert d.codes([d.tx(n1, "RotateKey", _args(n2, n1))]) == ["OK"]
 
 
-def _retired_registry() -> Registry:
+#: the definitions retired by D61 and D63, current together before D61
+PRE_D61 = ("AddOperator", "ProposeMember", "RegisterIdentity", "RotateKey")
+
+
+def _retired_registry(*retired: str) -> Registry:
+    """A registry whose current schemas are the writers of before D61 (default), or of the
+    ``retired`` definitions with every other type as today."""
     defs = {}
-    for path in [*SCHEMA_DIR.glob("*.avsc"), SCHEMA_DIR / "retired" / "RotateKey.v1.avsc"]:
+    names = retired or PRE_D61
+    for path in [
+        *SCHEMA_DIR.glob("*.avsc"),
+        *(SCHEMA_DIR / "retired" / f"{name}.v1.avsc" for name in names),
+    ]:
         schema = json.loads(path.read_text())
         defs[f"pantheon.{schema['name']}"] = schema
     return Registry(defs)

@@ -10,6 +10,7 @@ import pytest
 
 from infra.cli import main
 from infra.keystore import KeystoreError, load_genesis, load_key
+from ledger.key_proofs import proposal_proofs_valid
 
 
 def _mode(path: Path) -> int:
@@ -98,3 +99,30 @@ def test_genesis_create_needs_institutions(
 ) -> None:
     assert main(["genesis", "create", "--out", str(tmp_path)]) == 2  # could not run
     assert "--institutions" in capsys.readouterr().err
+
+
+def test_keys_prove_member_gives_proofs_the_contract_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The candidate's CLI output is what proposeMember needs (D63): each key's proof
+    verifies for this chain and institution, and for no other."""
+    gov, op = tmp_path / "gov.json", tmp_path / "op.json"
+    for path in (gov, op):
+        assert main(["keys", "generate", str(path)]) == 0
+    capsys.readouterr()
+    argv = ["keys", "prove-member", "--chain-id", "c-1", "--institution", "newco"]
+    assert main([*argv, "--governance", str(gov), "--operator", str(op)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["governancePublicKey"] == load_key(gov).public_key.hex()
+    args = {
+        "institution_id": out["institutionId"],
+        "governance_public_key": bytes.fromhex(out["governancePublicKey"]),
+        "operator_public_keys": [bytes.fromhex(k) for k in out["operatorPublicKeys"]],
+        "governance_key_proof": bytes.fromhex(out["governanceKeyProof"]),
+        "operator_key_proofs": [bytes.fromhex(p) for p in out["operatorKeyProofs"]],
+    }
+    assert proposal_proofs_valid(args, chain_id="c-1")
+    assert not proposal_proofs_valid(args, chain_id="c-2")
+    assert not proposal_proofs_valid({**args, "institution_id": "other"}, chain_id="c-1")
+    assert main([*argv[:-1], "Not A Slug", "--governance", str(gov)]) == 2
+    assert "not a lowercase slug" in capsys.readouterr().err

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ledger.execution import ExecutedBlock
 from ledger.finality import Equivocation, FinalityTracker, Finalized, verify_certificate
+from ledger.key_proofs import propose_member_args
 from ledger.keys import KeyPair
 from ledger.members import member_ids
 from ledger.votes import Vote, sign_vote
-from tests.unit.chain_helpers import Driver, consortium, key
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 ANCHOR = {"sha256": bytes(32), "metadata": "{}"}
 
@@ -38,11 +39,7 @@ def test_consortium_lifecycle() -> None:
             d.tx(
                 gov["inst-0"],
                 "ProposeMember",
-                {
-                    "institution_id": "inst-new",
-                    "governance_public_key": new_gov.public_key,
-                    "operator_public_keys": [new_op.public_key],
-                },
+                propose_member_args(new_gov, [new_op], chain_id=CHAIN, institution_id="inst-new"),
             )
         ]
     )

@@ -13,11 +13,12 @@ import pytest
 from infra.simulate import planner as simulate
 from infra.simulate.planner import GOVERNANCE, SERVICE, PlannedTx, Planner, SenderId
 from ledger.governance import prop_key
+from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.members import member_ids
 from ledger.results import ResultCode
 from ledger.tx import parse_tx
-from tests.unit.chain_helpers import Driver, consortium, key
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
 
 def _planner(institutions: list[str], *, seed: int = 7, members: int = 4, **kw: Any) -> Planner:
@@ -26,6 +27,7 @@ def _planner(institutions: list[str], *, seed: int = 7, members: int = 4, **kw: 
         rng=random.Random(seed),
         run_id="test",
         members=members,
+        chain_id=CHAIN,
         **kw,
     )
 
@@ -125,7 +127,9 @@ def test_planned_workload_is_accepted_by_the_state_machine(seed: int) -> None:
         driver.tx(
             driver.gov(i),
             "RegisterIdentity",
-            {"public_key": service[i].public_key, "kind": "SERVICE", "label": f"{i}-sim"},
+            register_identity_args(
+                service[i], chain_id=CHAIN, institution_id=i, kind="SERVICE", label=f"{i}-sim"
+            ),
         )
         for i in insts
     ]
@@ -137,6 +141,7 @@ def test_planned_workload_is_accepted_by_the_state_machine(seed: int) -> None:
         rng=random.Random(seed),
         run_id=f"s{seed}",
         members=4,
+        chain_id=CHAIN,
         weights=weights,
     )
     kinds: Counter[str] = Counter()

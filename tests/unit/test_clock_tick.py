@@ -1,0 +1,56 @@
+"""D62's pure parts: when an IAM clock tick is due, and that the tick is a valid transaction
+of the institution's IAM SERVICE key under the chain's contracts."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.iam.clock_tick import TICK_OPERATION, Need, need_of, tick_args, tick_due
+from ledger.hashing import sha256
+from ledger.iam_time import LOG_APPEND_TIME
+from ledger.key_proofs import register_identity_args
+from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
+
+
+@pytest.mark.parametrize(
+    ("latest_ms", "claimed_ms", "due"),
+    [
+        (1_000, 0, True),  # no block after the time asked, no tick sent for it
+        (1_000, 1_000, True),  # stamped exactly at the time: not after it
+        (1_001, 0, False),  # the chain has a block after it already
+        (1_000, 1_001, False),  # a tick was sent for a later event: its block will be
+        (5_000, 5_000, False),
+    ],
+)
+def test_a_tick_is_due_only_when_neither_the_chain_nor_a_tick_covers_the_time(
+    latest_ms: int, claimed_ms: int, due: bool
+) -> None:
+    assert tick_due(latest_ms=latest_ms, claimed_ms=claimed_ms, after_ms=1_000) is due
+
+
+def test_the_need_of_delivered_messages_is_their_latest_append_time_minus_s() -> None:
+    stamps = [(LOG_APPEND_TIME, 5_000), (LOG_APPEND_TIME, 7_000), (LOG_APPEND_TIME, 6_000)]
+    assert need_of(stamps, 1_500) == Need(after_ms=5_500, appended_ms=7_000, index=1)
+    # a stamp the writer chose (or none): the readers refuse the message, nothing to move
+    assert need_of([*stamps, (1, 9_000)], 1_500) is None
+    assert need_of([(0, -1)], 1_500) is None
+    assert need_of([], 1_500) is None
+
+
+def test_the_tick_is_an_accepted_anchor_of_the_iam_service_key() -> None:
+    driver = Driver(consortium())
+    iam = key("iam")
+    register = register_identity_args(
+        iam, chain_id=CHAIN, institution_id="inst-0", kind="SERVICE", label="iam"
+    )
+    assert driver.codes([driver.tx(driver.gov("inst-0"), "RegisterIdentity", register)]) == ["OK"]
+    first = tick_args("inst-0", 1_700_000_000_000, sha256(b"event"))
+    second = tick_args("inst-0", 1_700_000_300_001, sha256(b"event"))
+    other = tick_args("inst-1", 1_700_000_000_000, sha256(b"event"))
+    assert first["data_id"] == "iam-clock/inst-0/1700000000000"
+    codes = driver.codes([driver.tx(iam, TICK_OPERATION, args) for args in (first, second)])
+    assert codes == ["OK", "OK"]
+    # a data id is written once chain-wide: it names the institution and the time
+    assert driver.codes([driver.tx(iam, TICK_OPERATION, first)]) == ["ALREADY_EXISTS"]
+    gov1 = driver.gov("inst-1")
+    assert driver.codes([driver.tx(gov1, TICK_OPERATION, other)]) == ["OK"]
