@@ -1,11 +1,13 @@
 """Consensus throughput and finality latency on this machine, against a real broker.
 
-Starts a private single-node Kafka, warms it up (``--warmup`` transactions through a
-1-institution chain, not measured: a fresh broker spends several core-seconds compiling its
-hot paths), then for 1 and for 4 institutions (one validator process each): a burst of
-pre-signed transactions for throughput, and a paced run at half that rate for latency
-(``--paced-seconds``, 5 s by default, and at least a quarter of the burst). Latency is
-measured per transaction from its produce call to the first receipt for it on
+Starts a private single-node Kafka, warms it up (``--warmup`` transactions through a chain
+of the largest measured shape, the most institutions and operators, not measured: a fresh
+broker spends several core-seconds compiling its hot paths, and a warm-up of one validator
+left the paths of many consumers and of ``pantheon.feeds`` to be compiled during the
+measured bursts, D64), then for 1 and for 4 institutions (one validator process each): a
+burst of pre-signed transactions for throughput, and a paced run at half that rate for
+latency (``--paced-seconds``, 5 s by default, and at least a quarter of the burst). Latency
+is measured per transaction from its produce call to the first receipt for it on
 ``pantheon.receipts``. Also prints the single-core Ed25519 verify rate and the
 ceiling ``verify rate x cores / validators`` (every validator verifies every signature; the
 verify rate is measured before and after each case and the best is used), and the CPU
@@ -36,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.broker_cpu import GROUPS, BrokerThreads, difference
 from bench.stages import STAGES, institutions_of, stages
 from bench.traffic import per_tx, topic_traffic
 from harness.stack_fixtures import private_settings
@@ -327,7 +330,10 @@ def run_case(
         )
         topics = ("tx", "votes", "blocks", "receipts", "feeds")
         traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
-        cpu_before = cpu_snapshot(pids, brokers, standbys)
+        threads_before, cpu_before = (  # and the broker's CPU by thread group (D64)
+            (broker_threads := BrokerThreads(brokers)).sample(),
+            cpu_snapshot(pids, brokers, standbys),
+        )
         began = time.time()
         send(
             producer,
@@ -341,7 +347,7 @@ def run_case(
         wait_for(0, burst_n, 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
         settled(work / prefix, len(procs))  # the CPU of every validator's share of the burst
-        cpu_after = cpu_snapshot(pids, brokers, standbys)
+        cpu_after, threads_after = cpu_snapshot(pids, brokers, standbys), broker_threads.sample()
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         paced_n = min(signed_n, max(short_n, int(paced_seconds * throughput / 2)))
@@ -386,6 +392,7 @@ def run_case(
                 burst_n + paced_n,
             ),
             **{f"cpu {k}": v for k, v in cpu.items()},
+            "broker groups": difference(threads_before, threads_after),
         }
     finally:
         stop_all(procs)
@@ -442,8 +449,8 @@ def main() -> None:
         "--warmup",
         type=int,
         default=10000,
-        help="transactions through a 1-institution chain first, not measured (a fresh "
-        "broker spends several core-seconds compiling its hot paths)",
+        help="transactions through a chain of the largest measured shape first, not "
+        "measured (a fresh broker spends several core-seconds compiling its hot paths)",
     )
     args = parser.parse_args()
     settings = private_settings()
@@ -454,18 +461,20 @@ def main() -> None:
         data_dirs = [node.data_dir for node in cluster.nodes]
         # This machine's speed drifts (shared host): the verify rate is measured before and
         # after every case, and the ceiling uses the best figure, so the ratio errs low.
-        if args.warmup > 0:
+        per_inst = [int(x) for x in args.operators.split(",")]
+        sizes = [int(x) for x in args.institutions.split(",")]
+        if args.warmup > 0:  # every path the measured cases use: many consumers, feeds (D64)
             run_case(
                 settings.bootstrap_servers,
                 settings.state_dir,
-                1,
+                max(sizes),
                 args.warmup,
                 brokers=brokers,
                 workers=0,
+                operators=max(per_inst),
             )
         rates = [verify_rate(2.0)]
-        per_inst = [int(x) for x in args.operators.split(",")]
-        for n in [int(x) for x in args.institutions.split(",")]:
+        for n in sizes:
             by_ops: dict[int, tuple[float, float]] = {}
             for ops in per_inst:
                 by_ops[ops] = report_case(
@@ -559,6 +568,13 @@ def report_case(
         f"{rate * r['cpu validators'] / finalized:.2f} x one verify ({1e6 / rate:.0f} us); "
         f"broker {1e6 * r['cpu broker'] / args.txs:.0f} us per tx"
     )
+    groups = r["broker groups"]
+    without_jit = r["cpu broker"] - groups["JIT compiler"]
+    print(
+        "  broker CPU by thread group: "
+        + ", ".join(f"{g} {groups[g]:.2f} s" for g in GROUPS)
+        + f"; without its JIT compiler {1e6 * without_jit / args.txs:.0f} us per tx"
+    )
     if ops > 1:
         print(
             f"  validator CPU per finalized tx by role: primary (ranked first) "
@@ -589,7 +605,8 @@ def print_details(details: dict[str, Any]) -> None:
         print(
             f"  {status['institution']}/{status['operator']}: GC pauses by generation "
             f"{gc_stats.get('count')} (total ms {gc_stats.get('total_ms')}, max ms "
-            f"{gc_stats.get('max_ms')}); snapshots: longest stall of the loop "
+            f"{gc_stats.get('max_ms')}, of CPU {gc_stats.get('max_cpu_ms')}); snapshots: "
+            "longest stall of the loop "
             f"{status.get('snapshot_stall_ms_max')} ms, longest from begun to stored "
             f"{status.get('snapshot_write_ms_max')} ms"
         )

@@ -15,7 +15,8 @@ Kafka's lag tools), hands every message to the core and carries out its actions:
   operator key id (header ``pantheon-operator``; D38);
 * a primary sends each block it executes to ``pantheon.feeds``; its standbys read that topic
   and apply final blocks from it rather than executing them (D52), and do not read
-  ``pantheon.tx`` while they follow (``streams.validator_txlog``, D57).
+  ``pantheon.tx`` while they follow (``streams.validator_txlog``, D57); they read the votes,
+  blocks and feeds on a patient second consumer meanwhile (``streams.validator_reads``, D64).
 
 Snapshots: ``streams.validator_snapshots``; on restart the newest valid one is loaded and
 the logs are replayed from the positions it names. SIGTERM stops it cleanly (exit 0); a
@@ -53,12 +54,13 @@ from ledger.validator_core import (
 from runtime import logs
 from runtime.cli_args import ConfigError
 from runtime.heap import GcPauses, HeapSettler
-from runtime.kafka_config import consume_ready, consumer_config, producer_config
+from runtime.kafka_config import consumer_config, producer_config
 from runtime.startup import refuse, require_broker
 from streams import validator_metrics as metrics
 from streams.durable import SnapshotStore, VoteJournal
 from streams.signature_pipeline import SignaturePipeline
 from streams.validator_config import ValidatorConfig, build_parser, config_from_args, load_operator
+from streams.validator_reads import PATIENT, Reads
 from streams.validator_snapshots import SNAPSHOT_EVERY_BLOCKS, Snapshotter
 from streams.validator_status import core_status, report_divergence, run_profiled, write_status
 from streams.validator_txlog import TxRead
@@ -108,10 +110,13 @@ class Validator:
         # reads the end of the tx log cached from fetch responses, so no watermark query
         # queues behind a parked fetch (which is why the wait was 20 ms: 50 fetches a second
         # per validator, broker CPU whatever the load, D47).
-        self.consumer = Consumer(
-            consumer_config(config.bootstrap, f"validator-{config.institution}-{config.operator}")
+        group = f"validator-{config.institution}-{config.operator}"
+        self.consumer = Consumer(consumer_config(config.bootstrap, group))
+        # votes, blocks and feeds: read patiently while the core follows (D64)
+        self.reads = Reads(
+            self.consumer, lambda: Consumer(consumer_config(config.bootstrap, group, **PATIENT))
         )
-        self.consumer.assign([TopicPartition(self.topics["votes"], 0, votes_offset)])
+        self.reads.assign(self.topics["votes"], votes_offset)
         self.tx = TxRead(  # assigned in the loop, if the core reads it (D57)
             self.consumer,
             self.topics["tx"],
@@ -183,11 +188,13 @@ class Validator:
         try:
             while self.running:
                 busy = self.pipeline is not None and self.pipeline.pending > 0
-                # what is fetched at once, else the first message to come (consume_ready):
-                # consume(1000, t) waited all of t under a trickle, on every turn (D40)
-                batch = consume_ready(self.consumer, 1000, 0.005 if busy else 0.05)
-                for msg in batch:
-                    self._on_message(msg)
+                self.reads.follow(self.core.following)
+                # what is fetched at once, else the first message to come (consume_ready:
+                # consume(1000, t) waited all of t under a trickle, on every turn, D40)
+                batch = self.reads.consume(1000, 0.005 if busy else 0.05)
+                for source, msg in batch:
+                    if self.reads.wanted(source, msg):
+                        self._on_message(msg)
                     if self.core.diverged is not None:
                         break
                 if self.pipeline is not None:
@@ -218,6 +225,7 @@ class Validator:
             self.snapshots_due.close()
             self.producer.flush(30)
             self._write_status()
+            self.reads.close()
             self.consumer.close()
             self.journal.close()
 
@@ -263,7 +271,7 @@ class Validator:
             log.warning("watermark query failed", extra={"topic": name, "error": str(exc)})
             return False
         start = max(low, high - COPIES_LOOKBACK)
-        self.consumer.incremental_assign([TopicPartition(self.topics[name], 0, start)])
+        self.reads.assign(self.topics[name], start)
         log.info(
             f"reading {name} of other operators",
             extra={"publisher_rank": self.core.publisher_rank, "from": start},
@@ -378,6 +386,7 @@ class Validator:
             "reads_tx": self.tx.reading,
             "tx_messages_read": self.tx.messages,
             "tx_read_from": self.tx.started_from,
+            "patient_reads": self.reads.following,
             "gc": self._gc.summary(),
             "snapshot_stall_ms_max": round(self.snapshots_due.stall_ms, 2),
             "snapshot_write_ms_max": round(self.snapshots_due.write_ms, 2),

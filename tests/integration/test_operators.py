@@ -109,6 +109,9 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
         # ... and never read the tx log (D57)
         assert all((c.status(n) or {})["tx_messages_read"] == 0 for n in standby.values())
         assert not any((c.status(n) or {})["reads_tx"] for n in standby.values())
+        # ... and read votes, blocks and feeds on their patient consumer (D64)
+        assert all((c.status(n) or {})["patient_reads"] for n in standby.values())
+        assert not any((c.status(n) or {})["patient_reads"] for n in primary.values())
         before = publishers(c)
         standby_keys = {key_of[n] for n in standby.values()}
         first = key_of[primary["inst-1"]]
@@ -140,6 +143,7 @@ def test_killing_one_operator_of_every_institution_under_load_keeps_finality(
     c.wait_final(top, survivors, timeout=60)
     top, _replay = check_chain(c, min_copies=1)
     assert all((c.status(n) or {})["tx_messages_read"] > 0 for n in survivors)  # took over
+    assert not any((c.status(n) or {})["patient_reads"] for n in survivors)  # eager: promptly
     # Every height was published (no gap at the takeover), after the kill by inst-1's standby
     after = publishers(c)
     assert all(after[h] for h in range(1, top + 1)), after
@@ -257,6 +261,7 @@ def test_a_standby_reads_no_tx_ignores_forged_feeds_and_takes_over_after_sigkill
         seen = c.status(standby) or {}
         assert seen["applied"] >= 30, seen  # forged ones tried first were dropped (misses)
         assert seen["tx_messages_read"] == 0 and not seen["reads_tx"], seen
+        assert seen["patient_reads"], seen  # votes and feeds on the patient consumer (D64)
         assert not seen["diverged"]
 
         c.kill(primary)
@@ -272,6 +277,7 @@ def test_a_standby_reads_no_tx_ignores_forged_feeds_and_takes_over_after_sigkill
     assert all(len(entries[tx_id(r)]) == 1 for r in sent)  # each in one block, once
     after = c.status(standby) or {}
     assert after["reads_tx"] and not after["diverged"] and after["final_height"] == top
+    assert not after["patient_reads"]  # eager: its votes and feeds read promptly again
     # it started reading right after a block it had applied: a block boundary
     start = after["tx_read_from"]
     boundaries = {replay.block(h).header.last_offset + 1 for h in range(1, top + 1)}
