@@ -6,7 +6,11 @@
 "use strict";
 const Trust = (() => {
   const PIN = "pantheon.genesis";
-  const CACHE = "pantheon.trust.v1.";
+  // The verdict cache, per pinned genesis. Its version changes whenever the replay's rules do,
+  // so no verdict reached under older rules is trusted (v2: proofs of possession, D61, D63);
+  // an older version's entry is deleted when the genesis it names is loaded.
+  const CACHE = "pantheon.trust.v2.";
+  const OLD_CACHES = ["pantheon.trust.v1."];
   const HEX64 = /^[0-9a-f]{64}$/;
 
   // ---- bytes, hashes, Avro ------------------------------------------------------------------
@@ -374,6 +378,7 @@ const Trust = (() => {
     if (!hash) throw Object.assign(new Error("not pinned"), { unpinned: true });
     if (loaded && loaded.hash === hash) return loaded;
     let cache = null;
+    try { for (const old of OLD_CACHES) localStorage.removeItem(old + hash); } catch (e) { /* no storage */ }
     try { cache = JSON.parse(localStorage.getItem(CACHE + hash) || "null"); } catch (e) { cache = null; }
     if (!cache) {
       const r = await fetch("/genesis.avro");

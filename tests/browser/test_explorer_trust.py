@@ -91,7 +91,7 @@ def test_honest_chain_verifies_across_operator_change(site: Site, page: Any) -> 
     page.reload()
     sync_api.expect(page.locator("#qc-verdict")).to_have_attribute("data-verified", "yes")
     sync_api.expect(page.locator("#qc-checks")).to_contain_text("cached by height")
-    cache = page.evaluate(f"localStorage.getItem('pantheon.trust.v1.{site.genesis_hash}')")
+    cache = page.evaluate(f"localStorage.getItem('pantheon.trust.v2.{site.genesis_hash}')")
     assert str(after) in json.loads(cache)["verified"]
 
 
@@ -135,6 +135,43 @@ def test_forged_key_set_and_certificate_are_unverified(site: Site, page: Any) ->
     sync_api.expect(checks).to_contain_text("not an operator of inst-1 at this height")
     sync_api.expect(checks).to_contain_text("0 of 4 institutions signed validly")
     shot(page, "25-block-forged-key-set-unverified")
+
+
+def test_a_verdict_cached_under_older_rules_is_not_trusted(site: Site, page: Any) -> None:
+    """A verdict the page cached before its replay rules changed (the v1 cache, before the
+    proofs of possession) is deleted, not believed: with it, the forged certificate below
+    would have been "verified earlier in this browser"."""
+    target = site.removed_at + 1
+    pin(page, site)
+    _verdict(page, target, "yes")  # honest: the current cache now holds target's hash
+    v1, v2 = (f"pantheon.trust.{v}.{site.genesis_hash}" for v in ("v1", "v2"))
+    page.evaluate(
+        "([v1, v2]) => { localStorage.setItem(v1, localStorage.getItem(v2)); "
+        "localStorage.removeItem(v2); }",
+        [v1, v2],
+    )
+    assert str(target) in json.loads(page.evaluate(f"localStorage.getItem('{v1}')"))["verified"]
+    forger = KeyPair.from_seed(os.urandom(32))
+
+    def forge(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        block = (body.get("data") or {}).get("block") if isinstance(body, dict) else None
+        if block and block["height"] == target:  # every vote by a key of the gateway's own
+            for vote in block["certificate"]["votes"]:
+                vote["publicKey"] = forger.public_key.hex()
+                vote["signature"] = sign_vote(
+                    forger, height=target, block_hash=bytes.fromhex(block["hash"])
+                ).signature.hex()
+        route.fulfill(response=response, json=body)
+
+    page.route("**/graphql", forge)
+    page.goto("about:blank")
+    page.goto(site.url + "/")
+    verdict = _verdict(page, target, "no")
+    sync_api.expect(verdict).to_contain_text("UNVERIFIED")
+    sync_api.expect(page.locator("#qc-checks")).not_to_contain_text("cached by height")
+    assert page.evaluate(f"localStorage.getItem('{v1}')") is None
 
 
 def test_another_genesis_is_refused(site: Site, page: Any) -> None:
