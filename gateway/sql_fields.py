@@ -46,10 +46,13 @@ Params = Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]
 class Leaf:
     """``expr`` is the field's JSON value; with ``finish``, it is the input of that function,
     whose result the field's own ``serialize`` turns into the value (for what only Python
-    computes exactly, such as a rounded float)."""
+    computes exactly, such as a rounded float). ``memo``: ``finish`` depends on nothing but
+    the raw value, which is the row's own bytes, so its result may be kept by that value
+    (:mod:`gateway.sql_finish`, D68)."""
 
     expr: str
     finish: Callable[[Any], Any] | None = None
+    memo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +328,7 @@ FIELDS: dict[str, dict[str, Spec]] = {
         "operation": plain("operation"),
         "resultCode": int4("result_code"),
         "envelope": hexed("envelope"),
-        "arguments": Leaf("encode({a}.envelope, 'hex')", finish=_arguments),
+        "arguments": Leaf("encode({a}.envelope, 'hex')", finish=_arguments, memo=True),
         "receipt": Same("Receipt"),
         "block": One("Block", "chain.blocks", {"": "{x}.height = {a}.height"}),
         "senderIdentity": One("Identity", "chain.keys", {"": "{x}.key_id = {a}.sender"}),

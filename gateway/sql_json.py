@@ -175,7 +175,7 @@ class _Compiler:
                 serialize = getattr(_named(definition.type), "serialize", None)
                 if serialize is None:
                     raise NotSql("a finished leaf that is not a scalar")
-                finish = then_serialize(spec.finish, serialize)
+                finish = then_serialize(spec.finish, serialize, memo=spec.memo)
                 self.finishes.append(Finished(path[0], path[1:], finish))
             return _leaf(spec.expr, "a")
         if isinstance(spec, Same):

@@ -37,6 +37,7 @@ from projections.read.model import (
     ProposalVote,
     Transaction,
     fetch_all,
+    limited,
 )
 from projections.runner import CHANNEL
 from runtime.pg import Conn
@@ -56,9 +57,8 @@ def summary(conn: Conn) -> ChainSummary | None:
 def latest_blocks(conn: Conn, limit: int = 20, before_height: int | None = None) -> list[Block]:
     """Newest blocks first; the next page starts below ``before_height``."""
     before = BIG if before_height is None else before_height
-    return fetch_all(
-        conn, Block, BLOCK + "WHERE height < %s ORDER BY height DESC LIMIT %s", (before, limit)
-    )
+    query = limited(BLOCK + "WHERE height < %s ORDER BY height DESC", limit)
+    return fetch_all(conn, Block, query, (before,))
 
 
 def block_by_height(conn: Conn, height: int) -> Block | None:
@@ -100,9 +100,12 @@ def transactions_by_sender(
     return fetch_all(
         conn,
         Transaction,
-        TX + "WHERE sender = %s AND (height, position) < (%s, %s) "
-        "ORDER BY height DESC, position DESC LIMIT %s",
-        (sender, h, p, limit),
+        limited(
+            TX + "WHERE sender = %s AND (height, position) < (%s, %s) "
+            "ORDER BY height DESC, position DESC",
+            limit,
+        ),
+        (sender, h, p),
     )
 
 

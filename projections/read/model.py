@@ -9,6 +9,7 @@ named once on the read side. The writer's columns (``projections.rows.APPEND_TAB
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -146,6 +147,25 @@ TX = select(Transaction, "chain.transactions")
 KEY = select(Key, "chain.keys")
 ANCHOR = select(Anchor, "chain.anchors")
 BIG = 2**62  #: above every height: the first page of a newest-first list
+
+
+def limited(query: str, limit: int) -> str:
+    """``query`` (ending in its ORDER BY) with ``LIMIT <limit>`` as an integer literal (D68).
+
+    A ``LIMIT %s`` parameter makes PostgreSQL cost its generic plan as if a tenth of the table
+    were read, so a prepared newest-rows statement was planned again on every execution
+    (D65); with the literal the generic plan wins after five custom ones. ``limit`` must be
+    an ``int`` (not a bool): the text is ``str(int)``, nothing else is written into SQL. A
+    negative limit fails the statement as the parameter did. Texts are kept for 64 pairs.
+    """
+    if type(limit) is not int:
+        raise TypeError(f"a LIMIT must be an int, not {type(limit).__name__}")
+    return _limited(query, limit)
+
+
+@lru_cache(maxsize=64)
+def _limited(query: str, limit: int) -> str:
+    return f"{query} LIMIT {limit}"
 
 
 def fix(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from projections.read.model import BIG, KEY, TX, ChainSummary, Key, Transaction
+from projections.read.model import BIG, KEY, TX, ChainSummary, Key, Transaction, limited
 from runtime.pg import Conn
 
 
@@ -168,10 +168,10 @@ def latest_transactions(
     """Entries of final blocks, newest first; ``before`` is the last (height, position)."""
     h, p = before if before is not None else (BIG, 0)
     rows = conn.execute(
-        (
-            TX + "WHERE (height, position) < (%s, %s) ORDER BY height DESC, position DESC LIMIT %s"
+        limited(
+            TX + "WHERE (height, position) < (%s, %s) ORDER BY height DESC, position DESC", limit
         ).encode(),
-        (h, p, limit),
+        (h, p),
     ).fetchall()
     return [_tx(r) for r in rows]
 

@@ -10,6 +10,7 @@ with no chain at all.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import psycopg
@@ -133,6 +134,59 @@ def run_all(pool: ConnectionPool[Any], chain: ChainFixture, s: dict[str, str]) -
 
 def test_the_sql_plan_answers_as_the_reference(chain: ChainFixture) -> None:
     run_all(chain.pool, chain, samples(chain.dsn))
+
+
+def _arguments_by_entry(body: bytes) -> dict[tuple[int, int], Any]:
+    edges = json.loads(body)["data"]["transactions"]["edges"]
+    return {(e["node"]["height"], e["node"]["position"]): e["node"]["arguments"] for e in edges}
+
+
+def test_kept_arguments_follow_the_rows_own_bytes(chain: ChainFixture) -> None:
+    """D68: decoded ``arguments`` are kept by the envelope's own text, so a row whose
+    envelope changes (here two entries swap theirs, after both were served and kept) is
+    answered from its new bytes on all three paths, and restoring them restores the answer."""
+    before = three_ways(chain.pool, chain, QUERIES["explorer"])
+    shown = _arguments_by_entry(before)
+    with psycopg.connect(chain.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT height, position, envelope FROM chain.transactions "
+            "WHERE envelope IS NOT NULL ORDER BY height DESC, position DESC LIMIT 15"
+        ).fetchall()
+        first = rows[0]
+        other = next(r for r in rows if shown[(r[0], r[1])] != shown[(first[0], first[1])])
+        swap = "UPDATE chain.transactions SET envelope = %s WHERE height = %s AND position = %s"
+        conn.execute(swap, (other[2], first[0], first[1]))
+        conn.execute(swap, (first[2], other[0], other[1]))
+    try:
+        swapped = _arguments_by_entry(three_ways(chain.pool, chain, QUERIES["explorer"]))
+        a, b = (first[0], first[1]), (other[0], other[1])
+        assert swapped == {**shown, a: shown[b], b: shown[a]}
+    finally:
+        with psycopg.connect(chain.dsn, autocommit=True) as conn:
+            conn.execute(swap, (first[2], first[0], first[1]))
+            conn.execute(swap, (other[2], other[0], other[1]))
+    assert three_ways(chain.pool, chain, QUERIES["explorer"]) == before
+
+
+def test_the_python_plans_newest_rows_get_generic_plans(chain: ChainFixture) -> None:
+    """D68: the Python plan's newest blocks and transactions have their LIMIT as a literal,
+    so PostgreSQL keeps a generic plan for them instead of planning every execution."""
+    pool: ConnectionPool[Any] = ConnectionPool(
+        chain.dsn, min_size=1, max_size=1, open=True, kwargs={"autocommit": True}
+    )
+    try:
+        for _ in range(20):  # the Python plan and graphene each run both statements
+            three_ways(pool, chain, QUERIES["dashboard"])
+        with pool.connection() as conn:
+            plans = conn.execute(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE '%DESC LIMIT 16'"
+            ).fetchall()
+        assert len(plans) == 2, plans  # blocks, transactions
+        for _statement, generic, custom in plans:
+            assert custom <= 5 < generic, plans
+    finally:
+        pool.close()
 
 
 def test_altered_rows_are_served_as_the_reference_serves_them(chain: ChainFixture) -> None:
