@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,9 +34,7 @@ from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from harness.projections_support import CHAIN_ID, SimChain
-from harness.stack_fixtures import private_settings
-from infra.kafka_server import KafkaCluster
-from infra.postgres_server import Postgres
+from harness.stack_fixtures import private_servers
 from ledger import iam_time
 from ledger.iam_events import IamGate, KeyHistory, Opened, open_message, sign_event
 from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME, ChainClock
@@ -197,20 +193,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.events < 3:
         parser.error("--events: at least 3 (the administrator's bootstrap)")
-    settings = private_settings()
-    kafka, postgres = KafkaCluster(settings), Postgres(settings)
-    work = Path(tempfile.mkdtemp(prefix="bench-iam-"))
-    try:
-        kafka.start()
-        postgres.start()
+    with private_servers("bench-iam-") as (settings, _, postgres, work):
         bootstrap = settings.bootstrap_servers
         dsn, key, values = setup(bootstrap, postgres.dsn("postgres"), work, args.events)
         measure(bootstrap, dsn, key, values, args.batch)
-    finally:
-        postgres.stop()
-        kafka.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

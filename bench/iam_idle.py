@@ -22,9 +22,7 @@ import argparse
 import contextlib
 import io
 import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 import uuid
@@ -41,8 +39,7 @@ from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, chain_key_height
 from harness.consortium import Consortium
-from harness.stack_fixtures import private_settings
-from infra.kafka_server import KafkaCluster
+from harness.stack_fixtures import private_servers
 from infra.postgres_server import Postgres
 from ledger import iam_time
 from ledger.key_proofs import register_identity_args
@@ -175,18 +172,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.skew_ms < 100 or args.block_interval_ms < 1:
         parser.error("--rounds >= 1, --skew-ms >= 100, --block-interval-ms >= 1")
-    settings = private_settings()
-    kafka, postgres = KafkaCluster(settings), Postgres(settings)
-    work = Path(tempfile.mkdtemp(prefix="bench-iam-idle-"))
-    try:
-        kafka.start()
-        postgres.start()
+    with private_servers("bench-iam-idle-") as (settings, _, postgres, work):
         run(settings.bootstrap_servers, postgres, work, args)
-    finally:
-        postgres.stop()
-        kafka.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

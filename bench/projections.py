@@ -26,10 +26,8 @@ Starts a private single-node Kafka and PostgreSQL, then:
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,8 +38,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.consensus import cpu_seconds, percentile, presigned, send, spawn_validators
 from harness.projections_support import SimChain, anchor
-from harness.stack_fixtures import private_settings
-from infra.kafka_server import KafkaCluster
+from harness.stack_fixtures import private_servers
 from infra.keystore import create_genesis
 from infra.postgres_server import Postgres
 from infra.procs import descendants
@@ -337,22 +334,12 @@ def main() -> None:
     parser.add_argument("--institutions", type=int, default=4)
     parser.add_argument("--block-txs", type=int, default=500)
     args = parser.parse_args()
-    settings = private_settings()
-    kafka = KafkaCluster(settings)
-    postgres = Postgres(settings, server_options=["track_commit_timestamp=on"])
-    work = Path(tempfile.mkdtemp(prefix="bench-proj-"))
-    try:
-        kafka.start()
-        postgres.start()
+    servers = private_servers("bench-proj-", postgres_options=["track_commit_timestamp=on"])
+    with servers as (settings, _, postgres, work):
         catch_up(
             settings.bootstrap_servers, postgres.dsn("postgres"), work, args.txs, args.block_txs
         )
         live(settings.bootstrap_servers, postgres, work, args)
-    finally:
-        postgres.stop()
-        kafka.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from infra import procs
+from infra.kafka_server import KafkaCluster
+from infra.postgres_server import Postgres
 from infra.settings import Settings
 
 
@@ -38,6 +40,26 @@ def private_settings(*, brokers: int = 1, state_dir: Path | None = None) -> Sett
         gateway_port=procs.free_port_block(8),
         topic_prefix="pantheon.",
     )
+
+
+@contextmanager
+def private_servers(
+    work_prefix: str, *, postgres_options: Sequence[str] = ()
+) -> Iterator[tuple[Settings, KafkaCluster, Postgres, Path]]:
+    """A private Kafka and PostgreSQL (``postgres_options``: extra server settings), started,
+    and a work directory; both servers stopped and every file removed when the block ends."""
+    settings = private_settings()
+    kafka, postgres = KafkaCluster(settings), Postgres(settings, server_options=postgres_options)
+    work = Path(tempfile.mkdtemp(prefix=work_prefix))
+    try:
+        kafka.start()
+        postgres.start()
+        yield settings, kafka, postgres, work
+    finally:
+        postgres.stop()
+        kafka.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 def stack_variables(settings: Settings) -> dict[str, str]:
