@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException, Producer
 
 from gateway.errors import Unavailable
+from runtime.delivery import produce_flushed
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX
 
@@ -25,18 +25,13 @@ class KafkaSubmitter:
 
     def submit(self, raw: bytes, key: bytes) -> None:
         """Deliver one envelope or raise :class:`Unavailable`."""
-        errors: list[KafkaError] = []
-        delivered: list[Any] = []
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            (errors.append(err) if err is not None else delivered.append(msg))
-
         with self._lock:
             try:
-                self._producer.produce(self.topic, value=raw, key=key, on_delivery=on_delivery)
+                delivered, errors = produce_flushed(
+                    self._producer, self.topic, [(key, raw)], self.timeout_s
+                )
             except (BufferError, KafkaException):
                 raise Unavailable("the ledger's broker does not accept transactions now") from None
-            self._producer.flush(self.timeout_s)
         if errors:
             raise Unavailable("the transaction could not be delivered to the ledger")
         if not delivered:  # still queued: it may land after this answer

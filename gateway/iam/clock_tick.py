@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException, Producer
 from prometheus_client import Counter
 from psycopg_pool import ConnectionPool
 
@@ -43,6 +43,7 @@ from ledger.iam_events import SERVICE_ROLE
 from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
+from runtime.delivery import produce_flushed
 
 log = logging.getLogger("pantheon.iam")
 
@@ -174,14 +175,9 @@ class ClockTicker:
         return tx_id
 
     def _send(self, key: KeyPair, raw: bytes) -> bool:
-        failures: list[KafkaError] = []
-        delivered: list[Message] = []
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            (failures.append(err) if err is not None else delivered.append(msg))
-
-        self.producer.produce(self.tx_topic, key=key.key_id, value=raw, on_delivery=on_delivery)
-        self.producer.flush(self.timeout_s)
+        delivered, failures = produce_flushed(
+            self.producer, self.tx_topic, [(key.key_id, raw)], self.timeout_s
+        )
         if failures or not delivered:
             log.warning(
                 "IAM clock tick not delivered",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Message, Producer
 from psycopg_pool import ConnectionPool
 
 from gateway.iam import store
@@ -17,6 +17,7 @@ from gateway.iam.errors import NotApplied
 from gateway.iam.signing import IamSigner
 from ledger import iam_time
 from projections.runner import wait_for_offset
+from runtime.delivery import produce_flushed
 from schemas.codec import encode
 
 
@@ -38,20 +39,15 @@ class IamPublisher:
         if not events:
             return
         sign = signer.signing()  # KeyNotActive (a NotApplied) before anything is sent
-        results: list[Message] = []
-        errors: list[KafkaError] = []
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            (errors.append(err) if err is not None else results.append(msg))
-
-        for event in events:
-            self.producer.produce(
-                self.topic,
-                key=event.key.encode(),
-                value=sign(self.institution, encode(event.schema, event.record)),
-                on_delivery=delivered,
-            )
-        self.producer.flush(self.apply_timeout_s)
+        results, errors = produce_flushed(
+            self.producer,
+            self.topic,
+            [
+                (event.key.encode(), sign(self.institution, encode(event.schema, event.record)))
+                for event in events
+            ],
+            self.apply_timeout_s,
+        )
         if errors or len(results) != len(events):
             raise NotApplied(f"producing to {self.topic} failed: {errors or 'timeout'}")
         last = max(m.offset() or 0 for m in results)
