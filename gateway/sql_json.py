@@ -58,6 +58,7 @@ from graphql.execution.values import get_argument_values
 from gateway.sql_fields import FIELDS, Leaf, Many, One, Page, Params, Same, Spec
 from gateway.sql_finish import Finished, Path, then_serialize
 from projections.read import Conn
+from projections.read.model import int_literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,7 @@ def _where(where: Mapping[str, str], variants: Variants, node_id: int, alias: st
 
 def _size(value: int | None) -> str:
     """A page size as SQL: an integer literal (``ALL`` for none), never a string."""
-    return "ALL" if value is None else str(int(value))
+    return "ALL" if value is None else int_literal(int(value))
 
 
 def _rows(table: str, where: str, order: str, node_id: int, limit: int | None) -> str:

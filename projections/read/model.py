@@ -158,14 +158,20 @@ def limited(query: str, limit: int) -> str:
     an ``int`` (not a bool): the text is ``str(int)``, nothing else is written into SQL. A
     negative limit fails the statement as the parameter did. Texts are kept for 64 pairs.
     """
-    if type(limit) is not int:
-        raise TypeError(f"a LIMIT must be an int, not {type(limit).__name__}")
-    return _limited(query, limit)
+    return _limited(query, int_literal(limit))
+
+
+def int_literal(value: int) -> str:
+    """``value`` as SQL text, the one way a number is written into a statement (D65, D68):
+    only an ``int`` (not a bool, not a string) is accepted, so the text is digits only."""
+    if type(value) is not int:
+        raise TypeError(f"a LIMIT must be an int, not {type(value).__name__}")
+    return str(value)
 
 
 @lru_cache(maxsize=64)
-def _limited(query: str, limit: int) -> str:
-    return f"{query} LIMIT {limit}"
+def _limited(query: str, literal: str) -> str:
+    return f"{query} LIMIT {literal}"
 
 
 def fix(row: dict[str, Any]) -> dict[str, Any]:
