@@ -113,6 +113,49 @@ def cpu_snapshot(
     }
 
 
+def host_cpu() -> tuple[float, float]:
+    """The whole host's busy and total CPU time so far (``/proc/stat``, in ticks)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of the host's CPU time that was busy between two :func:`host_cpu` reads."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
+def wait_for(watcher: Receipts, ids: list[bytes], timeout: float) -> None:
+    """Wait until ``watcher`` has seen a receipt for each of ``ids``, or ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(i in watcher.seen for i in ids):
+        time.sleep(0.1)
+
+
+class PhaseCpu:
+    """What a phase of a case cost, from construction to :meth:`done`: wall seconds, CPU
+    seconds of every :func:`cpu_snapshot` group, the brokers' JIT compiler, and the share of
+    the whole host's CPU that was busy."""
+
+    def __init__(
+        self, pids: list[int], brokers: list[int], standbys: frozenset[int], threads: BrokerThreads
+    ) -> None:
+        self.pids, self.brokers, self.standbys, self.threads = pids, brokers, standbys, threads
+        self.began = time.time()
+        self.before = (cpu_snapshot(pids, brokers, standbys), threads.sample(), host_cpu())
+
+    def done(self) -> dict[str, float]:
+        cpu, threads, host = self.before
+        after = cpu_snapshot(self.pids, self.brokers, self.standbys)
+        return {
+            "wall": time.time() - self.began,
+            **{k: after[k] - cpu[k] for k in cpu},
+            "broker JIT": difference(threads, self.threads.sample())["JIT compiler"],
+            "host busy": busy_share(host, host_cpu()),
+        }
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -315,13 +358,6 @@ def run_case(
         producer = Producer(producer_config(bootstrap))
         sent: dict[bytes, float] = {}
 
-        def wait_for(lo: int, hi: int, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not all(
-                ids[i] in watcher.seen for i in range(lo, hi)
-            ):
-                time.sleep(0.1)
-
         wait_ready(work / prefix, len(procs))  # 8 processes start slowly on a busy host
         pids = [p.pid for p in procs]
         where = [(n, k) for n in names for k in range(operators)]  # spawn_validators' order
@@ -344,13 +380,14 @@ def run_case(
             rate=None,
             on_send=sent_at(ids, sent),
         )
-        wait_for(0, burst_n, 300)
+        wait_for(watcher, ids[:burst_n], 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
         settled(work / prefix, len(procs))  # the CPU of every validator's share of the burst
         cpu_after, threads_after = cpu_snapshot(pids, brokers, standbys), broker_threads.sample()
         throughput = burst_n / (last - began)
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         paced_n = min(signed_n, max(short_n, int(paced_seconds * throughput / 2)))
+        paced_cpu = PhaseCpu(pids, brokers, standbys, broker_threads)
         send(
             producer,
             prefix + "tx",
@@ -360,7 +397,8 @@ def run_case(
             rate=throughput / 2,
             on_send=sent_at(ids, sent),
         )
-        wait_for(burst_n, burst_n + paced_n, 300)
+        wait_for(watcher, ids[burst_n : burst_n + paced_n], 300)
+        paced = paced_cpu.done()
         paced_ids = ids[burst_n : burst_n + paced_n]
         lat = latencies(paced_ids, sent, watcher.seen)
         watcher.stop = True
@@ -393,6 +431,7 @@ def run_case(
             ),
             **{f"cpu {k}": v for k, v in cpu.items()},
             "broker groups": difference(threads_before, threads_after),
+            "paced": paced,
         }
     finally:
         stop_all(procs)
@@ -553,6 +592,13 @@ def report_case(
         f"({r['paced_n'] / r['paced_rate']:.1f} s): p50 {r['p50'] * 1000:.0f} ms, "
         f"p99 {r['p99'] * 1000:.0f} ms; over its first {r['short_n']:,} only (the window "
         f"before --paced-seconds) p99 {r['p99 first'] * 1000:.0f} ms"
+    )
+    paced = r["paced"]
+    print(
+        f"  CPU during the paced run ({paced['wall']:.1f} s wall): validators "
+        f"{paced['validators']:.2f} s, broker {paced['broker']:.2f} s (its JIT compiler "
+        f"{paced['broker JIT']:.2f} s), load generator {paced['load generator']:.2f} s; "
+        f"host busy {100 * paced['host busy']:.0f}% of {cores} cores"
     )
     verify_cpu = validators * args.txs / rate
     print(

@@ -39,6 +39,16 @@ from runtime.kafka_config import admin_config, use_credentials
 log = logging.getLogger(__name__)
 
 JVM_HEAP = os.environ.get("PANTHEON_KAFKA_HEAP", "512m")
+JIT_C1_ONLY = "-XX:TieredStopAtLevel=1"
+"""The broker's JIT compiles with C1 only (D69): a fresh broker's C2 compiler otherwise
+takes half a core for minutes, on a host it shares with the validators."""
+
+
+def jvm_options(extra: str = os.environ.get("PANTHEON_KAFKA_JVM_OPTS", "")) -> list[str]:
+    """The broker's JVM options: the defaults, then ``extra`` (``PANTHEON_KAFKA_JVM_OPTS``,
+    split on spaces), which wins where it repeats one (the JVM takes the last), for example
+    ``-XX:TieredStopAtLevel=4`` on a broker with a host of its own."""
+    return [f"-Xmx{JVM_HEAP}", f"-Xms{JVM_HEAP}", "-XX:+UseG1GC", JIT_C1_ONLY, *extra.split()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +271,7 @@ class KafkaCluster:
         self._prepare(node, dist)
         argv = [
             self._java(),
-            f"-Xmx{JVM_HEAP}",
-            f"-Xms{JVM_HEAP}",
-            "-XX:+UseG1GC",
+            *jvm_options(),
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={node.home}",

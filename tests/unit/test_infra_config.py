@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra import invocation, procs
-from infra.kafka_server import KafkaCluster
+from infra.kafka_server import JIT_C1_ONLY, KafkaCluster, jvm_options
 from infra.settings import Settings, default_state_dir
 from runtime.kafka_config import consumer_config, producer_config
 from runtime.topics import FEEDS_CONFIG, LEDGER_TOPICS, ledger_config, topic_specs
@@ -160,3 +160,13 @@ def test_printed_commands_name_the_script_and_a_state_dir_elsewhere(
     assert invocation.pantheon("proof", "--dsn", "host=h port=1").endswith("--dsn 'host=h port=1'")
     monkeypatch.setenv(invocation.CALLER_DIR, str(tmp_path))  # called from elsewhere: absolute
     assert invocation.pantheon("status") == f"{script} status"
+
+
+def test_broker_jit_is_c1_only_unless_the_operator_says_otherwise() -> None:
+    """D69: a fresh broker's C2 compiler took half a core for minutes; the default stops at
+    C1, and options given in PANTHEON_KAFKA_JVM_OPTS come last, so the JVM obeys them."""
+    default = jvm_options("")
+    assert JIT_C1_ONLY in default and default[-1] == JIT_C1_ONLY
+    chosen = jvm_options("-XX:TieredStopAtLevel=4  -XX:+AlwaysPreTouch")
+    assert chosen[-2:] == ["-XX:TieredStopAtLevel=4", "-XX:+AlwaysPreTouch"]
+    assert chosen.index(JIT_C1_ONLY) < chosen.index("-XX:TieredStopAtLevel=4")
