@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -27,13 +28,24 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gateway.auth.crypto import (
+    CryptoError,
     MasterKey,
     open_with_master,
     seal_with_master,
 )
-from gateway.auth.tokens import Access, Claims, KeyRing, PublishedKey, SigningKey
+from gateway.auth.tokens import (
+    Access,
+    Claims,
+    KeyRing,
+    PublishedKey,
+    SigningKey,
+    key_id,
+    raw_public,
+)
 from gateway.iam.state import IamState, Principal, PrincipalKind
 from runtime.pg import Conn
+
+log = logging.getLogger("pantheon.gateway")
 
 SETUP_PREFIX = "pantheon-setup-"
 
@@ -222,11 +234,32 @@ def load_key_ring(
         raw = open_with_master(master, _purpose(institution, current[0]), bytes(current[2]))
         key = SigningKey(Ed25519PrivateKey.from_private_bytes(raw), int(current[3]))
     retired = tuple(
-        PublishedKey(r[0], Ed25519PublicKey.from_public_bytes(bytes(r[1])), int(r[4]))
+        published
         for r in rows
         if r[4] is not None and int(r[4]) + max_ttl_s > now_s and r[0] != key.kid
+        if (published := _retired_key(master, institution, r)) is not None
     )
     return KeyRing(key, retired)
+
+
+def _retired_key(master: MasterKey, institution: str, row: Any) -> PublishedKey | None:
+    """A retired key's public half, believed only from its sealed private half (PostgreSQL
+    is not trusted: a row's ``public_key`` column alone would let whoever can write the table
+    mint tokens); None, with a warning, for a row that does not open under the master key
+    with its own kid and institution, or whose columns disagree with what it seals."""
+    kid, public, sealed, _created, retired_at = row
+    try:
+        raw = open_with_master(master, _purpose(institution, kid), bytes(sealed))
+        derived = SigningKey(Ed25519PrivateKey.from_private_bytes(raw)).public
+    except (CryptoError, ValueError):
+        derived = None
+    if derived is None or key_id(derived) != kid or raw_public(derived) != bytes(public):
+        log.warning(
+            "signing key row refused: not sealed under this institution's master key",
+            extra={"kid": kid, "institution": institution},
+        )
+        return None
+    return PublishedKey(kid, derived, int(retired_at))
 
 
 # -- setup credential -------------------------------------------------------------------------

@@ -21,7 +21,15 @@ from confluent_kafka.admin import AdminClient
 from gateway.auth.crypto import MasterKey, open_profile, open_text
 from gateway.auth.passwords import FAST, ScryptParams
 from gateway.auth.throttle import LoginThrottle, ThrottlePolicy
-from gateway.auth.tokens import RevokedToken, TokenVerifier
+from gateway.auth.tokens import (
+    KeyRing,
+    RevokedToken,
+    SigningKey,
+    TokenIssuer,
+    TokenVerifier,
+    UnknownKid,
+    raw_public,
+)
 from gateway.iam import data_keys, store
 from gateway.iam.bootstrap import create_admin, ensure_setup_credential
 from gateway.iam.errors import (
@@ -300,6 +308,42 @@ def test_key_rotation_keeps_old_tokens_valid(iam: Iam) -> None:
     assert {k["kid"] for k in svc.jwks()["keys"]} == {old.claims.kid, new_kid}
     verifier = svc.verifier()
     assert verifier.verify(old.value).sub == verifier.verify(new.value).sub
+
+
+@pytest.mark.parametrize("seal", ["junk", "another key's seal"])
+def test_a_signing_key_row_written_into_postgres_mints_no_token(iam: Iam, seal: str) -> None:
+    """PostgreSQL is not trusted: a retired key is believed only from its private half
+    sealed under the master key with its own kid, never from the ``public_key`` column."""
+    svc = iam.service
+    _boot(iam)
+    genuine = svc.login("root", "root-password", "s")
+    forger = SigningKey.generate(int(time.time()) - 10)
+    with psycopg.connect(iam.dsn) as conn:
+        sealed = conn.execute("SELECT sealed_private FROM iam_signing_keys").fetchone()
+        assert sealed is not None
+        conn.execute(
+            "INSERT INTO iam_signing_keys (kid, public_key, sealed_private, created_at_s, "
+            "retired_at_s) VALUES (%s, %s, %s, %s, %s)",
+            (
+                forger.kid,
+                raw_public(forger.public),
+                b"\x01" + bytes(60) if seal == "junk" else bytes(sealed[0]),
+                int(time.time()) - 10,
+                int(time.time()) - 5,
+            ),
+        )
+    issuer = TokenIssuer(
+        KeyRing(forger), issuer=svc.issuer_name, audience=svc.audience, ttl_s=60, clock=time.time
+    )
+    forged = issuer.issue(
+        sub=genuine.claims.sub, inst=iam.institution, groups=[], perms=genuine.claims.perms
+    )
+    time.sleep(1.1)  # an unknown kid reloads the ring at most once a second
+    verifier = svc.verifier()
+    with pytest.raises(UnknownKid):
+        verifier.verify(forged.value)
+    assert forger.kid not in {k["kid"] for k in svc.jwks()["keys"]}
+    assert verifier.verify(genuine.value).sub == genuine.claims.sub
 
 
 def _topic_values(bootstrap: str, topic: str) -> list[bytes]:
