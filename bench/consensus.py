@@ -594,11 +594,14 @@ def report_case(
         f"before --paced-seconds) p99 {r['p99 first'] * 1000:.0f} ms"
     )
     paced = r["paced"]
+    ours = paced["validators"] + paced["broker"] + paced["load generator"]
+    others = max(0.0, paced["host busy"] - ours / (cores * paced["wall"]))
     print(
         f"  CPU during the paced run ({paced['wall']:.1f} s wall): validators "
         f"{paced['validators']:.2f} s, broker {paced['broker']:.2f} s (its JIT compiler "
         f"{paced['broker JIT']:.2f} s), load generator {paced['load generator']:.2f} s; "
-        f"host busy {100 * paced['host busy']:.0f}% of {cores} cores"
+        f"host busy {100 * paced['host busy']:.0f}% of {cores} cores, of which other "
+        f"processes {100 * others:.0f}% (more than a few: the host was shared, D69)"
     )
     verify_cpu = validators * args.txs / rate
     print(
