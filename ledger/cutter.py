@@ -114,6 +114,10 @@ class Cutter:
         """Entries held for the pending block."""
         return len(self._entries)
 
+    def entries_since(self, start: int) -> list[Entry]:
+        """The pending block's entries from the ``start``-th on."""
+        return self._entries[start:]
+
     def feed(self, offset: int, timestamp_ms: int, raw: bytes) -> CutBlock | None:
         """Consume the next message; returns the block it completes, if any."""
         if offset <= self._last_offset:

@@ -3,31 +3,31 @@
 Theory of operation
 -------------------
 * The shell (``streams/validator.py``) feeds the logs in their own order (``on_tx``,
-  ``on_vote``, ``on_feed``, ``on_published``) and calls ``on_tick`` with the current time.
-  Each returns the actions the shell must carry out (:mod:`ledger.validator_actions`); the
-  core never touches a socket, a file or a clock.
-* Cutting and executing run ahead of finality (pipelining): block ``h`` is cut, executed on
-  the state after ``h-1`` as this validator computed it, committed to the *speculative*
-  machine, and voted on at once, whether or not ``h-1`` is final yet.
-* A block is published when it is final (the finality tracker's quorum certificate) *and*
-  this validator's own execution of that height produced the same hash. Publication happens
-  in height order, and only then is the block's write set applied to the *final* state, the
-  one snapshots are taken from. So a snapshot is always of a state the quorum signed.
-* A validator votes at ``h`` only if its operator is in the validator set of ``h`` and ``h``
-  is not final yet (a replaying validator does not vote on history). After a divergence (its
-  hash differs from the final one) it never votes again; the shell stops it.
-* A marker ``TimeToCut(h)`` is due when the pending block's oldest entry has waited longer
-  than the block interval (:func:`ledger.cutter.time_to_cut_due`), the validator has read the
-  whole tx log (it is not replaying), and it has not emitted one for ``h`` already.
+  ``on_vote``, ``on_feed``, ``on_published``) and calls ``on_tick`` with the current time. Each
+  returns the actions the shell must carry out (:mod:`ledger.validator_actions`); the core never
+  touches a socket, a file or a clock.
+* Cutting and executing run ahead of finality (pipelining): block ``h`` is cut, executed on the
+  state after ``h-1`` as this validator computed it, committed to the *speculative* machine, and
+  voted on at once, whether or not ``h-1`` is final yet.
+* A block is published when it is final (the finality tracker's quorum certificate) *and* this
+  validator's own execution of that height produced the same hash. Publication happens in height
+  order, and only then is the block's write set applied to the *final* state, the one snapshots
+  are taken from. So a snapshot is always of a state the quorum signed.
+* A validator votes at ``h`` only if its operator is in the validator set of ``h`` and ``h`` is
+  not final yet (a replaying validator does not vote on history). After a divergence (its hash
+  differs from the final one) it never votes again; the shell stops it.
+* A marker ``TimeToCut(h)`` is due when the pending block's oldest entry has waited longer than
+  the block interval (:func:`ledger.cutter.time_to_cut_due`), the validator has read the whole
+  tx log (it is not replaying), and it has not emitted one for ``h`` already.
 * One publisher per height for the consortium (D47, after D38's one per institution):
-  :mod:`ledger.publication` publishes a final block at once or holds it until its copy is
-  read (:meth:`ValidatorCore.on_published`). Markers stay per institution: its first
-  operator emits them, a standby of rank ``r > 0`` ``r * takeover_delay_ms`` later.
+  :mod:`ledger.publication` publishes a final block at once or holds it until its copy is read
+  (:meth:`ValidatorCore.on_published`). Markers stay per institution: its first operator emits
+  them, a standby of rank ``r > 0`` ``r * takeover_delay_ms`` later.
 * A following standby (D52, D57) applies final blocks from its primary's feeds
   (:mod:`ledger.standby_feed`), does not vote and does not read the tx log (``reads_tx``).
-  *Eager* (:mod:`ledger.standby_follow`), it reads the tx log from ``tx_seek``, runs
-  blocks against the final hash where there is one (signatures vouched for; a miss runs
-  it again with verification) and votes on its own where there is none.
+  *Eager* (:mod:`ledger.standby_follow`), it reads the tx log from ``tx_seek``, runs blocks
+  against the final hash where there is one (signatures vouched for; a miss runs it again with
+  verification) and votes on its own where there is none.
 * Equivocation evidence found in the vote log, late votes included, becomes a
   ``ReportEquivocation`` transaction (:mod:`ledger.evidence`).
 """
@@ -59,6 +59,7 @@ from ledger.validator_actions import (
     SendVote,
     SubmitTx,
 )
+from ledger.verify_ahead import VERIFY_AHEAD_MIN, VerifyAhead
 from ledger.votes import decode_vote, sign_vote
 
 __all__ = [
@@ -116,6 +117,7 @@ class ValidatorCore:
         self._marker_for: int | None = None
         self.evidence = EvidenceBook(operator, params.chain_id)
         self._vouched: set[bytes] = set()  # pending envelopes whose signature the shell vouched for
+        self._ahead = VerifyAhead()  # or that were checked while waiting for the cut (D73)
         # ranked publication (D38): this institution's operator key ids, sorted
         self.takeover_ms = takeover_delay_ms(params.block_interval_ms)
         self._own_ops: tuple[bytes, ...] = ()
@@ -149,6 +151,10 @@ class ValidatorCore:
             return []
         self._queue.append(block)
         return self._drain()
+
+    def verify_ahead(self, min_batch: int = VERIFY_AHEAD_MIN) -> int:
+        """:meth:`~ledger.verify_ahead.VerifyAhead.check` of the pending block (D73)."""
+        return self._ahead.check(self.cutter, self._vouched, min_batch) if self._reading else 0
 
     def _drain(self) -> list[Action]:
         """Run the cut blocks in order (see the module docstring): a block with a reference
@@ -354,16 +360,6 @@ class ValidatorCore:
     def publishing(self) -> bool:
         """Whether final blocks are published at once (first in the order, or took over)."""
         return self.publication.publishing
-
-    @property
-    def took_over(self) -> bool:
-        """Whether this operator took over publication from earlier ones."""
-        return self.publication.took_over
-
-    @property
-    def held_heights(self) -> list[int]:
-        """Final heights a standby holds back (published by its primary, it hopes)."""
-        return self.publication.held_heights
 
     @property
     def cut_height(self) -> int:

@@ -199,6 +199,8 @@ class Validator:
                         break
                 if self.pipeline is not None:
                     self.pipeline.poll(0.0 if batch else 0.01)
+                else:  # the pending block's signatures, before its cut (D73)
+                    self.core.verify_ahead()
                 self._perform(self.core.on_tick(_now_ms(), caught_up=self.tx.caught_up(self.core)))
                 self.tx.sync(self.core, self.pipeline)
                 if not self._watching_blocks and not self.core.publishing:

@@ -177,19 +177,19 @@ def test_primaries_vote_standbys_apply_and_one_publishes_for_the_consortium() ->
     first = ("inst-0", 0)
     for node, core in net.cores.items():
         assert heights(net.published[node]) == ([1, 2] if node == first else [])
-        assert core.held_heights == ([] if node == first else [1, 2])
+        assert core.publication.held_heights == ([] if node == first else [1, 2])
         assert core.publishing == (node == first) and len(core.publication.order) > 1
     # a copy with other bytes releases nothing; the publisher's copies release everyone
     copy = net.published[first][0]
     net.cores[("inst-1", 0)].on_published(1, b"", copy.block + b"\x00")
-    assert net.cores[("inst-1", 0)].held_heights == [1, 2]
+    assert net.cores[("inst-1", 0)].publication.held_heights == [1, 2]
     net.announce(first)
-    assert all(c.held_heights == [] for c in net.cores.values())
+    assert all(c.publication.held_heights == [] for c in net.cores.values())
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.tick(5000)
     net.tick(5000 + 9 * delay)
     assert sum(len(p) for p in net.published.values()) == 2  # nobody took over
-    assert not any(c.took_over for c in net.cores.values())
+    assert not any(c.publication.took_over for c in net.cores.values())
 
 
 def test_a_copy_read_before_finality_releases_the_height_when_it_becomes_final() -> None:
@@ -205,7 +205,7 @@ def test_a_copy_read_before_finality_releases_the_height_when_it_becomes_final()
     for offset, raw in enumerate(txs):
         late.on_tx(offset, 1000, raw)
     actions = [a for o, raw in enumerate(net.votes) for a in late.on_vote(o, raw)]
-    assert late.final_height == 1 and late.held_heights == []
+    assert late.final_height == 1 and late.publication.held_heights == []
     assert not [a for a in actions if isinstance(a, PublishFinal)]
 
 
@@ -221,7 +221,7 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
     # for the takeover delay, then runs it against the final hash (D52)
     standby = net.cores[("inst-0", 1)]
     assert standby.cut_height == 0 and standby.following
-    assert all(c.held_heights == [1] for c in net.cores.values() if c is not standby)
+    assert all(c.publication.held_heights == [1] for c in net.cores.values() if c is not standby)
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     net.tick(0)
     net.tick(delay - 1)
@@ -232,10 +232,10 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
     net.tick(delay)  # the second in the order takes over; the later ones wait longer
     assert standby.eager and standby.cut_height == 1 and standby.counters.optimistic == 1
     assert standby.voted_height == 0  # height 1 was final: no vote on history
-    assert heights(net.published[second]) == [1] and net.cores[second].took_over
+    assert heights(net.published[second]) == [1] and net.cores[second].publication.took_over
     assert all(net.published[n] == [] for n in nodes if n != second)
     net.announce(second)
-    assert all(c.held_heights == [] for c in net.cores.values())
+    assert all(c.publication.held_heights == [] for c in net.cores.values())
     net.tick(2 * delay)
     net.feed_tx(txs[5:10])
     net.deliver_votes()
@@ -253,11 +253,11 @@ def test_the_next_publisher_takes_over_and_steps_back() -> None:
         net.record(primary, back.on_vote(offset, raw))
     assert heights(net.published[primary]) == [1, 2]
     net.announce(primary)
-    assert not net.cores[second].took_over
+    assert not net.cores[second].publication.took_over
     net.feed_tx(txs[10:15])
     net.deliver_votes()
     assert heights(net.published[second]) == [1, 2]
-    assert net.cores[second].held_heights == [3]
+    assert net.cores[second].publication.held_heights == [3]
     assert heights(net.published[primary]) == [1, 2, 3]
 
 
@@ -276,20 +276,24 @@ def test_a_forged_label_only_delays_publication() -> None:
     net.deliver_votes()
     net.tick(0)
     net.tick(delay)
-    assert heights(net.published[second]) == [1] and net.cores[second].took_over
+    assert heights(net.published[second]) == [1] and net.cores[second].publication.took_over
     net.announce(second)
     # the attacker writes junk for the next height under the first publisher's label
     for node, core in net.cores.items():
         net.record(node, core.on_published(2, forged_label, b"junk"))
-    assert not net.cores[second].took_over  # the label is believed as a liveness hint ...
+    assert not net.cores[
+        second
+    ].publication.took_over  # the label is believed as a liveness hint ...
     net.feed_tx(txs[5:10])
     net.deliver_votes()
-    assert all(c.held_heights == [2] for c in net.cores.values())  # ... the bytes are not
+    assert all(
+        c.publication.held_heights == [2] for c in net.cores.values()
+    )  # ... the bytes are not
     net.tick(delay + 1)
     assert heights(net.published[second]) == [1]  # late ...
     net.tick(2 * delay + 1)
     assert heights(net.published[second]) == [1, 2]  # ... never lost
-    assert net.cores[second].took_over
+    assert net.cores[second].publication.took_over
     assert all(net.published[n] == [] for n in nodes if n != second)
 
 
@@ -304,7 +308,7 @@ def test_a_publisher_that_skips_a_height_is_taken_over_for_it() -> None:
     delay = takeover_delay_ms(plan.genesis.params.block_interval_ms)
     second.on_tick(0, caught_up=True)
     second.on_published(2, net.cores[("inst-0", 0)].operator.key_id, h2.block)
-    assert second.held_heights == [1]
+    assert second.publication.held_heights == [1]
     actions = second.on_tick(delay, caught_up=True)
     assert [a.height for a in actions if isinstance(a, PublishFinal)] == [1]
     assert [a.block for a in actions if isinstance(a, PublishFinal)] == [h1.block]

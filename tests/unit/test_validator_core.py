@@ -89,13 +89,13 @@ def test_four_cores_publish_identical_final_blocks_and_pipeline() -> None:
     assert {c.final_height for c in net.cores.values()} == {4}
     assert [p.height for p in net.published["inst-0"]] == [1, 2, 3, 4]
     # one publisher (D47); the others hold the same bytes: its copies release them all
-    assert {i: c.held_heights for i, c in net.cores.items() if i != "inst-0"} == {
+    assert {i: c.publication.held_heights for i, c in net.cores.items() if i != "inst-0"} == {
         i: [1, 2, 3, 4] for i in ("inst-1", "inst-2", "inst-3")
     }
     for pub in net.published["inst-0"]:
         for inst in ("inst-1", "inst-2", "inst-3"):
             net.cores[inst].on_published(pub.height, b"", pub.block)
-    assert all(c.held_heights == [] for c in net.cores.values())
+    assert all(c.publication.held_heights == [] for c in net.cores.values())
     assert all(len(p.receipts) == 5 for p in net.published["inst-0"])
     # the 3 pending txs wait for a marker; a stale marker (height 2) is ignored
     net.feed_tx([marker(plan, 2)])
@@ -264,3 +264,37 @@ def test_vouched_signatures_skip_only_the_verify_call() -> None:
     in_core = block_hash(set())
     assert block_hash(set(good)) == in_core
     assert block_hash({*good, bad}) != in_core
+
+
+def test_signatures_checked_ahead_of_the_cut_give_the_same_block() -> None:
+    """D73: the pending entries are checked in batches while the core waits for the cut;
+    those that verify are vouched for, a bad one is not (and the block still refuses it),
+    fewer than ``min_batch`` wait, and the next block's checks start from its own first
+    entry. The block hash is the one a core that never checked ahead computes."""
+    plan = consortium(4, max_block_txs=8)
+    good = anchors(Driver(plan), 7)
+    bad = good[3][:-1] + bytes([good[3][-1] ^ 1])
+    log = [*good[:3], bad, *good[3:6], marker(plan, 1), good[6]]
+
+    def run(ahead: bool) -> tuple[bytes, list[int]]:
+        core = make_core(plan, "inst-0")
+        checked, actions = [], []
+        for offset, raw in enumerate(log):
+            actions += core.on_tx(offset, 1000, raw)
+            if ahead:
+                checked.append(core.verify_ahead(min_batch=3))
+        [vote] = [a for a in actions if isinstance(a, SendVote)]
+        return vote.block_hash, checked
+
+    reference, _ = run(ahead=False)
+    block_hash, checked = run(ahead=True)
+    assert block_hash == reference
+    # 3 entries: one batch; 3 more (the bad one first): a second; the 7th alone waits
+    # and is checked at the cut; the next block's first entry alone waits again
+    assert checked == [0, 0, 3, 0, 0, 3, 0, 0, 0]
+
+    core = make_core(plan, "inst-0")
+    for offset, raw in enumerate(log[:4]):
+        core.on_tx(offset, 1000, raw)
+    assert core.verify_ahead(min_batch=1) == 4
+    assert core._vouched == set(good[:3])  # never the bad signature
