@@ -114,17 +114,18 @@ def run(bootstrap: str, postgres: Postgres, work: Path, args: argparse.Namespace
             ),
             "the IAM key projected",
         )
+        master = MasterKey(os.urandom(32))
         service = IamService(
             bootstrap=bootstrap,
             dsn=dsn,
             institution=INST,
-            master_key=MasterKey(os.urandom(32)),
+            master_key=master,
             prefix=consortium.prefix,
             password_params=FAST,
             signer=IamSigner(key, chain_key_height(dsn, INST, key.key_id)),
         )
         try:
-            credential = ensure_setup_credential(dsn, INST)
+            credential = ensure_setup_credential(dsn, INST, master)
             assert credential is not None
             root = service.bootstrap_admin(credential, "root", "root-password")
             idle: list[tuple[float, float]] = []

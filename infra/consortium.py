@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.auth.crypto import create_master_key_file
+from gateway.auth.crypto import create_master_key_file, load_master_key
 from gateway.iam.bootstrap import ensure_setup_credential
 from infra import kafka_acl, procs
 from infra.errors import PortTakenError, StackError
@@ -399,7 +399,9 @@ class Consortium:
         for inst in self.institutions():
             if not self.master_key_file(inst).exists():
                 create_master_key_file(self.master_key_file(inst))
-            credentials[inst] = ensure_setup_credential(postgres.dsn(database_name(inst)), inst)
+            credentials[inst] = ensure_setup_credential(
+                postgres.dsn(database_name(inst)), inst, load_master_key(self.master_key_file(inst))
+            )
         return credentials
 
     def projectors_running(self) -> dict[str, bool]:

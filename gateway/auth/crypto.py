@@ -41,6 +41,7 @@ NONCE_BYTES = 12
 VERSION = b"\x01"
 ENV_VAR = "PANTHEON_IAM_MASTER_KEY"
 SEALED_TEXT_PREFIX = "enc:v1:"
+MASTER_TEXT_PREFIX = "menc:v1:"
 
 
 class CryptoError(ValueError):
@@ -247,12 +248,30 @@ def seal_text(dk: DataKey, institution: str, user_id: str, name: str, value: str
     return SEALED_TEXT_PREFIX + _b64(seal_field(dk, institution, user_id, name, value))
 
 
-def open_text(dk: DataKey, institution: str, user_id: str, name: str, text: str) -> str:
-    """Inverse of :func:`seal_text`."""
-    if not text.startswith(SEALED_TEXT_PREFIX):
+def _sealed_bytes(text: str, prefix: str) -> bytes:
+    if not text.startswith(prefix):
         raise CryptoError("not a sealed text")
     try:
-        raw = base64.b64decode(text[len(SEALED_TEXT_PREFIX) :], validate=True)
+        return base64.b64decode(text[len(prefix) :], validate=True)
     except (ValueError, binascii.Error):
         raise CryptoError("not a sealed text") from None
-    return open_field(dk, institution, user_id, name, raw)
+
+
+def open_text(dk: DataKey, institution: str, user_id: str, name: str, text: str) -> str:
+    """Inverse of :func:`seal_text`."""
+    return open_field(dk, institution, user_id, name, _sealed_bytes(text, SEALED_TEXT_PREFIX))
+
+
+def seal_text_with_master(master: MasterKey, purpose: str, value: str) -> str:
+    """``value`` sealed under the master key, bound to ``purpose``, as text
+    (``menc:v1:<base64>``): for event fields only the gateway may write (D70)."""
+    return MASTER_TEXT_PREFIX + _b64(seal_with_master(master, purpose, value.encode("utf-8")))
+
+
+def open_text_with_master(master: MasterKey, purpose: str, text: str) -> str:
+    """Inverse of :func:`seal_text_with_master`; :class:`CryptoError` for anything else."""
+    raw = open_with_master(master, purpose, _sealed_bytes(text, MASTER_TEXT_PREFIX))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CryptoError("not a sealed text") from None

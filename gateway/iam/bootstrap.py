@@ -2,7 +2,8 @@
 
 ``pantheon up`` calls :func:`ensure_setup_credential` and prints what it returns (once per
 call, never logged): a random credential whose SHA-256 alone is stored in the institution's
-database. Whoever holds it calls :meth:`IamService.bootstrap_admin` (through the gateway) to
+database, sealed under its IAM master key (D70: a hash written into the table opens
+nothing). Whoever holds it calls :meth:`IamService.bootstrap_admin` (through the gateway) to
 create the institution administrator; the credential is then spent. An operator with access
 to the database and the master key can instead run :func:`create_admin`.
 """
@@ -21,7 +22,7 @@ from gateway.iam.service import IamService
 from projections import iam as iam_projection
 
 
-def ensure_setup_credential(dsn: str, institution: str) -> str | None:
+def ensure_setup_credential(dsn: str, institution: str, master_key: MasterKey) -> str | None:
     """A fresh one-time setup credential to print, or None if the administrator exists.
 
     Each call replaces an unused earlier credential (the old one can no longer be used).
@@ -31,7 +32,7 @@ def ensure_setup_credential(dsn: str, institution: str) -> str | None:
         with conn.transaction():
             if store.has_owner(conn):
                 return None
-            return store.new_setup_credential(conn, institution)
+            return store.new_setup_credential(conn, master_key, institution)
 
 
 def create_admin(
@@ -49,7 +50,7 @@ def create_admin(
 
     Needs the IAM projection running (the call waits until it applied the events).
     """
-    token = ensure_setup_credential(dsn, institution)
+    token = ensure_setup_credential(dsn, institution, master_key)
     if token is None:
         raise AlreadyBootstrapped(institution)
     service = IamService(

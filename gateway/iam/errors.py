@@ -76,3 +76,16 @@ class NotApplied(IamError):
     """The event was produced but its projection did not apply it in time."""
 
     code = "not_applied"
+
+
+class TamperedRow(IamError):
+    """A row the gateway reads back does not open under the master key for its identity
+    (written, copied or predating D70): refused, never acted on."""
+
+    code = "tampered_row"
+
+    def __init__(self, table: str, key: str, why: str) -> None:
+        super().__init__(f"{table} {key}: {why}")
+        self.table = table
+        self.key = key
+        self.why = why

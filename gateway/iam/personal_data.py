@@ -23,8 +23,14 @@ from gateway.auth.crypto import (
     seal_profile,
     seal_text,
 )
-from gateway.iam import data_keys, store
-from gateway.iam.errors import KeysUnavailable, NotApplied, NotAuthorized, UnknownUser
+from gateway.iam import data_keys, sealed_rows, store
+from gateway.iam.errors import (
+    KeysUnavailable,
+    NotApplied,
+    NotAuthorized,
+    TamperedRow,
+    UnknownUser,
+)
 from gateway.iam.kek import KekStore
 from gateway.iam.sessions import PASSWORD_FIELD
 
@@ -81,15 +87,20 @@ class PersonalData:
             dk = data_keys.get_data_key(conn, self.keys, self.institution, user_id)
         if sealed is None or dk is None:
             raise UnknownUser(user_id)
-        if own and (
-            old_password is None
-            or not passwords.verify_password(
-                old_password, open_text(dk, self.institution, user_id, PASSWORD_FIELD, sealed)
-            )
-        ):
+        if own and (old_password is None or not self._verify(user_id, dk, sealed, old_password)):
             raise NotAuthorized("the current password is wrong")
         hashed = passwords.hash_password(new_password, self._params)
         return seal_text(dk, self.institution, user_id, PASSWORD_FIELD, hashed)
+
+    def _verify(self, user_id: str, dk: DataKey, sealed: str, password: str) -> bool:
+        """Whether ``password`` is the one ``sealed`` holds; False (logged) if the row does not
+        open under the user's data key (D70)."""
+        try:
+            stored = open_text(dk, self.institution, user_id, PASSWORD_FIELD, sealed)
+        except CryptoError as exc:
+            sealed_rows.log_tampered(self.institution, TamperedRow("iam_users", user_id, str(exc)))
+            return False
+        return passwords.verify_password(password, stored)
 
     def seal_profile(self, user_id: str, profile: Mapping[str, str]) -> bytes:
         """``profile`` sealed under the user's data key."""

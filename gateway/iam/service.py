@@ -16,9 +16,11 @@ Theory of operation
   that key so the chain cuts one (D62, :mod:`gateway.iam.clock_tick`, at most one per S).
 * Secrets never reach the topic in clear: passwords become scrypt hashes, then the hash and
   the personal fields are sealed under the user's data key (created in ``iam_data_keys``
-  before the event is produced, wrapped under the KEK in ``kek_dir``). Forgetting a user
-  destroys that key first (a KEK rotation, D25: no older copy of it unwraps either), then
-  produces ``UserForgotten``.
+  before the event is produced, wrapped under the KEK in ``kek_dir``); a service account's
+  credential hash is sealed under the master key for that account (D70,
+  :mod:`gateway.iam.sealed_rows`: a hash written into PostgreSQL logs nobody in).
+  Forgetting a user destroys that key first (a KEK rotation, D25: no older copy of it
+  unwraps either), then produces ``UserForgotten``.
 * Login is throttled per client of a login (device token or source), per login for clients
   never seen to log in, and per source (:mod:`gateway.auth.throttle`; with
   ``shared_throttle`` the counters live in PostgreSQL, shared by every gateway process of the
@@ -55,7 +57,7 @@ from gateway.auth.crypto import (
 from gateway.auth.permissions import Permission
 from gateway.auth.throttle import LoginThrottle, Throttle
 from gateway.auth.tokens import Access, Claims, Token, TokenVerifier
-from gateway.iam import data_keys, store
+from gateway.iam import data_keys, sealed_rows, store
 from gateway.iam.clock_tick import ClockTicker
 from gateway.iam.commands import (
     BootstrapAdmin,
@@ -219,7 +221,7 @@ class IamService:
         with self._lock, self._pool.connection() as conn, conn.transaction():
             if store.has_owner(conn):
                 raise AlreadyBootstrapped(self.institution)
-            if not store.check_setup_credential(conn, self.institution, setup_token):
+            if not store.check_setup_credential(conn, self._master, self.institution, setup_token):
                 raise BadSetupCredential("unknown or already used setup credential")
             sealed_hash, sealed_profile, key_id = self.personal.seal_new_user(
                 user_id, password, profile
@@ -275,7 +277,12 @@ class IamService:
         self._precheck_admin(actor)
         account_id = _new_id("s")
         secret = uuid.uuid4().hex + uuid.uuid4().hex
-        credential_hash = passwords.hash_password(secret, self._params)
+        credential_hash = sealed_rows.seal_credential(
+            self._master,
+            self.institution,
+            account_id,
+            passwords.hash_password(secret, self._params),
+        )
         self.execute(
             CreateServiceAccount(
                 actor=actor, account_id=account_id, name=name, credential_hash=credential_hash

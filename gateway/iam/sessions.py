@@ -13,13 +13,13 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from gateway.auth import passwords
-from gateway.auth.crypto import MasterKey, open_text, seal_text
+from gateway.auth.crypto import CryptoError, DataKey, MasterKey, open_text, seal_text
 from gateway.auth.devices import DeviceTokens
 from gateway.auth.throttle import Throttle, Throttled
 from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
-from gateway.iam import data_keys, store
+from gateway.iam import data_keys, sealed_rows, store
 from gateway.iam.commands import ChangePassword, Command
-from gateway.iam.errors import IamError, LoginFailed, LoginThrottled
+from gateway.iam.errors import IamError, LoginFailed, LoginThrottled, TamperedRow
 from gateway.iam.kek import KekStore
 
 PASSWORD_FIELD = "password_hash"
@@ -78,26 +78,40 @@ class Sessions:
             self._throttle.check(username, source, now, device)
         except Throttled as exc:
             raise LoginThrottled(exc.retry_after) from None
-        with self._pool.connection() as conn:
-            row = store.user_login(conn, username)
-            dk = (
-                None
-                if row is None
-                else data_keys.get_data_key(conn, self._keys, self.institution, row[0])
-            )
-        if row is None or row[1] is None or dk is None:
+        found = self._password(username)
+        if found is None:
             passwords.dummy_verify(password, self._params)
             return self._login_failed(username, source, now, device)
-        stored = open_text(dk, self.institution, row[0], PASSWORD_FIELD, row[1])
-        if not passwords.verify_password(password, stored) or row[2]:
+        user_id, stored, dk, disabled = found
+        if not passwords.verify_password(password, stored) or disabled:
             return self._login_failed(username, source, now, device)
         self._throttle.success(username, source, now, device)
         if passwords.needs_rehash(stored, self._params):
-            self._rehash(row[0], password, dk)
-        token = self._issue(row[0])
+            self._rehash(user_id, password, dk)
+        token = self._issue(user_id)
         return dataclasses.replace(token, device_token=self._devices.issue(username, device))
 
-    def _rehash(self, user_id: str, password: str, dk: Any) -> None:
+    def _password(self, username: str) -> tuple[str, str, DataKey, bool] | None:
+        """``(user id, password hash, data key, disabled)`` of ``username``; None if unknown
+        or forgotten, or if its data key or sealed hash does not open (a tampered row: logged,
+        and refused like a wrong password, D70)."""
+        with self._pool.connection() as conn:
+            row = store.user_login(conn, username)
+            if row is None or row[1] is None:
+                return None
+            user_id, table = str(row[0]), "iam_data_keys"
+            try:
+                dk = data_keys.get_data_key(conn, self._keys, self.institution, user_id)
+                if dk is None:
+                    return None
+                table = "iam_users"
+                stored = open_text(dk, self.institution, user_id, PASSWORD_FIELD, str(row[1]))
+            except CryptoError as exc:
+                sealed_rows.log_tampered(self.institution, TamperedRow(table, user_id, str(exc)))
+                return None
+        return user_id, stored, dk, bool(row[2])
+
+    def _rehash(self, user_id: str, password: str, dk: DataKey) -> None:
         # Parameters were raised since this hash was made: upgrade it now that we know the
         # password. A failure only postpones the upgrade to the next login.
         hashed = passwords.hash_password(password, self._params)
@@ -115,10 +129,20 @@ class Sessions:
             raise LoginThrottled(exc.retry_after) from None
         with self._pool.connection() as conn:
             row = store.service_credential(conn, account_id)
-        if row is None or not passwords.verify_password(secret, row[0]) or row[1]:
+        stored = None if row is None else self._credential(account_id, str(row[0]))
+        if row is None or stored is None or not passwords.verify_password(secret, stored) or row[1]:
             return self._login_failed(account_id, source, now)
         self._throttle.success(account_id, source, now)
         return self._issue(account_id)
+
+    def _credential(self, account_id: str, sealed: str) -> str | None:
+        """The account's credential hash; None (logged) unless the gateway sealed it for this
+        account (a hash written into the table, or one written before D70)."""
+        try:
+            return sealed_rows.open_credential(self._master, self.institution, account_id, sealed)
+        except TamperedRow as exc:
+            sealed_rows.log_tampered(self.institution, exc)
+            return None
 
     def _login_failed(
         self, login: str, source: str, now: float, device: str | None = None

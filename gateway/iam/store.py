@@ -7,8 +7,9 @@ Theory of operation
 * Data keys (per-user, wrapped under the KEK): :mod:`gateway.iam.data_keys`.
 * Signing keys: private halves sealed under the master key; :func:`load_key_ring` builds the
   :class:`~gateway.auth.tokens.KeyRing`, creating the first key if there is none.
-* Setup credential: only its SHA-256 is stored; it is consumed in the transaction that
-  creates the first administrator.
+* Setup credential: only its SHA-256, sealed under the master key (D70,
+  :mod:`gateway.iam.sealed_rows`), is stored; it is consumed (and erased) in the transaction
+  that creates the first administrator.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from gateway.auth.tokens import (
     key_id,
     raw_public,
 )
+from gateway.iam import sealed_rows
+from gateway.iam.errors import TamperedRow
 from gateway.iam.state import IamState, Principal, PrincipalKind
 from runtime.pg import Conn
 
@@ -267,31 +270,44 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-def new_setup_credential(conn: Conn, institution: str) -> str:
-    """Store the hash of a fresh setup credential (replacing an unused one); return it."""
+def new_setup_credential(conn: Conn, master: MasterKey, institution: str) -> str:
+    """Store the sealed hash of a fresh setup credential (replacing an unused one); return
+    it. Sealed under the master key (D70): a hash written into the table opens nothing."""
     token = SETUP_PREFIX + secrets.token_urlsafe(24)
     conn.execute(
         "INSERT INTO iam_setup (institution, token_hash) VALUES (%s, %s) "
         "ON CONFLICT (institution) DO UPDATE SET token_hash = EXCLUDED.token_hash, "
         "created_at = now(), consumed_at = NULL",
-        (institution, _digest(token)),
+        (institution, sealed_rows.seal_setup_digest(master, institution, _digest(token))),
     )
     return token
 
 
-def check_setup_credential(conn: Conn, institution: str, token: str) -> bool:
-    """Lock the setup row and tell whether ``token`` is its unused credential."""
+def check_setup_credential(conn: Conn, master: MasterKey, institution: str, token: str) -> bool:
+    """Lock the setup row and tell whether ``token`` is its unused credential (a row that
+    does not open under the master key is logged and refused)."""
     row = conn.execute(
         "SELECT token_hash FROM iam_setup WHERE institution = %s AND consumed_at IS NULL "
         "FOR UPDATE",
         (institution,),
     ).fetchone()
-    return row is not None and hmac.compare_digest(bytes(row[0]), _digest(token))
+    if row is None:
+        return False
+    try:
+        digest = sealed_rows.open_setup_digest(master, institution, bytes(row[0]))
+    except TamperedRow as exc:
+        sealed_rows.log_tampered(institution, exc)
+        return False
+    return hmac.compare_digest(digest, _digest(token))
 
 
 def consume_setup_credential(conn: Conn, institution: str) -> None:
-    """Mark the setup credential used (same transaction as :func:`check_setup_credential`)."""
-    conn.execute("UPDATE iam_setup SET consumed_at = now() WHERE institution = %s", (institution,))
+    """Mark the setup credential used and erase it (same transaction as
+    :func:`check_setup_credential`): resetting ``consumed_at`` revives nothing."""
+    conn.execute(
+        "UPDATE iam_setup SET consumed_at = now(), token_hash = ''::bytea WHERE institution = %s",
+        (institution,),
+    )
 
 
 def has_owner(conn: Conn) -> bool:

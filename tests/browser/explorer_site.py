@@ -137,11 +137,12 @@ def site(
     chain = ChainFixture(bootstrap, postgres.dsn("postgres"), tmp_path_factory.mktemp("br"))
     prefix = chain.sim.prefix
     ensure_topics(AdminClient(admin_config(bootstrap)), prefix=prefix, institutions=[INSTITUTION])
+    master = MasterKey(bytes(range(32)))
     iam = IamService(
         bootstrap=bootstrap,
         dsn=chain.dsn,
         institution=INSTITUTION,
-        master_key=MasterKey(bytes(range(32))),
+        master_key=master,
         prefix=prefix,
         password_params=FAST,
         signer=pinned_signer(INSTITUTION),
@@ -159,7 +160,7 @@ def site(
     bare = tmp_path_factory.mktemp("static") / "s"  # the static files without GraphiQL's
     shutil.copytree(STATIC, bare, ignore=shutil.ignore_patterns("vendor"))
     try:
-        credential = ensure_setup_credential(chain.dsn, INSTITUTION)
+        credential = ensure_setup_credential(chain.dsn, INSTITUTION, master)
         assert credential is not None
         root = iam.bootstrap_admin(credential, "root", "root-password")
         iam.grant(root, root, "chain:read")

@@ -36,7 +36,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from psycopg.conninfo import conninfo_to_dict
 
-from gateway.auth.crypto import create_master_key_file
+from gateway.auth.crypto import create_master_key_file, load_master_key
 from gateway.iam.bootstrap import ensure_setup_credential
 from harness.gateway_support import ChainFixture
 from infra.postgres_server import Postgres
@@ -107,6 +107,7 @@ class GatewayProcess:
         self.log = workdir / f"gateway-{institution}.log"
         master = workdir / "iam" / institution / "master.key"
         create_master_key_file(master)
+        self.master_key_file = master
         iam_key_file = write_iam_key_file(
             workdir / "iam" / institution / "iam-key.json", institution
         )
@@ -282,7 +283,9 @@ GRANT = (
 def set_up_accounts(inst: Institution, user_login: str) -> None:
     """The institution's first administrator (one-time setup credential), a reader user."""
     gw = inst.gateway
-    credential = ensure_setup_credential(inst.dsn, gw.institution)
+    credential = ensure_setup_credential(
+        inst.dsn, gw.institution, load_master_key(gw.master_key_file)
+    )
     assert credential is not None
     gw.mutate(
         "mutation($c: String!, $l: String!, $p: String!) { bootstrapAdmin("

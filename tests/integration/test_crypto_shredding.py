@@ -344,7 +344,7 @@ def checkpoint(s: Shred) -> None:
 def test_after_forget_user_no_file_decrypts_the_user(shred: Shred) -> None:
     s, svc = shred, shred.service
     began = time.monotonic()
-    credential = ensure_setup_credential(s.dsn, s.institution)
+    credential = ensure_setup_credential(s.dsn, s.institution, s.master)
     assert credential is not None
     root = svc.bootstrap_admin(credential, "root", "root-password-1", {"email": "r@x.org"})
     grace = svc.create_user(root, "grace", "grace-password-1", {"email": EMAIL, "name": NAME})
@@ -457,7 +457,7 @@ def test_forget_user_cli(
     )
     thread.start()  # after the service migrated the tables (their creation is not concurrent)
     try:
-        credential = ensure_setup_credential(dsn, institution)
+        credential = ensure_setup_credential(dsn, institution, master)
         assert credential is not None
         root = svc.bootstrap_admin(credential, "root", "root-password-1")
         user = svc.create_user(root, "grace", "grace-password-1", {"email": EMAIL})

@@ -695,7 +695,7 @@ def test_tampered_rows_are_refused_reported_and_rebuilt(net: Net, tmp_path: Path
 
 
 def test_forgotten_owner_is_shredded(net: Net) -> None:
-    credential = ensure_setup_credential(_dsn(net), INST)
+    credential = ensure_setup_credential(_dsn(net), INST, MASTER)
     assert credential is not None
     root = net.iam.bootstrap_admin(credential, "root", "root-password-long")
     erin = net.iam.create_user(root, "erin", "erin-password-long")

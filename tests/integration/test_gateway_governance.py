@@ -57,6 +57,8 @@ PROPOSALS = "{ proposals { id kind institutionId status votes { institutionId ap
 BOOTSTRAP = """mutation($c: String!, $l: String!, $p: String!) {
   bootstrapAdmin(setupCredential: $c, login: $l, password: $p) { userId error { code } } }"""
 
+MASTER = MasterKey(os.urandom(32))
+
 
 @dataclass
 class Net:
@@ -125,7 +127,7 @@ def net(
             bootstrap=bootstrap,
             dsn=runner.dsn,
             institution=INST,
-            master_key=MasterKey(os.urandom(32)),
+            master_key=MASTER,
             prefix=consortium.prefix,
             password_params=FAST,
             signer=pinned_signer(INST),
@@ -284,7 +286,7 @@ def test_keystore_readable_by_others_is_refused(net: Net, tmp_path: Path) -> Non
 
 
 def test_bootstrap_admin_once(net: Net) -> None:
-    credential = ensure_setup_credential(net.dsn, INST)
+    credential = ensure_setup_credential(net.dsn, INST, MASTER)
     assert credential is not None
     with TestClient(net.app("inst-1", accounts=True)) as gw:
         status, body = gql(

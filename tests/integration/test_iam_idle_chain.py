@@ -170,11 +170,12 @@ def _world(consortium: Consortium, bootstrap: str, postgres: Postgres) -> Iterat
     )
     running = Running(config)
     iam_key = KeyPair.from_seed(os.urandom(32))
+    master = MasterKey(os.urandom(32))
     service = IamService(
         bootstrap=bootstrap,
         dsn=running.dsn,
         institution=INST,
-        master_key=MasterKey(os.urandom(32)),
+        master_key=master,
         prefix=consortium.prefix,
         token_ttl_s=60,
         password_params=FAST,
@@ -186,7 +187,7 @@ def _world(consortium: Consortium, bootstrap: str, postgres: Postgres) -> Iterat
             iam_key, chain_id=consortium.chain_id, institution_id=INST, kind="SERVICE", label="iam"
         )
         world.submit(consortium.gov_key(INST), "RegisterIdentity", register)
-        credential = ensure_setup_credential(running.dsn, INST)
+        credential = ensure_setup_credential(running.dsn, INST, master)
         assert credential is not None
         world.root = service.bootstrap_admin(credential, "root", "root-password")
         yield world

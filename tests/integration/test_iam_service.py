@@ -136,21 +136,21 @@ def iam(bootstrap: str, postgres: Postgres, unique: str, tmp_path: Path) -> Iter
 
 
 def _boot(iam: Iam) -> str:
-    credential = ensure_setup_credential(iam.dsn, iam.institution)
+    credential = ensure_setup_credential(iam.dsn, iam.institution, MASTER)
     assert credential is not None and credential.startswith("pantheon-setup-")
     return iam.service.bootstrap_admin(credential, "root", "root-password", {"email": "r@x.org"})
 
 
 def test_hierarchy_end_to_end(iam: Iam) -> None:
     svc = iam.service
-    credential = ensure_setup_credential(iam.dsn, iam.institution)
+    credential = ensure_setup_credential(iam.dsn, iam.institution, MASTER)
     assert credential is not None
     with pytest.raises(BadSetupCredential):
         svc.bootstrap_admin("pantheon-setup-guess", "root", "root-password")
     root = svc.bootstrap_admin(credential, "root", "root-password", {"email": "r@x.org"})
     with pytest.raises(AlreadyBootstrapped):
         svc.bootstrap_admin(credential, "root2", "root-password")
-    assert ensure_setup_credential(iam.dsn, iam.institution) is None
+    assert ensure_setup_credential(iam.dsn, iam.institution, MASTER) is None
 
     svc.create_group(root, "operators", "block operators")
     svc.grant(root, "group:operators", "chain:write")

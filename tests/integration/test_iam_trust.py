@@ -170,11 +170,12 @@ def build_world(
         dbname=f"trust_{uuid.uuid4().hex[:10]}",
     )
     running = Running(config)
+    master = MasterKey(os.urandom(32))
     service = IamService(
         bootstrap=bootstrap,
         dsn=running.dsn,
         institution=INST,
-        master_key=MasterKey(os.urandom(32)),
+        master_key=master,
         prefix=prefix,
         token_ttl_s=60,
         password_params=FAST,
@@ -185,7 +186,7 @@ def build_world(
     )
     world.wait_height(height)
     try:
-        credential = ensure_setup_credential(running.dsn, INST)
+        credential = ensure_setup_credential(running.dsn, INST, master)
         assert credential is not None
         world.root = service.bootstrap_admin(credential, "root", "root-password")
         world.alice = service.create_user(world.root, "alice", "alice-password")

@@ -27,7 +27,7 @@ from gateway.context import Services
 from gateway.iam.bootstrap import ensure_setup_credential
 from gateway.iam.service import IamService
 from tests.iam_keys import pinned_signer
-from tests.integration.test_data_proxy import INST, Net, _dsn, net, put
+from tests.integration.test_data_proxy import INST, MASTER, Net, _dsn, net, put
 
 __all__ = ["net"]  # the module-scoped fixture, reused
 
@@ -46,7 +46,7 @@ def iam(net: Net) -> IamService:
 
 def _root(net: Net, iam: IamService) -> str:
     """The institution administrator (created by the first test that needs it)."""
-    credential = ensure_setup_credential(_dsn(net), INST)
+    credential = ensure_setup_credential(_dsn(net), INST, MASTER)
     if credential is not None:
         return iam.bootstrap_admin(credential, "root", "root-password")
     return iam.login("root", "root-password", "10.1.0.1").claims.sub
