@@ -37,7 +37,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,8 +47,7 @@ from bench.consensus import cpu_seconds
 from bench.http_load import LoadResult, hey_load, hey_path, python_load
 from harness.gateway_support import AUDIENCE, INSTITUTION, ISSUER, ChainFixture
 from harness.projections_support import anchor
-from harness.stack_fixtures import private_settings
-from infra.kafka_server import KafkaCluster
+from harness.stack_fixtures import private_servers
 from infra.postgres_server import Postgres
 from infra.procs import descendants
 
@@ -387,27 +385,17 @@ def main() -> None:
 @contextmanager
 def filled_chain(blocks_of: int) -> Iterator[tuple[ChainFixture, Postgres, Path]]:
     """A private Kafka and PostgreSQL, an institution database filled through the real
-    pipeline (``blocks_of`` anchors, finalized and projected) and a work directory; all
-    stopped and removed afterwards."""
-    settings = private_settings()
-    kafka, postgres = KafkaCluster(settings), Postgres(settings)
-    work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    chain = None
-    try:
-        kafka.start()
-        postgres.start()
+    pipeline (``blocks_of`` anchors, finalized and projected) and a work directory; the
+    chain's Kafka clients closed before the servers stop (D71), everything removed."""
+    with private_servers("bench-gw-") as (settings, _, postgres, work):
         chain = ChainFixture(settings.bootstrap_servers, postgres.dsn("postgres"), work)
-        chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(blocks_of)])
-        chain.height = chain.sim.finalize()
-        chain.wait_projected(chain.height)
-        yield chain, postgres, work
-    finally:
-        if chain is not None:
+        try:
+            chain.sim.send([anchor(chain.sim, chain.service, f"b-{i}") for i in range(blocks_of)])
+            chain.height = chain.sim.finalize()
+            chain.wait_projected(chain.height)
+            yield chain, postgres, work
+        finally:
             chain.close()
-        kafka.stop()
-        postgres.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 def _measure(  # noqa: PLR0915 (one linear script)

@@ -69,6 +69,7 @@ def catch_up(bootstrap: str, dsn: str, work: Path, txs: int, block_txs: int) -> 
     while projection.height < height:
         runner.step(0.2)
     took = time.perf_counter() - began
+    runner.close()  # its Kafka clients go now, not after the broker stopped (D71)
     print(
         f"catch-up: {txs:,} txs, {height} blocks, {projection.rows_written:,} rows in "
         f"{took:.2f} s = {projection.rows_written / took:,.0f} rows/s, "

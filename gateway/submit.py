@@ -7,7 +7,7 @@ import threading
 from confluent_kafka import KafkaException, Producer
 
 from gateway.errors import Unavailable
-from runtime.delivery import produce_flushed
+from runtime.delivery import close_producer, produce_flushed
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX
 
@@ -42,4 +42,4 @@ class KafkaSubmitter:
             )
 
     def close(self) -> None:
-        self._producer.flush(10)
+        close_producer(self._producer, 10)

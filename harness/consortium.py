@@ -56,6 +56,7 @@ from ledger.genesis import Genesis
 from ledger.keys import SEED_BYTES, KeyPair
 from ledger.members import ValidatorSet
 from ledger.tx import sign_tx
+from runtime.delivery import close_producer
 from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
 from schemas.codec import decode
@@ -488,7 +489,7 @@ class Consortium:
             for fh in self._logs.pop(inst):
                 fh.close()
         if self._producer is not None:
-            self._producer.flush(5)
+            close_producer(self._producer, 5)
             self._producer = None
         print(self.tails(self._starts))
 

@@ -31,6 +31,7 @@ from ledger.key_proofs import add_operator_args, propose_member_args, register_i
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
 from ledger.votes import sign_vote
+from runtime.delivery import close_producer
 from runtime.kafka_config import admin_config, consume_ready, consumer_config, producer_config
 from runtime.topics import ensure_topics
 
@@ -182,7 +183,7 @@ class SimChain:
 
     def close(self) -> None:
         """Close the Kafka clients."""
-        self.producer.flush(10)
+        close_producer(self.producer, 10)
         self.consumer.close()
 
 

@@ -53,6 +53,15 @@ class Wait:
     after_ms: int
 
 
+def final_after(latest_ms: int | None, t_ms: int) -> bool:
+    """Whether ``h(t_ms)`` is final on a chain whose header stamps' running maximum is
+    ``latest_ms`` (None: no block, not even the genesis), i.e. some block is stamped after
+    ``t_ms``. The readers' waits (:meth:`ChainClock.final`) and D62's decision to send a
+    clock tick (``gateway.iam.clock_tick.tick_due``) both ask this, so a tick is sent exactly
+    when the readers would wait."""
+    return latest_ms is not None and latest_ms > t_ms
+
+
 @dataclass(slots=True)
 class ChainClock:
     """Header stamps of final blocks, by height from 0, as their running maximum."""
@@ -66,9 +75,14 @@ class ChainClock:
         last = self.running_max[-1] if self.running_max else timestamp_ms
         self.running_max.append(max(last, timestamp_ms))
 
+    @property
+    def latest_ms(self) -> int | None:
+        """The running maximum of all the stamps (None: not even the genesis)."""
+        return self.running_max[-1] if self.running_max else None
+
     def final(self, t_ms: int) -> bool:
         """Whether ``h(t_ms)`` can no longer change (a block is stamped after it)."""
-        return bool(self.running_max) and self.running_max[-1] > t_ms
+        return final_after(self.latest_ms, t_ms)
 
     def within(self, height: int, t_ms: int) -> bool:
         """Whether ``height <= h(t_ms)`` (already certain, whatever blocks come later)."""

@@ -24,3 +24,19 @@ def produce_flushed(
         producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
     producer.flush(timeout_s)
     return delivered, errors
+
+
+def close_producer(producer: Producer, timeout_s: float) -> int:
+    """Flush for at most ``timeout_s``, drop what is still queued and destroy the client now,
+    closing its connections; the number of messages dropped. A producer that is only flushed
+    lives on until the garbage collector takes it, and meanwhile reconnects to a broker that
+    stopped and logs every refused connection on stderr (D71). Safe to call twice."""
+    try:
+        left = producer.flush(timeout_s)
+    except RuntimeError:  # closed already
+        return 0
+    if left:
+        producer.purge()
+        producer.poll(0)  # the purged messages report their failure
+    producer.close()
+    return left

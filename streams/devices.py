@@ -41,6 +41,7 @@ from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from ledger.l2 import sign_device_bundle
 from ledger.results import ResultCode
+from runtime.delivery import close_producer
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX
 from streams.sdk import LedgerClient, SdkError
@@ -145,8 +146,11 @@ class DeviceProducer:
             )
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush and release the producer."""
-        self.flush(timeout)
+        """Flush and release the producer (destroyed even if the flush failed, D71)."""
+        try:
+            self.flush(timeout)
+        finally:
+            close_producer(self._producer, 0)
 
     def __enter__(self) -> DeviceProducer:
         return self

@@ -8,8 +8,10 @@ Theory of operation
   than ``S`` an honest change would wait for somebody else's transaction.
 * After the publisher's events are on the topic (it knows ``a`` from the delivery reports),
   :meth:`ClockTicker.ensure_block_after` looks at the chain projected in the institution's
-  database. If its last certified block is stamped after ``a - S``, or a tick was already
-  sent for an event appended after ``a - S`` (:func:`tick_due`), nothing is sent. Otherwise
+  database. If a certified block is stamped after ``a - S`` (the running maximum of the
+  header stamps, :attr:`ledger.iam_time.ChainClock.latest_ms`: the readers' own test,
+  :func:`ledger.iam_time.final_after`), or a tick was already sent for an event appended
+  after ``a - S`` (:func:`tick_due`), nothing is sent. Otherwise
   it submits one ``AnchorData`` (:func:`tick_args`) signed by the institution's IAM SERVICE
   key with that key's next nonce from ``chain.keys``, and records ``a`` as the last tick.
   The validators cut it into a block (their ``TimeToCut`` rule), stamped by the broker after
@@ -29,8 +31,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -40,7 +43,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.hashing import sha256
 from ledger.iam_events import SERVICE_ROLE
-from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME
+from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME, final_after
 from ledger.keys import KeyPair
 from ledger.tx import parse_tx, sign_tx
 from runtime.delivery import produce_flushed
@@ -55,11 +58,13 @@ TICKS = Counter(
     ["institution"],
 )
 
-#: The projected chain: its id, the last certified block's stamp, the IAM key's next nonce
-#: (NULL unless it is an active SERVICE key of the institution there).
+#: The projected chain: its id, its certified height, the largest header stamp of its blocks
+#: after height ``seen`` (NULL: none), the IAM key's next nonce (NULL unless it is an active
+#: SERVICE key of the institution there). The primary key bounds the read to new blocks.
 _CHAIN = (
-    "SELECT m.chain_id, coalesce(b.timestamp_ms, %(genesis)s), k.next_nonce "
-    "FROM chain.meta m LEFT JOIN chain.blocks b ON b.height = m.height "
+    "SELECT m.chain_id, m.height, (SELECT max(b.timestamp_ms) FROM chain.blocks b "
+    "WHERE b.height > %(seen)s AND b.height <= m.height), k.next_nonce "
+    "FROM chain.meta m "
     "LEFT JOIN chain.keys k ON k.key_id = %(key)s AND k.active AND k.role = %(role)s "
     "AND k.institution_id = %(institution)s"
 )
@@ -67,8 +72,34 @@ _CHAIN = (
 
 def tick_due(*, latest_ms: int, claimed_ms: int, after_ms: int) -> bool:
     """Whether a tick must be sent so that a certified block is stamped after ``after_ms``:
-    the last certified block is not, and no tick was sent for an event appended after it."""
-    return latest_ms <= after_ms and claimed_ms <= after_ms
+    no certified block is (``latest_ms``, the running maximum of their stamps, decides as
+    it does for the readers), and no tick was sent for an event appended after it."""
+    return not final_after(latest_ms, after_ms) and not final_after(claimed_ms, after_ms)
+
+
+@dataclass(slots=True)
+class SeenStamps:
+    """What a ticker knows of the chain's clock between calls: the running maximum of the
+    header stamps of the certified blocks up to ``height`` (the genesis counts as stamped at
+    :data:`GENESIS_MS`). Only the blocks after ``height`` are read again: a final block
+    never changes."""
+
+    height: int = 0
+    latest_ms: int = GENESIS_MS
+
+    def extend(self, height: int, new_max_ms: int | None) -> int:
+        """Take in the blocks after :attr:`height` up to ``height``, whose largest stamp is
+        ``new_max_ms`` (None: no block); the running maximum of them all."""
+        if height < self.height:
+            raise ValueError(f"height {height} below the {self.height} already seen")
+        self.height = height
+        if new_max_ms is not None:
+            self.latest_ms = max(self.latest_ms, new_max_ms)
+        return self.latest_ms
+
+    def forget(self) -> None:
+        """Start again from the genesis (the chain tables were rebuilt)."""
+        self.height, self.latest_ms = 0, GENESIS_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +140,10 @@ class ClockTicker:
     pool: ConnectionPool[Any]
     producer: Producer
     timeout_s: float
+    seen: SeenStamps = field(default_factory=SeenStamps, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         TICKS.labels(self.institution)  # the series exists from the start, at 0
@@ -120,7 +155,7 @@ class ClockTicker:
         the IAM ``message`` that waits), unless one is or will be; the tick's tx id if one
         was sent."""
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self._lock, self.pool.connection() as conn, conn.transaction():
                 return self._tick(conn, key, after_ms, appended_ms, message)
         except psycopg.errors.UndefinedTable:  # no chain projected here: nothing to move
             return None
@@ -139,16 +174,10 @@ class ClockTicker:
         appended_ms: int,
         message: bytes,
     ) -> bytes | None:
-        params = {
-            "genesis": GENESIS_MS,
-            "key": key.key_id,
-            "role": SERVICE_ROLE,
-            "institution": self.institution,
-        }
-        chain = conn.execute(_CHAIN, params).fetchone()
-        if chain is None or chain[2] is None or int(chain[1]) > after_ms:
+        chain = self._chain(conn, key)
+        if chain is None or chain[2] is None or final_after(chain[1], after_ms):
             return None  # no chain or no IAM key on it; or a block after the time: no wait
-        chain_id, latest_ms, nonce = str(chain[0]), int(chain[1]), int(chain[2])
+        chain_id, latest_ms, nonce = chain[0], chain[1], chain[2]
         # idle: whoever holds the row decides (and sends) for the whole institution
         claim = conn.execute("SELECT claimed_ms FROM iam_clock_ticks FOR UPDATE").fetchone()
         if claim is None or not tick_due(
@@ -168,11 +197,27 @@ class ClockTicker:
                 "institution": self.institution,
                 "tx_id": tx_id.hex(),
                 "nonce": nonce,
-                "last_block_ms": latest_ms,
+                "latest_block_ms": latest_ms,
                 "needed_after_ms": after_ms,
             },
         )
         return tx_id
+
+    def _chain(
+        self, conn: psycopg.Connection[Any], key: KeyPair
+    ) -> tuple[str, int, int | None] | None:
+        """The projected chain's id, the running maximum of its header stamps (what the
+        readers decide by, D56) and the IAM key's next nonce; None if no chain is there."""
+        params = {"key": key.key_id, "role": SERVICE_ROLE, "institution": self.institution}
+        row = conn.execute(_CHAIN, {**params, "seen": self.seen.height}).fetchone()
+        if row is not None and int(row[1]) < self.seen.height:
+            # the chain tables were rebuilt under us (as ChainSigners.clock): read them again
+            self.seen.forget()
+            row = conn.execute(_CHAIN, {**params, "seen": self.seen.height}).fetchone()
+        if row is None:
+            return None
+        latest_ms = self.seen.extend(int(row[1]), None if row[2] is None else int(row[2]))
+        return str(row[0]), latest_ms, None if row[3] is None else int(row[3])
 
     def _send(self, key: KeyPair, raw: bytes) -> bool:
         delivered, failures = produce_flushed(

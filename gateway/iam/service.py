@@ -87,6 +87,7 @@ from gateway.iam.sessions import Sessions
 from gateway.iam.signing import IamSigner
 from gateway.iam.throttle_store import SharedLoginThrottle
 from projections import iam as iam_projection
+from runtime.delivery import close_producer
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX, iam_topic
 
@@ -177,8 +178,8 @@ class IamService:
         self.issuer = self.sessions.issuer
 
     def close(self) -> None:
-        """Flush the producer and close the connection pool."""
-        self._producer.flush(10)
+        """Flush and close the producer, close the connection pool."""
+        close_producer(self._producer, 10)
         self._pool.close()
 
     # -- events ---------------------------------------------------------------------------

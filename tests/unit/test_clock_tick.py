@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.iam.clock_tick import TICK_OPERATION, Need, need_of, tick_args, tick_due
+from gateway.iam.clock_tick import (
+    TICK_OPERATION,
+    Need,
+    SeenStamps,
+    need_of,
+    tick_args,
+    tick_due,
+)
 from ledger.hashing import sha256
-from ledger.iam_time import LOG_APPEND_TIME
+from ledger.iam_time import GENESIS_MS, LOG_APPEND_TIME, ChainClock
 from ledger.key_proofs import register_identity_args
 from tests.unit.chain_helpers import CHAIN, Driver, consortium, key
 
@@ -26,6 +33,28 @@ def test_a_tick_is_due_only_when_neither_the_chain_nor_a_tick_covers_the_time(
     latest_ms: int, claimed_ms: int, due: bool
 ) -> None:
     assert tick_due(latest_ms=latest_ms, claimed_ms=claimed_ms, after_ms=1_000) is due
+
+
+def test_a_tick_is_due_exactly_when_the_readers_wait_though_the_last_stamp_went_back() -> None:
+    """The readers decide by the running maximum of the header stamps (D56), so a chain
+    whose last block is stamped before an earlier one still has a block after 4,000: no
+    tick (the last block's stamp alone would send one the readers do not need)."""
+    stamps = [GENESIS_MS, 1_000, 5_000, 3_000]
+    clock = ChainClock()
+    for height, stamp in enumerate(stamps):
+        clock.append(height, stamp)
+    seen = SeenStamps()
+    assert seen.extend(2, max(stamps[1:3])) == 5_000
+    assert seen.extend(3, stamps[3]) == 5_000  # the last block alone does not move it back
+    assert seen.extend(3, None) == 5_000 and seen.height == 3
+    for after_ms in (999, 2_999, 3_000, 4_000, 4_999, 5_000, 5_001):
+        waits = not clock.final(after_ms)
+        assert tick_due(latest_ms=seen.latest_ms, claimed_ms=0, after_ms=after_ms) is waits
+    assert not tick_due(latest_ms=seen.latest_ms, claimed_ms=0, after_ms=4_000)
+    with pytest.raises(ValueError, match="below"):
+        seen.extend(2, 9_000)
+    seen.forget()
+    assert (seen.height, seen.latest_ms) == (0, GENESIS_MS)
 
 
 def test_the_need_of_delivered_messages_is_their_latest_append_time_minus_s() -> None:
