@@ -14,7 +14,10 @@ Theory of operation
   crash leaves it either applied and recorded or not at all.
 * Concurrent callers (two processes starting at once) serialise on a session-level
   advisory lock derived from the namespace; the second one finds everything applied and
-  returns an empty list.
+  returns an empty list. Callers of different namespaces (a gateway and a projector on one
+  new database) create the shared ``schema_migrations`` table under one more lock, held
+  until that creation commits (PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against
+  a concurrent one).
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ def apply_migrations(conn: psycopg.Connection[Any], namespace: str, directory: P
     with conn.transaction():
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOCK_SALT + namespace,))
     try:
-        with conn.transaction():
+        with conn.transaction():  # one table for every namespace: created under one lock
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_SALT,))
             conn.execute(_CREATE_TABLE)
         return _apply_locked(conn, namespace, migrations)
     finally:

@@ -146,6 +146,42 @@ def test_concurrent_migrations(postgres: Postgres) -> None:
     assert sorted(results) == [[], [], [], CHAIN_NAMES]  # exactly one thread applied them
 
 
+def test_namespaces_migrating_at_once_on_a_fresh_database(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """A gateway and a projector start together on one new database, each migrating its
+    own namespace: the shared ``schema_migrations`` table is created once, not raced (a
+    plain CREATE TABLE IF NOT EXISTS from both failed on pg_type's unique index)."""
+    for n in range(8):
+        (tmp_path / f"ns{n}").mkdir()
+        (tmp_path / f"ns{n}" / "001_t.sql").write_text(f"CREATE TABLE t{n} (x int);")
+    for _ in range(5):
+        dsn = ensure_database(postgres.dsn("postgres"), f"t_{uuid.uuid4().hex[:10]}")
+        assert _migrate_at_once(dsn, tmp_path, 8) == []
+
+
+def _migrate_at_once(dsn: str, root: Path, count: int) -> list[BaseException]:
+    """``count`` connections each apply namespace ``ns<n>`` (from ``root/ns<n>``) at once;
+    what any of them raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def one(n: int) -> None:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                start.wait()
+                assert apply_migrations(conn, f"ns{n}", root / f"ns{n}") == ["001_t"]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def _schema(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
