@@ -107,7 +107,10 @@ class Heights(threading.Thread):
                             self.final = header.height
                             self.final_txs += len(results)
                             self.final_at[header.height] = msg.timestamp()[1] / 1000
-                row = conn.execute("SELECT height FROM chain.meta").fetchone()
+                try:
+                    row = conn.execute("SELECT height FROM chain.meta").fetchone()
+                except psycopg.errors.UndefinedTable:  # the projector has not made it yet
+                    row = None
                 projected = int(row[0]) if row else 0
                 now = time.time()
                 for height in range(self.projected + 1, projected + 1):
