@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,18 @@ def wait_for(watcher: Receipts, ids: list[bytes], timeout: float) -> None:
         time.sleep(0.1)
 
 
+@dataclass(frozen=True, slots=True)
+class PhaseUse:
+    """What a phase of a case cost (:class:`PhaseCpu`)."""
+
+    wall: float  # seconds
+    cpu: dict[str, float]  # CPU seconds of every :func:`cpu_snapshot` group
+    broker_groups: dict[str, float]  # the brokers' CPU seconds by thread group (D64)
+    host_busy: float  # the share of the whole host's CPU that was busy
+
+
 class PhaseCpu:
-    """What a phase of a case cost, from construction to :meth:`done`: wall seconds, CPU
-    seconds of every :func:`cpu_snapshot` group, the brokers' JIT compiler, and the share of
-    the whole host's CPU that was busy."""
+    """Measures a phase of a case, from construction to :meth:`done`."""
 
     def __init__(
         self, pids: list[int], brokers: list[int], standbys: frozenset[int], threads: BrokerThreads
@@ -145,15 +154,15 @@ class PhaseCpu:
         self.began = time.time()
         self.before = (cpu_snapshot(pids, brokers, standbys), threads.sample(), host_cpu())
 
-    def done(self) -> dict[str, float]:
+    def done(self) -> PhaseUse:
         cpu, threads, host = self.before
         after = cpu_snapshot(self.pids, self.brokers, self.standbys)
-        return {
-            "wall": time.time() - self.began,
-            **{k: after[k] - cpu[k] for k in cpu},
-            "broker JIT": difference(threads, self.threads.sample())["JIT compiler"],
-            "host busy": busy_share(host, host_cpu()),
-        }
+        return PhaseUse(
+            wall=time.time() - self.began,
+            cpu={k: after[k] - cpu[k] for k in cpu},
+            broker_groups=difference(threads, self.threads.sample()),
+            host_busy=busy_share(host, host_cpu()),
+        )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -366,10 +375,8 @@ def run_case(
         )
         topics = ("tx", "votes", "blocks", "receipts", "feeds")
         traffic_before = topic_traffic(bootstrap, data_dirs or [], prefix, topics)
-        threads_before, cpu_before = (  # and the broker's CPU by thread group (D64)
-            (broker_threads := BrokerThreads(brokers)).sample(),
-            cpu_snapshot(pids, brokers, standbys),
-        )
+        broker_threads = BrokerThreads(brokers)
+        burst_cpu = PhaseCpu(pids, brokers, standbys, broker_threads)
         began = time.time()
         send(
             producer,
@@ -383,9 +390,8 @@ def run_case(
         wait_for(watcher, ids[:burst_n], 300)
         last = max(watcher.seen.get(ids[i], began) for i in range(burst_n))
         settled(work / prefix, len(procs))  # the CPU of every validator's share of the burst
-        cpu_after, threads_after = cpu_snapshot(pids, brokers, standbys), broker_threads.sample()
+        burst = burst_cpu.done()
         throughput = burst_n / (last - began)
-        cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         paced_n = min(signed_n, max(short_n, int(paced_seconds * throughput / 2)))
         paced_cpu = PhaseCpu(pids, brokers, standbys, broker_threads)
         send(
@@ -429,8 +435,8 @@ def run_case(
                 topic_traffic(bootstrap, data_dirs or [], prefix, topics),
                 burst_n + paced_n,
             ),
-            **{f"cpu {k}": v for k, v in cpu.items()},
-            "broker groups": difference(threads_before, threads_after),
+            **{f"cpu {k}": v for k, v in burst.cpu.items()},
+            "broker groups": burst.broker_groups,
             "paced": paced,
         }
     finally:
@@ -593,15 +599,16 @@ def report_case(
         f"p99 {r['p99'] * 1000:.0f} ms; over its first {r['short_n']:,} only (the window "
         f"before --paced-seconds) p99 {r['p99 first'] * 1000:.0f} ms"
     )
-    paced = r["paced"]
-    ours = paced["validators"] + paced["broker"] + paced["load generator"]
-    others = max(0.0, paced["host busy"] - ours / (cores * paced["wall"]))
+    paced: PhaseUse = r["paced"]
+    used = {k: paced.cpu[k] for k in ("validators", "broker", "load generator")}
+    others = max(0.0, paced.host_busy - sum(used.values()) / (cores * paced.wall))
     print(
-        f"  CPU during the paced run ({paced['wall']:.1f} s wall): validators "
-        f"{paced['validators']:.2f} s, broker {paced['broker']:.2f} s (its JIT compiler "
-        f"{paced['broker JIT']:.2f} s), load generator {paced['load generator']:.2f} s; "
-        f"host busy {100 * paced['host busy']:.0f}% of {cores} cores, of which other "
-        f"processes {100 * others:.0f}% (more than a few: the host was shared, D69)"
+        f"  CPU during the paced run ({paced.wall:.1f} s wall): validators "
+        f"{used['validators']:.2f} s, broker {used['broker']:.2f} s (its JIT compiler "
+        f"{paced.broker_groups['JIT compiler']:.2f} s), load generator "
+        f"{used['load generator']:.2f} s; host busy {100 * paced.host_busy:.0f}% of {cores} "
+        f"cores, of which other processes {100 * others:.0f}% (more than a few: the host was "
+        "shared, D69)"
     )
     verify_cpu = validators * args.txs / rate
     print(
