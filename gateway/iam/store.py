@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 from typing import Any
 
@@ -47,8 +46,6 @@ from gateway.iam import sealed_rows
 from gateway.iam.errors import TamperedRow
 from gateway.iam.state import IamState, Principal, PrincipalKind
 from runtime.pg import Conn
-
-log = logging.getLogger("pantheon.gateway")
 
 SETUP_PREFIX = "pantheon-setup-"
 
@@ -254,13 +251,12 @@ def _retired_key(master: MasterKey, institution: str, row: Any) -> PublishedKey 
     try:
         raw = open_with_master(master, _purpose(institution, kid), bytes(sealed))
         derived = SigningKey(Ed25519PrivateKey.from_private_bytes(raw)).public
-    except (CryptoError, ValueError):
-        derived = None
-    if derived is None or key_id(derived) != kid or raw_public(derived) != bytes(public):
-        log.warning(
-            "signing key row refused: not sealed under this institution's master key",
-            extra={"kid": kid, "institution": institution},
-        )
+    except (CryptoError, ValueError) as exc:
+        sealed_rows.log_tampered(institution, TamperedRow("iam_signing_keys", kid, str(exc)))
+        return None
+    if key_id(derived) != kid or raw_public(derived) != bytes(public):
+        why = "its kid or public key is not the sealed key's"
+        sealed_rows.log_tampered(institution, TamperedRow("iam_signing_keys", kid, why))
         return None
     return PublishedKey(kid, derived, int(retired_at))
 

@@ -6,6 +6,7 @@ thread with the shared runner, and the service waits for it (read-your-writes).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -311,7 +312,9 @@ def test_key_rotation_keeps_old_tokens_valid(iam: Iam) -> None:
 
 
 @pytest.mark.parametrize("seal", ["junk", "another key's seal"])
-def test_a_signing_key_row_written_into_postgres_mints_no_token(iam: Iam, seal: str) -> None:
+def test_a_signing_key_row_written_into_postgres_mints_no_token(
+    iam: Iam, seal: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """PostgreSQL is not trusted: a retired key is believed only from its private half
     sealed under the master key with its own kid, never from the ``public_key`` column."""
     svc = iam.service
@@ -339,11 +342,16 @@ def test_a_signing_key_row_written_into_postgres_mints_no_token(iam: Iam, seal: 
         sub=genuine.claims.sub, inst=iam.institution, groups=[], perms=genuine.claims.perms
     )
     time.sleep(1.1)  # an unknown kid reloads the ring at most once a second
+    caplog.set_level(logging.WARNING, logger="pantheon.iam")
     verifier = svc.verifier()
     with pytest.raises(UnknownKid):
         verifier.verify(forged.value)
     assert forger.kid not in {k["kid"] for k in svc.jwks()["keys"]}
     assert verifier.verify(genuine.value).sub == genuine.claims.sub
+    refused = [r for r in caplog.records if r.getMessage().startswith("IAM row refused")]
+    assert refused and {(getattr(r, "table", ""), getattr(r, "key", "")) for r in refused} == {
+        ("iam_signing_keys", forger.kid)
+    }
 
 
 def _topic_values(bootstrap: str, topic: str) -> list[bytes]:
