@@ -1,8 +1,9 @@
 """Benchmarks of authentication; prints figures, asserts nothing about time.
 
-Run with ``python -m bench.auth`` (pure: token issue and verification, scrypt, AES-GCM) or
-``python -m bench.auth --db`` to add verification with the revocation check against a real
-PostgreSQL (a private server started for the run, as the tests do, and stopped after).
+Run with ``python -m bench.auth`` (pure: token issue and verification, the current-access
+check of the gateway's IAM view (D74), scrypt, AES-GCM) or ``python -m bench.auth --db`` to
+add the same check as one query against a real PostgreSQL, the way the gateway made it
+before D74 (a private server started for the run, as the tests do, and stopped after).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import functools
 import shutil
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
 from gateway.auth import passwords
 from gateway.auth.crypto import new_data_key, open_profile, seal_profile
-from gateway.auth.tokens import KeyRing, SigningKey, TokenIssuer, TokenVerifier
-from gateway.iam import store
+from gateway.auth.tokens import Access, Claims, KeyRing, SigningKey, TokenIssuer, TokenVerifier
+from gateway.iam.state import IamState
+from gateway.iam.view import Fold
+from ledger.iam_events import Opened
 from projections import iam as iam_projection
 
 ISS = "pantheon:iam:bench"
@@ -79,7 +83,60 @@ def pure(n: int) -> tuple[TokenVerifier, str]:
             open_profile(dk, "bench", "u-1", seal_profile(dk, "bench", "u-1", fields))
 
     rate("profile seal+open (AES-GCM, 2 fields)", n, seal_open)
+    fold = _view_fold()
+    token = issuer.issue(sub="u-1", inst="bench", groups=[], perms=[]).value
+    narrowing = TokenVerifier(
+        ring, issuer=ISS, audience=AUD, clock=time.time, current_access=fold.access
+    )
+    rate("token verify + current access (IAM view, D74)", n, lambda: _each(narrowing, [token], n))
     return verifier, tokens[0]
+
+
+def _event(schema: str, **record: object) -> Opened:
+    record["event_id"] = f"e-{id(record)}-{len(record)}-{record.get('user_id', '')}"
+    body = {"institution_id": "bench", "key_height": 0, "key_id": b"", "event": b""}
+    return Opened(body=body, signature=b"", schema=f"pantheon.{schema}", record=dict(record))
+
+
+def _view_fold() -> Fold:
+    """The IAM view's state of the database figure's shape: 1,000 users with grants of their
+    own, 200 groups with grants, u-1 in 3 of them, 10,000 revoked tokens."""
+    fold = Fold("bench", IamState(institution="bench"))
+    for i in range(1000):
+        fold.apply(_event("UserRegistered", user_id=f"u-{i}", login=f"l-{i}", password_hash=""))
+        for perm in ("chain:read", "data:read"):
+            fold.apply(_event("PermissionGranted", subject=f"u-{i}", permission=perm))
+    for g in range(200):
+        fold.apply(_event("GroupCreated", group=f"group-{g}"))
+        for perm in ("chain:read", "data:read"):
+            fold.apply(_event("PermissionGranted", subject=f"group:group-{g}", permission=perm))
+    for g in range(1, 3001):
+        user, group = f"u-{g % 1000}", f"group-{g % 200}"
+        fold.apply(_event("GroupMembershipChanged", user_id=user, group=group, added=True))
+    for j in range(10_000):
+        fold.revoked[f"j{j}"] = 0
+    return fold
+
+
+# The pre-D74 check, for comparison: one round trip, every lookup by an index.
+_ACCESS = (
+    "SELECT u.disabled OR u.forgotten OR u.tokens_not_before_ms > %(iat_ms)s "
+    "OR EXISTS (SELECT 1 FROM iam_revoked_tokens r WHERE r.jti = %(jti)s), "
+    "ARRAY(SELECT m.group_name FROM iam_memberships m WHERE m.user_id = u.user_id), "
+    "ARRAY(SELECT g.permission FROM iam_grants g WHERE g.subject = u.user_id "
+    "UNION ALL SELECT g.permission FROM iam_memberships m "
+    "JOIN iam_grants g ON g.subject = 'group:' || m.group_name WHERE m.user_id = u.user_id) "
+    "FROM iam_users u WHERE u.user_id = %(sub)s"
+)
+
+
+def _database_access(conn: psycopg.Connection[Any], claims: Claims) -> Access | None:
+    row = conn.execute(
+        _ACCESS, {"iat_ms": claims.iat * 1000, "jti": claims.jti, "sub": claims.sub}
+    ).fetchone()
+    if row is None or row[0]:
+        return None
+    return Access(groups=frozenset(row[1]), perms=frozenset(row[2]))
 
 
 def _each(verifier: TokenVerifier, tokens: list[str], n: int) -> None:
@@ -125,33 +182,19 @@ def with_database(n: int) -> None:
                 "generate_series(0, 199) g UNION SELECT 'u-' || g FROM generate_series(0, 999) g) "
                 "subjects, unnest(ARRAY['chain:read', 'data:read']) p"
             )
-            groups, perms = store.principal_access(conn, "u-1")
-            token = issuer.issue(sub="u-1", inst="bench", groups=groups, perms=perms).value
-            old = TokenVerifier(
-                ring,
-                issuer=ISS,
-                audience=AUD,
-                clock=time.time,
-                is_revoked=lambda claims: store.is_revoked(conn, claims),
-            )
+            token = issuer.issue(sub="u-1", inst="bench", groups=[], perms=[]).value
             verifier = TokenVerifier(
                 ring,
                 issuer=ISS,
                 audience=AUD,
                 clock=time.time,
-                current_access=lambda claims: store.current_access(conn, claims),
+                current_access=lambda claims: _database_access(conn, claims),
             )
-            for _ in range(2):  # alternated: the machine's load moves the figures
-                rate(
-                    "token verify + revocation query only (1 connection)",
-                    n,
-                    lambda: _each(old, [token], n),
-                )
-                rate(
-                    "token verify + revocation and current access (1 conn.)",
-                    n,
-                    lambda: _each(verifier, [token], n),
-                )
+            rate(
+                "token verify + current access (1 query, before D74)",
+                n,
+                lambda: _each(verifier, [token], n),
+            )
     finally:
         server.stop()
         shutil.rmtree(settings.state_dir, ignore_errors=True)

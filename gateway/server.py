@@ -230,6 +230,7 @@ def _iam(args: argparse.Namespace, dsn: str, trust: IamTrust | None) -> Any:
         kek_dir=kek_dir,
         signer=signer,
         shared_throttle=True,  # counts hold across workers, replicas and restarts (D46)
+        signers=None if trust is None else trust.signers,  # None: the certified chain
     )
 
 

@@ -19,8 +19,16 @@ from infra.cli_stack import settings_of, unknown_institution
 from infra.errors import StackError
 from infra.invocation import pantheon
 from infra.stack import Stack
+from projections.iam_signers import SignerPolicy
 from projections.projector import database_name
 from runtime.kafka_config import use_credentials
+
+
+def trusted_signers(institution: str) -> SignerPolicy | None:
+    """Whose IAM events the CLI's service believes: None, the certified chain (a seam for
+    layouts without a chain, as ``chain_key_height`` is)."""
+    del institution
+    return None
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
@@ -43,6 +51,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
             prefix=stack.settings.topic_prefix,
             kek_dir=consortium.master_key_file(args.institution).parent,
             signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
+            signers=trusted_signers(args.institution),
         )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
     return 0
@@ -71,20 +80,21 @@ def _iam_service(args: argparse.Namespace) -> IamService:
                 prefix=stack.settings.topic_prefix,
                 kek_dir=master_file.parent,
                 signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
+                signers=trusted_signers(args.institution),
             )
     except psycopg.Error as exc:
         raise StackError(f"cannot reach {args.institution}'s database: {exc}".strip()) from None
 
 
 def _owner(service: IamService) -> str:
-    with psycopg.connect(service.dsn, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute("SELECT user_id FROM iam_users WHERE is_owner").fetchone()
-    if row is None:
+    service.view.wait_ready()
+    owner = next((p.id for p in service.view.state.principals.values() if p.owner), None)
+    if owner is None:
         raise ValueError(
             f"{service.institution} has no administrator yet "
             f"({pantheon('iam', 'create-admin', '--help')})"
         )
-    return str(row[0])
+    return owner
 
 
 def cmd_forget_user(args: argparse.Namespace) -> int:

@@ -32,10 +32,12 @@ Theory of operation
   what).
 * A signed event is applied only if its ``actor`` was allowed to act
   (:func:`ledger.iam_authz.authorize`) against the state these tables hold, folded forward
-  through the batch; otherwise it is refused as ``unauthorized``. The gateway decides from
-  the same tables, so live this only catches races; a rebuild folds from the events alone
-  (empty tables), so an escalation someone wrote into the tables and made the gateway sign
-  is refused there, and the audit (which also folds from events) reports it.
+  through the batch; otherwise it is refused as ``unauthorized``. The whole rule is
+  :func:`projections.iam_rules.judge`, which the gateway's IAM view (D74,
+  :mod:`gateway.iam.view`) applies to the same topic with a state folded from the events
+  alone, so rows written into these tables make the gateway sign nothing; a rebuild also
+  folds from the events alone (empty tables), and the audit reports an escalation a gateway
+  was misled into signing.
 * ``iam_events`` records every applied event (id, offset, key, key height): replays are
   refused by id, and its highest ``key_height`` is the mark.
 """
@@ -54,19 +56,10 @@ from confluent_kafka import Message
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
-from ledger import iam_time
-from ledger.iam_authz import AuthzState, PrincipalFlags, authorize
-from ledger.iam_events import (
-    KeyHistory,
-    Opened,
-    Refusal,
-    decide,
-    decide_appended,
-    needed_height,
-    open_message,
-)
-from ledger.iam_time import ChainClock, Wait
+from ledger.iam_authz import AuthzState, PrincipalFlags
+from ledger.iam_events import Opened, Refusal, open_message
 from projections.iam_handlers import HANDLERS
+from projections.iam_rules import ChainFacts, Held, Refused, judge, read_chain
 from projections.iam_signers import ChainSigners, PinnedSigners, SignerPolicy
 from projections.migrate import apply_migrations
 from projections.runner import Projection
@@ -148,10 +141,7 @@ def load_authz(cur: psycopg.Cursor[Any]) -> AuthzState:
 class _Context:
     """What :meth:`IamProjection.apply` decides one batch against."""
 
-    height: int
-    history: KeyHistory
-    clock: ChainClock | None
-    skew_ms: int
+    chain: ChainFacts
     mark: int
     seen: set[str]
 
@@ -219,34 +209,35 @@ class IamProjection(Projection):
             if isinstance(item, Refusal):
                 self._refuse(msg, str(item))
                 continue
-            refusal, needed = self._decide(ctx, msg, item, mark)
-            if isinstance(refusal, Wait):
+            verdict = judge(
+                item,
+                stamp=msg.timestamp(),
+                institution=self.institution,
+                chain=ctx.chain,
+                mark=mark,
+                seen=seen.__contains__,
+                authz=authz,
+            )
+            if isinstance(verdict, Held):
                 self._write_accepted(cur, accepted)
-                self._wait(msg, needed, ctx.height, refusal.after_ms)
+                self._wait(msg, verdict.needed, ctx.chain.height, verdict.after_ms)
                 return index
-            handler = HANDLERS.get(item.schema)
-            if refusal is None and handler is None:
-                refusal = Refusal.BAD_EVENT
-            if refusal is not None:
-                self._refuse(msg, str(refusal), item.key_id)
+            if isinstance(verdict, Refused):
+                self._refuse(msg, str(verdict.reason), item.key_id)
+                if verdict.why:
+                    log.warning(
+                        "IAM event of an unauthorized actor refused",
+                        extra={
+                            "institution": self.institution,
+                            "offset": msg.offset(),
+                            "event_id": item.event_id,
+                            "event": item.schema,
+                            "actor": item.record.get("actor", ""),
+                            "why": verdict.why,
+                        },
+                    )
                 continue
-            why = authorize(authz, item.schema, item.record)
-            if why is not None:
-                self._refuse(msg, str(Refusal.UNAUTHORIZED), item.key_id)
-                log.warning(
-                    "IAM event of an unauthorized actor refused",
-                    extra={
-                        "institution": self.institution,
-                        "offset": msg.offset(),
-                        "event_id": item.event_id,
-                        "event": item.schema,
-                        "actor": item.record.get("actor", ""),
-                        "why": why,
-                    },
-                )
-                continue
-            assert handler is not None
-            handler(cur, item.record)
+            HANDLERS[item.schema](cur, item.record)
             authz.apply(item.schema, item.record)
             seen.add(item.event_id)
             mark = max(mark, item.key_height)
@@ -279,49 +270,14 @@ class IamProjection(Projection):
     def _context(self, cur: psycopg.Cursor[Any], candidates: Sequence[Opened]) -> _Context:
         """What deciding a batch needs, read once: the certified chain (height, key history,
         header stamps) and the topic's mark and already-applied ids."""
-        height = self.signers.chain_height(cur)
-        history = (
-            self.signers.history(cur, sorted({o.key_id for o in candidates}))
-            if height >= 0
-            else KeyHistory()
-        )
+        chain = read_chain(self.signers, cur, [o.key_id for o in candidates])
         mark_row = cur.execute("SELECT coalesce(max(key_height), 0) FROM iam_events").fetchone()
         cur.execute(
             "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)",
             ([o.event_id for o in candidates],),
         )
         seen = {str(r[0]) for r in cur.fetchall()}
-        return _Context(
-            height=height,
-            history=history,
-            clock=self.signers.clock(cur, height) if height >= 0 else None,
-            skew_ms=iam_time.SKEW_MS,  # read now: the rebuild and the audit read the same
-            mark=int(mark_row[0]) if mark_row else 0,
-            seen=seen,
-        )
-
-    def _decide(
-        self, ctx: _Context, msg: Message, item: Opened, mark: int
-    ) -> tuple[Refusal | Wait | None, int]:
-        """The rule for one event, and the height it waits for if it must wait."""
-        if ctx.clock is None:  # no chain yet, or PinnedSigners: the key height alone
-            needed = needed_height(item, mark)
-            if needed > ctx.height:
-                return Wait(0), needed
-            return decide(item, self.institution, ctx.history.at, mark, ctx.seen.__contains__), 0
-        # D56: decided once the chain has a block stamped after the append time (+/- S)
-        needed = item.key_height if item.key_height > ctx.height else ctx.height + 1
-        refusal = decide_appended(
-            item,
-            stamp=msg.timestamp(),
-            institution=self.institution,
-            keys=ctx.history.at,
-            mark=mark,
-            seen=ctx.seen.__contains__,
-            clock=ctx.clock,
-            skew_ms=ctx.skew_ms,
-        )
-        return refusal, needed
+        return _Context(chain=chain, mark=int(mark_row[0]) if mark_row else 0, seen=seen)
 
     @staticmethod
     def _write_accepted(cur: psycopg.Cursor[Any], rows: list[tuple[str, int, bytes, int]]) -> None:

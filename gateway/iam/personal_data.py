@@ -8,7 +8,7 @@ produced. A refused command leaves no orphan key (:meth:`PersonalData.discard_if
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,8 +45,12 @@ class PersonalData:
         keys: KekStore,
         institution: str,
         password_params: passwords.ScryptParams,
+        sealed_password: Callable[[str], str | None],
     ) -> None:
+        """``sealed_password``: a user's current sealed hash, from the signed topic (the IAM
+        view, D74), not from ``iam_users``."""
         self._pool = pool
+        self._sealed_password = sealed_password
         self.keys = keys
         self.institution = institution
         self._params = password_params
@@ -82,8 +86,8 @@ class PersonalData:
     ) -> str:
         """``new_password`` hashed and sealed under the user's key; one's ``own`` password
         only if ``old_password`` is the current one (:class:`NotAuthorized` otherwise)."""
+        sealed = self._sealed_password(user_id)
         with self._pool.connection() as conn:
-            sealed = store.password_hash(conn, user_id)
             dk = data_keys.get_data_key(conn, self.keys, self.institution, user_id)
         if sealed is None or dk is None:
             raise UnknownUser(user_id)

@@ -11,10 +11,10 @@ from typing import Any
 from confluent_kafka import Message, Producer
 from psycopg_pool import ConnectionPool
 
-from gateway.iam import store
 from gateway.iam.clock_tick import ClockTicker, need_of
 from gateway.iam.errors import NotApplied
 from gateway.iam.signing import IamSigner
+from gateway.iam.view import IamView
 from ledger import iam_time
 from projections.runner import wait_for_offset
 from runtime.delivery import produce_flushed
@@ -31,6 +31,7 @@ class IamPublisher:
     pool: ConnectionPool[Any]
     producer: Producer
     apply_timeout_s: float
+    view: IamView
     ticker: ClockTicker | None = None
 
     def produce(self, events: list[Any], signer: IamSigner, *, projection: str) -> None:
@@ -54,10 +55,12 @@ class IamPublisher:
         self._move_clock(results, signer)
         if not wait_for_offset(self.dsn, projection, self.topic, 0, last, self.apply_timeout_s):
             raise NotApplied(f"offset {last} of {self.topic} not projected in time")
-        # Projected is not applied: the readers' rule (D21) may have refused an event.
+        # Projected is not applied: the readers' rule (D21) may have refused an event. The
+        # view decides by the same rule, from the topic, not from a table anyone could write.
+        if not self.view.wait_for(last, self.apply_timeout_s):
+            raise NotApplied(f"offset {last} of {self.topic} not read by the IAM view in time")
         ids = [str(event.record["event_id"]) for event in events]
-        with self.pool.connection() as conn:
-            applied = store.applied_event_ids(conn, ids)
+        applied = self.view.applied(ids)
         refused = sorted(set(ids) - applied)
         if refused:
             raise NotApplied(

@@ -2,12 +2,14 @@
 
 Theory of operation
 -------------------
-* A command is decided by the pure :func:`gateway.iam.commands.decide` against the state the
-  projection holds in Postgres, then its events are produced to ``<prefix>iam.<institution>``
-  (key = subject, idempotent producer, ``acks=all``) and the call returns only once the IAM
-  projection applied them (read-your-writes through
-  :func:`projections.runner.wait_for_offset`); the projection must be running (in the
-  gateway process or its own). Commands of one service are serialized by a lock.
+* A command is decided by the pure :func:`gateway.iam.commands.decide` against the state
+  the service's :class:`~gateway.iam.view.IamView` folded from the signed topic (never the
+  IAM tables, which whoever can write PostgreSQL could change), then its events are
+  produced to ``<prefix>iam.<institution>`` (key = subject, idempotent producer,
+  ``acks=all``) and the call returns only once the IAM projection projected them
+  (read-your-writes through :func:`projections.runner.wait_for_offset`) and the view
+  accepted them; the projection must be running (in the gateway process or its own).
+  Commands of one service are serialized by a lock.
 * Every event is signed (D21) by the institution's IAM SERVICE key (:class:`IamSigner`) in
   ``_produce``, the one path onto the topic; readers apply only events signed by a key the
   certified chain says is active for the institution.
@@ -31,8 +33,8 @@ Theory of operation
 * Tokens are signed by the institution's current Ed25519 key (``iam_signing_keys``); the
   verifier from :meth:`IamService.verifier` also refuses tokens of disabled, forgotten or
   revoked principals, and narrows a token's groups and permissions to the principal's current
-  ones (a revoked permission stops working for tokens already issued), with one indexed query
-  per verification (:func:`gateway.iam.store.current_access`).
+  ones (a revoked permission stops working for tokens already issued), from the view in
+  memory (:meth:`gateway.iam.view.IamView.access`).
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ from gateway.iam.publisher import IamPublisher
 from gateway.iam.sessions import Sessions
 from gateway.iam.signing import IamSigner
 from gateway.iam.throttle_store import SharedLoginThrottle
+from gateway.iam.view import IamView
 from projections import iam as iam_projection
+from projections.iam_signers import ChainSigners, SignerPolicy
 from runtime.delivery import close_producer
 from runtime.kafka_config import producer_config
 from runtime.topics import DEFAULT_PREFIX, iam_topic
@@ -115,7 +119,10 @@ class IamService:
         producer: Producer | None = None,
         signer: IamSigner,
         kek_dir: Path | None = None,
+        signers: SignerPolicy | None = None,
     ) -> None:
+        """``signers``: whose signatures the view believes, as the IAM projection's policy
+        (default: the certified chain, :class:`~projections.iam_signers.ChainSigners`)."""
         self.institution = institution
         self.signer = signer
         self.topic = iam_topic(institution).name(prefix)
@@ -132,6 +139,14 @@ class IamService:
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
         )
+        self.view = IamView(
+            bootstrap=bootstrap,
+            topic=self.topic,
+            institution=institution,
+            pool=self._pool,
+            signers=signers or ChainSigners(),
+            clock=clock,
+        )
         self._publisher = IamPublisher(
             institution=institution,
             topic=self.topic,
@@ -139,6 +154,7 @@ class IamService:
             pool=self._pool,
             producer=self._producer,
             apply_timeout_s=apply_timeout_s,
+            view=self.view,
             ticker=ClockTicker(
                 institution=institution,
                 tx_topic=f"{prefix}tx",
@@ -152,6 +168,7 @@ class IamService:
             keys=self._keys,
             institution=institution,
             password_params=password_params,
+            sealed_password=self.view.sealed_password,
         )
         with self._pool.connection() as conn:
             iam_projection.migrate(conn)
@@ -171,6 +188,7 @@ class IamService:
             throttle=throttle
             or (SharedLoginThrottle(self._pool) if shared_throttle else LoginThrottle()),
             clock=clock,
+            view=self.view,
         )
         self.issuer_name = self.sessions.issuer_name
         self.audience = audience
@@ -178,8 +196,9 @@ class IamService:
         self.issuer = self.sessions.issuer
 
     def close(self) -> None:
-        """Flush and close the producer, close the connection pool."""
+        """Flush and close the producer, stop the view, close the connection pool."""
         close_producer(self._producer, 10)
+        self.view.close()
         self._pool.close()
 
     # -- events ---------------------------------------------------------------------------
@@ -196,10 +215,9 @@ class IamService:
         self._publisher.produce(events, self.signer, projection=projection or self.projection)
 
     def _decide(self, command: Command) -> list[Any]:
-        with self._pool.connection() as conn:
-            state = store.load_state(conn, self.institution)
+        self.view.wait_ready(self._apply_timeout_s)
         return decide(
-            state,
+            self.view.state,
             command,
             now_ms=int(self._clock() * 1000),
             new_event_id=lambda: uuid.uuid4().hex,
@@ -220,7 +238,8 @@ class IamService:
         passwords.check_password_policy(password)
         user_id = _new_id("u")
         with self._lock, self._pool.connection() as conn, conn.transaction():
-            if store.has_owner(conn):
+            self.view.wait_ready(self._apply_timeout_s)
+            if self.view.state.bootstrapped:
                 raise AlreadyBootstrapped(self.institution)
             if not store.check_setup_credential(conn, self._master, self.institution, setup_token):
                 raise BadSetupCredential("unknown or already used setup credential")
@@ -265,8 +284,8 @@ class IamService:
 
     def _precheck_admin(self, actor: str) -> None:
         # Refuse before a data key is written or scrypt runs for an unauthorized caller.
-        with self._pool.connection() as conn:
-            state = store.load_state(conn, self.institution)
+        self.view.wait_ready(self._apply_timeout_s)
+        state = self.view.state
         principal = state.principal(actor)
         if principal is None or not principal.active:
             raise NotAuthorized(f"{actor!r} is not an active principal")

@@ -1,6 +1,8 @@
 """Login and tokens of one institution: throttled password and API-credential logins, the
 signing key ring, and the verifier that narrows a token to its principal's current access
-(module docstring of :mod:`gateway.iam.service`)."""
+(module docstring of :mod:`gateway.iam.service`). Who a principal is, whether it is active,
+its permissions, revocations and sealed password hash come from the IAM view folded from
+the signed topic (:mod:`gateway.iam.view`), never from the IAM tables."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from gateway.iam import data_keys, sealed_rows, store
 from gateway.iam.commands import ChangePassword, Command
 from gateway.iam.errors import IamError, LoginFailed, LoginThrottled, TamperedRow
 from gateway.iam.kek import KekStore
+from gateway.iam.view import IamView
 
 PASSWORD_FIELD = "password_hash"
 
@@ -42,8 +45,10 @@ class Sessions:
         password_params: passwords.ScryptParams,
         throttle: Throttle,
         clock: Callable[[], float],
+        view: IamView,
     ) -> None:
         self._pool = pool
+        self._view = view
         self.institution = institution
         self._master = master_key
         self._keys = keys
@@ -82,8 +87,8 @@ class Sessions:
         if found is None:
             passwords.dummy_verify(password, self._params)
             return self._login_failed(username, source, now, device)
-        user_id, stored, dk, disabled = found
-        if not passwords.verify_password(password, stored) or disabled:
+        user_id, stored, dk = found
+        if not passwords.verify_password(password, stored):
             return self._login_failed(username, source, now, device)
         self._throttle.success(username, source, now, device)
         if passwords.needs_rehash(stored, self._params):
@@ -91,25 +96,25 @@ class Sessions:
         token = self._issue(user_id)
         return dataclasses.replace(token, device_token=self._devices.issue(username, device))
 
-    def _password(self, username: str) -> tuple[str, str, DataKey, bool] | None:
-        """``(user id, password hash, data key, disabled)`` of ``username``; None if unknown
-        or forgotten, or if its data key or sealed hash does not open (a tampered row: logged,
-        and refused like a wrong password, D70)."""
-        with self._pool.connection() as conn:
-            row = store.user_login(conn, username)
-            if row is None or row[1] is None:
-                return None
-            user_id, table = str(row[0]), "iam_data_keys"
-            try:
+    def _password(self, username: str) -> tuple[str, str, DataKey] | None:
+        """``(user id, password hash, data key)`` of ``username``; None if unknown, disabled
+        or forgotten (the view says), or if its data key or sealed hash does not open (a
+        tampered key row: logged, and refused like a wrong password, D70)."""
+        found = self._view.password_hash(username)
+        if found is None:
+            return None
+        (user_id, sealed), table = found, "iam_data_keys"
+        try:
+            with self._pool.connection() as conn:
                 dk = data_keys.get_data_key(conn, self._keys, self.institution, user_id)
-                if dk is None:
-                    return None
-                table = "iam_users"
-                stored = open_text(dk, self.institution, user_id, PASSWORD_FIELD, str(row[1]))
-            except CryptoError as exc:
-                sealed_rows.log_tampered(self.institution, TamperedRow(table, user_id, str(exc)))
+            if dk is None:
                 return None
-        return user_id, stored, dk, bool(row[2])
+            table = "iam_events"
+            stored = open_text(dk, self.institution, user_id, PASSWORD_FIELD, sealed)
+        except CryptoError as exc:
+            sealed_rows.log_tampered(self.institution, TamperedRow(table, user_id, str(exc)))
+            return None
+        return user_id, stored, dk
 
     def _rehash(self, user_id: str, password: str, dk: DataKey) -> None:
         # Parameters were raised since this hash was made: upgrade it now that we know the
@@ -127,10 +132,9 @@ class Sessions:
             self._throttle.check(account_id, source, now)
         except Throttled as exc:
             raise LoginThrottled(exc.retry_after) from None
-        with self._pool.connection() as conn:
-            row = store.service_credential(conn, account_id)
-        stored = None if row is None else self._credential(account_id, str(row[0]))
-        if row is None or stored is None or not passwords.verify_password(secret, stored) or row[1]:
+        sealed = self._view.credential_hash(account_id)
+        stored = None if sealed is None else self._credential(account_id, sealed)
+        if stored is None or not passwords.verify_password(secret, stored):
             return self._login_failed(account_id, source, now)
         self._throttle.success(account_id, source, now)
         return self._issue(account_id)
@@ -151,31 +155,28 @@ class Sessions:
         raise LoginFailed("wrong login or password, or account disabled")
 
     def _issue(self, principal_id: str) -> Token:
-        with self._pool.connection() as conn:
-            groups, perms = store.principal_access(conn, principal_id)
-            not_before_ms = store.tokens_not_before_ms(conn, principal_id)
+        access = self._view.access_of(principal_id)
         # A token's iat has whole seconds: never issue in the second of a revoke-all.
-        not_before_s = (not_before_ms + 999) // 1000 if not_before_ms is not None else 0
+        not_before_s = (self._view.not_before_ms(principal_id) + 999) // 1000
         deadline = time.monotonic() + 1.1
         while self._clock() < not_before_s and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.issuer.issue(
-            sub=principal_id, inst=self.institution, groups=groups, perms=perms
+            sub=principal_id,
+            inst=self.institution,
+            groups=sorted(access.groups),
+            perms=sorted(access.perms),
         )
 
     def is_revoked(self, claims: Claims) -> bool:
         """True if the token was revoked, or its principal is disabled, forgotten or unknown."""
-        if claims.inst != self.institution:
-            return True
-        with self._pool.connection() as conn:
-            return store.is_revoked(conn, claims)
+        return self.current_access(claims) is None
 
     def current_access(self, claims: Claims) -> Access | None:
         """The principal's current groups and permissions; None if the token is revoked."""
         if claims.inst != self.institution:
             return None
-        with self._pool.connection() as conn:
-            return store.current_access(conn, claims)
+        return self._view.access(claims)
 
     def _load_ring(self) -> KeyRing:
         with self._pool.connection() as conn, conn.transaction():

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-* :func:`load_state` reads the projection into an :class:`~gateway.iam.state.IamState` for the
-  decider (one institution's principals are few: thousands, not millions).
+* :func:`load_state` reads the projection into an :class:`~gateway.iam.state.IamState` (the
+  contract test compares it with the reference fold). The gateway decides about principals
+  from its IAM view of the signed topic instead (D74, :mod:`gateway.iam.view`).
 * Data keys (per-user, wrapped under the KEK): :mod:`gateway.iam.data_keys`.
 * Signing keys: private halves sealed under the master key; :func:`load_key_ring` builds the
   :class:`~gateway.auth.tokens.KeyRing`, creating the first key if there is none.
@@ -34,8 +35,6 @@ from gateway.auth.crypto import (
     seal_with_master,
 )
 from gateway.auth.tokens import (
-    Access,
-    Claims,
     KeyRing,
     PublishedKey,
     SigningKey,
@@ -79,80 +78,7 @@ def load_state(conn: Conn, institution: str) -> IamState:
     )
 
 
-def principal_access(conn: Conn, principal_id: str) -> tuple[list[str], list[str]]:
-    """``(groups, direct and inherited permission names)`` of a principal, sorted."""
-    groups = sorted(
-        r[0]
-        for r in conn.execute(
-            "SELECT group_name FROM iam_memberships WHERE user_id = %s", (principal_id,)
-        )
-    )
-    subjects = [principal_id, *(f"group:{g}" for g in groups)]
-    perms = sorted(
-        {
-            r[0]
-            for r in conn.execute(
-                "SELECT permission FROM iam_grants WHERE subject = ANY(%s)", (subjects,)
-            )
-        }
-    )
-    return groups, perms
-
-
-def is_revoked(conn: Conn, claims: Claims) -> bool:
-    """True if the token's jti was revoked, it predates a revoke-all, or its principal is
-    disabled, forgotten or unknown (one indexed query)."""
-    row = conn.execute(
-        "SELECT u.disabled OR u.forgotten OR u.tokens_not_before_ms > %s "
-        "OR EXISTS (SELECT 1 FROM iam_revoked_tokens r WHERE r.jti = %s) "
-        "FROM iam_users u WHERE u.user_id = %s",
-        (claims.iat * 1000, claims.jti, claims.sub),
-    ).fetchone()
-    return row is None or bool(row[0])
-
-
-# One round trip, every lookup by an index: the principal by primary key, the jti by primary
-# key, its memberships by the (user_id, group_name) key, grants by the (subject, permission)
-# key. The arrays are small (a principal's groups and permissions).
-_ACCESS = (
-    "SELECT u.disabled OR u.forgotten OR u.tokens_not_before_ms > %(iat_ms)s "
-    "OR EXISTS (SELECT 1 FROM iam_revoked_tokens r WHERE r.jti = %(jti)s), "
-    "ARRAY(SELECT m.group_name FROM iam_memberships m WHERE m.user_id = u.user_id), "
-    "ARRAY(SELECT g.permission FROM iam_grants g WHERE g.subject = u.user_id "
-    "UNION ALL SELECT g.permission FROM iam_memberships m "
-    "JOIN iam_grants g ON g.subject = 'group:' || m.group_name WHERE m.user_id = u.user_id) "
-    "FROM iam_users u WHERE u.user_id = %(sub)s"
-)
-
-
-def current_access(conn: Conn, claims: Claims) -> Access | None:
-    """The token principal's current groups and permissions, or None if the token is revoked
-    (as :func:`is_revoked` says); one query, so revocation and narrowing cost one round trip."""
-    row = conn.execute(
-        _ACCESS, {"iat_ms": claims.iat * 1000, "jti": claims.jti, "sub": claims.sub}
-    ).fetchone()
-    if row is None or row[0]:
-        return None
-    return Access(groups=frozenset(row[1]), perms=frozenset(row[2]))
-
-
 # -- the service's reads of users and events ---------------------------------------------------
-def applied_event_ids(conn: Conn, event_ids: list[str]) -> set[str]:
-    """Which of ``event_ids`` the IAM projection applied (the readers' rule may refuse some)."""
-    rows = conn.execute(
-        "SELECT event_id FROM iam_events WHERE event_id = ANY(%s)", (event_ids,)
-    ).fetchall()
-    return {str(r[0]) for r in rows}
-
-
-def password_hash(conn: Conn, user_id: str) -> str | None:
-    """The sealed password hash of a user not forgotten (None: no such user or no hash)."""
-    row = conn.execute(
-        "SELECT password_hash FROM iam_users WHERE user_id = %s AND kind = 'user' "
-        "AND NOT forgotten",
-        (user_id,),
-    ).fetchone()
-    return None if row is None or row[0] is None else str(row[0])
 
 
 def profile_row(conn: Conn, user_id: str) -> tuple[Any, ...] | None:
@@ -161,33 +87,6 @@ def profile_row(conn: Conn, user_id: str) -> tuple[Any, ...] | None:
         "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (user_id,)
     ).fetchone()
     return row
-
-
-def user_login(conn: Conn, login: str) -> tuple[Any, ...] | None:
-    """``(user_id, password_hash, disabled)`` of the user with ``login`` (None: unknown)."""
-    row: tuple[Any, ...] | None = conn.execute(
-        "SELECT user_id, password_hash, disabled FROM iam_users WHERE login = %s AND kind = 'user'",
-        (login,),
-    ).fetchone()
-    return row
-
-
-def service_credential(conn: Conn, account_id: str) -> tuple[Any, ...] | None:
-    """``(credential_hash, disabled)`` of a service account (None: unknown)."""
-    row: tuple[Any, ...] | None = conn.execute(
-        "SELECT s.credential_hash, u.disabled FROM iam_service_accounts s "
-        "JOIN iam_users u ON u.user_id = s.account_id WHERE s.account_id = %s",
-        (account_id,),
-    ).fetchone()
-    return row
-
-
-def tokens_not_before_ms(conn: Conn, principal_id: str) -> int | None:
-    """When the principal's last revoke-all took effect (None: unknown principal)."""
-    row = conn.execute(
-        "SELECT tokens_not_before_ms FROM iam_users WHERE user_id = %s", (principal_id,)
-    ).fetchone()
-    return None if row is None else int(row[0])
 
 
 # -- signing keys -----------------------------------------------------------------------------

@@ -146,6 +146,7 @@ def site(
         prefix=prefix,
         password_params=FAST,
         signer=pinned_signer(INSTITUTION),
+        signers=pinned_signers(INSTITUTION),
     )
     stop = threading.Event()
     runner = ProjectionRunner(

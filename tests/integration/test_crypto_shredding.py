@@ -272,6 +272,7 @@ def shred(stack: Stack, unique: str) -> Iterator[Shred]:
         dsn=dsn,
         institution=institution,
         signer=pinned_signer(institution),
+        signers=pinned_signers(institution),
         master_key=master,
         prefix=prefix,
         password_params=FAST,
@@ -426,6 +427,7 @@ def test_forget_user_cli(
     # the key is the pinned test key and its height is 0 (the projection pins it too).
     keystore.write_secret(iam_dir / "iam-key.json", {"seed": iam_key(institution).seed.hex()})
     monkeypatch.setattr(cli_iam, "chain_key_height", lambda *_: lambda: 0)
+    monkeypatch.setattr(cli_iam, "trusted_signers", pinned_signers)
     for name, value in (
         ("PANTHEON_STATE_DIR", str(state)),
         ("PANTHEON_KAFKA_PORT", str(kafka.settings.kafka_port)),
@@ -441,6 +443,7 @@ def test_forget_user_cli(
         dsn=dsn,
         institution=institution,
         signer=pinned_signer(institution),
+        signers=pinned_signers(institution),
         master_key=master,
         prefix=prefix,
         password_params=FAST,

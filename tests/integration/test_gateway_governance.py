@@ -131,6 +131,7 @@ def net(
             prefix=consortium.prefix,
             password_params=FAST,
             signer=pinned_signer(INST),
+            signers=pinned_signers(INST),
         )
         for inst in ("inst-1", "inst-2"):
             governance[inst] = Governance.from_keystore(

@@ -119,6 +119,7 @@ def iam(bootstrap: str, postgres: Postgres, unique: str, tmp_path: Path) -> Iter
         throttle=LoginThrottle(ThrottlePolicy(free_failures=3, base_delay_s=30.0)),
         kek_dir=tmp_path / "iam",
         signer=pinned_signer(institution),
+        signers=pinned_signers(institution),
     )
     ctx = Iam(
         service,
@@ -494,6 +495,7 @@ def test_create_admin_from_the_cli_path(iam: Iam) -> None:
         password_params=FAST,
         kek_dir=iam.kek_dir,
         signer=pinned_signer(iam.institution),
+        signers=pinned_signers(iam.institution),
     )
     assert iam.service.login("chief", "chief-password", "s").claims.sub == user_id
     with pytest.raises(AlreadyBootstrapped):
@@ -506,6 +508,7 @@ def test_create_admin_from_the_cli_path(iam: Iam) -> None:
             password="chief-password",
             prefix=iam.prefix,
             signer=pinned_signer(iam.institution),
+            signers=pinned_signers(iam.institution),
         )
 
 
@@ -573,6 +576,7 @@ def test_login_upgrades_a_hash_made_with_weaker_parameters(iam: Iam) -> None:
         password_params=ScryptParams(log_n=6),
         kek_dir=iam.kek_dir,
         signer=pinned_signer(iam.institution),
+        signers=pinned_signers(iam.institution),
     )
     try:
         assert stronger.login("root", "root-password", "s").claims.sub == root

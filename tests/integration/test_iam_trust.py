@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,11 @@ from confluent_kafka.admin import AdminClient
 from gateway.auth.crypto import MasterKey
 from gateway.auth.passwords import FAST
 from gateway.iam.bootstrap import ensure_setup_credential
+from gateway.iam.commands import ChangeGrant, CreateGroup, decide
+from gateway.iam.errors import NotApplied, NotAuthorized
 from gateway.iam.service import IamService
 from gateway.iam.signing import IamSigner, KeyNotActive, chain_key_height
+from gateway.iam.state import evolve
 from harness.consortium import read_partition
 from harness.projections_support import CHAIN_ID, SimChain
 from infra.postgres_server import Postgres
@@ -393,8 +396,8 @@ def test_a_tampered_grant_is_reported_and_repaired_by_the_rebuild(w: World, tmp_
             "VALUES (%s, 'admin', %s, 1)",
             (w.alice, w.root),
         )
-    assert "admin" in perms(w)  # the database is believed by the gateway...
-    code, report = run_audit(w, tmp_path)  # ...and the audit says it is wrong
+    assert "admin" not in perms(w)  # the gateway believes the signed topic (D74)...
+    code, report = run_audit(w, tmp_path)  # ...and the audit says the table is wrong
     assert code == 1
     [finding] = errors(report)
     assert finding["kind"] == "iam.row.unexpected"
@@ -443,31 +446,42 @@ def test_an_escalation_the_gateway_was_made_to_sign_is_reported_and_not_rebuilt(
             "VALUES (%s, 'admin', %s, 1)",
             (bob, w.root),
         )
-    assert "admin" in w.service.login("bob", "bob-password", "t").claims.perms
-    # ...has the gateway sign genuine events for an accomplice...
-    mallory = w.service.create_user(bob, "mallory", "mallory-password")
-    w.service.grant(bob, mallory, "admin")
-    # ...and removes the forged rows: the tables alone now look plausible.
-    with psycopg.connect(w.running.dsn, autocommit=True) as conn:
-        conn.execute("UPDATE iam_users SET is_owner = false WHERE user_id = %s", (bob,))
-        conn.execute("DELETE FROM iam_grants WHERE subject = %s AND permission = 'admin'", (bob,))
-    assert "admin" in w.service.login("mallory", "mallory-password", "t").claims.perms
+    # ...which gives him nothing here: the gateway decides from its view of the topic (D74)
+    assert "admin" not in w.service.login("bob", "bob-password", "t").claims.perms
+    with pytest.raises(NotAuthorized):
+        w.service.create_group(bob, "bobs")
+    # A gateway that decided from the tables (before D74) signed what he asked: played here by
+    # deciding his commands against the state his rows describe, through the signed path.
+    state = w.service.view.state
+    misled = replace(
+        state,
+        principals={**state.principals, bob: replace(state.principals[bob], owner=True)},
+        grants={**state.grants, bob: frozenset({"admin"})},
+    )
+    events = decide(misled, CreateGroup(actor=bob, group="bobs"), **_decide_args())
+    for event in list(events):
+        misled = evolve(misled, event.schema, event.record)
+    grant = ChangeGrant(actor=bob, subject="group:bobs", permission="admin", granted=True)
+    events += decide(misled, grant, **_decide_args())
+    with pytest.raises(NotApplied):  # the live projection took them from its tables...
+        w.service.publish(events, projection=w.service.projection)
+    assert w.service.view.applied(str(e.record["event_id"]) for e in events) == set()
 
     code, report = run_audit(w, tmp_path)
     assert code == 1
     unauthorized = [f for f in errors(report) if f["kind"] == "iam.unauthorized"]
     assert [(f["details"]["actor"], f["details"]["event"]) for f in unauthorized] == [
-        (bob, "UserRegistered"),
+        (bob, "GroupCreated"),
         (bob, "PermissionGranted"),
     ]
     assert all(isinstance(f["offset"], int) for f in unauthorized)
-    assert report["projection"]["iam"]["row_findings"] > 0  # mallory and her grant
+    assert report["projection"]["iam"]["row_findings"] > 0  # his rows, the group, its grant
 
     run_rebuild(w)  # authorization replayed from the signed events alone
     with psycopg.connect(w.running.dsn) as conn:
-        assert conn.execute(
-            "SELECT count(*) FROM iam_users WHERE user_id = %s", (mallory,)
-        ).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM iam_groups WHERE name = 'bobs'").fetchone() == (
+            0,
+        )
         assert conn.execute(
             "SELECT count(*) FROM iam_grants WHERE permission = 'admin' AND subject <> %s",
             (w.root,),
@@ -475,6 +489,10 @@ def test_an_escalation_the_gateway_was_made_to_sign_is_reported_and_not_rebuilt(
     code, report = run_audit(w, tmp_path)
     assert [f["kind"] for f in errors(report)] == ["iam.unauthorized"] * 2
     assert report["projection"]["iam"]["row_findings"] == 0
+
+
+def _decide_args() -> dict[str, Any]:
+    return {"now_ms": int(time.time() * 1000), "new_event_id": lambda: uuid.uuid4().hex}
 
 
 @pytest.fixture

@@ -1,0 +1,99 @@
+"""Rows written into the IAM tables give nothing: the gateway believes the signed topic.
+
+Whoever can write the institution's PostgreSQL (docs/security.md: not a trusted party)
+writes the rows an attacker wants in ``iam_grants``, ``iam_memberships``, ``iam_users``,
+``iam_revoked_tokens`` and ``iam_service_accounts``, against the real broker and database.
+The gateway's decisions (a token's access, a login, a command) read the IAM view folded from
+the signed events (:mod:`gateway.iam.view`), so none of those rows changes them. Each test
+fails on the code before the view, which read those tables.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from gateway.auth.tokens import RevokedToken
+from gateway.iam.errors import LoginFailed, NotAuthorized
+from tests.integration.test_iam_service import Iam, _boot, iam
+
+pytestmark = pytest.mark.integration
+__all__ = ["iam"]  # the fixture, imported so pytest finds it here
+
+
+def _write(iam: Iam, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """The database's owner writes rows (nothing on the IAM topic)."""
+    with psycopg.connect(iam.dsn, autocommit=True) as conn:
+        for sql, params in statements:
+            assert conn.execute(sql, params).rowcount == 1, sql
+
+
+def test_a_grant_or_membership_row_gives_no_permission(iam: Iam) -> None:
+    svc = iam.service
+    root = _boot(iam)
+    svc.create_group(root, "admins-by-row", "")
+    mallory = svc.create_user(root, "mallory", "mallory-password")
+    token = svc.login("mallory", "mallory-password", "s")
+    grant = "INSERT INTO iam_grants VALUES (%s, %s, %s, 1)"
+    _write(
+        iam,
+        (grant, (mallory, "admin", root)),
+        (grant, ("group:admins-by-row", "chain:write", root)),
+        ("INSERT INTO iam_memberships VALUES (%s, 'admins-by-row', %s, 1)", (mallory, root)),
+    )
+    claims = svc.verifier().verify(token.value)
+    assert claims.perms == frozenset() and claims.groups == ()
+    again = svc.login("mallory", "mallory-password", "s")  # a new token is no wider
+    assert again.claims.perms == frozenset() and again.claims.groups == ()
+    with pytest.raises(NotAuthorized):  # nor does the gateway sign what only an admin may
+        svc.create_user(mallory, "sybil", "sybil-password")
+    with pytest.raises(NotAuthorized):
+        svc.grant(mallory, mallory, "chain:write")
+
+
+def test_rows_that_undo_a_disable_or_a_revocation_change_nothing(iam: Iam) -> None:
+    svc = iam.service
+    root = _boot(iam)
+    dave = svc.create_user(root, "dave", "dave-password")
+    erin = svc.create_user(root, "erin", "erin-password")
+    revoked = svc.login("erin", "erin-password", "s")
+    svc.revoke_token(erin, revoked.claims)
+    before_all = svc.login("erin", "erin-password", "s")
+    svc.revoke_all_tokens(root, erin)
+    svc.disable_user(root, dave, "left")
+    _write(
+        iam,
+        ("UPDATE iam_users SET disabled = false WHERE user_id = %s", (dave,)),
+        ("UPDATE iam_users SET tokens_not_before_ms = 0 WHERE user_id = %s", (erin,)),
+        ("DELETE FROM iam_revoked_tokens WHERE jti = %s", (revoked.claims.jti,)),
+    )
+    with pytest.raises(LoginFailed):
+        svc.login("dave", "dave-password", "s")
+    verifier = svc.verifier()
+    for token in (revoked, before_all):
+        with pytest.raises(RevokedToken):
+            verifier.verify(token.value)
+
+
+def test_an_older_password_or_a_service_row_written_back_logs_nobody_in(iam: Iam) -> None:
+    svc = iam.service
+    root = _boot(iam)
+    frank = svc.create_user(root, "frank", "first-password")
+    with psycopg.connect(iam.dsn) as conn:
+        old = conn.execute(
+            "SELECT password_hash FROM iam_users WHERE user_id = %s", (frank,)
+        ).fetchone()
+    assert old is not None
+    svc.change_password(frank, frank, "second-password", "first-password")
+    account, credential = svc.create_service_account(root, "meter")
+    svc.disable_user(root, account, "retired")
+    _write(
+        iam,
+        ("UPDATE iam_users SET password_hash = %s WHERE user_id = %s", (old[0], frank)),
+        ("UPDATE iam_users SET disabled = false WHERE user_id = %s", (account,)),
+    )
+    with pytest.raises(LoginFailed):  # the hash the gateway sealed earlier, written back
+        svc.login("frank", "first-password", "s")
+    assert svc.login("frank", "second-password", "s").claims.sub == frank
+    with pytest.raises(LoginFailed):
+        svc.login_service(credential, "s")
