@@ -13,7 +13,9 @@ projected from offset 0 three ways, each into emptied IAM tables of the same dat
    lookup, signature check, replay or mark bookkeeping (what the projection cost before D21,
    plus the envelope's decoding),
 3. and, in memory only, :class:`ledger.iam_events.IamGate` (decode + Ed25519 verify + rules),
-   without and with the append-time bound (D56, a clock and a broker stamp per message).
+   without and with the append-time bound (D56, a clock and a broker stamp per message);
+4. then the gateway's :class:`gateway.iam.view.IamView` (D74) reads the topic from offset 0,
+   as a gateway does when it starts, with the same rule and ChainSigners.
 
 Prints events/s for each; never asserts a timing.
 
@@ -32,7 +34,9 @@ from typing import Any
 import psycopg
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
+from psycopg_pool import ConnectionPool
 
+from gateway.iam.view import IamView
 from harness.projections_support import CHAIN_ID, SimChain
 from harness.stack_fixtures import private_servers
 from ledger import iam_time
@@ -184,6 +188,29 @@ def measure(bootstrap: str, dsn: str, key: KeyPair, values: list[bytes], batch: 
     seconds = time.perf_counter() - began
     assert accepted == n
     print(f"  rules + append time (CPU): {n / seconds:>9,.0f} events/s ({seconds:.2f} s)")
+    seconds, groups = view_catch_up(bootstrap, dsn, n)
+    print(f"  gateway IAM view (D74):    {n / seconds:>9,.0f} events/s ({seconds:.2f} s, start to")
+    print(f"                             every event decided; {groups} groups folded)")
+
+
+def view_catch_up(bootstrap: str, dsn: str, count: int) -> tuple[float, int]:
+    """Seconds from a new :class:`IamView` to its having decided ``count`` events, and the
+    number of groups it folded."""
+    with ConnectionPool(dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        began = time.perf_counter()
+        view = IamView(
+            bootstrap=bootstrap,
+            topic=f"{PREFIX}iam.{INST}",
+            institution=INST,
+            pool=pool,
+            signers=ChainSigners(),
+        )
+        try:
+            if not view.wait_for(count - 1, 300):
+                raise RuntimeError("the IAM view did not decide every event in 300 s")
+            return time.perf_counter() - began, len(view.state.groups)
+        finally:
+            view.close()
 
 
 def main() -> None:

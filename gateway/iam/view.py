@@ -10,11 +10,12 @@ Theory of operation
 * A thread reads ``<prefix>iam.<institution>`` from its first offset (assigned, no group
   offsets), decides every message with the IAM projection's own rule
   (:func:`projections.iam_rules.judge`: the signer on the certified chain, the broker's
-  append time, replays, the actor's authority), and folds what it accepts into an
-  :class:`~gateway.iam.state.IamState` (:func:`~gateway.iam.state.evolve`), the
-  :class:`~ledger.iam_authz.AuthzState` the rule needs, the token revocations, and the
-  sealed password and credential hashes of the latest events (so an older row written back
-  does not bring an old password back either).
+  append time, replays, the actor's authority), and folds what it accepts (:class:`Fold`):
+  the :class:`~ledger.iam_authz.AuthzState` the rule needs, who each principal is, the
+  token revocations, and the sealed password and credential hashes of the latest events (so
+  an older row written back does not bring an old password back either). After each batch
+  it publishes an immutable :class:`~gateway.iam.state.IamState` with the semantics of
+  :func:`~gateway.iam.state.evolve` (a unit test holds it to that).
 * What the rule needs of the chain comes from the signer policy; in production
   :class:`~projections.iam_signers.ChainSigners`, the chain projection's tables (the trust
   that remains in the database, docs/security.md).
@@ -29,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from psycopg_pool import ConnectionPool
 
 from gateway.auth.tokens import Access, Claims
 from gateway.iam.errors import IamError
-from gateway.iam.state import IamState, evolve
+from gateway.iam.state import IamState, Principal, PrincipalKind
 from ledger.iam_authz import AuthzState
 from ledger.iam_events import Opened, open_message
 from projections.iam_rules import Held, Refused, judge, read_chain
@@ -65,11 +66,15 @@ class Secrets:
 
 @dataclass(slots=True)
 class Fold:
-    """Everything the view has accepted (mutated by the view's thread only)."""
+    """Everything the view has accepted (mutated by the view's thread only). Events fold
+    into mutable maps in constant time each; :meth:`publish` then makes the immutable
+    :attr:`state` readers see (once per batch, so reading a long topic stays linear)."""
 
     institution: str
     state: IamState
     authz: AuthzState = field(default_factory=AuthzState)
+    #: principal id -> (kind, login), for every registration the fold accepted
+    identity: dict[str, tuple[PrincipalKind, str]] = field(default_factory=dict)
     revoked: dict[str, int] = field(default_factory=dict)  # jti -> expires_at_ms
     not_before_ms: dict[str, int] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=Secrets)
@@ -77,31 +82,71 @@ class Fold:
     mark: int = 0
 
     def apply(self, item: Opened) -> None:
+        """Fold one accepted event (the semantics of :func:`gateway.iam.state.evolve`)."""
         schema, record = item.schema, item.record
-        self.state = evolve(self.state, schema, record)
-        self.authz.apply(schema, record)
         name = schema.rsplit(".", 1)[-1]
-        if name == "TokenRevoked":
+        self.authz.apply(schema, record)
+        if name in ("UserRegistered", "ServiceAccountCreated"):
+            self._registered(name, record)
+        elif name == "TokenRevoked":
             user, at = str(record["user_id"]), int(record["at_ms"])
             if record["jti"]:
                 self.revoked[str(record["jti"])] = int(record["expires_at_ms"])
             else:
                 self.not_before_ms[user] = max(self.not_before_ms.get(user, 0), at)
-        elif name in ("UserRegistered", "UserPasswordChanged"):
+        elif name == "UserPasswordChanged":
             user = str(record["user_id"])
-            first = name == "UserRegistered" and user not in self.secrets.password
-            known = self.state.principals.get(user) is not None and not self._forgotten(user)
-            if known and (first or name == "UserPasswordChanged"):
+            if self._kind(user) == "user" and not self.authz.principals[user].forgotten:
                 self.secrets.password[user] = str(record["password_hash"])
-        elif name == "ServiceAccountCreated":
-            account = str(record["account_id"])
-            principal = self.state.principals.get(account)
-            if principal is not None and principal.kind == "service":
-                self.secrets.credential.setdefault(account, str(record["credential_hash"]))
         elif name == "UserForgotten":
             self.secrets.password[str(record["user_id"])] = None
         self.seen.add(item.event_id)
         self.mark = max(self.mark, item.key_height)
+
+    def _registered(self, name: str, record: Mapping[str, Any]) -> None:
+        user = name == "UserRegistered"
+        pid = str(record["user_id"] if user else record["account_id"])
+        if pid in self.identity or pid not in self.authz.principals:
+            return  # a second registration of the id or of the login: ignored
+        self.identity[pid] = (
+            ("user", str(record["login"]))
+            if user
+            else (
+                "service",
+                str(record["name"]),
+            )
+        )
+        if user:
+            self.secrets.password[pid] = str(record["password_hash"])
+        else:
+            self.secrets.credential[pid] = str(record["credential_hash"])
+
+    def _kind(self, pid: str) -> PrincipalKind | None:
+        found = self.identity.get(pid)
+        return None if found is None else found[0]
+
+    def publish(self) -> None:
+        """Make :attr:`state` the immutable state of everything folded so far."""
+        authz = self.authz
+        principals = {
+            pid: Principal(
+                id=pid,
+                kind=kind,
+                login=login,
+                owner=authz.principals[pid].owner,
+                disabled=authz.principals[pid].disabled,
+                forgotten=authz.principals[pid].forgotten,
+            )
+            for pid, (kind, login) in self.identity.items()
+        }
+        self.state = IamState(
+            institution=self.institution,
+            principals=principals,
+            logins={p.login: pid for pid, p in principals.items()},
+            groups=frozenset(authz.groups),
+            members={pid: frozenset(g) for pid, g in authz.members.items()},
+            grants={s: frozenset(p) for s, p in authz.grants.items()},
+        )
 
     def access(self, claims: Claims) -> Access | None:
         """The token principal's current access; None if the principal is unknown, disabled
@@ -119,10 +164,6 @@ class Fold:
             groups=self.state.groups_of(principal_id),
             perms=frozenset(p.value for p in self.state.permissions_of(principal_id)),
         )
-
-    def _forgotten(self, user: str) -> bool:
-        principal = self.state.principals.get(user)
-        return principal is not None and principal.forgotten
 
 
 class IamView:
@@ -296,11 +337,13 @@ class IamView:
                 authz=fold.authz,
             )
             if isinstance(verdict, Held):
+                fold.publish()
                 self.waiting_for = verdict.needed
                 return index
             if isinstance(verdict, Refused):
                 continue  # the projection logs and counts refusals
             fold.apply(item)
+        fold.publish()
         self.waiting_for = 0
         self._prune(fold.revoked)
         return len(batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.iam.state import IamState
+from gateway.iam.state import IamState, evolve
 from gateway.iam.view import Fold
 from ledger.iam_events import Opened
 
@@ -79,3 +79,42 @@ def test_revocations_by_token_and_by_time_and_the_mark() -> None:
     assert f.revoked == {"j-1": 50}
     assert f.not_before_ms == {"u-1": 20}  # never moves back
     assert f.mark == 7 and len(f.seen) == 4
+
+
+def test_the_published_state_is_the_reference_fold() -> None:
+    """:meth:`Fold.publish` equals :func:`evolve` over the same accepted events, including
+    the ones evolve ignores (a second login, a member of an unknown group)."""
+    history = [
+        user("u-1", "ada", "p"),
+        opened("AdminBootstrapped", user_id="u-1", at_ms=2),
+        user("u-2", "bob", "p"),
+        user("u-3", "bob", "p"),  # the login is taken
+        opened("AdminBootstrapped", user_id="u-2", at_ms=3),  # not a second owner
+        opened(
+            "ServiceAccountCreated",
+            account_id="s-1",
+            name="meter",
+            credential_hash="c",
+            actor="u-1",
+            at_ms=4,
+        ),
+        opened("GroupCreated", group="ops", actor="u-1", at_ms=5),
+        opened("GroupMembershipChanged", user_id="u-2", group="ops", added=True, actor="u-1"),
+        opened("GroupMembershipChanged", user_id="u-2", group="nope", added=True, actor="u-1"),
+        opened("GroupMembershipChanged", user_id="u-9", group="ops", added=True, actor="u-1"),
+        opened("GroupMembershipChanged", user_id="s-1", group="ops", added=True, actor="u-1"),
+        opened("GroupMembershipChanged", user_id="s-1", group="ops", added=False, actor="u-1"),
+        opened("PermissionGranted", subject="group:ops", permission="chain:write", actor="u-1"),
+        opened("PermissionGranted", subject="u-2", permission="chain:read", actor="u-1"),
+        opened("PermissionGranted", subject="u-2", permission="data:read", actor="u-1"),
+        opened("PermissionRevoked", subject="u-2", permission="chain:read", actor="u-1"),
+        opened("UserDisabled", user_id="s-1", actor="u-1", reason="", at_ms=6),
+        opened("UserForgotten", user_id="u-2", actor="u-1", data_key_id="", at_ms=7),
+    ]
+    f = fold(*history)
+    f.publish()
+    expected = IamState(institution=INST)
+    for item in history:
+        expected = evolve(expected, item.schema, item.record)
+    assert f.state == expected
+    assert f.access_of("u-2").perms == {"chain:write", "data:read"}
