@@ -18,12 +18,20 @@ from gateway.auth import passwords
 from gateway.auth.crypto import CryptoError, DataKey, MasterKey, open_text, seal_text
 from gateway.auth.devices import DeviceTokens
 from gateway.auth.throttle import Throttle, Throttled
-from gateway.auth.tokens import Access, Claims, KeyRing, Token, TokenIssuer, TokenVerifier
+from gateway.auth.tokens import (
+    Access,
+    AccessUnknown,
+    Claims,
+    KeyRing,
+    Token,
+    TokenIssuer,
+    TokenVerifier,
+)
 from gateway.iam import data_keys, sealed_rows, store
 from gateway.iam.commands import ChangePassword, Command
 from gateway.iam.errors import IamError, LoginFailed, LoginThrottled, TamperedRow
 from gateway.iam.kek import KekStore
-from gateway.iam.view import IamView
+from gateway.iam.view import IamView, IamViewUnavailable
 
 PASSWORD_FIELD = "password_hash"
 
@@ -176,7 +184,10 @@ class Sessions:
         """The principal's current groups and permissions; None if the token is revoked."""
         if claims.inst != self.institution:
             return None
-        return self._view.access(claims)
+        try:
+            return self._view.access(claims)
+        except IamViewUnavailable as exc:
+            raise AccessUnknown(exc.detail) from None
 
     def _load_ring(self) -> KeyRing:
         with self._pool.connection() as conn, conn.transaction():

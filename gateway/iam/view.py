@@ -55,6 +55,8 @@ PRUNE_AFTER_MS = 600_000
 class IamViewUnavailable(IamError):
     """The gateway has not read its institution's IAM topic yet (try again shortly)."""
 
+    code = "iam_unavailable"
+
 
 @dataclass(slots=True)
 class Secrets:
@@ -286,7 +288,7 @@ class IamView:
 
     def _start(self) -> None:
         """Note the topic's end now (what :meth:`wait_ready` waits for) and read from 0."""
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), 10)
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), 2)
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])
         self._start_end = max(0, int(high))
 
@@ -307,7 +309,9 @@ class IamView:
             self._pending = self._pending[decided:]
             if decided:
                 self._next = (self._pending[0].offset() or 0) if self._pending else self._read
-        elif fresh:
+        else:  # nothing waits: the consumer's position passes control records too
+            position = self._consumer.position([TopicPartition(self.topic, 0)])[0].offset
+            self._read = max(self._read, position)
             self._next = self._read
         with self._changed:
             self._settled = self._read

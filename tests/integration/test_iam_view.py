@@ -10,11 +10,17 @@ fails on the code before the view, which read those tables.
 
 from __future__ import annotations
 
+import uuid
+from unittest.mock import patch
+
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
-from gateway.auth.tokens import RevokedToken
+from gateway.auth.tokens import AccessUnknown, RevokedToken
 from gateway.iam.errors import LoginFailed, NotAuthorized
+from gateway.iam.view import IamView, IamViewUnavailable
+from tests.iam_keys import pinned_signers
 from tests.integration.test_iam_service import Iam, _boot, iam
 
 pytestmark = pytest.mark.integration
@@ -97,3 +103,27 @@ def test_an_older_password_or_a_service_row_written_back_logs_nobody_in(iam: Iam
     assert svc.login("frank", "second-password", "s").claims.sub == frank
     with pytest.raises(LoginFailed):
         svc.login_service(credential, "s")
+
+
+def test_a_view_that_cannot_read_its_topic_refuses_rather_than_guesses(iam: Iam) -> None:
+    """No topic (a broker not ready, a wrong prefix): decisions wait, then fail typed, and a
+    token's access is unknown (a 401 with its reason), never the empty state's answer."""
+    with ConnectionPool(iam.dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        view = IamView(
+            bootstrap=iam.bootstrap,
+            topic=f"no-such-topic-{uuid.uuid4().hex}",
+            institution=iam.institution,
+            pool=pool,
+            signers=pinned_signers(iam.institution),
+        )
+        try:
+            with pytest.raises(IamViewUnavailable, match="not read within"):
+                view.wait_ready(0.5)
+        finally:
+            view.close()
+    svc = iam.service
+    _boot(iam)
+    token = svc.login("root", "root-password", "s")
+    unread = IamViewUnavailable("the IAM topic was not read within 15 s")
+    with patch.object(svc.view, "wait_ready", side_effect=unread), pytest.raises(AccessUnknown):
+        svc.verifier().verify(token.value)
