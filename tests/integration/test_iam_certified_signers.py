@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -33,7 +35,7 @@ from ledger.iam_events import sign_event
 from ledger.key_proofs import register_identity_args
 from ledger.keys import KeyPair
 from projections.iam_certified import CertifiedSigners
-from projections.iam_signers import ChainSigners, SignerPolicy
+from projections.iam_signers import ChainSigners
 from tests.integration.test_iam_trust import INST, World, grant_event, produce, wait_for, world
 from tests.integration.test_tampered_stamps import stored_stamp
 
@@ -42,14 +44,26 @@ __all__ = ["world"]  # the module fixture of test_iam_trust, imported so pytest 
 HOUR_MS = 3_600_000
 
 
-def open_view(w: World, pool: ConnectionPool[psycopg.Connection], signers: SignerPolicy) -> IamView:
-    return IamView(
-        bootstrap=w.sim.bootstrap,
-        topic=w.topic,
-        institution=INST,
-        pool=pool,
-        signers=signers,
-    )
+@contextmanager
+def two_views(w: World, offset: int) -> Iterator[tuple[IamView, IamView]]:
+    """A view with the policy before D75 (ChainSigners) and one with CertifiedSigners, each
+    once it decided ``offset``."""
+    certified = CertifiedSigners(w.sim.genesis, institution=INST)
+    with ConnectionPool(w.running.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        views = [
+            IamView(
+                bootstrap=w.sim.bootstrap, topic=w.topic, institution=INST, pool=pool, signers=p
+            )
+            for p in (ChainSigners(), certified)
+        ]
+        try:
+            for view in views:
+                view.wait_ready()
+                assert view.wait_for(offset, 30), "the view decided the event"
+            yield views[0], views[1]
+        finally:
+            for view in views:
+                view.close()
 
 
 def test_a_key_activity_row_written_into_postgres_signs_nothing(
@@ -67,28 +81,19 @@ def test_a_key_activity_row_written_into_postgres_signs_nothing(
         )
     event_id = f"escalate-{uuid.uuid4().hex[:6]}"
     [offset] = produce(w, [sign_event(attacker, INST, height, grant_event(w, event_id))])
-    certified = CertifiedSigners(w.sim.genesis, institution=INST)
-    with ConnectionPool(w.running.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
-        old, new = open_view(w, pool, ChainSigners()), open_view(w, pool, certified)
-        try:
-            for view in (old, new):
-                view.wait_ready()
-                assert view.wait_for(offset, 30), "the view decided the attacker's event"
-            assert old.applied([event_id]) == {event_id}  # the policy before D75 believed it
-            assert "admin" in old.access_of(w.alice).perms
-            assert new.applied([event_id]) == set()
-            assert "admin" not in new.access_of(w.alice).perms
-            refusals = [r for r in caplog.records if r.getMessage().startswith("chain row refused")]
-            assert [getattr(r, "key_id", None) for r in refusals] == [attacker.key_id.hex()]
-            # genuine events are accepted alike, before and after the attack
-            assert "chain:read" in new.access_of(w.alice).perms
-            group = f"after-{uuid.uuid4().hex[:6]}"
-            w.service.create_group(w.root, group)
-            wait_for(lambda: group in new.state.groups, "the certified view took the group")
-            wait_for(lambda: group in old.state.groups, "the other view took the group")
-        finally:
-            old.close()
-            new.close()
+    with two_views(w, offset) as (old, new):
+        assert old.applied([event_id]) == {event_id}  # the policy before D75 believed it
+        assert "admin" in old.access_of(w.alice).perms
+        assert new.applied([event_id]) == set()
+        assert "admin" not in new.access_of(w.alice).perms
+        refusals = [r for r in caplog.records if r.getMessage().startswith("chain row refused")]
+        assert [getattr(r, "key_id", None) for r in refusals] == [attacker.key_id.hex()]
+        # genuine events are accepted alike, before and after the attack
+        assert "chain:read" in new.access_of(w.alice).perms
+        group = f"after-{uuid.uuid4().hex[:6]}"
+        w.service.create_group(w.root, group)
+        wait_for(lambda: group in new.state.groups, "the certified view took the group")
+        wait_for(lambda: group in old.state.groups, "the other view took the group")
 
 
 def test_a_moved_header_stamp_does_not_move_the_certified_clock(world: World) -> None:
@@ -144,15 +149,6 @@ def test_a_revocation_row_flipped_to_active_still_revokes(world: World) -> None:
         assert flipped.rowcount == 1
     event_id = f"revoked-{uuid.uuid4().hex[:6]}"
     [offset] = produce(w, [sign_event(spare, INST, revoked, grant_event(w, event_id))])
-    certified = CertifiedSigners(w.sim.genesis, institution=INST)
-    with ConnectionPool(w.running.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
-        old, new = open_view(w, pool, ChainSigners()), open_view(w, pool, certified)
-        try:
-            for view in (old, new):
-                view.wait_ready()
-                assert view.wait_for(offset, 30), "the view decided the revoked key's event"
-            assert old.applied([event_id]) == {event_id}  # the flipped row believed
-            assert new.applied([event_id]) == set()
-        finally:
-            old.close()
-            new.close()
+    with two_views(w, offset) as (old, new):
+        assert old.applied([event_id]) == {event_id}  # the flipped row believed
+        assert new.applied([event_id]) == set()
