@@ -61,6 +61,7 @@ from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 from projections import read
 from projections.iam import ChainSigners, IamProjection, SignerPolicy
+from projections.iam_certified import CertifiedSigners
 from projections.projector import database_dsn, database_name
 from runtime import logs
 from runtime.cli_args import ConfigError, Parser
@@ -193,6 +194,18 @@ class IamTrust(NamedTuple):
     key_height: Callable[[], int]
 
 
+def _signers(args: argparse.Namespace, trust: IamTrust | None) -> SignerPolicy:
+    """A new signer policy for one IAM reader (each keeps its own verified chain): the
+    chain tables believed only with certificates verified from ``--genesis`` (D75), else
+    as written (a gateway started without the genesis; ``pantheon up`` always passes it)."""
+    if trust is not None:
+        return trust.signers
+    if args.genesis is None:
+        log.warning("no --genesis: the IAM key history is read from the database unverified")
+        return ChainSigners()
+    return CertifiedSigners(read_genesis(args.genesis), institution=args.institution)
+
+
 def _no_key() -> int:
     raise KeyNotActive("this gateway has no IAM key (--iam-key-file): IAM changes are refused")
 
@@ -230,7 +243,7 @@ def _iam(args: argparse.Namespace, dsn: str, trust: IamTrust | None) -> Any:
         kek_dir=kek_dir,
         signer=signer,
         shared_throttle=True,  # counts hold across workers, replicas and restarts (D46)
-        signers=None if trust is None else trust.signers,  # None: the certified chain
+        signers=_signers(args, trust),
     )
 
 
@@ -342,7 +355,7 @@ def _serve(
         print(f"pantheon gateway: error: cannot start user management: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.iam_projection and worker == 0:  # one consumer, not one per worker
-        _iam_projection(args, dsn, stop, ChainSigners() if trust is None else trust.signers)
+        _iam_projection(args, dsn, stop, _signers(args, trust))
     pool: ConnectionPool[Any] = ConnectionPool(
         dsn, min_size=2, max_size=args.pool_size, open=True, kwargs={"autocommit": True}
     )

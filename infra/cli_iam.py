@@ -7,6 +7,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 
@@ -19,9 +20,11 @@ from infra.cli_stack import settings_of, unknown_institution
 from infra.errors import StackError
 from infra.invocation import pantheon
 from infra.stack import Stack
+from projections.iam_certified import CertifiedSigners
 from projections.iam_signers import SignerPolicy
 from projections.projector import database_name
 from runtime.kafka_config import use_credentials
+from runtime.startup import read_genesis
 
 
 def trusted_signers(institution: str) -> SignerPolicy | None:
@@ -29,6 +32,14 @@ def trusted_signers(institution: str) -> SignerPolicy | None:
     layouts without a chain, as ``chain_key_height`` is)."""
     del institution
     return None
+
+
+def _signers(institution: str, genesis_file: Path) -> SignerPolicy:
+    """:func:`trusted_signers`, or the chain tables believed only with certificates verified
+    from the consortium's genesis (D75)."""
+    return trusted_signers(institution) or CertifiedSigners(
+        read_genesis(genesis_file), institution=institution
+    )
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
@@ -51,7 +62,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
             prefix=stack.settings.topic_prefix,
             kek_dir=consortium.master_key_file(args.institution).parent,
             signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
-            signers=trusted_signers(args.institution),
+            signers=_signers(args.institution, consortium.genesis_file),
         )
     print(f"administrator {args.login} of {args.institution} created (user id {user_id})")
     return 0
@@ -80,7 +91,7 @@ def _iam_service(args: argparse.Namespace) -> IamService:
                 prefix=stack.settings.topic_prefix,
                 kek_dir=master_file.parent,
                 signer=IamSigner(key, chain_key_height(dsn, args.institution, key.key_id)),
-                signers=trusted_signers(args.institution),
+                signers=_signers(args.institution, consortium.genesis_file),
             )
     except psycopg.Error as exc:
         raise StackError(f"cannot reach {args.institution}'s database: {exc}".strip()) from None

@@ -18,12 +18,15 @@ Theory of operation
   ``key_height`` (and at the topic's mark), signed it, and its ``event_id`` was not applied
   before. The :class:`SignerPolicy` (:mod:`projections.iam_signers`) says where the key history
   comes from:
-  :class:`ChainSigners` (``chain.key_activity`` of the same database) in every production
-  process. Anything else (unsigned, forged, foreign, revoked, replayed, undecodable) is
-  refused: logged once, counted in ``pantheon_iam_rejected_total{reason}``, never applied,
+  :class:`~projections.iam_certified.CertifiedSigners` (the chain tables of the same
+  database, believed only with a certificate verified from the genesis, D75) in the
+  projector, the rebuild and the gateway; :class:`ChainSigners` (the same tables as
+  written) only in tests and a gateway run without ``--genesis``. Anything else
+  (unsigned, forged, foreign, revoked, replayed, undecodable) is refused: logged once,
+  counted in ``pantheon_iam_rejected_total{reason}``, never applied,
   so one bad record cannot wedge an institution's user management. The broker's append
   time bounds every event (D56, :func:`ledger.iam_events.decide_appended`, with the header
-  stamps of the same certified blocks, :meth:`ChainSigners.clock`, and
+  stamps of the same certified blocks, the signer policy's ``clock``, and
   :data:`ledger.iam_time.SKEW_MS`): a message not stamped by the broker, a ``key_height``
   from the future and a key revoked before the append time are refused. An event the
   projected chain cannot decide yet (its key height, or a block stamped after its append

@@ -30,11 +30,14 @@ class SignerPolicy(Protocol):
 
 
 class ChainSigners:
-    """Production policy: the certified chain projected in the same database
-    (``chain.meta``, ``chain.key_activity`` and the header stamps of ``chain.blocks``,
-    written by the chain projector only for blocks whose quorum certificate it checked and
-    whose header hash it recomputed, D16/D20). The stamps are kept in memory and only the
-    blocks after the last one read are fetched (a final block never changes)."""
+    """The chain projected in the same database, believed as written (``chain.meta``,
+    ``chain.key_activity`` and the header stamps of ``chain.blocks``, written by the chain
+    projector only for blocks whose quorum certificate it checked and whose header hash it
+    recomputed, D16/D20; but whoever can write the database can write them too). The stamps
+    are kept in memory and only the blocks after the last one read are fetched (a final
+    block never changes). Used only by a gateway started without ``--genesis`` and by
+    tests; the projector, the rebuild, the gateway and ``pantheon iam`` use
+    :class:`~projections.iam_certified.CertifiedSigners` (D75)."""
 
     def __init__(self) -> None:
         self._clock = ChainClock()

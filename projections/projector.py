@@ -37,14 +37,15 @@ from ledger.context import is_slug
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from projections.chain import COUNTER_REASONS, ChainProjection, Diverged, GenesisMismatch
-from projections.iam import ChainSigners, IamProjection
+from projections.iam import IamProjection
+from projections.iam_certified import CertifiedSigners
 from projections.migrate import apply_migrations
 from projections.objects import ObjectsProjection
 from projections.runner import Projection, ProjectionRunner
 from runtime import logs
 from runtime.cli_args import ConfigError, Parser, add_chain_options, add_process_options
 from runtime.metrics_server import serve_metrics
-from runtime.startup import refuse, require_broker
+from runtime.startup import read_genesis, refuse, require_broker
 
 log = logging.getLogger("pantheon.projector")
 
@@ -237,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         config.database()
+        genesis = read_genesis(config.genesis)
     except ConfigError as exc:
         print(f"pantheon projector: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -247,8 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # the institution's users; its signers are the keys the certified chain names (D21)
-    iam = IamProjection(config.institution, prefix=config.prefix, signers=ChainSigners())
+    # the institution's users; its signers are the keys the certified chain names (D21),
+    # believed from the chain tables only with a certificate verified from the genesis (D75)
+    signers = CertifiedSigners(genesis, institution=config.institution)
+    iam = IamProjection(config.institution, prefix=config.prefix, signers=signers)
     # its stored objects' rows (D23), from the object events the IAM projection accepted
     objects = ObjectsProjection(config.institution, prefix=config.prefix)
     return run(config, stop, extra=[iam, objects])

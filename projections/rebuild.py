@@ -31,9 +31,10 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from projections.chain import NAME, Diverged, GenesisMismatch
-from projections.iam import ChainSigners, IamProjection
+from projections.iam import IamProjection
 from projections.iam import migrate as iam_migrate
 from projections.iam import reset as iam_reset
+from projections.iam_certified import CertifiedSigners
 from projections.objects import rebuild as objects_rebuild
 from projections.projector import (
     EXIT_CONFIG,
@@ -49,6 +50,7 @@ from projections.runner import ProjectionRunner
 from runtime import logs
 from runtime.cli_args import ConfigError, Defaults, apply_defaults, one_line
 from runtime.kafka_config import consumer_config
+from runtime.startup import read_genesis
 
 _LOCK_SALT = "pantheon.projection:"
 
@@ -163,7 +165,8 @@ def rebuild_iam(
     topic's end, or after ``wait_s`` without progress (an event waiting for a height the
     chain has not reached: the projector finishes it)."""
     dsn = ensure_database(config.dsn, config.database())
-    projection = IamProjection(config.institution, prefix=config.prefix, signers=ChainSigners())
+    signers = CertifiedSigners(read_genesis(config.genesis), institution=config.institution)
+    projection = IamProjection(config.institution, prefix=config.prefix, signers=signers)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         locked = conn.execute(
             "SELECT pg_try_advisory_lock(hashtext(%s))", (_LOCK_SALT + projection.name,)

@@ -1,7 +1,7 @@
 """IAM signing for tests run without a ledger: one pinned IAM key per institution (D21).
 
 Production processes believe only keys the certified chain names
-(:class:`projections.iam.ChainSigners`); a test that has no chain pins its institution's IAM
+(:class:`projections.iam_certified.CertifiedSigners`); a test without a chain pins its IAM
 key instead, on both sides: the service signs with it at height 0, the projection trusts it
 from height 0.
 """
@@ -39,7 +39,7 @@ def register_on_chain(
     """The production path on a real consortium: ``institution``'s governance key registers
     :func:`iam_key` as a SERVICE identity (its next nonce as the harness tracks it), and the
     signer waits until the chain projection at ``dsn`` holds it; the IAM projection of that
-    database then believes it through :class:`projections.iam.ChainSigners`."""
+    database then believes it through its signer policy."""
     key = iam_key(institution)
     gov = consortium.gov_key(institution)
     consortium.send(

@@ -121,8 +121,10 @@ class IamService:
         kek_dir: Path | None = None,
         signers: SignerPolicy | None = None,
     ) -> None:
-        """``signers``: whose signatures the view believes, as the IAM projection's policy
-        (default: the certified chain, :class:`~projections.iam_signers.ChainSigners`)."""
+        """``signers``: whose signatures the view believes, as the IAM projection's policy.
+        Production passes :class:`~projections.iam_certified.CertifiedSigners` (``pantheon
+        gateway --genesis``, ``pantheon iam``; D75); the default,
+        :class:`~projections.iam_signers.ChainSigners`, believes the chain tables as written."""
         self.institution = institution
         self.signer = signer
         self.topic = iam_topic(institution).name(prefix)

@@ -17,8 +17,10 @@ Theory of operation
   it publishes an immutable :class:`~gateway.iam.state.IamState` with the semantics of
   :func:`~gateway.iam.state.evolve` (a unit test holds it to that).
 * What the rule needs of the chain comes from the signer policy; in production
-  :class:`~projections.iam_signers.ChainSigners`, the chain projection's tables (the trust
-  that remains in the database, docs/security.md).
+  :class:`~projections.iam_certified.CertifiedSigners` (D75): the chain projection's tables,
+  believed only for blocks whose quorum certificate it verified from the genesis, and key
+  activations only where a certified entry registered that key (what remains trusted in
+  the database: its deactivation rows, docs/security.md).
 * An event the chain cannot decide yet waits, as it does in the projection; messages behind
   it are not applied. :meth:`IamView.wait_ready` waits until the view has read every
   message the topic held when it started (applied or waiting), and :meth:`IamView.wait_for`

@@ -3,8 +3,9 @@ transactions, the validator set in force at a height."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -25,11 +26,31 @@ class CertifiedBlock:
     entries: list[EntryResult]
 
 
+HEADER_COLUMNS = (
+    "height, prev_hash, first_offset, last_offset, tx_root, state_root, validator_set_hash, "
+    "timestamp_ms"
+)
+"""The columns of ``chain.blocks`` that are the header's fields, in :func:`header_of` order."""
+
+
+def header_of(row: Sequence[Any]) -> BlockHeader:
+    """The header stored in a ``chain.blocks`` row (its first columns: :data:`HEADER_COLUMNS`)."""
+    return BlockHeader(
+        height=int(row[0]),
+        prev_hash=bytes(row[1]),
+        first_offset=int(row[2]),
+        last_offset=int(row[3]),
+        tx_root=bytes(row[4]),
+        state_root=bytes(row[5]),
+        validator_set_hash=bytes(row[6]),
+        timestamp_ms=int(row[7]),
+    )
+
+
 def certified_block(conn: Conn, height: int) -> CertifiedBlock | None:
     """The final block at ``height`` with its entries (for inclusion proofs)."""
     block = conn.execute(
-        "SELECT height, prev_hash, first_offset, last_offset, tx_root, state_root, "
-        "validator_set_hash, timestamp_ms, certificate, hash FROM chain.blocks WHERE height = %s",
+        f"SELECT {HEADER_COLUMNS}, certificate, hash FROM chain.blocks WHERE height = %s",
         (height,),
     ).fetchone()
     if block is None:
@@ -42,18 +63,11 @@ def certified_block(conn: Conn, height: int) -> CertifiedBlock | None:
             (height,),
         ).fetchall()
     ]
-    header = BlockHeader(
-        height=int(block[0]),
-        prev_hash=bytes(block[1]),
-        first_offset=int(block[2]),
-        last_offset=int(block[3]),
-        tx_root=bytes(block[4]),
-        state_root=bytes(block[5]),
-        validator_set_hash=bytes(block[6]),
-        timestamp_ms=int(block[7]),
-    )
     return CertifiedBlock(
-        header=header, certificate=bytes(block[8]), block_hash=bytes(block[9]), entries=entries
+        header=header_of(block),
+        certificate=bytes(block[8]),
+        block_hash=bytes(block[9]),
+        entries=entries,
     )
 
 

@@ -4,8 +4,11 @@ and PostgreSQL: a block's header stamp, and the IAM projection's position.
 The database's owner is not trusted (docs/security.md). The live IAM projection reads the
 header stamps of ``chain.blocks`` back from its database to apply D56's rule
 (:meth:`projections.iam_signers.ChainSigners.clock`), so whoever can write that table can
-move the rule's clock. The world of :mod:`tests.integration.test_iam_append_time` (S lowered
-to 1.5 s, a ticker cutting a block every 0.3 s), its tests run in order:
+move the rule's clock. Production readers use ``CertifiedSigners`` since D75 (which this
+cannot mislead: ``test_iam_certified_signers.py``); this world keeps ``ChainSigners`` to
+show the audit catching a misled reader. The world of
+:mod:`tests.integration.test_iam_append_time` (S lowered to 1.5 s, a ticker cutting a block
+every 0.3 s), its tests run in order:
 
 * the IAM projection's position moved past an event it waits for (the chain idle): the
   audit cannot decide the event either and reports ``iam.unverifiable``; once a block is
