@@ -91,13 +91,6 @@ class RevokedToken(TokenError):
     reason = "revoked"
 
 
-class AccessUnknown(TokenError):
-    """The principal's current access cannot be known yet (the gateway has not read its IAM
-    topic since it started): refused, never guessed; asking again shortly works."""
-
-    reason = "access_unknown"
-
-
 def _b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

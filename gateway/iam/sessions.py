@@ -20,10 +20,10 @@ from gateway.auth.devices import DeviceTokens
 from gateway.auth.throttle import Throttle, Throttled
 from gateway.auth.tokens import (
     Access,
-    AccessUnknown,
     Claims,
     KeyRing,
     Token,
+    TokenError,
     TokenIssuer,
     TokenVerifier,
 )
@@ -34,6 +34,13 @@ from gateway.iam.kek import KekStore
 from gateway.iam.view import IamView, IamViewUnavailable
 
 PASSWORD_FIELD = "password_hash"
+
+
+class AccessUnknown(TokenError):
+    """The principal's current access cannot be known yet (the gateway has not read its IAM
+    topic since it started): refused, never guessed; asking again shortly works."""
+
+    reason = "access_unknown"
 
 
 class Sessions:

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from gateway.auth.tokens import AccessUnknown, RevokedToken
+from gateway.auth.tokens import RevokedToken
 from gateway.iam.errors import LoginFailed, NotAuthorized
+from gateway.iam.sessions import AccessUnknown
 from gateway.iam.view import IamView, IamViewUnavailable
 from tests.iam_keys import pinned_signers
 from tests.integration.test_iam_service import Iam, _boot, iam
