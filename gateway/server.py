@@ -268,6 +268,21 @@ def _iam_projection(
     ).start()
 
 
+def _wait_for_iam_view(iam: Any, timeout_s: float = 60.0) -> None:
+    """Listen once the IAM view has read its topic (D74): before that every authenticated
+    request would wait and then be refused. A topic not read in time is logged and served
+    anyway (user management answers ``iam_unavailable`` until it is)."""
+    from gateway.iam.view import IamViewUnavailable  # noqa: PLC0415
+
+    view = getattr(iam, "view", None)
+    if view is None:
+        return
+    try:
+        view.wait_ready(timeout_s)
+    except IamViewUnavailable as exc:
+        log.warning("serving before the IAM view caught up", extra={"why": str(exc)})
+
+
 def _startup_checks(args: argparse.Namespace) -> None:
     """What the gateway cannot serve without: one line now, not a retry loop's log (D49)."""
     if args.genesis is not None:
@@ -383,6 +398,7 @@ def _serve(
     app = create_app(
         config, services, iam.verifier(), jwks=iam.jwks, governance=governance, objects=proxy
     )
+    _wait_for_iam_view(iam)
     ready()
     settle_heap()
     sock = listener(args.host, args.port) if listen else None

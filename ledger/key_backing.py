@@ -17,7 +17,14 @@ Theory of operation
     that institution. Candidates are the sender's institution when known, then any name
     the caller offers (an untrusted list is fine: the proof decides);
   - ``RotateKey``: the new key takes the old key's institution and role
-    (:func:`ledger.contracts.rotate_key`), so it is backed when the old key was.
+    (:func:`ledger.contracts.rotate_key`), so it is backed when the old key was; the old
+    key is deactivated at that height;
+  - ``RevokeIdentity``: the key named is deactivated at that height.
+
+* Deactivations are backed too, and readers take a key's whole history from the backed
+  rows alone (:meth:`KeyBacking.rows_of`), never from the table: an inserted deactivation
+  would otherwise make every later event of a genuine key ``stale`` on a fresh reader, and
+  so forget the disables and revocations it carried (a rollback by database write alone).
 
 * Keys added otherwise (``AddOperator``, an admitted institution's keys) are not backed:
   they are never IAM signers (only SERVICE keys are, and those come from the two
@@ -36,7 +43,7 @@ from ledger.iam_events import key_activity
 from ledger.key_proofs import registration_proof_valid
 from ledger.tx import Transaction
 
-BACKING_OPERATIONS = ("RegisterIdentity", "RotateKey")
+BACKING_OPERATIONS = ("RegisterIdentity", "RotateKey", "RevokeIdentity")
 """The operations whose OK entries activate a key a reader may need backed."""
 
 Row = tuple[bytes, int, str, str, bool, bytes]
@@ -54,8 +61,10 @@ class KeyBacking:
     """The activations backed by certified entries, fed block by block in height order."""
 
     chain_id: str
-    _keys: dict[bytes, tuple[str, str]] = field(default_factory=dict)  # -> institution, role
+    #: key id -> (institution, role, public key) of every key a backed row activated
+    _keys: dict[bytes, tuple[str, str, bytes]] = field(default_factory=dict)
     _backed: set[Row] = field(default_factory=set)
+    _history: dict[bytes, list[Row]] = field(default_factory=dict)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> KeyBacking:
@@ -68,8 +77,17 @@ class KeyBacking:
         return backing
 
     def _add(self, row: Row) -> None:
+        if row in self._backed:
+            return
         self._backed.add(row)
-        self._keys[row[0]] = (row[2], row[3])
+        self._history.setdefault(row[0], []).append(row)
+        if row[4]:
+            self._keys[row[0]] = (row[2], row[3], row[5])
+
+    def _deactivate(self, kid: bytes, height: int) -> None:
+        known = self._keys.get(kid)
+        if known is not None:
+            self._add((kid, height, known[0], known[1], False, known[2]))
 
     def add(self, tx: Transaction, height: int, institutions: Iterable[str] = ()) -> None:
         """Learn from ``tx``, an OK entry of the certified block at ``height`` (the caller
@@ -97,12 +115,18 @@ class KeyBacking:
             old = self._keys.get(bytes(args["key_id"]))
             if old is not None:
                 public_key = bytes(args["new_public_key"])
+                self._deactivate(bytes(args["key_id"]), height)
                 self._add((sha256(public_key), height, old[0], old[1], True, public_key))
+        elif tx.operation == "RevokeIdentity":
+            self._deactivate(bytes(args["key_id"]), height)
 
     def backs(self, row: Row) -> bool:
-        """Whether ``row`` is believed: a deactivation always (it can only deny), an
-        activation only if a certified entry (or the genesis) made exactly it."""
-        return not row[4] or row in self._backed
+        """Whether a certified entry (or the genesis) made exactly ``row``."""
+        return row in self._backed
+
+    def rows_of(self, key_ids: Iterable[bytes], up_to: int) -> list[Row]:
+        """The backed history of ``key_ids`` up to height ``up_to``, in height order."""
+        return [r for k in key_ids for r in self._history.get(k, ()) if r[1] <= up_to]
 
 
 __all__ = ["BACKING_OPERATIONS", "KeyBacking", "Row", "as_row"]

@@ -19,14 +19,16 @@ Theory of operation
   - ``chain_height`` is the highest height verified; ``clock`` holds the stamps of verified
     headers only, kept in memory (a final block never changes, so a stamp moved after it was
     verified changes nothing, and one moved before makes its block fail to verify).
-  - ``history`` returns the ``chain.key_activity`` rows of the keys asked for, but a row that
-    activates a key is believed only if :class:`ledger.key_backing.KeyBacking` backs it: a
-    verified OK entry at that height (its body hashing to the certified ``tx_id``) registered
-    exactly that key, institution and role. An unbacked one is read as a deactivation at its
-    height (it can then only deny; a genuine revocation row flipped to ``active`` still
-    revokes) and logged once. Rows that deactivate a key are kept as written; deleting one
-    is not detected here, so a revoked key comes back for whoever holds its private key (the
-    audit reports the missing row).
+  - ``history`` is the keys' history as :class:`ledger.key_backing.KeyBacking` derived it
+    from the verified blocks' OK entries (their bodies hashing to the certified ``tx_id``):
+    registrations, rotations and revocations, never the ``chain.key_activity`` rows. Those
+    are still read, and a row the backing does not hold is logged once (a tampered table);
+    nothing in it is used. A row inserted, flipped or deleted therefore changes nothing: in
+    particular an inserted deactivation cannot make a genuine key's later events ``stale``
+    (which would forget the disables and revocations they carried on a fresh reader).
+    Only entries whose ``operation`` column names a backing operation are fetched; a
+    database that relabels a revocation hides it (a revoked key then stays usable for whoever
+    holds its private key; the audit reports the relabelled row).
 """
 
 from __future__ import annotations
@@ -102,16 +104,9 @@ class CertifiedSigners:
             "WHERE key_id = ANY(%s) AND height <= %s",
             (list(key_ids), self._height),
         )
-        kept = []
-        for values in cur.fetchall():
+        for values in cur.fetchall():  # only to report a tampered table: nothing is used
             row = as_row(values)
-            if self._backing.backs(row):
-                kept.append(row)
-                continue
-            # read as "not active from here": a row that turned a genuine deactivation into an
-            # activation then still denies, and nothing unbacked can grant
-            kept.append((row[0], row[1], row[2], row[3], False, row[5]))
-            if row not in self._warned:
+            if not self._backing.backs(row) and row not in self._warned:
                 self._warned.add(row)
                 log_unbacked(
                     self._institution,
@@ -120,8 +115,9 @@ class CertifiedSigners:
                     height=row[1],
                     key_institution=row[2],
                     role=row[3],
+                    active=row[4],
                 )
-        return KeyHistory.from_rows(kept)
+        return KeyHistory.from_rows(self._backing.rows_of(key_ids, self._height))
 
     def clock(self, cur: psycopg.Cursor[Any], height: int) -> ChainClock | None:
         return self._clock

@@ -124,27 +124,23 @@ def delete_data_key(conn: Conn, user_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def forgotten_with_keys(conn: Conn) -> list[str]:
-    """Users the projection says are forgotten whose data key still exists (e.g. after a
-    restore of a dump taken before the forget): :func:`rotate_kek` must shred them."""
-    return [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT d.user_id FROM iam_data_keys d JOIN iam_users u USING (user_id) "
-            "WHERE u.forgotten ORDER BY d.user_id"
-        )
-    ]
+def with_keys(conn: Conn, user_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``user_ids`` whose data key still exists (e.g. forgotten users after a
+    restore of a dump taken before the forget: :func:`rotate_kek` must shred them). Who is
+    forgotten is the caller's to say (the IAM view, D74), never ``iam_users.forgotten``."""
+    rows = conn.execute(
+        "SELECT user_id FROM iam_data_keys WHERE user_id = ANY(%s) ORDER BY user_id",
+        (list(user_ids),),
+    )
+    return tuple(str(r[0]) for r in rows)
 
 
 def rotate_kek(
     conn: Conn,
     keys: KekStore,
     forget: tuple[str, ...] | list[str],
-    *,
-    include_forgotten: bool = False,
 ) -> tuple[dict[str, str], str | None, int]:
-    """Crypto-shred the data keys of ``forget`` (with ``include_forgotten``, also of every
-    user the projection says is forgotten): delete their rows and re-wrap every other data key
+    """Crypto-shred the data keys of ``forget``: delete their rows and re-wrap every other data key
     under a new KEK in one transaction, then destroy the old KEK file. ``conn`` must be
     outside a transaction.
 
@@ -155,7 +151,7 @@ def rotate_kek(
     if keys.legacy:
         with conn.transaction():
             conn.execute("LOCK TABLE iam_kek IN EXCLUSIVE MODE")
-            gone = _shred(conn, forget, include_forgotten=include_forgotten)
+            gone = _shred(conn, forget)
         return gone, None, 0
     with keys.lock():
         new = new_kek()
@@ -165,7 +161,7 @@ def rotate_kek(
             old_id = current_kek_id(conn)
             if old_id is not None:
                 keys.recover(old_id)
-            gone = _shred(conn, forget, include_forgotten=include_forgotten)
+            gone = _shred(conn, forget)
             keys.stage(new)
             users: list[str] = []
             wrapped: list[bytes] = []
@@ -193,17 +189,14 @@ def rotate_kek(
     return gone, new.kek_id, len(users)
 
 
-def _shred(
-    conn: Conn, forget: tuple[str, ...] | list[str], *, include_forgotten: bool
-) -> dict[str, str]:
-    """Delete the data keys of ``forget`` (and of the forgotten users, with
-    ``include_forgotten``) and tombstone them all: ``{user id: destroyed key id}``."""
+def _shred(conn: Conn, forget: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Delete the data keys of ``forget`` and tombstone them all: ``{user id: destroyed key
+    id}``."""
     gone = {
         str(r[0]): str(r[1])
         for r in conn.execute(
-            "DELETE FROM iam_data_keys WHERE user_id = ANY(%s) OR (%s AND user_id IN "
-            "(SELECT user_id FROM iam_users WHERE forgotten)) RETURNING user_id, key_id",
-            (list(forget), include_forgotten),
+            "DELETE FROM iam_data_keys WHERE user_id = ANY(%s) RETURNING user_id, key_id",
+            (list(forget),),
         )
     }
     _tombstone(conn, {*forget, *gone})

@@ -129,18 +129,16 @@ class PersonalData:
         with self._pool.connection() as conn:
             return data_keys.get_data_key(conn, self.keys, self.institution, user_id)
 
-    def shred(
-        self, user_ids: tuple[str, ...], *, include_forgotten: bool = False
-    ) -> dict[str, str]:
-        """Destroy the data keys of ``user_ids`` (and of the users the projection says are
-        forgotten) by a KEK rotation: ``{user id: destroyed key id}``."""
+    def shred(self, user_ids: tuple[str, ...], *, if_held: bool = False) -> dict[str, str]:
+        """Destroy the data keys of ``user_ids`` by a KEK rotation: ``{user id: destroyed key
+        id}``. With ``if_held``, only if one of them still has a key (no rotation else)."""
         with self._pool.connection() as conn:
-            if include_forgotten and not user_ids and not data_keys.forgotten_with_keys(conn):
-                return {}
+            if if_held:
+                user_ids = data_keys.with_keys(conn, user_ids)
+                if not user_ids:
+                    return {}
             try:
-                gone, _, _ = data_keys.rotate_kek(
-                    conn, self.keys, user_ids, include_forgotten=include_forgotten
-                )
+                gone, _, _ = data_keys.rotate_kek(conn, self.keys, user_ids)
             except CryptoError as exc:
                 raise KeysUnavailable(str(exc)) from None
         return gone

@@ -147,7 +147,6 @@ class IamService:
             institution=institution,
             pool=self._pool,
             signers=signers or ChainSigners(),
-            clock=clock,
         )
         self._publisher = IamPublisher(
             institution=institution,
@@ -370,10 +369,14 @@ class IamService:
         return self.personal.data_key(user_id)
 
     def shred_forgotten(self) -> list[str]:
-        """Destroy the data keys of users the projection says are forgotten (after restoring
-        a dump older than a forget); returns their ids. Wait for the projection first."""
+        """Destroy the data keys of users the signed IAM topic says are forgotten (after
+        restoring a dump older than a forget); returns their ids. ``iam_users.forgotten`` is
+        not read: a row flipped there must not destroy a live user's key (D74)."""
         with self._lock:
-            return sorted(self.personal.shred((), include_forgotten=True))
+            self.view.wait_ready(self._apply_timeout_s)  # who is forgotten: the signed topic
+            state = self.view.state
+            forgotten = tuple(sorted(p.id for p in state.principals.values() if p.forgotten))
+            return sorted(self.personal.shred(forgotten, if_held=True))
 
     def create_group(self, actor: str, group: str, description: str = "") -> None:
         self.execute(CreateGroup(actor=actor, group=group, description=description))

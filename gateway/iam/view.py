@@ -22,17 +22,23 @@ Theory of operation
   activations only where a certified entry registered that key (what remains trusted in
   the database: its deactivation rows, docs/security.md).
 * An event the chain cannot decide yet waits, as it does in the projection; messages behind
-  it are not applied. :meth:`IamView.wait_ready` waits until the view has read every
-  message the topic held when it started (applied or waiting), and :meth:`IamView.wait_for`
-  until it has decided an offset (read-your-writes of the IAM service).
+  it are not applied, and while it waits the view reads at most a batch further.
+  :meth:`IamView.wait_ready` waits until the view has *decided* every message the topic held
+  when it started (a view behind the topic would miss revocations, so until then every
+  decision fails closed: :class:`IamViewUnavailable`, and ``AccessUnknown`` for a token);
+  :meth:`IamView.wait_for` waits until it has decided an offset (read-your-writes of the
+  IAM service). Revoked token ids are kept for the process's life (never pruned by the
+  local clock, which may step).
+* The view's reads of the chain tables run under a statement timeout, so a lock held on
+  them makes the view retry (logged) instead of hanging. A view that falls behind once it
+  has caught up is not detected: it serves the state it has, as the projection does.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +56,10 @@ from runtime.kafka_config import consume_ready, consumer_config
 
 log = logging.getLogger("pantheon.iam.view")
 BATCH = 500
-#: A revoked token's entry outlives its expiry by this much (any verifier's clock leeway).
-PRUNE_AFTER_MS = 600_000
+#: The longest the view waits for one statement of the chain tables (then retries, logged).
+STATEMENT_TIMEOUT_MS = 10_000
+#: How long a token check waits for a view that has not caught up (then AccessUnknown).
+ACCESS_WAIT_S = 2.0
 
 
 class IamViewUnavailable(IamError):
@@ -181,10 +189,9 @@ class IamView:
         institution: str,
         pool: ConnectionPool[Any],
         signers: SignerPolicy,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.topic, self.institution = topic, institution
-        self._pool, self._signers, self._clock = pool, signers, clock
+        self._pool, self._signers = pool, signers
         self._fold = Fold(institution, IamState(institution=institution))
         self._consumer = Consumer(
             consumer_config(bootstrap, f"projection-iam-view.{institution}")  # ACL: projection-*
@@ -192,7 +199,8 @@ class IamView:
         self._pending: list[Message] = []
         self._next = 0  # first offset not decided yet
         self._read = 0  # first offset not read yet
-        self._settled = 0  # _read once the messages before it were decided or held
+        self._settled = 0  # every offset below it was decided (applied or refused)
+        self._ever_ready = False  # once caught up, later holds are the projection's too
         self._start_end: int | None = None  # the topic's end when the view started
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -209,7 +217,7 @@ class IamView:
     def access(self, claims: Claims) -> Access | None:
         """The token principal's current groups and permissions; None if the principal is
         unknown, disabled or forgotten, or the token was revoked."""
-        self.wait_ready()
+        self.wait_ready(ACCESS_WAIT_S)
         return self._fold.access(claims)
 
     def access_of(self, principal_id: str) -> Access:
@@ -269,7 +277,10 @@ class IamView:
 
     # -- the thread -----------------------------------------------------------------------
     def _ready(self) -> bool:
-        return self._start_end is not None and self._settled >= self._start_end
+        if self._ever_ready:
+            return True
+        self._ever_ready = self._start_end is not None and self._settled >= self._start_end
+        return self._ever_ready
 
     def _run(self) -> None:
         pause = 0.0  # after a failure: grows to 5 s while it lasts, logged once
@@ -295,7 +306,10 @@ class IamView:
         self._start_end = max(0, int(high))
 
     def _step(self) -> None:
-        fresh = consume_ready(self._consumer, BATCH, 0.2)
+        # while an event is held, read no further than a batch: a flood behind it stays in
+        # the broker, not in this process's memory
+        room = BATCH - len(self._pending)
+        fresh = consume_ready(self._consumer, room, 0.2) if room > 0 else []
         for msg in fresh:
             error = msg.error()
             if error is not None:
@@ -316,7 +330,7 @@ class IamView:
             self._read = max(self._read, position)
             self._next = self._read
         with self._changed:
-            self._settled = self._read
+            self._settled = self._next
             self._changed.notify_all()
         if self._pending and not fresh:
             self._stop.wait(0.1)  # waiting for the chain: ask again shortly
@@ -327,7 +341,9 @@ class IamView:
         candidates = [o for o in opened if isinstance(o, Opened)]
         if not candidates:
             return len(batch)
-        with self._pool.connection() as conn, conn.cursor() as cur:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # a lock held on the chain tables must not freeze the view silently
+            cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             chain = read_chain(self._signers, cur, [o.key_id for o in candidates])
         fold = self._fold
         for index, (msg, item) in enumerate(zip(batch, opened, strict=True)):
@@ -351,14 +367,7 @@ class IamView:
             fold.apply(item)
         fold.publish()
         self.waiting_for = 0
-        self._prune(fold.revoked)
         return len(batch)
-
-    def _prune(self, revoked: dict[str, int]) -> None:
-        """Forget revocations of tokens that have expired anyway."""
-        now_ms = int(self._clock() * 1000) - PRUNE_AFTER_MS
-        for jti in [j for j, expires in revoked.items() if expires < now_ms]:
-            del revoked[jti]
 
 
 def _raw(msg: Message) -> bytes:

@@ -14,7 +14,9 @@ chain). Whoever can write PostgreSQL and produce to the IAM topic:
   reading the tampered table from scratch stops below the block instead of believing it
   (ChainSigners takes the moved stamp);
 * flips a revoked SERVICE key's deactivation row to ``active``: ChainSigners believes the
-  key again, CertifiedSigners reads the unbacked row as a deactivation.
+  key again, CertifiedSigners takes the key's history from certified entries only;
+* inserts a deactivation of the genuine IAM key (a rollback on a fresh reader before D75):
+  CertifiedSigners ignores it.
 """
 
 from __future__ import annotations
@@ -152,3 +154,35 @@ def test_a_revocation_row_flipped_to_active_still_revokes(world: World) -> None:
     with two_views(w, offset) as (old, new):
         assert old.applied([event_id]) == {event_id}  # the flipped row believed
         assert new.applied([event_id]) == set()
+
+
+def test_a_deactivation_row_written_into_postgres_rolls_nothing_back(world: World) -> None:
+    """An inserted deactivation of the genuine IAM key would make a fresh ChainSigners reader
+    refuse every later event of that key as stale (forgetting the disables and revocations
+    they carried: a rollback by database write alone). CertifiedSigners takes the key's
+    history from certified entries only, so the row changes nothing."""
+    w = world
+    height = w.running.projection.height
+    kid = w.iam_key.key_id
+    with psycopg.connect(w.running.dsn, autocommit=True) as conn, conn.cursor() as cur:
+        registered = CertifiedSigners(w.sim.genesis, institution=INST)
+        registered.chain_height(cur)
+        genuine = registered.history(cur, [kid]).at(kid, height)
+        assert genuine is not None and genuine.active and genuine.role == "SERVICE"
+        cur.execute(
+            "INSERT INTO chain.key_activity (key_id, height, institution_id, role, active, "
+            "public_key) VALUES (%s, %s, %s, 'SERVICE', false, %s)",
+            (kid, height, INST, w.iam_key.public_key),
+        )
+        try:
+            misled = ChainSigners()
+            info = misled.history(cur, [kid]).at(kid, misled.chain_height(cur))
+            assert info is not None and not info.active  # the policy before: revoked
+            fresh = CertifiedSigners(w.sim.genesis, institution=INST)
+            assert fresh.chain_height(cur) == height
+            assert fresh.history(cur, [kid]).at(kid, height) == genuine
+        finally:
+            cur.execute(
+                "DELETE FROM chain.key_activity WHERE key_id = %s AND height = %s AND NOT active",
+                (kid, height),
+            )

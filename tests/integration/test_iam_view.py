@@ -128,3 +128,19 @@ def test_a_view_that_cannot_read_its_topic_refuses_rather_than_guesses(iam: Iam)
     unread = IamViewUnavailable("the IAM topic was not read within 15 s")
     with patch.object(svc.view, "wait_ready", side_effect=unread), pytest.raises(AccessUnknown):
         svc.verifier().verify(token.value)
+
+
+def test_a_forgotten_flag_written_into_postgres_shreds_no_key(iam: Iam) -> None:
+    """``shred-forgotten`` (run after restoring a dump) destroys the keys of the users the
+    signed topic forgot, not of those ``iam_users.forgotten`` names: a flag written there
+    would otherwise lock the owner out for good and shred a live user's data."""
+    svc = iam.service
+    root = _boot(iam)
+    alice = svc.create_user(root, "alice", "alice-password", {"email": "a@x.org"})
+    with psycopg.connect(iam.dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE iam_users SET forgotten = true WHERE user_id IN (%s, %s)", (root, alice)
+        )
+    assert svc.shred_forgotten() == []
+    assert svc.login("root", "root-password", "s").claims.sub == root
+    assert svc.profile(root, alice) == {"email": "a@x.org"}

@@ -114,3 +114,33 @@ def test_other_chains_and_unbacked_rotations_back_nothing() -> None:
         parse_tx(sign_tx(stranger, chain_id=CHAIN, nonce=0, operation="RotateKey", args=rotate)), 2
     )
     assert not backing.backs((new.key_id, 2, "inst-0", "SERVICE", True, new.public_key))
+
+
+def test_revocations_and_rotations_are_backed_and_the_history_is_the_backed_rows() -> None:
+    """A key's history comes from certified entries alone, deactivations included, so a row
+    inserted into the table (a deactivation of a genuine key: a rollback on a fresh reader)
+    is never in it."""
+    driver = Driver(consortium(4))
+    backing = KeyBacking.from_genesis(driver.plan.genesis)
+    svc, spare, new = key("svc"), key("spare"), key("svc-new")
+    before = snapshot(driver)
+    first = driver.block([register(driver, "inst-0", "svc"), register(driver, "inst-0", "spare")])
+    feed(backing, first)
+    written = rows(first, before)
+    before = snapshot(driver)
+    rotate = rotate_key_args(new, chain_id=CHAIN, key_id=svc.key_id, old_public_key=svc.public_key)
+    revoke = {"key_id": spare.key_id}
+    second = driver.block(
+        [
+            driver.tx(svc, "RotateKey", rotate),
+            driver.tx(driver.gov("inst-0"), "RevokeIdentity", revoke),
+        ]
+    )
+    feed(backing, second)
+    written += rows(second, before)
+    assert all(backing.backs(r) for r in written), written
+    keys = [svc.key_id, spare.key_id, new.key_id]
+    assert sorted(backing.rows_of(keys, 2)) == sorted(written)
+    assert sorted(backing.rows_of(keys, 1)) == sorted(r for r in written if r[1] <= 1)
+    inserted = (new.key_id, 2, "inst-0", "SERVICE", False, new.public_key)
+    assert not backing.backs(inserted) and inserted not in backing.rows_of(keys, 9)
