@@ -15,14 +15,19 @@ from unittest.mock import patch
 
 import psycopg
 import pytest
+from confluent_kafka import Producer
 from psycopg_pool import ConnectionPool
 
 from gateway.auth.tokens import RevokedToken
 from gateway.iam.errors import LoginFailed, NotAuthorized
 from gateway.iam.sessions import AccessUnknown
 from gateway.iam.view import IamView, IamViewUnavailable
-from tests.iam_keys import pinned_signers
+from ledger.iam_events import sign_event
+from runtime.kafka_config import producer_config
+from schemas.codec import encode
+from tests.iam_keys import iam_key, pinned_signers
 from tests.integration.test_iam_service import Iam, _boot, iam
+from tests.integration.test_iam_trust import wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["iam"]  # the fixture, imported so pytest finds it here
@@ -144,3 +149,44 @@ def test_a_forgotten_flag_written_into_postgres_shreds_no_key(iam: Iam) -> None:
     assert svc.shred_forgotten() == []
     assert svc.login("root", "root-password", "s").claims.sub == root
     assert svc.profile(root, alice) == {"email": "a@x.org"}
+
+
+def test_a_fresh_view_stopped_behind_a_held_event_is_not_ready(iam: Iam) -> None:
+    """A message the chain cannot decide yet (here a key height the pinned chain never
+    reaches) holds every event behind it. A view started meanwhile would miss what follows
+    (a revoke-all): it is not ready, so decisions fail closed, while the running view, ready
+    before, goes on serving what it decided (as the projection does)."""
+    svc = iam.service
+    root = _boot(iam)
+    event = encode(
+        "GroupCreated",
+        {
+            "event_id": f"held-{uuid.uuid4().hex[:6]}",
+            "institution_id": iam.institution,
+            "at_ms": 1,
+            "group": "held",
+            "description": "",
+            "actor": root,
+        },
+    )
+    producer = Producer(producer_config(iam.bootstrap))
+    producer.produce(
+        iam.topic, value=sign_event(iam_key(iam.institution), iam.institution, 9, event)
+    )
+    assert producer.flush(10) == 0
+    wait_for(lambda: svc.view.waiting_for == 9, "the running view holds the event")
+    assert svc.login("root", "root-password", "s").claims.sub == root
+    with ConnectionPool(iam.dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        fresh = IamView(
+            bootstrap=iam.bootstrap,
+            topic=iam.topic,
+            institution=iam.institution,
+            pool=pool,
+            signers=pinned_signers(iam.institution),
+        )
+        try:
+            wait_for(lambda: fresh.waiting_for == 9, "the fresh view reached the event")
+            with pytest.raises(IamViewUnavailable):
+                fresh.wait_ready(0.5)
+        finally:
+            fresh.close()
