@@ -8,7 +8,7 @@ produced. A refused command leaves no orphan key (:meth:`PersonalData.discard_if
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from gateway.auth.crypto import (
     seal_profile,
     seal_text,
 )
-from gateway.iam import data_keys, sealed_rows, store
+from gateway.iam import data_keys, sealed_rows
 from gateway.iam.errors import (
     KeysUnavailable,
     NotApplied,
@@ -33,6 +33,7 @@ from gateway.iam.errors import (
 )
 from gateway.iam.kek import KekStore
 from gateway.iam.sessions import PASSWORD_FIELD
+from gateway.iam.view import IamView
 
 
 class PersonalData:
@@ -45,12 +46,12 @@ class PersonalData:
         keys: KekStore,
         institution: str,
         password_params: passwords.ScryptParams,
-        sealed_password: Callable[[str], str | None],
+        view: IamView,
     ) -> None:
-        """``sealed_password``: a user's current sealed hash, from the signed topic (the IAM
-        view, D74), not from ``iam_users``."""
+        """``view``: a user's current sealed password hash and profile come from the signed
+        topic (the IAM view, D74), not from ``iam_users``."""
         self._pool = pool
-        self._sealed_password = sealed_password
+        self._view = view
         self.keys = keys
         self.institution = institution
         self._params = password_params
@@ -86,7 +87,7 @@ class PersonalData:
     ) -> str:
         """``new_password`` hashed and sealed under the user's key; one's ``own`` password
         only if ``old_password`` is the current one (:class:`NotAuthorized` otherwise)."""
-        sealed = self._sealed_password(user_id)
+        sealed = self._view.sealed_password(user_id)
         with self._pool.connection() as conn:
             dk = data_keys.get_data_key(conn, self.keys, self.institution, user_id)
         if sealed is None or dk is None:
@@ -115,14 +116,14 @@ class PersonalData:
 
     def profile(self, user_id: str) -> dict[str, str] | None:
         """The user's personal fields in clear; None once forgotten."""
-        with self._pool.connection() as conn:
-            row = store.profile_row(conn, user_id)
-            dk = data_keys.get_data_key(conn, self.keys, self.institution, user_id)
-        if row is None:
+        known, sealed = self._view.sealed_profile(user_id)  # the signed topic's, not the row's
+        if not known:
             raise UnknownUser(user_id)
-        if row[0] is None or dk is None:
+        with self._pool.connection() as conn:
+            dk = data_keys.get_data_key(conn, self.keys, self.institution, user_id)
+        if sealed is None or dk is None:
             return None
-        return open_profile(dk, self.institution, user_id, bytes(row[0]))
+        return open_profile(dk, self.institution, user_id, sealed)
 
     def data_key(self, user_id: str) -> DataKey | None:
         """The user's data key; None once the user is forgotten."""

@@ -169,7 +169,7 @@ class IamService:
             keys=self._keys,
             institution=institution,
             password_params=password_params,
-            sealed_password=self.view.sealed_password,
+            view=self.view,
         )
         with self._pool.connection() as conn:
             iam_projection.migrate(conn)

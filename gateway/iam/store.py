@@ -81,14 +81,6 @@ def load_state(conn: Conn, institution: str) -> IamState:
 # -- the service's reads of users and events ---------------------------------------------------
 
 
-def profile_row(conn: Conn, user_id: str) -> tuple[Any, ...] | None:
-    """``(encrypted_profile,)`` of a principal (None: unknown)."""
-    row: tuple[Any, ...] | None = conn.execute(
-        "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (user_id,)
-    ).fetchone()
-    return row
-
-
 # -- signing keys -----------------------------------------------------------------------------
 def _purpose(institution: str, kid: str) -> str:
     return f"signing-key:{institution}:{kid}"

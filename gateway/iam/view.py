@@ -74,6 +74,7 @@ class Secrets:
 
     password: dict[str, str | None] = field(default_factory=dict)
     credential: dict[str, str] = field(default_factory=dict)
+    profile: dict[str, bytes | None] = field(default_factory=dict)  # sealed personal fields
 
 
 @dataclass(slots=True)
@@ -110,8 +111,13 @@ class Fold:
             user = str(record["user_id"])
             if self._kind(user) == "user" and not self.authz.principals[user].forgotten:
                 self.secrets.password[user] = str(record["password_hash"])
+        elif name == "UserProfileUpdated":
+            user = str(record["user_id"])
+            if user in self.identity and not self.authz.principals[user].forgotten:
+                self.secrets.profile[user] = bytes(record["encrypted_profile"])
         elif name == "UserForgotten":
             self.secrets.password[str(record["user_id"])] = None
+            self.secrets.profile[str(record["user_id"])] = None
         self.seen.add(item.event_id)
         self.mark = max(self.mark, item.key_height)
 
@@ -130,6 +136,7 @@ class Fold:
         )
         if user:
             self.secrets.password[pid] = str(record["password_hash"])
+            self.secrets.profile[pid] = bytes(record["encrypted_profile"])
         else:
             self.secrets.credential[pid] = str(record["credential_hash"])
 
@@ -244,6 +251,14 @@ class IamView:
         forgotten)."""
         self.wait_ready()
         return self._fold.secrets.password.get(user_id)
+
+    def sealed_profile(self, principal_id: str) -> tuple[bool, bytes | None]:
+        """``(known, sealed personal fields)`` of a principal from its latest event (None:
+        none, or forgotten)."""
+        self.wait_ready()
+        if self._fold.state.principal(principal_id) is None:
+            return False, None
+        return True, self._fold.secrets.profile.get(principal_id)
 
     def credential_hash(self, account_id: str) -> str | None:
         """The sealed credential hash of an active service account, else None."""

@@ -190,3 +190,20 @@ def test_a_fresh_view_stopped_behind_a_held_event_is_not_ready(iam: Iam) -> None
                 fresh.wait_ready(0.5)
         finally:
             fresh.close()
+
+
+def test_an_older_profile_written_back_is_not_what_the_gateway_shows(iam: Iam) -> None:
+    """A user's personal fields are opened from the latest signed event's seal, so an older
+    seal written back into ``iam_users`` (it opens: same user, same data key) shows nothing
+    old."""
+    svc = iam.service
+    root = _boot(iam)
+    grace = svc.create_user(root, "grace", "grace-password", {"email": "old@x.org"})
+    with psycopg.connect(iam.dsn) as conn:
+        old = conn.execute(
+            "SELECT encrypted_profile FROM iam_users WHERE user_id = %s", (grace,)
+        ).fetchone()
+    assert old is not None
+    svc.update_profile(grace, grace, {"email": "new@x.org"})
+    _write(iam, ("UPDATE iam_users SET encrypted_profile = %s WHERE user_id = %s", (old[0], grace)))
+    assert svc.profile(root, grace) == {"email": "new@x.org"}
