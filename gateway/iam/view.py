@@ -206,7 +206,6 @@ class IamView:
         self._pending: list[Message] = []
         self._next = 0  # first offset not decided yet
         self._read = 0  # first offset not read yet
-        self._settled = 0  # every offset below it was decided (applied or refused)
         self._ever_ready = False  # once caught up, later holds are the projection's too
         self._start_end: int | None = None  # the topic's end when the view started
         self._changed = threading.Condition()
@@ -243,7 +242,7 @@ class IamView:
         principal = state.principal(user) if user is not None else None
         if principal is None or principal.kind != "user" or not principal.active:
             return None
-        sealed = self.sealed_password(principal.id)
+        sealed = self._fold.secrets.password.get(principal.id)
         return None if sealed is None else (principal.id, sealed)
 
     def sealed_password(self, user_id: str) -> str | None:
@@ -273,8 +272,9 @@ class IamView:
         return {e for e in event_ids if e in self._fold.seen}
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        """Return once every message the topic held at start was read (applied, refused or
-        waiting for the chain); :class:`IamViewUnavailable` after ``timeout``."""
+        """Return once every message the topic held at start was decided (applied or
+        refused; once caught up, the view stays ready); :class:`IamViewUnavailable` after
+        ``timeout``."""
         with self._changed:
             if not self._changed.wait_for(self._ready, timeout):
                 raise IamViewUnavailable(
@@ -294,7 +294,7 @@ class IamView:
     def _ready(self) -> bool:
         if self._ever_ready:
             return True
-        self._ever_ready = self._start_end is not None and self._settled >= self._start_end
+        self._ever_ready = self._start_end is not None and self._next >= self._start_end
         return self._ever_ready
 
     def _run(self) -> None:
@@ -345,7 +345,6 @@ class IamView:
             self._read = max(self._read, position)
             self._next = self._read
         with self._changed:
-            self._settled = self._next
             self._changed.notify_all()
         if self._pending and not fresh:
             self._stop.wait(0.1)  # waiting for the chain: ask again shortly
